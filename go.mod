@@ -1,0 +1,10 @@
+module github.com/sctrace/sctrace
+
+go 1.26.0
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/arch v0.33.0 // indirect
+)

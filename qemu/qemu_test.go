@@ -1,0 +1,152 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notExec, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, wantErr string
+	}{
+		{"missing file", filepath.Join(dir, "nope"), "no such file"},
+		{"directory", dir, "not an executable"},
+		{"not executable", notExec, "not an executable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Find(tt.path)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Find(%q) = %v, want error containing %q", tt.path, err, tt.wantErr)
+			}
+		})
+	}
+	t.Run("not on PATH", func(t *testing.T) {
+		t.Setenv("PATH", dir)
+		_, err := Find("")
+		if !errors.Is(err, ErrNotInstalled) || !strings.Contains(err.Error(), "apt-get install") {
+			t.Fatalf("Find(\"\") with empty PATH = %v, want ErrNotInstalled with an install hint", err)
+		}
+	})
+}
+
+func TestResolveAccel(t *testing.T) {
+	kvmOK, _ := KVMUsable()
+	auto := "tcg"
+	if kvmOK {
+		auto = "kvm"
+	}
+	tests := []struct {
+		req, want string
+		wantErr   bool
+	}{
+		{"tcg", "tcg", false},
+		{"bogus", "", true},
+		{"kvm", "kvm", !kvmOK},
+		{"auto", auto, false},
+		{"", auto, false},
+	}
+	for _, tt := range tests {
+		got, note, err := ResolveAccel(tt.req)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ResolveAccel(%q) error = %v, wantErr %v", tt.req, err, tt.wantErr)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if got != tt.want || !strings.HasPrefix(note, tt.want) {
+			t.Errorf("ResolveAccel(%q) = %q (%s), want %q", tt.req, got, note, tt.want)
+		}
+	}
+}
+
+func TestExitString(t *testing.T) {
+	tests := []struct {
+		e    Exit
+		want string
+	}{
+		{Exit{Status: 1, DebugExit: true, Code: 0}, "guest exit code 0 (qemu status 1)"},
+		{Exit{Status: -1, Signal: "killed"}, "killed by killed"},
+		{Exit{Status: 2}, "qemu status 2"},
+	}
+	for _, tt := range tests {
+		if got := tt.e.String(); got != tt.want {
+			t.Errorf("%#v.String() = %q, want %q", tt.e, got, tt.want)
+		}
+	}
+}
+
+// requireQEMU fails the test when QEMU is missing: the integration tests are
+// part of the suite, and `make test` installs QEMU first.
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := Find(""); err != nil {
+		if testing.Short() {
+			t.Skip("QEMU not installed (-short)")
+		}
+		t.Fatalf("%v (run `make test`, which installs it)", err)
+	}
+}
+
+func TestStartStoppedWithGDB(t *testing.T) {
+	requireQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inst, err := Start(ctx, Config{Accel: "tcg", GDB: true, Stopped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	if !strings.HasPrefix(inst.GDBAddr, "127.0.0.1:") {
+		t.Fatalf("GDBAddr = %q, want a loopback address", inst.GDBAddr)
+	}
+	c, err := net.DialTimeout("tcp", inst.GDBAddr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial gdbstub: %v", err)
+	}
+	c.Close()
+	start := time.Now()
+	inst.Stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Stop took %v", d)
+	}
+	e, err := inst.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.DebugExit {
+		t.Errorf("exit %v: no debug-exit device was configured", e)
+	}
+	inst.Stop() // a second Stop returns at once
+}
+
+func TestStartBadKernel(t *testing.T) {
+	requireQEMU(t)
+	_, err := Start(context.Background(), Config{Kernel: filepath.Join(t.TempDir(), "missing.elf")})
+	if err == nil || !strings.Contains(err.Error(), "kernel") {
+		t.Fatalf("Start with a missing kernel = %v, want a kernel error", err)
+	}
+}
+
+func TestStartQEMUDiesEarly(t *testing.T) {
+	requireQEMU(t)
+	_, err := Start(context.Background(), Config{Accel: "tcg", GDB: true, Extra: []string{"-no-such-option"}})
+	if err == nil || !strings.Contains(err.Error(), "exited before") {
+		t.Fatalf("Start with a bad option = %v, want an early-exit error with QEMU's message", err)
+	}
+	if !strings.Contains(err.Error(), "no-such-option") {
+		t.Errorf("error %q does not quote QEMU's complaint", err)
+	}
+}
