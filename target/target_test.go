@@ -1,0 +1,128 @@
+package target
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestParseReg(t *testing.T) {
+	tests := []struct {
+		name string
+		want Reg
+		ok   bool
+	}{
+		{"rax", RAX, true},
+		{"RIP", RIP, true},
+		{"eflags", RFLAGS, true},
+		{"rflags", RFLAGS, true},
+		{"k_gs_base", KernelGSBase, true},
+		{"kernel_gs_base", KernelGSBase, true},
+		{"efer", EFER, true},
+		{"xmm0", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseReg(tt.name)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("ParseReg(%q) = %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+		if ok && tt.name == strings.ToLower(tt.name) && got.String() != tt.name && tt.name != "rflags" && tt.name != "kernel_gs_base" {
+			t.Errorf("%v.String() = %q, want %q", got, got.String(), tt.name)
+		}
+	}
+}
+
+func TestStateKnownAndCPL(t *testing.T) {
+	var s State
+	if s.CPL() != -1 {
+		t.Errorf("CPL with CS unknown = %d, want -1", s.CPL())
+	}
+	if _, ok := s.Get(CR3); ok {
+		t.Error("CR3 known in a zero State")
+	}
+	s.Set(CS, 0x33)
+	s.Set(CR3, 0x1000)
+	if s.CPL() != 3 || !s.User() {
+		t.Errorf("CPL with CS=0x33 = %d", s.CPL())
+	}
+	next := s
+	next.Set(CS, 0x10)
+	next.Set(RCX, 0)
+	ch := s.Changed(&next)
+	if len(ch) != 2 || ch[0] != RCX || ch[1] != CS {
+		t.Errorf("Changed = %v, want [rcx cs] (rcx became known as zero)", ch)
+	}
+}
+
+func TestDecoders(t *testing.T) {
+	tests := []struct {
+		name, got, want string
+	}{
+		{"rflags", Flags(0x246).String(), "IF ZF PF"},
+		{"rflags iopl", Flags(0x3202).String(), "IF IOPL=3"},
+		{"rflags none", Flags(0x2).String(), "-"},
+		{"cr0", CR0Flags(0x80050033).String(), "PE MP ET NE WP AM PG"},
+		{"cr4", CR4Flags(0x3206b0).String(), "PSE PAE PGE OSFXSR OSXMMEXCPT PCIDE SMEP SMAP"},
+		{"efer", EFERFlags(0xd01).String(), "SCE LME LMA NXE"},
+		{"cr3 kernel", CR3Fields{Value: 0x10a000}.String(), "pgd 0x10a000 (kernel half)"},
+		{"cr3 user", CR3Fields{Value: 0x10b000}.String(), "pgd 0x10b000 (kpti user half)"},
+		{"cr3 pcid", CR3Fields{Value: 1<<63 | 0x10b000 | 0x801, PCIDE: true}.String(), "pgd 0x10b000 (kpti user half) pcid 2049 noflush"},
+		{"selector user cs", Selector(0x33).String(), "0x33 (GDT[6] RPL3)"},
+		{"selector null", Selector(0x3).String(), "0x3 (null RPL3)"},
+		{"selector ldt", Selector(0x0f).String(), "0xf (LDT[1] RPL3)"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+func TestParseInfoRegisters(t *testing.T) {
+	tests := []struct {
+		file     string
+		cpl      int
+		tr       Segment
+		gdtBase  uint64
+		idtLimit uint32
+		efer     uint64
+		csDPL    int
+	}{
+		{"info-registers-reset.txt", 0, Segment{Selector: 0, Base: 0, Limit: 0xffff, Attr: 0x8b00}, 0, 0xffff, 0, 0},
+		{"info-registers-long.txt", 3, Segment{Selector: 0x40, Base: 0xfffffe0000003000, Limit: 0x4087, Attr: 0x8b00}, 0xfffffe0000001000, 0xfff, 0xd01, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			text, err := os.ReadFile("testdata/" + tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := ParseInfoRegisters(string(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.CPL != tt.cpl || s.TR() != tt.tr || s.GDTBase != tt.gdtBase || s.IDTLimit != tt.idtLimit || s.EFER != tt.efer {
+				t.Errorf("got CPL %d TR %+v GDT %#x IDT limit %#x EFER %#x", s.CPL, s.TR(), s.GDTBase, s.IDTLimit, s.EFER)
+			}
+			if got := s.Segments["CS"].DPL(); got != tt.csDPL {
+				t.Errorf("CS DPL = %d, want %d", got, tt.csDPL)
+			}
+		})
+	}
+}
+
+func TestParseInfoRegistersErrors(t *testing.T) {
+	tests := []struct{ name, text, want string }{
+		{"empty", "", "no CPL"},
+		{"no TR", "RIP=0 RFL=2 CPL=0\n", "no TR"},
+		{"bad CPL", "CPL=9\n", "bad CPL"},
+		{"short segment", "CPL=0\nCS =0010 0000\n", "segment line"},
+		{"bad base", "CPL=0\nCS =0010 zz ffffffff 00a09b00\n", "base"},
+	}
+	for _, tt := range tests {
+		_, err := ParseInfoRegisters(tt.text)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", tt.name, err, tt.want)
+		}
+	}
+}
