@@ -1,0 +1,267 @@
+// Package symbols names kernel addresses. A Table is loaded from an ELF
+// symbol table (the teaching kernel, a vmlinux), a System.map, a plain
+// "address type name" list, or built from symbols read elsewhere (Linux's
+// kallsyms in guest memory), and answers "which symbol is this address in".
+package symbols
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Symbol is one named address.
+type Symbol struct {
+	Name string
+	Addr uint64
+	Size uint64 // 0 when unknown (System.map, labels)
+	Type byte   // nm-style type letter: 'T' text, 'D' data, 'B' bss, 'A' absolute...
+}
+
+// Table is a set of symbols sorted by address. The zero value is an empty
+// table; its methods are safe on a nil *Table.
+type Table struct {
+	Source string // where the symbols came from, e.g. "ELF symtab of k.elf"
+	syms   []Symbol
+	byName map[string]int
+}
+
+// New builds a table from syms, which need not be sorted.
+func New(source string, syms []Symbol) *Table {
+	t := &Table{Source: source, syms: append([]Symbol(nil), syms...)}
+	sort.SliceStable(t.syms, func(i, j int) bool {
+		a, b := t.syms[i], t.syms[j]
+		if a.Addr != b.Addr {
+			return a.Addr < b.Addr
+		}
+		// Prefer sized, global symbols first at the same address.
+		return a.Size > b.Size
+	})
+	t.byName = make(map[string]int, len(t.syms))
+	for i, s := range t.syms {
+		if _, dup := t.byName[s.Name]; !dup {
+			t.byName[s.Name] = i
+		}
+	}
+	return t
+}
+
+// Len returns the number of symbols.
+func (t *Table) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.syms)
+}
+
+// Symbols returns the symbols in address order. The slice must not be
+// modified.
+func (t *Table) Symbols() []Symbol {
+	if t == nil {
+		return nil
+	}
+	return t.syms
+}
+
+// maxLabelDistance bounds how far past an unsized symbol an address may lie
+// and still be named after it.
+const maxLabelDistance = 1 << 16
+
+// Lookup returns the symbol containing addr and the offset into it. A sized
+// symbol contains the addresses it covers; an unsized one (a label, or any
+// System.map entry) covers addresses up to the next symbol, within 64 KiB.
+func (t *Table) Lookup(addr uint64) (Symbol, uint64, bool) {
+	if t == nil || len(t.syms) == 0 {
+		return Symbol{}, 0, false
+	}
+	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].Addr > addr }) - 1
+	// Walk back over symbols at or below addr: the nearest one that contains
+	// addr wins, so that a label inside a function names the code after it,
+	// and a sized symbol that ended before addr gives way to an enclosing one.
+	for j := i; j >= 0 && i-j < 64; j-- {
+		s := t.syms[j]
+		off := addr - s.Addr
+		if s.Size > 0 && off < s.Size {
+			return s, off, true
+		}
+		if s.Size == 0 && j == i && off < maxLabelDistance {
+			return s, off, true
+		}
+	}
+	return Symbol{}, 0, false
+}
+
+// Symbolize renders addr as "name+0x12", "name", or "" when no symbol
+// contains it.
+func (t *Table) Symbolize(addr uint64) string {
+	s, off, ok := t.Lookup(addr)
+	if !ok {
+		return ""
+	}
+	if off == 0 {
+		return s.Name
+	}
+	return s.Name + "+" + "0x" + strconv.FormatUint(off, 16)
+}
+
+// Addr returns the address of the named symbol.
+func (t *Table) Addr(name string) (uint64, bool) {
+	s, ok := t.Find(name)
+	return s.Addr, ok
+}
+
+// Find returns the named symbol.
+func (t *Table) Find(name string) (Symbol, bool) {
+	if t == nil {
+		return Symbol{}, false
+	}
+	i, ok := t.byName[name]
+	if !ok {
+		return Symbol{}, false
+	}
+	return t.syms[i], true
+}
+
+// Merge returns a table with the symbols of t and o; o's source is appended
+// to the description.
+func (t *Table) Merge(o *Table) *Table {
+	if t == nil {
+		return o
+	}
+	if o == nil {
+		return t
+	}
+	all := append(append([]Symbol(nil), t.syms...), o.syms...)
+	return New(t.Source+" + "+o.Source, all)
+}
+
+// ErrFormat is returned (wrapped) when a file is neither an ELF nor a symbol
+// list.
+var ErrFormat = errors.New("not an ELF file, System.map or address list")
+
+// Load reads symbols from path, detecting its format: an ELF (its .symtab,
+// or .dynsym when stripped) or a text list in System.map form.
+func Load(path string) (*Table, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("symbols: %w", err)
+	}
+	if bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
+		t, err := FromELF(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("symbols from %s: %w", path, err)
+		}
+		t.Source = "ELF symtab of " + path
+		return t, nil
+	}
+	t, err := ParseMap(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("symbols from %s: %w", path, err)
+	}
+	t.Source = "symbol list " + path
+	return t, nil
+}
+
+// FromELF reads the symbol table of an x86-64 ELF file. Section and file
+// symbols are left out.
+func FromELF(r io.ReaderAt) (*Table, error) {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
+		return nil, fmt.Errorf("ELF for %v %v, want x86-64 (ELFCLASS64, EM_X86_64)", f.Class, f.Machine)
+	}
+	syms, err := f.Symbols()
+	if errors.Is(err, elf.ErrNoSymbols) {
+		syms, err = f.DynamicSymbols()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read symbols: %w", err)
+	}
+	out := make([]Symbol, 0, len(syms))
+	for _, s := range syms {
+		typ := elf.ST_TYPE(s.Info)
+		if s.Name == "" || typ == elf.STT_SECTION || typ == elf.STT_FILE {
+			continue
+		}
+		out = append(out, Symbol{Name: s.Name, Addr: s.Value, Size: s.Size, Type: nmType(f, s)})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("ELF has no named symbols")
+	}
+	return New("ELF symtab", out), nil
+}
+
+// nmType gives the nm letter for an ELF symbol: T/t for code, D/d for
+// data, B/b for bss, A for absolute; upper case when global.
+func nmType(f *elf.File, s elf.Symbol) byte {
+	c := byte('d')
+	switch {
+	case s.Section == elf.SHN_ABS:
+		c = 'a'
+	case int(s.Section) < len(f.Sections):
+		sec := f.Sections[s.Section]
+		switch {
+		case sec.Flags&elf.SHF_EXECINSTR != 0:
+			c = 't'
+		case sec.Type == elf.SHT_NOBITS:
+			c = 'b'
+		case sec.Flags&elf.SHF_WRITE == 0:
+			c = 'r'
+		}
+	}
+	if elf.ST_BIND(s.Info) != elf.STB_LOCAL {
+		c -= 'a' - 'A'
+	}
+	return c
+}
+
+// ParseMap reads a System.map or any list of "address type name" lines
+// (nm's output, /proc/kallsyms). Trailing "[module]" fields are ignored;
+// blank lines and lines starting with '#' are skipped. It fails on the first
+// line that is not of that form, naming it.
+func ParseMap(r io.Reader) (*Table, error) {
+	var out []Symbol
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 3 || len(f[1]) != 1 {
+			return nil, fmt.Errorf("line %d %q: want \"address type name\": %w", n, trunc(line), ErrFormat)
+		}
+		addr, err := strconv.ParseUint(f[0], 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("line %d %q: bad address: %w", n, trunc(line), ErrFormat)
+		}
+		out = append(out, Symbol{Name: f[2], Addr: addr, Type: f[1][0]})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no symbols: %w", ErrFormat)
+	}
+	return New("symbol list", out), nil
+}
+
+func trunc(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "..."
+	}
+	return s
+}
