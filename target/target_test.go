@@ -126,3 +126,41 @@ func TestParseInfoRegistersErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestStateJSONRoundTrip(t *testing.T) {
+	var s State
+	s.Set(RAX, 39)
+	s.Set(RIP, 0xffffffff81c00080)
+	s.Set(KernelGSBase, 0)
+	b, err := s.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"rax":"0x27","rip":"0xffffffff81c00080","k_gs_base":"0x0"}`
+	if string(b) != want {
+		t.Fatalf("MarshalJSON = %s, want %s", b, want)
+	}
+	var back State
+	if err := back.UnmarshalJSON(b); err != nil {
+		t.Fatal(err)
+	}
+	if back.R != s.R || back.Known != s.Known {
+		t.Errorf("round trip: got %+v, want %+v", back, s)
+	}
+}
+
+func TestStateJSONErrors(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`[]`, "registers"},
+		{`{"xmm0":"0x1"}`, "unknown register"},
+		{`{"rax":"12"}`, "not a 0x-prefixed"},
+		{`{"rax":"0x1ffffffffffffffff"}`, "not a 64-bit"},
+	}
+	for _, tt := range tests {
+		var s State
+		err := s.UnmarshalJSON([]byte(tt.in))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("UnmarshalJSON(%s) = %v, want error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
