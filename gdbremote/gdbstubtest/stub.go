@@ -719,7 +719,7 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 		return one("QC" + Thread)
 	case req == "qAttached":
 		return one("1")
-	case req == "D":
+	case req == "D" || strings.HasPrefix(req, "D;"):
 		ss.running = true
 		return one("OK")
 	case req == "k":
