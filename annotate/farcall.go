@@ -1,0 +1,247 @@
+package annotate
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// Descriptor is a decoded GDT entry: a code or data segment, or a system
+// descriptor (then Gate holds a 16-byte gate).
+type Descriptor struct {
+	Type    int  // the 4-bit type field
+	System  bool // S bit clear: a gate, TSS or LDT
+	DPL     int
+	Present bool
+	Long    bool // L bit: a 64-bit code segment
+}
+
+// DecodeDescriptor decodes the 8-byte segment descriptor at b.
+func DecodeDescriptor(b []byte) (Descriptor, bool) {
+	if len(b) < 8 {
+		return Descriptor{}, false
+	}
+	return Descriptor{
+		Type:    int(b[5] & 0xf),
+		System:  b[5]&0x10 == 0,
+		DPL:     int(b[5]>>5) & 3,
+		Present: b[5]&0x80 != 0,
+		Long:    b[6]&0x20 != 0,
+	}, true
+}
+
+// gdtEntry reads the GDT bytes for a selector, n bytes long.
+func (a *annotator) gdtEntry(sel uint16, n int) ([]byte, bool) {
+	sys := a.sys()
+	if sys == nil || sel&4 != 0 || uint64(sel&^7)+uint64(n)-1 > uint64(sys.GDTLimit) {
+		return nil, false
+	}
+	return a.readStatic(sys.GDTBase+uint64(sel&^7), n)
+}
+
+// farPointer reads the m16:64 (or m16:32) operand of a far call.
+func (a *annotator) farPointer() (off uint64, sel uint16, ok bool) {
+	m, _, isMem := memArg(a.s.Inst)
+	if !isMem {
+		return 0, 0, false
+	}
+	addr, ok := linear(a.s.Inst, m, a.b, a.next, a.hasNext)
+	if !ok {
+		return 0, 0, false
+	}
+	size := farOffsetSize(a.s.Inst)
+	b, ok := a.read(addr, size+2, false)
+	if !ok {
+		return 0, 0, false
+	}
+	if size == 8 {
+		off = binary.LittleEndian.Uint64(b)
+	} else {
+		off = uint64(binary.LittleEndian.Uint32(b))
+	}
+	return off, binary.LittleEndian.Uint16(b[size:]), true
+}
+
+// farOffsetSize is the size of a far pointer's offset.
+func farOffsetSize(inst x86asm.Inst) int {
+	switch inst.DataSize {
+	case 64:
+		return 8
+	case 16:
+		return 2
+	}
+	return 4
+}
+
+// farCall explains a far CALL through memory: through a 64-bit call gate it
+// changes privilege, switches to the TSS stack and pushes SS, RSP, CS and
+// RIP; to a code segment it pushes CS and RIP.
+func (a *annotator) farCall() {
+	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.stackDone = true
+	off, sel, ok := a.farPointer()
+	if !ok {
+		a.note(KindCheck, "the far pointer operand was not read: the gate cannot be decoded")
+		a.farCallStack(Gate{}, false)
+		return
+	}
+	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, target.Selector(sel))
+	desc, ok := a.gdtEntry(sel, 16)
+	if !ok {
+		a.note(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
+		a.farCallStack(Gate{}, false)
+		return
+	}
+	d, _ := DecodeDescriptor(desc)
+	if !d.System {
+		a.note(KindControl, "selector %#x is a code segment, not a gate: a far call at the same privilege level; the offset %#x is the target", sel, off)
+		a.expect(KindControl, target.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
+		a.farCallStack(Gate{}, false)
+		return
+	}
+	g, _ := DecodeGate(desc)
+	if g.Type != 0xc {
+		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", sel>>3, g.TypeName())
+		return
+	}
+	a.note(KindControl, "GDT[%d] is a 64-bit call gate: %s; the pointer's offset %#x is ignored", sel>>3, g, off)
+	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < int(sel&3)) {
+		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, sel&3)
+	}
+	a.expect(KindControl, target.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
+	newCPL := -1
+	if cd, ok := a.gdtEntry(g.Selector, 8); ok {
+		if t, ok := DecodeDescriptor(cd); ok && !t.System {
+			newCPL = t.DPL
+		}
+	}
+	if cs, ok := a.a.Get(target.CS); ok {
+		a.add(KindRegister, verdict(cs&^3 == uint64(g.Selector)&^3), "cs = %s: the gate's code segment %#x", target.Selector(cs), g.Selector)
+	}
+	a.privilegeChange("call gate", newCPL)
+	a.farCallStack(g, true)
+	a.recordEntry("call gate", a.next)
+}
+
+// farCallStack checks the stack switch and the pushed frame of a far call.
+func (a *annotator) farCallStack(g Gate, gate bool) {
+	before, bOK := a.b.Get(target.RSP)
+	after, aOK := a.a.Get(target.RSP)
+	if !aOK {
+		return
+	}
+	from, to := cpl(a.b), cpl(a.a)
+	outer := from > to && to >= 0
+	n := 2
+	if outer {
+		n = 4
+		if ss, ok := a.a.Get(target.SS); ok {
+			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: a call gate to an inner level in 64-bit mode loads a null SS with RPL %d", ss, to)
+		}
+		if tss, ok := a.tss(); ok {
+			want := tss.RSP[to] - 32
+			a.add(KindStack, verdict(after == want), "stack switch: %s → %s, rsp = %#x: TSS.RSP%d %#x minus the four pushed words (expected %#x)", a.stackName(before), a.stackName(after), after, to, tss.RSP[to], want)
+			a.mark(EventStackSwitch)
+		} else {
+			a.note(KindStack, "stack switch: %s → %s, rsp %#x → %#x: TSS.RSP%d = %#x (inferred: rsp + four pushed words)", a.stackName(before), a.stackName(after), before, after, to, after+32)
+			a.mark(EventStackSwitch)
+			if to == 0 {
+				learnFact(&a.k.RSP0, Fact{Value: after + 32, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "stack the CPU switched to on a call gate"})
+			}
+		}
+	} else if bOK {
+		a.add(KindStack, verdict(after == before-16), "no privilege change: no stack switch; CS and RIP pushed, rsp %#x → %#x", before, after)
+	}
+	if bf, ok := a.b.Get(target.RFLAGS); ok && gate {
+		if af, ok := a.a.Get(target.RFLAGS); ok {
+			a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+		}
+	}
+	w, ok := a.words(after, n, 8, true)
+	if !ok {
+		a.note(KindCheck, "the frame at %#x was not read: cannot check what the call pushed", after)
+		return
+	}
+	names := []string{"rip", "cs", "rsp", "ss"}
+	regs := []target.Reg{target.RIP, target.CS, target.RSP, target.SS}
+	var good []string
+	for i := 0; i < n; i++ {
+		want, ok := a.b.Get(regs[i])
+		mask := ^uint64(0)
+		if i == 0 {
+			want, ok = a.next, a.hasNext
+		}
+		if regs[i] == target.CS || regs[i] == target.SS {
+			mask = 0xffff
+		}
+		if !ok {
+			continue
+		}
+		if (w[i]^want)&mask != 0 {
+			a.add(KindFrame, Finding, "pushed %s = %#x at %#x, expected %#x (the caller's %s)", names[i], w[i], after+uint64(8*i), want, names[i])
+			continue
+		}
+		good = append(good, fmt.Sprintf("%s %#x", names[i], w[i]))
+	}
+	if len(good) > 0 {
+		a.add(KindFrame, OK, "the CPU pushed at %#x: %s", after, strings.Join(good, ", "))
+	}
+	if outer && to == 0 {
+		learnFact(&a.k.FrameTop, Fact{Value: after + 32, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "top of the call-gate frame"})
+	}
+}
+
+// farRetImm returns lret's immediate: bytes of parameters to release.
+func farRetImm(inst x86asm.Inst) uint64 {
+	if imm, ok := inst.Args[0].(x86asm.Imm); ok {
+		return uint64(uint16(imm))
+	}
+	return 0
+}
+
+// farRet explains a far RET: it pops RIP and CS, and on a return to an outer
+// privilege level RSP and SS too.
+func (a *annotator) farRet() {
+	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.stackDone = true
+	size := 8
+	if !a.op.wide {
+		size = 4
+	}
+	rsp, ok := a.b.Get(target.RSP)
+	if !ok {
+		return
+	}
+	w, ok := a.words(rsp, 2, size, false)
+	if !ok {
+		a.privilegeChange("far return", -1)
+		a.note(KindCheck, "the return frame at %#x was not read", rsp)
+		return
+	}
+	imm := farRetImm(a.s.Inst)
+	rip, cs := w[0], w[1]&0xffff
+	from, to := cpl(a.b), int(cs&3)
+	a.privilegeChange(fmt.Sprintf("far return popping rip %#x, cs %#x", rip, cs), max(from, to))
+	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), "the popped RIP: "+a.sym(rip), "far RET loads RIP from the stack")
+	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "far RET loads CS from the stack")
+	if imm != 0 {
+		a.note(KindStack, "releases %d bytes of parameters", imm)
+	}
+	if from < 0 || to <= from {
+		a.expectMasked(KindStack, target.RSP, rsp+uint64(2*size)+imm, ^uint64(0), "same privilege level: only RIP and CS popped", "far RET to the same level pops two slots")
+		return
+	}
+	w2, ok := a.words(rsp+uint64(2*size)+imm, 2, size, false)
+	if !ok {
+		a.note(KindCheck, "the outer RSP and SS at %#x were not read", rsp+uint64(2*size)+imm)
+		a.iretStack(rsp)
+		return
+	}
+	a.expectMasked(KindStack, target.RSP, w2[0], ^uint64(0), "the popped RSP: return to the outer level's stack", "far RET to an outer level pops RSP")
+	a.expectMasked(KindRegister, target.SS, w2[1]&0xffff, 0xffff, "the popped SS", "far RET to an outer level pops SS")
+	a.iretStack(rsp)
+	a.k.Entry = nil
+}

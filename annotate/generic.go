@@ -1,0 +1,139 @@
+package annotate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// isBranch reports whether inst may change RIP other than to the next
+// instruction (near branches, calls and returns).
+func isBranch(inst x86asm.Inst) bool {
+	switch inst.Op {
+	case x86asm.JMP, x86asm.CALL, x86asm.RET, x86asm.LJMP,
+		x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
+		return true
+	}
+	return isJcc(inst.Op)
+}
+
+// isJcc reports whether op is a conditional jump.
+func isJcc(op x86asm.Op) bool {
+	switch op {
+	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE,
+		x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS,
+		x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ:
+		return true
+	}
+	return false
+}
+
+// branchTarget returns a direct branch's target.
+func (a *annotator) branchTarget() (uint64, bool) {
+	if rel, ok := a.s.Inst.Args[0].(x86asm.Rel); ok && a.hasNext {
+		return a.next + uint64(int64(rel)), true
+	}
+	return 0, false
+}
+
+// branch explains where a branch went.
+func (a *annotator) branch() {
+	inst := a.s.Inst
+	if !isBranch(inst) || a.entered {
+		return
+	}
+	a.explained(target.RIP)
+	rip, ok := a.a.Get(target.RIP)
+	if !ok {
+		return
+	}
+	tgt, direct := a.branchTarget()
+	op := strings.ToLower(inst.Op.String())
+	switch {
+	case isJcc(inst.Op):
+		switch {
+		case direct && rip == tgt:
+			a.note(KindControl, "%s taken → %s", op, a.sym(rip))
+		case rip == a.next:
+			a.note(KindControl, "%s not taken: falls through to %s", op, a.sym(rip))
+		default:
+			a.add(KindControl, Finding, "%s went to %s, neither its target nor the next instruction", op, a.sym(rip))
+		}
+	case inst.Op == x86asm.CALL:
+		if direct && rip != tgt {
+			a.add(KindControl, Finding, "call went to %s, not its target %s", a.sym(rip), a.sym(tgt))
+			return
+		}
+		a.note(KindControl, "call %s%s; returns to %s", a.sym(rip), a.via(), a.sym(a.next))
+	case inst.Op == x86asm.RET:
+		a.note(KindControl, "ret → %s", a.sym(rip))
+	default:
+		if direct && rip != tgt {
+			a.add(KindControl, Finding, "%s went to %s, not its target %s", op, a.sym(rip), a.sym(tgt))
+			return
+		}
+		a.note(KindControl, "%s → %s%s", op, a.sym(rip), a.via())
+	}
+}
+
+// via says how an indirect branch found its target.
+func (a *annotator) via() string {
+	switch src := a.s.Inst.Args[0].(type) {
+	case x86asm.Reg:
+		return " (indirect, through " + lowerReg(src) + ")"
+	case x86asm.Mem:
+		if lin, ok := linear(a.s.Inst, src, a.b, a.next, a.hasNext); ok {
+			return fmt.Sprintf(" (indirect, through the pointer at %#x)", lin)
+		}
+		return " (indirect, through memory)"
+	}
+	return ""
+}
+
+// regKind says which kind of effect a register change is.
+func regKind(r target.Reg) Kind {
+	switch r {
+	case target.RFLAGS:
+		return KindFlags
+	case target.RSP:
+		return KindStack
+	case target.FSBase, target.GSBase, target.KernelGSBase:
+		return KindGS
+	case target.CR0, target.CR2, target.CR3, target.CR4, target.CR8:
+		return KindCR3
+	case target.EFER:
+		return KindMSR
+	case target.RIP:
+		return KindControl
+	}
+	return KindRegister
+}
+
+// registers lists the registers that changed and no other effect explained.
+func (a *annotator) registers() {
+	for _, r := range a.b.Changed(a.a) {
+		if a.done&(1<<r) != 0 || r == target.RIP {
+			continue
+		}
+		old, okOld := a.b.Get(r)
+		nw, okNew := a.a.Get(r)
+		switch {
+		case !okNew:
+			a.note(KindCheck, "%s no longer known", r)
+		case !okOld:
+			a.note(regKind(r), "%s = %#x (now known)", r, nw)
+		case r == target.RFLAGS:
+			a.note(KindFlags, "rflags %#x → %#x (%s → %s)", old, nw, target.Flags(old), target.Flags(nw))
+		case r >= target.CS && r <= target.GS:
+			a.note(KindRegister, "%s %#x → %s", r, old, target.Selector(nw))
+		case r == target.CR2:
+			a.note(KindCR3, "cr2 %#x → %#x: the address that faulted", old, nw)
+		case r == target.EFER:
+			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, target.EFERFlags(nw))
+		default:
+			a.note(regKind(r), "%s %#x → %#x", r, old, nw)
+		}
+	}
+}

@@ -1,0 +1,225 @@
+package annotate
+
+import (
+	"fmt"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// isPerCPU reports whether a GS base is the per-CPU area: a percpu Region
+// holds it, or it is the kernel GS base seen before.
+func (a *annotator) isPerCPU(base uint64) (bool, string) {
+	if r, ok := a.c.RegionOf(base); ok && r.Kind == RegionPerCPU {
+		return true, r.label()
+	}
+	if f := a.k.PerCPU; f != nil && f.Value == base {
+		return true, "per-CPU area, " + f.Provenance()
+	}
+	return false, ""
+}
+
+// swapgs explains SWAPGS: GS base and IA32_KERNEL_GS_BASE are exchanged.
+func (a *annotator) swapgs() {
+	a.explained(target.GSBase, target.KernelGSBase)
+	if c := cpl(a.b); c > 0 {
+		a.add(KindPrivilege, Finding, "swapgs at CPL %d should raise #GP: it is a ring-0 instruction", c)
+	}
+	gs, ok1 := a.b.Get(target.GSBase)
+	kgs, ok2 := a.b.Get(target.KernelGSBase)
+	ngs, ok3 := a.a.Get(target.GSBase)
+	nkgs, ok4 := a.a.Get(target.KernelGSBase)
+	if !(ok1 && ok2 && ok3 && ok4) {
+		a.note(KindCheck, "swapgs: gs_base or k_gs_base unknown, cannot check the exchange")
+		return
+	}
+	if ngs != kgs || nkgs != gs {
+		a.add(KindGS, Finding, "swapgs did not swap: gs_base %#x → %#x, k_gs_base %#x → %#x; expected gs_base %#x and k_gs_base %#x", gs, ngs, kgs, nkgs, kgs, gs)
+		return
+	}
+	if e := a.k.Entry; e != nil {
+		e.Swapgs++
+	}
+	why := ""
+	active, aName := a.isPerCPU(ngs)
+	parked, pName := a.isPerCPU(nkgs)
+	switch {
+	case active:
+		why = fmt.Sprintf(" (%s now active)", aName)
+	case parked:
+		why = fmt.Sprintf(" (%s parked in k_gs_base, user GS base active)", pName)
+	case cpl(a.b) == 0 && a.k.Entry != nil && a.k.Entry.FromCPL == 3 && a.k.Entry.Swapgs == 1:
+		// The first swapgs after an entry from user mode brings in the
+		// kernel's base.
+		learnFact(&a.k.PerCPU, Fact{Value: ngs, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "GS base after the first swapgs following a user-mode entry"})
+		why = " (per-CPU area now active: inferred, first swapgs after a user-mode entry)"
+	}
+	if gs == ngs {
+		why += "; both held the same value"
+	}
+	a.add(KindGS, OK, "swapgs: gs_base %#x ⇄ k_gs_base %#x%s", gs, kgs, why)
+}
+
+// fsgsBase explains RDFSBASE, RDGSBASE, WRFSBASE and WRGSBASE.
+func (a *annotator) fsgsBase() {
+	seg, reg := "fs", target.FSBase
+	switch a.s.Inst.Op {
+	case x86asm.RDGSBASE, x86asm.WRGSBASE:
+		seg, reg = "gs", target.GSBase
+	}
+	if cr4, ok := a.b.Get(target.CR4); ok && cr4&target.CR4FSGSBASE == 0 {
+		a.add(KindGS, Finding, "CR4.FSGSBASE is clear: %s should have raised #UD", a.mnemonic())
+	}
+	arg, ok := a.s.Inst.Args[0].(x86asm.Reg)
+	if !ok {
+		return
+	}
+	r, bits, _, ok := regInfo(arg)
+	if !ok {
+		return
+	}
+	mask := ^uint64(0)
+	if bits == 32 {
+		mask = 0xffffffff
+	}
+	if a.op.kind == opWrBase {
+		a.explained(reg)
+		if v, ok := a.b.Get(r); ok {
+			a.expect(KindGS, reg, v&mask, fmt.Sprintf("written from %s (%s base set without wrmsr)", arg, seg), "WR"+map[string]string{"fs": "FS", "gs": "GS"}[seg]+"BASE loads the base from the register")
+		}
+		return
+	}
+	a.explained(r)
+	if v, ok := a.b.Get(reg); ok {
+		a.expectMasked(KindGS, r, v&mask, ^uint64(0), fmt.Sprintf("the %s base read without rdmsr", seg), "RD"+map[string]string{"fs": "FS", "gs": "GS"}[seg]+"BASE copies the base into the register")
+	}
+}
+
+// segmentAccesses explains FS- and GS-relative memory operands: the linear
+// address, its symbol and region, and what moved through it.
+func (a *annotator) segmentAccesses() {
+	m, idx, ok := memArg(a.s.Inst)
+	if !ok || (m.Segment != x86asm.GS && m.Segment != x86asm.FS) || a.s.Inst.Op == x86asm.LEA {
+		return
+	}
+	seg, baseReg := "gs", target.GSBase
+	if m.Segment == x86asm.FS {
+		seg, baseReg = "fs", target.FSBase
+	}
+	base, ok := a.b.Get(baseReg)
+	off, ok2 := a.effAddr(m)
+	if !ok || !ok2 {
+		a.note(KindGS, "%s-relative access: the %s base or the address registers are unknown", seg, seg)
+		return
+	}
+	lin := base + off
+	name := a.symbol(lin)
+	if name == "" && seg == "gs" {
+		// Linux links per-CPU variables at offsets from 0.
+		if n := a.symbol(off); n != "" {
+			name = n
+		}
+	}
+	desc := fmt.Sprintf("%s:%#x = %#x", seg, off, lin)
+	if name != "" {
+		desc += " <" + name + ">"
+	}
+	desc += a.where(lin)
+
+	dir := a.accessDir(idx)
+	what := a.accessValue(idx, dir)
+	text := fmt.Sprintf("%s %s%s", dir, desc, what)
+	v := NoVerdict
+	if seg == "gs" && cpl(a.b) == 0 {
+		if f := a.k.PerCPU; f != nil && f.Value != base {
+			if pa, _ := a.isPerCPU(base); !pa {
+				v = Finding
+				text += fmt.Sprintf("; but gs_base %#x is not the per-CPU base %#x (%s): a kernel access through the wrong GS (missing swapgs?)", base, f.Value, f.Provenance())
+			}
+		}
+	}
+	text += a.rspSlot(idx, dir, lin)
+	a.add(KindGS, v, "%s", text)
+	a.mark(EventPerCPU)
+}
+
+// accessDir says whether the memory operand at index idx is read or written.
+func (a *annotator) accessDir(idx int) string {
+	switch a.s.Inst.Op {
+	case x86asm.MOV, x86asm.MOVZX, x86asm.MOVSX, x86asm.MOVSXD, x86asm.MOVQ, x86asm.MOVD:
+		if idx == 0 {
+			return "stores to"
+		}
+		return "loads from"
+	case x86asm.PUSH, x86asm.CMP, x86asm.TEST, x86asm.BT:
+		return "reads"
+	case x86asm.POP:
+		return "stores to"
+	}
+	if idx == 0 {
+		return "updates"
+	}
+	return "reads"
+}
+
+// accessValue renders the value that moved, when the registers show it.
+func (a *annotator) accessValue(idx int, dir string) string {
+	args := a.s.Inst.Args
+	switch {
+	case dir == "stores to" && idx == 0 && args[1] != nil:
+		switch src := args[1].(type) {
+		case x86asm.Reg:
+			if v, ok := regVal(a.b, src); ok {
+				return fmt.Sprintf(" the value of %s, %#x", lowerReg(src), v)
+			}
+		case x86asm.Imm:
+			return fmt.Sprintf(" the constant %#x", uint64(src))
+		}
+	case dir == "loads from" && idx == 1:
+		if dst, ok := args[0].(x86asm.Reg); ok {
+			if v, ok := regVal(a.a, dst); ok {
+				return fmt.Sprintf(": %s = %#x", lowerReg(dst), v)
+			}
+		}
+	}
+	return ""
+}
+
+func lowerReg(r x86asm.Reg) string {
+	s := []byte(r.String())
+	for i, c := range s {
+		if c >= 'A' && c <= 'Z' {
+			s[i] = c + 'a' - 'A'
+		}
+	}
+	return string(s)
+}
+
+// rspSlot recognises the entry code parking the user RSP in a per-CPU slot
+// and taking it back, and loading the kernel stack top.
+func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
+	args := a.s.Inst.Args
+	if a.s.Inst.Op != x86asm.MOV || cpl(a.b) != 0 {
+		return ""
+	}
+	label := "the per-CPU scratch slot"
+	if r, ok := a.c.RegionOf(lin); ok && r.Kind == RegionScratch {
+		label = r.label()
+	}
+	switch {
+	case dir == "stores to" && args[1] == x86asm.RSP:
+		rsp := a.b.Val(target.RSP)
+		if r, ok := a.c.RegionOf(rsp); (ok && r.Kind == RegionUserStack) || (!ok && rsp>>63 == 0) || (a.k.Entry != nil && a.k.Entry.CallerRSP == rsp) {
+			learnFact(&a.k.UserRSPSlot, Fact{Value: lin, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "store of the user RSP after syscall"})
+			return " — " + label + ": user RSP saved"
+		}
+	case dir == "loads from" && args[0] == x86asm.RSP:
+		if f := a.k.UserRSPSlot; f != nil && f.Value == lin {
+			return " — " + label + ": user RSP restored"
+		}
+		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
+			return " — the kernel stack pointer for this CPU"
+		}
+	}
+	return ""
+}

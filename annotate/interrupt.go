@@ -1,0 +1,442 @@
+package annotate
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// Gate is a decoded 16-byte long-mode gate descriptor (IDT interrupt or
+// trap gate, GDT call gate).
+type Gate struct {
+	Offset   uint64 `json:"offset"`   // handler address
+	Selector uint16 `json:"selector"` // code segment of the handler
+	IST      int    `json:"ist"`      // interrupt stack table index, 0 for none
+	Type     int    `json:"type"`     // 0xE interrupt gate, 0xF trap gate, 0xC call gate
+	DPL      int    `json:"dpl"`      // most privileged... least privileged CPL allowed to use it by software
+	Present  bool   `json:"present"`
+}
+
+// DecodeGate decodes a 16-byte long-mode gate descriptor.
+func DecodeGate(b []byte) (Gate, bool) {
+	if len(b) < 16 {
+		return Gate{}, false
+	}
+	return Gate{
+		Offset:   uint64(binary.LittleEndian.Uint16(b[0:])) | uint64(binary.LittleEndian.Uint16(b[6:]))<<16 | uint64(binary.LittleEndian.Uint32(b[8:]))<<32,
+		Selector: binary.LittleEndian.Uint16(b[2:]),
+		IST:      int(b[4] & 7),
+		Type:     int(b[5] & 0xf),
+		DPL:      int(b[5]>>5) & 3,
+		Present:  b[5]&0x80 != 0,
+	}, true
+}
+
+// TypeName names the gate type.
+func (g Gate) TypeName() string {
+	switch g.Type {
+	case 0xe:
+		return "interrupt gate"
+	case 0xf:
+		return "trap gate"
+	case 0xc:
+		return "call gate"
+	}
+	return fmt.Sprintf("type %#x (not a 64-bit gate)", g.Type)
+}
+
+// String renders e.g. "interrupt gate, DPL 3, IST 0, handler 0x...:0x10".
+func (g Gate) String() string {
+	s := fmt.Sprintf("%s, DPL %d, IST %d, selector %#x, offset %#x", g.TypeName(), g.DPL, g.IST, g.Selector, g.Offset)
+	if !g.Present {
+		s += ", not present"
+	}
+	return s
+}
+
+// TSS is the part of a 64-bit task-state segment the CPU uses to switch
+// stacks.
+type TSS struct {
+	RSP [3]uint64 `json:"rsp"` // RSP0..RSP2
+	IST [8]uint64 `json:"ist"` // IST1..IST7 at [1..7]; [0] unused
+}
+
+// TSSSize is the size of the 64-bit TSS without an I/O bitmap.
+const TSSSize = 104
+
+// DecodeTSS decodes a 64-bit TSS.
+func DecodeTSS(b []byte) (TSS, bool) {
+	if len(b) < TSSSize {
+		return TSS{}, false
+	}
+	var t TSS
+	for i := range t.RSP {
+		t.RSP[i] = binary.LittleEndian.Uint64(b[4+8*i:])
+	}
+	for i := 1; i < 8; i++ {
+		t.IST[i] = binary.LittleEndian.Uint64(b[36+8*(i-1):])
+	}
+	return t, true
+}
+
+// exceptionNames names the architectural exception vectors.
+var exceptionNames = [...]string{
+	0: "#DE divide error", 1: "#DB debug", 2: "NMI", 3: "#BP breakpoint", 4: "#OF overflow",
+	5: "#BR bound range", 6: "#UD invalid opcode", 7: "#NM device not available", 8: "#DF double fault",
+	10: "#TS invalid TSS", 11: "#NP segment not present", 12: "#SS stack fault", 13: "#GP general protection",
+	14: "#PF page fault", 16: "#MF x87 error", 17: "#AC alignment check", 18: "#MC machine check",
+	19: "#XM SIMD error", 20: "#VE virtualization", 21: "#CP control protection",
+}
+
+// VectorName names an interrupt vector, e.g. "#UD invalid opcode" or
+// "vector 0x80".
+func VectorName(v int) string {
+	if v >= 0 && v < len(exceptionNames) && exceptionNames[v] != "" {
+		return exceptionNames[v]
+	}
+	return fmt.Sprintf("vector %#x", v)
+}
+
+// hasErrorCode reports whether an exception pushes an error code.
+func hasErrorCode(v int) bool {
+	switch v {
+	case 8, 10, 11, 12, 13, 14, 17, 21, 29, 30:
+		return true
+	}
+	return false
+}
+
+// sys returns the `info registers` state of before, else after.
+func (a *annotator) sys() *target.SysRegs {
+	if a.b.Sys != nil {
+		return a.b.Sys
+	}
+	return a.a.Sys
+}
+
+// gate reads IDT entry v, if the IDT was read.
+func (a *annotator) gate(v int) (Gate, bool) {
+	sys := a.sys()
+	if sys == nil || v < 0 || uint64(v)*16+15 > uint64(sys.IDTLimit) {
+		return Gate{}, false
+	}
+	b, ok := a.readStatic(sys.IDTBase+uint64(v)*16, 16)
+	if !ok {
+		return Gate{}, false
+	}
+	return DecodeGate(b)
+}
+
+// tss reads the TSS, if it was read.
+func (a *annotator) tss() (TSS, bool) {
+	sys := a.sys()
+	if sys == nil {
+		return TSS{}, false
+	}
+	b, ok := a.readStatic(sys.TR().Base, TSSSize)
+	if !ok {
+		return TSS{}, false
+	}
+	return DecodeTSS(b)
+}
+
+// vectorOf finds the vector whose IDT gate points at the handler, by
+// scanning the IDT if it was read. It returns -1 when none does.
+func (a *annotator) vectorOf(handler uint64) int {
+	sys := a.sys()
+	if sys == nil {
+		return -1
+	}
+	n := (int(sys.IDTLimit) + 1) / 16
+	for v := 0; v < n && v < 256; v++ {
+		if g, ok := a.gate(v); ok && g.Present && g.Offset == handler {
+			return v
+		}
+	}
+	return -1
+}
+
+// softwareException explains int n, int3, int1 and ud2.
+func (a *annotator) softwareException() {
+	switch a.op.kind {
+	case opUD:
+		a.note(KindControl, "ud2 always raises #UD (invalid opcode): kernels use it for BUG() and WARN()")
+		a.enter(6, false, "ud2")
+	default:
+		v := a.op.vector
+		what := fmt.Sprintf("int $%#x", v)
+		if a.s.Inst.Op == x86asm.INT && len(a.s.Bytes) > 0 && a.s.Bytes[0] == 0xcc {
+			what = "int3"
+		} else if a.s.Inst.Op == x86asm.ICEBP {
+			what = "int1"
+		}
+		g, gateOK := a.gate(v)
+		if c := cpl(a.b); gateOK && a.s.Inst.Op == x86asm.INT && g.DPL < c {
+			a.note(KindPrivilege, "IDT[%#x] has DPL %d < CPL %d: software may not use this gate, so %s raises #GP(%#x) instead", v, g.DPL, c, what, v*8+2)
+			a.enter(13, false, what+" through a privileged gate")
+			return
+		}
+		a.enter(v, true, what)
+	}
+}
+
+// faulted reports whether a step that is not itself a control transfer ended
+// somewhere else than its next instruction: an exception or an interrupt.
+func faulted(inst x86asm.Inst, o op, addr uint64, before, after *target.State) bool {
+	switch o.kind {
+	case opSyscall, opSysret, opSysenter, opSysexit, opInt, opUD, opIret, opFarCall, opFarRet:
+		return false
+	}
+	n := o.length(inst)
+	rip, ok := after.Get(target.RIP)
+	if n == 0 || !ok {
+		return false
+	}
+	if isBranch(inst) {
+		from, to := cpl(before), cpl(after)
+		return to >= 0 && from > to
+	}
+	if rip == addr && inst.Prefix[0] != 0 && isString(inst) {
+		return false // one iteration of a rep-prefixed string instruction
+	}
+	return rip != addr+uint64(n)
+}
+
+// isString reports whether inst is a string instruction, which a rep prefix
+// repeats one iteration per step.
+func isString(inst x86asm.Inst) bool {
+	switch inst.Op {
+	case x86asm.MOVSB, x86asm.MOVSW, x86asm.MOVSD, x86asm.MOVSQ, x86asm.STOSB, x86asm.STOSW, x86asm.STOSD, x86asm.STOSQ,
+		x86asm.LODSB, x86asm.LODSW, x86asm.LODSD, x86asm.LODSQ, x86asm.CMPSB, x86asm.CMPSW, x86asm.CMPSD, x86asm.CMPSQ,
+		x86asm.SCASB, x86asm.SCASW, x86asm.SCASD, x86asm.SCASQ, x86asm.INSB, x86asm.INSW, x86asm.INSD,
+		x86asm.OUTSB, x86asm.OUTSW, x86asm.OUTSD:
+		return true
+	}
+	return false
+}
+
+// exceptionCheck looks for an exception or interrupt taken by an ordinary
+// instruction, and explains the entry when it finds one.
+func (a *annotator) exceptionCheck() bool {
+	if !faulted(a.s.Inst, a.op, a.s.Addr, a.b, a.a) {
+		return false
+	}
+	rip, _ := a.a.Get(target.RIP)
+	v := a.vectorOf(rip)
+	trap := false
+	if rsp, ok := a.a.Get(target.RSP); ok {
+		// The frame tells a fault (RIP of this instruction) from a trap or
+		// an interrupt delivered after it (RIP of the next one).
+		if w, ok := a.words(rsp, 2, 8, true); ok {
+			trap = w[0] == a.next || w[1] == a.next
+		}
+	}
+	cause := "an exception"
+	if trap {
+		cause = "an interrupt or trap after the instruction"
+	}
+	if v >= 0 {
+		cause = VectorName(v)
+	}
+	a.note(KindControl, "rip %s → %s instead of the next instruction: %s was delivered", a.sym(a.s.Addr), a.sym(rip), cause)
+	a.enter(v, trap, a.mnemonic())
+	return true
+}
+
+// mnemonic renders the step's instruction.
+func (a *annotator) mnemonic() string {
+	return strings.Fields(Mnemonic(a.s.Inst, a.s.Bytes, a.s.Addr, nil) + " ?")[0]
+}
+
+// enter explains the delivery of vector v (-1 if unknown) through the IDT:
+// the gate, the stack switch, the frame the CPU pushed and the flags. trap
+// says the frame's RIP is the next instruction rather than this one.
+func (a *annotator) enter(v int, trap bool, cause string) {
+	a.entered = true
+	a.stackDone = true
+	a.explained(target.RIP, target.RSP, target.RFLAGS, target.CS, target.SS)
+	from, to := cpl(a.b), cpl(a.a)
+	g, gateOK := a.gate(v)
+	vec := "an unknown vector"
+	if v >= 0 {
+		vec = VectorName(v)
+	}
+	a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
+	a.mark(EventException)
+
+	rip, ripOK := a.a.Get(target.RIP)
+	switch {
+	case gateOK && ripOK:
+		if g.Offset == rip && g.Present {
+			a.add(KindControl, OK, "rip = %s: the handler in IDT[%#x] (%s)", a.sym(rip), v, g)
+		} else {
+			a.add(KindControl, Finding, "rip = %s, but IDT[%#x] points to %#x (%s)", a.sym(rip), v, g.Offset, g)
+		}
+		if cs, ok := a.a.Get(target.CS); ok && cs&^3 != uint64(g.Selector)&^3 {
+			a.add(KindRegister, Finding, "cs = %#x, but the gate's selector is %#x", cs, g.Selector)
+		}
+	case ripOK:
+		a.note(KindControl, "rip = %s: the handler (IDT entry not read)", a.sym(rip))
+	}
+
+	// The frame: [error code], RIP, CS, RFLAGS, RSP, SS.
+	errCode := v >= 0 && hasErrorCode(v) && !trap && a.op.kind != opInt
+	a.checkFrame(trap, &errCode)
+	size := uint64(40)
+	if errCode {
+		size = 48
+	}
+	a.interruptStack(g, gateOK, from, to, size)
+	a.interruptFlags(g, gateOK)
+	ret := a.s.Addr
+	if trap {
+		ret = a.next
+	}
+	if from > 0 || a.k.Entry == nil {
+		a.recordEntry(cause, ret)
+	}
+}
+
+// checkFrame checks the frame the CPU pushed at RSP after the step.
+// *errCode says whether an error code is expected; when the vector is
+// unknown it is worked out from the frame.
+func (a *annotator) checkFrame(trap bool, errCode *bool) {
+	rsp, ok := a.a.Get(target.RSP)
+	if !ok {
+		return
+	}
+	w, ok := a.words(rsp, 6, 8, true)
+	if !ok {
+		a.note(KindCheck, "the interrupt frame at %#x was not read: cannot check what the CPU pushed", rsp)
+		return
+	}
+	wantRIP := a.s.Addr
+	if trap {
+		wantRIP = a.next
+	}
+	cs, _ := a.b.Get(target.CS)
+	if !*errCode && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
+		*errCode = true
+	}
+	f := w[:5]
+	at := rsp
+	if *errCode {
+		a.note(KindFrame, "error code %#x pushed at %#x%s", w[0], rsp, a.slot(rsp))
+		f, at = w[1:6], rsp+8
+	}
+	type slot struct {
+		name     string
+		got      uint64
+		reg      target.Reg
+		mask     uint64
+		want     uint64
+		wantText string
+	}
+	slots := []slot{
+		{"rip", f[0], target.RIP, ^uint64(0), wantRIP, "the faulting instruction"},
+		{"cs", f[1], target.CS, 0xffff, 0, "CS before"},
+		{"rflags", f[2], target.RFLAGS, ^uint64(target.FlagRF), 0, "RFLAGS before"},
+		{"rsp", f[3], target.RSP, ^uint64(0), 0, "RSP before"},
+		{"ss", f[4], target.SS, 0xffff, 0, "SS before"},
+	}
+	if trap {
+		slots[0].wantText = "the next instruction"
+	}
+	var good []string
+	for i, s := range slots {
+		if i > 0 {
+			v, ok := a.b.Get(s.reg)
+			if !ok {
+				continue
+			}
+			s.want = v
+		} else if trap && !a.hasNext {
+			continue
+		}
+		if s.got&s.mask != s.want&s.mask {
+			a.add(KindFrame, Finding, "pushed %s = %#x at %#x%s, expected %#x (%s)", s.name, s.got, at+uint64(8*i), a.slot(at+uint64(8*i)), s.want, s.wantText)
+			continue
+		}
+		good = append(good, fmt.Sprintf("%s %#x%s", s.name, s.got, a.slot(at+uint64(8*i))))
+	}
+	if len(good) > 0 {
+		a.add(KindFrame, OK, "CPU pushed at %#x: %s", at, strings.Join(good, ", "))
+	}
+}
+
+// interruptStack checks the stack the CPU switched to: an IST stack, TSS.RSP0
+// on a privilege change, or the current stack, aligned to 16 bytes.
+func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint64) {
+	before, bOK := a.b.Get(target.RSP)
+	after, aOK := a.a.Get(target.RSP)
+	if !aOK {
+		return
+	}
+	tss, tssOK := a.tss()
+	switch {
+	case gateOK && g.IST != 0:
+		if tssOK {
+			want := tss.IST[g.IST]&^15 - size
+			a.add(KindStack, verdict(after == want), "IST%d stack: rsp = %#x (TSS.IST%d %#x, aligned to 16, minus the %d-byte frame; expected %#x) in the %s", g.IST, after, g.IST, tss.IST[g.IST], size, want, a.stackName(after))
+		} else {
+			a.note(KindStack, "switched to the IST%d stack: rsp = %#x in the %s (TSS not read)", g.IST, after, a.stackName(after))
+		}
+		a.mark(EventStackSwitch)
+	case from > to && to >= 0:
+		if ss, ok := a.a.Get(target.SS); ok {
+			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: on a privilege change in 64-bit mode the CPU loads a null SS with RPL %d", ss, to)
+		}
+		top := after + size
+		if tssOK {
+			want := tss.RSP[to]&^15 - size
+			a.add(KindStack, verdict(after == want), "stack switch: %s → %s, rsp = %#x from TSS.RSP%d %#x (aligned to 16, minus the %d-byte frame; expected %#x)", a.stackName(before), a.stackName(after), after, to, tss.RSP[to], size, want)
+			a.mark(EventStackSwitch)
+		} else {
+			a.note(KindStack, "stack switch: %s → %s, rsp %#x → %#x: TSS.RSP%d & ~0xf = %#x (inferred: rsp + the %d-byte frame)", a.stackName(before), a.stackName(after), before, after, to, top, size)
+			a.mark(EventStackSwitch)
+			if to == 0 {
+				if old := learnFact(&a.k.RSP0, Fact{Value: top, Known: ^uint64(15), Source: SourceInferred, Step: a.s.Index, How: "stack the CPU switched to on an interrupt from user mode"}); old != nil {
+					a.note(KindStack, "TSS.RSP0 differs from the %#x seen before (%s): the kernel changed it (another task?)", old.Value, old.Provenance())
+				}
+			}
+		}
+		if r, ok := a.c.RegionOf(after); !ok || r.FrameTop == 0 {
+			learnFact(&a.k.FrameTop, Fact{Value: top, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "top of the interrupt frame pushed on entry"})
+		}
+	case bOK:
+		want := before&^15 - size
+		a.add(KindStack, verdict(after == want), "same privilege level: no stack switch; rsp %#x → %#x (aligned to 16, then the %d-byte frame pushed; expected %#x)", before, after, size, want)
+	}
+}
+
+// interruptFlags checks the flags an interrupt or trap gate changes.
+func (a *annotator) interruptFlags(g Gate, gateOK bool) {
+	bf, ok1 := a.b.Get(target.RFLAGS)
+	af, ok2 := a.a.Get(target.RFLAGS)
+	if !ok1 || !ok2 {
+		return
+	}
+	if af&(target.FlagTF|target.FlagNT|target.FlagVM) != 0 {
+		a.add(KindFlags, Finding, "rflags %#x: TF, NT and VM must be clear in a handler entered through a gate", af)
+	}
+	switch {
+	case gateOK && g.Type == 0xe:
+		a.add(KindPrivilege, verdict(af&target.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+	case gateOK && g.Type == 0xf:
+		a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+	case af&target.FlagIF == 0 && bf&target.FlagIF != 0:
+		a.note(KindPrivilege, "IF 1 → 0: IF cleared, so this was an interrupt gate")
+	case af&target.FlagIF != 0:
+		a.note(KindPrivilege, "IF still 1: a trap gate")
+	}
+}
+
+func bit(v, mask uint64) int {
+	if v&mask != 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,86 @@
+package annotate
+
+import (
+	"fmt"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+// loadableFlags are the RFLAGS bits IRET loads at CPL 0 (RF, VM, VIF and VIP
+// are left out of the comparison).
+const loadableFlags = target.FlagCF | target.FlagPF | target.FlagAF | target.FlagZF | target.FlagSF |
+	target.FlagTF | target.FlagIF | target.FlagDF | target.FlagOF | target.FlagIOPL | target.FlagNT |
+	target.FlagAC | target.FlagID
+
+// iret explains IRETQ: it pops RIP, CS, RFLAGS, RSP and SS from the frame at
+// RSP, which MemoryBefore asked to read.
+func (a *annotator) iret() {
+	a.explained(target.RIP, target.RSP, target.RFLAGS, target.CS, target.SS)
+	a.stackDone = true
+	name, size := "iretq", 8
+	if !a.op.wide {
+		name, size = "iretd", 4
+	}
+	rsp, ok := a.b.Get(target.RSP)
+	if !ok {
+		a.privilegeChange(name, -1)
+		return
+	}
+	w, ok := a.words(rsp, 5, size, false)
+	if !ok {
+		a.privilegeChange(name, -1)
+		a.note(KindCheck, "the frame at %#x was not read: cannot check what %s popped", rsp, name)
+		a.iretStack(rsp)
+		return
+	}
+	rip, cs, fl, sp, ss := w[0], w[1]&0xffff, w[2], w[3], w[4]&0xffff
+	from, to := cpl(a.b), int(cs&3)
+	a.add(KindFrame, NoVerdict, "%s pops the frame at %#x: rip %#x, cs %#x, rflags %#x, rsp %#x, ss %#x", name, rsp, rip, cs, fl, sp, ss)
+	a.privilegeChange(name, to)
+	what := "the popped RIP"
+	if e := a.k.Entry; e != nil && e.ReturnRIP == rip && to > 0 {
+		what += fmt.Sprintf(", where the %s of step %d left off", e.Mechanism, e.Step)
+	}
+	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), what, "IRET loads RIP from the frame")
+	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")
+	mask := uint64(loadableFlags)
+	if from > 0 {
+		mask &^= target.FlagIOPL // only CPL 0 may change IOPL
+		if from > target.Flags(a.b.Val(target.RFLAGS)).IOPL() {
+			mask &^= target.FlagIF // and only CPL <= IOPL may change IF
+		}
+	}
+	a.expectMasked(KindFlags, target.RFLAGS, fl, mask, "the popped RFLAGS", "IRET loads RFLAGS from the frame")
+	a.expectMasked(KindStack, target.RSP, sp, ^uint64(0), "the popped RSP", "IRET in 64-bit mode always pops RSP")
+	a.expectMasked(KindRegister, target.SS, ss, 0xffff, "the popped SS", "IRET in 64-bit mode always pops SS")
+	a.iretStack(rsp)
+	if to > from {
+		a.k.Entry = nil
+	}
+}
+
+// iretStack names the stack switch a return made.
+func (a *annotator) iretStack(before uint64) {
+	after, ok := a.a.Get(target.RSP)
+	if !ok {
+		return
+	}
+	if from, to := a.stackName(before), a.stackName(after); from != to {
+		a.note(KindStack, "stack switch: %s → %s (rsp %#x → %#x)", from, to, before, after)
+		a.mark(EventStackSwitch)
+	}
+}
+
+// expectMasked checks the bits of r in mask against want.
+func (a *annotator) expectMasked(k Kind, r target.Reg, want, mask uint64, what, rule string) {
+	got, ok := a.a.Get(r)
+	if !ok {
+		a.note(KindCheck, "%s unknown after the step: cannot check it is %#x (%s)", r, want, what)
+		return
+	}
+	if (got^want)&mask == 0 {
+		a.add(k, OK, "%s = %#x: %s", r, got, what)
+		return
+	}
+	a.add(k, Finding, "%s = %#x, expected %#x (%s): %s", r, got, want&mask|got&^mask, what, rule)
+}

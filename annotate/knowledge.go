@@ -1,0 +1,279 @@
+package annotate
+
+import (
+	"fmt"
+	"sort"
+)
+
+// MSR indices sctrace names.
+const (
+	MSRSpecCtrl     uint32 = 0x48       // IA32_SPEC_CTRL: IBRS, STIBP, SSBD
+	MSRPredCmd      uint32 = 0x49       // IA32_PRED_CMD: write 1 for an IBPB
+	MSRSysenterCS   uint32 = 0x174      // IA32_SYSENTER_CS
+	MSRSysenterESP  uint32 = 0x175      // IA32_SYSENTER_ESP
+	MSRSysenterEIP  uint32 = 0x176      // IA32_SYSENTER_EIP
+	MSREFER         uint32 = 0xC0000080 // IA32_EFER
+	MSRSTAR         uint32 = 0xC0000081 // STAR: SYSCALL/SYSRET selectors
+	MSRLSTAR        uint32 = 0xC0000082 // LSTAR: 64-bit SYSCALL entry point
+	MSRCSTAR        uint32 = 0xC0000083 // CSTAR: compatibility-mode SYSCALL entry point
+	MSRFMASK        uint32 = 0xC0000084 // FMASK (IA32_SYSCALL_MASK): RFLAGS bits SYSCALL clears
+	MSRFSBase       uint32 = 0xC0000100 // IA32_FS_BASE
+	MSRGSBase       uint32 = 0xC0000101 // IA32_GS_BASE
+	MSRKernelGSBase uint32 = 0xC0000102 // IA32_KERNEL_GS_BASE: what SWAPGS exchanges with GS base
+	MSRTSCAux       uint32 = 0xC0000103 // IA32_TSC_AUX: what rdtscp/rdpid return
+)
+
+var msrNames = map[uint32]string{
+	MSRSpecCtrl:     "IA32_SPEC_CTRL",
+	MSRPredCmd:      "IA32_PRED_CMD",
+	MSRSysenterCS:   "IA32_SYSENTER_CS",
+	MSRSysenterESP:  "IA32_SYSENTER_ESP",
+	MSRSysenterEIP:  "IA32_SYSENTER_EIP",
+	MSREFER:         "IA32_EFER",
+	MSRSTAR:         "IA32_STAR",
+	MSRLSTAR:        "IA32_LSTAR",
+	MSRCSTAR:        "IA32_CSTAR",
+	MSRFMASK:        "IA32_FMASK",
+	MSRFSBase:       "IA32_FS_BASE",
+	MSRGSBase:       "IA32_GS_BASE",
+	MSRKernelGSBase: "IA32_KERNEL_GS_BASE",
+	MSRTSCAux:       "IA32_TSC_AUX",
+}
+
+// MSRName returns an MSR's architectural name, or "MSR 0x..." for one sctrace
+// does not name.
+func MSRName(index uint32) string {
+	if n, ok := msrNames[index]; ok {
+		return n
+	}
+	return fmt.Sprintf("MSR %#x", index)
+}
+
+// Source says where a value came from.
+type Source string
+
+// The sources of a value.
+const (
+	SourceRead     Source = "read"     // read: from the stub's registers, guest memory, or an instruction's operands or result
+	SourceInferred Source = "inferred" // worked out from what a transition did
+	SourceProbed   Source = "probed"   // read by an rdmsr sctrace ran in the guest
+)
+
+// strength orders sources: a probe or a reading beats an inference.
+func (s Source) strength() int {
+	switch s {
+	case SourceProbed:
+		return 3
+	case SourceRead:
+		return 2
+	case SourceInferred:
+		return 1
+	}
+	return 0
+}
+
+// MSR is what is known of one model-specific register. Only the bits in
+// Known are known; the others read as zero in Value.
+type MSR struct {
+	Index  uint32 `json:"index"`
+	Name   string `json:"name"`
+	Value  uint64 `json:"value"`
+	Known  uint64 `json:"known"` // mask of the known bits
+	Source Source `json:"source"`
+	Step   int    `json:"step"`          // the step that revealed the value
+	How    string `json:"how,omitempty"` // e.g. "RIP after syscall"
+	// Also lists later observations that added bits or came from a
+	// stronger source; Confirmed counts the ones that only agreed.
+	Also      []Observation `json:"also,omitempty"`
+	Confirmed int           `json:"confirmed,omitempty"`
+}
+
+// Observation is one sighting of an MSR's bits.
+type Observation struct {
+	Known  uint64 `json:"known"`
+	Source Source `json:"source"`
+	Step   int    `json:"step"`
+	How    string `json:"how,omitempty"`
+}
+
+// String renders the value with its provenance, e.g.
+// "IA32_LSTAR = 0xffffffff81c00080 (inferred at step 3: RIP after syscall)".
+func (m MSR) String() string {
+	return fmt.Sprintf("%s = %s (%s)", m.Name, m.ValueString(), m.Provenance())
+}
+
+// ValueString renders the known bits: the value when all are known, else the
+// value with its known mask.
+func (m MSR) ValueString() string {
+	if m.Known == ^uint64(0) {
+		return fmt.Sprintf("%#x", m.Value)
+	}
+	return fmt.Sprintf("%#x (known bits %#x)", m.Value, m.Known)
+}
+
+// Provenance says where the value came from, e.g. "inferred at step 3: RIP
+// after syscall".
+func (m MSR) Provenance() string {
+	s := fmt.Sprintf("%s at step %d", m.Source, m.Step)
+	if m.How != "" {
+		s += ": " + m.How
+	}
+	return s
+}
+
+// Fact is one value learnt about the machine other than an MSR: the top of
+// the kernel stack TSS.RSP0 points to, the per-CPU GS base, a slot address.
+type Fact struct {
+	Value  uint64 `json:"value"`
+	Known  uint64 `json:"known"` // mask of the known bits
+	Source Source `json:"source"`
+	Step   int    `json:"step"`
+	How    string `json:"how,omitempty"`
+}
+
+// Provenance says where the fact came from.
+func (f *Fact) Provenance() string {
+	s := fmt.Sprintf("%s at step %d", f.Source, f.Step)
+	if f.How != "" {
+		s += ": " + f.How
+	}
+	return s
+}
+
+// Entry records the last entry into the kernel, to relate the return to it.
+type Entry struct {
+	Step      int    `json:"step"`
+	Mechanism string `json:"mechanism"` // "syscall", "int 0x80", "sysenter", "call gate", "#UD"...
+	FromCPL   int    `json:"from_cpl"`
+	ReturnRIP uint64 `json:"return_rip"` // where the caller resumes
+	CallerRSP uint64 `json:"caller_rsp"`
+	Swapgs    int    `json:"swapgs"` // swapgs executed since the entry
+}
+
+// Knowledge is what sctrace has learnt about the machine so far, carried from
+// step to step. Its zero value is not ready: use NewKnowledge.
+type Knowledge struct {
+	MSRs map[uint32]*MSR `json:"msrs"`
+	// RSP0 is TSS.RSP0, the stack the CPU loads on an interrupt or call gate
+	// from user mode. Inferred from an entry, its low four bits stay unknown
+	// for interrupts (the CPU aligns the stack to 16 bytes).
+	RSP0 *Fact `json:"rsp0,omitempty"`
+	// PerCPU is the kernel's GS base: the per-CPU area.
+	PerCPU *Fact `json:"percpu,omitempty"`
+	// UserRSPSlot is the linear address where the syscall entry code saved
+	// the user RSP.
+	UserRSPSlot *Fact `json:"user_rsp_slot,omitempty"`
+	// FrameTop is the address just above the pt_regs frame at the top of
+	// the kernel stack, used when no Region gives one.
+	FrameTop *Fact `json:"frame_top,omitempty"`
+	// Entry is the last entry into the kernel.
+	Entry *Entry `json:"entry,omitempty"`
+
+	prevOp opKind // the previous step's operation
+}
+
+// NewKnowledge returns an empty Knowledge.
+func NewKnowledge() *Knowledge {
+	return &Knowledge{MSRs: map[uint32]*MSR{}}
+}
+
+// MSR returns what is known of an MSR, or nil.
+func (k *Knowledge) MSR(index uint32) *MSR {
+	if k == nil || k.MSRs == nil {
+		return nil
+	}
+	return k.MSRs[index]
+}
+
+// Conflict returns the bits m contradicts in what is known of the same MSR:
+// bits both know with different values.
+func (k *Knowledge) Conflict(m MSR) uint64 {
+	old := k.MSR(m.Index)
+	if old == nil {
+		return 0
+	}
+	return (old.Value ^ m.Value) & old.Known & m.Known
+}
+
+// Learn merges an observation of an MSR. When it agrees with what is known
+// on the bits both know, the known bits grow, and the observation is kept in
+// Also if it added bits or comes from a stronger source. When it contradicts
+// (the MSR was written, or an earlier inference was wrong; Conflict tells),
+// it replaces what was known. Bits outside m.Known are ignored.
+func (k *Knowledge) Learn(m MSR) {
+	if k.MSRs == nil {
+		k.MSRs = map[uint32]*MSR{}
+	}
+	m.Value &= m.Known
+	if m.Name == "" {
+		m.Name = MSRName(m.Index)
+	}
+	old := k.MSRs[m.Index]
+	if old == nil || k.Conflict(m) != 0 {
+		m.Also, m.Confirmed = nil, 0
+		k.MSRs[m.Index] = &m
+		return
+	}
+	added := m.Known &^ old.Known
+	stronger := m.Source.strength() > old.Source.strength()
+	old.Value |= m.Value & added
+	old.Known |= m.Known
+	switch {
+	case added != 0 || stronger:
+		obs := Observation{Known: m.Known, Source: m.Source, Step: m.Step, How: m.How}
+		if stronger {
+			// Show the strongest source first.
+			old.Also = append(old.Also, Observation{Known: old.Known &^ added, Source: old.Source, Step: old.Step, How: old.How})
+			old.Source, old.Step, old.How = m.Source, m.Step, m.How
+		} else {
+			old.Also = append(old.Also, obs)
+		}
+		const maxAlso = 16
+		if len(old.Also) > maxAlso {
+			old.Also = old.Also[len(old.Also)-maxAlso:]
+		}
+	default:
+		old.Confirmed++
+	}
+}
+
+// Sorted returns the known MSRs ordered by index.
+func (k *Knowledge) Sorted() []MSR {
+	if k == nil {
+		return nil
+	}
+	out := make([]MSR, 0, len(k.MSRs))
+	for _, m := range k.MSRs {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out
+}
+
+// learnFact sets *f to a new fact unless an equal one is known, and reports
+// a conflicting older fact (nil if none).
+func learnFact(f **Fact, v Fact) (conflict *Fact) {
+	v.Value &= v.Known
+	if *f != nil {
+		old := *f
+		if (old.Value^v.Value)&old.Known&v.Known == 0 {
+			if v.Known&^old.Known != 0 || v.Source.strength() > old.Source.strength() {
+				old.Value |= v.Value
+				old.Known |= v.Known
+				if v.Source.strength() > old.Source.strength() {
+					old.Source, old.Step, old.How = v.Source, v.Step, v.How
+				}
+			}
+			return nil
+		}
+		conflict = &Fact{}
+		*conflict = *old
+	}
+	*f = &v
+	return conflict
+}
+
+// remember records what the next step needs from this one.
+func (k *Knowledge) remember(a *annotator) {
+	k.prevOp = a.op.kind
+}

@@ -1,0 +1,181 @@
+package annotate
+
+import (
+	"encoding/binary"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// read returns n bytes at addr from the memory read after (or before) the
+// step.
+func (a *annotator) read(addr uint64, n int, after bool) ([]byte, bool) {
+	for _, m := range a.s.Mem {
+		if m.After != after || addr < m.Addr {
+			continue
+		}
+		off := addr - m.Addr
+		if off > uint64(len(m.Data)) || uint64(len(m.Data))-off < uint64(n) {
+			continue
+		}
+		return m.Data[off : off+uint64(n)], true
+	}
+	return nil, false
+}
+
+// readStatic reads a descriptor table or TSS, which an instruction does not
+// change, from whichever read has it.
+func (a *annotator) readStatic(addr uint64, n int) ([]byte, bool) {
+	if b, ok := a.read(addr, n, false); ok {
+		return b, true
+	}
+	return a.read(addr, n, true)
+}
+
+// words reads n little-endian slots of size bytes (4 or 8) at addr.
+func (a *annotator) words(addr uint64, n, size int, after bool) ([]uint64, bool) {
+	b, ok := a.read(addr, n*size, after)
+	if !ok {
+		return nil, false
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		if size == 4 {
+			out[i] = uint64(binary.LittleEndian.Uint32(b[i*4:]))
+		} else {
+			out[i] = binary.LittleEndian.Uint64(b[i*8:])
+		}
+	}
+	return out, true
+}
+
+// gprs maps x86asm's encoding order to target registers.
+var gprs = [16]target.Reg{
+	target.RAX, target.RCX, target.RDX, target.RBX, target.RSP, target.RBP, target.RSI, target.RDI,
+	target.R8, target.R9, target.R10, target.R11, target.R12, target.R13, target.R14, target.R15,
+}
+
+// regInfo maps an x86asm register to the target register holding it, its
+// width in bits and its bit offset (8 for AH..BH).
+func regInfo(r x86asm.Reg) (reg target.Reg, bits int, shift uint, ok bool) {
+	switch {
+	case r >= x86asm.AL && r <= x86asm.BL:
+		return gprs[r-x86asm.AL], 8, 0, true
+	case r >= x86asm.AH && r <= x86asm.BH:
+		return gprs[r-x86asm.AH], 8, 8, true
+	case r >= x86asm.SPB && r <= x86asm.R15B:
+		return gprs[r-x86asm.SPB+4], 8, 0, true
+	case r >= x86asm.AX && r <= x86asm.R15W:
+		return gprs[r-x86asm.AX], 16, 0, true
+	case r >= x86asm.EAX && r <= x86asm.R15L:
+		return gprs[r-x86asm.EAX], 32, 0, true
+	case r >= x86asm.RAX && r <= x86asm.R15:
+		return gprs[r-x86asm.RAX], 64, 0, true
+	case r == x86asm.RIP:
+		return target.RIP, 64, 0, true
+	case r >= x86asm.ES && r <= x86asm.GS:
+		return []target.Reg{target.ES, target.CS, target.SS, target.DS, target.FS, target.GS}[r-x86asm.ES], 16, 0, true
+	}
+	switch r {
+	case x86asm.CR0:
+		return target.CR0, 64, 0, true
+	case x86asm.CR2:
+		return target.CR2, 64, 0, true
+	case x86asm.CR3:
+		return target.CR3, 64, 0, true
+	case x86asm.CR4:
+		return target.CR4, 64, 0, true
+	case x86asm.CR8:
+		return target.CR8, 64, 0, true
+	}
+	return 0, 0, 0, false
+}
+
+// regVal reads an x86asm register (or part of one) from a state.
+func regVal(st *target.State, r x86asm.Reg) (uint64, bool) {
+	reg, bits, shift, ok := regInfo(r)
+	if !ok {
+		return 0, false
+	}
+	v, ok := st.Get(reg)
+	if !ok {
+		return 0, false
+	}
+	v >>= shift
+	if bits < 64 {
+		v &= 1<<bits - 1
+	}
+	return v, true
+}
+
+// effAddr computes a memory operand's offset (without the segment base)
+// from the registers before the step.
+func (a *annotator) effAddr(m x86asm.Mem) (uint64, bool) {
+	return effAddr(a.s.Inst, m, a.b, a.next, a.hasNext)
+}
+
+func effAddr(inst x86asm.Inst, m x86asm.Mem, st *target.State, next uint64, hasNext bool) (uint64, bool) {
+	ea := uint64(m.Disp)
+	if m.Base != 0 {
+		if m.Base == x86asm.RIP || m.Base == x86asm.EIP {
+			if !hasNext {
+				return 0, false
+			}
+			ea += next
+		} else {
+			v, ok := regVal(st, m.Base)
+			if !ok {
+				return 0, false
+			}
+			ea += v
+		}
+	}
+	if m.Index != 0 && m.Scale != 0 {
+		v, ok := regVal(st, m.Index)
+		if !ok {
+			return 0, false
+		}
+		ea += v * uint64(m.Scale)
+	}
+	if inst.AddrSize == 32 {
+		ea &= 0xffffffff
+	}
+	return ea, true
+}
+
+// linear returns a memory operand's linear address: the FS or GS base plus
+// the offset (other segment bases are zero in 64-bit mode).
+func linear(inst x86asm.Inst, m x86asm.Mem, st *target.State, next uint64, hasNext bool) (uint64, bool) {
+	ea, ok := effAddr(inst, m, st, next, hasNext)
+	if !ok {
+		return 0, false
+	}
+	switch m.Segment {
+	case x86asm.FS:
+		base, ok := st.Get(target.FSBase)
+		return base + ea, ok
+	case x86asm.GS:
+		base, ok := st.Get(target.GSBase)
+		return base + ea, ok
+	}
+	return ea, true
+}
+
+// memArg returns the instruction's memory operand and its index.
+func memArg(inst x86asm.Inst) (x86asm.Mem, int, bool) {
+	for i, arg := range inst.Args {
+		if arg == nil {
+			break
+		}
+		if m, ok := arg.(x86asm.Mem); ok {
+			return m, i, true
+		}
+	}
+	return x86asm.Mem{}, -1, false
+}
+
+// canonical reports whether addr is canonical with 48-bit linear addresses.
+func canonical(addr uint64) bool {
+	top := addr >> 47
+	return top == 0 || top == 1<<17-1
+}

@@ -1,0 +1,136 @@
+package annotate
+
+import (
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// maxTable caps the bytes of a descriptor table read at once.
+const maxTable = 4096
+
+// MemoryBefore returns the guest memory Annotate wants read before the step:
+// the frame IRETQ or far RET will pop, the IDT gate an INT will use, the far
+// pointer and GDT of a far call, and the TSS for the stack switch. The
+// recorder reads what it can and hands it over in Step.Mem.
+func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
+	if before == nil {
+		return nil
+	}
+	code := []byte(nil)
+	o := classify(inst, code)
+	var out []Range
+	rsp, rspOK := before.Get(target.RSP)
+	sys := before.Sys
+	switch o.kind {
+	case opIret:
+		if rspOK {
+			size := 8
+			if !o.wide {
+				size = 4
+			}
+			out = append(out, Range{rsp, 5 * size})
+		}
+	case opFarRet:
+		if rspOK {
+			size := 8
+			if !o.wide {
+				size = 4
+			}
+			out = append(out, Range{rsp, 2 * size}, Range{rsp + uint64(2*size) + farRetImm(inst), 2 * size})
+		}
+	case opFarCall:
+		if m, _, ok := memArg(inst); ok {
+			next := addr + uint64(inst.Len)
+			if lin, ok := linear(inst, m, before, next, inst.Len > 0); ok {
+				out = append(out, Range{lin, farOffsetSize(inst) + 2})
+			}
+		}
+		if sys != nil {
+			out = append(out, Range{sys.GDTBase, tableLen(sys.GDTLimit)})
+			out = append(out, tssRange(sys)...)
+		}
+	case opInt, opUD, opSysenter:
+		v := o.vector
+		if o.kind == opSysenter {
+			v = 6 // AMD CPUs raise #UD
+		}
+		out = append(out, gateRanges(sys, v)...)
+	case opSyscall:
+		if efer, ok := before.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+			out = append(out, gateRanges(sys, 6)...)
+		}
+	case opSysret, opSysexit:
+		// A #GP from a ring-3 sysret or a non-canonical RCX.
+		if c := cpl(before); c > 0 {
+			out = append(out, gateRanges(sys, 13)...)
+		}
+	}
+	return out
+}
+
+// gateRanges asks for IDT entry v and the TSS.
+func gateRanges(sys *target.SysRegs, v int) []Range {
+	if sys == nil || uint64(v)*16+15 > uint64(sys.IDTLimit) {
+		return nil
+	}
+	return append([]Range{{sys.IDTBase + uint64(v)*16, 16}}, tssRange(sys)...)
+}
+
+// tssRange asks for the TSS.
+func tssRange(sys *target.SysRegs) []Range {
+	tr := sys.TR()
+	if tr.Limit+1 < TSSSize {
+		return nil
+	}
+	return []Range{{tr.Base, TSSSize}}
+}
+
+// tableLen is a descriptor table's length from its limit, capped.
+func tableLen(limit uint32) int {
+	return min(int(limit)+1, maxTable)
+}
+
+// MemoryAfter returns the guest memory Annotate wants read after the step:
+// the frame the CPU pushed on an interrupt, exception or call gate (and,
+// when an ordinary instruction ended up in a handler, the IDT to find which
+// vector it was), and the value a push from memory stored.
+func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []Range {
+	if before == nil || after == nil {
+		return nil
+	}
+	o := classify(inst, nil)
+	rsp, ok := after.Get(target.RSP)
+	if !ok {
+		return nil
+	}
+	frame := Range{rsp, 6 * 8}
+	switch o.kind {
+	case opInt, opUD, opSysenter:
+		return []Range{frame}
+	case opFarCall:
+		return []Range{{rsp, 4 * 8}}
+	case opSyscall, opSysret, opSysexit:
+		if cpl(after) == 0 && (o.kind != opSyscall || func() bool { e, ok := before.Get(target.EFER); return ok && e&target.EFERSCE == 0 }()) {
+			return []Range{frame}
+		}
+		return nil
+	}
+	if inst.Op == x86asm.PUSH {
+		if _, ok := inst.Args[0].(x86asm.Mem); ok {
+			return []Range{{rsp, 8}}
+		}
+	}
+	if faulted(inst, o, addr, before, after) {
+		out := []Range{frame}
+		sys := after.Sys
+		if sys == nil {
+			sys = before.Sys
+		}
+		if sys != nil {
+			out = append(out, Range{sys.IDTBase, tableLen(sys.IDTLimit)})
+			out = append(out, tssRange(sys)...)
+		}
+		return out
+	}
+	return nil
+}

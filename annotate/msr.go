@@ -1,0 +1,133 @@
+package annotate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+// stubMSRs are the MSRs the gdbstub shows as registers.
+var stubMSRs = []struct {
+	index uint32
+	reg   target.Reg
+}{
+	{MSREFER, target.EFER},
+	{MSRFSBase, target.FSBase},
+	{MSRGSBase, target.GSBase},
+	{MSRKernelGSBase, target.KernelGSBase},
+}
+
+// learnFromStub records the MSRs the stub's registers show after the step.
+func (a *annotator) learnFromStub() {
+	for _, m := range stubMSRs {
+		if v, ok := a.a.Get(m.reg); ok {
+			a.k.Learn(MSR{Index: m.index, Value: v, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: m.reg.String() + " register from the stub"})
+		}
+	}
+}
+
+// msrValue reads ECX and EDX:EAX.
+func msrOperands(st *target.State) (index uint32, value uint64, idxOK, valOK bool) {
+	c, idxOK := st.Get(target.RCX)
+	ax, ok1 := st.Get(target.RAX)
+	dx, ok2 := st.Get(target.RDX)
+	return uint32(c), dx<<32 | ax&0xffffffff, idxOK, ok1 && ok2
+}
+
+// wrmsr explains WRMSR: ECX names the MSR, EDX:EAX is the value.
+func (a *annotator) wrmsr() {
+	if c := cpl(a.b); c > 0 {
+		a.add(KindPrivilege, Finding, "wrmsr at CPL %d should raise #GP: it is a ring-0 instruction", c)
+	}
+	idx, val, idxOK, valOK := msrOperands(a.b)
+	if !idxOK || !valOK {
+		a.note(KindCheck, "wrmsr: ECX, EAX or EDX unknown")
+		return
+	}
+	name := MSRName(idx)
+	a.k.Learn(MSR{Index: idx, Value: val, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: "value written by wrmsr (read from edx:eax)"})
+	a.note(KindMSR, "wrmsr: %s (%#x) := %#x (value read from edx:eax)%s", name, idx, val, a.msrMeaning(idx, val))
+	for _, m := range stubMSRs {
+		if m.index == idx {
+			a.explained(m.reg)
+			mask := ^uint64(0)
+			if idx == MSREFER {
+				mask &^= target.EFERLMA // read-only, set by the CPU
+			}
+			a.expectMasked(KindMSR, m.reg, val, mask, "the value written", "WRMSR to "+name+" sets "+m.reg.String())
+		}
+	}
+	switch idx {
+	case MSRSpecCtrl:
+		a.note(KindMitigation, "IA32_SPEC_CTRL := %#x: %s", val, specCtrl(val))
+	case MSRPredCmd:
+		if val&1 != 0 {
+			a.note(KindMitigation, "IA32_PRED_CMD.IBPB: indirect branch prediction barrier (branch targets learnt before cannot steer later indirect branches)")
+		}
+	}
+}
+
+// msrMeaning adds a few words on what a value means.
+func (a *annotator) msrMeaning(idx uint32, v uint64) string {
+	switch idx {
+	case MSRLSTAR, MSRCSTAR, MSRSysenterEIP:
+		return ": the system-call entry point " + a.sym(v)
+	case MSRSTAR:
+		return fmt.Sprintf(": syscall CS/SS %#x/%#x, sysret base %#x (CS %#x, SS %#x)", v>>32&0xfffc, v>>32&0xffff+8, v>>48&0xffff, (v>>48+16)&0xffff|3, (v>>48+8)&0xffff|3)
+	case MSRFMASK:
+		return ": syscall clears " + flagList(v)
+	case MSREFER:
+		return " (" + target.EFERFlags(v).String() + ")"
+	case MSRKernelGSBase, MSRGSBase:
+		if pa, name := a.isPerCPU(v); pa {
+			return " (" + name + ")"
+		}
+	}
+	return ""
+}
+
+// specCtrl names the bits of IA32_SPEC_CTRL.
+func specCtrl(v uint64) string {
+	var on []string
+	for _, b := range []struct {
+		bit  uint64
+		name string
+	}{{1, "IBRS"}, {2, "STIBP"}, {4, "SSBD"}} {
+		if v&b.bit != 0 {
+			on = append(on, b.name)
+		}
+	}
+	if len(on) == 0 {
+		return "IBRS, STIBP and SSBD off"
+	}
+	return strings.Join(on, ", ") + " on"
+}
+
+// rdmsr explains RDMSR: EDX:EAX receives the MSR named by ECX.
+func (a *annotator) rdmsr() {
+	if c := cpl(a.b); c > 0 {
+		a.add(KindPrivilege, Finding, "rdmsr at CPL %d should raise #GP: it is a ring-0 instruction", c)
+	}
+	idx, _, idxOK, _ := msrOperands(a.b)
+	_, val, _, valOK := msrOperands(a.a)
+	if !idxOK || !valOK {
+		a.note(KindCheck, "rdmsr: ECX, EAX or EDX unknown")
+		return
+	}
+	a.explained(target.RAX, target.RDX)
+	name := MSRName(idx)
+	ax, dx := a.a.Val(target.RAX), a.a.Val(target.RDX)
+	if ax>>32 != 0 || dx>>32 != 0 {
+		a.add(KindRegister, Finding, "rdmsr left rax %#x, rdx %#x: it must clear their upper halves", ax, dx)
+	}
+	a.k.Learn(MSR{Index: idx, Value: val, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: "result of the guest's rdmsr (edx:eax)"})
+	a.note(KindMSR, "rdmsr: %s (%#x) = %#x (read into edx:eax)%s", name, idx, val, a.msrMeaning(idx, val))
+	for _, m := range stubMSRs {
+		if m.index == idx {
+			if v, ok := a.b.Get(m.reg); ok {
+				a.add(KindMSR, verdict(v == val), "the stub showed %s = %#x before", m.reg, v)
+			}
+		}
+	}
+}

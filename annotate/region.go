@@ -1,0 +1,145 @@
+package annotate
+
+import "fmt"
+
+// RegionKind says what a memory region is for.
+type RegionKind string
+
+// The region kinds.
+const (
+	RegionUserStack   RegionKind = "user-stack"
+	RegionKernelStack RegionKind = "kernel-stack" // a task's kernel stack
+	RegionEntryStack  RegionKind = "entry-stack"  // a small per-CPU stack the CPU enters on (Linux's cpu_entry_area)
+	RegionISTStack    RegionKind = "ist-stack"    // an interrupt stack table stack (NMI, #DF, #MC, #DB)
+	RegionPerCPU      RegionKind = "percpu"       // the per-CPU area the kernel GS base points to
+	RegionScratch     RegionKind = "scratch"      // a per-CPU slot the entry code parks a value in
+	RegionTSS         RegionKind = "tss"
+	RegionGDT         RegionKind = "gdt"
+	RegionIDT         RegionKind = "idt"
+	RegionVDSO        RegionKind = "vdso"
+)
+
+// Region is a named range of linear addresses.
+type Region struct {
+	Name       string     `json:"name"`
+	Kind       RegionKind `json:"kind"`
+	Start, End uint64     // half-open: Start <= addr < End
+	// FrameTop is the address just above a pt_regs frame built at the top
+	// of this stack, 0 if none.
+	FrameTop uint64 `json:"frame_top,omitempty"`
+}
+
+// Contains reports whether addr lies in the region.
+func (r Region) Contains(addr uint64) bool { return addr >= r.Start && addr < r.End }
+
+// isStack reports whether the region is a stack.
+func (r Region) isStack() bool {
+	switch r.Kind {
+	case RegionUserStack, RegionKernelStack, RegionEntryStack, RegionISTStack:
+		return true
+	}
+	return false
+}
+
+// label renders e.g. `kernel stack "task stack"`.
+func (r Region) label() string {
+	kind := map[RegionKind]string{
+		RegionUserStack:   "user stack",
+		RegionKernelStack: "kernel stack",
+		RegionEntryStack:  "entry stack",
+		RegionISTStack:    "IST stack",
+		RegionPerCPU:      "per-CPU area",
+		RegionScratch:     "per-CPU scratch slot",
+		RegionTSS:         "TSS",
+		RegionGDT:         "GDT",
+		RegionIDT:         "IDT",
+		RegionVDSO:        "vDSO",
+	}[r.Kind]
+	switch {
+	case kind == "":
+		return r.Name
+	case r.Name == "" || r.Name == kind:
+		return kind
+	}
+	return fmt.Sprintf("%s %q", kind, r.Name)
+}
+
+// RegionOf returns the smallest region containing addr.
+func (c *Context) RegionOf(addr uint64) (Region, bool) {
+	if c == nil {
+		return Region{}, false
+	}
+	var best Region
+	found := false
+	for _, r := range c.Regions {
+		if r.Contains(addr) && (!found || r.End-r.Start < best.End-best.Start) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// PtRegsFields are the fields of Linux's struct pt_regs from the top of the
+// frame down: the first five are what the CPU pushes on an interrupt, the
+// rest what the entry code pushes after them.
+var PtRegsFields = []string{
+	"ss", "sp", "flags", "cs", "ip", "orig_ax",
+	"di", "si", "dx", "cx", "ax", "r8", "r9", "r10", "r11",
+	"bx", "bp", "r12", "r13", "r14", "r15",
+}
+
+// PtRegsSize is the size in bytes of a pt_regs frame.
+var PtRegsSize = uint64(8 * len(PtRegsFields))
+
+// PtRegsSlot names the pt_regs field at addr for a frame ending just below
+// frameTop, e.g. "ax"; ok is false when addr is not an 8-byte slot of the
+// frame.
+func PtRegsSlot(frameTop, addr uint64) (field string, ok bool) {
+	if frameTop == 0 || addr >= frameTop || frameTop-addr > PtRegsSize || (frameTop-addr)%8 != 0 {
+		return "", false
+	}
+	return PtRegsFields[(frameTop-addr)/8-1], true
+}
+
+// frameTops returns the frame tops to try for addr: the one of the region
+// holding it, then the learnt one.
+func (a *annotator) frameTops(addr uint64) []uint64 {
+	var tops []uint64
+	if r, ok := a.c.RegionOf(addr); ok && r.FrameTop != 0 {
+		tops = append(tops, r.FrameTop)
+	}
+	if f := a.k.FrameTop; f != nil && f.Known == ^uint64(0) {
+		tops = append(tops, f.Value)
+	}
+	return tops
+}
+
+// slot names the pt_regs field an 8-byte store at addr fills, e.g.
+// " (pt_regs->ax)", or "".
+func (a *annotator) slot(addr uint64) string {
+	for _, top := range a.frameTops(addr) {
+		if f, ok := PtRegsSlot(top, addr); ok {
+			return fmt.Sprintf(" (pt_regs->%s)", f)
+		}
+	}
+	return ""
+}
+
+// where names the region holding addr, e.g. ` in kernel stack "task"`, or "".
+func (a *annotator) where(addr uint64) string {
+	if r, ok := a.c.RegionOf(addr); ok {
+		return " in the " + r.label()
+	}
+	return ""
+}
+
+// stackName names the stack an RSP value points into.
+func (a *annotator) stackName(rsp uint64) string {
+	if r, ok := a.c.RegionOf(rsp); ok {
+		return r.label()
+	}
+	if rsp>>63 != 0 {
+		return "kernel-half stack"
+	}
+	return "user-half stack"
+}

@@ -1,0 +1,157 @@
+package annotate
+
+import (
+	"fmt"
+
+	"github.com/sctrace/sctrace/target"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// pushValue returns the value a push stored and how it is known.
+func (a *annotator) pushValue(after uint64) (string, bool) {
+	inst := a.s.Inst
+	if inst.Op == x86asm.PUSHFQ || inst.Op == x86asm.PUSHF {
+		if v, ok := a.b.Get(target.RFLAGS); ok {
+			return fmt.Sprintf("rflags %#x", v), true
+		}
+		return "", false
+	}
+	switch src := inst.Args[0].(type) {
+	case x86asm.Reg:
+		if v, ok := regVal(a.b, src); ok {
+			return fmt.Sprintf("%s %#x", lowerReg(src), v), true
+		}
+	case x86asm.Imm:
+		return fmt.Sprintf("the constant %#x", uint64(src)), true
+	case x86asm.Mem:
+		if w, ok := a.words(after, 1, 8, true); ok {
+			return fmt.Sprintf("%#x (read from the stack after the step)", w[0]), true
+		}
+		return "a value from memory (not read)", true
+	}
+	return "", false
+}
+
+// stack explains an RSP change made by an ordinary instruction.
+func (a *annotator) stack() {
+	before, ok1 := a.b.Get(target.RSP)
+	after, ok2 := a.a.Get(target.RSP)
+	if !ok1 || !ok2 || before == after {
+		return
+	}
+	a.explained(target.RSP)
+	inst := a.s.Inst
+	d := int64(after - before)
+	v, text := NoVerdict, ""
+	switch inst.Op {
+	case x86asm.PUSH, x86asm.PUSHFQ, x86asm.PUSHF:
+		want := int64(-8)
+		if inst.DataSize == 16 {
+			want = -2
+		}
+		val, _ := a.pushValue(after)
+		text = fmt.Sprintf("push: rsp %#x → %#x; stores %s at %#x%s", before, after, val, after, a.slot(after))
+		if d != want {
+			v, text = Finding, text+fmt.Sprintf("; a push moves rsp by %d, not %d", want, d)
+		}
+	case x86asm.POP, x86asm.POPFQ, x86asm.POPF:
+		text = fmt.Sprintf("pop: rsp %#x → %#x; loads the slot at %#x%s", before, after, before, a.slot(before))
+		if dst, ok := inst.Args[0].(x86asm.Reg); ok && inst.Op == x86asm.POP {
+			if nv, ok := regVal(a.a, dst); ok {
+				text += fmt.Sprintf(" into %s: %#x", lowerReg(dst), nv)
+			}
+		}
+	case x86asm.CALL:
+		text = fmt.Sprintf("call: pushes the return address %#x at %#x; rsp %#x → %#x", a.next, after, before, after)
+		if d != -8 {
+			v, text = Finding, text+fmt.Sprintf("; a call moves rsp by -8, not %d", d)
+		}
+	case x86asm.RET:
+		text = fmt.Sprintf("ret: pops the return address at %#x; rsp %#x → %#x", before, before, after)
+	case x86asm.SUB, x86asm.ADD:
+		if d < 0 {
+			text = fmt.Sprintf("rsp %#x → %#x: reserves %d bytes of stack", before, after, -d)
+		} else {
+			text = fmt.Sprintf("rsp %#x → %#x: releases %d bytes of stack", before, after, d)
+		}
+	case x86asm.AND:
+		if imm, ok := inst.Args[1].(x86asm.Imm); ok {
+			text = fmt.Sprintf("rsp %#x → %#x: aligned down to %d bytes", before, after, -int64(imm))
+		}
+	case x86asm.LEAVE:
+		text = fmt.Sprintf("leave: rsp = rbp + 8 = %#x, rbp popped: the stack frame released", after)
+	case x86asm.LEA:
+		text = fmt.Sprintf("rsp %#x → %#x (%+d) by lea", before, after, d)
+	case x86asm.MOV, x86asm.XCHG, x86asm.CMOVNE, x86asm.CMOVE:
+		switch src := inst.Args[1].(type) {
+		case x86asm.Reg:
+			text = fmt.Sprintf("rsp %#x → %#x: copied from %s", before, after, lowerReg(src))
+		case x86asm.Mem:
+			text = fmt.Sprintf("rsp %#x → %#x: loaded from memory", before, after)
+			if lin, ok := linear(inst, src, a.b, a.next, a.hasNext); ok {
+				text = fmt.Sprintf("rsp %#x → %#x: loaded from %#x%s", before, after, lin, a.where(lin))
+			}
+		}
+	}
+	if text == "" {
+		text = fmt.Sprintf("rsp %#x → %#x (%+d)", before, after, d)
+	}
+	a.add(KindStack, v, "%s", text)
+	a.stackSwitch(before, after)
+}
+
+// stackSwitch names a move to another stack.
+func (a *annotator) stackSwitch(before, after uint64) {
+	rb, okb := a.c.RegionOf(before)
+	ra, oka := a.c.RegionOf(after)
+	switched := false
+	switch {
+	case okb && oka:
+		switched = rb.Name != ra.Name || rb.Kind != ra.Kind
+	case okb != oka:
+		switched = true
+	default:
+		d := int64(after - before)
+		switched = before>>63 != after>>63 || d > 1<<16 || d < -(1<<16)
+	}
+	if switched {
+		a.note(KindStack, "stack switch: %s → %s", a.stackName(before), a.stackName(after))
+		a.mark(EventStackSwitch)
+	}
+}
+
+// frameStores explains ordinary (not FS/GS-relative) memory moves: stores
+// into a pt_regs frame get the field's name.
+func (a *annotator) frameStores() {
+	inst := a.s.Inst
+	if inst.Op != x86asm.MOV || a.entered {
+		return
+	}
+	m, idx, ok := memArg(inst)
+	if !ok || m.Segment == x86asm.FS || m.Segment == x86asm.GS {
+		return
+	}
+	lin, ok := linear(inst, m, a.b, a.next, a.hasNext)
+	if !ok {
+		return
+	}
+	place := fmt.Sprintf("%#x", lin)
+	if s := a.symbol(lin); s != "" {
+		place += " <" + s + ">"
+	}
+	if idx == 0 {
+		val := a.accessValue(0, "stores to")
+		if slot := a.slot(lin); slot != "" && inst.MemBytes == 8 {
+			a.note(KindFrame, "stores%s at %#x%s", val, lin, slot)
+			return
+		}
+		a.note(KindMemory, "stores%s at %s%s", val, place, a.where(lin))
+		return
+	}
+	if dst, ok := inst.Args[0].(x86asm.Reg); ok {
+		if r, _, _, ok := regInfo(dst); ok && r != target.RSP {
+			a.explained(r)
+			a.note(KindMemory, "loads from %s%s%s%s", place, a.slot(lin), a.where(lin), a.accessValue(1, "loads from"))
+		}
+	}
+}

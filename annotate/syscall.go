@@ -1,0 +1,281 @@
+package annotate
+
+import (
+	"fmt"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+// cpl returns the privilege level of a state: the CPL from `info registers`
+// when it was read, else the RPL of CS; -1 when neither is known.
+func cpl(st *target.State) int {
+	if st.Sys != nil && st.Sys.CPL >= 0 && st.Sys.CPL <= 3 {
+		return st.Sys.CPL
+	}
+	return st.CPL()
+}
+
+// ring names a privilege level for a student.
+func ring(c int) string {
+	switch c {
+	case 0:
+		return "kernel"
+	case 3:
+		return "user"
+	case -1:
+		return "unknown"
+	}
+	return fmt.Sprintf("ring %d", c)
+}
+
+// privilegeChange reports the CPL change and checks it against want (-1: no
+// prediction).
+func (a *annotator) privilegeChange(how string, want int) {
+	from, to := cpl(a.b), cpl(a.a)
+	switch {
+	case to < 0:
+		a.note(KindCheck, "%s: CPL after the step unknown (CS not read)", how)
+	case want >= 0 && to != want:
+		a.add(KindPrivilege, Finding, "%s: CPL %d → %d, but the architecture puts the CPU at CPL %d (%s)", how, from, to, want, ring(want))
+	case from == to:
+		a.add(KindPrivilege, verdict(want >= 0), "%s: stays at CPL %d (%s)", how, to, ring(to))
+	default:
+		a.add(KindPrivilege, verdict(want >= 0), "%s: CPL %d → %d (%s → %s)", how, from, to, ring(from), ring(to))
+	}
+}
+
+// learnMSR checks an inferred MSR value against what is known, reports a
+// contradiction as a finding and learns it. It returns the previous
+// knowledge (nil if none) so the caller can say it matched.
+func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (prev *MSR, conflict bool) {
+	m := MSR{Index: index, Value: value & known, Known: known, Source: SourceInferred, Step: a.s.Index, How: how}
+	if old := a.k.MSR(index); old != nil && old.Known&known != 0 {
+		cp := *old
+		prev = &cp
+		if c := a.k.Conflict(m); c != 0 {
+			a.add(KindMSR, Finding, "%s: this step shows %#x in bits %#x, but %s was known (%s); no wrmsr to it was seen in between",
+				MSRName(index), value&c, c, old.ValueString(), old.Provenance())
+			prev, conflict = nil, true
+		}
+	}
+	a.k.Learn(m)
+	return prev, conflict
+}
+
+// syscall explains SYSCALL: RCX and R11 take the return address and RFLAGS,
+// RIP comes from LSTAR, CS and SS from STAR[47:32], RFLAGS is masked by
+// FMASK, and RSP is left alone.
+func (a *annotator) syscall() {
+	if efer, ok := a.b.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+		a.note(KindMSR, "EFER.SCE is clear (efer %#x): syscall is disabled and raises #UD", efer)
+		a.enter(6, false, "syscall with EFER.SCE clear")
+		return
+	}
+	a.explained(target.RIP, target.RCX, target.R11, target.RFLAGS, target.CS, target.SS)
+	a.privilegeChange("syscall", 0)
+
+	// RIP from LSTAR (CSTAR from compatibility mode).
+	msr, name := MSRLSTAR, "LSTAR"
+	if a.compatMode(a.b) {
+		msr, name = MSRCSTAR, "CSTAR"
+	}
+	if rip, ok := a.a.Get(target.RIP); ok {
+		prev, conflict := a.learnMSR(msr, rip, ^uint64(0), "RIP after syscall")
+		switch {
+		case conflict:
+		case prev != nil:
+			a.add(KindControl, OK, "rip = %s: the entry point in %s, as known (%s)", a.sym(rip), name, prev.Provenance())
+		default:
+			a.note(KindControl, "rip = %s: the kernel entry point, from %s", a.sym(rip), name)
+			a.note(KindMSR, "%s = %#x (inferred: the RIP syscall jumped to)", name, rip)
+		}
+	}
+	if a.hasNext {
+		a.expect(KindRegister, target.RCX, a.next, "the address of the next instruction, where sysret will return", "SYSCALL saves the return address in RCX")
+	}
+	if fl, ok := a.b.Get(target.RFLAGS); ok {
+		a.expect(KindRegister, target.R11, fl&^target.FlagRF, "RFLAGS before the syscall (RF cleared)", "SYSCALL saves RFLAGS in R11")
+		a.syscallFlags(fl)
+	}
+	a.syscallSelectors()
+
+	// No stack switch.
+	a.stackDone = true
+	if rsp, ok := a.b.Get(target.RSP); ok {
+		a.expect(KindStack, target.RSP, rsp, "unchanged: SYSCALL does not switch stacks, the kernel still runs on the caller's stack until its entry code loads one", "SYSCALL must not change RSP")
+	}
+	a.recordEntry("syscall", a.next)
+}
+
+// compatMode reports whether the state's CS is a 32-bit (compatibility mode)
+// segment, from the cached descriptor attributes (L bit) when they were read.
+func (a *annotator) compatMode(st *target.State) bool {
+	if st.Sys == nil {
+		return false
+	}
+	cs, ok := st.Sys.Segments["CS"]
+	return ok && cs.Attr&(1<<21) == 0 && cs.Attr&(1<<15) != 0
+}
+
+// syscallFlags checks RFLAGS after SYSCALL against FMASK and learns which
+// bits FMASK certainly holds.
+func (a *annotator) syscallFlags(before uint64) {
+	after, ok := a.a.Get(target.RFLAGS)
+	if !ok {
+		return
+	}
+	const fixed = 2 // reserved bit 1 always reads 1
+	cleared := before &^ after &^ (target.FlagRF | fixed)
+	if extra := after &^ before &^ fixed; extra != 0 {
+		a.add(KindFlags, Finding, "rflags %#x → %#x: %s set, but SYSCALL only clears flags (RFLAGS &= ~FMASK)", before, after, target.Flags(extra))
+	}
+	if after&target.FlagRF != 0 {
+		a.add(KindFlags, Finding, "RF is set after syscall; SYSCALL clears it")
+	}
+	if cleared == 0 {
+		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
+	} else {
+		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(cleared))
+	}
+	// Bits set before and clear after are in FMASK; bits set after are not.
+	known := (cleared | after) &^ (fixed | target.FlagRF)
+	prev, conflict := a.learnMSR(MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
+	m := a.k.MSR(MSRFMASK)
+	switch {
+	case conflict:
+	case prev != nil && prev.Known&known == known:
+		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.Provenance())
+	case m != nil:
+		a.note(KindMSR, "FMASK learnt (inferred): certainly clears %s; certainly keeps %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
+	}
+}
+
+func flagList(v uint64) string {
+	if v == 0 {
+		return "none"
+	}
+	return target.Flags(v).String()
+}
+
+// syscallSelectors checks CS = STAR[47:32] & 0xfffc and SS = STAR[47:32] + 8.
+func (a *annotator) syscallSelectors() {
+	cs, csOK := a.a.Get(target.CS)
+	ss, ssOK := a.a.Get(target.SS)
+	const starKernel = 0xffff << 32
+	switch {
+	case ssOK:
+		base := (ss - 8) & 0xffff
+		prev, conflict := a.learnMSR(MSRSTAR, base<<32, starKernel, "SS after syscall minus 8")
+		if csOK {
+			if cs == base&0xfffc {
+				a.add(KindRegister, OK, "cs = %s, ss = %s: kernel selectors from STAR[47:32] = %#x (SS = CS + 8)", target.Selector(cs), target.Selector(ss), base)
+			} else {
+				a.add(KindRegister, Finding, "cs = %#x, ss = %#x: SYSCALL loads CS = STAR[47:32] & 0xfffc and SS = STAR[47:32] + 8, so SS must be CS + 8", cs, ss)
+			}
+		}
+		switch {
+		case conflict:
+		case prev != nil:
+			a.add(KindMSR, OK, "STAR[47:32] = %#x, as known (%s)", base, prev.Provenance())
+		default:
+			a.note(KindMSR, "STAR[47:32] = %#x (inferred from SS after syscall)", base)
+		}
+	case csOK:
+		a.learnMSR(MSRSTAR, (cs&0xfffc)<<32, 0xfffc<<32, "CS after syscall")
+		a.note(KindRegister, "cs = %s: from STAR[47:32] (SS unknown)", target.Selector(cs))
+	}
+}
+
+// sysret explains SYSRET: RIP from RCX, RFLAGS from R11, CS and SS from
+// STAR[63:48], and RSP left for the kernel to have restored.
+func (a *annotator) sysret() {
+	if c := cpl(a.b); c > 0 {
+		a.note(KindPrivilege, "sysret at CPL %d raises #GP(0): it is a ring-0 instruction", c)
+		a.enter(13, false, "sysret outside ring 0")
+		return
+	}
+	rcx, rcxOK := a.b.Get(target.RCX)
+	if a.op.wide && rcxOK && !canonical(rcx) {
+		a.add(KindControl, Finding, "rcx %#x is not canonical: Intel CPUs raise #GP in ring 0 here with the user RSP already loaded (the CVE-2012-0217 hazard); AMD CPUs return and fault in user mode", rcx)
+		if cpl(a.a) == 0 {
+			a.enter(13, false, "sysret to a non-canonical RCX")
+			return
+		}
+	}
+	a.explained(target.RIP, target.RFLAGS, target.CS, target.SS)
+	mode := "64-bit"
+	if !a.op.wide {
+		mode = "compatibility (32-bit)"
+	}
+	a.privilegeChange("sysret to "+mode+" user mode", 3)
+	if rcxOK {
+		want := rcx
+		if !a.op.wide {
+			want &= 0xffffffff
+		}
+		what := "the return address held in RCX"
+		if e := a.k.Entry; e != nil && e.ReturnRIP == want {
+			what += fmt.Sprintf(", right after the %s of step %d", e.Mechanism, e.Step)
+		}
+		a.expect(KindControl, target.RIP, want, what, "SYSRET loads RIP from RCX")
+	}
+	if r11, ok := a.b.Get(target.R11); ok {
+		a.expect(KindFlags, target.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")
+	}
+	a.sysretSelectors()
+	a.stackDone = true
+	if rsp, ok := a.b.Get(target.RSP); ok {
+		what := "unchanged: SYSRET does not restore RSP, the kernel put the user stack pointer back itself"
+		if e := a.k.Entry; e != nil && e.CallerRSP == rsp {
+			what += fmt.Sprintf(" (the value it had at the %s of step %d)", e.Mechanism, e.Step)
+		}
+		a.expect(KindStack, target.RSP, rsp, what, "SYSRET must not change RSP")
+	}
+	a.k.Entry = nil
+}
+
+// sysretSelectors checks CS = (STAR[63:48] + 16) | 3 (+0 for a 32-bit
+// return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:50].
+func (a *annotator) sysretSelectors() {
+	cs, csOK := a.a.Get(target.CS)
+	ss, ssOK := a.a.Get(target.SS)
+	csOff := uint64(16)
+	if !a.op.wide {
+		csOff = 0
+	}
+	const starUser = 0xfffc << 48
+	if !ssOK {
+		if csOK {
+			a.learnMSR(MSRSTAR, ((cs&^3)-csOff)&0xffff<<48, starUser, "CS after sysret")
+		}
+		return
+	}
+	base := ((ss &^ 3) - 8) & 0xfffc
+	prev, conflict := a.learnMSR(MSRSTAR, base<<48, starUser, "SS after sysret")
+	if csOK {
+		want := (base+csOff)&0xffff | 3
+		if cs == want && ss&3 == 3 {
+			a.add(KindRegister, OK, "cs = %s, ss = %s: user selectors from STAR[63:48] (CS = base + %d, SS = base + 8, RPL 3)", target.Selector(cs), target.Selector(ss), csOff)
+		} else {
+			a.add(KindRegister, Finding, "cs = %#x, ss = %#x: SYSRET loads SS = (STAR[63:48] + 8) | 3 and CS = (STAR[63:48] + %d) | 3, so CS should be %#x", cs, ss, csOff, want)
+		}
+	}
+	switch {
+	case conflict:
+	case prev != nil:
+		a.add(KindMSR, OK, "STAR[63:48] agrees with what was known (%s)", prev.Provenance())
+	default:
+		a.note(KindMSR, "STAR[63:50] = %#x (inferred from SS after sysret; the low two bits stay unknown)", base)
+	}
+}
+
+// recordEntry notes a kernel entry so the return can be related to it.
+func (a *annotator) recordEntry(mech string, ret uint64) {
+	e := &Entry{Step: a.s.Index, Mechanism: mech, FromCPL: cpl(a.b), ReturnRIP: ret}
+	if rsp, ok := a.b.Get(target.RSP); ok {
+		e.CallerRSP = rsp
+	}
+	if e.FromCPL == 3 || a.k.Entry == nil {
+		a.k.Entry = e
+	}
+}
