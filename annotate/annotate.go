@@ -189,6 +189,15 @@ func (a *annotator) explained(rs ...target.Reg) {
 	}
 }
 
+// name returns a register's name as the effects spell it ("rflags", not
+// the target description's "eflags").
+func name(r target.Reg) string {
+	if r == target.RFLAGS {
+		return "rflags"
+	}
+	return r.String()
+}
+
 // sym renders an address with its symbol, e.g. "0xffffffff81c00080 <entry_SYSCALL_64>".
 func (a *annotator) sym(addr uint64) string {
 	if name := a.symbol(addr); name != "" {
@@ -211,14 +220,14 @@ func (a *annotator) symbol(addr uint64) string {
 func (a *annotator) expect(k Kind, r target.Reg, want uint64, what, rule string) bool {
 	got, ok := a.a.Get(r)
 	if !ok {
-		a.note(KindCheck, "%s unknown after the step: cannot check that it is %#x (%s)", r, want, what)
+		a.note(KindCheck, "%s unknown after the step: cannot check that it is %#x (%s)", name(r), want, what)
 		return false
 	}
 	if got == want {
-		a.add(k, OK, "%s = %#x: %s", r, got, what)
+		a.add(k, OK, "%s = %#x: %s", name(r), got, what)
 		return true
 	}
-	a.add(k, Finding, "%s = %#x, expected %#x (%s): %s", r, got, want, what, rule)
+	a.add(k, Finding, "%s = %#x, expected %#x (%s): %s", name(r), got, want, what, rule)
 	return false
 }
 

@@ -121,19 +121,19 @@ func (a *annotator) registers() {
 		nw, okNew := a.a.Get(r)
 		switch {
 		case !okNew:
-			a.note(KindCheck, "%s no longer known", r)
+			a.note(KindCheck, "%s no longer known", name(r))
 		case !okOld:
-			a.note(regKind(r), "%s = %#x (now known)", r, nw)
+			a.note(regKind(r), "%s = %#x (now known)", name(r), nw)
 		case r == target.RFLAGS:
 			a.note(KindFlags, "rflags %#x → %#x (%s → %s)", old, nw, target.Flags(old), target.Flags(nw))
 		case r >= target.CS && r <= target.GS:
-			a.note(KindRegister, "%s %#x → %s", r, old, target.Selector(nw))
+			a.note(KindRegister, "%s %#x → %s", name(r), old, target.Selector(nw))
 		case r == target.CR2:
 			a.note(KindCR3, "cr2 %#x → %#x: the address that faulted", old, nw)
 		case r == target.EFER:
 			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, target.EFERFlags(nw))
 		default:
-			a.note(regKind(r), "%s %#x → %#x", r, old, nw)
+			a.note(regKind(r), "%s %#x → %#x", name(r), old, nw)
 		}
 	}
 }

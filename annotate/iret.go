@@ -75,12 +75,12 @@ func (a *annotator) iretStack(before uint64) {
 func (a *annotator) expectMasked(k Kind, r target.Reg, want, mask uint64, what, rule string) {
 	got, ok := a.a.Get(r)
 	if !ok {
-		a.note(KindCheck, "%s unknown after the step: cannot check it is %#x (%s)", r, want, what)
+		a.note(KindCheck, "%s unknown after the step: cannot check it is %#x (%s)", name(r), want, what)
 		return
 	}
 	if (got^want)&mask == 0 {
-		a.add(k, OK, "%s = %#x: %s", r, got, what)
+		a.add(k, OK, "%s = %#x: %s", name(r), got, what)
 		return
 	}
-	a.add(k, Finding, "%s = %#x, expected %#x (%s): %s", r, got, want&mask|got&^mask, what, rule)
+	a.add(k, Finding, "%s = %#x, expected %#x (%s): %s", name(r), got, want&mask|got&^mask, what, rule)
 }

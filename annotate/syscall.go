@@ -28,6 +28,14 @@ func ring(c int) string {
 	return fmt.Sprintf("ring %d", c)
 }
 
+// predicted is OK when the CPL was predicted (want >= 0) and matched.
+func predicted(want int) Verdict {
+	if want >= 0 {
+		return OK
+	}
+	return NoVerdict
+}
+
 // privilegeChange reports the CPL change and checks it against want (-1: no
 // prediction).
 func (a *annotator) privilegeChange(how string, want int) {
@@ -38,9 +46,9 @@ func (a *annotator) privilegeChange(how string, want int) {
 	case want >= 0 && to != want:
 		a.add(KindPrivilege, Finding, "%s: CPL %d → %d, but the architecture puts the CPU at CPL %d (%s)", how, from, to, want, ring(want))
 	case from == to:
-		a.add(KindPrivilege, verdict(want >= 0), "%s: stays at CPL %d (%s)", how, to, ring(to))
+		a.add(KindPrivilege, predicted(want), "%s: stays at CPL %d (%s)", how, to, ring(to))
 	default:
-		a.add(KindPrivilege, verdict(want >= 0), "%s: CPL %d → %d (%s → %s)", how, from, to, ring(from), ring(to))
+		a.add(KindPrivilege, predicted(want), "%s: CPL %d → %d (%s → %s)", how, from, to, ring(from), ring(to))
 	}
 }
 
