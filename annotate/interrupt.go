@@ -227,7 +227,7 @@ func (a *annotator) exceptionCheck() bool {
 	rip, _ := a.a.Get(target.RIP)
 	v := a.vectorOf(rip)
 	trap := false
-	if rsp, ok := a.a.Get(target.RSP); ok {
+	if rsp, ok := a.a.Get(target.RSP); ok && !isFault(v) {
 		// The frame tells a fault (RIP of this instruction) from a trap or
 		// an interrupt delivered after it (RIP of the next one).
 		if w, ok := a.words(rsp, 2, 8, true); ok {
@@ -242,8 +242,18 @@ func (a *annotator) exceptionCheck() bool {
 		cause = VectorName(v)
 	}
 	a.note(KindControl, "rip %s → %s instead of the next instruction: %s was delivered", a.sym(a.s.Addr), a.sym(rip), cause)
-	a.enter(v, trap, a.mnemonic())
+	a.enter(v, trap, Mnemonic(a.s.Inst, a.s.Bytes, a.s.Addr, nil))
 	return true
+}
+
+// isFault reports whether vector v is an exception that reports the
+// faulting instruction's address (rather than the next one's).
+func isFault(v int) bool {
+	switch v {
+	case 0, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 21:
+		return true
+	}
+	return false
 }
 
 // mnemonic renders the step's instruction.

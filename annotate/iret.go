@@ -54,8 +54,23 @@ func (a *annotator) iret() {
 	a.expectMasked(KindStack, target.RSP, sp, ^uint64(0), "the popped RSP", "IRET in 64-bit mode always pops RSP")
 	a.expectMasked(KindRegister, target.SS, ss, 0xffff, "the popped SS", "IRET in 64-bit mode always pops SS")
 	a.iretStack(rsp)
+	a.ifChange("from the popped RFLAGS")
 	if to > from {
 		a.k.Entry = nil
+	}
+}
+
+// ifChange notes an IF change a family made, saying where IF came from.
+func (a *annotator) ifChange(why string) {
+	bf, ok1 := a.b.Get(target.RFLAGS)
+	af, ok2 := a.a.Get(target.RFLAGS)
+	if !ok1 || !ok2 || (bf^af)&target.FlagIF == 0 {
+		return
+	}
+	if af&target.FlagIF != 0 {
+		a.note(KindPrivilege, "IF 0 → 1: interrupts enabled again, %s", why)
+	} else {
+		a.note(KindPrivilege, "IF 1 → 0: interrupts disabled, %s", why)
 	}
 }
 

@@ -230,6 +230,7 @@ func (a *annotator) sysret() {
 	if r11, ok := a.b.Get(target.R11); ok {
 		a.expect(KindFlags, target.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")
 	}
+	a.ifChange("from R11")
 	a.sysretSelectors()
 	a.stackDone = true
 	if rsp, ok := a.b.Get(target.RSP); ok {

@@ -1,0 +1,272 @@
+package annotate
+
+import (
+	"testing"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+const (
+	idtBase  = 0xfffffe0000000000
+	tssBase  = 0xfffffe0000003000
+	gdtBase  = 0xfffffe0000001000
+	int80    = 0xffffffff81001000
+	udEntry  = 0xffffffff81002000
+	pfEntry  = 0xffffffff81003000
+	tssRSP0  = kstackTop + 8 // not 16-aligned: the CPU aligns it
+	frameRSP = kstackTop - 40
+)
+
+// sysRegs returns the `info registers` extras for a state at cpl.
+func sysRegs(cpl int) *target.SysRegs {
+	return &target.SysRegs{
+		CPL:      cpl,
+		Segments: map[string]target.Segment{"TR": {Selector: 0x40, Base: tssBase, Limit: 0x4087}},
+		GDTBase:  gdtBase, GDTLimit: 0x7f,
+		IDTBase: idtBase, IDTLimit: 0xfff,
+	}
+}
+
+// withSys attaches SysRegs to a step's states.
+func withSys(s Step) Step {
+	s.Before.Sys = sysRegs(cpl(s.Before))
+	s.After.Sys = sysRegs(cpl(s.After))
+	return s
+}
+
+var int80After = with(user, regs{
+	target.RIP: int80, target.CS: 0x10, target.SS: 0, target.RSP: frameRSP, target.RFLAGS: 0x46,
+})
+
+// int80Frame is what the CPU pushes for int $0x80 at user RIP.
+func int80Frame(rip uint64) Memory {
+	return Memory{Addr: frameRSP, Data: qwords(rip, 0x33, 0x246, userRSP, 0x2b, 0), After: true}
+}
+
+func idtEntry(v int, g []byte) Memory { return Memory{Addr: idtBase + uint64(v)*16, Data: g} }
+
+func tssMem(rsp0 uint64) Memory { return Memory{Addr: tssBase, Data: tssBytes(rsp0, map[int]uint64{1: 0xfffffe0000010000})} }
+
+func TestInt(t *testing.T) {
+	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))
+	tests := []struct {
+		name          string
+		before, after regs
+		mem           []Memory
+		sys           bool
+		checks        []check
+		clean         bool
+	}{
+		{
+			name: "int 0x80 with IDT, TSS and frame", before: user, after: int80After, sys: true, clean: true,
+			mem: []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
+			checks: []check{
+				note(KindPrivilege, "int $0x80: vector 0x80 delivered: CPL 3 → 0"),
+				ok(KindControl, "rip = 0xffffffff81001000 <asm_int80_syscall>: the handler in IDT[0x80] (interrupt gate, DPL 3, IST 0"),
+				ok(KindFrame, "CPU pushed at 0xffffc90000003fd8: rip 0x401002, cs 0x33, rflags 0x246, rsp 0x7ffc00001238, ss 0x2b"),
+				ok(KindStack, "stack switch: user-half stack → kernel-half stack, rsp = 0xffffc90000003fd8 from TSS.RSP0 0xffffc90000004008"),
+				ok(KindRegister, "ss = 0x0: on a privilege change"),
+				ok(KindPrivilege, "IF 1 → 0: an interrupt gate clears IF"),
+			},
+		},
+		{
+			name: "frame holds the wrong return address", before: user, after: int80After, sys: true,
+			mem:    []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP)},
+			checks: []check{finding(KindFrame, "pushed rip = 0x401000 at 0xffffc90000003fd8, expected 0x401002 (the next instruction)")},
+		},
+		{
+			name: "handler is not the gate's", before: user, after: with(int80After, regs{target.RIP: int80 + 0x10}), sys: true,
+			mem:    []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
+			checks: []check{finding(KindControl, "but IDT[0x80] points to 0xffffffff81001000")},
+		},
+		{
+			name: "stack is not TSS.RSP0", before: user, after: with(int80After, regs{target.RSP: frameRSP - 0x100}), sys: true,
+			mem:    []Memory{gate80, tssMem(tssRSP0), {Addr: frameRSP - 0x100, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b, 0), After: true}},
+			checks: []check{finding(KindStack, "expected 0xffffc90000003fd8")},
+		},
+		{
+			name: "interrupt gate left IF set", before: user, after: with(int80After, regs{target.RFLAGS: 0x246}), sys: true,
+			mem:    []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
+			checks: []check{finding(KindPrivilege, "an interrupt gate clears IF")},
+		},
+		{
+			name: "trap gate keeps IF", before: user, after: with(int80After, regs{target.RFLAGS: 0x246}), sys: true, clean: true,
+			mem:    []Memory{idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xf, 3)), tssMem(tssRSP0), int80Frame(userRIP + 2)},
+			checks: []check{ok(KindPrivilege, "a trap gate leaves IF alone")},
+		},
+		{
+			name: "no memory read: RSP0 inferred", before: user, after: int80After, clean: true,
+			checks: []check{
+				note(KindStack, "TSS.RSP0 & ~0xf = 0xffffc90000004000 (inferred"),
+				note(KindCheck, "the interrupt frame at 0xffffc90000003fd8 was not read"),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mkStep(t, 1, insInt80, userRIP, tt.before, tt.after, tt.mem...)
+			if tt.sys {
+				s = withSys(s)
+			}
+			c := &Context{Symbols: testSyms}
+			effects := Annotate(s, c)
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+			if ev := Events(s, effects, c); !hasEvent(ev, EventInterrupt) || !hasEvent(ev, EventCPLChange) {
+				t.Errorf("events %v lack interrupt and cpl-change", ev)
+			}
+		})
+	}
+}
+
+func hasEvent(evs []Event, e Event) bool {
+	for _, x := range evs {
+		if x == e {
+			return true
+		}
+	}
+	return false
+}
+
+func TestIntLearnsRSP0AndFrameTop(t *testing.T) {
+	c := &Context{}
+	Annotate(mkStep(t, 7, insInt80, userRIP, user, int80After), c)
+	k := c.Knowledge
+	if k.RSP0 == nil || k.RSP0.Value != kstackTop || k.RSP0.Known != ^uint64(15) || k.RSP0.Source != SourceInferred {
+		t.Errorf("RSP0 = %+v, want %#x with the low 4 bits unknown", k.RSP0, uint64(kstackTop))
+	}
+	if k.FrameTop == nil || k.FrameTop.Value != kstackTop {
+		t.Errorf("FrameTop = %+v, want %#x", k.FrameTop, uint64(kstackTop))
+	}
+	if k.Entry == nil || k.Entry.ReturnRIP != userRIP+2 || k.Entry.FromCPL != 3 {
+		t.Errorf("Entry = %+v", k.Entry)
+	}
+}
+
+func TestIntThroughPrivilegedGate(t *testing.T) {
+	gp := uint64(0xffffffff81005000)
+	after := with(int80After, regs{target.RIP: gp, target.RSP: frameRSP - 8})
+	s := withSys(mkStep(t, 1, insInt80, userRIP, user, after,
+		idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 0)),
+		idtEntry(13, gateBytes(gp, 0x10, 0, 0xe, 0)),
+		tssMem(tssRSP0),
+		Memory{Addr: frameRSP - 8, Data: qwords(0x80*8+2, userRIP, 0x33, 0x246, userRSP, 0x2b), After: true}))
+	effects := Annotate(s, &Context{})
+	expectEffects(t, effects,
+		note(KindPrivilege, "IDT[0x80] has DPL 0 < CPL 3"),
+		ok(KindControl, "the handler in IDT[0xd]"),
+		note(KindFrame, "error code 0x402"),
+		ok(KindFrame, "rip 0x401000"),
+		ok(KindStack, "minus the 48-byte frame"))
+	expectNoFinding(t, effects)
+}
+
+func TestKernelExceptions(t *testing.T) {
+	krsp := uint64(kstackTop - 0x108) // not 16-aligned
+	k := with(kernel, regs{target.RSP: krsp, target.RAX: 0xdead000})
+	aligned := krsp &^ 15
+	tests := []struct {
+		name   string
+		code   []byte
+		after  regs
+		mem    []Memory
+		checks []check
+		clean  bool
+	}{
+		{
+			name: "int3 in the kernel: no stack switch", code: insInt3,
+			after: with(k, regs{target.RIP: 0xffffffff81006000, target.RSP: aligned - 40}), clean: true,
+			mem: []Memory{{Addr: aligned - 40, Data: qwords(lstar+0x11, 0x10, 0x2, krsp, 0x18, 0), After: true}},
+			checks: []check{
+				note(KindPrivilege, "int3: #BP breakpoint delivered: stays at CPL 0"),
+				ok(KindStack, "same privilege level: no stack switch"),
+				ok(KindFrame, "rip 0xffffffff81c00091"),
+			},
+		},
+		{
+			name: "ud2 (BUG) pushes its own address", code: insUD2,
+			after: with(k, regs{target.RIP: udEntry, target.RSP: aligned - 40}), clean: true,
+			mem: []Memory{{Addr: aligned - 40, Data: qwords(lstar+0x10, 0x10, 0x2, krsp, 0x18, 0), After: true}},
+			checks: []check{
+				note(KindControl, "ud2 always raises #UD"),
+				ok(KindFrame, "rip 0xffffffff81c00090"),
+			},
+		},
+		{
+			name: "a load that page-faults, found in the IDT", code: insLoadRBX,
+			after: with(k, regs{target.RIP: pfEntry, target.RSP: aligned - 48, target.CR2: 0xdead000}), clean: true,
+			mem: []Memory{
+				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
+				{Addr: aligned - 48, Data: qwords(0, lstar+0x10, 0x10, 0x2, krsp, 0x18), After: true},
+			},
+			checks: []check{
+				note(KindControl, "instead of the next instruction: #PF page fault was delivered"),
+				note(KindFrame, "error code 0x0"),
+				ok(KindStack, "same privilege level: no stack switch"),
+			},
+		},
+		{
+			name: "page fault frame with a wrong rip", code: insLoadRBX,
+			after: with(k, regs{target.RIP: pfEntry, target.RSP: aligned - 48}),
+			mem: []Memory{
+				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
+				{Addr: aligned - 48, Data: qwords(0, lstar+0x20, 0x10, 0x2, krsp, 0x18), After: true},
+			},
+			checks: []check{finding(KindFrame, "pushed rip = 0xffffffff81c000a0 at 0xffffc90000003ec8, expected 0xffffffff81c00090 (the faulting instruction)")},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := withSys(mkStep(t, 1, tt.code, lstar+0x10, k, tt.after, tt.mem...))
+			effects := Annotate(s, &Context{Symbols: testSyms})
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+			if ev := Events(s, effects, nil); !hasEvent(ev, EventException) {
+				t.Errorf("events %v lack exception", ev)
+			}
+		})
+	}
+}
+
+func TestISTStack(t *testing.T) {
+	ist := uint64(0xfffffe0000010000)
+	after := with(kernel, regs{target.RIP: 0xffffffff81007000, target.RSP: ist - 40, target.RFLAGS: 0x2})
+	s := withSys(mkStep(t, 1, insInt3, lstar+0x10, kernel, after,
+		idtEntry(3, gateBytes(0xffffffff81007000, 0x10, 1, 0xe, 3)),
+		tssMem(tssRSP0),
+		Memory{Addr: ist - 40, Data: qwords(lstar+0x11, 0x10, 0x2, kernel[target.RSP], 0x18, 0), After: true}))
+	effects := Annotate(s, &Context{})
+	expectEffects(t, effects, ok(KindStack, "IST1 stack: rsp = 0xfffffe000000ffd8"))
+	expectNoFinding(t, effects)
+}
+
+func TestDecodeGateAndTSS(t *testing.T) {
+	g, ok := DecodeGate(gateBytes(0xffffffff81001234, 0x10, 2, 0xe, 3))
+	if !ok || g.Offset != 0xffffffff81001234 || g.Selector != 0x10 || g.IST != 2 || g.Type != 0xe || g.DPL != 3 || !g.Present {
+		t.Errorf("DecodeGate = %+v", g)
+	}
+	if got, want := g.String(), "interrupt gate, DPL 3, IST 2, selector 0x10, offset 0xffffffff81001234"; got != want {
+		t.Errorf("Gate.String = %q, want %q", got, want)
+	}
+	if _, ok := DecodeGate(make([]byte, 8)); ok {
+		t.Error("DecodeGate accepted 8 bytes")
+	}
+	tss, ok := DecodeTSS(tssBytes(0x1000, map[int]uint64{7: 0x7000}))
+	if !ok || tss.RSP[0] != 0x1000 || tss.IST[7] != 0x7000 {
+		t.Errorf("DecodeTSS = %+v", tss)
+	}
+	if got := VectorName(14); got != "#PF page fault" {
+		t.Errorf("VectorName(14) = %q", got)
+	}
+	if got := VectorName(0x80); got != "vector 0x80" {
+		t.Errorf("VectorName(0x80) = %q", got)
+	}
+}
