@@ -87,11 +87,13 @@ func WithWireLog(w io.Writer) Option {
 // A Conn is a connection to a gdbstub.
 type Conn struct {
 	nc   net.Conn
+	pr   *pollReader // reads nc, where the platform allows
 	rd   *bufio.Reader
 	addr string
 	cfg  config
 
 	wmu       sync.Mutex // serialises writes: packets, acks, interrupts
+	wdl       time.Time  // write deadline, guarded by wmu
 	logmu     sync.Mutex // serialises wire log lines
 	closeOnce sync.Once
 	closeErr  error
@@ -147,9 +149,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 }
 
 func newConn(nc net.Conn, addr string, cfg config) *Conn {
-	return &Conn{
+	c := &Conn{
 		nc:         nc,
-		rd:         bufio.NewReaderSize(nc, 16<<10),
 		addr:       addr,
 		cfg:        cfg,
 		packetSize: defaultPacketSize,
@@ -158,6 +159,21 @@ func newConn(nc net.Conn, addr string, cfg config) *Conn {
 		body:       make([]byte, 0, 4096),
 		in:         make([]byte, 0, 4096),
 	}
+	if c.pr = newPollReader(nc, &c.closed); c.pr != nil {
+		c.rd = bufio.NewReaderSize(c.pr, 16<<10)
+	} else {
+		c.rd = bufio.NewReaderSize(nc, 16<<10)
+	}
+	return c
+}
+
+// setReadDeadline sets the deadline for reads from the stub.
+func (c *Conn) setReadDeadline(t time.Time) {
+	if c.pr != nil {
+		c.pr.setDeadline(t)
+		return
+	}
+	c.setReadDeadline(t)
 }
 
 func (c *Conn) handshake(ctx context.Context) error {
@@ -173,6 +189,9 @@ func (c *Conn) handshake(ctx context.Context) error {
 		// QEMU stops a running guest when a debugger connects and may
 		// announce it with a stop reply before it answers: skip it.
 		if err := c.readReply(); err != nil {
+			if isTimeout(err) && !c.closed.Load() {
+				return &timeoutError{request: qSupportedRequest, after: c.cfg.timeout.String(), cause: err}
+			}
 			return c.transportErr(err)
 		}
 		reply = string(c.in)
@@ -322,10 +341,7 @@ func (c *Conn) Interrupt() error {
 	if c.closed.Load() {
 		return fmt.Errorf("gdbremote: interrupt: %w", &closedError{by: "Close"})
 	}
-	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.timeout))
-	_, err := c.nc.Write([]byte{interrupt})
-	c.wmu.Unlock()
+	err := c.write([]byte{interrupt})
 	if c.cfg.wireLog != nil {
 		c.logLine("->", []byte("^C (interrupt)"))
 	}
@@ -431,24 +447,18 @@ func (c *Conn) roundTrip(ctx context.Context, resume bool) ([]byte, error) {
 	if c.stale {
 		c.drain()
 	}
-	now := time.Now()
 	dl, hasDeadline := ctx.Deadline()
 	if !hasDeadline && !(resume && ctx.Done() != nil) {
-		dl = now.Add(c.cfg.timeout)
+		dl = time.Now().Add(c.cfg.timeout)
 	}
-	c.nc.SetReadDeadline(dl)
-	if dl.IsZero() {
-		c.nc.SetWriteDeadline(now.Add(c.cfg.timeout))
-	} else {
-		c.nc.SetWriteDeadline(dl)
-	}
+	c.setReadDeadline(dl)
 
 	var stop func() bool
 	var fired chan struct{}
 	if ctx.Done() != nil {
 		fired = make(chan struct{})
 		stop = context.AfterFunc(ctx, func() {
-			c.nc.SetReadDeadline(aLongTimeAgo)
+			c.setReadDeadline(aLongTimeAgo)
 			close(fired)
 		})
 	}
@@ -487,7 +497,7 @@ func (c *Conn) roundTrip(ctx context.Context, resume bool) ([]byte, error) {
 		c.stale = true
 		return nil, fmt.Errorf("%w; then %w", cause, err)
 	}
-	c.nc.SetReadDeadline(time.Now().Add(min(c.cfg.timeout, interruptWait)))
+	c.setReadDeadline(time.Now().Add(min(c.cfg.timeout, interruptWait)))
 	if err := c.readReply(); err != nil {
 		c.stale = true
 		if isTimeout(err) {
@@ -506,7 +516,7 @@ func isTimeout(err error) bool {
 // late reply is not taken for the answer to the next request.
 func (c *Conn) drain() {
 	c.stale = false
-	c.nc.SetReadDeadline(time.Now().Add(drainWait))
+	c.setReadDeadline(time.Now().Add(drainWait))
 	for {
 		n := c.rd.Buffered()
 		if n == 0 {
@@ -555,10 +565,18 @@ func (c *Conn) send() error {
 	return c.write(c.out)
 }
 
+// write writes b to the stub. Writes have a deadline between half the
+// timeout and the timeout ahead, moved only when it gets closer than that:
+// writes of small packets do not block in practice, and moving the deadline
+// on every request would cost a runtime timer update each time.
 func (c *Conn) write(b []byte) error {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if now := time.Now(); now.Add(c.cfg.timeout / 2).After(c.wdl) {
+		c.wdl = now.Add(c.cfg.timeout)
+		c.nc.SetWriteDeadline(c.wdl)
+	}
 	_, err := c.nc.Write(b)
-	c.wmu.Unlock()
 	return err
 }
 

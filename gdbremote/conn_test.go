@@ -913,3 +913,25 @@ func TestErrorMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestDialSkipsEarlyStopReply(t *testing.T) {
+	// QEMU stops a running guest when a debugger connects and may say so
+	// before it answers qSupported.
+	s := gdbstubtest.New(t)
+	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Unsolicited, Match: "qSupported", Reply: "T02thread:p01.01;"})
+	c, err := gdbremote.Dial(context.Background(), s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.PacketSize() != 4096 || c.InitialStop().Signal != 5 {
+		t.Errorf("after an early stop reply: PacketSize %d, initial stop %v", c.PacketSize(), c.InitialStop())
+	}
+
+	// A stop reply and then nothing.
+	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "qSupported", Reply: "T02thread:p01.01;"})
+	_, err = gdbremote.Dial(context.Background(), s.Addr(), gdbremote.WithTimeout(100*time.Millisecond))
+	if !errors.Is(err, gdbremote.ErrTimeout) {
+		t.Errorf("Dial when qSupported gets only a stop reply: %v, want ErrTimeout", err)
+	}
+}

@@ -92,6 +92,10 @@ const (
 	// Reply answers with Fault.Reply instead of the normal reply: "E14"
 	// for an error, "" for an unsupported request.
 	Reply
+	// Unsolicited sends Fault.Reply as a packet of its own before the
+	// normal reply, as QEMU sends a stop reply when a debugger connects to
+	// a running guest.
+	Unsolicited
 )
 
 // Texts the faults send.
@@ -105,7 +109,7 @@ type Fault struct {
 	Kind  FaultKind
 	Match string // prefix of the requests it applies to; "" matches all
 	Count int    // how many matching requests it applies to: 0 means one, <0 all
-	Reply string // the reply sent by a Reply fault
+	Reply string // the packet sent by a Reply or Unsolicited fault
 }
 
 type stubReg struct {
@@ -597,6 +601,9 @@ func (s *Stub) send(ss *session, packets []string, f *Fault) {
 	rle := s.rle
 	s.mu.Unlock()
 	var out []byte
+	if f != nil && f.Kind == Unsolicited {
+		ss.c.Write(Frame([]byte(f.Reply), rle))
+	}
 	if f != nil && f.Kind == MergedWrites {
 		out = append(out, Frame([]byte("O"+hex.EncodeToString([]byte(MergedText))), rle)...)
 	}
