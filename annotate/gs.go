@@ -85,7 +85,7 @@ func (a *annotator) fsgsBase() {
 	if a.op.kind == opWrBase {
 		a.explained(reg)
 		if v, ok := a.b.Get(r); ok {
-			a.expect(KindGS, reg, v&mask, fmt.Sprintf("written from %s (%s base set without wrmsr)", arg, seg), "WR"+map[string]string{"fs": "FS", "gs": "GS"}[seg]+"BASE loads the base from the register")
+			a.expect(KindGS, reg, v&mask, fmt.Sprintf("written from %s (%s base set without wrmsr)", lowerReg(arg), seg), "WR"+map[string]string{"fs": "FS", "gs": "GS"}[seg]+"BASE loads the base from the register")
 		}
 		return
 	}

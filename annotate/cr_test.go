@@ -1,0 +1,64 @@
+package annotate
+
+import (
+	"testing"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+func TestMovCR3(t *testing.T) {
+	userCR3 := uint64(0x10b000)
+	kernCR3 := uint64(0x10a000)
+	at := regs{target.RIP: lstar + 0x13}
+	tests := []struct {
+		name          string
+		code          []byte
+		before, after regs
+		checks        []check
+		clean         bool
+	}{
+		{"KPTI: to the kernel page tables", insMovToCR3,
+			with(kernel, regs{target.CR3: userCR3, target.RAX: kernCR3}), with(kernel, with(at, regs{target.CR3: kernCR3, target.RAX: kernCR3})),
+			[]check{
+				ok(KindCR3, "cr3 = 0x10a000: the value written from rax"),
+				note(KindCR3, "cr3: pgd 0x10b000 (kpti user half) → pgd 0x10a000 (kernel half): switch to the kernel page tables"),
+			}, true},
+		{"KPTI: to the user page tables", insMovToCR3,
+			with(kernel, regs{target.CR3: kernCR3, target.RAX: userCR3}), with(kernel, with(at, regs{target.CR3: userCR3, target.RAX: userCR3})),
+			[]check{note(KindCR3, "switch to the user page tables")}, true},
+		{"another address space", insMovToCR3,
+			with(kernel, regs{target.CR3: kernCR3, target.RAX: 0x200000}), with(kernel, with(at, regs{target.CR3: 0x200000, target.RAX: 0x200000})),
+			[]check{note(KindCR3, "switch to another address space")}, true},
+		{"PCID with no-flush", insMovToCR3,
+			with(kernel, regs{target.CR4: 0x3206b0, target.CR3: kernCR3 | 1, target.RAX: 1<<63 | userCR3 | 0x801}),
+			with(kernel, with(at, regs{target.CR4: 0x3206b0, target.CR3: userCR3 | 0x801, target.RAX: 1<<63 | userCR3 | 0x801})),
+			[]check{note(KindCR3, "bit 63 set: PCID 2049 keeps its TLB entries")}, true},
+		{"write not taken", insMovToCR3,
+			with(kernel, regs{target.CR3: userCR3, target.RAX: kernCR3}), with(kernel, with(at, regs{target.CR3: userCR3, target.RAX: kernCR3})),
+			[]check{finding(KindCR3, "cr3 = 0x10b000 after the write, but rax held 0x10a000")}, false},
+		{"read", insMovCR3To,
+			with(kernel, regs{target.CR3: userCR3}), with(kernel, with(at, regs{target.CR3: userCR3, target.RAX: userCR3})),
+			[]check{ok(KindCR3, "rax = 0x10b000: reads cr3 (pgd 0x10b000 (kpti user half))")}, true},
+		{"read wrong", insMovCR3To,
+			with(kernel, regs{target.CR3: userCR3}), with(kernel, with(at, regs{target.CR3: userCR3, target.RAX: 5})),
+			[]check{finding(KindCR3, "rax = 0x5, expected 0x10b000")}, false},
+		{"CR4.PGE toggle", insMovToCR4,
+			with(kernel, regs{target.RAX: 0x300630}), with(kernel, with(at, regs{target.CR4: 0x300630, target.RAX: 0x300630})),
+			[]check{note(KindCR3, "cr4 0x3006b0 → 0x300630: clears PGE"), note(KindCR3, "flushes the whole TLB")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mkStep(t, 1, tt.code, lstar+0x10, tt.before, tt.after)
+			effects := Annotate(s, &Context{})
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+			if ev := Events(s, effects, nil); hasEvent(ev, EventCR3Write) != (tt.code[2] == 0xd8 && tt.code[1] == 0x22) {
+				t.Errorf("events %v: cr3-write wrong", ev)
+			}
+		})
+	}
+}

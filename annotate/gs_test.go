@@ -1,0 +1,136 @@
+package annotate
+
+import (
+	"testing"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+// entered is the state at entry_SYSCALL_64 before swapgs.
+var entered = with(syscallAfter, nil)
+
+var swapped = with(entered, regs{target.RIP: lstar + 3, target.GSBase: percpu, target.KernelGSBase: 0})
+
+func TestSwapgs(t *testing.T) {
+	percpuRegion := []Region{{Name: "cpu0", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x20000}}
+	tests := []struct {
+		name          string
+		regions       []Region
+		before, after regs
+		checks        []check
+		clean         bool
+	}{
+		{
+			name: "into the kernel, per-CPU region known", regions: percpuRegion, before: entered, after: swapped, clean: true,
+			checks: []check{ok(KindGS, `swapgs: gs_base 0x0 ⇄ k_gs_base 0xffff888007c00000 (per-CPU area "cpu0" now active)`)},
+		},
+		{
+			name: "out of the kernel", regions: percpuRegion, before: swapped, after: with(swapped, regs{target.GSBase: 0, target.KernelGSBase: percpu}), clean: true,
+			checks: []check{ok(KindGS, `parked in k_gs_base, user GS base active`)},
+		},
+		{
+			name: "did not swap", before: entered, after: with(entered, regs{target.RIP: lstar + 3}),
+			checks: []check{finding(KindGS, "swapgs did not swap: gs_base 0x0 → 0x0")},
+		},
+		{
+			name: "in user mode", before: user, after: with(user, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			checks: []check{finding(KindPrivilege, "swapgs at CPL 3 should raise #GP")},
+		},
+		{
+			name: "unknown bases", before: without(entered, target.KernelGSBase), after: swapped, clean: true,
+			checks: []check{note(KindCheck, "cannot check the exchange")},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mkStep(t, 2, insSwapgs, lstar, tt.before, tt.after)
+			c := &Context{Regions: tt.regions}
+			effects := Annotate(s, c)
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+			if ev := Events(s, effects, c); !hasEvent(ev, EventSwapgs) {
+				t.Errorf("events %v lack swapgs", ev)
+			}
+		})
+	}
+}
+
+// TestEntrySequence follows Linux's entry_SYSCALL_64 prologue: syscall,
+// swapgs, save the user RSP in a per-CPU slot, load the kernel stack, and
+// at the end take the user RSP back.
+func TestEntrySequence(t *testing.T) {
+	c := &Context{Symbols: testSyms}
+	Annotate(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), c)
+	effects := Annotate(mkStep(t, 2, insSwapgs, lstar, entered, swapped), c)
+	expectEffects(t, effects, ok(KindGS, "per-CPU area now active: inferred, first swapgs after a user-mode entry"))
+	if f := c.Knowledge.PerCPU; f == nil || f.Value != percpu || f.Source != SourceInferred {
+		t.Fatalf("PerCPU = %+v", f)
+	}
+
+	saved := with(swapped, regs{target.RIP: lstar + 12})
+	effects = Annotate(mkStep(t, 3, insSaveRSP, lstar+3, swapped, saved), c)
+	expectEffects(t, effects, note(KindGS, "stores to gs:0x6014 = 0xffff888007c06014 <cpu_tss_rw+0x14> the value of rsp, 0x7ffc00001238 — the per-CPU scratch slot: user RSP saved"))
+	if f := c.Knowledge.UserRSPSlot; f == nil || f.Value != percpu+0x6014 {
+		t.Errorf("UserRSPSlot = %+v", f)
+	}
+
+	onStack := with(saved, regs{target.RIP: lstar + 21, target.RSP: kstackTop})
+	effects = Annotate(mkStep(t, 4, insTopRSP, lstar+12, saved, onStack), c)
+	expectEffects(t, effects,
+		note(KindGS, "loads from gs:0x6018"),
+		note(KindGS, "the kernel stack pointer for this CPU"),
+		note(KindStack, "stack switch: user-half stack → kernel-half stack"))
+	if ev := Events(mkStep(t, 4, insTopRSP, lstar+12, saved, onStack), effects, c); !hasEvent(ev, EventStackSwitch) || !hasEvent(ev, EventPerCPU) {
+		t.Errorf("events %v lack stack-switch and percpu", ev)
+	}
+
+	back := with(onStack, regs{target.RSP: userRSP})
+	effects = Annotate(mkStep(t, 5, insLoadRSP, lstar+0x80, onStack, back), c)
+	expectEffects(t, effects, note(KindGS, "user RSP restored"))
+}
+
+func TestGSAccessWithUserBase(t *testing.T) {
+	c := &Context{}
+	c.Knowledge = NewKnowledge()
+	c.Knowledge.PerCPU = &Fact{Value: percpu, Known: ^uint64(0), Source: SourceInferred, Step: 1}
+	// In the kernel, but the swapgs was skipped: GS still holds the user base.
+	before := with(entered, regs{target.RIP: lstar + 3})
+	effects := Annotate(mkStep(t, 2, insSaveRSP, lstar+3, before, with(before, regs{target.RIP: lstar + 12})), c)
+	expectEffects(t, effects, finding(KindGS, "is not the per-CPU base 0xffff888007c00000"))
+}
+
+func TestFSGSBase(t *testing.T) {
+	fsgs := uint64(0x3006b0 | target.CR4FSGSBASE)
+	before := with(user, regs{target.CR4: fsgs, target.RAX: 0x7f0000001000})
+	tests := []struct {
+		name          string
+		code          []byte
+		before, after regs
+		checks        []check
+		clean         bool
+	}{
+		{"wrgsbase", insWrgsbase, before, with(before, regs{target.GSBase: 0x7f0000001000}),
+			[]check{ok(KindGS, "gs_base = 0x7f0000001000: written from rax")}, true},
+		{"wrgsbase did not write", insWrgsbase, before, before,
+			[]check{finding(KindGS, "gs_base = 0x0, expected 0x7f0000001000")}, false},
+		{"wrgsbase with CR4.FSGSBASE clear", insWrgsbase, with(before, regs{target.CR4: 0x3006b0}), with(before, regs{target.CR4: 0x3006b0, target.GSBase: 0x7f0000001000}),
+			[]check{finding(KindGS, "CR4.FSGSBASE is clear")}, false},
+		{"rdgsbase", insRdgsbase, with(before, regs{target.GSBase: 0x1234}), with(before, regs{target.GSBase: 0x1234, target.RAX: 0x1234}),
+			[]check{ok(KindGS, "rax = 0x1234: the gs base read without rdmsr")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			effects := Annotate(mkStep(t, 1, tt.code, userRIP, tt.before, with(tt.after, regs{target.RIP: userRIP + 5})), &Context{})
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+		})
+	}
+}
