@@ -133,9 +133,22 @@ func (a *annotator) where(addr uint64) string {
 	return ""
 }
 
+// stackRegion returns the region an RSP value points into. An empty stack's
+// RSP equals its region's End, so that counts as inside.
+func (a *annotator) stackRegion(rsp uint64) (Region, bool) {
+	r, ok := a.c.RegionOf(rsp)
+	if ok && r.isStack() {
+		return r, true
+	}
+	if below, ok2 := a.c.RegionOf(rsp - 1); ok2 && below.isStack() && below.End == rsp {
+		return below, true
+	}
+	return r, ok
+}
+
 // stackName names the stack an RSP value points into.
 func (a *annotator) stackName(rsp uint64) string {
-	if r, ok := a.c.RegionOf(rsp); ok {
+	if r, ok := a.stackRegion(rsp); ok {
 		return r.label()
 	}
 	if rsp>>63 != 0 {

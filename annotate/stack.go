@@ -102,8 +102,8 @@ func (a *annotator) stack() {
 
 // stackSwitch names a move to another stack.
 func (a *annotator) stackSwitch(before, after uint64) {
-	rb, okb := a.c.RegionOf(before)
-	ra, oka := a.c.RegionOf(after)
+	rb, okb := a.stackRegion(before)
+	ra, oka := a.stackRegion(after)
 	switched := false
 	switch {
 	case okb && oka:
