@@ -323,6 +323,9 @@ func (c *Conn) Layout() []Register {
 	return append([]Register(nil), c.layout.regs...)
 }
 
+// Addr returns the address Dial was given.
+func (c *Conn) Addr() string { return c.addr }
+
 // InitialStop returns the stub's answer to the '?' request Dial sent.
 func (c *Conn) InitialStop() StopReply { return c.initial }
 

@@ -29,7 +29,6 @@ func (r Register) Size() int { return (r.Bitsize + 7) / 8 }
 type layout struct {
 	regs  []Register
 	index map[string]int
-	size  int // bytes covered by all registers
 }
 
 func newLayout(regs []Register) *layout {
@@ -37,9 +36,6 @@ func newLayout(regs []Register) *layout {
 	for i, r := range regs {
 		if _, dup := l.index[r.Name]; !dup {
 			l.index[r.Name] = i
-		}
-		if end := r.Offset + r.Size(); end > l.size {
-			l.size = end
 		}
 	}
 	return l

@@ -17,9 +17,8 @@ const pollSlice = 10 * time.Millisecond
 // A pollReader reads from a socket by blocking its thread in ppoll(2), as a
 // C debugger does, rather than parking the goroutine in the runtime's network
 // poller. A single step takes the stub a few hundred microseconds, and waking
-// a parked goroutine costs a measurable part of that; blocking the thread
-// makes stepping about a fifth faster. Deadlines are kept here, not in the
-// net.Conn, and checked between waits.
+// a parked goroutine costs a measurable part of that. Deadlines are kept
+// here, not in the net.Conn, and checked between waits.
 type pollReader struct {
 	rc       syscall.RawConn
 	closed   *atomic.Bool
