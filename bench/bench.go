@@ -84,9 +84,12 @@ type Series struct {
 	Baseline int64    `json:"baseline_ticks"`
 	Stats    *Summary `json:"stats,omitempty"`
 	// Guest is the summary the teaching kernel printed, for comparison.
-	Guest   *GuestSummary `json:"guest_summary,omitempty"`
-	Anchor  *Anchor       `json:"anchor,omitempty"`
-	Samples []int64       `json:"samples,omitempty"`
+	Guest *GuestSummary `json:"guest_summary,omitempty"`
+	// GuestMismatch says how the guest's summary differs from Stats; empty
+	// when they agree (see GuestSeries.Check).
+	GuestMismatch string  `json:"guest_mismatch,omitempty"`
+	Anchor        *Anchor `json:"anchor,omitempty"`
+	Samples       []int64 `json:"samples,omitempty"`
 }
 
 // Measured reports whether s has statistics.

@@ -145,6 +145,11 @@ func fillFromGuest(s *Series, gs *GuestSeries, out *GuestOutput, interrupted boo
 		s.Reason = fmt.Sprintf("interrupted: %d of %d samples", len(gs.Samples), g.N)
 	}
 	summarizeSeries(s)
+	if gs.Complete() {
+		if err := gs.Check(); err != nil {
+			s.GuestMismatch = err.Error()
+		}
+	}
 }
 
 func fixtureNotes(env *Environment, iters int) []string {

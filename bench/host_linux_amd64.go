@@ -52,8 +52,8 @@ func setupInt80(env *Environment) (func([]int64, bool), string) {
 	}
 	var ret uintptr
 	if err := faultGuard(func() { ret = int80Once(nrGetpid32) }); err != nil {
-		env.IA32Emulation = "off (a guarded int $0x80 faulted, though the configuration said " + env.IA32Emulation + ")"
-		return nil, "not allowed by this kernel: int $0x80 raised a fault (" + err.Error() + ")"
+		env.IA32Emulation = "off: a guarded int $0x80 getpid raised SIGSEGV (#GP: no user gate at vector 0x80), although the configuration alone said " + env.IA32Emulation
+		return nil, "not allowed by this kernel: int $0x80 raised SIGSEGV (#GP), caught and recovered"
 	}
 	env.IA32Emulation += "; a probe of int $0x80 getpid worked"
 	if pid := syscall.Getpid(); ret != uintptr(pid) {

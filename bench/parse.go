@@ -300,3 +300,27 @@ func clip(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// Check compares the guest's summary line with statistics computed here
+// from the raw samples, and says where they differ. A difference means a
+// lost or garbled sample line, or a statistics bug on one side.
+func (s *GuestSeries) Check() error {
+	if s.Status != "" || len(s.Samples) == 0 {
+		return nil
+	}
+	st, err := Summarize(s.Samples)
+	if err != nil {
+		return fmt.Errorf("mech=%s path=%s: %w", s.Mech, s.Path, err)
+	}
+	var sum int64
+	for _, v := range s.Samples {
+		sum += v
+	}
+	g := s.Summary
+	ours := GuestSummary{N: st.N, Min: st.Min, Median: st.Median, P90: st.P90, P99: st.P99,
+		Mean: sum / int64(len(s.Samples)), Baseline: g.Baseline}
+	if ours != g {
+		return fmt.Errorf("mech=%s path=%s: the guest printed %+v, the samples give %+v", s.Mech, s.Path, g, ours)
+	}
+	return nil
+}
