@@ -16,8 +16,7 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
 	if before == nil {
 		return nil
 	}
-	code := []byte(nil)
-	o := classify(inst, code)
+	o := classify(inst, nil)
 	var out []Range
 	rsp, rspOK := before.Get(target.RSP)
 	sys := before.Sys
@@ -109,9 +108,14 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []R
 		return []Range{frame}
 	case opFarCall:
 		return []Range{{rsp, 4 * 8}}
-	case opSyscall, opSysret, opSysexit:
-		if cpl(after) == 0 && (o.kind != opSyscall || func() bool { e, ok := before.Get(target.EFER); return ok && e&target.EFERSCE == 0 }()) {
-			return []Range{frame}
+	case opSyscall:
+		if efer, ok := before.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+			return []Range{frame} // #UD
+		}
+		return nil
+	case opSysret, opSysexit:
+		if cpl(after) == 0 {
+			return []Range{frame} // #GP
 		}
 		return nil
 	}

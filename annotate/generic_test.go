@@ -1,0 +1,88 @@
+package annotate
+
+import (
+	"testing"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+func TestBranchesAndRegisters(t *testing.T) {
+	k := with(kernel, regs{target.RSP: kstackTop - 0x100})
+	pc := k[target.RIP]
+	tests := []struct {
+		name          string
+		code          []byte
+		before, after regs
+		checks        []check
+		clean         bool
+	}{
+		{"je taken", insJe10, k, with(k, regs{target.RIP: pc + 2 + 0x10}),
+			[]check{note(KindControl, "je taken → 0xffffffff81c000a2 <entry_SYSCALL_64+0x22>")}, true},
+		{"je not taken", insJe10, k, with(k, regs{target.RIP: pc + 2}),
+			[]check{note(KindControl, "je not taken: falls through to 0xffffffff81c00092")}, true},
+		{"je went nowhere sensible", insJe10, k, with(k, regs{target.RIP: pc + 7}),
+			[]check{finding(KindControl, "neither its target nor the next instruction")}, false},
+		{"direct call", insCall100, k, with(k, regs{target.RIP: pc + 5 + 0x100, target.RSP: k[target.RSP] - 8}),
+			[]check{
+				note(KindControl, "call 0xffffffff81c00195; returns to 0xffffffff81c00095"),
+				note(KindStack, "call: pushes the return address 0xffffffff81c00095 at 0xffffc90000003ef8"),
+			}, true},
+		{"direct call went elsewhere", insCall100, k, with(k, regs{target.RIP: pc + 0x40, target.RSP: k[target.RSP] - 8}),
+			[]check{finding(KindControl, "not its target 0xffffffff81c00195")}, false},
+		{"ret", insRet, k, with(k, regs{target.RIP: int80 + 4, target.RSP: k[target.RSP] + 8}),
+			[]check{
+				note(KindControl, "ret → 0xffffffff81001004 <asm_int80_syscall+0x4>"),
+				note(KindStack, "ret: pops the return address at 0xffffc90000003f00"),
+			}, true},
+		{"add changes rax and flags", insAddRAX, with(k, regs{target.RFLAGS: 0x246}), with(k, regs{target.RIP: pc + 4, target.RAX: 40, target.RFLAGS: 0x202}),
+			[]check{
+				note(KindRegister, "rax 0x27 → 0x28"),
+				note(KindFlags, "rflags 0x246 → 0x202 (IF ZF PF → IF)"),
+			}, true},
+		{"endbr64 changes nothing", insEndbr64, k, with(k, regs{target.RIP: pc + 4}), nil, true},
+		{"a register becomes unknown", insAddRAX, k, without(with(k, regs{target.RIP: pc + 4}), target.RAX),
+			[]check{note(KindCheck, "rax no longer known")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			effects := Annotate(mkStep(t, 1, tt.code, pc, tt.before, tt.after), &Context{Symbols: testSyms})
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+			if tt.checks == nil && len(effects) != 0 {
+				t.Errorf("effects for a no-op:\n%s", dump(effects))
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		code []byte
+		len  int
+		name string
+	}{
+		{insEndbr64, 4, "endbr64"},
+		{insStac, 3, "stac"},
+		{insClac, 3, "clac"},
+		{insSwapgs, 3, "swapgs"},
+		{insSysretq, 3, "rex.W sysretq"},
+		{append(append([]byte{}, insSyscall...), 0x90), 2, "syscall"},
+	}
+	for _, tt := range tests {
+		inst, n, err := Decode(tt.code)
+		if err != nil || n != tt.len {
+			t.Errorf("Decode(% x) = len %d, %v; want %d", tt.code, n, err, tt.len)
+			continue
+		}
+		if got := Mnemonic(inst, tt.code, 0, nil); got != tt.name {
+			t.Errorf("Mnemonic(% x) = %q, want %q", tt.code, got, tt.name)
+		}
+	}
+	if _, _, err := Decode([]byte{0x0f}); err == nil {
+		t.Error("Decode of a truncated instruction succeeded")
+	}
+}

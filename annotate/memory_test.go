@@ -1,0 +1,84 @@
+package annotate
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/sctrace/sctrace/target"
+)
+
+func TestMemoryBefore(t *testing.T) {
+	tss := Range{tssBase, TSSSize}
+	tests := []struct {
+		name   string
+		code   []byte
+		before regs
+		sys    bool
+		want   []Range
+	}{
+		{"iretq frame", insIretq, with(kernel, regs{target.RSP: frameRSP}), false, []Range{{frameRSP, 40}}},
+		{"lretq frame", insLretq, with(kernel, regs{target.RSP: frameRSP}), false, []Range{{frameRSP, 16}, {frameRSP + 16, 16}}},
+		{"int 0x80 gate and TSS", insInt80, user, true, []Range{{idtBase + 0x800, 16}, tss}},
+		{"int 0x80 without info registers", insInt80, user, false, nil},
+		{"ud2 gate", insUD2, kernel, true, []Range{{idtBase + 0x60, 16}, tss}},
+		{"sysenter: the #UD gate in case", insSysenter, user, true, []Range{{idtBase + 0x60, 16}, tss}},
+		{"lcall pointer, GDT, TSS", insLcall, with(user, regs{target.RAX: farPtr}), true, []Range{{farPtr, 10}, {gdtBase, 0x80}, tss}},
+		{"syscall needs nothing", insSyscall, user, true, nil},
+		{"ordinary instruction", insAddRAX, user, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst, _, err := Decode(tt.code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := mk(tt.before)
+			if tt.sys {
+				st.Sys = sysRegs(cpl(st))
+			}
+			if got := MemoryBefore(inst, st.Val(target.RIP), st); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("MemoryBefore = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if MemoryBefore(mustDecode(t, insIretq).Inst, 0, nil) != nil {
+		t.Error("MemoryBefore(nil state) asked for memory")
+	}
+}
+
+func mustDecode(t *testing.T, code []byte) Step {
+	t.Helper()
+	s := mkStep(t, 0, code, 0, nil, nil)
+	return s
+}
+
+func TestMemoryAfter(t *testing.T) {
+	k := with(kernel, regs{target.RSP: kstackTop - 0x100, target.RAX: 0xdead000})
+	pc := k[target.RIP]
+	tests := []struct {
+		name          string
+		code          []byte
+		before, after regs
+		sys           bool
+		want          []Range
+	}{
+		{"int 0x80 frame", insInt80, user, int80After, false, []Range{{frameRSP, 48}}},
+		{"call gate frame", insLcall, user, with(user, regs{target.RSP: kstackTop - 32, target.CS: 0x10}), false, []Range{{kstackTop - 32, 32}}},
+		{"push from memory", insPushGS, k, with(k, regs{target.RSP: kstackTop - 0x108, target.RIP: pc + 8}), false, []Range{{kstackTop - 0x108, 8}}},
+		{"a load that faulted: frame, IDT, TSS", insLoadRBX, k, with(k, regs{target.RIP: pfEntry, target.RSP: kstackTop - 0x130}), true,
+			[]Range{{kstackTop - 0x130, 48}, {idtBase, 0x1000}, {tssBase, TSSSize}}},
+		{"a load that did not fault", insLoadRBX, k, with(k, regs{target.RIP: pc + 3}), true, nil},
+		{"syscall", insSyscall, user, syscallAfter, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mkStep(t, 0, tt.code, tt.before[target.RIP], tt.before, tt.after)
+			if tt.sys {
+				s = withSys(s)
+			}
+			if got := MemoryAfter(s.Inst, s.Addr, s.Before, s.After); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("MemoryAfter = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
