@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sctrace/sctrace/session"
+)
+
+func newRunCmd() *cobra.Command {
+	var (
+		rf    recordFlags
+		sf    stubFlags
+		doTr  bool
+		accel string
+		qbin  string
+		keep  bool
+		cpu   string
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Boot the bundled teaching kernel under QEMU and trace a system call",
+		Long: `run boots the teaching kernel that ships inside sctrace under QEMU (TCG, or
+KVM when it is usable), stopped, on a free loopback gdbstub port; attaches;
+runs to the next user instruction that enters the kernel by the chosen
+mechanism; and records the round trip back to user mode.
+
+With --trace the trace is printed (or saved with --out and --format) and
+QEMU is ended. --keep leaves QEMU running afterwards and prints its gdbstub
+address, for gdb or 'sctrace trace --attach'.`,
+		Example: `  sctrace run --trace
+  sctrace run --trace --mechanism sysenter --syntax intel
+  sctrace run --trace --format json --out syscall.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, syn, err := rf.check()
+			if err != nil {
+				return err
+			}
+			if !doTr {
+				return fmt.Errorf("the interactive view is not part of this build yet; use --trace to print the round trip")
+			}
+			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			rf.options(&o)
+			closeLog, err := sf.openWireLog(&o)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			s, err := session.StartFixture(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if keep {
+				defer fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+			}
+			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
+		},
+	}
+	rf.register(cmd)
+	sf.register(cmd)
+	fl := cmd.Flags()
+	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
+	fl.StringVar(&accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), tcg or kvm")
+	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
+	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
+	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
+	return cmd
+}

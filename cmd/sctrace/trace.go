@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// recordFlags are the flags of the commands that record a round trip.
+type recordFlags struct {
+	mechanism string
+	format    string
+	out       string
+	syntax    string
+	budget    int
+	over      int
+	irq       bool
+}
+
+func (f *recordFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, json or markdown")
+	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
+	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
+	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
+	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
+	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
+	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
+		[]string{"syscall", "int80", "sysenter", "callgate", "ud2", "vdso"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
+		[]string{"text", "json", "markdown"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("syntax", cobra.FixedCompletions(
+		[]string{"att", "intel"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+func (f *recordFlags) check() (trace.Mechanism, trace.Syntax, error) {
+	m, err := trace.ParseMechanism(f.mechanism)
+	if err != nil {
+		return "", 0, err
+	}
+	syn, err := parseSyntax(f.syntax)
+	if err != nil {
+		return "", 0, err
+	}
+	switch f.format {
+	case "text", "json", "markdown", "md":
+	default:
+		return "", 0, fmt.Errorf("unknown format %q (want text, json or markdown)", f.format)
+	}
+	if f.budget <= 0 {
+		return "", 0, fmt.Errorf("--budget must be positive, not %d", f.budget)
+	}
+	if f.over < 0 {
+		return "", 0, fmt.Errorf("--over must be 0 or more, not %d", f.over)
+	}
+	return m, syn, nil
+}
+
+func (f *recordFlags) options(o *session.Options) {
+	o.Budget, o.Over, o.AllowIRQ = f.budget, f.over, f.irq
+}
+
+func parseSyntax(s string) (trace.Syntax, error) {
+	switch s {
+	case "att", "at&t", "gnu":
+		return trace.ATT, nil
+	case "intel":
+		return trace.Intel, nil
+	}
+	return 0, fmt.Errorf("unknown syntax %q (want att or intel)", s)
+}
+
+// emit writes a trace in the chosen format to --out or w.
+func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) error {
+	if out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	var err error
+	switch format {
+	case "json":
+		err = t.Write(w)
+	case "markdown", "md":
+		err = trace.WriteMarkdown(w, t, syn)
+	default:
+		err = trace.WriteText(w, t, syn)
+	}
+	if err != nil {
+		return fmt.Errorf("write trace: %w", err)
+	}
+	return nil
+}
+
+// roundTrip records one round trip in s and writes it out. On ctrl-c it
+// writes what was recorded and reports the interruption.
+func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mechanism, f *recordFlags, syn trace.Syntax) error {
+	t, err := s.RoundTrip(ctx, m)
+	if t != nil && len(t.Steps) > 0 {
+		t.Header.Tool = versionString()
+		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
+		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
+			return werr
+		}
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func newTraceCmd() *cobra.Command {
+	var (
+		rf      recordFlags
+		sf      stubFlags
+		attach  string
+		symfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "trace --attach HOST:PORT",
+		Short: "Record one system call round trip from a running QEMU and print it",
+		Long: `trace attaches to a QEMU gdbstub, lets the guest run to the next user
+instruction that enters the kernel by the chosen mechanism, and single-steps
+until the CPU is back in user mode. Every instruction is printed with what it
+did: privilege changes, swapgs, CR3 writes, stack switches, MSRs learnt.
+
+On the way out sctrace detaches, which removes its breakpoints and lets the
+guest run on. ctrl-c stops recording and prints what was recorded.`,
+		Example: `  sctrace trace --attach :1234 --symbols vmlinux
+  sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, syn, err := rf.check()
+			if err != nil {
+				return err
+			}
+			if attach == "" {
+				return errors.New("--attach HOST:PORT is required (or use `sctrace run --trace` for the bundled kernel)")
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout}
+			rf.options(&o)
+			closeLog, err := sf.openWireLog(&o)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			s, err := session.Attach(cmd.Context(), attach, o)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
+		},
+	}
+	rf.register(cmd)
+	sf.register(cmd)
+	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
+	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map")
+	return cmd
+}
+
+func newViewCmd() *cobra.Command {
+	var (
+		format string
+		syntax string
+	)
+	cmd := &cobra.Command{
+		Use:   "view FILE",
+		Short: "Print a saved trace (JSON) with no QEMU running",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			syn, err := parseSyntax(syntax)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			t, err := trace.Read(f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			return emit(cmd.OutOrStdout(), t, format, "", syn)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "text", "output format: text, json or markdown")
+	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
+	return cmd
+}

@@ -1,0 +1,283 @@
+// Package session wires sctrace's parts into a debugging session: QEMU
+// started with the bundled teaching kernel (or a gdbstub someone else
+// started), the RSP connection, symbols, the memory regions annotations
+// name, and a trace recorder. It owns the clean-up rules: breakpoints are
+// removed on every path, and QEMU is ended when sctrace started it.
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// Options configure a session.
+type Options struct {
+	QEMU       string          // QEMU binary; "" finds it on $PATH
+	Accel      string          // tcg, kvm or auto
+	CPU        string          // guest CPU model; "" is qemu.DefaultCPU
+	Mechanism  trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
+	Append     string          // extra words for the teaching kernel's command line
+	Keep       bool            // leave QEMU running at Close (detached, guest running)
+	Timeout    time.Duration   // per-exchange deadline with the stub (default 5s)
+	WireLog    io.Writer       // records every packet, when set
+	Symbols    string          // a symbol file (ELF, System.map) for Attach
+	Budget     int             // recorder step budget
+	Over       int             // recorder step-over depth
+	AllowIRQ   bool            // let interrupts run while stepping
+	StackWords int             // words at RSP read each step
+}
+
+// Session is an attached target with a recorder.
+type Session struct {
+	QEMU     *qemu.Instance // nil when attached to a stub sctrace did not start
+	Conn     *gdbremote.Conn
+	Target   *target.Target
+	Symbols  *symbols.Table
+	Regions  []annotate.Region
+	Recorder *trace.Recorder
+	Serial   *SerialLog // the guest's console, when sctrace started QEMU
+	Kernel   string     // a one-line description of the guest kernel
+
+	keep      bool
+	tmp       string
+	closeOnce sync.Once
+}
+
+// SerialLog collects a guest's serial output safely across goroutines.
+type SerialLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends guest output.
+func (l *SerialLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *SerialLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// KernelDescription names the bundled teaching kernel in trace headers.
+const KernelDescription = "sctrace teaching kernel (bundled)"
+
+// StartFixture boots the bundled teaching kernel in trace mode under QEMU,
+// stopped, attaches to its gdbstub, and prepares a recorder. The caller
+// must Close the session.
+func StartFixture(ctx context.Context, o Options) (*Session, error) {
+	tmp, err := os.MkdirTemp("", "sctrace-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(tmp, "sctrace-kernel.elf")
+	if err := os.WriteFile(path, kernel.ELF, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("write the teaching kernel: %w", err)
+	}
+	syms, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("teaching kernel symbols: %w", err)
+	}
+	syms.Source = "ELF symtab of the bundled teaching kernel"
+	cmdline := "trace"
+	if o.Mechanism != "" {
+		cmdline += " mech=" + string(o.Mechanism)
+	}
+	if o.Append != "" {
+		cmdline += " " + o.Append
+	}
+	serial := &SerialLog{}
+	inst, err := qemu.Start(ctx, qemu.Config{
+		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: o.Accel, CPU: o.CPU,
+		GDB: true, Stopped: true, ExitDevice: true, Serial: serial,
+	})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	s := &Session{QEMU: inst, Symbols: syms, Serial: serial, Kernel: KernelDescription, keep: o.Keep, tmp: tmp}
+	if err := s.attach(ctx, inst.GDBAddr, o); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Attach connects to a gdbstub that someone else started. Symbols come from
+// o.Symbols when given.
+func Attach(ctx context.Context, addr string, o Options) (*Session, error) {
+	s := &Session{keep: true, Kernel: "unknown kernel"}
+	if o.Symbols != "" {
+		tab, err := symbols.Load(o.Symbols)
+		if err != nil {
+			return nil, err
+		}
+		s.Symbols = tab
+		s.Kernel = "kernel with symbols from " + o.Symbols
+	}
+	if err := s.attach(ctx, addr, o); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Session) attach(ctx context.Context, addr string, o Options) error {
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	opts := []gdbremote.Option{gdbremote.WithTimeout(timeout)}
+	if o.WireLog != nil {
+		opts = append(opts, gdbremote.WithWireLog(o.WireLog))
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	conn, err := gdbremote.Dial(dctx, addr, opts...)
+	if err != nil {
+		if s.QEMU != nil {
+			return fmt.Errorf("attach to qemu's gdbstub at %s: %w (qemu: %s)", addr, err, s.QEMU.StderrTail())
+		}
+		return fmt.Errorf("attach %s: %w", addr, err)
+	}
+	s.Conn = conn
+	s.Target = target.New(conn)
+	s.Regions = Regions(s.Symbols)
+	hdr := trace.Header{
+		Target:    "qemu gdbstub at " + addr,
+		Kernel:    s.Kernel,
+		Mechanism: string(o.Mechanism),
+	}
+	if s.QEMU != nil {
+		hdr.Accel = s.QEMU.Note
+	}
+	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
+	r.Budget, r.Over, r.AllowIRQ, r.StackWords = o.Budget, o.Over, o.AllowIRQ, o.StackWords
+	if err := r.Init(ctx); err != nil {
+		return err
+	}
+	s.Recorder = r
+	return nil
+}
+
+// RoundTrip runs the guest to the next user instruction that enters the
+// kernel by m and records the path back to user mode. On ctrl-c it returns
+// what was recorded so far with the context's error.
+func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trace, error) {
+	if err := s.Recorder.ToEntry(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return s.Recorder.Trace(), fmt.Errorf("interrupted before the %s was reached: %w", or(string(m), "system call"), ctx.Err())
+		}
+		return nil, err
+	}
+	if m != "" {
+		s.Recorder.Trace().Header.Mechanism = string(m)
+	}
+	_, err := s.Recorder.Run(ctx, trace.BackInUser())
+	t := s.Recorder.Trace()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return t, err
+}
+
+// Close ends the session: it detaches from the stub (which removes every
+// breakpoint and lets the guest run) when the guest is to stay, and ends
+// QEMU when sctrace started it and Keep is not set. It is safe to call more
+// than once.
+func (s *Session) Close() error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		if s.Conn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if s.keep {
+				if err := s.Conn.Detach(ctx); err != nil && !errors.Is(err, gdbremote.ErrClosed) {
+					errs = append(errs, fmt.Errorf("detach: %w", err))
+				}
+			}
+			cancel()
+			s.Conn.Close()
+		}
+		if s.QEMU != nil && !s.keep {
+			s.QEMU.Stop()
+		}
+		if s.tmp != "" && !s.keep {
+			os.RemoveAll(s.tmp)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Regions derives the memory regions annotations name from symbols with
+// sizes: the teaching kernel's stacks, per-CPU area, TSS, GDT and IDT.
+func Regions(tab *symbols.Table) []annotate.Region {
+	var out []annotate.Region
+	for _, s := range tab.Symbols() {
+		if s.Size == 0 {
+			continue
+		}
+		kind, ok := regionKind(s.Name)
+		if !ok {
+			continue
+		}
+		r := annotate.Region{Name: strings.ReplaceAll(s.Name, "_", " "), Kind: kind, Start: s.Addr, End: s.Addr + s.Size}
+		if kind == annotate.RegionKernelStack || kind == annotate.RegionEntryStack {
+			r.FrameTop = r.End
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func regionKind(name string) (annotate.RegionKind, bool) {
+	switch {
+	case name == "user_stack":
+		return annotate.RegionUserStack, true
+	case name == "kernel_stack":
+		return annotate.RegionKernelStack, true
+	case name == "entry_stack":
+		return annotate.RegionEntryStack, true
+	case strings.HasPrefix(name, "ist_") && strings.HasSuffix(name, "_stack"):
+		return annotate.RegionISTStack, true
+	case name == "percpu":
+		return annotate.RegionPerCPU, true
+	case name == "tss":
+		return annotate.RegionTSS, true
+	case name == "gdt":
+		return annotate.RegionGDT, true
+	case name == "idt":
+		return annotate.RegionIDT, true
+	case name == "vdso_data":
+		return annotate.RegionVDSO, true
+	}
+	return "", false
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

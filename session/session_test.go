@@ -1,0 +1,299 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// requireQEMU fails the test when QEMU is missing: the integration tests are
+// part of the suite, and `make test` installs QEMU first.
+func requireQEMU(t testing.TB) {
+	t.Helper()
+	if _, err := qemu.Find(""); err != nil {
+		if testing.Short() {
+			t.Skip("QEMU not installed (-short)")
+		}
+		t.Fatalf("%v (run `make test`, which installs it)", err)
+	}
+}
+
+func startFixture(t testing.TB, o Options) *Session {
+	t.Helper()
+	requireQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if o.Accel == "" {
+		o.Accel = "tcg"
+	}
+	s, err := StartFixture(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// entryEvents counts what a round trip on the teaching kernel must show.
+type entryEvents struct {
+	swapgs, cr3, findings int
+	kernelStack, cplZero  bool
+}
+
+func countEvents(tr *trace.Trace) entryEvents {
+	var ev entryEvents
+	ctx := &annotate.Context{Regions: tr.Header.Regions}
+	for _, s := range tr.Steps {
+		for _, e := range s.Events {
+			switch e {
+			case annotate.EventSwapgs:
+				ev.swapgs++
+			case annotate.EventCR3Write:
+				ev.cr3++
+			}
+		}
+		for _, e := range s.Effects {
+			if e.Verdict == annotate.Finding {
+				ev.findings++
+			}
+		}
+		if s.CPL == 0 {
+			ev.cplZero = true
+		}
+		if r, ok := ctx.RegionOf(s.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+			ev.kernelStack = true
+		}
+	}
+	return ev
+}
+
+// TestRoundTrips records each mechanism on the real teaching kernel under
+// QEMU and checks the annotations of its path: it starts at the user
+// instruction, enters CPL 0, swaps GS twice, writes CR3 twice (the KPTI
+// switch in and out), runs on the kernel stack, returns to the next user
+// instruction, and the annotator finds nothing wrong.
+func TestRoundTrips(t *testing.T) {
+	tests := []struct {
+		mech  trace.Mechanism
+		first string // mnemonic of step 0 (AT&T)
+		last  string // the kernel's return instruction
+	}{
+		{trace.Syscall, "syscall", "sysretq"},
+		{trace.Int80, "int $0x80", "iretq"},
+		{trace.Sysenter, "sysenter", "sysexit"},
+		{trace.CallGate, "lcall", "lretq"},
+		{trace.UD2, "ud2", "iretq"},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mech), func(t *testing.T) {
+			s := startFixture(t, Options{Mechanism: tt.mech})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			tr, err := s.RoundTrip(ctx, tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tr.Steps) < 10 {
+				t.Fatalf("only %d steps", len(tr.Steps))
+			}
+			first := tr.Steps[0]
+			if first.Symbol != trace.UserLabel(tt.mech) || first.CPL != 3 || !strings.HasPrefix(first.ATT, tt.first) {
+				t.Errorf("step 0 = %s at %s (CPL %d), want %q at %s, CPL 3", first.ATT, first.Symbol, first.CPL, tt.first, trace.UserLabel(tt.mech))
+			}
+			last := tr.Steps[len(tr.Steps)-1]
+			if !strings.HasPrefix(last.ATT, tt.last) || last.CPL != 0 {
+				t.Errorf("last step = %s at CPL %d, want %s at CPL 0", last.ATT, last.CPL, tt.last)
+			}
+			if tr.Final.CPL() != 3 {
+				t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
+			}
+			wantRIP := uint64(first.RIP) + uint64(len(first.Bytes))
+			if got := tr.Final.Val(target.RIP); got != wantRIP {
+				t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, tt.first)
+			}
+			ev := countEvents(tr)
+			if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
+				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
+			}
+			if ev.findings != 0 {
+				for _, f := range trace.Summarize(tr).Findings {
+					t.Log(f)
+				}
+				t.Errorf("%d findings on a correct kernel", ev.findings)
+			}
+			if tr.Header.Stop != string(trace.StopUser) {
+				t.Errorf("stop reason %q", tr.Header.Stop)
+			}
+		})
+	}
+}
+
+// TestSyscallAnnotations checks the specific annotations of the syscall
+// path: what SYSCALL revealed about LSTAR and STAR, the per-CPU area after
+// swapgs, and the saved user stack pointer.
+func TestSyscallAnnotations(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, _ := s.Symbols.Addr("entry_SYSCALL_64")
+	var lstar *annotate.MSR
+	for i, m := range tr.Header.MSRs {
+		if m.Name == "IA32_LSTAR" {
+			lstar = &tr.Header.MSRs[i]
+		}
+	}
+	if lstar == nil || lstar.Value != entry || lstar.Source != annotate.SourceInferred {
+		t.Errorf("LSTAR learnt = %+v, want %#x inferred", lstar, entry)
+	}
+	var text strings.Builder
+	for _, s := range tr.Steps {
+		text.WriteString(s.ATT + "\n")
+		for _, e := range s.Effects {
+			text.WriteString(e.Text + "\n")
+		}
+	}
+	for _, want := range []string{
+		"CPL 3 → 0",
+		"swapgs: gs_base 0x0 ⇄ k_gs_base",
+		"user RSP saved",
+		"switch to the kernel page tables",
+		"(pt_regs->ss)",
+		"sysretq",
+		"CPL 0 → 3",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text trace lacks %q", want)
+		}
+	}
+}
+
+// TestInterruptKeepsWhatWasRecorded cancels a recording half-way and
+// checks that the steps recorded so far are returned, and that the guest
+// is left without breakpoints and still steppable.
+func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Recorder.ToEntry(ctx, trace.Syscall); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_, err := s.Recorder.Run(ctx, func(*trace.Step, *target.State) trace.StopReason {
+		n++
+		if n == 5 {
+			cancel()
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := s.Recorder.Trace()
+	if len(tr.Steps) != 5 || tr.Header.Stop != string(trace.StopCancel) {
+		t.Fatalf("after cancel: %d steps, stop %q; want 5 and %q", len(tr.Steps), tr.Header.Stop, trace.StopCancel)
+	}
+	// The guest still answers and is still in the kernel where we stopped.
+	st, err := s.Target.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPL() != 0 {
+		t.Errorf("CPL after 5 steps = %d, want 0", st.CPL())
+	}
+}
+
+// TestBudget stops a recording at the step budget.
+func TestBudget(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: trace.Int80, Budget: 7})
+	tr, err := s.RoundTrip(context.Background(), trace.Int80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Steps) != 7 || tr.Header.Stop != string(trace.StopBudget) {
+		t.Errorf("%d steps, stop %q; want 7, %q", len(tr.Steps), tr.Header.Stop, trace.StopBudget)
+	}
+}
+
+// TestStepOver skips every call the entry code makes: the C dispatcher is
+// not traced, but the assembly around it is.
+func TestStepOver(t *testing.T) {
+	full := startFixture(t, Options{Mechanism: trace.Syscall})
+	all, err := full.RoundTrip(context.Background(), trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	over := startFixture(t, Options{Mechanism: trace.Syscall, Over: 1})
+	tr, err := over.RoundTrip(context.Background(), trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skipped []string
+	for _, s := range tr.Steps {
+		if s.Over != nil {
+			skipped = append(skipped, s.Over.Target)
+		}
+		if s.CPL == 0 && strings.HasPrefix(s.Symbol, "do_syscall_64") {
+			t.Errorf("step %d is inside do_syscall_64 with --over 1", s.Index)
+		}
+	}
+	if len(skipped) == 0 || !strings.Contains(skipped[0], "do_syscall_64") {
+		t.Errorf("stepped over %v, want do_syscall_64", skipped)
+	}
+	if len(tr.Steps) >= len(all.Steps) {
+		t.Errorf("--over 1 recorded %d steps, stepping into everything %d", len(tr.Steps), len(all.Steps))
+	}
+	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
+		t.Errorf("events with --over 1: %+v", ev)
+	}
+}
+
+func TestAttachDeadAddress(t *testing.T) {
+	start := time.Now()
+	_, err := Attach(context.Background(), "127.0.0.1:1", Options{Timeout: time.Second})
+	if err == nil {
+		t.Fatal("attach to a closed port succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("attach to a dead address took %v", d)
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("error %q does not name the address", err)
+	}
+}
+
+func TestAttachBadSymbols(t *testing.T) {
+	_, err := Attach(context.Background(), "127.0.0.1:1", Options{Symbols: "testdata/nonexistent"})
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("attach with a missing symbol file = %v, want a not-exist error", err)
+	}
+}
+
+// BenchmarkRoundTrip records a full syscall round trip on the teaching
+// kernel and reports the recorder's instructions per second, to compare
+// with the raw `s`+`g` rate of the stub.
+func BenchmarkRoundTrip(b *testing.B) {
+	s := startFixture(b, Options{Mechanism: trace.Syscall})
+	steps := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+		if err != nil {
+			b.Fatal(err)
+		}
+		steps += len(tr.Steps)
+	}
+	b.ReportMetric(float64(steps)/b.Elapsed().Seconds(), "insns/s")
+	b.ReportMetric(float64(steps)/float64(b.N), "insns/op")
+}

@@ -1,0 +1,135 @@
+package trace
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/target"
+)
+
+// UserLabel is the symbol the teaching kernel puts on the user instruction
+// that enters the kernel by m, e.g. user_syscall_insn; for the vDSO
+// baseline, the user read of the kernel-provided page.
+func UserLabel(m Mechanism) string {
+	if m == Vdso {
+		return "user_vdso_read_insn"
+	}
+	return "user_" + string(m) + "_insn"
+}
+
+// ToEntry lets the guest run until it stops at a user-mode instruction that
+// enters the kernel by mechanism m (by syscall when m is ""), and starts a
+// fresh trace there. It finds the instruction, in order of preference:
+//   - by the teaching kernel's label for m (a hardware breakpoint on it);
+//   - for syscall, by catching the kernel entry (LSTAR, from the symbol
+//     entry_SYSCALL_64 or learnt from an earlier transition), reading the
+//     user return address from RCX, and breaking on the instruction before
+//     it the next time the user program runs it;
+//   - by single-stepping user code until the next entering instruction.
+//
+// Breakpoints are removed on every path, ctrl-c included.
+func (r *Recorder) ToEntry(ctx context.Context, m Mechanism) error {
+	if m == "" {
+		m = Syscall
+	}
+	r.Reset()
+	if err := r.findEntry(ctx, m); err != nil {
+		return err
+	}
+	return r.readSys(ctx)
+}
+
+func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
+	if a, ok := r.Symbols.Addr(UserLabel(m)); ok {
+		return r.runTo(ctx, a)
+	}
+	if m == Syscall {
+		if entry, ok := r.syscallEntry(); ok {
+			if err := r.runTo(ctx, entry); err != nil {
+				return err
+			}
+			site := r.cur.Val(target.RCX) - 2
+			code, err := r.T.ReadMemory(ctx, site, 2)
+			if err == nil && code[0] == 0x0f && code[1] == 0x05 {
+				return r.runTo(ctx, site)
+			}
+		}
+	}
+	return r.stepToEntry(ctx, m)
+}
+
+// syscallEntry returns the address SYSCALL jumps to, if known.
+func (r *Recorder) syscallEntry() (uint64, bool) {
+	if a, ok := r.Symbols.Addr("entry_SYSCALL_64"); ok {
+		return a, true
+	}
+	if m, ok := r.Ctx.Knowledge.MSRs[0xC0000082]; ok && m.Known == ^uint64(0) {
+		return m.Value, true
+	}
+	return 0, false
+}
+
+// runTo continues the guest to addr with a hardware breakpoint.
+func (r *Recorder) runTo(ctx context.Context, addr uint64) error {
+	if r.cur != nil && r.cur.Val(target.RIP) == addr {
+		return nil
+	}
+	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
+		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
+	}
+	defer r.T.Conn.ClearBreakpoint(context.WithoutCancel(ctx), gdbremote.Hardware, addr, 1)
+	sr, err := r.T.Conn.Continue(ctx)
+	if err != nil {
+		return fmt.Errorf("continue to %s: %w", r.name(addr), err)
+	}
+	if sr.Kind == 'W' || sr.Kind == 'X' {
+		return fmt.Errorf("continue to %s: %w (%s)", r.name(addr), target.ErrExited, sr)
+	}
+	st, err := r.T.State(ctx)
+	if err != nil {
+		return err
+	}
+	st.Sys = r.tables
+	r.cur = st
+	if got := st.Val(target.RIP); got != addr {
+		return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
+	}
+	return nil
+}
+
+// stepToEntry single-steps user code until the next instruction enters the
+// kernel by m. It refuses to start in the kernel, where the next user
+// instruction may be far away.
+func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
+	budget := r.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	for n := 0; n < budget; n++ {
+		if r.cur.CPL() != 3 {
+			return fmt.Errorf("find the next %s: the CPU is in the kernel at %s and no symbol tells where the user program enters; give --symbols, or stop the guest in user mode", m, r.name(r.cur.Val(target.RIP)))
+		}
+		inst, _, err := r.Decode(ctx, r.cur)
+		if err != nil {
+			return err
+		}
+		if Classify(inst, m == UD2) == m {
+			return nil
+		}
+		st, err := r.T.Step(ctx)
+		if err != nil {
+			return err
+		}
+		st.Sys = r.tables
+		r.cur = st
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("find the next %s: no such instruction within %d user steps", m, budget)
+}
+
+// le64 reads a little-endian word.
+func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }

@@ -1,0 +1,246 @@
+package trace
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+)
+
+// Syntax selects the assembly syntax of printed instructions.
+type Syntax int
+
+// The two syntaxes.
+const (
+	Intel Syntax = iota
+	ATT
+)
+
+// Asm returns the step's disassembly in the chosen syntax.
+func (s *Step) Asm(syn Syntax) string {
+	if syn == ATT {
+		return s.ATT
+	}
+	return s.Intel
+}
+
+// Where returns "sym+off" for the step, or its address when no symbol names
+// it.
+func (s *Step) Where() string {
+	if s.Symbol != "" {
+		return s.Symbol
+	}
+	return fmt.Sprintf("%#x", uint64(s.RIP))
+}
+
+// Summary is what a trace adds up to.
+type Summary struct {
+	Instructions int
+	Kernel       int      // instructions executed at CPL 0
+	CR3Writes    int      // MOV to CR3
+	SwapGS       int      // swapgs executed
+	Stacks       []string // stack regions RSP was on, in the order visited
+	MSRs         []annotate.MSR
+	Findings     []string // "step N: text"
+	Stop         string
+}
+
+// Summarize adds a trace up.
+func Summarize(t *Trace) Summary {
+	sum := Summary{Instructions: len(t.Steps), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
+	ctx := &annotate.Context{Regions: t.Header.Regions}
+	lastStack := ""
+	visit := func(st *target.State) {
+		if st == nil {
+			return
+		}
+		r, ok := ctx.RegionOf(st.Val(target.RSP))
+		if !ok {
+			// RSP briefly holds something that is not a stack pointer
+			// (entry code uses it as a scratch register): not a stack.
+			return
+		}
+		if name := r.Name; name != lastStack {
+			sum.Stacks = append(sum.Stacks, r.Name)
+			lastStack = r.Name
+		}
+	}
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		if s.CPL == 0 {
+			sum.Kernel++
+		}
+		visit(s.Regs)
+		for _, e := range s.Events {
+			switch e {
+			case annotate.EventCR3Write:
+				sum.CR3Writes++
+			case annotate.EventSwapgs:
+				sum.SwapGS++
+			}
+		}
+		for _, e := range s.Effects {
+			if e.Verdict == annotate.Finding {
+				sum.Findings = append(sum.Findings, fmt.Sprintf("step %d (%s): %s", s.Index, s.Where(), e.Text))
+			}
+		}
+	}
+	visit(t.Final)
+	return sum
+}
+
+// WriteText prints a trace one instruction a line, with its effects below
+// it, readable at 100 columns, and a summary at the end.
+func WriteText(w io.Writer, t *Trace, syn Syntax) error {
+	p := &printer{w: w}
+	h := t.Header
+	p.f("sctrace trace: %s", h.Target)
+	if h.Kernel != "" {
+		p.f(", %s", h.Kernel)
+	}
+	if h.Mechanism != "" {
+		p.f(", mechanism %s", h.Mechanism)
+	}
+	p.f("\n")
+	if h.Accel != "" {
+		p.f("accelerator: %s\n", h.Accel)
+	}
+	if h.Symbols != "" {
+		p.f("symbols: %s\n", h.Symbols)
+	}
+	p.f("stepping: %s\n\n", h.Stepping)
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		ring := "U"
+		if s.CPL == 0 {
+			ring = "K"
+		}
+		p.f("%5d %s %-34s %s\n", s.Index, ring, clip(s.Where(), 34), s.Asm(syn))
+		for _, e := range s.Effects {
+			mark := "   "
+			switch e.Verdict {
+			case annotate.OK:
+				mark = " ok"
+			case annotate.Finding:
+				mark = " !!"
+			}
+			for j, line := range wrap(e.Text, 100-18) {
+				if j == 0 {
+					p.f("    %s %-10s %s\n", mark, e.Kind, line)
+				} else {
+					p.f("%18s%s\n", "", line)
+				}
+			}
+		}
+	}
+	sum := Summarize(t)
+	p.f("\nSummary\n")
+	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
+	p.f("  stopped: %s\n", sum.Stop)
+	p.f("  swapgs: %d, CR3 writes: %d\n", sum.SwapGS, sum.CR3Writes)
+	p.f("  stacks: %s\n", strings.Join(sum.Stacks, " -> "))
+	if len(sum.MSRs) == 0 {
+		p.f("  MSRs learnt: none\n")
+	} else {
+		p.f("  MSRs learnt:\n")
+		for _, m := range sum.MSRs {
+			p.f("    %-16s %s\n", m.Name, m.ValueString()+" ("+m.Provenance()+")")
+		}
+	}
+	if len(sum.Findings) == 0 {
+		p.f("  findings: none (every checked instruction did what the architecture says)\n")
+	} else {
+		p.f("  findings: %d\n", len(sum.Findings))
+		for _, f := range sum.Findings {
+			p.f("    %s\n", f)
+		}
+	}
+	if h.StepRate > 0 {
+		p.f("  recorded in %.2fs (%.0f instructions/s)\n", h.Seconds, h.StepRate)
+	}
+	return p.err
+}
+
+// WriteMarkdown prints a trace as a Markdown table of instructions and
+// effects, with the summary, for notes and course pages.
+func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
+	p := &printer{w: w}
+	h := t.Header
+	p.f("# sctrace: %s round trip\n\n", or(h.Mechanism, "system call"))
+	p.f("- target: %s\n", h.Target)
+	if h.Kernel != "" {
+		p.f("- kernel: %s\n", h.Kernel)
+	}
+	if h.Symbols != "" {
+		p.f("- symbols: %s\n", h.Symbols)
+	}
+	p.f("- stepping: %s\n\n", h.Stepping)
+	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
+	for i := range t.Steps {
+		s := &t.Steps[i]
+		var effs []string
+		for _, e := range s.Effects {
+			txt := mdEscape(e.Text)
+			if e.Verdict == annotate.Finding {
+				txt = "**finding:** " + txt
+			}
+			effs = append(effs, txt)
+		}
+		p.f("| %d | %d | `%s` | `%s` | %s |\n", s.Index, s.CPL, s.Where(), s.Asm(syn), strings.Join(effs, "<br>"))
+	}
+	sum := Summarize(t)
+	p.f("\n## Summary\n\n- instructions: %d (%d in the kernel)\n- swapgs: %d, CR3 writes: %d\n- stacks: %s\n",
+		sum.Instructions, sum.Kernel, sum.SwapGS, sum.CR3Writes, strings.Join(sum.Stacks, " → "))
+	for _, m := range sum.MSRs {
+		p.f("- %s: %s\n", m.Name, mdEscape(m.ValueString()+" ("+m.Provenance()+")"))
+	}
+	p.f("- findings: %d\n", len(sum.Findings))
+	for _, f := range sum.Findings {
+		p.f("  - %s\n", mdEscape(f))
+	}
+	return p.err
+}
+
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) f(format string, args ...any) {
+	if p.err != nil {
+		return
+	}
+	_, p.err = fmt.Fprintf(p.w, format, args...)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+// wrap breaks text into lines of at most n bytes at spaces.
+func wrap(text string, n int) []string {
+	var lines []string
+	for len(text) > n {
+		cut := strings.LastIndexByte(text[:n], ' ')
+		if cut <= 0 {
+			cut = n
+		}
+		lines = append(lines, text[:cut])
+		text = strings.TrimLeft(text[cut:], " ")
+	}
+	return append(lines, text)
+}
+
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

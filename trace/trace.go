@@ -1,0 +1,187 @@
+// Package trace records a system call's path through the kernel, one
+// single step at a time, and keeps it as data: a Trace is saved as
+// versioned JSON, read back with no QEMU running, and printed as text or
+// Markdown.
+package trace
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+)
+
+// Format is the value of a trace file's "format" field.
+const Format = "sctrace-trace"
+
+// Version is the trace file version this package writes and reads.
+const Version = 1
+
+// Trace is one recording.
+type Trace struct {
+	Format  string        `json:"format"`
+	Version int           `json:"version"`
+	Header  Header        `json:"header"`
+	Steps   []Step        `json:"steps"`
+	Final   *target.State `json:"final,omitempty"` // the state after the last step
+}
+
+// Header describes where and how a trace was recorded.
+type Header struct {
+	Tool      string    `json:"tool"`                // sctrace's version
+	Recorded  time.Time `json:"recorded"`            // when recording started
+	Target    string    `json:"target"`              // e.g. "qemu gdbstub at 127.0.0.1:40123"
+	Kernel    string    `json:"kernel,omitempty"`    // e.g. "sctrace teaching kernel"
+	Accel     string    `json:"accel,omitempty"`     // tcg or kvm, when sctrace started QEMU
+	Mechanism string    `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso
+	Symbols   string    `json:"symbols,omitempty"`   // where names came from
+	// Stepping says how the CPU was stepped, in particular whether
+	// interrupts and timers were masked while single-stepping.
+	Stepping string            `json:"stepping"`
+	Sys      *target.SysRegs   `json:"sys,omitempty"` // monitor info registers at the start
+	Regions  []annotate.Region `json:"regions,omitempty"`
+	// MSRs are the model-specific registers learnt while recording, each
+	// with its provenance (read, inferred or probed).
+	MSRs []annotate.MSR `json:"msrs,omitempty"`
+	// Stop says why the recording ended.
+	Stop     string  `json:"stop,omitempty"`
+	Seconds  float64 `json:"seconds,omitempty"`  // time spent recording
+	StepRate float64 `json:"step_rate,omitempty"` // instructions per second while recording
+}
+
+// Step is one executed instruction.
+type Step struct {
+	Index  int    `json:"i"`
+	RIP    Hex    `json:"rip"`
+	Symbol string `json:"sym,omitempty"`
+	CPL    int    `json:"cpl"`
+	Bytes  Bytes  `json:"bytes"`
+	Intel  string `json:"intel"`
+	ATT    string `json:"att"`
+	// Regs is the CPU state before the instruction.
+	Regs    *target.State      `json:"regs"`
+	Changed []Change           `json:"changed,omitempty"`
+	Effects []annotate.Effect  `json:"effects,omitempty"`
+	Events  []annotate.Event   `json:"events,omitempty"`
+	Mem     []annotate.Memory  `json:"mem,omitempty"`
+	Stack   []Hex              `json:"stack,omitempty"` // words at RSP before the instruction, when recorded
+	Over    *Over              `json:"over,omitempty"`  // set when a call was stepped over
+	Extra   map[string]string  `json:"extra,omitempty"`
+}
+
+// Over describes a call that was stepped over rather than into.
+type Over struct {
+	Target string `json:"target"` // the callee, by symbol when known
+	Depth  int    `json:"depth"`  // call depth at which it was skipped
+}
+
+// Change is one register changed by a step.
+type Change struct {
+	Reg string `json:"reg"`
+	Old Hex    `json:"old"`
+	New Hex    `json:"new"`
+}
+
+// After returns the state after step i: the next step's Regs, or the
+// trace's Final state after the last step.
+func (t *Trace) After(i int) *target.State {
+	if i+1 < len(t.Steps) {
+		return t.Steps[i+1].Regs
+	}
+	return t.Final
+}
+
+// Hex is a uint64 written in JSON as a "0x..." string, exact in every
+// reader.
+type Hex uint64
+
+// MarshalJSON writes h as a hex string.
+func (h Hex) MarshalJSON() ([]byte, error) {
+	return []byte(`"0x` + strconv.FormatUint(uint64(h), 16) + `"`), nil
+}
+
+// UnmarshalJSON reads a hex string.
+func (h *Hex) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a hex string: %w", err)
+	}
+	v, err := target.ParseHex(s)
+	if err != nil {
+		return err
+	}
+	*h = Hex(v)
+	return nil
+}
+
+// Bytes are instruction bytes, written in JSON as a hex string.
+type Bytes []byte
+
+// MarshalJSON writes b as a hex string.
+func (b Bytes) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(b)) }
+
+// UnmarshalJSON reads a hex string.
+func (b *Bytes) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("want a hex string of bytes: %w", err)
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("bytes %q: %w", s, err)
+	}
+	*b = v
+	return nil
+}
+
+// Write saves t as indented JSON.
+func (t *Trace) Write(w io.Writer) error {
+	t.Format, t.Version = Format, Version
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", " ")
+	return enc.Encode(t)
+}
+
+// ErrNotTrace is returned (wrapped) for a file that is not an sctrace trace.
+var ErrNotTrace = errors.New("not an sctrace trace file")
+
+// Read loads a trace written by Write. A file of another kind, another
+// version, or with inconsistent steps gets an error that says which.
+func Read(r io.Reader) (*Trace, error) {
+	dec := json.NewDecoder(r)
+	var t Trace
+	if err := dec.Decode(&t); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%w: JSON syntax error at byte %d: %v", ErrNotTrace, se.Offset, err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: the file is empty or cut short", ErrNotTrace)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrNotTrace, err)
+	}
+	if t.Format != Format {
+		return nil, fmt.Errorf("%w: format is %q, want %q", ErrNotTrace, t.Format, Format)
+	}
+	if t.Version != Version {
+		return nil, fmt.Errorf("trace version %d: this sctrace reads version %d", t.Version, Version)
+	}
+	for i, s := range t.Steps {
+		if s.Index != i {
+			return nil, fmt.Errorf("corrupt trace: step %d has index %d", i, s.Index)
+		}
+		if s.Regs == nil {
+			return nil, fmt.Errorf("corrupt trace: step %d has no registers", i)
+		}
+		if len(s.Bytes) == 0 || len(s.Bytes) > 15 {
+			return nil, fmt.Errorf("corrupt trace: step %d has %d instruction bytes", i, len(s.Bytes))
+		}
+	}
+	return &t, nil
+}
