@@ -154,7 +154,7 @@ func (a *annotator) syscallFlags(before uint64) {
 	case prev != nil && prev.Known&known == known:
 		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.Provenance())
 	case m != nil:
-		a.note(KindMSR, "FMASK learnt (inferred): certainly clears %s; certainly keeps %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
+		a.note(KindMSR, "FMASK learnt (inferred): clears %s; known to leave alone: %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
 	}
 }
 
