@@ -173,7 +173,7 @@ func (c *Conn) setReadDeadline(t time.Time) {
 		c.pr.setDeadline(t)
 		return
 	}
-	c.setReadDeadline(t)
+	c.nc.SetReadDeadline(t)
 }
 
 func (c *Conn) handshake(ctx context.Context) error {
