@@ -16,7 +16,7 @@ type Gate struct {
 	Selector uint16 `json:"selector"` // code segment of the handler
 	IST      int    `json:"ist"`      // interrupt stack table index, 0 for none
 	Type     int    `json:"type"`     // 0xE interrupt gate, 0xF trap gate, 0xC call gate
-	DPL      int    `json:"dpl"`      // most privileged... least privileged CPL allowed to use it by software
+	DPL      int    `json:"dpl"`      // the highest CPL allowed to use the gate from software (int n, lcall)
 	Present  bool   `json:"present"`
 }
 

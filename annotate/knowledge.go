@@ -170,6 +170,11 @@ type Knowledge struct {
 	Entry *Entry `json:"entry,omitempty"`
 
 	prevOp opKind // the previous step's operation
+	// scratchRSP is set while the entry code borrows RSP as a scratch
+	// register (KPTI's CR3 switch); stackRSP is the stack pointer it had
+	// before.
+	scratchRSP bool
+	stackRSP   uint64
 }
 
 // NewKnowledge returns an empty Knowledge.

@@ -41,6 +41,16 @@ func (a *annotator) stack() {
 	}
 	a.explained(target.RSP)
 	inst := a.s.Inst
+	if a.scratchRSP(before, after) {
+		return
+	}
+	if a.k.scratchRSP {
+		// The first real stack pointer after RSP served as scratch.
+		a.k.scratchRSP = false
+		defer a.stackSwitch(a.k.stackRSP, after)
+		a.note(KindStack, "rsp is a stack pointer again: %#x (it held %#x, scratch)", after, a.b.Val(target.RSP))
+		return
+	}
 	d := int64(after - before)
 	v, text := NoVerdict, ""
 	switch inst.Op {
@@ -98,6 +108,29 @@ func (a *annotator) stack() {
 	}
 	a.add(KindStack, v, "%s", text)
 	a.stackSwitch(before, after)
+}
+
+// scratchRSP recognises RSP used as a scratch register: loaded from a
+// control register (Linux's SWITCH_TO_KERNEL_CR3 scratch_reg=%rsp), then
+// masked, while the real stack pointer waits in a per-CPU slot.
+func (a *annotator) scratchRSP(before, after uint64) bool {
+	inst := a.s.Inst
+	if src, ok := inst.Args[1].(x86asm.Reg); ok && inst.Op == x86asm.MOV && src >= x86asm.CR0 && src <= x86asm.CR15 {
+		if !a.k.scratchRSP {
+			a.k.scratchRSP, a.k.stackRSP = true, before
+		}
+		a.note(KindStack, "rsp borrowed as a scratch register: it holds %s %#x, not a stack address (the stack pointer %#x was saved first)", lowerReg(src), after, a.k.stackRSP)
+		return true
+	}
+	if !a.k.scratchRSP {
+		return false
+	}
+	switch inst.Op {
+	case x86asm.AND, x86asm.OR, x86asm.BTS, x86asm.BTR, x86asm.XOR:
+		a.note(KindStack, "rsp (scratch) %#x → %#x", before, after)
+		return true
+	}
+	return false
 }
 
 // stackSwitch names a move to another stack.

@@ -107,3 +107,26 @@ func TestRegionOf(t *testing.T) {
 		t.Error("nil Context found a region")
 	}
 }
+
+// TestScratchRSP follows KPTI's CR3 switch with RSP as the scratch register:
+// no stack switch is claimed until RSP is a stack pointer again.
+func TestScratchRSP(t *testing.T) {
+	c := &Context{}
+	s0 := with(swapped, regs{target.CR3: 0x10b000})
+	s1 := with(s0, regs{target.RSP: 0x10b000, target.RIP: s0[target.RIP] + 3})
+	effects := Annotate(mkStep(t, 1, []byte{0x0f, 0x20, 0xdc}, s0[target.RIP], s0, s1), c) // mov %cr3,%rsp
+	expectEffects(t, effects, note(KindStack, "rsp borrowed as a scratch register: it holds cr3 0x10b000"))
+	s2 := with(s1, regs{target.RSP: 0x10a000, target.RIP: s1[target.RIP] + 7})
+	effects = Annotate(mkStep(t, 2, []byte{0x48, 0x81, 0xe4, 0xff, 0xe7, 0xff, 0xff}, s1[target.RIP], s1, s2), c) // and $~0x1800,%rsp
+	expectEffects(t, effects, note(KindStack, "rsp (scratch) 0x10b000 → 0x10a000"))
+	for _, e := range effects {
+		if e.Event == EventStackSwitch {
+			t.Errorf("stack switch claimed for scratch use: %q", e.Text)
+		}
+	}
+	s3 := with(s2, regs{target.RSP: kstackTop, target.RIP: s2[target.RIP] + 9})
+	effects = Annotate(mkStep(t, 3, insTopRSP, s2[target.RIP], s2, s3), c)
+	expectEffects(t, effects,
+		note(KindStack, "rsp is a stack pointer again"),
+		note(KindStack, "stack switch: user-half stack → kernel-half stack"))
+}
