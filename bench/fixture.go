@@ -44,6 +44,9 @@ func runFixture(ctx context.Context, cfg Config, env *Environment) *TargetResult
 	tr := &TargetResult{Name: TargetFixture, Title: "Teaching kernel under QEMU"}
 	total := len(guestSeries)
 	done := 0
+	if cfg.Progress != nil {
+		cfg.Progress(Progress{Target: TargetFixture, Total: total, Label: "booting the teaching kernel"})
+	}
 	run, err := RunGuest(ctx, GuestConfig{
 		Kernel: cfg.Kernel, KernelPath: cfg.KernelPath, QEMU: cfg.QEMU,
 		Accel: cfg.Accel, CPU: cfg.CPU, Iters: cfg.Iters,

@@ -89,6 +89,9 @@ func runHost(ctx context.Context, cfg Config, env *Environment) *TargetResult {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
+	if cfg.Progress != nil {
+		cfg.Progress(Progress{Target: TargetHost, Total: len(hostMechs), Label: "calibrating the TSC"})
+	}
 	rdtscp := env.TSC.RDTSCP
 	env.TSC.MHz, env.TSC.Source = calibrateTSC(100 * time.Millisecond)
 

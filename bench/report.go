@@ -281,6 +281,8 @@ func writeBreakdown(tw *textWriter, t *TargetResult) {
 	for _, r := range formatColumns(rows) {
 		tw.line("    %s", r)
 	}
+	tw.line("  (series run one after another: when the load on the machine changes between them, a part can")
+	tw.line("  come out negative; compare the intervals)")
 }
 
 const chartWidth = 48
