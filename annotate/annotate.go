@@ -30,7 +30,7 @@ type Step struct {
 	Index int         `json:"index"`
 	Addr  uint64      `json:"addr"`  // RIP before
 	Bytes []byte      `json:"bytes"` // instruction bytes (more may follow the instruction; Inst.Len says how many it used)
-	Inst  x86asm.Inst `json:"-"`     // decoded in 64-bit mode
+	Inst  x86asm.Inst `json:"-"`     // decoded in 64-bit mode (not serialised: decode Bytes again with Decode)
 	// Before is the state at the stop before the instruction.
 	Before *target.State `json:"before"`
 	// After is the state at the next stop: for syscall, int, sysenter,

@@ -45,7 +45,9 @@ func int80Frame(rip uint64) Memory {
 
 func idtEntry(v int, g []byte) Memory { return Memory{Addr: idtBase + uint64(v)*16, Data: g} }
 
-func tssMem(rsp0 uint64) Memory { return Memory{Addr: tssBase, Data: tssBytes(rsp0, map[int]uint64{1: 0xfffffe0000010000})} }
+func tssMem(rsp0 uint64) Memory {
+	return Memory{Addr: tssBase, Data: tssBytes(rsp0, map[int]uint64{1: 0xfffffe0000010000})}
+}
 
 func TestInt(t *testing.T) {
 	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))

@@ -21,9 +21,10 @@ const (
 
 // Region is a named range of linear addresses.
 type Region struct {
-	Name       string     `json:"name"`
-	Kind       RegionKind `json:"kind"`
-	Start, End uint64     // half-open: Start <= addr < End
+	Name  string     `json:"name"`
+	Kind  RegionKind `json:"kind"`
+	Start uint64     `json:"start"` // first address
+	End   uint64     `json:"end"`   // first address past the region (half-open)
 	// FrameTop is the address just above a pt_regs frame built at the top
 	// of this stack, 0 if none.
 	FrameTop uint64 `json:"frame_top,omitempty"`
@@ -88,8 +89,8 @@ var PtRegsFields = []string{
 	"bx", "bp", "r12", "r13", "r14", "r15",
 }
 
-// PtRegsSize is the size in bytes of a pt_regs frame.
-var PtRegsSize = uint64(8 * len(PtRegsFields))
+// PtRegsSize is the size in bytes of a pt_regs frame: 21 eight-byte slots.
+const PtRegsSize = 8 * 21
 
 // PtRegsSlot names the pt_regs field at addr for a frame ending just below
 // frameTop, e.g. "ax"; ok is false when addr is not an 8-byte slot of the
