@@ -218,7 +218,7 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 			return " — " + label + ": user RSP restored"
 		}
 		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
-			return " — the kernel stack pointer for this CPU"
+			return " — a kernel stack pointer kept in the per-CPU area"
 		}
 	}
 	return ""

@@ -82,7 +82,7 @@ func TestEntrySequence(t *testing.T) {
 	effects = Annotate(mkStep(t, 4, insTopRSP, lstar+12, saved, onStack), c)
 	expectEffects(t, effects,
 		note(KindGS, "loads from gs:0x6018"),
-		note(KindGS, "the kernel stack pointer for this CPU"),
+		note(KindGS, "a kernel stack pointer kept in the per-CPU area"),
 		note(KindStack, "stack switch: user-half stack → kernel-half stack"))
 	if ev := Events(mkStep(t, 4, insTopRSP, lstar+12, saved, onStack), effects, c); !hasEvent(ev, EventStackSwitch) || !hasEvent(ev, EventPerCPU) {
 		t.Errorf("events %v lack stack-switch and percpu", ev)

@@ -23,6 +23,7 @@ func TestMemoryBefore(t *testing.T) {
 		{"ud2 gate", insUD2, kernel, true, []Range{{idtBase + 0x60, 16}, tss}},
 		{"sysenter: the #UD gate in case", insSysenter, user, true, []Range{{idtBase + 0x60, 16}, tss}},
 		{"lcall pointer, GDT, TSS", insLcall, with(user, regs{target.RAX: farPtr}), true, []Range{{farPtr, 10}, {gdtBase, 0x80}, tss}},
+		{"lcall m16:32 through rip", []byte{0xff, 0x1d, 0x10, 0x00, 0x00, 0x00}, user, true, []Range{{userRIP + 6 + 0x10, 6}, {gdtBase, 0x80}, tss}},
 		{"syscall needs nothing", insSyscall, user, true, nil},
 		{"ordinary instruction", insAddRAX, user, true, nil},
 	}
