@@ -1,0 +1,269 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/qemu"
+)
+
+// needQEMU fails the test when QEMU is missing: the bench command depends on
+// it, so its absence is a broken setup, not a reason to pass. Under -short
+// such tests are skipped instead.
+func needQEMU(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU; skipped with -short")
+	}
+	if _, err := exec.LookPath(qemu.BinaryName); err != nil {
+		t.Fatalf("%v; %s", err, qemu.InstallHint)
+	}
+}
+
+// TestRunFixtureTCG boots the teaching kernel for a short bench run and
+// checks that every mechanism and path is reported, measured and parsed.
+// It asserts no timing.
+func TestRunFixtureTCG(t *testing.T) {
+	needQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var progress []Progress
+	rep, err := Run(ctx, Config{
+		Targets: []string{TargetFixture}, Iters: 100, Kernel: kernel.ELF, Accel: "tcg",
+		Progress: func(p Progress) { progress = append(progress, p) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Targets) != 1 || rep.Interrupted {
+		t.Fatalf("%d targets, interrupted %v", len(rep.Targets), rep.Interrupted)
+	}
+	tr := rep.Targets[0]
+	if tr.Error != "" {
+		t.Fatal(tr.Error)
+	}
+	if len(tr.Series) != len(guestSeries) {
+		t.Errorf("%d series, want %d", len(tr.Series), len(guestSeries))
+	}
+	for _, g := range guestSeries {
+		s := tr.Find(g.mech, g.path)
+		switch {
+		case s == nil:
+			t.Errorf("mech=%s path=%s missing", g.mech, g.path)
+		case s.Status != StatusOK || !s.Measured() || s.Stats.N != 100 || len(s.Samples) != 100:
+			t.Errorf("mech=%s path=%s: status %q (%s), %d samples", g.mech, g.path, s.Status, s.Reason, len(s.Samples))
+		case s.GuestMismatch != "":
+			t.Errorf("mech=%s path=%s: %s", g.mech, g.path, s.GuestMismatch)
+		}
+	}
+	if rep.Env.Guest == nil || !rep.Env.Guest.TCG() || !tr.Emulated {
+		t.Errorf("guest CPU %+v, emulated %v: want the TCG signature noticed", rep.Env.Guest, tr.Emulated)
+	}
+	if rep.Env.Accel != "tcg" || rep.Env.GuestCPUModel != qemu.DefaultCPU {
+		t.Errorf("accel %q, cpu %q", rep.Env.Accel, rep.Env.GuestCPUModel)
+	}
+	if last := progress[len(progress)-1]; last.Done != last.Total || last.Total != len(guestSeries) {
+		t.Errorf("last progress %+v, want %d of %d", last, len(guestSeries), len(guestSeries))
+	}
+}
+
+// TestRunFixtureInterrupted cancels the run after the first series and
+// checks that what was measured is kept and the rest is marked.
+func TestRunFixtureInterrupted(t *testing.T) {
+	needQEMU(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rep, err := Run(ctx, Config{
+		Targets: []string{TargetFixture}, Iters: 5000, Kernel: kernel.ELF, Accel: "tcg",
+		Progress: func(p Progress) {
+			if p.Done >= 1 {
+				cancel()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := rep.Targets[0]
+	if !rep.Interrupted || !tr.Interrupted {
+		t.Fatalf("interrupted %v/%v, want true", rep.Interrupted, tr.Interrupted)
+	}
+	if s := tr.Series[0]; !s.Measured() {
+		t.Errorf("first series %s %s not kept: %s", s.Mech, s.Path, s.Reason)
+	}
+	last := tr.Series[len(tr.Series)-1]
+	if last.Status != StatusNotMeasured || !strings.Contains(last.Reason, "interrupted") {
+		t.Errorf("last series: status %q, reason %q", last.Status, last.Reason)
+	}
+}
+
+func TestRunGuestErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  GuestConfig
+		want string
+	}{
+		{"no kernel", GuestConfig{Iters: 10}, "no teaching kernel"},
+		{"too many iterations", GuestConfig{Iters: MaxGuestIters + 1, Kernel: kernel.ELF}, "out of range"},
+		{"zero iterations", GuestConfig{Kernel: kernel.ELF}, "out of range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := RunGuest(context.Background(), tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunConfigErrors(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Targets: []string{"moon"}}, `unknown target "moon"`},
+		{Config{Iters: -1}, "want at least 1"},
+		{Config{Iters: MaxGuestIters + 1}, "at most"},
+	} {
+		if _, err := Run(context.Background(), tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Run(%+v) error %v, want one containing %q", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+// reportFromCapture builds a report from the committed kernel capture,
+// with no QEMU run.
+func reportFromCapture(t *testing.T) *Report {
+	t.Helper()
+	b, err := os.ReadFile(captureFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ParseGuest(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Environment{
+		HostCPU: "Test CPU", HostCPUs: 2, HostKernel: "Linux 6.1", PTI: "on", QEMU: "QEMU emulator version 7.2",
+		Accel: "tcg", AccelNote: "tcg (requested)", KVM: "not usable: test", GuestCPUModel: qemu.DefaultCPU,
+		Guest: out.CPU, TSC: TSCInfo{MHz: 2000, Source: "test"},
+		Mitigations: []Vuln{{"meltdown", "Mitigation: PTI"}, {"mds", "Not affected"}},
+	}
+	tr := &TargetResult{Name: TargetFixture, Title: "Teaching kernel", Emulated: true, Series: fixtureSeries(out, false, "")}
+	tr.Series = append(tr.Series, &Series{Mech: "int80", Path: "getpid", Status: StatusNotMeasured, Reason: "not allowed by this kernel"})
+	return &Report{Version: ReportVersion, Iters: 100, Env: env, Targets: []*TargetResult{tr}}
+}
+
+func TestWriteText(t *testing.T) {
+	rep := reportFromCapture(t)
+	var buf bytes.Buffer
+	if err := WriteText(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	text := buf.String()
+	for _, want := range []string{
+		"Environment", "Mitigation: PTI", "(1 more: Not affected)", "TCGTCGTCGTCG",
+		"EMULATION COST (TCG), NOT HARDWARE", "Breakdown", "log scale",
+		"int80 getpid", "not measured: not allowed by this kernel",
+		"J. Stecklina", "agrees for 15 of 15 series",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text report lacks %q", want)
+		}
+	}
+	for _, g := range guestSeries {
+		if !strings.Contains(text, "\n  "+g.mech+" "+g.path+" ") {
+			t.Errorf("text report has no table row for %s %s", g.mech, g.path)
+		}
+	}
+}
+
+func TestWriteJSONRoundTrip(t *testing.T) {
+	rep := reportFromCapture(t)
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	got, want := back.Targets[0].Find("syscall", "bare"), rep.Targets[0].Find("syscall", "bare")
+	if got == nil || len(got.Samples) != len(want.Samples) || *got.Stats != *want.Stats || *got.Guest != *want.Guest {
+		t.Errorf("syscall bare after a JSON round trip: %+v, want %+v", got, want)
+	}
+}
+
+func TestWriteSVG(t *testing.T) {
+	rep := reportFromCapture(t)
+	var buf bytes.Buffer
+	if err := WriteSVG(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(&buf)
+	labels := map[string]bool{}
+	var inText bool
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			inText = tok.Name.Local == "text"
+		case xml.CharData:
+			if inText {
+				labels[string(tok)] = true
+			}
+		case xml.EndElement:
+			inText = false
+		}
+	}
+	for _, g := range guestSeries {
+		if !labels[g.mech+" "+g.path] {
+			t.Errorf("SVG has no row labelled %q", g.mech+" "+g.path)
+		}
+	}
+}
+
+func TestScale(t *testing.T) {
+	lin := newScale(10, 100, 50)
+	log := newScale(10, 100000, 40)
+	for _, tt := range []struct {
+		s    scale
+		v    int64
+		want int
+	}{
+		{lin, 0, 0}, {lin, 50, 25}, {lin, 100, 50}, {lin, 1000, 50},
+		{log, 10, 0}, {log, 100, 10}, {log, 100000, 40}, {log, -5, 0},
+	} {
+		if got := tt.s.pos(tt.v); got != tt.want {
+			t.Errorf("%s scale pos(%d) = %d, want %d", tt.s.kind(), tt.v, got, tt.want)
+		}
+	}
+}
+
+func BenchmarkSummarize2000(b *testing.B) {
+	in := make([]int64, 2000)
+	for i := range in {
+		in[i] = int64(i*7919%2000) + 60
+	}
+	for b.Loop() {
+		if _, err := Summarize(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
