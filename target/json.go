@@ -64,3 +64,91 @@ func ParseHex(s string) (uint64, error) {
 	}
 	return v, nil
 }
+
+// Hex is a uint64 written in JSON as a "0x..." string, exact in every
+// reader (JSON numbers are doubles in many of them).
+type Hex uint64
+
+// MarshalJSON writes h as a hex string.
+func (h Hex) MarshalJSON() ([]byte, error) {
+	return []byte(`"0x` + strconv.FormatUint(uint64(h), 16) + `"`), nil
+}
+
+// UnmarshalJSON reads a hex string.
+func (h *Hex) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a hex string: %w", err)
+	}
+	v, err := ParseHex(s)
+	if err != nil {
+		return err
+	}
+	*h = Hex(v)
+	return nil
+}
+
+// segmentJSON is Segment as trace files store it: every number in hex.
+type segmentJSON struct {
+	Selector Hex `json:"selector"`
+	Base     Hex `json:"base"`
+	Limit    Hex `json:"limit"`
+	Attr     Hex `json:"attr"`
+}
+
+// MarshalJSON writes a segment cache with hex numbers.
+func (s Segment) MarshalJSON() ([]byte, error) {
+	return json.Marshal(segmentJSON{Hex(s.Selector), Hex(s.Base), Hex(s.Limit), Hex(s.Attr)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *Segment) UnmarshalJSON(b []byte) error {
+	var j segmentJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("segment: %w", err)
+	}
+	if j.Selector > 0xffff || j.Limit > 0xffffffff || j.Attr > 0xffffffff {
+		return fmt.Errorf("segment: selector, limit or attributes out of range")
+	}
+	*s = Segment{uint16(j.Selector), uint64(j.Base), uint32(j.Limit), uint32(j.Attr)}
+	return nil
+}
+
+// sysRegsJSON is SysRegs as trace files store it.
+type sysRegsJSON struct {
+	CPL      int                `json:"cpl"`
+	Segments map[string]Segment `json:"segments"`
+	GDTBase  Hex                `json:"gdt_base"`
+	GDTLimit Hex                `json:"gdt_limit"`
+	IDTBase  Hex                `json:"idt_base"`
+	IDTLimit Hex                `json:"idt_limit"`
+	EFER     Hex                `json:"efer"`
+	DR       [8]Hex             `json:"dr"`
+}
+
+// MarshalJSON writes the system registers with hex numbers.
+func (s SysRegs) MarshalJSON() ([]byte, error) {
+	j := sysRegsJSON{CPL: s.CPL, Segments: s.Segments, GDTBase: Hex(s.GDTBase), GDTLimit: Hex(s.GDTLimit),
+		IDTBase: Hex(s.IDTBase), IDTLimit: Hex(s.IDTLimit), EFER: Hex(s.EFER)}
+	for i, v := range s.DR {
+		j.DR[i] = Hex(v)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *SysRegs) UnmarshalJSON(b []byte) error {
+	var j sysRegsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("system registers: %w", err)
+	}
+	if j.GDTLimit > 0xffffffff || j.IDTLimit > 0xffffffff {
+		return fmt.Errorf("system registers: descriptor-table limit out of range")
+	}
+	*s = SysRegs{CPL: j.CPL, Segments: j.Segments, GDTBase: uint64(j.GDTBase), GDTLimit: uint32(j.GDTLimit),
+		IDTBase: uint64(j.IDTBase), IDTLimit: uint32(j.IDTLimit), EFER: uint64(j.EFER)}
+	for i, v := range j.DR {
+		s.DR[i] = uint64(v)
+	}
+	return nil
+}

@@ -9,10 +9,10 @@ import (
 // Segment is one segment register's hidden descriptor cache as `monitor info
 // registers` prints it: selector, base, limit and the attribute word.
 type Segment struct {
-	Selector uint16 `json:"selector"`
-	Base     uint64 `json:"base"`
-	Limit    uint32 `json:"limit"`
-	Attr     uint32 `json:"attr"` // descriptor bits 8..23 as QEMU keeps them (type, S, DPL, P, L, D/B, G)
+	Selector uint16
+	Base     uint64
+	Limit    uint32
+	Attr     uint32 // descriptor bits 8..23 as QEMU keeps them (type, S, DPL, P, L, D/B, G)
 }
 
 // DPL returns the descriptor privilege level from the cached attributes.
@@ -22,14 +22,14 @@ func (s Segment) DPL() int { return int(s.Attr>>13) & 3 }
 // but `monitor info registers` prints: the CPL, the segment caches, TR, the
 // descriptor-table registers and the debug registers.
 type SysRegs struct {
-	CPL      int                `json:"cpl"`
-	Segments map[string]Segment `json:"segments"` // "ES", "CS", "SS", "DS", "FS", "GS", "LDT", "TR"
-	GDTBase  uint64             `json:"gdt_base"`
-	GDTLimit uint32             `json:"gdt_limit"`
-	IDTBase  uint64             `json:"idt_base"`
-	IDTLimit uint32             `json:"idt_limit"`
-	EFER     uint64             `json:"efer"`
-	DR       [8]uint64          `json:"dr"` // DR0..DR3, DR6 and DR7 (DR4/DR5 stay zero)
+	CPL      int
+	Segments map[string]Segment // "ES", "CS", "SS", "DS", "FS", "GS", "LDT", "TR"
+	GDTBase  uint64
+	GDTLimit uint32
+	IDTBase  uint64
+	IDTLimit uint32
+	EFER     uint64
+	DR       [8]uint64 // DR0..DR3, DR6 and DR7 (DR4/DR5 stay zero)
 }
 
 // TR returns the task register's cache: the TSS selector, base and limit.

@@ -18,8 +18,12 @@ func Disasm(inst x86asm.Inst, code []byte, pc uint64, symname x86asm.SymLookup, 
 	wide := inst.Prefix[0]&x86asm.PrefixREXW != 0 || hasREXW(inst)
 	if syn == ATT {
 		s := strings.TrimPrefix(annotate.Mnemonic(inst, code, pc, symname), "rex.W ")
-		if wide && inst.Op == x86asm.SYSEXIT && s == "sysexit" {
+		switch {
+		case wide && inst.Op == x86asm.SYSEXIT:
 			s = "sysexitq"
+		case !wide && inst.Op == x86asm.SYSRET:
+			// Without REX.W, sysret returns to 32-bit code.
+			s = "sysretl"
 		}
 		return s
 	}

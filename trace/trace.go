@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -97,28 +96,8 @@ func (t *Trace) After(i int) *target.State {
 	return t.Final
 }
 
-// Hex is a uint64 written in JSON as a "0x..." string, exact in every
-// reader.
-type Hex uint64
-
-// MarshalJSON writes h as a hex string.
-func (h Hex) MarshalJSON() ([]byte, error) {
-	return []byte(`"0x` + strconv.FormatUint(uint64(h), 16) + `"`), nil
-}
-
-// UnmarshalJSON reads a hex string.
-func (h *Hex) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a hex string: %w", err)
-	}
-	v, err := target.ParseHex(s)
-	if err != nil {
-		return err
-	}
-	*h = Hex(v)
-	return nil
-}
+// Hex is a uint64 written in JSON as a "0x..." string.
+type Hex = target.Hex
 
 // Bytes are instruction bytes, written in JSON as a hex string.
 type Bytes []byte

@@ -1,0 +1,247 @@
+package trace
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+)
+
+// The trace in testdata was recorded from the teaching kernel with
+// `sctrace run --trace -m int80 --format json --out trace/testdata/int80.json`.
+func readTestTrace(t *testing.T) *Trace {
+	t.Helper()
+	f, err := os.Open("testdata/int80.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr, err := Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func TestReadRecorded(t *testing.T) {
+	tr := readTestTrace(t)
+	if tr.Header.Mechanism != "int80" || len(tr.Steps) < 20 || tr.Final == nil {
+		t.Fatalf("header %+v, %d steps, final %v", tr.Header, len(tr.Steps), tr.Final)
+	}
+	first := tr.Steps[0]
+	if first.Symbol != "user_int80_insn" || first.ATT != "int $0x80" || first.CPL != 3 {
+		t.Errorf("step 0 = %s %q CPL %d", first.Symbol, first.ATT, first.CPL)
+	}
+	if tr.After(0).CPL() != 0 || tr.After(len(tr.Steps)-1) != tr.Final {
+		t.Error("After does not follow the steps to the final state")
+	}
+	if tr.Header.Sys == nil || tr.Header.Sys.TR().Selector != 0x40 {
+		t.Errorf("system registers not kept: %+v", tr.Header.Sys)
+	}
+}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	tr := readTestTrace(t)
+	var a bytes.Buffer
+	if err := tr.Write(&a); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(bytes.NewReader(a.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := back.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("write → read → write changed the trace")
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	good, err := os.ReadFile("testdata/int80.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, in, want string
+		notTrace       bool
+	}{
+		{"empty", "", "empty or cut short", true},
+		{"truncated", string(good[:len(good)/2]), "cut short", true},
+		{"not JSON", "hello", "syntax error", true},
+		{"foreign JSON", `{"name":"x"}`, `format is ""`, true},
+		{"newer version", strings.Replace(string(good), `"version": 1`, `"version": 99`, 1), "trace version 99", false},
+		{"bad index", strings.Replace(string(good), `"i": 1,`, `"i": 7,`, 1), "step 1 has index 7", false},
+		{"bad register", strings.Replace(string(good), `"rax"`, `"xmm9"`, 1), "unknown register", true},
+		{"bad hex", strings.Replace(string(good), `"rip": "0x`, `"rip": "zz`, 1), "not a 0x-prefixed", true},
+		{"bad bytes", strings.Replace(string(good), `"bytes": "cd80"`, `"bytes": "c"`, 1), "bytes", true},
+		{"no bytes", strings.Replace(string(good), `"bytes": "cd80"`, `"bytes": ""`, 1), "0 instruction bytes", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Read(strings.NewReader(tt.in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Read = %v, want error containing %q", err, tt.want)
+			}
+			if tt.notTrace != errors.Is(err, ErrNotTrace) {
+				t.Errorf("errors.Is(err, ErrNotTrace) = %v, want %v (%v)", !tt.notTrace, tt.notTrace, err)
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	sum := Summarize(readTestTrace(t))
+	if sum.SwapGS != 2 || sum.CR3Writes != 2 || len(sum.Findings) != 0 {
+		t.Errorf("summary %+v", sum)
+	}
+	want := "user stack,entry stack,kernel stack,entry stack,user stack"
+	if got := strings.Join(sum.Stacks, ","); got != want {
+		t.Errorf("stacks %s, want %s", got, want)
+	}
+	if sum.Kernel != sum.Instructions-1 {
+		t.Errorf("%d of %d instructions in the kernel, want all but the int", sum.Kernel, sum.Instructions)
+	}
+}
+
+func TestSummarizeFinding(t *testing.T) {
+	tr := readTestTrace(t)
+	tr.Steps[3].Effects = append(tr.Steps[3].Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
+	sum := Summarize(tr)
+	if len(sum.Findings) != 1 || !strings.Contains(sum.Findings[0], "step 3") {
+		t.Errorf("findings %v", sum.Findings)
+	}
+	var out bytes.Buffer
+	if err := WriteText(&out, tr, ATT); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), " !! check") || !strings.Contains(out.String(), "findings: 1") {
+		t.Error("text output does not flag the finding")
+	}
+}
+
+func TestWriteText(t *testing.T) {
+	tr := readTestTrace(t)
+	for _, syn := range []Syntax{ATT, Intel} {
+		var out bytes.Buffer
+		if err := WriteText(&out, tr, syn); err != nil {
+			t.Fatal(err)
+		}
+		s := out.String()
+		for _, want := range []string{"mechanism int80", "user_int80_insn", "entry_INT80", "swapgs", "iretq", "Summary", "findings: none"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("syntax %d: output lacks %q", syn, want)
+			}
+		}
+		for i, line := range strings.Split(s, "\n") {
+			if n := len([]rune(line)); n > 100 {
+				t.Errorf("line %d is %d columns: %q", i+1, n, line)
+			}
+		}
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var out bytes.Buffer
+	if err := WriteMarkdown(&out, readTestTrace(t), Intel); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	for _, want := range []string{"# sctrace: int80 round trip", "| # | CPL |", "`int 0x80`", "## Summary"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}
+
+func TestDisasm(t *testing.T) {
+	tests := []struct {
+		code       []byte
+		att, intel string
+	}{
+		{[]byte{0x48, 0x0f, 0x07}, "sysretq", "sysretq"},
+		{[]byte{0x0f, 0x07}, "sysretl", "sysret"},
+		{[]byte{0x48, 0x0f, 0x35}, "sysexitq", "sysexitq"},
+		{[]byte{0x48, 0xcb}, "lretq", "retfq"},
+		{[]byte{0x48, 0xcf}, "iretq", "iretq"},
+		{[]byte{0x0f, 0x01, 0xf8}, "swapgs", "swapgs"},
+		{[]byte{0x0f, 0x01, 0xca}, "clac", "clac"},
+		{[]byte{0xcd, 0x80}, "int $0x80", "int 0x80"},
+	}
+	for _, tt := range tests {
+		inst, _, err := annotate.Decode(tt.code)
+		if err != nil {
+			t.Errorf("% x: %v", tt.code, err)
+			continue
+		}
+		if got := Disasm(inst, tt.code, 0, nil, ATT); got != tt.att {
+			t.Errorf("% x AT&T = %q, want %q", tt.code, got, tt.att)
+		}
+		if got := Disasm(inst, tt.code, 0, nil, Intel); got != tt.intel {
+			t.Errorf("% x Intel = %q, want %q", tt.code, got, tt.intel)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		code []byte
+		ud2  bool
+		want Mechanism
+	}{
+		{[]byte{0x0f, 0x05}, false, Syscall},
+		{[]byte{0xcd, 0x80}, false, Int80},
+		{[]byte{0x0f, 0x34}, false, Sysenter},
+		{[]byte{0x48, 0xff, 0x1c, 0x25, 0, 0, 0x40, 0}, false, CallGate},
+		{[]byte{0x0f, 0x0b}, true, UD2},
+		{[]byte{0x0f, 0x0b}, false, ""},
+		{[]byte{0x90}, true, ""},
+	}
+	for _, tt := range tests {
+		inst, err := x86asm.Decode(tt.code, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Classify(inst, tt.ud2); got != tt.want {
+			t.Errorf("Classify(% x, %v) = %q, want %q", tt.code, tt.ud2, got, tt.want)
+		}
+	}
+}
+
+func TestParseMechanism(t *testing.T) {
+	for _, m := range Mechanisms {
+		if got, err := ParseMechanism(string(m)); err != nil || got != m {
+			t.Errorf("ParseMechanism(%q) = %q, %v", m, got, err)
+		}
+	}
+	if _, err := ParseMechanism("syscal"); err == nil || !strings.Contains(err.Error(), "want syscall") {
+		t.Errorf("ParseMechanism(syscal) = %v", err)
+	}
+}
+
+func TestBackInUser(t *testing.T) {
+	user, kernel := &target.State{}, &target.State{}
+	user.Set(target.CS, 0x33)
+	kernel.Set(target.CS, 0x10)
+	until := BackInUser()
+	if why := until(&Step{Index: 0, CPL: 3}, kernel); why != "" {
+		t.Errorf("stopped on entering the kernel: %q", why)
+	}
+	if why := until(&Step{Index: 1, CPL: 0}, kernel); why != "" {
+		t.Errorf("stopped in the kernel: %q", why)
+	}
+	if why := until(&Step{Index: 2, CPL: 0}, user); why != StopUser {
+		t.Errorf("back in user: %q, want %q", why, StopUser)
+	}
+	if why := BackInUser()(&Step{Index: 0, CPL: 3}, user); why != StopOnce {
+		t.Errorf("a user instruction that stays in user mode: %q, want %q", why, StopOnce)
+	}
+}
