@@ -218,6 +218,11 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 			return " — " + label + ": user RSP restored"
 		}
 		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
+			if e := a.k.Entry; e != nil && e.Mechanism == "syscall" && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
+				// After syscall the entry code builds pt_regs from the
+				// top of the stack it just loaded, as Linux does.
+				learnFact(&a.k.FrameTop, Fact{Value: rsp, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "stack top loaded by the syscall entry code"})
+			}
 			return " — a kernel stack pointer kept in the per-CPU area"
 		}
 	}

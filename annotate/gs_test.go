@@ -88,6 +88,13 @@ func TestEntrySequence(t *testing.T) {
 		t.Errorf("events %v lack stack-switch and percpu", ev)
 	}
 
+	if f := c.Knowledge.FrameTop; f == nil || f.Value != kstackTop {
+		t.Errorf("FrameTop = %+v, want the loaded stack top", f)
+	}
+	pushed := with(onStack, regs{target.RSP: kstackTop - 8, target.RIP: lstar + 23})
+	effects = Annotate(mkStep(t, 5, insPush2b, lstar+21, onStack, pushed), c)
+	expectEffects(t, effects, note(KindStack, "(pt_regs->ss)"))
+
 	back := with(onStack, regs{target.RSP: userRSP})
 	effects = Annotate(mkStep(t, 5, insLoadRSP, lstar+0x80, onStack, back), c)
 	expectEffects(t, effects, note(KindGS, "user RSP restored"))
