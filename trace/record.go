@@ -90,9 +90,9 @@ type Recorder struct {
 	trace  *Trace
 	cur    *target.State
 	tables *target.SysRegs // GDTR, IDTR and TR, attached to every state
-	depth int
-	start time.Time
-	busy  time.Duration
+	depth  int
+	start  time.Time
+	busy   time.Duration
 }
 
 // NewRecorder prepares a recorder; Init must be called before stepping.

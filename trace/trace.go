@@ -50,7 +50,7 @@ type Header struct {
 	MSRs []annotate.MSR `json:"msrs,omitempty"`
 	// Stop says why the recording ended.
 	Stop     string  `json:"stop,omitempty"`
-	Seconds  float64 `json:"seconds,omitempty"`  // time spent recording
+	Seconds  float64 `json:"seconds,omitempty"`   // time spent recording
 	StepRate float64 `json:"step_rate,omitempty"` // instructions per second while recording
 }
 
@@ -64,14 +64,14 @@ type Step struct {
 	Intel  string `json:"intel"`
 	ATT    string `json:"att"`
 	// Regs is the CPU state before the instruction.
-	Regs    *target.State      `json:"regs"`
-	Changed []Change           `json:"changed,omitempty"`
-	Effects []annotate.Effect  `json:"effects,omitempty"`
-	Events  []annotate.Event   `json:"events,omitempty"`
-	Mem     []annotate.Memory  `json:"mem,omitempty"`
-	Stack   []Hex              `json:"stack,omitempty"` // words at RSP before the instruction, when recorded
-	Over    *Over              `json:"over,omitempty"`  // set when a call was stepped over
-	Extra   map[string]string  `json:"extra,omitempty"`
+	Regs    *target.State     `json:"regs"`
+	Changed []Change          `json:"changed,omitempty"`
+	Effects []annotate.Effect `json:"effects,omitempty"`
+	Events  []annotate.Event  `json:"events,omitempty"`
+	Mem     []annotate.Memory `json:"mem,omitempty"`
+	Stack   []Hex             `json:"stack,omitempty"` // words at RSP before the instruction, when recorded
+	Over    *Over             `json:"over,omitempty"`  // set when a call was stepped over
+	Extra   map[string]string `json:"extra,omitempty"`
 }
 
 // Over describes a call that was stepped over rather than into.
