@@ -40,6 +40,10 @@ type Environment struct {
 	GuestCPUModel string    `json:"guest_cpu_model"`
 	QEMUCommand   string    `json:"qemu_command,omitempty"`
 	Guest         *GuestCPU `json:"guest_cpu,omitempty"`
+	// GuestTSCGranularity is the greatest common divisor of the guest's
+	// raw timings (sample plus baseline); equal to TSC.Granularity when
+	// the guest reads the host's counter.
+	GuestTSCGranularity int64 `json:"guest_tsc_granularity_ticks,omitempty"`
 }
 
 // Vuln is one file of /sys/devices/system/cpu/vulnerabilities.

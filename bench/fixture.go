@@ -84,6 +84,7 @@ func runFixture(ctx context.Context, cfg Config, env *Environment) *TargetResult
 		out = run.Output
 	}
 	tr.Series = fixtureSeries(out, tr.Interrupted, tr.Error)
+	env.GuestTSCGranularity = rawGranularity(tr.Series)
 	tr.Title += " (" + env.Accel + ")"
 	tr.Notes = fixtureNotes(env, cfg.Iters)
 	tr.Emulated = env.Guest != nil && env.Guest.TCG() || env.Guest == nil && env.Accel == "tcg"
@@ -168,7 +169,7 @@ func fixtureNotes(env *Environment, iters int) []string {
 		notes = append(notes, fmt.Sprintf("The guest sees hypervisor signature %q (CPUID 0x40000000): hardware-assisted virtualization, so exits to the hypervisor (sysenter on an AMD host, for one) are part of the cost.", env.Guest.Hypervisor))
 	}
 	if env.TSC.MHz > 0 {
-		notes = append(notes, fmt.Sprintf("ns assume the guest TSC runs at the host's %.1f MHz: TCG's rdtsc returns the host TSC, and KVM keeps the host rate unless told otherwise.", env.TSC.MHz))
+		notes = append(notes, fmt.Sprintf("ns assume the guest TSC runs at the host's %.1f MHz: QEMU's TCG (without -icount) answers rdtsc from the host's TSC plus an offset, and KVM keeps the host rate unless told otherwise.", env.TSC.MHz))
 	}
 	return notes
 }
@@ -178,4 +179,28 @@ func guestTimer(env *Environment) string {
 		return "lfence;rdtsc (no RDTSCP in the guest CPU)"
 	}
 	return "rdtscp;lfence"
+}
+
+// rawGranularity returns the greatest common divisor of every raw timing
+// (sample plus the baseline subtracted from it) of the series.
+func rawGranularity(list []*Series) int64 {
+	var g int64
+	for _, s := range list {
+		if s.Guest == nil {
+			continue
+		}
+		g = gcdInt(g, s.Baseline)
+		for _, v := range s.Samples {
+			g = gcdInt(g, v+s.Baseline)
+		}
+	}
+	return g
+}
+
+func gcdInt(a, b int64) int64 {
+	a, b = abs(a), abs(b)
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }

@@ -170,11 +170,3 @@ func calibrateTSC(d time.Duration) (mhz float64, source string) {
 	mhz = float64(c1-c0) / float64(el.Nanoseconds()) * 1000
 	return mhz, fmt.Sprintf("calibrated against CLOCK_MONOTONIC over %v", el.Round(time.Millisecond))
 }
-
-func gcdInt(a, b int64) int64 {
-	a, b = abs(a), abs(b)
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
-}

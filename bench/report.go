@@ -109,6 +109,13 @@ func writeEnv(tw *textWriter, e *Environment) {
 	if t.Granularity > 1 {
 		kv("", fmt.Sprintf("every TSC difference seen was a multiple of %d ticks", t.Granularity))
 	}
+	if g := e.GuestTSCGranularity; g > 1 {
+		s := fmt.Sprintf("every guest TSC difference was a multiple of %d ticks", g)
+		if g == t.Granularity {
+			s += ", as on the host: the guest reads the host's counter"
+		}
+		kv("", s)
+	}
 	kv("QEMU", e.QEMU)
 	if e.Accel != "" {
 		kv("accelerator", e.AccelNote)
