@@ -176,7 +176,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, t := range targets {
 		if ctx.Err() != nil {
 			rep.Interrupted = true
-			break
+			rep.Targets = append(rep.Targets, &TargetResult{Name: t, Title: t, Interrupted: true, Error: "not run: interrupted"})
+			continue
 		}
 		var tr *TargetResult
 		switch t {
@@ -193,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Interrupted = true
 		}
 	}
-	if len(errs) == len(targets) {
+	if len(errs) == len(targets) && !rep.Interrupted {
 		return rep, errors.Join(errs...)
 	}
 	return rep, nil
