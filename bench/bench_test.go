@@ -248,7 +248,8 @@ func TestScale(t *testing.T) {
 		want int
 	}{
 		{lin, 0, 0}, {lin, 50, 25}, {lin, 100, 50}, {lin, 1000, 50},
-		{log, 10, 0}, {log, 100, 10}, {log, 100000, 40}, {log, -5, 0},
+		// The log scale starts a decade below half the smallest value: 1..100000.
+		{log, 1, 0}, {log, 10, 8}, {log, 100, 16}, {log, 100000, 40}, {log, -5, 0},
 	} {
 		if got := tt.s.pos(tt.v); got != tt.want {
 			t.Errorf("%s scale pos(%d) = %d, want %d", tt.s.kind(), tt.v, got, tt.want)

@@ -162,7 +162,7 @@ func fixtureNotes(env *Environment, iters int) []string {
 	}
 	switch {
 	case env.Guest != nil && env.Guest.TCG():
-		notes = append(notes, "The guest sees hypervisor signature TCGTCGTCGTCG (CPUID 0x40000000): these numbers are the cost of QEMU emulating each instruction, not hardware cost. The ranking is not the hardware's either: TCG flushes its translated-code TLB on every CR3 write, so the full paths are dominated by the CR3 switch.")
+		notes = append(notes, "The guest sees hypervisor signature TCGTCGTCGTCG (CPUID 0x40000000): these numbers are the cost of QEMU emulating each instruction, not hardware cost. The ranking is not the hardware's either: TCG flushes its software TLB on every CR3 write (the breakdown shows it), so the full paths are dominated by the CR3 switch.")
 	case env.Guest != nil && env.Guest.Hypervisor == "none":
 		notes = append(notes, "The guest sees no hypervisor signature.")
 	case env.Guest != nil:

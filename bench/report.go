@@ -353,7 +353,9 @@ func newScale(lo, hi int64, width int) scale {
 	s := scale{lo: 0, hi: float64(hi), width: width}
 	if float64(hi)/float64(max(lo, 1)) > 30 {
 		s.log = true
-		s.lo = math.Pow(10, math.Floor(math.Log10(float64(max(lo, 1)))))
+		// A decade below half the smallest value, so that it still gets
+		// a visible bar.
+		s.lo = math.Pow(10, math.Floor(math.Log10(math.Max(float64(lo)/2, 1))))
 		s.hi = math.Pow(10, math.Ceil(math.Log10(float64(hi))))
 	}
 	return s
