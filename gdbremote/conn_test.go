@@ -935,3 +935,24 @@ func TestDialSkipsEarlyStopReply(t *testing.T) {
 		t.Errorf("Dial when qSupported gets only a stop reply: %v, want ErrTimeout", err)
 	}
 }
+
+// BenchmarkStepReadRegistersFake measures the client's own cost per step
+// and register read, against the in-process fake stub.
+func BenchmarkStepReadRegistersFake(b *testing.B) {
+	s := gdbstubtest.New(b)
+	c, err := gdbremote.Dial(context.Background(), s.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Step(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.ReadRegisters(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

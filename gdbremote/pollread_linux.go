@@ -23,6 +23,16 @@ type pollReader struct {
 	rc       syscall.RawConn
 	closed   *atomic.Bool
 	deadline atomic.Int64 // Unix nanoseconds; 0 means none
+
+	// State of the Read in progress, kept here so that a Read allocates
+	// nothing: wait is bound once, buf/n/err carry its arguments and
+	// results, pfd and ts are ppoll's.
+	wait func(fd uintptr) bool
+	buf  []byte
+	n    int
+	err  error
+	pfd  pollFd
+	ts   syscall.Timespec
 }
 
 // newPollReader returns a pollReader for nc, or nil if nc has no file
@@ -36,7 +46,9 @@ func newPollReader(nc net.Conn, closed *atomic.Bool) *pollReader {
 	if err != nil {
 		return nil
 	}
-	return &pollReader{rc: rc, closed: closed}
+	r := &pollReader{rc: rc, closed: closed}
+	r.wait = r.readOrWait
+	return r
 }
 
 func (r *pollReader) setDeadline(t time.Time) {
@@ -59,36 +71,10 @@ func (r *pollReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var err error
-	rerr := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), p)
-			switch err {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-			default:
-				return true
-			}
-			if r.closed.Load() {
-				err = net.ErrClosed
-				return true
-			}
-			wait := pollSlice
-			if dl := r.deadline.Load(); dl != 0 {
-				left := time.Duration(dl - time.Now().UnixNano())
-				if left <= 0 {
-					err = os.ErrDeadlineExceeded
-					return true
-				}
-				wait = min(wait, left)
-			}
-			pfd := pollFd{fd: int32(fd), events: pollIn}
-			ts := syscall.NsecToTimespec(int64(wait))
-			syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
-		}
-	})
+	r.buf, r.n, r.err = p, 0, nil
+	rerr := r.rc.Read(r.wait)
+	n, err := r.n, r.err
+	r.buf = nil
 	switch {
 	case rerr != nil:
 		return 0, rerr
@@ -98,4 +84,40 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readOrWait reads into r.buf, waiting in ppoll while there is nothing to
+// read, in slices of at most pollSlice, until data comes, the deadline
+// passes or the Conn is closed. It always reports that it is done.
+func (r *pollReader) readOrWait(fd uintptr) bool {
+	for {
+		n, err := syscall.Read(int(fd), r.buf)
+		switch err {
+		case nil:
+			r.n = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+		default:
+			r.err = err
+			return true
+		}
+		if r.closed.Load() {
+			r.err = net.ErrClosed
+			return true
+		}
+		wait := pollSlice
+		if dl := r.deadline.Load(); dl != 0 {
+			left := time.Duration(dl - time.Now().UnixNano())
+			if left <= 0 {
+				r.err = os.ErrDeadlineExceeded
+				return true
+			}
+			wait = min(wait, left)
+		}
+		r.pfd = pollFd{fd: int32(fd), events: pollIn}
+		r.ts = syscall.NsecToTimespec(int64(wait))
+		syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&r.pfd)), 1, uintptr(unsafe.Pointer(&r.ts)), 0, 0, 0)
+	}
 }
