@@ -41,6 +41,10 @@ type Step struct {
 	// Mem is the memory the recorder read because MemoryBefore or
 	// MemoryAfter asked for it. A range it could not read is left out.
 	Mem []Memory `json:"mem,omitempty"`
+	// Over is set when the instruction was a call that the recorder ran to
+	// its return as one step (stepping over it) rather than single-stepping
+	// into it: After is the state back at the next instruction.
+	Over bool `json:"over,omitempty"`
 }
 
 // Memory is one range of guest memory (linear addresses) read by the recorder.
@@ -233,6 +237,12 @@ func (a *annotator) expect(k Kind, r target.Reg, want uint64, what, rule string)
 
 func (a *annotator) run() {
 	a.learnFromStub()
+	if a.s.Over {
+		a.overCall()
+		a.registers()
+		a.k.remember(a)
+		return
+	}
 	handled := a.family()
 	if !handled {
 		a.exceptionCheck()

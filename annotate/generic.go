@@ -78,6 +78,31 @@ func (a *annotator) branch() {
 	}
 }
 
+// overCall explains a call the recorder stepped over: it must come back to
+// the next instruction with the stack pointer where it was.
+func (a *annotator) overCall() {
+	a.explained(target.RIP, target.RSP)
+	callee := "its target"
+	if tgt, ok := a.branchTarget(); ok {
+		callee = a.sym(tgt)
+	}
+	rip, ok := a.a.Get(target.RIP)
+	if !ok {
+		return
+	}
+	if a.hasNext && rip != a.next {
+		a.add(KindControl, Finding, "the call to %s was stepped over but stopped at %s, not at the return address %s", callee, a.sym(rip), a.sym(a.next))
+		return
+	}
+	before, bok := a.b.Get(target.RSP)
+	after, aok := a.a.Get(target.RSP)
+	if bok && aok && before != after {
+		a.add(KindStack, Finding, "the call to %s returned with rsp %#x, not %#x as before the call", callee, after, before)
+		return
+	}
+	a.note(KindControl, "call %s ran to its return (stepped over, not traced)", callee)
+}
+
 // via says how an indirect branch found its target.
 func (a *annotator) via() string {
 	switch src := a.s.Inst.Args[0].(type) {

@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -84,5 +85,47 @@ func TestDecode(t *testing.T) {
 	}
 	if _, _, err := Decode([]byte{0x0f}); err == nil {
 		t.Error("Decode of a truncated instruction succeeded")
+	}
+}
+
+func TestOverCall(t *testing.T) {
+	// e8 rel32: call 0x...; stepped over, so After is at the next instruction.
+	code := []byte{0xe8, 0xfb, 0x00, 0x00, 0x00}
+	const pc = 0xffffffff81c00100
+	mk := func(rip, rsp uint64) *target.State {
+		var s target.State
+		s.Set(target.RIP, rip)
+		s.Set(target.RSP, rsp)
+		s.Set(target.CS, 0x10)
+		return &s
+	}
+	tests := []struct {
+		name      string
+		after     *target.State
+		want      string
+		wantFinds bool
+	}{
+		{"returned", mk(pc+5, 0xffffc90000003f58), "ran to its return (stepped over", false},
+		{"stopped elsewhere", mk(pc+0x40, 0xffffc90000003f58), "not at the return address", true},
+		{"stack moved", mk(pc+5, 0xffffc90000003f50), "returned with rsp", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst, n, err := Decode(code)
+			if err != nil || n != 5 {
+				t.Fatal(err)
+			}
+			effs := Annotate(Step{Addr: pc, Bytes: code, Inst: inst, Before: mk(pc, 0xffffc90000003f58), After: tt.after, Over: true}, &Context{Knowledge: NewKnowledge()})
+			found, text := false, ""
+			for _, e := range effs {
+				text += e.Text + "\n"
+				if e.Verdict == Finding {
+					found = true
+				}
+			}
+			if !strings.Contains(text, tt.want) || found != tt.wantFinds {
+				t.Errorf("effects:\n%s want %q, finding %v", text, tt.want, tt.wantFinds)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package target
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -150,5 +151,25 @@ func (s *SysRegs) UnmarshalJSON(b []byte) error {
 	for i, v := range j.DR {
 		s.DR[i] = uint64(v)
 	}
+	return nil
+}
+
+// HexBytes are bytes written in JSON as a hex string ("0f05").
+type HexBytes []byte
+
+// MarshalJSON writes b as a hex string.
+func (b HexBytes) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(b)) }
+
+// UnmarshalJSON reads a hex string.
+func (b *HexBytes) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("want a hex string of bytes: %w", err)
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("bytes %q: %w", s, err)
+	}
+	*b = v
 	return nil
 }

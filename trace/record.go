@@ -274,11 +274,8 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		}
 		s.Changed = append(s.Changed, Change{Reg: reg.String(), Old: Hex(before.Val(reg)), New: Hex(after.Val(reg))})
 	}
-	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: code, Inst: inst, Before: before, After: after, Mem: mem}
+	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
 	s.Effects = annotate.Annotate(as, r.Ctx)
-	if s.Over != nil {
-		s.Effects = append([]annotate.Effect{{Kind: "control", Text: "stepped over the call to " + s.Over.Target + " (not traced)"}}, s.Effects...)
-	}
 	s.Events = annotate.Events(as, s.Effects, r.Ctx)
 
 	switch {

@@ -5,7 +5,6 @@
 package trace
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,24 +99,7 @@ func (t *Trace) After(i int) *target.State {
 type Hex = target.Hex
 
 // Bytes are instruction bytes, written in JSON as a hex string.
-type Bytes []byte
-
-// MarshalJSON writes b as a hex string.
-func (b Bytes) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(b)) }
-
-// UnmarshalJSON reads a hex string.
-func (b *Bytes) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("want a hex string of bytes: %w", err)
-	}
-	v, err := hex.DecodeString(s)
-	if err != nil {
-		return fmt.Errorf("bytes %q: %w", s, err)
-	}
-	*b = v
-	return nil
-}
+type Bytes = target.HexBytes
 
 // Write saves t as indented JSON.
 func (t *Trace) Write(w io.Writer) error {
