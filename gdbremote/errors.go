@@ -27,6 +27,8 @@ type StubError struct {
 	Request string // the request the stub rejected
 }
 
+// Error names the code and the request, and says "address not mapped" for
+// memory accesses the stub could not translate.
 func (e *StubError) Error() string {
 	msg := "stub error E" + hex2(e.Code) + " for " + strconv.Quote(shorten(e.Request))
 	if e.NotMapped() {
@@ -47,6 +49,7 @@ type UnsupportedError struct {
 	Request string
 }
 
+// Error names the unsupported request.
 func (e *UnsupportedError) Error() string {
 	return "stub does not support " + strconv.Quote(shorten(e.Request)) + " (empty reply)"
 }
@@ -60,6 +63,7 @@ type MalformedError struct {
 	Reason  string // what is wrong with it
 }
 
+// Error says what is wrong with which reply to which request.
 func (e *MalformedError) Error() string {
 	msg := "malformed reply"
 	if e.Request != "" {
@@ -88,8 +92,11 @@ func (e *timeoutError) Error() string {
 	return msg + ": " + ErrTimeout.Error()
 }
 
+// Is makes the error match ErrTimeout.
 func (e *timeoutError) Is(target error) bool { return target == ErrTimeout }
-func (e *timeoutError) Unwrap() error        { return e.cause }
+
+// Unwrap returns the deadline that passed.
+func (e *timeoutError) Unwrap() error { return e.cause }
 
 // closedError is a request that failed because the connection closed.
 type closedError struct {
@@ -113,8 +120,11 @@ func (e *closedError) Error() string {
 	return msg
 }
 
+// Is makes the error match ErrClosed.
 func (e *closedError) Is(target error) bool { return target == ErrClosed }
-func (e *closedError) Unwrap() error        { return e.cause }
+
+// Unwrap returns the socket error that revealed the closing, if any.
+func (e *closedError) Unwrap() error { return e.cause }
 
 // shorten limits s to a length fit for an error message.
 func shorten(s string) string {

@@ -255,6 +255,7 @@ const (
 	AccessWatch BreakKind = 4 // access watchpoint (Z4)
 )
 
+// String returns the kind's name, "hardware breakpoint" for Hardware.
 func (k BreakKind) String() string {
 	switch k {
 	case Software:

@@ -67,6 +67,8 @@ type pollFd struct {
 
 const pollIn = 0x1
 
+// Read reads from the socket, waiting in ppoll until there is something to
+// read, the deadline passes or the Conn is closed.
 func (r *pollReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

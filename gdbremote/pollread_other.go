@@ -16,4 +16,5 @@ func newPollReader(net.Conn, *atomic.Bool) *pollReader { return nil }
 
 func (*pollReader) setDeadline(time.Time) {}
 
+// Read is never called: newPollReader returns nil.
 func (*pollReader) Read([]byte) (int, error) { return 0, nil }
