@@ -160,10 +160,15 @@ func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 		if decode != nil {
 			d = decode(v)
 		}
-		fmt.Fprintf(tw, "  %s\t%#018x\t%s\n", r, v, d)
+		fmt.Fprintf(tw, "  %s\t0x%016x\t%s\n", r, v, d)
 	}
 	show(target.RIP, nil)
-	show(target.CS, func(v uint64) string { return target.Selector(v).String() + fmt.Sprintf(", CPL %d", st.CPL()) })
+	show(target.CS, func(v uint64) string {
+		if st.Val(target.CR0)&1 == 0 {
+			return "real mode (CR0.PE clear): a segment, not a selector"
+		}
+		return target.Selector(v).String() + fmt.Sprintf(", CPL %d", st.CPL())
+	})
 	show(target.CR3, func(v uint64) string {
 		return target.CR3Fields{Value: v, PCIDE: st.Val(target.CR4)&target.CR4PCIDE != 0}.String()
 	})

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/qemu"
+)
+
+// run executes sctrace in-process with args and returns its output and
+// error.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := qemu.Find(""); err != nil {
+		if testing.Short() {
+			t.Skip("QEMU not installed (-short)")
+		}
+		t.Fatalf("%v (run `make test`, which installs it)", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "sctrace "+version) {
+		t.Fatalf("version = %q, %v", out, err)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	out, err := run(t, "completion", "bash")
+	if err != nil || !strings.Contains(out, "__start_sctrace") {
+		t.Fatalf("completion bash: %v, %d bytes", err, len(out))
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"format":"something-else"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"trace"}, "--attach HOST:PORT is required"},
+		{[]string{"trace", "--attach", ":1", "-m", "sysret"}, `unknown mechanism "sysret"`},
+		{[]string{"trace", "--attach", ":1", "--format", "xml"}, `unknown format "xml"`},
+		{[]string{"trace", "--attach", ":1", "--syntax", "nasm"}, `unknown syntax "nasm"`},
+		{[]string{"trace", "--attach", ":1", "--budget", "0"}, "--budget must be positive"},
+		{[]string{"view", filepath.Join(t.TempDir(), "none.json")}, "no such file"},
+		{[]string{"view", bad}, `not an sctrace trace file: format is "something-else"`},
+		{[]string{"probe"}, "accepts 1 arg"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := run(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("sctrace %v: err = %v, want %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestProbeDeadAddress(t *testing.T) {
+	start := time.Now()
+	_, err := run(t, "probe", "127.0.0.1:1", "--timeout", "2s")
+	if err == nil || !strings.Contains(err.Error(), "attach 127.0.0.1:1") {
+		t.Fatalf("probe of a closed port: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v to fail", d)
+	}
+}
+
+// TestProbeQEMU probes a real QEMU stopped at the reset vector.
+func TestProbeQEMU(t *testing.T) {
+	requireQEMU(t)
+	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", GDB: true, Stopped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	wire := filepath.Join(t.TempDir(), "wire.log")
+	out, err := run(t, "probe", inst.GDBAddr, "--wire-log", wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"PacketSize=1000",
+		"qXfer:features:read=+",
+		"Register layout:",
+		"org.gnu.gdb.i386.core",
+		"rip        0x000000000000fff0",
+		"cs         0x000000000000f000",
+		"k_gs_base",
+		"efer",
+		"monitor info registers:",
+		"CR0=60000010",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("probe output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+	log, err := os.ReadFile(wire)
+	if err != nil || !bytes.Contains(log, []byte("qSupported")) {
+		t.Errorf("wire log has no qSupported exchange (%v)", err)
+	}
+}
+
+// TestRunTrace runs the whole product path: boot the bundled kernel, record
+// a syscall round trip and print it, then save and view it as JSON.
+func TestRunTrace(t *testing.T) {
+	requireQEMU(t)
+	out, err := run(t, "run", "--trace", "--accel", "tcg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"user_syscall_insn", "entry_SYSCALL_64", "swapgs", "sysretq", "returned to user mode", "findings: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run --trace output lacks %q", want)
+		}
+	}
+	saved := filepath.Join(t.TempDir(), "t.json")
+	if _, err := run(t, "run", "--trace", "--accel", "tcg", "-m", "callgate", "--format", "json", "--out", saved); err != nil {
+		t.Fatal(err)
+	}
+	view, err := run(t, "view", saved, "--format", "text", "--syntax", "intel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(view, "mechanism callgate") || !strings.Contains(view, "retfq") {
+		t.Errorf("view of the saved trace:\n%s", view)
+	}
+}
