@@ -59,6 +59,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 		newRunCmd(),
 		newTraceCmd(),
 		newViewCmd(),
+		newAttachCmd(),
 		newBenchCmd(),
 	)
 	return root

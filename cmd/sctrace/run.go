@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/tui"
 )
 
 func newRunCmd() *cobra.Command {
@@ -26,10 +30,13 @@ KVM when it is usable), stopped, on a free loopback gdbstub port; attaches;
 runs to the next user instruction that enters the kernel by the chosen
 mechanism; and records the round trip back to user mode.
 
-With --trace the trace is printed (or saved with --out and --format) and
+Without --trace it opens the interactive view stopped before that
+instruction (? lists the keys); quitting ends QEMU. With --trace the trace is printed (or saved with --out and --format) and
 QEMU is ended. --keep leaves QEMU running afterwards and prints its gdbstub
 address, for gdb or 'sctrace trace --attach'.`,
-		Example: `  sctrace run --trace
+		Example: `  sctrace run
+  sctrace run --mechanism int80 --syntax intel
+  sctrace run --trace
   sctrace run --trace --mechanism sysenter --syntax intel
   sctrace run --trace --format json --out syscall.json`,
 		Args: cobra.NoArgs,
@@ -38,9 +45,6 @@ address, for gdb or 'sctrace trace --attach'.`,
 			if err != nil {
 				return err
 			}
-			if !doTr {
-				return fmt.Errorf("the interactive view is not part of this build yet; use --trace to print the round trip")
-			}
 			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
 			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
@@ -48,6 +52,9 @@ address, for gdb or 'sctrace trace --attach'.`,
 				return err
 			}
 			defer closeLog()
+			if !doTr {
+				return runTUI(cmd, o, m, syn)
+			}
 			s, err := session.StartFixture(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -68,4 +75,28 @@ address, for gdb or 'sctrace trace --attach'.`,
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	return cmd
+}
+
+// runTUI boots the teaching kernel behind a spinner and opens the
+// interactive view on it.
+func runTUI(cmd *cobra.Command, o session.Options, m trace.Mechanism, syn trace.Syntax) error {
+	if _, err := qemu.Find(o.QEMU); err != nil {
+		return err
+	}
+	o.StackWords = tui.StackWords
+	var s *session.Session
+	open := func(ctx context.Context) (*session.Session, error) {
+		var err error
+		s, err = session.StartFixture(ctx, o)
+		return s, err
+	}
+	err := tui.Run(cmd.Context(), tui.Config{
+		Start:    tui.StartLive(open, m, true),
+		Starting: "booting the teaching kernel under QEMU",
+		Syntax:   syn,
+	}, nil, nil)
+	if o.Keep && s != nil && s.QEMU != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+	}
+	return err
 }

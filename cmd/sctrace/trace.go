@@ -8,10 +8,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/tui"
 )
 
 // recordFlags are the flags of the commands that record a round trip.
@@ -181,8 +183,14 @@ func newViewCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "view FILE",
-		Short: "Print a saved trace (JSON) with no QEMU running",
-		Args:  cobra.ExactArgs(1),
+		Short: "Open a saved trace (JSON) in the interactive view, or print it, with no QEMU running",
+		Long: `view reads a trace saved with --format json (or with w in the interactive
+view) and opens it in the interactive view: f and b walk the steps, e jumps
+to the next event, ? lists the keys. With --format, or when standard output
+is not a terminal, it prints the trace instead.`,
+		Example: `  sctrace view syscall.json
+  sctrace view syscall.json --format markdown > syscall.md`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			syn, err := parseSyntax(syntax)
 			if err != nil {
@@ -197,10 +205,22 @@ func newViewCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
+			if format == "" && isTerminal(cmd.OutOrStdout()) {
+				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
+			}
+			if format == "" {
+				format = "text"
+			}
 			return emit(cmd.OutOrStdout(), t, format, "", syn)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "format", "f", "text", "output format: text, json or markdown")
+	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, json or markdown instead of opening the interactive view")
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
 	return cmd
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(f.Fd())
 }

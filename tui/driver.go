@@ -1,0 +1,106 @@
+// Package tui is sctrace's terminal user interface: a bubbletea program
+// that shows a system call's path one instruction at a time, with panes for
+// the code, the registers, the system state (CPL, GS bases, CR3, EFER,
+// MSRs), the stack and each step's effects.
+//
+// The model is built on a Driver: a live driver steps a guest through a
+// session, a replay driver walks a saved trace. Every guest operation runs
+// in a tea.Cmd, never in Update, so the screen stays responsive.
+package tui
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// Line is one instruction disassembled from guest memory ahead of the
+// recorded steps.
+type Line struct {
+	Addr   uint64
+	Symbol string // sym+off, or ""
+	Bytes  []byte
+	Intel  string
+	ATT    string
+}
+
+// Asm returns the line's disassembly in the chosen syntax.
+func (l Line) Asm(syn trace.Syntax) string {
+	if syn == trace.ATT {
+		return l.ATT
+	}
+	return l.Intel
+}
+
+// Snapshot is what the model shows: the steps recorded so far and the live
+// state after the last of them. A driver builds it while no other goroutine
+// touches the recording, and the model only reads it.
+type Snapshot struct {
+	Header trace.Header
+	Steps  []trace.Step
+	// Current is the state after the last step (before the first one when
+	// no step has been recorded); nil when unknown.
+	Current *target.State
+	// Stack holds words at Current's RSP when they could be read.
+	Stack []uint64
+	// Upcoming are the instructions at Current's RIP, when live.
+	Upcoming []Line
+}
+
+// Driver is what the model steps and reads. Step, Run and NextEntry may
+// block on the guest; the model calls them from a tea.Cmd, one at a time.
+type Driver interface {
+	// Live reports whether a guest is attached (false for a replay).
+	Live() bool
+	// Snapshot returns the data to show. It is called only while no
+	// operation is running.
+	Snapshot() Snapshot
+	// Step executes one instruction in the guest, or, when over is set and
+	// the instruction is a call, the whole call.
+	Step(ctx context.Context, over bool) error
+	// Run steps until cond says stop, the step budget runs out or ctx is
+	// cancelled.
+	Run(ctx context.Context, cond trace.Until) (trace.StopReason, error)
+	// NextEntry lets the guest run to the next user instruction that enters
+	// the kernel, and starts a fresh recording there.
+	NextEntry(ctx context.Context) error
+	// Trace returns the recording so far, for saving.
+	Trace() *trace.Trace
+	// Close releases the guest: breakpoints removed, QEMU ended when
+	// sctrace started it.
+	Close() error
+}
+
+// ErrReplay is returned by a replay driver's guest operations.
+var ErrReplay = errors.New("replay: no guest attached, only the recorded steps can be shown")
+
+// Replay is a Driver over a saved trace.
+type Replay struct{ T *trace.Trace }
+
+// NewReplay returns a driver that shows t.
+func NewReplay(t *trace.Trace) *Replay { return &Replay{T: t} }
+
+// Live reports false.
+func (r *Replay) Live() bool { return false }
+
+// Snapshot returns the whole trace; the current state is its final one.
+func (r *Replay) Snapshot() Snapshot {
+	return Snapshot{Header: r.T.Header, Steps: r.T.Steps, Current: r.T.Final}
+}
+
+// Step fails: a replay has no guest.
+func (r *Replay) Step(context.Context, bool) error { return ErrReplay }
+
+// Run fails: a replay has no guest.
+func (r *Replay) Run(context.Context, trace.Until) (trace.StopReason, error) { return "", ErrReplay }
+
+// NextEntry fails: a replay has no guest.
+func (r *Replay) NextEntry(context.Context) error { return ErrReplay }
+
+// Trace returns the trace.
+func (r *Replay) Trace() *trace.Trace { return r.T }
+
+// Close does nothing.
+func (r *Replay) Close() error { return nil }

@@ -1,0 +1,200 @@
+package tui
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// StackWords is how many words at RSP the live driver reads for the stack
+// pane, and asks the recorder to keep with each step.
+const StackWords = 24
+
+// refreshTimeout bounds the reads after an interrupted operation.
+const refreshTimeout = 2 * time.Second
+
+// upcomingBytes is how much code the live driver reads ahead of RIP.
+const upcomingBytes = 96
+
+// Live is a Driver over an attached session. Its methods must not be
+// called concurrently; the model runs one at a time.
+type Live struct {
+	S         *session.Session
+	Mechanism trace.Mechanism
+	snap      Snapshot
+}
+
+// NewLive returns a driver over s that enters the kernel by m. It reads
+// the current state so that Snapshot has something to show at once.
+func NewLive(ctx context.Context, s *session.Session, m trace.Mechanism) *Live {
+	if s.Recorder.StackWords == 0 {
+		s.Recorder.StackWords = StackWords
+	}
+	d := &Live{S: s, Mechanism: m}
+	d.refresh(ctx)
+	return d
+}
+
+// Live reports true.
+func (d *Live) Live() bool { return true }
+
+// Snapshot returns what the last operation left.
+func (d *Live) Snapshot() Snapshot { return d.snap }
+
+// Step executes one instruction, or a whole call when over is set.
+func (d *Live) Step(ctx context.Context, over bool) error {
+	defer d.refresh(ctx)
+	r := d.S.Recorder
+	if over {
+		saved := r.Over
+		r.Over = 1
+		defer func() { r.Over = saved }()
+	}
+	_, err := r.Step(ctx)
+	return err
+}
+
+// Run steps until cond says stop.
+func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, error) {
+	defer d.refresh(ctx)
+	return d.S.Recorder.Run(ctx, cond)
+}
+
+// NextEntry runs the guest to the next user instruction that enters the
+// kernel by the driver's mechanism and starts a fresh recording there.
+func (d *Live) NextEntry(ctx context.Context) error {
+	defer d.refresh(ctx)
+	if err := d.S.Recorder.ToEntry(ctx, d.Mechanism); err != nil {
+		return err
+	}
+	if d.Mechanism != "" {
+		d.S.Recorder.Trace().Header.Mechanism = string(d.Mechanism)
+	}
+	return nil
+}
+
+// Trace returns the recording so far.
+func (d *Live) Trace() *trace.Trace { return d.S.Recorder.Trace() }
+
+// Close ends the session.
+func (d *Live) Close() error { return d.S.Close() }
+
+// refresh rebuilds the snapshot from the recorder and the guest: the steps,
+// the current state, the words at RSP and the code ahead of RIP. Errors
+// reading memory leave those parts empty. The context may already be
+// cancelled (ctrl-c); the reads then use a fresh short one so the screen
+// still shows where the guest stopped.
+func (d *Live) refresh(ctx context.Context) {
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		defer cancel()
+	}
+	r := d.S.Recorder
+	t := r.Trace()
+	hdr := t.Header
+	hdr.Regions = append([]annotate.Region(nil), hdr.Regions...)
+	snap := Snapshot{Header: hdr, Steps: t.Steps, Current: r.Current()}
+	if cur := snap.Current; cur != nil {
+		rsp := cur.Val(target.RSP)
+		b, err := d.S.Target.ReadMemory(ctx, rsp, 8*StackWords)
+		if err != nil {
+			// The stack may end below a page that is not mapped: read to
+			// the end of RSP's page instead.
+			b, err = d.S.Target.ReadMemory(ctx, rsp, int(min(8*StackWords, 4096-rsp%4096)))
+		}
+		if err == nil {
+			for i := 0; i+8 <= len(b); i += 8 {
+				snap.Stack = append(snap.Stack, le64(b[i:]))
+			}
+		}
+		snap.Upcoming = d.upcoming(ctx, cur)
+	}
+	d.snap = snap
+}
+
+// upcoming disassembles the code at the current RIP.
+func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
+	rip := st.Val(target.RIP)
+	code, err := d.S.Target.ReadCode(ctx, st.Val(target.CR3), rip, upcomingBytes)
+	if err != nil {
+		return nil
+	}
+	syms := d.S.Symbols
+	symname := func(addr uint64) (string, uint64) {
+		s, off, ok := syms.Lookup(addr)
+		if !ok {
+			return "", 0
+		}
+		return s.Name, addr - off
+	}
+	var out []Line
+	for off := 0; off < len(code); {
+		inst, n, err := annotate.Decode(code[off:])
+		if err != nil || n == 0 || off+n > len(code) {
+			break
+		}
+		pc := rip + uint64(off)
+		b := code[off : off+n]
+		out = append(out, Line{
+			Addr: pc, Symbol: syms.Symbolize(pc), Bytes: b,
+			Intel: trace.Disasm(inst, b, pc, symname, trace.Intel),
+			ATT:   trace.Disasm(inst, b, pc, symname, trace.ATT),
+		})
+		off += n
+		if endsFlow(inst.Op) {
+			break
+		}
+	}
+	return out
+}
+
+// endsFlow reports instructions after which the bytes that follow are not
+// the next to run.
+func endsFlow(op x86asm.Op) bool {
+	switch op {
+	case x86asm.JMP, x86asm.RET, x86asm.LRET, x86asm.SYSRET, x86asm.SYSEXIT, x86asm.IRETQ, x86asm.IRETD, x86asm.IRET, x86asm.UD2, x86asm.HLT:
+		return true
+	}
+	return false
+}
+
+func le64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// StartLive returns a Config.Start function: it opens a session (booting
+// QEMU or attaching), sets up a live driver that enters the kernel by m, and,
+// when toEntry is set, runs the guest to the next such entry so the TUI
+// opens stopped before it. On failure the session is closed.
+func StartLive(open func(ctx context.Context) (*session.Session, error), m trace.Mechanism, toEntry bool) func(ctx context.Context) (Driver, error) {
+	return func(ctx context.Context) (Driver, error) {
+		s, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		d := NewLive(ctx, s, m)
+		if toEntry {
+			if err := d.NextEntry(ctx); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("run to the next %s: %w", or(string(m), "system call"), err)
+			}
+		}
+		return d, nil
+	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

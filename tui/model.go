@@ -1,0 +1,678 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"charm.land/bubbles/v2/spinner"
+	"charm.land/bubbles/v2/textinput"
+	tea "charm.land/bubbletea/v2"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// Config sets up the TUI.
+type Config struct {
+	// Driver is used when set (a replay, or a session already attached).
+	Driver Driver
+	// Start, used when Driver is nil, attaches to a guest (booting QEMU if
+	// need be) while a spinner turns. It must release what it started when
+	// it fails.
+	Start func(ctx context.Context) (Driver, error)
+	// Starting is the spinner's text, e.g. "booting the teaching kernel".
+	Starting string
+	// Syntax is the initial assembly syntax.
+	Syntax trace.Syntax
+	// SaveDir is where `w` writes traces ("" is the working directory).
+	SaveDir string
+	// Now gives the time for saved file names (time.Now when nil).
+	Now func() time.Time
+}
+
+// opKind names a guest operation.
+type opKind int
+
+const (
+	opStep opKind = iota
+	opOver
+	opRun
+	opEntry
+	opRoundTrip
+)
+
+// op is a guest operation to run in a tea.Cmd.
+type op struct {
+	kind  opKind
+	label string      // shown while it runs, e.g. "running to the next event"
+	cond  trace.Until // for opRun and opRoundTrip
+	entry bool        // opRoundTrip: go to the next entry first
+}
+
+// opDoneMsg reports a finished guest operation.
+type opDoneMsg struct {
+	op     op
+	snap   Snapshot
+	reason trace.StopReason
+	err    error
+}
+
+// startedMsg reports the end of start-up.
+type startedMsg struct {
+	drv Driver
+	err error
+}
+
+// forceQuitMsg ends the program when an operation does not return in time
+// after being cancelled.
+type forceQuitMsg struct{}
+
+// inputMode says what the one-line prompt is for.
+type inputMode int
+
+const (
+	inputNone inputMode = iota
+	inputSearch
+	inputGoto
+)
+
+// pane names the lower-right pane shown on small screens.
+type pane int
+
+const (
+	paneEffects pane = iota
+	paneSystem
+	paneStack
+	numPanes
+)
+
+// holder lets Run close a driver that start-up produced even when the
+// program ended before the model saw it.
+type holder struct {
+	mu  sync.Mutex
+	drv Driver
+}
+
+func (h *holder) set(d Driver) {
+	h.mu.Lock()
+	h.drv = d
+	h.mu.Unlock()
+}
+
+func (h *holder) get() Driver {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.drv
+}
+
+// Model is the bubbletea model of the TUI.
+type Model struct {
+	cfg    Config
+	hold   *holder
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	drv      Driver
+	snap     Snapshot
+	pos      int // 0..len(snap.Steps): the state before step pos
+	syn      trace.Syntax
+	width    int
+	height   int
+	spin     spinner.Model
+	startErr error
+
+	busy     *op // the operation in flight
+	queued   *tea.KeyPressMsg
+	quitting bool
+
+	status  string // the last message
+	warn    bool   // status is an error
+	help    bool
+	showOld bool
+	lower   pane
+	input   inputMode
+	prompt  textinput.Model
+	scroll  int // code pane offset from centred, by mouse wheel
+	effTop  int // first effect line shown
+}
+
+// New returns a model for cfg. Use it with tea.NewProgram, or call Run.
+func New(cfg Config) *Model {
+	ctx, cancel := context.WithCancel(context.Background())
+	ti := textinput.New()
+	ti.CharLimit = 64
+	m := &Model{
+		cfg: cfg, hold: &holder{}, ctx: ctx, cancel: cancel,
+		syn:    cfg.Syntax,
+		spin:   spinner.New(spinner.WithSpinner(spinner.Dot)),
+		prompt: ti,
+	}
+	if cfg.Driver != nil {
+		m.setDriver(cfg.Driver)
+	}
+	return m
+}
+
+func (m *Model) setDriver(d Driver) {
+	m.drv = d
+	m.hold.set(d)
+	m.snap = d.Snapshot()
+	m.pos = 0
+	if d.Live() {
+		m.pos = len(m.snap.Steps)
+		m.status = "stopped before the system call: s steps, ? shows every key"
+	} else {
+		m.status = fmt.Sprintf("replay of %d steps: f/b walk, e next event, ? every key", len(m.snap.Steps))
+	}
+}
+
+// Init starts the spinner and start-up when there is no driver yet.
+func (m *Model) Init() tea.Cmd {
+	if m.drv != nil || m.cfg.Start == nil {
+		return nil
+	}
+	start, ctx, hold := m.cfg.Start, m.ctx, m.hold
+	return tea.Batch(m.spin.Tick, func() tea.Msg {
+		d, err := start(ctx)
+		if d != nil {
+			hold.set(d)
+		}
+		return startedMsg{drv: d, err: err}
+	})
+}
+
+// Update handles a message.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		return m, nil
+	case spinner.TickMsg:
+		if m.drv != nil || m.startErr != nil {
+			return m, nil
+		}
+		var cmd tea.Cmd
+		m.spin, cmd = m.spin.Update(msg)
+		return m, cmd
+	case startedMsg:
+		if msg.err != nil {
+			m.startErr = msg.err
+			return m, tea.Quit
+		}
+		m.setDriver(msg.drv)
+		if m.quitting {
+			return m, tea.Quit
+		}
+		return m, nil
+	case opDoneMsg:
+		return m.finish(msg)
+	case forceQuitMsg:
+		return m, tea.Quit
+	case tea.MouseWheelMsg:
+		m.wheel(msg.Mouse())
+		return m, nil
+	case tea.KeyPressMsg:
+		return m.key(msg)
+	}
+	return m, nil
+}
+
+// Err returns the start-up error, if start-up failed.
+func (m *Model) Err() error { return m.startErr }
+
+// Driver returns the driver, nil before start-up finished.
+func (m *Model) Driver() Driver { return m.hold.get() }
+
+// Pos returns the position shown: the state before step Pos.
+func (m *Model) Pos() int { return m.pos }
+
+// Steps returns how many steps have been recorded.
+func (m *Model) Steps() int { return len(m.snap.Steps) }
+
+func (m *Model) say(format string, args ...any) {
+	m.status, m.warn = fmt.Sprintf(format, args...), false
+}
+
+func (m *Model) fail(err error) {
+	m.status, m.warn = err.Error(), true
+}
+
+func (m *Model) quit() (tea.Model, tea.Cmd) {
+	m.quitting = true
+	m.cancel()
+	if m.busy != nil || (m.drv == nil && m.startErr == nil && m.cfg.Start != nil) {
+		m.say("stopping…")
+		return m, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} })
+	}
+	return m, tea.Quit
+}
+
+func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	ks := k.String()
+	if ks == "ctrl+c" {
+		return m.quit()
+	}
+	if m.input != inputNone {
+		return m.inputKey(k)
+	}
+	if m.help {
+		m.help = false
+		if ks != "q" {
+			return m, nil
+		}
+	}
+	if ks == "q" {
+		return m.quit()
+	}
+	if m.drv == nil {
+		return m, nil
+	}
+	if m.busy != nil {
+		switch ks {
+		case "s", "n", "f", "down", "e", "r":
+			// Coalesce: at most one step waits behind the one in flight.
+			kk := k
+			m.queued = &kk
+			return m, nil
+		}
+	}
+	n := len(m.snap.Steps)
+	switch ks {
+	case "?":
+		m.help = true
+	case "s", "f", "down":
+		if m.pos < n {
+			m.move(m.pos + 1)
+			return m, nil
+		}
+		if ks == "s" {
+			return m.guest(op{kind: opStep, label: "stepping"})
+		}
+		m.say("at the last recorded step: s steps the guest")
+	case "b", "up":
+		if m.pos == 0 {
+			m.say("at the first recorded step")
+			return m, nil
+		}
+		m.move(m.pos - 1)
+	case "n":
+		return m.stepOver()
+	case "e":
+		return m.toEvent()
+	case "r":
+		return m.toUser()
+	case "c":
+		if m.busy != nil {
+			return m, nil
+		}
+		return m.guest(op{kind: opEntry, label: "running to the next " + m.mechanism()})
+	case "R":
+		if m.busy != nil {
+			return m, nil
+		}
+		cur := m.snap.Current
+		return m.guest(op{kind: opRoundTrip, label: "recording a round trip", cond: trace.BackInUser(),
+			entry: cur != nil && cur.CPL() == 3 && n > 0})
+	case "/":
+		m.openPrompt(inputSearch, "search: ", "symbol or instruction")
+	case "g":
+		m.openPrompt(inputGoto, "go to step: ", fmt.Sprintf("0-%d", n))
+	case "w":
+		if m.busy != nil {
+			m.say("busy %s: save when it is done", m.busy.label)
+			return m, nil
+		}
+		m.save()
+	case "t":
+		if m.syn == trace.ATT {
+			m.syn = trace.Intel
+			m.say("Intel syntax")
+		} else {
+			m.syn = trace.ATT
+			m.say("AT&T syntax")
+		}
+	case "o":
+		m.showOld = !m.showOld
+		if m.showOld {
+			m.say("registers show their values before the last step")
+		} else {
+			m.say("registers show their current values")
+		}
+	case "tab":
+		m.lower = (m.lower + 1) % numPanes
+	case "home":
+		m.move(0)
+	case "end", "G":
+		m.move(n)
+	}
+	return m, nil
+}
+
+func (m *Model) mechanism() string {
+	if m.snap.Header.Mechanism != "" {
+		return m.snap.Header.Mechanism
+	}
+	return "system call"
+}
+
+func (m *Model) move(p int) {
+	m.pos = max(0, min(p, len(m.snap.Steps)))
+	m.scroll, m.effTop = 0, 0
+}
+
+// guest starts a guest operation, or explains why it cannot.
+func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
+	if !m.drv.Live() {
+		m.say("replay: no guest attached; that key needs `sctrace run` or `sctrace attach`")
+		return m, nil
+	}
+	if m.busy != nil {
+		return m, nil
+	}
+	m.busy = &o
+	m.move(len(m.snap.Steps))
+	d, ctx := m.drv, m.ctx
+	return m, func() tea.Msg {
+		done := opDoneMsg{op: o}
+		switch o.kind {
+		case opStep, opOver:
+			done.err = d.Step(ctx, o.kind == opOver)
+		case opRun:
+			done.reason, done.err = d.Run(ctx, o.cond)
+		case opEntry:
+			done.err = d.NextEntry(ctx)
+		case opRoundTrip:
+			if o.entry {
+				done.err = d.NextEntry(ctx)
+			}
+			if done.err == nil {
+				done.reason, done.err = d.Run(ctx, o.cond)
+			}
+		}
+		done.snap = d.Snapshot()
+		return done
+	}
+}
+
+func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
+	m.busy = nil
+	old := len(m.snap.Steps)
+	m.snap = d.snap
+	n := len(m.snap.Steps)
+	switch {
+	case d.op.kind == opEntry || (d.op.kind == opRoundTrip && d.op.entry):
+		m.move(0)
+	case d.op.kind == opRoundTrip:
+		m.move(m.pos)
+	default:
+		m.move(n)
+	}
+	if m.quitting {
+		return m, tea.Quit
+	}
+	switch {
+	case d.err != nil && errors.Is(d.err, context.Canceled):
+		m.say("interrupted")
+	case d.err != nil:
+		m.fail(d.err)
+		m.queued = nil
+	case d.op.kind == opEntry:
+		m.say("stopped before the next %s; the previous recording was replaced", m.mechanism())
+	case d.op.kind == opRoundTrip:
+		m.say("recorded %d steps (%s): f/b walk them", n-old, d.reason)
+		if d.op.entry {
+			m.say("recorded a round trip of %d steps (%s): f/b walk it", n, d.reason)
+		}
+	case d.op.kind == opRun:
+		m.say("%s: %s after %d steps", d.op.label, d.reason, n-old)
+	default:
+		m.status = ""
+	}
+	if q := m.queued; q != nil {
+		m.queued = nil
+		return m.key(*q)
+	}
+	return m, nil
+}
+
+// stepOver is `n`: over a call in the record when its return is there,
+// else in the guest.
+func (m *Model) stepOver() (tea.Model, tea.Cmd) {
+	steps := m.snap.Steps
+	if m.pos < len(steps) {
+		s := &steps[m.pos]
+		if !isCall(s.Intel) {
+			m.move(m.pos + 1)
+			return m, nil
+		}
+		ret := uint64(s.RIP) + uint64(len(s.Bytes))
+		rsp := s.Regs.Val(target.RSP)
+		for k := m.pos + 1; k < len(steps); k++ {
+			if uint64(steps[k].RIP) == ret && steps[k].Regs.Val(target.RSP) == rsp {
+				m.move(k)
+				return m, nil
+			}
+		}
+		if m.snap.Current != nil && m.snap.Current.Val(target.RIP) == ret && m.snap.Current.Val(target.RSP) == rsp {
+			m.move(len(steps))
+			return m, nil
+		}
+		return m.guest(op{kind: opRun, label: "running to the return of the call", cond: returnTo(ret, rsp)})
+	}
+	if len(m.snap.Upcoming) > 0 && isCall(m.snap.Upcoming[0].Intel) {
+		return m.guest(op{kind: opOver, label: "stepping over the call"})
+	}
+	return m.guest(op{kind: opStep, label: "stepping"})
+}
+
+func isCall(intel string) bool { return strings.HasPrefix(intel, "call ") }
+
+func returnTo(ret, rsp uint64) trace.Until {
+	return func(_ *trace.Step, now *target.State) trace.StopReason {
+		if now.Val(target.RIP) == ret && now.Val(target.RSP) == rsp {
+			return trace.StopAddress
+		}
+		return ""
+	}
+}
+
+// EventKeys are the events `e` runs to.
+var EventKeys = []annotate.Event{annotate.EventCPLChange, annotate.EventCR3Write, annotate.EventSwapgs, annotate.EventStackSwitch}
+
+func isEvent(s *trace.Step) bool {
+	for _, e := range s.Events {
+		for _, k := range EventKeys {
+			if e == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// toEvent is `e`: to just after the next step with an event, in the record
+// or, past its end, in the guest.
+func (m *Model) toEvent() (tea.Model, tea.Cmd) {
+	steps := m.snap.Steps
+	for k := m.pos; k < len(steps); k++ {
+		if isEvent(&steps[k]) {
+			m.move(k + 1)
+			m.say("after step %d: %s", k, eventNames(steps[k].Events))
+			return m, nil
+		}
+	}
+	if !m.drv.Live() {
+		m.move(len(steps))
+		m.say("no further event in the trace")
+		return m, nil
+	}
+	return m.guest(op{kind: opRun, label: "running to the next event", cond: func(s *trace.Step, _ *target.State) trace.StopReason {
+		if isEvent(s) {
+			return trace.StopEvent
+		}
+		return ""
+	}})
+}
+
+// toUser is `r`: to just after the next return to user mode.
+func (m *Model) toUser() (tea.Model, tea.Cmd) {
+	steps := m.snap.Steps
+	t := &trace.Trace{Steps: steps, Final: m.snap.Current}
+	for k := m.pos; k < len(steps); k++ {
+		if a := t.After(k); steps[k].CPL != 3 && a != nil && a.CPL() == 3 {
+			m.move(k + 1)
+			m.say("back in user mode after step %d", k)
+			return m, nil
+		}
+	}
+	if !m.drv.Live() {
+		m.move(len(steps))
+		m.say("the trace does not return to user mode after this step")
+		return m, nil
+	}
+	if c := m.snap.Current; c != nil && c.CPL() == 3 && m.pos == len(steps) && len(steps) > 0 {
+		m.say("already in user mode: c runs to the next %s, R records it", m.mechanism())
+		return m, nil
+	}
+	return m.guest(op{kind: opRun, label: "running to the return to user mode", cond: func(s *trace.Step, now *target.State) trace.StopReason {
+		if s.CPL != 3 && now.CPL() == 3 {
+			return trace.StopUser
+		}
+		return ""
+	}})
+}
+
+func eventNames(ev []annotate.Event) string {
+	var s []string
+	for _, e := range ev {
+		s = append(s, string(e))
+	}
+	return strings.Join(s, ", ")
+}
+
+func (m *Model) openPrompt(mode inputMode, prompt, placeholder string) {
+	m.input = mode
+	m.prompt.Prompt = prompt
+	m.prompt.Placeholder = placeholder
+	m.prompt.SetValue("")
+	m.prompt.Focus()
+}
+
+func (m *Model) inputKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	switch k.String() {
+	case "esc":
+		m.input = inputNone
+		m.prompt.Blur()
+		return m, nil
+	case "enter":
+		v := strings.TrimSpace(m.prompt.Value())
+		mode := m.input
+		m.input = inputNone
+		m.prompt.Blur()
+		if mode == inputGoto {
+			m.gotoStep(v)
+		} else {
+			m.search(v)
+		}
+		return m, nil
+	}
+	var cmd tea.Cmd
+	m.prompt, cmd = m.prompt.Update(k)
+	return m, cmd
+}
+
+func (m *Model) gotoStep(v string) {
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 0 {
+		m.fail(fmt.Errorf("go to step: %q is not a step number", v))
+		return
+	}
+	if i > len(m.snap.Steps) {
+		m.fail(fmt.Errorf("step %d has not been recorded (0-%d)", i, len(m.snap.Steps)))
+		return
+	}
+	m.move(i)
+	m.say("step %d", i)
+}
+
+// search finds the next step, after the current one and wrapping around,
+// whose symbol or instruction contains q.
+func (m *Model) search(q string) {
+	if q == "" {
+		return
+	}
+	lq := strings.ToLower(q)
+	steps := m.snap.Steps
+	for i := 1; i <= len(steps); i++ {
+		k := (m.pos + i) % len(steps)
+		s := &steps[k]
+		if strings.Contains(strings.ToLower(s.Symbol), lq) || strings.Contains(strings.ToLower(s.Intel), lq) ||
+			strings.Contains(strings.ToLower(s.ATT), lq) {
+			m.move(k)
+			m.say("/%s: step %d", q, k)
+			return
+		}
+	}
+	m.fail(fmt.Errorf("/%s: not in the %d recorded steps", q, len(steps)))
+}
+
+// SaveName returns the file name `w` writes to.
+func (m *Model) SaveName() string {
+	now := time.Now
+	if m.cfg.Now != nil {
+		now = m.cfg.Now
+	}
+	mech := m.snap.Header.Mechanism
+	if mech == "" {
+		mech = "trace"
+	}
+	return filepath.Join(m.cfg.SaveDir, fmt.Sprintf("sctrace-%s-%s.json", mech, now().Format("20060102-150405")))
+}
+
+func (m *Model) save() {
+	t := m.drv.Trace()
+	if len(t.Steps) == 0 {
+		m.say("nothing recorded yet: step first")
+		return
+	}
+	name := m.SaveName()
+	f, err := os.Create(name)
+	if err != nil {
+		m.fail(err)
+		return
+	}
+	err = t.Write(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		m.fail(fmt.Errorf("save %s: %w", name, err))
+		return
+	}
+	m.say("saved %d steps to %s", len(t.Steps), name)
+}
+
+func (m *Model) wheel(ms tea.Mouse) {
+	d := 0
+	switch ms.Button {
+	case tea.MouseWheelUp:
+		d = -3
+	case tea.MouseWheelDown:
+		d = 3
+	default:
+		return
+	}
+	if l := m.layout(); l.effects.contains(ms.X, ms.Y) {
+		m.effTop = max(0, m.effTop+d)
+		return
+	}
+	m.scroll += d
+}

@@ -1,0 +1,35 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	tea "charm.land/bubbletea/v2"
+)
+
+// Run shows the TUI until the user quits, then closes the driver (which
+// removes breakpoints and ends QEMU when sctrace started it). ctx ending
+// (SIGTERM) ends the program the same way. in and out default to the
+// terminal.
+func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
+	m := New(cfg)
+	opts := []tea.ProgramOption{tea.WithContext(ctx)}
+	if in != nil {
+		opts = append(opts, tea.WithInput(in))
+	}
+	if out != nil {
+		opts = append(opts, tea.WithOutput(out))
+	}
+	p := tea.NewProgram(m, opts...)
+	_, err := p.Run()
+	m.cancel()
+	var cerr error
+	if d := m.hold.get(); d != nil {
+		cerr = d.Close()
+	}
+	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
+		err = nil
+	}
+	return errors.Join(err, m.Err(), cerr)
+}

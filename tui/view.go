@@ -1,0 +1,736 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// The colour scheme: kernel mode red/orange, user mode green, findings in
+// warning yellow, changes highlighted.
+var (
+	colKernel  = lipgloss.Color("208")
+	colUser    = lipgloss.Color("42")
+	colWarn    = lipgloss.Color("220")
+	colBad     = lipgloss.Color("196")
+	colDim     = lipgloss.Color("244")
+	colAccent  = lipgloss.Color("75")
+	colBorder  = lipgloss.Color("240")
+	stKernel   = lipgloss.NewStyle().Foreground(colKernel).Bold(true)
+	stUser     = lipgloss.NewStyle().Foreground(colUser).Bold(true)
+	stWarn     = lipgloss.NewStyle().Foreground(colWarn).Bold(true)
+	stBad      = lipgloss.NewStyle().Foreground(colBad).Bold(true)
+	stOK       = lipgloss.NewStyle().Foreground(colUser)
+	stDim      = lipgloss.NewStyle().Foreground(colDim)
+	stAccent   = lipgloss.NewStyle().Foreground(colAccent)
+	stBold     = lipgloss.NewStyle().Bold(true)
+	stCurrent  = lipgloss.NewStyle().Reverse(true).Bold(true)
+	stChanged  = lipgloss.NewStyle().Foreground(lipgloss.Color("0")).Background(colWarn)
+	stBorder   = lipgloss.NewStyle().Foreground(colBorder)
+	stTitle    = lipgloss.NewStyle().Foreground(colAccent).Bold(true)
+	stStatusBG = lipgloss.NewStyle().Background(lipgloss.Color("236")).Foreground(lipgloss.Color("252"))
+)
+
+// rect is a screen area.
+type rect struct{ x, y, w, h int }
+
+func (r rect) contains(x, y int) bool {
+	return x >= r.x && x < r.x+r.w && y >= r.y && y < r.y+r.h
+}
+
+// layout places the panes. Small screens show the code, the registers and
+// one of effects, system and stack (tab switches); wide ones show all.
+type layout struct {
+	wide                                bool
+	code, regs, sys, stack, effects, lo rect
+}
+
+// wideMin is the smallest screen that gets every pane at once.
+const wideMinW, wideMinH = 130, 40
+
+func (m *Model) layout() layout {
+	W, H := max(m.width, 40), max(m.height, 12)
+	body := H - 2
+	if W >= wideMinW && H >= wideMinH {
+		rw := 52
+		lw := W - rw
+		effH := min(14, body/3)
+		regH := 16
+		sysH := (body - regH) / 2
+		return layout{
+			wide:    true,
+			code:    rect{0, 1, lw, body - effH},
+			effects: rect{0, 1 + body - effH, lw, effH},
+			regs:    rect{lw, 1, rw, regH},
+			sys:     rect{lw, 1 + regH, rw, sysH},
+			stack:   rect{lw, 1 + regH + sysH, rw, body - regH - sysH},
+		}
+	}
+	lowH := min(16, max(body-6, 6))
+	if body-lowH < 6 {
+		lowH = body / 2
+	}
+	rw := min(44, W/2)
+	l := layout{
+		code: rect{0, 1, W, body - lowH},
+		regs: rect{0, 1 + body - lowH, rw, lowH},
+		lo:   rect{rw, 1 + body - lowH, W - rw, lowH},
+	}
+	switch m.lower {
+	case paneSystem:
+		l.sys = l.lo
+	case paneStack:
+		l.stack = l.lo
+	default:
+		l.effects = l.lo
+	}
+	return l
+}
+
+// View renders the screen.
+func (m *Model) View() tea.View {
+	v := tea.NewView(m.Render())
+	v.AltScreen = true
+	v.MouseMode = tea.MouseModeCellMotion
+	v.WindowTitle = "sctrace"
+	return v
+}
+
+// Render returns the screen as text (with ANSI styles), for View and tests.
+func (m *Model) Render() string {
+	if m.width == 0 || m.height == 0 {
+		return ""
+	}
+	if m.drv == nil {
+		msg := m.spin.View() + " " + m.cfg.Starting + "…"
+		if m.startErr != nil {
+			msg = stBad.Render("start-up failed: ") + m.startErr.Error()
+		}
+		return lipgloss.Place(m.width, m.height, lipgloss.Center, lipgloss.Center, msg)
+	}
+	l := m.layout()
+	screen := newCanvas(m.width, m.height)
+	screen.put(0, 0, m.statusLine())
+	m.drawCode(screen, l.code)
+	m.drawRegs(screen, l.regs)
+	if l.sys.w > 0 {
+		m.drawSystem(screen, l.sys, !l.wide)
+	}
+	if l.stack.w > 0 {
+		m.drawStack(screen, l.stack, !l.wide)
+	}
+	if l.effects.w > 0 {
+		m.drawEffects(screen, l.effects, !l.wide)
+	}
+	screen.put(0, m.height-1, m.bottomLine())
+	out := screen.String()
+	if m.help {
+		out = overlay(out, m.helpBox(), m.width, m.height)
+	}
+	return out
+}
+
+// canvas is a screen of styled lines.
+type canvas struct {
+	w     int
+	lines []string
+}
+
+func newCanvas(w, h int) *canvas {
+	c := &canvas{w: w, lines: make([]string, h)}
+	for i := range c.lines {
+		c.lines[i] = strings.Repeat(" ", w)
+	}
+	return c
+}
+
+// put writes s (one line) at column x of row y, over what was there.
+func (c *canvas) put(x, y int, s string) {
+	if y < 0 || y >= len(c.lines) || x >= c.w {
+		return
+	}
+	s = ansi.Truncate(s, c.w-x, "")
+	sw := ansi.StringWidth(s)
+	line := c.lines[y]
+	left := ansi.Truncate(line, x, "")
+	right := ansi.TruncateLeft(line, x+sw, "")
+	c.lines[y] = left + s + right
+}
+
+// box draws a bordered pane with a title and content lines, clipped to r.
+func (c *canvas) box(r rect, title string, lines []string, accent bool) {
+	if r.w < 4 || r.h < 2 {
+		return
+	}
+	bs := stBorder
+	if accent {
+		bs = stAccent
+	}
+	inner := r.w - 2
+	t := ansi.Truncate(" "+title+" ", inner-1, "…")
+	top := bs.Render("╭─") + stTitle.Render(t) + bs.Render(strings.Repeat("─", max(0, inner-1-ansi.StringWidth(t)))+"╮")
+	c.put(r.x, r.y, top)
+	for i := 0; i < r.h-2; i++ {
+		s := ""
+		if i < len(lines) {
+			s = lines[i]
+		}
+		s = ansi.Truncate(s, inner, "…")
+		s += strings.Repeat(" ", max(0, inner-ansi.StringWidth(s)))
+		c.put(r.x, r.y+1+i, bs.Render("│")+s+bs.Render("│"))
+	}
+	c.put(r.x, r.y+r.h-1, bs.Render("╰"+strings.Repeat("─", inner)+"╯"))
+}
+
+func (c *canvas) String() string { return strings.Join(c.lines, "\n") }
+
+// overlay centres box over the screen.
+func overlay(screen, box string, w, h int) string {
+	c := &canvas{w: w, lines: strings.Split(screen, "\n")}
+	bl := strings.Split(box, "\n")
+	bw := 0
+	for _, l := range bl {
+		bw = max(bw, ansi.StringWidth(l))
+	}
+	x, y := max(0, (w-bw)/2), max(0, (h-len(bl))/2)
+	for i, l := range bl {
+		c.put(x, y+i, l)
+	}
+	return c.String()
+}
+
+// state returns the CPU state shown at the current position: before step
+// pos, or the current state after the last step.
+func (m *Model) state() *target.State {
+	if m.pos < len(m.snap.Steps) {
+		return m.snap.Steps[m.pos].Regs
+	}
+	if m.snap.Current != nil {
+		return m.snap.Current
+	}
+	if n := len(m.snap.Steps); n > 0 {
+		return m.snap.Steps[n-1].Regs
+	}
+	return nil
+}
+
+// last returns the step that led to the current position, nil at step 0.
+func (m *Model) last() *trace.Step {
+	if m.pos == 0 || m.pos > len(m.snap.Steps) {
+		return nil
+	}
+	return &m.snap.Steps[m.pos-1]
+}
+
+func cplBadge(cpl int) string {
+	switch cpl {
+	case 3:
+		return stUser.Render("CPL 3 user")
+	case 0:
+		return stKernel.Render("CPL 0 kernel")
+	case -1:
+		return stDim.Render("CPL ?")
+	}
+	return stKernel.Render(fmt.Sprintf("CPL %d", cpl))
+}
+
+func (m *Model) statusLine() string {
+	h := m.snap.Header
+	sep := stDim.Render(" │ ")
+	parts := []string{stBold.Render("sctrace")}
+	if h.Target != "" {
+		parts = append(parts, h.Target)
+	}
+	if h.Accel != "" {
+		accel, _, _ := strings.Cut(h.Accel, " (")
+		parts = append(parts, accel)
+	}
+	cpl := -1
+	if st := m.state(); st != nil {
+		cpl = st.CPL()
+	}
+	parts = append(parts, cplBadge(cpl), m.mechanism())
+	parts = append(parts, fmt.Sprintf("step %d of %d", m.pos, len(m.snap.Steps)))
+	if m.drv.Live() {
+		parts = append(parts, stUser.Render("live"))
+	} else {
+		parts = append(parts, stAccent.Render("replay"))
+	}
+	if m.syn == trace.Intel {
+		parts = append(parts, "intel")
+	} else {
+		parts = append(parts, "at&t")
+	}
+	if m.busy != nil {
+		parts = append(parts, stWarn.Render(m.busy.label+"…"))
+	}
+	s := strings.Join(parts, sep)
+	return stStatusBG.Render(s + strings.Repeat(" ", max(0, m.width-ansi.StringWidth(s))))
+}
+
+// keyHints is the bottom line when there is nothing to say.
+const keyHints = "s step  n over  b/f back/fwd  e event  r to user  c next call  R round trip  / search  g goto  w save  t syntax  tab pane  ? help  q quit"
+
+func (m *Model) bottomLine() string {
+	if m.input != inputNone {
+		return m.prompt.View()
+	}
+	if m.status == "" {
+		return stDim.Render(keyHints)
+	}
+	if m.warn {
+		return stBad.Render("! ") + m.status
+	}
+	return stAccent.Render("» ") + m.status
+}
+
+// codeItem is one line of the code pane.
+type codeItem struct {
+	idx      int // step index, -1 for an upcoming line
+	cpl      int
+	where    string
+	bytes    []byte
+	asm      string
+	upcoming bool
+	events   []annotate.Event
+}
+
+func (m *Model) codeItems() []codeItem {
+	var out []codeItem
+	for i := range m.snap.Steps {
+		s := &m.snap.Steps[i]
+		out = append(out, codeItem{idx: i, cpl: s.CPL, where: s.Where(), bytes: s.Bytes, asm: s.Asm(m.syn), events: s.Events})
+	}
+	cpl := -1
+	if m.snap.Current != nil {
+		cpl = m.snap.Current.CPL()
+	}
+	for _, l := range m.snap.Upcoming {
+		w := l.Symbol
+		if w == "" {
+			w = fmt.Sprintf("%#x", l.Addr)
+		}
+		out = append(out, codeItem{idx: -1, cpl: cpl, where: w, bytes: l.Bytes, asm: l.Asm(m.syn), upcoming: true})
+		cpl = -1 // only the first upcoming one is known to run at this CPL
+	}
+	return out
+}
+
+func (m *Model) drawCode(c *canvas, r rect) {
+	items := m.codeItems()
+	inner := r.w - 2
+	rows := r.h - 2
+	title := "Code"
+	if m.drv.Live() {
+		title = "Code (recorded, then upcoming from guest memory)"
+	}
+	cur := m.pos
+	top := cur - rows/3 + m.scroll
+	top = max(0, min(top, len(items)-rows+1))
+	m.scroll = top - (cur - rows/3)
+	showBytes := inner >= 96
+	whereW := min(34, max(16, inner/3-2))
+	var lines []string
+	for i := top; i < len(items) && len(lines) < rows; i++ {
+		it := items[i]
+		mark := "  "
+		if i == cur {
+			mark = "▶ "
+		}
+		idx := "     "
+		if it.idx >= 0 {
+			idx = fmt.Sprintf("%5d", it.idx)
+		}
+		mode := stDim.Render("·")
+		switch it.cpl {
+		case 3:
+			mode = stUser.Render("U")
+		case 0, 1, 2:
+			mode = stKernel.Render("K")
+		}
+		where := ansi.Truncate(it.where, whereW, "…")
+		where += strings.Repeat(" ", whereW-ansi.StringWidth(where))
+		line := fmt.Sprintf("%s%s %s %s ", mark, idx, mode, where)
+		if showBytes {
+			b := fmt.Sprintf("% x", it.bytes)
+			b = ansi.Truncate(b, 24, "…")
+			line += stDim.Render(b+strings.Repeat(" ", 24-ansi.StringWidth(b))) + " "
+		}
+		asm := it.asm
+		if len(it.events) > 0 && inner-ansi.StringWidth(line)-len(asm) > 12 {
+			asm += "  " + stWarn.Render("◆ "+eventNames(it.events))
+		}
+		line += asm
+		switch {
+		case i == cur:
+			line = stCurrent.Render(ansi.Strip(line) + strings.Repeat(" ", max(0, inner-ansi.StringWidth(ansi.Strip(line)))))
+		case it.upcoming:
+			line = stDim.Render(ansi.Strip(line))
+		}
+		lines = append(lines, line)
+	}
+	if cur >= len(items) && len(lines) < rows {
+		end := "— end of the trace"
+		if st := m.snap.Header.Stop; st != "" {
+			end += ": " + st
+		}
+		end += " —"
+		if m.drv.Live() {
+			end = "— the guest's next instruction could not be read —"
+		}
+		lines = append(lines, stCurrent.Render("▶ "+end))
+	}
+	c.box(r, title, lines, true)
+}
+
+func (m *Model) drawRegs(c *canvas, r rect) {
+	st := m.state()
+	title := "Registers"
+	var prev *target.State
+	changed := map[string]bool{}
+	if l := m.last(); l != nil {
+		prev = l.Regs
+		for _, ch := range l.Changed {
+			changed[ch.Reg] = true
+		}
+	}
+	show := st
+	if m.showOld && prev != nil {
+		show = prev
+		title = "Registers before the last step (o)"
+	} else if len(changed) > 0 {
+		title = "Registers (changed highlighted; o: old)"
+	}
+	if show == nil {
+		c.box(r, title, []string{"no state"}, false)
+		return
+	}
+	val := func(reg target.Reg) string {
+		v, ok := show.Get(reg)
+		s := "????????????????"
+		if ok {
+			s = fmt.Sprintf("%016x", v)
+		}
+		if changed[reg.String()] {
+			return stChanged.Render(s)
+		}
+		return s
+	}
+	name := func(reg target.Reg, w int) string {
+		n := reg.String()
+		if reg == target.KernelGSBase {
+			n = "kgs"
+		}
+		return n + strings.Repeat(" ", max(1, w-len(n)))
+	}
+	var lines []string
+	g := target.GPRs
+	for i := 0; i < len(g)/2; i++ {
+		lines = append(lines, name(g[i], 4)+val(g[i])+"  "+name(g[i+8], 4)+val(g[i+8]))
+	}
+	rip := show.Val(target.RIP)
+	lines = append(lines, name(target.RIP, 4)+val(target.RIP)+" "+stDim.Render(m.symbolize(rip)))
+	lines = append(lines, "rfl "+val(target.RFLAGS)+" "+target.Flags(show.Val(target.RFLAGS)).String())
+	lines = append(lines, "cs  "+short(val(target.CS), changed["cs"])+"  ss  "+short(val(target.SS), changed["ss"])+"  "+cplBadge(show.CPL()))
+	lines = append(lines, "gs_base   "+val(target.GSBase))
+	lines = append(lines, "k_gs_base "+val(target.KernelGSBase))
+	lines = append(lines, "cr3       "+val(target.CR3))
+	c.box(r, title, lines, false)
+}
+
+// short renders a selector register's value in four hex digits.
+func short(s string, changed bool) string {
+	p := ansi.Strip(s)
+	p = p[len(p)-4:]
+	if changed {
+		return stChanged.Render(p)
+	}
+	return p
+}
+
+func (m *Model) symbolize(addr uint64) string {
+	for i := range m.snap.Steps {
+		if uint64(m.snap.Steps[i].RIP) == addr {
+			return m.snap.Steps[i].Symbol
+		}
+	}
+	for _, l := range m.snap.Upcoming {
+		if l.Addr == addr {
+			return l.Symbol
+		}
+	}
+	return ""
+}
+
+func (m *Model) regionOf(addr uint64) (annotate.Region, bool) {
+	c := &annotate.Context{Regions: m.snap.Header.Regions}
+	return c.RegionOf(addr)
+}
+
+func isStack(k annotate.RegionKind) bool {
+	switch k {
+	case annotate.RegionUserStack, annotate.RegionKernelStack, annotate.RegionEntryStack, annotate.RegionISTStack:
+		return true
+	}
+	return false
+}
+
+// stackRegion returns the stack RSP is on; an empty stack's RSP equals its
+// end, which counts as on it.
+func (m *Model) stackRegion(rsp uint64) (annotate.Region, bool) {
+	if r, ok := m.regionOf(rsp); ok && isStack(r.Kind) {
+		return r, true
+	}
+	if r, ok := m.regionOf(rsp - 1); ok && isStack(r.Kind) && r.End == rsp {
+		return r, true
+	}
+	return annotate.Region{}, false
+}
+
+func kindName(k annotate.RegionKind) string {
+	switch k {
+	case annotate.RegionUserStack:
+		return "user stack"
+	case annotate.RegionKernelStack:
+		return "kernel stack"
+	case annotate.RegionEntryStack:
+		return "entry (trampoline) stack"
+	case annotate.RegionISTStack:
+		return "IST stack"
+	case annotate.RegionPerCPU:
+		return "per-CPU area"
+	}
+	return string(k)
+}
+
+// gsRole says what a GS base value points at.
+func (m *Model) gsRole(v uint64) string {
+	for _, r := range m.snap.Header.Regions {
+		if r.Kind == annotate.RegionPerCPU && r.Contains(v) {
+			return stKernel.Render("per-CPU area (kernel GS)")
+		}
+	}
+	if v == 0 {
+		return stUser.Render("user GS (null)")
+	}
+	if v>>63 != 0 {
+		return stKernel.Render("kernel address")
+	}
+	return stUser.Render("user GS")
+}
+
+func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
+	st := m.state()
+	title := "System"
+	if tabbed {
+		title = "System (tab: stack)"
+	}
+	if st == nil {
+		c.box(r, title, nil, false)
+		return
+	}
+	var lines []string
+	cpl := st.CPL()
+	mode := "user mode"
+	if cpl == 0 {
+		mode = "kernel mode"
+	}
+	lines = append(lines, cplBadge(cpl)+" "+mode)
+	lines = append(lines, "cs "+target.Selector(st.Val(target.CS)).String()+"  ss "+target.Selector(st.Val(target.SS)).String())
+	gs, kgs := st.ActiveGSBase()
+	lines = append(lines, fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)))
+	lines = append(lines, fmt.Sprintf("k_gs_base %#x %s", kgs, m.gsRole(kgs)))
+	cr3 := target.CR3Fields{Value: st.Val(target.CR3), PCIDE: st.Val(target.CR4)&target.CR4PCIDE != 0}
+	half := stKernel.Render("kernel PGD")
+	if cr3.KPTIUser() {
+		half = stUser.Render("KPTI user PGD")
+	}
+	pcid := ""
+	if cr3.PCIDE {
+		pcid = fmt.Sprintf(" pcid %d", cr3.PCID())
+	}
+	lines = append(lines, fmt.Sprintf("cr3 %#x: pgd %#x%s %s", cr3.Value, cr3.PGD(), pcid, half))
+	if e, ok := st.Get(target.EFER); ok {
+		lines = append(lines, fmt.Sprintf("efer %#x %s", e, target.EFERFlags(e)))
+	}
+	var msrs []string
+	for _, msr := range m.snap.Header.MSRs {
+		if msr.Step >= m.pos && m.pos < len(m.snap.Steps) {
+			continue // not learnt yet at this point of the trace
+		}
+		msrs = append(msrs, fmt.Sprintf(" %s %s %s", strings.TrimPrefix(msr.Name, "IA32_"), msr.ValueString(), stDim.Render(msr.Provenance())))
+	}
+	if len(msrs) == 0 {
+		lines = append(lines, stDim.Render("MSRs: none learnt yet (the stub exposes none)"))
+	} else {
+		lines = append(lines, "MSRs learnt:")
+		lines = append(lines, msrs...)
+	}
+	c.box(r, title, lines, false)
+}
+
+func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
+	st := m.state()
+	title := "Stack"
+	if tabbed {
+		title = "Stack (tab: effects)"
+	}
+	if st == nil {
+		c.box(r, title, nil, false)
+		return
+	}
+	rsp := st.Val(target.RSP)
+	var lines []string
+	reg, onStack := m.stackRegion(rsp)
+	if onStack {
+		lines = append(lines, fmt.Sprintf("rsp %#x on the %s", rsp, kindName(reg.Kind)))
+		lines = append(lines, stDim.Render(fmt.Sprintf("  %q [%#x, %#x) %d bytes used", reg.Name, reg.Start, reg.End, reg.End-rsp)))
+	} else {
+		half := "user-half"
+		if rsp>>63 != 0 {
+			half = "kernel-half"
+		}
+		lines = append(lines, fmt.Sprintf("rsp %#x (%s, no known stack)", rsp, half))
+	}
+	var words []uint64
+	switch {
+	case m.pos < len(m.snap.Steps):
+		for _, w := range m.snap.Steps[m.pos].Stack {
+			words = append(words, uint64(w))
+		}
+	default:
+		words = m.snap.Stack
+	}
+	if len(words) == 0 {
+		lines = append(lines, stDim.Render("no stack words recorded at this step"))
+	}
+	top := reg.FrameTop
+	for i, w := range words {
+		addr := rsp + uint64(8*i)
+		if onStack && addr >= reg.End {
+			lines = append(lines, stDim.Render(fmt.Sprintf("  — top of the %s —", kindName(reg.Kind))))
+			break
+		}
+		label := ""
+		if f, ok := annotate.PtRegsSlot(top, addr); ok && onStack {
+			label = stAccent.Render("pt_regs->" + f)
+		}
+		lines = append(lines, fmt.Sprintf("+%#03x %016x %s", 8*i, w, label))
+	}
+	c.box(r, title, lines, false)
+}
+
+func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
+	l := m.last()
+	title := "Effects"
+	var lines []string
+	inner := r.w - 2
+	if l == nil {
+		lines = append(lines, "step 0 has not run yet: the highlighted instruction is next.")
+		lines = append(lines, stDim.Render("s steps into it; the effects of each step appear here."))
+	} else {
+		title = fmt.Sprintf("Effects of step %d: %s", l.Index, l.Asm(m.syn))
+		for _, e := range l.Effects {
+			tag := fmt.Sprintf("%-9s", e.Kind)
+			st := stAccent
+			mark := "  "
+			switch e.Verdict {
+			case annotate.OK:
+				mark = stOK.Render("✓ ")
+			case annotate.Finding:
+				mark = stBad.Render("!!")
+				st = stWarn
+			}
+			if e.Kind == annotate.KindMitigation {
+				st = stWarn
+			}
+			for j, w := range wrap(e.Text, inner-12) {
+				if j == 0 {
+					lines = append(lines, mark+st.Render(tag)+" "+colorize(w, e.Verdict))
+				} else {
+					lines = append(lines, strings.Repeat(" ", 12)+colorize(w, e.Verdict))
+				}
+			}
+		}
+		if len(l.Events) > 0 {
+			lines = append(lines, stWarn.Render("◆ events: "+eventNames(l.Events)))
+		}
+	}
+	if tabbed {
+		title += " (tab: system)"
+	}
+	top := min(m.effTop, max(0, len(lines)-(r.h-2)))
+	c.box(r, title, lines[top:], false)
+}
+
+func colorize(s string, v annotate.Verdict) string {
+	if v == annotate.Finding {
+		return stWarn.Render(s)
+	}
+	return s
+}
+
+// wrap breaks text into lines of at most n columns at spaces.
+func wrap(text string, n int) []string {
+	if n < 10 {
+		n = 10
+	}
+	var out []string
+	for _, para := range strings.Split(text, "\n") {
+		line := ""
+		for _, w := range strings.Fields(para) {
+			switch {
+			case line == "":
+				line = w
+			case len(line)+1+len(w) <= n:
+				line += " " + w
+			default:
+				out = append(out, line)
+				line = w
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// helpText lists the keys.
+var helpText = [][2]string{
+	{"s", "step into (through the record first, then the guest)"},
+	{"n", "step over a call"},
+	{"b / f  ↑ ↓", "step back / forward through the record (never touches the guest)"},
+	{"e", "run to the next event: CPL change, CR3 write, swapgs, stack switch"},
+	{"r", "run to the return to user mode"},
+	{"c", "continue to the next system call (starts a fresh recording)"},
+	{"R", "record a whole round trip"},
+	{"/", "search a symbol or instruction"},
+	{"g", "go to step N"},
+	{"home / end", "first step / last step"},
+	{"w", "save the trace as JSON"},
+	{"t", "toggle Intel / AT&T syntax"},
+	{"o", "show register values before the last step"},
+	{"tab", "switch the lower pane (effects, system, stack) on small screens"},
+	{"wheel", "scroll the code or effects pane"},
+	{"?", "this help (any key closes it)"},
+	{"q  ctrl-c", "quit: stop what runs, remove breakpoints, end QEMU if sctrace started it"},
+}
+
+func (m *Model) helpBox() string {
+	var b strings.Builder
+	for i, kv := range helpText {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s %s", stAccent.Render(fmt.Sprintf("%-11s", kv[0])), kv[1])
+	}
+	w := min(m.width-4, 90)
+	return lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colAccent).
+		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + b.String())
+}
