@@ -62,7 +62,7 @@ func (m *Model) layout() layout {
 		rw := 52
 		lw := W - rw
 		effH := min(14, body/3)
-		regH := 16
+		regH := 14
 		sysH := (body - regH) / 2
 		return layout{
 			wide:    true,
@@ -73,11 +73,11 @@ func (m *Model) layout() layout {
 			stack:   rect{lw, 1 + regH + sysH, rw, body - regH - sysH},
 		}
 	}
-	lowH := min(16, max(body-6, 6))
+	lowH := min(14, max(body-6, 6))
 	if body-lowH < 6 {
 		lowH = body / 2
 	}
-	rw := min(44, W/2)
+	rw := min(44, W-30)
 	l := layout{
 		code: rect{0, 1, W, body - lowH},
 		regs: rect{0, 1 + body - lowH, rw, lowH},
@@ -244,24 +244,23 @@ func cplBadge(cpl int) string {
 func (m *Model) statusLine() string {
 	h := m.snap.Header
 	sep := stDim.Render(" │ ")
-	parts := []string{stBold.Render("sctrace")}
-	if h.Target != "" {
-		parts = append(parts, h.Target)
-	}
-	if h.Accel != "" {
-		accel, _, _ := strings.Cut(h.Accel, " (")
-		parts = append(parts, accel)
-	}
 	cpl := -1
 	if st := m.state(); st != nil {
 		cpl = st.CPL()
 	}
-	parts = append(parts, cplBadge(cpl), m.mechanism())
-	parts = append(parts, fmt.Sprintf("step %d of %d", m.pos, len(m.snap.Steps)))
+	parts := []string{stBold.Render("sctrace"), cplBadge(cpl), fmt.Sprintf("step %d of %d", m.pos, len(m.snap.Steps))}
 	if m.drv.Live() {
 		parts = append(parts, stUser.Render("live"))
 	} else {
 		parts = append(parts, stAccent.Render("replay"))
+	}
+	parts = append(parts, m.mechanism())
+	if h.Accel != "" {
+		accel, _, _ := strings.Cut(h.Accel, " (")
+		parts = append(parts, accel)
+	}
+	if h.Target != "" {
+		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
 	}
 	if m.syn == trace.Intel {
 		parts = append(parts, "intel")
@@ -438,10 +437,8 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 	rip := show.Val(target.RIP)
 	lines = append(lines, name(target.RIP, 4)+val(target.RIP)+" "+stDim.Render(m.symbolize(rip)))
 	lines = append(lines, "rfl "+val(target.RFLAGS)+" "+target.Flags(show.Val(target.RFLAGS)).String())
-	lines = append(lines, "cs  "+short(val(target.CS), changed["cs"])+"  ss  "+short(val(target.SS), changed["ss"])+"  "+cplBadge(show.CPL()))
-	lines = append(lines, "gs_base   "+val(target.GSBase))
-	lines = append(lines, "k_gs_base "+val(target.KernelGSBase))
-	lines = append(lines, "cr3       "+val(target.CR3))
+	lines = append(lines, "gs  "+val(target.GSBase)+" kgs "+val(target.KernelGSBase))
+	lines = append(lines, "cr3 "+val(target.CR3)+" cs "+short(val(target.CS), changed["cs"])+" ss "+short(val(target.SS), changed["ss"]))
 	c.box(r, title, lines, false)
 }
 

@@ -1,0 +1,309 @@
+package tui
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/charmbracelet/x/exp/golden"
+	"github.com/charmbracelet/x/exp/teatest/v2"
+
+	"github.com/sctrace/sctrace/trace"
+)
+
+// press makes a key press message for a key name as bubbletea spells it.
+func press(k string) tea.KeyPressMsg {
+	switch k {
+	case "tab":
+		return tea.KeyPressMsg{Code: tea.KeyTab}
+	case "enter":
+		return tea.KeyPressMsg{Code: tea.KeyEnter}
+	case "esc":
+		return tea.KeyPressMsg{Code: tea.KeyEscape}
+	case "ctrl+c":
+		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
+	}
+	r := []rune(k)[0]
+	return tea.KeyPressMsg{Code: r, Text: k}
+}
+
+// keys splits "e e g 4 0 enter" into key presses.
+func keys(s string) []tea.KeyPressMsg {
+	var out []tea.KeyPressMsg
+	for _, k := range strings.Fields(s) {
+		out = append(out, press(k))
+	}
+	return out
+}
+
+func replayModel(t *testing.T, w, h int) *Model {
+	t.Helper()
+	m := New(Config{Driver: NewReplay(loadTrace(t)), Syntax: trace.ATT})
+	m.Update(tea.WindowSizeMsg{Width: w, Height: h})
+	return m
+}
+
+// TestGolden drives the replay TUI through teatest and compares the final
+// screen (styles stripped) with testdata/TestGolden/*.golden; regenerate
+// with `go test ./tui -run TestGolden -update`.
+func TestGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		w, h int
+		keys string
+	}{
+		{"start_80x24", 80, 24, ""},
+		{"after_syscall_80x24", 80, 24, "e"},
+		{"after_swapgs_80x24", 80, 24, "e e"},
+		{"stack_switch_stack_pane_80x24", 80, 24, "e e e e f f f f f f tab tab"},
+		{"system_pane_80x24", 80, 24, "e e tab"},
+		{"help_80x24", 80, 24, "?"},
+		{"intel_after_cr3_160x48", 160, 48, "t e e e"},
+		{"pt_regs_built_160x48", 160, 48, "g 4 2 enter"},
+		{"back_in_user_160x48", 160, 48, "r"},
+		{"search_sysret_120x30", 120, 30, "/ s y s r e t q enter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(Config{Driver: NewReplay(loadTrace(t)), Syntax: trace.ATT})
+			tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(tt.w, tt.h))
+			for _, k := range keys(tt.keys) {
+				tm.Send(k)
+			}
+			if err := tm.Quit(); err != nil {
+				t.Fatal(err)
+			}
+			fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*Model)
+			screen := ansi.Strip(fm.Render())
+			if got := len(strings.Split(screen, "\n")); got != tt.h {
+				t.Errorf("screen has %d lines, want %d", got, tt.h)
+			}
+			for i, l := range strings.Split(screen, "\n") {
+				if w := ansi.StringWidth(l); w > tt.w {
+					t.Errorf("line %d is %d columns wide, more than %d: %q", i, w, tt.w, l)
+				}
+			}
+			golden.RequireEqual(t, screen)
+		})
+	}
+}
+
+// TestReplayKeys checks where each key leaves the replay.
+func TestReplayKeys(t *testing.T) {
+	tests := []struct {
+		keys    string
+		pos     int
+		status  string // a substring of the status line
+		warning bool
+	}{
+		{"", 0, "replay of 87 steps", false},
+		{"f f f", 3, "", false},
+		{"f f b", 1, "", false},
+		{"b", 0, "first recorded step", false},
+		{"e", 1, "syscall, cpl-change", false},
+		{"e e", 2, "swapgs", false},
+		{"e e e", 6, "cr3-write", false},
+		{"e e e e", 7, "stack-switch", false},
+		{"e e e e e", 78, "stack-switch", false},
+		{"r", 87, "back in user mode after step 86", false},
+		{"r r", 87, "does not return", false},
+		{"end s", 87, "needs `sctrace run`", false},
+		{"c", 0, "needs `sctrace run`", false},
+		{"g 4 2 enter n", 51, "", false},
+		{"g 5 enter n", 6, "", false},
+		{"g 9 9 9 enter", 0, "has not been recorded", true},
+		{"g x enter", 0, "not a step number", true},
+		{"/ d o _ s y s c a l l enter", 42, "step 42", false},
+		{"/ n o p e enter", 0, "not in the 87 recorded steps", true},
+		{"/ s w a p g s enter / s w a p g s enter", 54, "step 54", false},
+		{"g 1 esc", 0, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.keys, func(t *testing.T) {
+			m := replayModel(t, 80, 24)
+			for _, k := range keys(tt.keys) {
+				prompting := m.input != inputNone
+				if _, cmd := m.Update(k); cmd != nil && !prompting && k.String() != "/" && k.String() != "g" {
+					t.Errorf("key %q started a command in a replay", k)
+				}
+			}
+			if m.Pos() != tt.pos {
+				t.Errorf("position %d, want %d (status %q)", m.Pos(), tt.pos, m.status)
+			}
+			if !strings.Contains(m.status, tt.status) || m.warn != tt.warning {
+				t.Errorf("status %q (warning %v), want it to contain %q (warning %v)", m.status, m.warn, tt.status, tt.warning)
+			}
+		})
+	}
+}
+
+func TestSave(t *testing.T) {
+	dir := t.TempDir()
+	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
+		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
+	m.Update(press("w"))
+	name := filepath.Join(dir, "sctrace-syscall-20261122-103000.json")
+	if !strings.Contains(m.status, name) {
+		t.Errorf("status %q does not name %s", m.status, name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr, err := trace.Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Steps) != 87 {
+		t.Errorf("saved %d steps, want 87", len(tr.Steps))
+	}
+}
+
+// fakeLive is a live Driver that hands out the steps of a recorded trace,
+// one per Step, blocking each operation until the test releases it.
+type fakeLive struct {
+	src     *trace.Trace
+	release chan struct{}
+	mu      sync.Mutex
+	n       int // steps handed out
+	calls   int // guest operations run
+	closed  bool
+}
+
+func (f *fakeLive) Live() bool { return true }
+
+func (f *fakeLive) Snapshot() Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return Snapshot{Header: f.src.Header, Steps: f.src.Steps[:f.n], Current: f.src.After(f.n - 1)}
+}
+
+func (f *fakeLive) op(ctx context.Context, steps int) error {
+	select {
+	case <-f.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	f.n = min(f.n+steps, len(f.src.Steps))
+	return nil
+}
+
+func (f *fakeLive) Step(ctx context.Context, _ bool) error { return f.op(ctx, 1) }
+
+func (f *fakeLive) Run(ctx context.Context, _ trace.Until) (trace.StopReason, error) {
+	return trace.StopEvent, f.op(ctx, 5)
+}
+
+func (f *fakeLive) NextEntry(ctx context.Context) error {
+	err := f.op(ctx, 0)
+	f.mu.Lock()
+	f.n = 0
+	f.mu.Unlock()
+	return err
+}
+
+func (f *fakeLive) Trace() *trace.Trace { return f.src }
+func (f *fakeLive) Close() error        { f.closed = true; return nil }
+
+// TestLiveCoalescing holds `s` down while a step is in flight: at most one
+// more step is queued, so the guest never falls behind the keyboard.
+func TestLiveCoalescing(t *testing.T) {
+	f := &fakeLive{src: loadTrace(t), release: make(chan struct{}, 100), n: 0}
+	m := New(Config{Driver: f})
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	_, cmd := m.Update(press("s"))
+	if cmd == nil || m.busy == nil {
+		t.Fatal("s at the end of the record did not start a guest step")
+	}
+	for range 10 {
+		if _, c := m.Update(press("s")); c != nil {
+			t.Fatal("a step key while busy started another operation")
+		}
+	}
+	ops := 0
+	for cmd != nil {
+		f.release <- struct{}{}
+		msg := cmd()
+		ops++
+		_, cmd = m.Update(msg)
+		m.Render()
+	}
+	if ops != 2 || f.calls != 2 || m.Pos() != 2 || m.Steps() != 2 {
+		t.Errorf("after 11 presses: %d operations, %d guest calls, position %d of %d; want 2, 2, 2 of 2", ops, f.calls, m.Pos(), m.Steps())
+	}
+	// Time travel never touches the guest, and s replays the record first.
+	for _, k := range keys("b b s") {
+		if _, c := m.Update(k); c != nil {
+			t.Errorf("%q with recorded steps ahead started a guest operation", k)
+		}
+	}
+	if m.Pos() != 1 || f.calls != 2 {
+		t.Errorf("b b s: position %d, %d guest calls; want 1, 2", m.Pos(), f.calls)
+	}
+}
+
+// TestLiveQuitWhileBusy cancels the operation in flight and quits when it
+// has returned.
+func TestLiveQuitWhileBusy(t *testing.T) {
+	f := &fakeLive{src: loadTrace(t), release: make(chan struct{})}
+	m := New(Config{Driver: f})
+	_, cmd := m.Update(press("e"))
+	if cmd == nil {
+		t.Fatal("e did not start a guest run")
+	}
+	_, qcmd := m.Update(press("ctrl+c"))
+	if qcmd == nil || !m.quitting {
+		t.Fatal("ctrl-c while busy did not start quitting")
+	}
+	done := cmd() // returns because ctrl-c cancelled its context
+	_, last := m.Update(done)
+	if last == nil {
+		t.Fatal("no quit after the cancelled operation returned")
+	}
+	if _, ok := last().(tea.QuitMsg); !ok {
+		t.Errorf("after the cancelled operation: %T, want tea.QuitMsg", last())
+	}
+}
+
+// TestLiveKeysStartOperations checks which guest operation each key asks for.
+func TestLiveKeysStartOperations(t *testing.T) {
+	tests := []struct {
+		key  string
+		kind opKind
+	}{
+		{"s", opStep},
+		{"n", opStep},
+		{"e", opRun},
+		{"r", opRun},
+		{"c", opEntry},
+		{"R", opRoundTrip},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			f := &fakeLive{src: loadTrace(t), release: make(chan struct{}, 1), n: 1}
+			m := New(Config{Driver: f})
+			_, cmd := m.Update(press(tt.key))
+			if cmd == nil || m.busy == nil {
+				t.Fatalf("%s started nothing", tt.key)
+			}
+			if m.busy.kind != tt.kind {
+				t.Errorf("%s started operation %d, want %d", tt.key, m.busy.kind, tt.kind)
+			}
+			f.release <- struct{}{}
+			m.Update(cmd())
+			if m.busy != nil {
+				t.Errorf("still busy after the operation returned")
+			}
+		})
+	}
+}
