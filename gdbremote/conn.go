@@ -87,7 +87,6 @@ func WithWireLog(w io.Writer) Option {
 // A Conn is a connection to a gdbstub.
 type Conn struct {
 	nc   net.Conn
-	pr   *pollReader // reads nc, where the platform allows
 	rd   *bufio.Reader
 	addr string
 	cfg  config
@@ -159,22 +158,12 @@ func newConn(nc net.Conn, addr string, cfg config) *Conn {
 		body:       make([]byte, 0, 4096),
 		in:         make([]byte, 0, 4096),
 	}
-	if c.pr = newPollReader(nc, &c.closed); c.pr != nil {
-		c.rd = bufio.NewReaderSize(c.pr, 16<<10)
-	} else {
-		c.rd = bufio.NewReaderSize(nc, 16<<10)
-	}
+	c.rd = bufio.NewReaderSize(nc, 16<<10)
 	return c
 }
 
 // setReadDeadline sets the deadline for reads from the stub.
-func (c *Conn) setReadDeadline(t time.Time) {
-	if c.pr != nil {
-		c.pr.setDeadline(t)
-		return
-	}
-	c.nc.SetReadDeadline(t)
-}
+func (c *Conn) setReadDeadline(t time.Time) { c.nc.SetReadDeadline(t) }
 
 func (c *Conn) handshake(ctx context.Context) error {
 	// GDB opens with an ack; stubs ignore it when idle.
