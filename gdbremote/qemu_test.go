@@ -183,6 +183,17 @@ func TestQEMU(t *testing.T) {
 		if rip, _ := v.Uint64("rip"); rip != 0xe05b {
 			t.Errorf("rip after one step = %#x, want 0xe05b", rip)
 		}
+		sr, err = c.StepVCont(ctx, sr.Thread)
+		if err != nil || sr.Signal != 5 {
+			t.Fatalf("vCont step: %v, %v", sr, err)
+		}
+		v, err = c.ReadRegisters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rip, _ := v.Uint64("rip"); rip == 0xe05b {
+			t.Error("rip did not move with vCont;s")
+		}
 	})
 
 	t.Run("HardwareBreakpoint", func(t *testing.T) {
