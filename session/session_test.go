@@ -297,3 +297,31 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.ReportMetric(float64(steps)/b.Elapsed().Seconds(), "insns/s")
 	b.ReportMetric(float64(steps)/float64(b.N), "insns/op")
 }
+
+// TestStackWordsNearTheTop reads stack words at every step, including the
+// user steps whose stack ends at an unmapped guard page: the words below
+// the page boundary are kept.
+func TestStackWordsNearTheTop(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: trace.Syscall, StackWords: 24})
+	tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, ok := s.Symbols.Find("user_stack")
+	if !ok {
+		t.Fatal("no user_stack symbol")
+	}
+	first := tr.Steps[0]
+	rsp := first.Regs.Val(target.RSP)
+	want := int(min(24, (top.Addr+top.Size-rsp)/8))
+	if len(first.Stack) != want || want == 0 {
+		t.Errorf("step 0 (rsp %#x, stack top %#x): %d stack words, want %d", rsp, top.Addr+top.Size, len(first.Stack), want)
+	}
+	for _, st := range tr.Steps[1:] {
+		if len(st.Stack) == 0 && st.Regs.CPL() == 0 && st.Symbol != "" {
+			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+				t.Errorf("step %d on the kernel stack has no stack words", st.Index)
+			}
+		}
+	}
+}

@@ -236,11 +236,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		Regs:   before,
 	}
 	if r.StackWords > 0 {
-		if b, err := r.T.ReadMemory(ctx, before.Val(target.RSP), 8*r.StackWords); err == nil {
-			for i := 0; i+8 <= len(b); i += 8 {
-				s.Stack = append(s.Stack, Hex(le64(b[i:])))
-			}
-		}
+		s.Stack = r.stackWords(ctx, before.Val(target.RSP))
 	}
 	var mem []annotate.Memory
 	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
@@ -288,6 +284,28 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	r.trace.Steps = append(r.trace.Steps, s)
 	r.cur = after
 	return &r.trace.Steps[len(r.trace.Steps)-1], nil
+}
+
+// stackWords reads up to StackWords words at rsp. The read is split at the
+// page boundary so that a stack near the top of its mapping (the first user
+// frames, with an unmapped guard page above) still gives the words below
+// the boundary; words that cannot be read are left off.
+func (r *Recorder) stackWords(ctx context.Context, rsp uint64) []Hex {
+	var out []Hex
+	want := 8 * r.StackWords
+	for addr := rsp; want > 0; {
+		n := min(want, int(4096-addr%4096))
+		b, err := r.T.ReadMemory(ctx, addr, n)
+		for i := 0; i+8 <= len(b); i += 8 {
+			out = append(out, Hex(le64(b[i:])))
+		}
+		if err != nil || len(b) < n {
+			break
+		}
+		addr += uint64(n)
+		want -= n
+	}
+	return out
 }
 
 func (r *Recorder) symname(addr uint64) (string, uint64) {
