@@ -10,7 +10,7 @@ import (
 // isPerCPU reports whether a GS base is the per-CPU area: a percpu Region
 // holds it, or it is the kernel GS base seen before.
 func (a *annotator) isPerCPU(base uint64) (bool, string) {
-	if r, ok := a.c.RegionOf(base); ok && r.Kind == RegionPerCPU {
+	if r, ok := a.c.RegionOfKind(base, RegionPerCPU); ok {
 		return true, r.label()
 	}
 	if f := a.k.PerCPU; f != nil && f.Value == base {

@@ -141,3 +141,24 @@ func TestFSGSBase(t *testing.T) {
 		})
 	}
 }
+
+func TestPerCPUUnderTSS(t *testing.T) {
+	// The teaching kernel's TSS is the first part of its per-CPU area: the
+	// smallest region at the GS base is the TSS, but the base is still the
+	// per-CPU area's.
+	const base = 0xffffffff8023f000
+	c := &Context{Regions: []Region{
+		{Name: "percpu", Kind: RegionPerCPU, Start: base, End: base + 0x2000},
+		{Name: "tss", Kind: RegionTSS, Start: base, End: base + 0x68},
+	}}
+	if r, _ := c.RegionOf(base); r.Kind != RegionTSS {
+		t.Fatalf("RegionOf = %+v, want the TSS", r)
+	}
+	r, ok := c.RegionOfKind(base, RegionPerCPU)
+	if !ok || r.Name != "percpu" {
+		t.Fatalf("RegionOfKind = %+v, %v", r, ok)
+	}
+	if _, ok := c.RegionOfKind(base+0x3000, RegionPerCPU); ok {
+		t.Error("an address past the per-CPU area was placed in it")
+	}
+}

@@ -80,6 +80,22 @@ func (c *Context) RegionOf(addr uint64) (Region, bool) {
 	return best, found
 }
 
+// RegionOfKind returns the smallest region of the given kind containing
+// addr: the per-CPU area that holds a TSS at its start, say, when RegionOf
+// names the TSS.
+func (c *Context) RegionOfKind(addr uint64, kind RegionKind) (Region, bool) {
+	if c == nil {
+		return Region{}, false
+	}
+	sub := &Context{}
+	for _, r := range c.Regions {
+		if r.Kind == kind {
+			sub.Regions = append(sub.Regions, r)
+		}
+	}
+	return sub.RegionOf(addr)
+}
+
 // PtRegsFields are the fields of Linux's struct pt_regs from the top of the
 // frame down: the first five are what the CPU pushes on an interrupt, the
 // rest what the entry code pushes after them.
