@@ -57,6 +57,8 @@ type Session struct {
 	keep      bool
 	tmp       string
 	closeOnce sync.Once
+	linux     *linuxState     // set for a Linux guest (see linux.go)
+	linuxTask annotate.Region // the running task's stack on Linux
 }
 
 // SerialLog collects a guest's serial output safely across goroutines.
@@ -164,7 +166,10 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	s.Conn = conn
 	s.Target = target.New(conn)
-	s.Regions = Regions(s.Symbols)
+	if err := s.prepareLinux(ctx, o); err != nil {
+		return err
+	}
+	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)
 	hdr := trace.Header{
 		Target:    "qemu gdbstub at " + addr,
 		Kernel:    s.Kernel,
@@ -192,6 +197,7 @@ func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trac
 		}
 		return nil, err
 	}
+	s.refreshLinux(ctx)
 	if m != "" {
 		s.Recorder.Trace().Header.Mechanism = string(m)
 	}

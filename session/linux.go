@@ -1,0 +1,327 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
+	"github.com/sctrace/sctrace/kallsyms"
+	"github.com/sctrace/sctrace/linux"
+	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// LinuxOptions configure a session on a Linux kernel booted by sctrace.
+type LinuxOptions struct {
+	Options
+	Kernel string // the bzImage to boot (required)
+	// NoPTI boots with pti=off instead of pti=on; KASLR drops nokaslr.
+	NoPTI, KASLR bool
+	// Mode is what /init loops on (see linuxinit.Modes); "" follows
+	// Options.Mechanism (int80 for int80, syscall otherwise).
+	Mode string
+	// Memory is QEMU's -m (default 256M).
+	Memory string
+	// BootTimeout bounds the wait for /init to start looping (default 120s).
+	BootTimeout time.Duration
+}
+
+// LinuxDefaultAppend is the start of the kernel command line StartLinux
+// gives, before --no-pti and --kaslr change it: the serial console, no
+// address randomisation (so addresses match between runs), page table
+// isolation forced on (so the CR3 switches are there to see), and no boot
+// messages.
+const LinuxDefaultAppend = "console=ttyS0 nokaslr pti=on quiet"
+
+// CommandLine returns the kernel command line for o: the defaults as
+// --no-pti and --kaslr change them, o.Append, and "-- MODE" for /init.
+func (o LinuxOptions) CommandLine() string {
+	var words []string
+	for _, w := range strings.Fields(LinuxDefaultAppend) {
+		switch {
+		case w == "nokaslr" && o.KASLR:
+			continue
+		case w == "pti=on" && o.NoPTI:
+			w = "pti=off"
+		}
+		words = append(words, w)
+	}
+	if o.Append != "" {
+		words = append(words, o.Append)
+	}
+	return strings.Join(append(words, "--", o.mode()), " ")
+}
+
+func (o LinuxOptions) mode() string {
+	switch {
+	case o.Mode != "":
+		return o.Mode
+	case o.Mechanism == trace.Int80:
+		return linuxinit.Int80
+	}
+	return linuxinit.Syscall
+}
+
+// linuxState is what a session knows of a Linux guest.
+type linuxState struct {
+	boot    <-chan struct{} // closed once /init loops; nil when attached
+	mode    string          // what sctrace's /init loops on; "" when attached
+	bootMax time.Duration
+	tab     *symbols.Table // kallsyms, without the per-CPU copies
+	res     *kallsyms.Result
+	gsBase  uint64
+	fixed   []annotate.Region // TSS, entry and IST stacks, per-CPU area, GDT, IDT
+	// Timings, for reports.
+	Booted, Ready time.Duration
+	started       time.Time
+}
+
+// Linux describes what a session found of a Linux guest.
+type Linux struct {
+	Kallsyms kallsyms.Layout
+	GSBase   uint64
+	// BootTime is the time from starting QEMU until /init looped (zero when
+	// attached); ReadyTime until symbols and regions were ready.
+	BootTime, ReadyTime time.Duration
+}
+
+// Linux returns what the session found of a Linux guest, or nil when the
+// guest is not Linux (or was not recognised).
+func (s *Session) Linux() *Linux {
+	if s.linux == nil || s.linux.res == nil {
+		return nil
+	}
+	return &Linux{Kallsyms: s.linux.res.Layout, GSBase: s.linux.gsBase, BootTime: s.linux.Booted, ReadyTime: s.linux.Ready}
+}
+
+// StartLinux boots a Linux bzImage under QEMU with a generated initramfs
+// whose /init loops on a system call, waits until it loops, stops the CPU
+// where kernel memory is mapped, reads the kernel's symbols from its
+// kallsyms tables and the system-call regions from TR's base and the
+// per-CPU area, and prepares a recorder. The caller must Close the session.
+func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
+	started := time.Now()
+	if o.Kernel == "" {
+		return nil, errors.New("no kernel given (fetch one with scripts/fetch-kernel.sh)")
+	}
+	if _, err := os.Stat(o.Kernel); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if err := linuxinit.CheckMode(o.mode()); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "sctrace-linux-")
+	if err != nil {
+		return nil, err
+	}
+	img, err := linuxinit.Initramfs()
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	initrd := filepath.Join(tmp, "initramfs.cpio")
+	if err := os.WriteFile(initrd, img, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("write the initramfs: %w", err)
+	}
+	serial := &SerialLog{}
+	w := newBannerWatch(serial, linuxinit.Banner)
+	cpu := o.CPU
+	inst, err := qemu.Start(ctx, qemu.Config{
+		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: o.Accel, CPU: cpu,
+		Memory: or(o.Memory, "256M"), GDB: true, Stopped: true, Serial: w,
+	})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	s := &Session{QEMU: inst, Serial: serial, Kernel: "Linux " + filepath.Base(o.Kernel), keep: o.Keep, tmp: tmp,
+		linux: &linuxState{boot: w.seen, mode: o.mode(), bootMax: o.BootTimeout, started: started}}
+	if err := s.attach(ctx, inst.GDBAddr, o.Options); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// bannerWatch copies the guest console to a SerialLog and closes seen when
+// a line holding want has arrived.
+type bannerWatch struct {
+	log  *SerialLog
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func newBannerWatch(log *SerialLog, want string) *bannerWatch {
+	return &bannerWatch{log: log, want: want, seen: make(chan struct{})}
+}
+
+func (b *bannerWatch) Write(p []byte) (int, error) {
+	n, err := b.log.Write(p)
+	if strings.Contains(b.log.String(), b.want) {
+		b.once.Do(func() { close(b.seen) })
+	}
+	return n, err
+}
+
+// enterSteps bounds the single steps taken to reach kernel context.
+const enterSteps = 20000
+
+// prepareLinux runs between the connection and the recorder: for a Linux
+// guest sctrace booted, it lets the guest run until /init loops; for an
+// attached guest without symbols it checks whether the guest is Linux. It
+// then reads kallsyms and the regions. An attached guest that is not
+// recognised is left as it is.
+func (s *Session) prepareLinux(ctx context.Context, o Options) error {
+	if s.linux == nil {
+		if s.Symbols != nil {
+			return nil
+		}
+		s.linux = &linuxState{started: time.Now()}
+		if err := s.readLinux(ctx); err != nil {
+			s.linux = nil
+			s.Kernel = "unknown kernel (not recognised as Linux: " + err.Error() + ")"
+		}
+		return nil
+	}
+	if s.linux.boot != nil {
+		if err := s.bootLinux(ctx); err != nil {
+			return err
+		}
+	}
+	return s.readLinux(ctx)
+}
+
+// bootLinux runs the guest until /init prints its banner, then stops it.
+func (s *Session) bootLinux(ctx context.Context) error {
+	max := s.linux.bootMax
+	if max <= 0 {
+		max = 120 * time.Second
+	}
+	bctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.linux.boot:
+			cancel()
+		case <-s.QEMU.Done():
+			cancel()
+		case <-bctx.Done():
+		}
+	}()
+	_, err := s.Conn.Continue(bctx)
+	select {
+	case <-s.linux.boot:
+		s.linux.Booted = time.Since(s.linux.started)
+		return nil
+	default:
+	}
+	tail := lastLines(s.Serial.String(), 8)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("boot interrupted: %w", ctx.Err())
+	case errors.Is(bctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("linux did not reach /init within %s; console:\n%s", max, tail)
+	case err != nil:
+		return fmt.Errorf("boot linux: %w; console:\n%s", err, tail)
+	}
+	return fmt.Errorf("the guest stopped before /init looped; console:\n%s", tail)
+}
+
+// readLinux stops the CPU where kernel memory is mapped and reads the
+// symbols, the banner and the regions.
+func (s *Session) readLinux(ctx context.Context) error {
+	sys, err := s.Target.SysRegs(ctx)
+	if err != nil {
+		return err
+	}
+	// The IDT is mapped under user page tables too: find the kernel text
+	// first, then step until it can be read.
+	anchor, err := linux.Anchor(ctx, s.Target, sys.IDTBase)
+	if err != nil {
+		return err
+	}
+	st, err := linux.EnterKernel(ctx, s.Target, anchor, enterSteps)
+	if err != nil {
+		return err
+	}
+	tab, res, err := linux.Symbols(ctx, s.Target, anchor)
+	if err != nil {
+		return err
+	}
+	if _, ok := tab.Addr("entry_SYSCALL_64"); !ok {
+		return fmt.Errorf("kallsyms at %#x has no entry_SYSCALL_64", res.Layout.TokenTable)
+	}
+	gs, _ := linux.KernelGSBase(st)
+	if banner, err := linux.Banner(ctx, s.Target, tab); err == nil {
+		s.Kernel = banner
+	}
+	fixed, err := linux.Regions(ctx, s.Target, tab, sys, gs)
+	if err != nil {
+		return err
+	}
+	l := s.linux
+	l.tab, l.res, l.gsBase, l.fixed = tab, res, gs, fixed
+	s.Symbols = tab
+	if gs != 0 {
+		s.Symbols = linux.WithPerCPU(tab, gs)
+	}
+	if l.mode != "" {
+		// sctrace's own /init: its labels mark the loop's system call.
+		init, err := linuxinit.Symbols(l.mode)
+		if err != nil {
+			return err
+		}
+		s.Symbols = s.Symbols.Merge(init)
+	}
+	if task, err := linux.TaskStack(ctx, s.Target, tab, gs); err == nil {
+		s.linuxTask = task
+	}
+	l.Ready = time.Since(l.started)
+	return nil
+}
+
+// linuxRegions returns the Linux regions found so far.
+func (s *Session) linuxRegions() []annotate.Region {
+	if s.linux == nil {
+		return nil
+	}
+	out := append([]annotate.Region(nil), s.linux.fixed...)
+	if s.linuxTask.End != 0 {
+		out = append(out, s.linuxTask)
+	}
+	return out
+}
+
+// refreshLinux finds the task stack again at the start of a round trip:
+// it belongs to the task now running, which the regions must name.
+func (s *Session) refreshLinux(ctx context.Context) {
+	if s.linux == nil || s.linux.tab == nil {
+		return
+	}
+	task, err := linux.TaskStack(ctx, s.Target, s.linux.tab, s.linux.gsBase)
+	if err != nil || task == s.linuxTask {
+		return
+	}
+	s.linuxTask = task
+	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)
+	s.Recorder.Ctx.Regions = s.Regions
+	s.Recorder.Trace().Header.Regions = s.Regions
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
