@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -323,5 +324,43 @@ func TestStackWordsNearTheTop(t *testing.T) {
 				t.Errorf("step %d on the kernel stack has no stack words", st.Index)
 			}
 		}
+	}
+}
+
+// TestAttachWithoutSymbols attaches to a running guest that sctrace did not
+// start, with no symbols: the recorder steps out of whatever the guest was
+// doing, finds the next user syscall by decoding, and records it.
+func TestAttachWithoutSymbols(t *testing.T) {
+	requireQEMU(t)
+	path, err := kernel.WriteTemp(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	time.Sleep(200 * time.Millisecond) // let the guest reach its trace loop
+	s, err := Attach(ctx, inst.GDBAddr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := tr.Steps[0]
+	if first.ATT != "syscall" || first.CPL != 3 || first.Symbol != "" {
+		t.Errorf("step 0 = %q at CPL %d (symbol %q), want an unnamed user syscall", first.ATT, first.CPL, first.Symbol)
+	}
+	if tr.Final.CPL() != 3 || tr.Header.Stop != string(trace.StopUser) {
+		t.Errorf("final CPL %d, stop %q", tr.Final.CPL(), tr.Header.Stop)
+	}
+	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
+		t.Errorf("events without symbols: %+v", ev)
 	}
 }

@@ -99,24 +99,26 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) error {
 	return nil
 }
 
-// stepToEntry single-steps user code until the next instruction enters the
-// kernel by m. It refuses to start in the kernel, where the next user
-// instruction may be far away.
+// stepToEntry single-steps until the next user instruction that enters the
+// kernel by m. Started in the kernel (the guest stopped inside a system
+// call, say), it first steps back out to user mode; the budget bounds both
+// parts, so a kernel that never returns (an idle loop) gives an error
+// rather than a hang.
 func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
 	budget := r.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
 	}
+	start := r.cur.Val(target.RIP)
 	for n := 0; n < budget; n++ {
-		if r.cur.CPL() != 3 {
-			return fmt.Errorf("find the next %s: the CPU is in the kernel at %s and no symbol tells where the user program enters; give --symbols, or stop the guest in user mode", m, r.name(r.cur.Val(target.RIP)))
-		}
-		inst, _, err := r.Decode(ctx, r.cur)
-		if err != nil {
-			return err
-		}
-		if Classify(inst, m == UD2) == m {
-			return nil
+		if r.cur.CPL() == 3 {
+			inst, _, err := r.Decode(ctx, r.cur)
+			if err != nil {
+				return err
+			}
+			if Classify(inst, m == UD2) == m {
+				return nil
+			}
 		}
 		st, err := r.T.Step(ctx)
 		if err != nil {
@@ -128,7 +130,10 @@ func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
 			return ctx.Err()
 		}
 	}
-	return fmt.Errorf("find the next %s: no such instruction within %d user steps", m, budget)
+	if r.cur.CPL() != 3 {
+		return fmt.Errorf("find the next %s: started in the kernel at %s and still there after %d steps; give --symbols so sctrace can break where the user program enters", m, r.name(start), budget)
+	}
+	return fmt.Errorf("find the next %s: no such instruction within %d steps", m, budget)
 }
 
 // le64 reads a little-endian word.
