@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -92,10 +91,10 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(tmp, "sctrace-kernel.elf")
-	if err := os.WriteFile(path, kernel.ELF, 0o644); err != nil {
+	path, err := kernel.WriteTemp(tmp)
+	if err != nil {
 		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("write the teaching kernel: %w", err)
+		return nil, err
 	}
 	syms, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
 	if err != nil {
