@@ -56,7 +56,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 	root.AddCommand(
 		newVersionCmd(),
 		newProbeCmd(),
-		newRunCmd(),
+		withSub(newRunCmd(), newRunLinuxCmd()),
 		newTraceCmd(),
 		newViewCmd(),
 		newAttachCmd(),

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
+	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/tui"
+)
+
+// withSub adds subcommands to cmd and returns it.
+func withSub(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+func newRunLinuxCmd() *cobra.Command {
+	var (
+		rf     recordFlags
+		sf     stubFlags
+		lo     session.LinuxOptions
+		doTr   bool
+		timing bool
+	)
+	cmd := &cobra.Command{
+		Use:   "linux --kernel BZIMAGE",
+		Short: "Boot a Linux kernel under QEMU and trace a system call",
+		Long: `run linux boots a Linux bzImage under QEMU with an initramfs sctrace
+generates, whose /init loops on a system call (getpid by syscall or by
+int $0x80, a vDSO clock_gettime, or an unimplemented number). Once /init
+loops, sctrace stops the CPU, reads the kernel's symbols from its kallsyms
+tables in guest memory (no vmlinux or System.map needed), finds the TSS, the
+entry and IST stacks from TR's base and the task stack from per-CPU data,
+and opens the interactive view on the next system call (or, with --trace,
+prints the round trip).
+
+The kernel command line starts with "` + session.LinuxDefaultAppend + `": nokaslr keeps
+addresses the same from run to run, and pti=on forces page table isolation
+so that the CR3 switches are there to see. --no-pti and --kaslr change
+that; --append adds words. scripts/fetch-kernel.sh downloads a Debian
+cloud kernel.`,
+		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
+  sctrace run linux --kernel vmlinuz --trace -m int80
+  sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			start := time.Now()
+			m, syn, err := rf.check()
+			if err != nil {
+				return err
+			}
+			switch m {
+			case "", trace.Syscall, trace.Int80, trace.Vdso:
+			default:
+				return fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
+			}
+			if lo.Kernel == "" {
+				return fmt.Errorf("--kernel is required (scripts/fetch-kernel.sh downloads a Debian cloud kernel)")
+			}
+			lo.Mechanism, lo.Timeout = m, sf.timeout
+			if m == trace.Vdso && lo.Mode == "" {
+				lo.Mode = linuxinit.Vdso
+			}
+			rf.options(&lo.Options)
+			closeLog, err := sf.openWireLog(&lo.Options)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			if !doTr {
+				return runLinuxTUI(cmd, lo, m, syn)
+			}
+			s, err := session.StartLinux(cmd.Context(), lo)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ready := time.Since(start)
+			if lo.Keep {
+				defer fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+			}
+			t0 := time.Now()
+			err = roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
+			if timing {
+				fmt.Fprintf(cmd.ErrOrStderr(), "timing: ready %.2fs after start (linux booted to /init in %.2fs), round trip recorded and printed in %.2fs\n",
+					ready.Seconds(), s.Linux().BootTime.Seconds(), time.Since(t0).Seconds())
+			}
+			return err
+		},
+	}
+	rf.register(cmd)
+	sf.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&lo.Kernel, "kernel", "", "Linux bzImage to boot (`FILE`)")
+	fl.StringVar(&lo.Append, "append", "", "more words for the kernel command line")
+	fl.BoolVar(&lo.NoPTI, "no-pti", false, "boot with pti=off (no KPTI CR3 switches)")
+	fl.BoolVar(&lo.KASLR, "kaslr", false, "leave kernel address randomisation on (drop nokaslr)")
+	fl.StringVar(&lo.Mode, "init", "", "what /init loops on: syscall, int80, vdso, enosys or all (default: follows --mechanism)")
+	fl.StringVar(&lo.Accel, "accel", "tcg", "accelerator: tcg, kvm or auto")
+	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
+	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+")")
+	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")
+	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
+	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")
+	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
+	fl.BoolVar(&timing, "timing", false, "with --trace, print how long booting and recording took to standard error")
+	return cmd
+}
+
+// runLinuxTUI boots Linux behind a spinner and opens the interactive view.
+func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m trace.Mechanism, syn trace.Syntax) error {
+	if _, err := qemu.Find(lo.QEMU); err != nil {
+		return err
+	}
+	lo.StackWords = tui.StackWords
+	var s *session.Session
+	open := func(ctx context.Context) (*session.Session, error) {
+		var err error
+		s, err = session.StartLinux(ctx, lo)
+		return s, err
+	}
+	err := tui.Run(cmd.Context(), tui.Config{
+		Start:    tui.StartLive(open, m, true),
+		Starting: "booting Linux under QEMU and reading its kallsyms",
+		Syntax:   syn,
+	}, nil, nil)
+	if lo.Keep && s != nil && s.QEMU != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+	}
+	return err
+}
