@@ -236,7 +236,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		Regs:   before,
 	}
 	if r.StackWords > 0 {
-		s.Stack = r.stackWords(ctx, before.Val(target.RSP))
+		s.Stack = r.ReadStack(ctx, before.Val(target.RSP), r.StackWords)
 	}
 	var mem []annotate.Memory
 	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
@@ -286,24 +286,24 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	return &r.trace.Steps[len(r.trace.Steps)-1], nil
 }
 
-// stackWords reads up to StackWords words at rsp. The read is split at the
-// page boundary so that a stack near the top of its mapping (the first user
+// ReadStack reads up to n words at rsp. The read is split at the page
+// boundary so that a stack near the top of its mapping (the first user
 // frames, with an unmapped guard page above) still gives the words below
 // the boundary; words that cannot be read are left off.
-func (r *Recorder) stackWords(ctx context.Context, rsp uint64) []Hex {
+func (r *Recorder) ReadStack(ctx context.Context, rsp uint64, n int) []Hex {
 	var out []Hex
-	want := 8 * r.StackWords
+	want := 8 * n
 	for addr := rsp; want > 0; {
-		n := min(want, int(4096-addr%4096))
-		b, err := r.T.ReadMemory(ctx, addr, n)
+		chunk := min(want, int(4096-addr%4096))
+		b, err := r.T.ReadMemory(ctx, addr, chunk)
 		for i := 0; i+8 <= len(b); i += 8 {
 			out = append(out, Hex(le64(b[i:])))
 		}
-		if err != nil || len(b) < n {
+		if err != nil || len(b) < chunk {
 			break
 		}
-		addr += uint64(n)
-		want -= n
+		addr += uint64(chunk)
+		want -= chunk
 	}
 	return out
 }

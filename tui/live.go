@@ -103,17 +103,8 @@ func (d *Live) refresh(ctx context.Context) {
 	hdr.Regions = append([]annotate.Region(nil), hdr.Regions...)
 	snap := Snapshot{Header: hdr, Steps: t.Steps, Current: r.Current()}
 	if cur := snap.Current; cur != nil {
-		rsp := cur.Val(target.RSP)
-		b, err := d.S.Target.ReadMemory(ctx, rsp, 8*StackWords)
-		if err != nil {
-			// The stack may end below a page that is not mapped: read to
-			// the end of RSP's page instead.
-			b, err = d.S.Target.ReadMemory(ctx, rsp, int(min(8*StackWords, 4096-rsp%4096)))
-		}
-		if err == nil {
-			for i := 0; i+8 <= len(b); i += 8 {
-				snap.Stack = append(snap.Stack, le64(b[i:]))
-			}
+		for _, w := range r.ReadStack(ctx, cur.Val(target.RSP), StackWords) {
+			snap.Stack = append(snap.Stack, uint64(w))
 		}
 		snap.Upcoming = d.upcoming(ctx, cur)
 	}
@@ -164,11 +155,6 @@ func endsFlow(op x86asm.Op) bool {
 		return true
 	}
 	return false
-}
-
-func le64(b []byte) uint64 {
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
 // StartLive returns a Config.Start function: it opens a session (booting

@@ -69,6 +69,11 @@ func (f *recordFlags) check() (trace.Mechanism, trace.Syntax, error) {
 
 func (f *recordFlags) options(o *session.Options) {
 	o.Budget, o.Over, o.AllowIRQ = f.budget, f.over, f.irq
+	if f.format == "json" {
+		// A saved trace is replayed in the TUI, whose stack pane shows
+		// the words at RSP: record them (one more read per step).
+		o.StackWords = tui.StackWords
+	}
 }
 
 func parseSyntax(s string) (trace.Syntax, error) {
