@@ -1,0 +1,177 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/trace"
+)
+
+// linuxKernel returns the path of a Debian cloud kernel of series, fetched
+// with scripts/fetch-kernel.sh (which caches it) unless $SCTRACE_KERNEL_<series>
+// (dots as underscores, e.g. SCTRACE_KERNEL_6_1) names one. It fails the
+// test when none can be had, except under -short.
+func linuxKernel(t *testing.T, series string) string {
+	t.Helper()
+	requireQEMU(t)
+	if p := os.Getenv("SCTRACE_KERNEL_" + strings.ReplaceAll(series, ".", "_")); p != "" {
+		return p
+	}
+	if testing.Short() {
+		t.Skip("downloads a Linux kernel (-short)")
+	}
+	script, err := filepath.Abs("../scripts/fetch-kernel.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", script, series)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fetch a Linux %s kernel: %v\n%s(scripts/fetch-kernel.sh needs apt-get and the Debian archive)", series, err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestLinuxRoundTrip boots Debian cloud kernels of two series with
+// pti=on, records a getpid round trip by syscall and by int $0x80, checks
+// the shape of the path, and counts the same path with gdb's stepi: the
+// two counts must be equal.
+func TestLinuxRoundTrip(t *testing.T) {
+	tests := []struct {
+		series string
+		m      trace.Mechanism
+		entry  []string // the kernel entry point, by name (one of)
+		exit   string   // the instruction that returns to user mode
+		insn   []byte
+	}{
+		{"6.1", trace.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
+		{"6.1", trace.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
+		{"6.12", trace.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
+		{"6.12", trace.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
+	}
+	gdb, gdbErr := exec.LookPath("gdb")
+	for _, tt := range tests {
+		t.Run(tt.series+"/"+string(tt.m), func(t *testing.T) {
+			kernel := linuxKernel(t, tt.series)
+			if gdbErr != nil {
+				t.Fatalf("gdb not found (apt-get install -y gdb): it counts the path sctrace records")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			s, err := StartLinux(ctx, LinuxOptions{Options: Options{Accel: "tcg", Mechanism: tt.m, Keep: true}, Kernel: kernel})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				s.QEMU.Stop()
+				os.RemoveAll(s.tmp)
+			}()
+			ready := time.Since(t0)
+			t1 := time.Now()
+			tr, err := s.RoundTrip(ctx, tt.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: ready in %.2fs (booted in %.2fs), %d instructions recorded in %.2fs; %d kallsyms symbols (%s)",
+				s.Kernel, ready.Seconds(), s.Linux().BootTime.Seconds(), len(tr.Steps), time.Since(t1).Seconds(),
+				s.Linux().Kallsyms.Count, s.Linux().Kallsyms.Encoding)
+			checkLinuxTrace(t, tr, tt.entry, tt.exit, tt.insn)
+
+			// The same path counted by gdb on the same guest.
+			site := uint64(tr.Steps[0].RIP)
+			addr := s.QEMU.GDBAddr
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.CommandContext(ctx, gdb, "-q", "-batch", "-nx",
+				"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x", addr, site),
+				"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
+			m := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindSubmatch(out)
+			if err != nil || m == nil {
+				t.Fatalf("gdb stepi count: %v\n%s", err, out)
+			}
+			n, _ := strconv.Atoi(string(m[1]))
+			if n != len(tr.Steps) {
+				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", len(tr.Steps), n)
+			}
+			t.Logf("gdb stepi count: %d", n)
+		})
+	}
+}
+
+// checkLinuxTrace checks a round trip recorded on Linux with pti=on.
+func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit string, insn []byte) {
+	t.Helper()
+	if tr.Header.Stop != string(trace.StopUser) {
+		t.Fatalf("stopped: %s", tr.Header.Stop)
+	}
+	first := tr.Steps[0]
+	if first.CPL != 3 || string(first.Bytes[:len(insn)]) != string(insn) {
+		t.Errorf("first step %s (% x) at CPL %d: want the user instruction % x", first.Intel, first.Bytes, first.CPL, insn)
+	}
+	var swapgs, cr3, regs int
+	seen := map[string]bool{}
+	fields := map[string]bool{}
+	last := ""
+	for _, st := range tr.Steps {
+		name, _, _ := strings.Cut(st.Symbol, "+")
+		seen[name] = true
+		if st.CPL == 0 {
+			last = st.Intel
+		}
+		switch {
+		case strings.HasPrefix(st.Intel, "swapgs"):
+			swapgs++
+		case strings.HasPrefix(st.Intel, "mov cr3,"):
+			cr3++
+		}
+		for _, e := range st.Effects {
+			if i := strings.Index(e.Text, "(pt_regs->"); i >= 0 {
+				f, _, _ := strings.Cut(e.Text[i+len("(pt_regs->"):], ")")
+				fields[f] = true
+				regs++
+			}
+			if e.Verdict == "finding" {
+				t.Errorf("step %d %s: finding: %s", st.Index, st.Intel, e.Text)
+			}
+		}
+	}
+	found := false
+	for _, e := range entries {
+		found = found || seen[e]
+	}
+	if !found {
+		t.Errorf("the trace never passes %v", entries)
+	}
+	if swapgs != 2 || cr3 != 2 {
+		t.Errorf("%d swapgs and %d CR3 writes, want 2 and 2 with pti=on", swapgs, cr3)
+	}
+	for _, f := range []string{"ss", "sp", "flags", "cs", "ip"} {
+		if !fields[f] {
+			t.Errorf("pt_regs->%s never named (%d pt_regs stores seen)", f, regs)
+		}
+	}
+	if !strings.HasPrefix(last, exit) {
+		t.Errorf("last kernel instruction %q, want %s", last, exit)
+	}
+	final := tr.Final
+	if final == nil || final.CPL() != 3 {
+		t.Fatalf("the trace does not end at CPL 3")
+	}
+	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(target.RIP) != want {
+		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(target.RIP), want)
+	}
+}
