@@ -253,6 +253,7 @@ func (a *annotator) run() {
 		a.stack()
 	}
 	a.privilege()
+	a.returnGS()
 	a.mitigations()
 	a.branch()
 	a.registers()

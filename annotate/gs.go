@@ -60,6 +60,30 @@ func (a *annotator) swapgs() {
 	a.add(KindGS, OK, "swapgs: gs_base %#x ⇄ k_gs_base %#x%s", gs, kgs, why)
 }
 
+// returnGS checks a return from the kernel to user mode: the user's GS base
+// must be active again. A per-CPU base still in gs_base means the way out
+// skipped its swapgs: user code now holds the kernel's base, k_gs_base
+// holds the user's, and the next entry's swapgs will give the kernel the
+// user's base.
+func (a *annotator) returnGS() {
+	if cpl(a.b) != 0 || cpl(a.a) != 3 {
+		return
+	}
+	gs, ok := a.a.Get(target.GSBase)
+	if !ok {
+		return
+	}
+	pc, what := a.isPerCPU(gs)
+	if !pc {
+		return
+	}
+	kgs := "unknown"
+	if v, ok := a.a.Get(target.KernelGSBase); ok {
+		kgs = fmt.Sprintf("%#x", v)
+	}
+	a.add(KindGS, Finding, "back in user mode with gs_base %#x, the %s: the way out skipped swapgs, so user code runs with the kernel's GS base and k_gs_base (%s) holds the user's; the next entry's swapgs will hand the kernel the user's base (missing swapgs)", gs, what, kgs)
+}
+
 // fsgsBase explains RDFSBASE, RDGSBASE, WRFSBASE and WRGSBASE.
 func (a *annotator) fsgsBase() {
 	seg, reg := "fs", target.FSBase

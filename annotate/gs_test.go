@@ -162,3 +162,59 @@ func TestPerCPUUnderTSS(t *testing.T) {
 		t.Error("an address past the per-CPU area was placed in it")
 	}
 }
+
+// TestReturnGS checks the GS base left active by a return to user mode: the
+// user's is fine, the per-CPU area's is a missing swapgs on the way out.
+func TestReturnGS(t *testing.T) {
+	percpuRegion := []Region{{Name: "cpu0", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x20000}}
+	// kernelRet is the state before the return, after the exit swapgs.
+	kernelRet := with(kernel, regs{target.RCX: userRIP, target.R11: 0x246, target.RSP: userRSP, target.GSBase: 0, target.KernelGSBase: percpu})
+	back := with(user, regs{target.RIP: userRIP, target.RCX: userRIP, target.R11: 0x246})
+	tests := []struct {
+		name          string
+		regions       []Region
+		known         bool // the per-CPU base learnt from an earlier swapgs
+		ins           []byte
+		before, after regs
+		want          []check
+		clean         bool
+	}{
+		{name: "sysret after swapgs", regions: percpuRegion, ins: insSysretq, before: kernelRet, after: back, clean: true},
+		{
+			name: "sysret without swapgs, per-CPU region known", regions: percpuRegion, ins: insSysretq,
+			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			want:   []check{finding(KindGS, `back in user mode with gs_base 0xffff888007c00000, the per-CPU area "cpu0": the way out skipped swapgs`)},
+		},
+		{
+			name: "sysret without swapgs, per-CPU base learnt", known: true, ins: insSysretq,
+			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			want:   []check{finding(KindGS, "k_gs_base (0x0) holds the user's")},
+		},
+		{name: "per-CPU base unknown: nothing to compare", ins: insSysretq,
+			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}), clean: true},
+		{name: "a kernel-to-kernel step is not a return", regions: percpuRegion, ins: insPopRBX,
+			before: kernel, after: with(kernel, regs{target.RIP: lstar + 0x11, target.RSP: kernel[target.RSP] + 8}), clean: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Context{Regions: tt.regions}
+			if tt.known {
+				c.Knowledge = NewKnowledge()
+				c.Knowledge.PerCPU = &Fact{Value: percpu, Known: ^uint64(0), Source: SourceInferred, Step: 1, How: "test"}
+			}
+			effects := Annotate(mkStep(t, 80, tt.ins, lstar+0x40, tt.before, tt.after), c)
+			expectEffects(t, effects, tt.want...)
+			for _, e := range effects {
+				if e.Kind == KindGS && e.Verdict == Finding && tt.clean {
+					t.Errorf("unexpected GS finding: %s", e.Text)
+				}
+			}
+			if !tt.clean {
+				expectFinding(t, effects)
+			}
+		})
+	}
+}
