@@ -175,3 +175,20 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(target.RIP), want)
 	}
 }
+
+func TestLinuxCommandLine(t *testing.T) {
+	tests := []struct {
+		o    LinuxOptions
+		want string
+	}{
+		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
+		{LinuxOptions{Options: Options{Mechanism: trace.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
+		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
+		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
+	}
+	for _, tt := range tests {
+		if got := tt.o.CommandLine(); got != tt.want {
+			t.Errorf("CommandLine() = %q, want %q", got, tt.want)
+		}
+	}
+}
