@@ -66,18 +66,28 @@ func Anchor(ctx context.Context, mem Memory, idtBase uint64) (uint64, error) {
 // a point where kernel memory is mapped.
 var ErrNoKernelContext = errors.New("the CPU did not reach a point where kernel memory is mapped")
 
+// settleSteps is how many instructions the CPU must run at CPL 0 without a
+// KPTI switch before its page tables are taken for kernel ones: Linux's
+// entry code switches CR3 within its first few instructions.
+const settleSteps = 64
+
 // EnterKernel single-steps the stopped guest, at most max instructions,
-// until the CPU runs at CPL 0 with kernel memory readable at probe: with
-// page table isolation, user page tables map almost nothing of the kernel,
-// and a user program that makes system calls soon enters it. It returns the
-// state reached (the current one if it already qualifies).
+// until the CPU runs at CPL 0 under the kernel's page tables, with kernel
+// memory readable at probe. With page table isolation, user page tables
+// map the entry text and the cpu_entry_area but not the kernel's data, and
+// the CPU enters the kernel under them: the kernel tables are in place once
+// CR3 has switched from the user half (bit 12 set) to the kernel half, or,
+// for a kernel without isolation, after a few dozen instructions at CPL 0
+// without such a switch. A user program that makes system calls soon
+// enters the kernel. It returns the state reached.
 func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target.State, error) {
 	st, err := t.State(ctx)
 	if err != nil {
 		return nil, err
 	}
+	switched, atZero := false, 0
 	for n := 0; ; n++ {
-		if st.CPL() == 0 {
+		if st.CPL() == 0 && (switched || atZero >= settleSteps) {
 			if _, err := t.ReadMemory(ctx, probe, 8); err == nil {
 				return st, nil
 			}
@@ -85,9 +95,22 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target
 		if n >= max {
 			return st, fmt.Errorf("%w within %d steps (at CPL %d, rip %#x)", ErrNoKernelContext, max, st.CPL(), st.Val(target.RIP))
 		}
-		if st, err = t.Step(ctx); err != nil {
+		next, err := t.Step(ctx)
+		if err != nil {
 			return nil, err
 		}
+		old, nw := st.Val(target.CR3), next.Val(target.CR3)
+		switch {
+		case next.CPL() != 0:
+			switched, atZero = false, 0
+		case old != nw && old&target.KPTIUserBit != 0 && nw&target.KPTIUserBit == 0:
+			switched = true
+		case old != nw:
+			switched, atZero = false, 0
+		default:
+			atZero++
+		}
+		st = next
 	}
 }
 
