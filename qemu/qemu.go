@@ -127,7 +127,10 @@ type Config struct {
 	Stopped    bool      // -S: start with the CPU stopped, waiting for the debugger
 	ExitDevice bool      // add isa-debug-exit at port 0xf4 so the guest can end QEMU with a status
 	Serial     io.Writer // receives the guest's serial console; nil discards it
-	Extra      []string  // more arguments, appended last
+	// Keep lets QEMU outlive this process. Otherwise QEMU is killed when
+	// the process that started it dies, however it dies.
+	Keep  bool
+	Extra []string // more arguments, appended last
 }
 
 // Exit is how a QEMU run ended.
@@ -228,7 +231,10 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	cmd.Stderr = inst.stderr
 	// Own process group: a ctrl-c in the terminal reaches sctrace, which
 	// then decides how to end QEMU, rather than killing it behind our back.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !cfg.Keep {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}

@@ -3,10 +3,14 @@ package qemu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -149,4 +153,61 @@ func TestStartQEMUDiesEarly(t *testing.T) {
 	if !strings.Contains(err.Error(), "no-such-option") {
 		t.Errorf("error %q does not quote QEMU's complaint", err)
 	}
+}
+
+// TestKeepOutlivesParent starts QEMU from a child process, which exits at
+// once: with Keep, QEMU must still run; without it, it must be gone.
+func TestKeepOutlivesParent(t *testing.T) {
+	requireQEMU(t)
+	for _, keep := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperStartQEMU$")
+			cmd.Env = append(os.Environ(), "SCTRACE_QEMU_HELPER=1", fmt.Sprintf("SCTRACE_QEMU_KEEP=%v", keep))
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("helper: %v", err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+			if err != nil {
+				t.Fatalf("helper printed %q", out)
+			}
+			defer syscall.Kill(pid, syscall.SIGKILL)
+			alive := false
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) {
+				alive = processRunning(pid)
+				if alive == keep {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if alive != keep {
+				t.Errorf("QEMU alive after its parent exited = %v, want %v", alive, keep)
+			}
+		})
+	}
+}
+
+// processRunning reports whether pid exists and is not a zombie.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// TestHelperStartQEMU is not a test: TestKeepOutlivesParent runs it in a
+// child process to start QEMU and exit.
+func TestHelperStartQEMU(t *testing.T) {
+	if os.Getenv("SCTRACE_QEMU_HELPER") != "1" {
+		t.Skip("helper process for TestKeepOutlivesParent")
+	}
+	inst, err := Start(context.Background(), Config{Accel: "tcg", GDB: true, Stopped: true, Keep: os.Getenv("SCTRACE_QEMU_KEEP") == "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println(inst.Pid())
+	os.Exit(0)
 }

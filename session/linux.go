@@ -137,7 +137,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: o.Accel, CPU: cpu,
-		Memory: or(o.Memory, "256M"), GDB: true, Stopped: true, Serial: w,
+		Memory: or(o.Memory, "256M"), GDB: true, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -112,7 +112,7 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: o.Accel, CPU: o.CPU,
-		GDB: true, Stopped: true, ExitDevice: true, Serial: serial,
+		GDB: true, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -360,7 +360,7 @@ const (
 	StopBudget  StopReason = "step budget exhausted"
 	StopCancel  StopReason = "interrupted"
 	StopEvent   StopReason = "reached the event"
-	StopOnce    StopReason = "one user instruction (no kernel entry)"
+	StopOnce    StopReason = "back after the first instruction without entering the kernel"
 )
 
 // Until is a stop condition for Run, checked after each step; it returns a
@@ -368,11 +368,17 @@ const (
 type Until func(s *Step, now *target.State) StopReason
 
 // BackInUser stops when the CPU is at CPL 3 again after having been in the
-// kernel, or after one step when the first instruction did not leave user
-// mode (the vDSO baseline).
+// kernel. When the first instruction does not enter the kernel (the vDSO
+// baseline: a read of kernel-provided data, or a call into the vDSO), it
+// stops once the CPU reaches the instruction after it.
 func BackInUser() Until {
-	entered := false
+	entered, started := false, false
+	var next uint64
 	return func(s *Step, now *target.State) StopReason {
+		if !started {
+			started = true
+			next = uint64(s.RIP) + uint64(len(s.Bytes))
+		}
 		if now.CPL() != 3 {
 			entered = true
 			return ""
@@ -380,7 +386,7 @@ func BackInUser() Until {
 		if entered {
 			return StopUser
 		}
-		if s.Index == 0 || s.CPL == 3 {
+		if now.Val(target.RIP) == next {
 			return StopOnce
 		}
 		return ""

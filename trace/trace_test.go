@@ -228,20 +228,35 @@ func TestParseMechanism(t *testing.T) {
 }
 
 func TestBackInUser(t *testing.T) {
-	user, kernel := &target.State{}, &target.State{}
-	user.Set(target.CS, 0x33)
-	kernel.Set(target.CS, 0x10)
-	until := BackInUser()
-	if why := until(&Step{Index: 0, CPL: 3}, kernel); why != "" {
-		t.Errorf("stopped on entering the kernel: %q", why)
+	at := func(cs, rip uint64) *target.State {
+		s := &target.State{}
+		s.Set(target.CS, cs)
+		s.Set(target.RIP, rip)
+		return s
 	}
-	if why := until(&Step{Index: 1, CPL: 0}, kernel); why != "" {
-		t.Errorf("stopped in the kernel: %q", why)
+	syscall := &Step{Index: 0, CPL: 3, RIP: 0x400011, Bytes: Bytes{0x0f, 0x05}}
+	tests := []struct {
+		name  string
+		steps []*Step
+		nows  []*target.State
+		want  []StopReason
+	}{
+		{"syscall round trip", []*Step{syscall, {Index: 1, CPL: 0}, {Index: 2, CPL: 0}},
+			[]*target.State{at(0x10, 0xffffffff80202000), at(0x10, 0xffffffff80202003), at(0x33, 0x400013)},
+			[]StopReason{"", "", StopUser}},
+		{"vdso data read", []*Step{{Index: 0, CPL: 3, RIP: 0x400031, Bytes: make(Bytes, 7)}},
+			[]*target.State{at(0x33, 0x400038)},
+			[]StopReason{StopOnce}},
+		{"call into the vdso", []*Step{{Index: 0, CPL: 3, RIP: 0x401000, Bytes: make(Bytes, 5)}, {Index: 1, CPL: 3}, {Index: 2, CPL: 3}},
+			[]*target.State{at(0x33, 0x7fff0000), at(0x33, 0x7fff0004), at(0x33, 0x401005)},
+			[]StopReason{"", "", StopOnce}},
 	}
-	if why := until(&Step{Index: 2, CPL: 0}, user); why != StopUser {
-		t.Errorf("back in user: %q, want %q", why, StopUser)
-	}
-	if why := BackInUser()(&Step{Index: 0, CPL: 3}, user); why != StopOnce {
-		t.Errorf("a user instruction that stays in user mode: %q, want %q", why, StopOnce)
+	for _, tt := range tests {
+		until := BackInUser()
+		for i, s := range tt.steps {
+			if got := until(s, tt.nows[i]); got != tt.want[i] {
+				t.Errorf("%s: after step %d: %q, want %q", tt.name, i, got, tt.want[i])
+			}
+		}
 	}
 }
