@@ -33,8 +33,8 @@ type Region struct {
 // Contains reports whether addr lies in the region.
 func (r Region) Contains(addr uint64) bool { return addr >= r.Start && addr < r.End }
 
-// isStack reports whether the region is a stack.
-func (r Region) isStack() bool {
+// IsStack reports whether the region is a stack.
+func (r Region) IsStack() bool {
 	switch r.Kind {
 	case RegionUserStack, RegionKernelStack, RegionEntryStack, RegionISTStack:
 		return true
@@ -150,17 +150,26 @@ func (a *annotator) where(addr uint64) string {
 	return ""
 }
 
-// stackRegion returns the region an RSP value points into. An empty stack's
-// RSP equals its region's End, so that counts as inside.
-func (a *annotator) stackRegion(rsp uint64) (Region, bool) {
-	r, ok := a.c.RegionOf(rsp)
-	if ok && r.isStack() {
+// StackOf returns the stack an RSP value is on. An empty stack's RSP equals
+// its region's End, so that counts as on it, even where another region (a
+// TSS above an entry stack, say) starts there.
+func (c *Context) StackOf(rsp uint64) (Region, bool) {
+	if r, ok := c.RegionOf(rsp); ok && r.IsStack() {
 		return r, true
 	}
-	if below, ok2 := a.c.RegionOf(rsp - 1); ok2 && below.isStack() && below.End == rsp {
+	if below, ok := c.RegionOf(rsp - 1); ok && below.IsStack() && below.End == rsp {
 		return below, true
 	}
-	return r, ok
+	return Region{}, false
+}
+
+// stackRegion returns the stack an RSP value is on or, failing that, the
+// region it points into.
+func (a *annotator) stackRegion(rsp uint64) (Region, bool) {
+	if r, ok := a.c.StackOf(rsp); ok {
+		return r, true
+	}
+	return a.c.RegionOf(rsp)
 }
 
 // stackName names the stack an RSP value points into.

@@ -56,7 +56,7 @@ func Summarize(t *Trace) Summary {
 		if st == nil {
 			return
 		}
-		r, ok := ctx.RegionOf(st.Val(target.RSP))
+		r, ok := ctx.StackOf(st.Val(target.RSP))
 		if !ok {
 			// RSP briefly holds something that is not a stack pointer
 			// (entry code uses it as a scratch register): not a stack.
