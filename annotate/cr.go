@@ -101,9 +101,9 @@ func (a *annotator) writeCR(dst, src x86asm.Reg) {
 		text += ": the same page tables reloaded, which flushes their non-global TLB entries"
 	case of.PGD()&^target.KPTIUserBit == nf.PGD()&^target.KPTIUserBit && of.KPTIUser() != nf.KPTIUser():
 		if nf.KPTIUser() {
-			text += ": switch to the user page tables (KPTI: the kernel is unmapped again)"
+			text += ": switch to the user page tables (KPTI: the kernel is unmapped again; Linux's SWITCH_TO_USER_CR3 sets bit 12)"
 		} else {
-			text += ": switch to the kernel page tables (KPTI: the kernel becomes mapped)"
+			text += ": switch to the kernel page tables (KPTI: the kernel becomes mapped; Linux's SWITCH_TO_KERNEL_CR3 clears bit 12)"
 		}
 	case of.PGD() != nf.PGD():
 		text += ": switch to another address space"

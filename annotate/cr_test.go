@@ -22,10 +22,11 @@ func TestMovCR3(t *testing.T) {
 			[]check{
 				ok(KindCR3, "cr3 = 0x10a000: the value written from rax"),
 				note(KindCR3, "cr3: pgd 0x10b000 (kpti user half) → pgd 0x10a000 (kernel half): switch to the kernel page tables"),
+				note(KindCR3, "SWITCH_TO_KERNEL_CR3 clears bit 12"),
 			}, true},
 		{"KPTI: to the user page tables", insMovToCR3,
 			with(kernel, regs{target.CR3: kernCR3, target.RAX: userCR3}), with(kernel, with(at, regs{target.CR3: userCR3, target.RAX: userCR3})),
-			[]check{note(KindCR3, "switch to the user page tables")}, true},
+			[]check{note(KindCR3, "switch to the user page tables"), note(KindCR3, "SWITCH_TO_USER_CR3 sets bit 12")}, true},
 		{"another address space", insMovToCR3,
 			with(kernel, regs{target.CR3: kernCR3, target.RAX: 0x200000}), with(kernel, with(at, regs{target.CR3: 0x200000, target.RAX: 0x200000})),
 			[]check{note(KindCR3, "switch to another address space")}, true},
