@@ -19,6 +19,16 @@ func (a *annotator) isPerCPU(base uint64) (bool, string) {
 	return false, ""
 }
 
+// perCPURegion returns the first per-CPU region the context names.
+func (a *annotator) perCPURegion() (Region, bool) {
+	for _, r := range a.c.Regions {
+		if r.Kind == RegionPerCPU {
+			return r, true
+		}
+	}
+	return Region{}, false
+}
+
 // swapgs explains SWAPGS: GS base and IA32_KERNEL_GS_BASE are exchanged.
 func (a *annotator) swapgs() {
 	a.explained(target.GSBase, target.KernelGSBase)
@@ -155,10 +165,13 @@ func (a *annotator) segmentAccesses() {
 	text := fmt.Sprintf("%s %s%s", dir, desc, what)
 	v := NoVerdict
 	if seg == "gs" && cpl(a.b) == 0 {
-		if f := a.k.PerCPU; f != nil && f.Value != base {
-			if pa, _ := a.isPerCPU(base); !pa {
+		if pa, _ := a.isPerCPU(base); !pa {
+			if f := a.k.PerCPU; f != nil && f.Value != base {
 				v = Finding
 				text += fmt.Sprintf("; but gs_base %#x is not the per-CPU base %#x (%s): a kernel access through the wrong GS (missing swapgs?)", base, f.Value, f.Provenance())
+			} else if r, ok := a.perCPURegion(); ok {
+				v = Finding
+				text += fmt.Sprintf("; but gs_base %#x is not in the %s [%#x, %#x): a kernel access through the wrong GS (missing swapgs?)", base, r.label(), r.Start, r.End)
 			}
 		}
 	}

@@ -100,14 +100,39 @@ func TestEntrySequence(t *testing.T) {
 	expectEffects(t, effects, note(KindGS, "user RSP restored"))
 }
 
+// TestGSAccessWithUserBase checks a kernel GS access while the user's GS
+// base is active (a swapgs skipped), against a per-CPU base learnt earlier
+// or a per-CPU region from the symbols.
 func TestGSAccessWithUserBase(t *testing.T) {
-	c := &Context{}
-	c.Knowledge = NewKnowledge()
-	c.Knowledge.PerCPU = &Fact{Value: percpu, Known: ^uint64(0), Source: SourceInferred, Step: 1}
+	region := []Region{{Name: "percpu", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x2000}}
+	learnt := &Fact{Value: percpu, Known: ^uint64(0), Source: SourceInferred, Step: 1}
 	// In the kernel, but the swapgs was skipped: GS still holds the user base.
-	before := with(entered, regs{target.RIP: lstar + 3})
-	effects := Annotate(mkStep(t, 2, insSaveRSP, lstar+3, before, with(before, regs{target.RIP: lstar + 12})), c)
-	expectEffects(t, effects, finding(KindGS, "is not the per-CPU base 0xffff888007c00000"))
+	userGS := with(entered, regs{target.RIP: lstar + 3})
+	kernelGS := with(swapped, regs{target.RIP: lstar + 3})
+	tests := []struct {
+		name    string
+		regions []Region
+		fact    *Fact
+		before  regs
+		want    *check
+	}{
+		{"per-CPU base learnt", nil, learnt, userGS, &check{KindGS, "is not the per-CPU base 0xffff888007c00000", Finding}},
+		{"per-CPU region known", region, nil, userGS, &check{KindGS, `is not in the per-CPU area "percpu" [0xffff888007c00000, 0xffff888007c02000)`, Finding}},
+		{"nothing known of the per-CPU area", nil, nil, userGS, nil},
+		{"kernel base active", region, learnt, kernelGS, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Context{Regions: tt.regions, Knowledge: NewKnowledge()}
+			c.Knowledge.PerCPU = tt.fact
+			effects := Annotate(mkStep(t, 2, insSaveRSP, lstar+3, tt.before, with(tt.before, regs{target.RIP: lstar + 12})), c)
+			if tt.want == nil {
+				expectNoFinding(t, effects)
+				return
+			}
+			expectEffects(t, effects, *tt.want)
+		})
+	}
 }
 
 func TestFSGSBase(t *testing.T) {

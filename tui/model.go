@@ -36,6 +36,8 @@ type Config struct {
 	SaveDir string
 	// Now gives the time for saved file names (time.Now when nil).
 	Now func() time.Time
+	// Lesson, when set, shows a walkthrough in a lesson pane (lesson.go).
+	Lesson *LessonConfig
 }
 
 // opKind names a guest operation.
@@ -142,6 +144,8 @@ type Model struct {
 	prompt  textinput.Model
 	scroll  int // code pane offset from centred, by mouse wheel
 	effTop  int // first effect line shown
+
+	ls *lessonState // the lesson pane, nil without a lesson
 }
 
 // New returns a model for cfg. Use it with tea.NewProgram, or call Run.
@@ -154,6 +158,9 @@ func New(cfg Config) *Model {
 		syn:    cfg.Syntax,
 		spin:   spinner.New(spinner.WithSpinner(spinner.Dot)),
 		prompt: ti,
+	}
+	if cfg.Lesson != nil && cfg.Lesson.Lesson != nil {
+		m.ls = newLessonState(*cfg.Lesson)
 	}
 	if cfg.Driver != nil {
 		m.setDriver(cfg.Driver)
@@ -172,6 +179,7 @@ func (m *Model) setDriver(d Driver) {
 	} else {
 		m.status = fmt.Sprintf("replay of %d steps: f/b walk, e next event, ? every key", len(m.snap.Steps))
 	}
+	m.lessonStarted()
 }
 
 // Init starts the spinner and start-up when there is no driver yet.
@@ -220,7 +228,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.wheel(msg.Mouse())
 		return m, nil
 	case tea.KeyPressMsg:
-		return m.key(msg)
+		mdl, cmd := m.key(msg)
+		m.lessonSync()
+		return mdl, cmd
 	}
 	return m, nil
 }
@@ -282,6 +292,11 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			kk := k
 			m.queued = &kk
 			return m, nil
+		}
+	}
+	if m.ls != nil {
+		if ok, mdl, cmd := m.lessonKey(ks); ok {
+			return mdl, cmd
 		}
 	}
 	n := len(m.snap.Steps)
@@ -436,6 +451,9 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 	default:
 		m.status = ""
 	}
+	if m.ls != nil {
+		m.lessonFinish(d)
+	}
 	if q := m.queued; q != nil {
 		m.queued = nil
 		return m.key(*q)
@@ -577,9 +595,12 @@ func (m *Model) inputKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		mode := m.input
 		m.input = inputNone
 		m.prompt.Blur()
-		if mode == inputGoto {
+		switch mode {
+		case inputGoto:
 			m.gotoStep(v)
-		} else {
+		case inputAnswer:
+			m.lessonAnswer(v)
+		default:
 			m.search(v)
 		}
 		return m, nil

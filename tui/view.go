@@ -50,12 +50,22 @@ func (r rect) contains(x, y int) bool {
 type layout struct {
 	wide                                bool
 	code, regs, sys, stack, effects, lo rect
+	lesson                              rect // the lesson pane, when a lesson runs
 }
 
 // wideMin is the smallest screen that gets every pane at once.
 const wideMinW, wideMinH = 130, 40
 
 func (m *Model) layout() layout {
+	l := m.baseLayout()
+	if m.ls != nil && !m.ls.hidden {
+		l = m.lessonLayout(l)
+	}
+	return l
+}
+
+// baseLayout places the panes without a lesson.
+func (m *Model) baseLayout() layout {
 	W, H := max(m.width, 40), max(m.height, 12)
 	body := H - 2
 	if W >= wideMinW && H >= wideMinH {
@@ -128,6 +138,9 @@ func (m *Model) Render() string {
 	}
 	if l.effects.w > 0 {
 		m.drawEffects(screen, l.effects, !l.wide)
+	}
+	if l.lesson.w > 0 {
+		m.drawLesson(screen, l.lesson)
 	}
 	screen.put(0, m.height-1, m.bottomLine())
 	out := screen.String()
@@ -386,7 +399,7 @@ func (m *Model) drawCode(c *canvas, r rect) {
 		}
 		lines = append(lines, stCurrent.Render("▶ "+end))
 	}
-	c.box(r, title, lines, true)
+	c.box(r, m.lookTitle("code", title), lines, true)
 }
 
 func (m *Model) drawRegs(c *canvas, r rect) {
@@ -417,6 +430,9 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 		if ok {
 			s = fmt.Sprintf("%016x", v)
 		}
+		if m.lookValue("registers", reg.String()) {
+			return stLook.Render(s)
+		}
 		if changed[reg.String()] {
 			return stChanged.Render(s)
 		}
@@ -439,7 +455,7 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 	lines = append(lines, "rfl "+val(target.RFLAGS)+" "+target.Flags(show.Val(target.RFLAGS)).String())
 	lines = append(lines, "gs  "+val(target.GSBase)+" kgs "+val(target.KernelGSBase))
 	lines = append(lines, "cr3 "+val(target.CR3)+" cs "+short(val(target.CS), changed["cs"])+" ss "+short(val(target.SS), changed["ss"]))
-	c.box(r, title, lines, false)
+	c.box(r, m.lookTitle("registers", title), lines, m.looking("registers"))
 }
 
 // short renders a selector register's value in four hex digits.
@@ -471,24 +487,10 @@ func (m *Model) regionOf(addr uint64) (annotate.Region, bool) {
 	return c.RegionOf(addr)
 }
 
-func isStack(k annotate.RegionKind) bool {
-	switch k {
-	case annotate.RegionUserStack, annotate.RegionKernelStack, annotate.RegionEntryStack, annotate.RegionISTStack:
-		return true
-	}
-	return false
-}
-
-// stackRegion returns the stack RSP is on; an empty stack's RSP equals its
-// end, which counts as on it.
+// stackRegion returns the stack RSP is on.
 func (m *Model) stackRegion(rsp uint64) (annotate.Region, bool) {
-	if r, ok := m.regionOf(rsp); ok && isStack(r.Kind) {
-		return r, true
-	}
-	if r, ok := m.regionOf(rsp - 1); ok && isStack(r.Kind) && r.End == rsp {
-		return r, true
-	}
-	return annotate.Region{}, false
+	c := &annotate.Context{Regions: m.snap.Header.Regions}
+	return c.StackOf(rsp)
 }
 
 func kindName(k annotate.RegionKind) string {
@@ -570,7 +572,7 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 		lines = append(lines, "MSRs learnt:")
 		lines = append(lines, msrs...)
 	}
-	c.box(r, title, lines, false)
+	c.box(r, m.lookTitle("system", title), m.lookLines("system", lines), m.looking("system"))
 }
 
 func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
@@ -621,7 +623,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		}
 		lines = append(lines, fmt.Sprintf("+%#03x %016x %s", 8*i, w, label))
 	}
-	c.box(r, title, lines, false)
+	c.box(r, m.lookTitle("stack", title), lines, m.looking("stack"))
 }
 
 func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
@@ -664,7 +666,7 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 		title += " (tab: system)"
 	}
 	top := min(m.effTop, max(0, len(lines)-(r.h-2)))
-	c.box(r, title, lines[top:], false)
+	c.box(r, m.lookTitle("effects", title), lines[top:], m.looking("effects"))
 }
 
 func colorize(s string, v annotate.Verdict) string {
@@ -721,7 +723,7 @@ var helpText = [][2]string{
 
 func (m *Model) helpBox() string {
 	var b strings.Builder
-	for i, kv := range helpText {
+	for i, kv := range m.helpKeys() {
 		if i > 0 {
 			b.WriteByte('\n')
 		}

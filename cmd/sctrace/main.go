@@ -61,6 +61,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 		newViewCmd(),
 		newAttachCmd(),
 		newBenchCmd(),
+		newLearnCmd(),
 	)
 	return root
 }
