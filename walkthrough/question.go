@@ -81,6 +81,15 @@ type State struct {
 	Regions []annotate.Region
 }
 
+// entryRegs is the state at the entering instruction: the first step's,
+// or, before it has run, the state on screen.
+func (st State) entryRegs() *target.State {
+	if st.Entry != nil && st.Entry.Regs != nil {
+		return st.Entry.Regs
+	}
+	return st.Now
+}
+
 // StateAt returns the state shown at position pos of t: before step pos,
 // or the final state after the last one.
 func StateAt(t *trace.Trace, pos int) State {
@@ -165,20 +174,11 @@ func (q *Question) Expected(st State) (uint64, string, bool) {
 		}
 		return uint64(e.RIP) + uint64(len(e.Bytes)), fmt.Sprintf("the user return address (after the %d-byte %s at %#x)", len(e.Bytes), mnemonic(e.Intel), uint64(e.RIP)), true
 	case ValueUserRSP:
-		if e == nil {
-			return 0, "", false
-		}
-		return e.Regs.Val(target.RSP), "the user stack pointer at the entry", true
+		return st.entryRegs().Val(target.RSP), "the user stack pointer at the entry", true
 	case ValueUserFlags:
-		if e == nil {
-			return 0, "", false
-		}
-		return e.Regs.Val(target.RFLAGS), "the user's RFLAGS at the entry", true
+		return st.entryRegs().Val(target.RFLAGS), "the user's RFLAGS at the entry", true
 	case ValueSyscallNr:
-		if e == nil {
-			return 0, "", false
-		}
-		return e.Regs.Val(target.RAX), "the system call number", true
+		return st.entryRegs().Val(target.RAX), "the system call number", true
 	case ValueKernelCR3:
 		return st.Now.Val(target.CR3) &^ target.KPTIUserBit, "the kernel's CR3", true
 	case ValueCurrentRSP:
