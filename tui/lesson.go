@@ -99,8 +99,7 @@ func (m *Model) lessonCurrent() int {
 }
 
 // lessonSync runs after every change of position or snapshot: it notes the
-// paragraph reached, switches the lower pane to where the paragraph says
-// to look, and reports progress.
+// paragraph reached and reports progress.
 func (m *Model) lessonSync() {
 	ls := m.ls
 	if ls == nil {
@@ -113,16 +112,6 @@ func (m *Model) lessonSync() {
 	ls.shown, ls.scroll, ls.feedback = cur, 0, ""
 	if cur < 0 {
 		return
-	}
-	if look := ls.l.Steps[cur].Look.Pane; look != "" && !m.layout().wide {
-		switch look {
-		case "system":
-			m.lower = paneSystem
-		case "stack":
-			m.lower = paneStack
-		case "effects":
-			m.lower = paneEffects
-		}
 	}
 	if cur+1 > ls.reach {
 		ls.reach = cur + 1
@@ -396,6 +385,9 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 	inner := r.w - 2
 	cur := m.lessonCurrent()
 	title := fmt.Sprintf("Lesson %d: %s", ls.l.Number, ls.l.Title)
+	if !m.layout().wide && cur >= 0 {
+		title = fmt.Sprintf("Lesson %d", ls.l.Number)
+	}
 	var body []string
 	text := ""
 	switch {
@@ -417,6 +409,9 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 			look := "look at: the " + s.Look.Pane + " pane"
 			if s.Look.Value != "" {
 				look += ", " + s.Look.Value
+			}
+			if l := m.layout(); !l.wide && s.Look.Pane != "code" && s.Look.Pane != "registers" {
+				look += " (tab)"
 			}
 			foot = append(foot, stAccent.Render("◀ "+look))
 		}
