@@ -157,6 +157,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			p.f("    %s\n", f)
 		}
 	}
+	if h.SpuriousStops > 0 {
+		p.f("  single-step stops with nothing executed, stepped again: %d\n", h.SpuriousStops)
+	}
 	if h.StepRate > 0 {
 		p.f("  recorded in %.2fs (%.0f instructions/s)\n", h.Seconds, h.StepRate)
 	}

@@ -189,6 +189,7 @@ func (r *Recorder) Reset() {
 	r.trace.Steps = nil
 	r.trace.Final = nil
 	r.trace.Header.Stop = ""
+	r.trace.Header.SpuriousStops = 0
 	r.busy = 0
 	r.depth = 0
 }
@@ -252,7 +253,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 			s.Over = &Over{Target: r.callTarget(inst, rip, before), Depth: r.depth + 1}
 		}
 	} else {
-		after, err = r.T.Step(ctx)
+		after, err = r.stepOnce(ctx, before)
 	}
 	if err != nil {
 		return nil, err
@@ -306,6 +307,24 @@ func (r *Recorder) ReadStack(ctx context.Context, rsp uint64, n int) []Hex {
 		want -= chunk
 	}
 	return out
+}
+
+// maxSpurious bounds how often a single step may come back with nothing
+// executed before the stop is taken as a real one (a jump to itself).
+const maxSpurious = 3
+
+// stepOnce single-steps one instruction. QEMU's stub now and then reports a
+// single-step stop before the instruction has run (TCG retranslating the
+// block, say): every register, RIP included, is as it was. Such a stop is
+// not an instruction, so the step is repeated, and the header counts it.
+func (r *Recorder) stepOnce(ctx context.Context, before *target.State) (*target.State, error) {
+	for i := 0; ; i++ {
+		after, err := r.T.Step(ctx)
+		if err != nil || i == maxSpurious || after.R != before.R || after.Known != before.Known {
+			return after, err
+		}
+		r.trace.Header.SpuriousStops++
+	}
 }
 
 func (r *Recorder) symname(addr uint64) (string, uint64) {

@@ -48,9 +48,12 @@ type Header struct {
 	// with its provenance (read, inferred or probed).
 	MSRs []annotate.MSR `json:"msrs,omitempty"`
 	// Stop says why the recording ended.
-	Stop     string  `json:"stop,omitempty"`
-	Seconds  float64 `json:"seconds,omitempty"`   // time spent recording
-	StepRate float64 `json:"step_rate,omitempty"` // instructions per second while recording
+	Stop string `json:"stop,omitempty"`
+	// SpuriousStops counts single steps the stub reported with nothing
+	// executed; they were stepped again and are not in Steps.
+	SpuriousStops int     `json:"spurious_stops,omitempty"`
+	Seconds       float64 `json:"seconds,omitempty"`   // time spent recording
+	StepRate      float64 `json:"step_rate,omitempty"` // instructions per second while recording
 }
 
 // Step is one executed instruction.
