@@ -34,42 +34,53 @@ candidates() {
 		awk '{print $1}' | sort -V -r
 }
 
-pkgs="$(candidates)"
-if [ -z "$pkgs" ] && [ "$(id -u)" = 0 ]; then
-	echo "fetch-kernel: apt knows no $series cloud kernel; running apt-get update" >&2
+updated=no
+update() {
+	[ "$(id -u)" = 0 ] && [ "$updated" = no ] || return 1
+	echo "fetch-kernel: running apt-get update" >&2
 	apt-get update -qq >&2
-	pkgs="$(candidates)"
-fi
-if [ -z "$pkgs" ]; then
-	echo "fetch-kernel: no linux-image-${series}*-cloud-amd64-unsigned package in the archive (run apt-get update?)" >&2
-	exit 1
-fi
+	updated=yes
+}
 
-mkdir -p "$cache"
-for pkg in $pkgs; do
-	dir="$cache/$pkg"
-	img="$(ls "$dir"/boot/vmlinuz-* 2>/dev/null | head -n1 || true)"
-	if [ -n "$img" ]; then
-		echo "fetch-kernel: $pkg already in $dir" >&2
-		echo "$img"
-		exit 0
-	fi
-	tmp="$(mktemp -d "$cache/.fetch.XXXXXX")"
-	echo "fetch-kernel: downloading $pkg" >&2
-	sandbox=(); [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
-	if ! (cd "$tmp" && apt-get download -q "${sandbox[@]}" "$pkg" >&2); then
-		echo "fetch-kernel: $pkg could not be downloaded; trying an older one" >&2
+# fetch tries the candidates newest first; it prints the bzImage's path and
+# succeeds with the first one that is cached or downloads.
+fetch() {
+	local pkgs pkg dir img tmp
+	pkgs="$(candidates)"
+	[ -n "$pkgs" ] || return 1
+	mkdir -p "$cache"
+	for pkg in $pkgs; do
+		dir="$cache/$pkg"
+		img="$(ls "$dir"/boot/vmlinuz-* 2>/dev/null | head -n1 || true)"
+		if [ -n "$img" ]; then
+			echo "fetch-kernel: $pkg already in $dir" >&2
+			echo "$img"
+			return 0
+		fi
+		tmp="$(mktemp -d "$cache/.fetch.XXXXXX")"
+		echo "fetch-kernel: downloading $pkg" >&2
+		sandbox=(); [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+		if ! (cd "$tmp" && apt-get download -q "${sandbox[@]}" "$pkg" >&2); then
+			echo "fetch-kernel: $pkg could not be downloaded; trying an older one" >&2
+			rm -rf "$tmp"
+			continue
+		fi
+		dpkg -x "$tmp"/*.deb "$tmp/root"
+		rm -rf "$dir"
+		mv "$tmp/root" "$dir"
 		rm -rf "$tmp"
-		continue
-	fi
-	dpkg -x "$tmp"/*.deb "$tmp/root"
-	rm -rf "$dir"
-	mv "$tmp/root" "$dir"
-	rm -rf "$tmp"
-	img="$(ls "$dir"/boot/vmlinuz-* | head -n1)"
-	echo "fetch-kernel: unpacked $pkg in $dir" >&2
-	echo "$img"
+		img="$(ls "$dir"/boot/vmlinuz-* | head -n1)"
+		echo "fetch-kernel: unpacked $pkg in $dir" >&2
+		echo "$img"
+		return 0
+	done
+	return 1
+}
+
+# apt's package lists may be missing or stale (the versions they name gone
+# from the archive): on failure, update them once and try again.
+if fetch || { update && fetch; }; then
 	exit 0
-done
-echo "fetch-kernel: none of the $series cloud kernels could be downloaded" >&2
+fi
+echo "fetch-kernel: no linux-image-${series}*-cloud-amd64-unsigned package could be downloaded (run apt-get update as root?)" >&2
 exit 1

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what sctrace needs at run and test time when it is missing:
-# QEMU (qemu-system-x86_64) and tmux, from Debian's packages. Safe to run
-# again: it does nothing when everything is there.
+# QEMU (qemu-system-x86_64), and for the tests tmux (the TUI end-to-end
+# tests) and gdb (the Linux tests count instructions with it too), from
+# Debian's packages. Safe to run again: it does nothing when everything is
+# there.
 set -euo pipefail
 
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
 if [ "${#need[@]}" -eq 0 ]; then
 	exit 0
 fi
