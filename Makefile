@@ -1,5 +1,5 @@
 # sctrace: the two commands a new user needs are `make run` and `make test`.
-# Both install what is missing (QEMU, tmux) from Debian's packages first.
+# Both install what is missing (QEMU, tmux, gdb) from Debian's packages first.
 
 GO ?= go
 BIN := bin/sctrace
