@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -17,24 +17,11 @@ import (
 	"github.com/sctrace/sctrace/qemu"
 )
 
-// needQEMU fails the test when QEMU is missing: the bench command depends on
-// it, so its absence is a broken setup, not a reason to pass. Under -short
-// such tests are skipped instead.
-func needQEMU(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots QEMU; skipped with -short")
-	}
-	if _, err := exec.LookPath(qemu.BinaryName); err != nil {
-		t.Fatalf("%v; %s", err, qemu.InstallHint)
-	}
-}
-
 // TestRunFixtureTCG boots the teaching kernel for a short bench run and
 // checks that every mechanism and path is reported, measured and parsed.
 // It asserts no timing.
 func TestRunFixtureTCG(t *testing.T) {
-	needQEMU(t)
+	testenv.NeedQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var progress []Progress
@@ -80,7 +67,7 @@ func TestRunFixtureTCG(t *testing.T) {
 // TestRunFixtureInterrupted cancels the run after the first series and
 // checks that what was measured is kept and the rest is marked.
 func TestRunFixtureInterrupted(t *testing.T) {
-	needQEMU(t)
+	testenv.NeedQEMU(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rep, err := Run(ctx, Config{

@@ -3,7 +3,7 @@ package gdbremote_test
 import (
 	"context"
 	"errors"
-	"os/exec"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +17,7 @@ import (
 // mode, where it is skipped.
 func startQEMU(tb testing.TB, opts ...gdbremote.Option) (*qemu.Instance, *gdbremote.Conn) {
 	tb.Helper()
-	if _, err := exec.LookPath(qemu.BinaryName); err != nil {
-		if testing.Short() {
-			tb.Skipf("%s not installed (-short)", qemu.BinaryName)
-		}
-		tb.Fatalf("%s is needed for this test and is not installed: run `make test`, or %s", qemu.BinaryName, qemu.InstallHint)
-	}
+	testenv.NeedQEMU(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	inst, err := qemu.Start(ctx, qemu.Config{Stopped: true, GDB: true, Accel: "tcg"})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -92,20 +93,8 @@ func TestExitString(t *testing.T) {
 	}
 }
 
-// requireQEMU fails the test when QEMU is missing: the integration tests are
-// part of the suite, and `make test` installs QEMU first.
-func requireQEMU(t *testing.T) {
-	t.Helper()
-	if _, err := Find(""); err != nil {
-		if testing.Short() {
-			t.Skip("QEMU not installed (-short)")
-		}
-		t.Fatalf("%v (run `make test`, which installs it)", err)
-	}
-}
-
 func TestStartStoppedWithGDB(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	inst, err := Start(ctx, Config{Accel: "tcg", GDB: true, Stopped: true})
@@ -137,7 +126,7 @@ func TestStartStoppedWithGDB(t *testing.T) {
 }
 
 func TestStartBadKernel(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	_, err := Start(context.Background(), Config{Kernel: filepath.Join(t.TempDir(), "missing.elf")})
 	if err == nil || !strings.Contains(err.Error(), "kernel") {
 		t.Fatalf("Start with a missing kernel = %v, want a kernel error", err)
@@ -145,7 +134,7 @@ func TestStartBadKernel(t *testing.T) {
 }
 
 func TestStartQEMUDiesEarly(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	_, err := Start(context.Background(), Config{Accel: "tcg", GDB: true, Extra: []string{"-no-such-option"}})
 	if err == nil || !strings.Contains(err.Error(), "exited before") {
 		t.Fatalf("Start with a bad option = %v, want an early-exit error with QEMU's message", err)
@@ -158,7 +147,7 @@ func TestStartQEMUDiesEarly(t *testing.T) {
 // TestKeepOutlivesParent starts QEMU from a child process, which exits at
 // once: with Keep, QEMU must still run; without it, it must be gone.
 func TestKeepOutlivesParent(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	for _, keep := range []bool{true, false} {
 		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperStartQEMU$")

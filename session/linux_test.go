@@ -3,9 +3,9 @@ package session
 import (
 	"context"
 	"fmt"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,34 +15,6 @@ import (
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
-
-// linuxKernel returns the path of a Debian cloud kernel of series, fetched
-// with scripts/fetch-kernel.sh (which caches it) unless $SCTRACE_KERNEL_<series>
-// (dots as underscores, e.g. SCTRACE_KERNEL_6_1) names one. It fails the
-// test when none can be had, except under -short.
-func linuxKernel(t *testing.T, series string) string {
-	t.Helper()
-	requireQEMU(t)
-	if p := os.Getenv("SCTRACE_KERNEL_" + strings.ReplaceAll(series, ".", "_")); p != "" {
-		return p
-	}
-	if testing.Short() {
-		t.Skip("downloads a Linux kernel (-short)")
-	}
-	script, err := filepath.Abs("../scripts/fetch-kernel.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", script, series)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("fetch a Linux %s kernel: %v\n%s(scripts/fetch-kernel.sh needs apt-get and the Debian archive)", series, err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
-}
 
 // TestLinuxRoundTrip boots Debian cloud kernels of two series with
 // pti=on, records a getpid round trip by syscall and by int $0x80, checks
@@ -61,13 +33,10 @@ func TestLinuxRoundTrip(t *testing.T) {
 		{"6.12", trace.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
 		{"6.12", trace.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
 	}
-	gdb, gdbErr := exec.LookPath("gdb")
 	for _, tt := range tests {
 		t.Run(tt.series+"/"+string(tt.m), func(t *testing.T) {
-			kernel := linuxKernel(t, tt.series)
-			if gdbErr != nil {
-				t.Fatalf("gdb not found (apt-get install -y gdb): it counts the path sctrace records")
-			}
+			testenv.NeedTools(t, "gdb") // it counts the path sctrace records
+			kernel := testenv.LinuxKernel(t, tt.series)
 			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 			defer cancel()
 			t0 := time.Now()
@@ -96,7 +65,7 @@ func TestLinuxRoundTrip(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			out, err := exec.CommandContext(ctx, gdb, "-q", "-batch", "-nx",
+			out, err := exec.CommandContext(ctx, "gdb", "-q", "-batch", "-nx",
 				"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x", addr, site),
 				"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
 			m := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindSubmatch(out)

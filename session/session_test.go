@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"io/fs"
 	"strings"
 	"testing"
@@ -15,21 +16,9 @@ import (
 	"github.com/sctrace/sctrace/trace"
 )
 
-// requireQEMU fails the test when QEMU is missing: the integration tests are
-// part of the suite, and `make test` installs QEMU first.
-func requireQEMU(t testing.TB) {
-	t.Helper()
-	if _, err := qemu.Find(""); err != nil {
-		if testing.Short() {
-			t.Skip("QEMU not installed (-short)")
-		}
-		t.Fatalf("%v (run `make test`, which installs it)", err)
-	}
-}
-
 func startFixture(t testing.TB, o Options) *Session {
 	t.Helper()
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if o.Accel == "" {
@@ -331,7 +320,7 @@ func TestStackWordsNearTheTop(t *testing.T) {
 // start, with no symbols: the recorder steps out of whatever the guest was
 // doing, finds the next user syscall by decoding, and records it.
 func TestAttachWithoutSymbols(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	path, err := kernel.WriteTemp(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

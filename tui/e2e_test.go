@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,24 +97,25 @@ func qemuRunning(port string) bool {
 	return false
 }
 
+// sctraceBinary builds the real sctrace binary for a tmux test, after
+// checking tmux and QEMU are there.
+func sctraceBinary(t *testing.T) string {
+	t.Helper()
+	testenv.NeedTools(t, "tmux", "qemu-system-x86_64")
+	exe := filepath.Join(t.TempDir(), "sctrace")
+	if out, err := exec.Command("go", "build", "-o", exe, "../cmd/sctrace").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return exe
+}
+
 // TestEndToEnd runs `sctrace run` in tmux at 80x24 and 160x48 against the
 // real QEMU, steps through the syscall path with the keys a user would
 // press and checks the screen: CPL 0 after the syscall, the GS bases
 // swapped by swapgs, CR3 switched both ways, CPL 3 at the end, and QEMU
 // gone after q.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU")
-	}
-	for _, bin := range []string{"tmux", "qemu-system-x86_64"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found: install it with `apt-get install -y tmux qemu-system-x86` (or scripts/setup.sh)", bin)
-		}
-	}
-	exe := filepath.Join(t.TempDir(), "sctrace")
-	if out, err := exec.Command("go", "build", "-o", exe, "../cmd/sctrace").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	exe := sctraceBinary(t)
 	for _, size := range [][2]int{{80, 24}, {160, 48}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
 			endToEnd(t, exe, size[0], size[1])

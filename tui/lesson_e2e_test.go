@@ -3,6 +3,7 @@ package tui
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,21 +16,6 @@ import (
 )
 
 var reLessonPos = regexp.MustCompile(`— (\d+) of (\d+):`)
-
-// lessonLinuxKernel returns the Linux kernel the Linux lesson boots:
-// $SCTRACE_KERNEL_6_1, or what scripts/fetch-kernel.sh fetches (and caches).
-func lessonLinuxKernel(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SCTRACE_KERNEL_6_1"); p != "" {
-		return p
-	}
-	out, err := exec.Command("bash", "../scripts/fetch-kernel.sh", "6.1").Output()
-	if err != nil {
-		t.Fatalf("fetch a Linux 6.1 kernel for the Linux lesson: %v (scripts/fetch-kernel.sh needs apt-get and the Debian archive)", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
-}
 
 // wrongAnswer returns an answer to q that the state on screen refutes.
 func wrongAnswer(q *walkthrough.Question) string {
@@ -58,18 +44,7 @@ func wrongAnswer(q *walkthrough.Question) string {
 // question is answered rightly. At the end the lesson must be recorded as
 // done in the progress file, and QEMU gone after q.
 func TestLessonsEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots QEMU")
-	}
-	for _, bin := range []string{"tmux", "qemu-system-x86_64"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found: install it with `apt-get install -y tmux qemu-system-x86` (or scripts/setup.sh)", bin)
-		}
-	}
-	exe := filepath.Join(t.TempDir(), "sctrace")
-	if out, err := exec.Command("go", "build", "-o", exe, "../cmd/sctrace").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	exe := sctraceBinary(t)
 	lessons, err := walkthrough.All(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +53,7 @@ func TestLessonsEndToEnd(t *testing.T) {
 		t.Run(l.Name(), func(t *testing.T) {
 			args := ""
 			if l.Target == walkthrough.TargetLinux {
-				args = " --kernel " + lessonLinuxKernel(t)
+				args = " --kernel " + testenv.LinuxKernel(t, "6.1")
 			}
 			if l.Bench {
 				args += " --iters 100"

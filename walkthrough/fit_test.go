@@ -2,9 +2,7 @@ package walkthrough
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"strings"
 	"testing"
 	"time"
@@ -14,47 +12,13 @@ import (
 	"github.com/sctrace/sctrace/trace"
 )
 
-// requireQEMU fails the test when QEMU is missing, and skips it under -short.
-func requireQEMU(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots QEMU (-short)")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Fatal("qemu-system-x86_64 not found: install it with `apt-get install -y qemu-system-x86` (or scripts/setup.sh)")
-	}
-}
-
-// linuxKernel returns a Debian 6.1 cloud kernel: $SCTRACE_KERNEL_6_1, or
-// what scripts/fetch-kernel.sh fetches (and caches). It fails the test
-// when none can be had.
-func linuxKernel(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SCTRACE_KERNEL_6_1"); p != "" {
-		return p
-	}
-	script, err := filepath.Abs("../scripts/fetch-kernel.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("bash", script, "6.1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("fetch a Linux 6.1 kernel for the Linux lesson: %v\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
-}
-
 // recordLesson boots what lesson l needs and records its round trips.
 func recordLesson(t *testing.T, l *Lesson) []*trace.Trace {
 	t.Helper()
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	kernel := ""
 	if l.Target == TargetLinux {
-		kernel = linuxKernel(t)
+		kernel = testenv.LinuxKernel(t, "6.1")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,16 +26,6 @@ func run(t *testing.T, args ...string) (string, error) {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	return out.String(), err
-}
-
-func requireQEMU(t *testing.T) {
-	t.Helper()
-	if _, err := qemu.Find(""); err != nil {
-		if testing.Short() {
-			t.Skip("QEMU not installed (-short)")
-		}
-		t.Fatalf("%v (run `make test`, which installs it)", err)
-	}
 }
 
 func TestVersion(t *testing.T) {
@@ -92,7 +83,7 @@ func TestProbeDeadAddress(t *testing.T) {
 
 // TestProbeQEMU probes a real QEMU stopped at the reset vector.
 func TestProbeQEMU(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", GDB: true, Stopped: true})
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +122,7 @@ func TestProbeQEMU(t *testing.T) {
 // TestRunTrace runs the whole product path: boot the bundled kernel, record
 // a syscall round trip and print it, then save and view it as JSON.
 func TestRunTrace(t *testing.T) {
-	requireQEMU(t)
+	testenv.NeedQEMU(t)
 	out, err := run(t, "run", "--trace", "--accel", "tcg")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,98 @@
+// Package testenv tells sctrace's tests what the machine gives them: QEMU,
+// tmux and gdb, and Debian Linux kernels for the Linux tests.
+//
+// The integration tests are part of the suite, and `make test` installs
+// what they need first (scripts/setup.sh), so a missing tool fails the test
+// with the command that installs it. Under -short, tests that need any of
+// this are skipped instead.
+package testenv
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// qemuBinary is the emulator the integration tests run (qemu.BinaryName;
+// this package does not import qemu so that qemu's own tests can use it).
+const qemuBinary = "qemu-system-x86_64"
+
+// packages names the Debian package of each tool the tests use.
+var packages = map[string]string{
+	qemuBinary: "qemu-system-x86",
+	"tmux":     "tmux",
+	"gdb":      "gdb",
+}
+
+// NeedTools fails t when one of the programs is not on $PATH, and skips it
+// under -short.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s (-short)", strings.Join(tools, ", "))
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			pkg := packages[tool]
+			if pkg == "" {
+				pkg = tool
+			}
+			t.Fatalf("%s not found: install it with `apt-get install -y %s`, or run `make test`, which does (scripts/setup.sh)", tool, pkg)
+		}
+	}
+}
+
+// NeedQEMU fails t when qemu-system-x86_64 is missing, and skips it under
+// -short.
+func NeedQEMU(t testing.TB) {
+	t.Helper()
+	NeedTools(t, qemuBinary)
+}
+
+// LinuxKernel returns the path of a Debian cloud kernel (bzImage) of a
+// series such as "6.1" or "6.12": the file named by $SCTRACE_KERNEL_<series>
+// (dots as underscores: SCTRACE_KERNEL_6_1), or the one
+// scripts/fetch-kernel.sh downloads and caches. It fails t when none can be
+// had, and skips it under -short.
+func LinuxKernel(t testing.TB, series string) string {
+	t.Helper()
+	NeedQEMU(t)
+	if p := os.Getenv("SCTRACE_KERNEL_" + strings.ReplaceAll(series, ".", "_")); p != "" {
+		return p
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", filepath.Join(root, "scripts", "fetch-kernel.sh"), series)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fetch a Linux %s kernel: %v\n%s(scripts/fetch-kernel.sh needs apt-get, dpkg and Debian's archive)", series, err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// moduleRoot finds the directory of go.mod above the working directory,
+// which for a test is its package's directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
