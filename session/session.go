@@ -40,6 +40,9 @@ type Options struct {
 	Over       int             // recorder step-over depth
 	AllowIRQ   bool            // let interrupts run while stepping
 	StackWords int             // words at RSP read each step
+	// ProbeMSRs reads the system-call MSRs with rdmsr in the guest right
+	// after the kernel is entered (see target.ProbeMSRs); off by default.
+	ProbeMSRs bool
 }
 
 // Session is an attached target with a recorder.
@@ -54,6 +57,7 @@ type Session struct {
 	Kernel   string     // a one-line description of the guest kernel
 
 	keep      bool
+	probeMSRs bool
 	tmp       string
 	closeOnce sync.Once
 	linux     *linuxState     // set for a Linux guest (see linux.go)
@@ -179,6 +183,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
 	r.Budget, r.Over, r.AllowIRQ, r.StackWords = o.Budget, o.Over, o.AllowIRQ, o.StackWords
+	s.probeMSRs = o.ProbeMSRs
 	if err := r.Init(ctx); err != nil {
 		return err
 	}
@@ -200,7 +205,22 @@ func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trac
 	if m != "" {
 		s.Recorder.Trace().Header.Mechanism = string(m)
 	}
-	_, err := s.Recorder.Run(ctx, trace.BackInUser())
+	until := trace.BackInUser()
+	if s.probeMSRs {
+		// Step into the kernel, read the MSRs there, then go on.
+		st, err := s.Recorder.Step(ctx)
+		if err != nil {
+			return s.Recorder.Trace(), err
+		}
+		if why := until(st, s.Recorder.Current()); why != "" {
+			s.Recorder.Trace().Header.Stop = string(why)
+			return s.Recorder.Trace(), nil
+		}
+		if _, err := s.Recorder.ProbeMSRs(ctx); err != nil {
+			return s.Recorder.Trace(), err
+		}
+	}
+	_, err := s.Recorder.Run(ctx, until)
 	t := s.Recorder.Trace()
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()

@@ -25,6 +25,7 @@ type recordFlags struct {
 	budget    int
 	over      int
 	irq       bool
+	probe     bool
 }
 
 func (f *recordFlags) register(cmd *cobra.Command) {
@@ -36,6 +37,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
+	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
 		[]string{"syscall", "int80", "sysenter", "callgate", "ud2", "vdso"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
@@ -68,7 +70,7 @@ func (f *recordFlags) check() (trace.Mechanism, trace.Syntax, error) {
 }
 
 func (f *recordFlags) options(o *session.Options) {
-	o.Budget, o.Over, o.AllowIRQ = f.budget, f.over, f.irq
+	o.Budget, o.Over, o.AllowIRQ, o.ProbeMSRs = f.budget, f.over, f.irq, f.probe
 	if f.format == "json" {
 		// A saved trace is replayed in the TUI, whose stack pane shows
 		// the words at RSP: record them (one more read per step).

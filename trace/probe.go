@@ -1,0 +1,58 @@
+package trace
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
+)
+
+// ProbedMSRs are the MSRs ProbeMSRs reads: those that steer the system-call
+// instructions, EFER, the GS bases and TSC_AUX.
+var ProbedMSRs = []uint32{
+	annotate.MSREFER, annotate.MSRSTAR, annotate.MSRLSTAR, annotate.MSRCSTAR, annotate.MSRFMASK,
+	annotate.MSRSysenterCS, annotate.MSRSysenterESP, annotate.MSRSysenterEIP,
+	annotate.MSRGSBase, annotate.MSRKernelGSBase, annotate.MSRTSCAux,
+}
+
+// ProbeMSRs reads ProbedMSRs with target.ProbeMSRs (rdmsr run in the guest,
+// opt-in, everything put back) at the current stop, which must be at CPL 0.
+// Each value is learnt with the provenance "probed", and compared with what
+// the trace had already inferred: an agreement is shown as a check that
+// passed, a contradiction as a finding. The effects are added to the last
+// recorded step, the stop they were read at.
+func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
+	readings, err := r.T.ProbeMSRs(ctx, ProbedMSRs)
+	at := r.name(r.cur.Val(target.RIP))
+	step := len(r.trace.Steps)
+	k := r.Ctx.Knowledge
+	var effs []annotate.Effect
+	for _, rd := range readings {
+		name := annotate.MSRName(rd.Index)
+		if rd.Err != nil {
+			effs = append(effs, annotate.Effect{Kind: annotate.KindMSR, Text: fmt.Sprintf("%s: not readable: %v", name, rd.Err)})
+			continue
+		}
+		m := annotate.MSR{Index: rd.Index, Value: rd.Value, Known: ^uint64(0), Source: annotate.SourceProbed, Step: step, How: "rdmsr run by sctrace at " + at}
+		e := annotate.Effect{Kind: annotate.KindMSR, Text: fmt.Sprintf("%s = %#x (probed: rdmsr at %s)", name, rd.Value, at)}
+		if old := k.MSR(rd.Index); old != nil {
+			if c := k.Conflict(m); c != 0 {
+				e.Verdict = annotate.Finding
+				e.Text += fmt.Sprintf("; contradicts %s = %s in bits %#x", old.Provenance(), old.ValueString(), c)
+			} else {
+				e.Verdict = annotate.OK
+				e.Text += "; agrees with " + old.Provenance()
+			}
+		}
+		effs = append(effs, e)
+		k.Learn(m)
+	}
+	if n := len(r.trace.Steps); n > 0 {
+		r.trace.Steps[n-1].Effects = append(r.trace.Steps[n-1].Effects, effs...)
+	}
+	if err != nil {
+		return effs, err
+	}
+	return effs, nil
+}
