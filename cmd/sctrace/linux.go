@@ -115,23 +115,7 @@ cloud kernel.`,
 
 // runLinuxTUI boots Linux behind a spinner and opens the interactive view.
 func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m trace.Mechanism, syn trace.Syntax) error {
-	if _, err := qemu.Find(lo.QEMU); err != nil {
-		return err
-	}
 	lo.StackWords = tui.StackWords
-	var s *session.Session
-	open := func(ctx context.Context) (*session.Session, error) {
-		var err error
-		s, err = session.StartLinux(ctx, lo)
-		return s, err
-	}
-	err := tui.Run(cmd.Context(), tui.Config{
-		Start:    tui.StartLive(open, m, true),
-		Starting: "booting Linux under QEMU and reading its kallsyms",
-		Syntax:   syn,
-	}, nil, nil)
-	if lo.Keep && s != nil && s.QEMU != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
-	}
-	return err
+	return bootTUI(cmd, lo.QEMU, lo.Keep, "booting Linux under QEMU and reading its kallsyms", m, syn,
+		func(ctx context.Context) (*session.Session, error) { return session.StartLinux(ctx, lo) })
 }

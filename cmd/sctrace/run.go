@@ -80,22 +80,31 @@ address, for gdb or 'sctrace trace --attach'.`,
 // runTUI boots the teaching kernel behind a spinner and opens the
 // interactive view on it.
 func runTUI(cmd *cobra.Command, o session.Options, m trace.Mechanism, syn trace.Syntax) error {
-	if _, err := qemu.Find(o.QEMU); err != nil {
+	o.StackWords = tui.StackWords
+	return bootTUI(cmd, o.QEMU, o.Keep, "booting the teaching kernel under QEMU", m, syn,
+		func(ctx context.Context) (*session.Session, error) { return session.StartFixture(ctx, o) })
+}
+
+// bootTUI opens the interactive view on a guest that start boots under
+// QEMU, behind a spinner saying starting, and says where QEMU is when it
+// is kept running.
+func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m trace.Mechanism, syn trace.Syntax,
+	start func(context.Context) (*session.Session, error)) error {
+	if _, err := qemu.Find(qemuBin); err != nil {
 		return err
 	}
-	o.StackWords = tui.StackWords
 	var s *session.Session
 	open := func(ctx context.Context) (*session.Session, error) {
 		var err error
-		s, err = session.StartFixture(ctx, o)
+		s, err = start(ctx)
 		return s, err
 	}
 	err := tui.Run(cmd.Context(), tui.Config{
 		Start:    tui.StartLive(open, m, true),
-		Starting: "booting the teaching kernel under QEMU",
+		Starting: starting,
 		Syntax:   syn,
 	}, nil, nil)
-	if o.Keep && s != nil && s.QEMU != nil {
+	if keep && s != nil && s.QEMU != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
 	}
 	return err
