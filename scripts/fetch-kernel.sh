@@ -77,6 +77,14 @@ fetch() {
 	return 1
 }
 
+# Tests in several packages may fetch at the same time: one at a time, so
+# that none replaces a kernel another is booting.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+if command -v flock >/dev/null; then
+	flock 9
+fi
+
 # apt's package lists may be missing or stale (the versions they name gone
 # from the archive): on failure, update them once and try again.
 if fetch || { update && fetch; }; then
