@@ -462,3 +462,39 @@ func TestProbeNeedsKernel(t *testing.T) {
 		t.Fatalf("probe at CPL 3 = %v, want ErrNotKernel", err)
 	}
 }
+
+// TestAttachInt80WithoutSymbols finds the user's int $0x80 with no symbols
+// through IDT entry 0x80: the handler is caught, the return address read
+// from the frame the CPU pushed. The step budget is too small to find it by
+// stepping.
+func TestAttachInt80WithoutSymbols(t *testing.T) {
+	testenv.NeedQEMU(t)
+	path, err := kernel.WriteTemp(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	time.Sleep(200 * time.Millisecond)
+	s, err := Attach(ctx, inst.GDBAddr, Options{Budget: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Recorder.Current()
+	code, err := s.Target.ReadMemory(ctx, st.Val(target.RIP), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPL() != 3 || code[0] != 0xcd || code[1] != 0x80 {
+		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(target.RIP), st.CPL(), code)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/target"
 )
@@ -27,6 +28,9 @@ func UserLabel(m Mechanism) string {
 //     entry_SYSCALL_64 or learnt from an earlier transition), reading the
 //     user return address from RCX, and breaking on the instruction before
 //     it the next time the user program runs it;
+//   - for int $0x80, likewise from the handler in IDT entry 0x80 (found
+//     through IDTR), reading the return address from the frame the CPU
+//     pushed;
 //   - by single-stepping user code until the next entering instruction.
 //
 // Breakpoints are removed on every path, ctrl-c included.
@@ -57,7 +61,42 @@ func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
 			}
 		}
 	}
+	if m == Int80 {
+		if handler, ok := r.vectorHandler(ctx, 0x80); ok {
+			if err := r.runTo(ctx, handler); err != nil {
+				return err
+			}
+			// The CPU pushed RIP (the instruction after the int), CS,
+			// RFLAGS, RSP and SS; int $0x80 has no error code.
+			frame, err := r.T.ReadMemory(ctx, r.cur.Val(target.RSP), 16)
+			if err == nil && le64(frame[8:])&3 == 3 {
+				site := le64(frame) - 2
+				code, err := r.T.ReadMemory(ctx, site, 2)
+				if err == nil && code[0] == 0xcd && code[1] == 0x80 {
+					return r.runTo(ctx, site)
+				}
+			}
+		}
+	}
 	return r.stepToEntry(ctx, m)
+}
+
+// vectorHandler returns the handler of an interrupt vector from the IDT,
+// read through the IDTR that `monitor info registers` gives.
+func (r *Recorder) vectorHandler(ctx context.Context, vector int) (uint64, bool) {
+	sys, err := r.T.SysRegs(ctx)
+	if err != nil || sys.IDTLimit < uint32(vector*16+15) {
+		return 0, false
+	}
+	b, err := r.T.ReadMemory(ctx, sys.IDTBase+uint64(vector)*16, 16)
+	if err != nil {
+		return 0, false
+	}
+	g, ok := annotate.DecodeGate(b)
+	if !ok || !g.Present || g.DPL != 3 {
+		return 0, false
+	}
+	return g.Offset, true
 }
 
 // syscallEntry returns the address SYSCALL jumps to, if known.
