@@ -116,7 +116,13 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 // roundTrip records one round trip in s and writes it out. On ctrl-c it
 // writes what was recorded and reports the interruption.
 func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mechanism, f *recordFlags, syn trace.Syntax) error {
+	// The guest may take its time to make the call, or never make it: say
+	// what sctrace is waiting for.
+	wait := time.AfterFunc(3*time.Second, func() {
+		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", or(string(m), "system call"))
+	})
 	t, err := s.RoundTrip(ctx, m)
+	wait.Stop()
 	if t != nil && len(t.Steps) > 0 {
 		t.Header.Tool = versionString()
 		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
@@ -230,4 +236,11 @@ is not a terminal, it prints the trace instead.`,
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(f.Fd())
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
