@@ -192,19 +192,37 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 }
 
 // RoundTrip runs the guest to the next user instruction that enters the
-// kernel by m and records the path back to user mode. On ctrl-c it returns
-// what was recorded so far with the context's error.
+// kernel by m and records the path back to user mode: ToEntry, then Record.
+// On ctrl-c it returns what was recorded so far with the context's error.
 func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trace, error) {
-	if err := s.Recorder.ToEntry(ctx, m); err != nil {
+	if err := s.ToEntry(ctx, m); err != nil {
 		if ctx.Err() != nil {
-			return s.Recorder.Trace(), fmt.Errorf("interrupted before the %s was reached: %w", or(string(m), "system call"), ctx.Err())
+			return s.Recorder.Trace(), err
 		}
 		return nil, err
+	}
+	return s.Record(ctx)
+}
+
+// ToEntry runs the guest to the next user instruction that enters the
+// kernel by m and starts a fresh trace there.
+func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
+	if err := s.Recorder.ToEntry(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted before the %s was reached: %w", or(string(m), "system call"), ctx.Err())
+		}
+		return err
 	}
 	s.refreshLinux(ctx)
 	if m != "" {
 		s.Recorder.Trace().Header.Mechanism = string(m)
 	}
+	return nil
+}
+
+// Record records from the current stop back to user mode, probing the MSRs
+// on the way in when the session was opened with ProbeMSRs.
+func (s *Session) Record(ctx context.Context) (*trace.Trace, error) {
 	until := trace.BackInUser()
 	if s.probeMSRs {
 		// Step into the kernel, read the MSRs there, then go on.

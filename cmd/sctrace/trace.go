@@ -121,8 +121,12 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mec
 	wait := time.AfterFunc(3*time.Second, func() {
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", or(string(m), "system call"))
 	})
-	t, err := s.RoundTrip(ctx, m)
+	err := s.ToEntry(ctx, m)
 	wait.Stop()
+	var t *trace.Trace
+	if err == nil {
+		t, err = s.Record(ctx)
+	}
 	if t != nil && len(t.Steps) > 0 {
 		t.Header.Tool = versionString()
 		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
