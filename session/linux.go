@@ -1,9 +1,12 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,6 +105,40 @@ func (s *Session) Linux() *Linux {
 	return &Linux{Kallsyms: s.linux.res.Layout, GSBase: s.linux.gsBase, BootTime: s.linux.Booted, ReadyTime: s.linux.Ready}
 }
 
+// CheckKernelImage checks that path is something QEMU can boot as an
+// x86-64 Linux kernel: a bzImage (the "HdrS" boot header at 0x202, with the
+// 64-bit entry flag), or an x86-64 ELF (a vmlinux with a PVH note). It says
+// what the file is otherwise, instead of QEMU's less direct complaints.
+func CheckKernelImage(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 0x240)
+	n, _ := io.ReadFull(f, hdr)
+	hdr = hdr[:n]
+	switch {
+	case bytes.HasPrefix(hdr, []byte(elf.ELFMAG)):
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			return fmt.Errorf("kernel %s: a corrupt ELF file: %w", path, err)
+		}
+		defer ef.Close()
+		if ef.Class != elf.ELFCLASS64 || ef.Machine != elf.EM_X86_64 {
+			return fmt.Errorf("kernel %s: an ELF for %v %v, not an x86-64 kernel", path, ef.Class, ef.Machine)
+		}
+		return nil
+	case len(hdr) >= 0x238 && string(hdr[0x202:0x206]) == "HdrS":
+		// xloadflags (0x236) bit 0: the kernel has a 64-bit entry point.
+		if hdr[0x236]&1 == 0 {
+			return fmt.Errorf("kernel %s: a bzImage without a 64-bit entry point (a 32-bit kernel?); sctrace traces x86-64 kernels", path)
+		}
+		return nil
+	}
+	return fmt.Errorf("kernel %s: not a Linux bzImage (no \"HdrS\" boot header at 0x202) nor an x86-64 ELF", path)
+}
+
 // StartLinux boots a Linux bzImage under QEMU with a generated initramfs
 // whose /init loops on a system call, waits until it loops, stops the CPU
 // where kernel memory is mapped, reads the kernel's symbols from its
@@ -112,8 +149,8 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if o.Kernel == "" {
 		return nil, errors.New("no kernel given (fetch one with scripts/fetch-kernel.sh)")
 	}
-	if _, err := os.Stat(o.Kernel); err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+	if err := CheckKernelImage(o.Kernel); err != nil {
+		return nil, err
 	}
 	if err := linuxinit.CheckMode(o.mode()); err != nil {
 		return nil, err

@@ -161,3 +161,41 @@ func TestLinuxCommandLine(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckKernelImage(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bz := func(xload byte) []byte {
+		b := make([]byte, 0x400)
+		copy(b[0x202:], "HdrS")
+		b[0x236] = xload
+		return b
+	}
+	tests := []struct {
+		name, path, want string
+	}{
+		{"64-bit bzImage", write("bz64", bz(1)), ""},
+		{"32-bit bzImage", write("bz32", bz(0)), "without a 64-bit entry point"},
+		{"text", write("text", []byte("root:x:0:0:root:/root:/bin/bash\n")), "not a Linux bzImage"},
+		{"i386 ELF", "../symbols/testdata/i386.elf", "not an x86-64 kernel"},
+		{"x86-64 ELF", "../symbols/testdata/tiny.elf", ""},
+		{"missing", dir + "/none", "no such file"},
+	}
+	for _, tt := range tests {
+		err := CheckKernelImage(tt.path)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: CheckKernelImage = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if k := os.Getenv("SCTRACE_KERNEL_6_1"); k != "" {
+		if err := CheckKernelImage(k); err != nil {
+			t.Errorf("Debian kernel %s: %v", k, err)
+		}
+	}
+}

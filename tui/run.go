@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 
 	tea "charm.land/bubbletea/v2"
 )
@@ -13,6 +14,9 @@ import (
 // (SIGTERM) ends the program the same way. in and out default to the
 // terminal.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
+	if in == nil && out == nil && !isTerminal(os.Stdout) {
+		return ErrNoTerminal
+	}
 	m := New(cfg)
 	opts := []tea.ProgramOption{tea.WithContext(ctx)}
 	if in != nil {
@@ -32,4 +36,13 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		err = nil
 	}
 	return errors.Join(err, m.Err(), cerr)
+}
+
+// ErrNoTerminal is returned by Run when standard output is not a terminal.
+var ErrNoTerminal = errors.New("the interactive view needs a terminal; to print a trace instead, use --trace (run, run linux) or the trace command")
+
+// isTerminal reports whether f is a character device, as a terminal is.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

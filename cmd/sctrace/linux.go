@@ -115,6 +115,9 @@ cloud kernel.`,
 
 // runLinuxTUI boots Linux behind a spinner and opens the interactive view.
 func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m trace.Mechanism, syn trace.Syntax) error {
+	if err := session.CheckKernelImage(lo.Kernel); err != nil {
+		return err
+	}
 	lo.StackWords = tui.StackWords
 	return bootTUI(cmd, lo.QEMU, lo.Keep, "booting Linux under QEMU and reading its kallsyms", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartLinux(ctx, lo) })
