@@ -20,7 +20,10 @@ type tmuxScreen struct {
 
 func (s *tmuxScreen) tmux(args ...string) string {
 	s.t.Helper()
-	out, err := exec.Command("tmux", args...).CombinedOutput()
+	// Each screen has a tmux server of its own (-L): when one test's
+	// session ends its server exits, and a shared server could be exiting
+	// just as the next test asks it for a session.
+	out, err := exec.Command("tmux", append([]string{"-L", s.name}, args...)...).CombinedOutput()
 	if err != nil {
 		s.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -128,7 +131,7 @@ func endToEnd(t *testing.T, exe string, w, h int) {
 	dir := t.TempDir()
 	s.tmux("new-session", "-d", "-s", s.name, "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "-c", dir,
 		exe+" run; echo sctrace-exited-$?; sleep 60")
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", s.name).Run() })
+	t.Cleanup(func() { exec.Command("tmux", "-L", s.name, "kill-server").Run() })
 
 	scr := s.waitText(30*time.Second, "CPL 3 user", "step 0 of 0", "user_syscall_insn", "syscall")
 	port := field(t, rePort, scr, 1)

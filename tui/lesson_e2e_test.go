@@ -68,7 +68,7 @@ func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string
 	state := t.TempDir()
 	s.tmux("new-session", "-d", "-s", s.name, "-x", "160", "-y", "48", "-c", t.TempDir(),
 		fmt.Sprintf("XDG_STATE_HOME=%s %s learn %d%s; echo sctrace-exited-$?; sleep 60", state, exe, l.Number, args))
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", s.name).Run() })
+	t.Cleanup(func() { exec.Command("tmux", "-L", s.name, "kill-server").Run() })
 
 	n := len(l.Steps)
 	scr := s.waitText(120*time.Second, fmt.Sprintf("Lesson %d: ", l.Number), "live")
