@@ -9,6 +9,7 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,4 +96,43 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// Rebuild runs make in srcDir with OUT and OBJ pointing into a temporary
+// directory and the make variables vars (name the toolchain there, e.g.
+// "CC=gcc", so that the environment cannot pick another one), and returns
+// the bytes of the file it built. tools are the programs the build needs;
+// a missing one fails t. Under -short the test is skipped.
+func Rebuild(t testing.TB, srcDir string, tools []string, vars ...string) []byte {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("rebuilds %s (-short)", srcDir)
+	}
+	for _, tool := range append([]string{"make"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install build-essential (apt-get install -y build-essential)", tool)
+		}
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	args := append([]string{"-s", "-j2", "-C", srcDir, "OUT=" + out, "OBJ=" + filepath.Join(dir, "obj")}, vars...)
+	if b, err := exec.Command("make", args...).CombinedOutput(); err != nil {
+		t.Fatalf("make in %s: %v\n%s", srcDir, err, b)
+	}
+	built, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return built
+}
+
+// FirstDiff says where two byte strings first differ, for a test that
+// compares a rebuilt file with its committed copy.
+func FirstDiff(a, b []byte) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("first difference at byte %#x (rebuilt %#02x, committed %#02x), sizes %d and %d", i, a[i], b[i], len(a), len(b))
+		}
+	}
+	return fmt.Sprintf("sizes %d (rebuilt) and %d (committed)", len(a), len(b))
 }
