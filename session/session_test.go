@@ -316,28 +316,37 @@ func TestStackWordsNearTheTop(t *testing.T) {
 	}
 }
 
-// TestAttachWithoutSymbols attaches to a running guest that sctrace did not
-// start, with no symbols: the recorder steps out of whatever the guest was
-// doing, finds the next user syscall by decoding, and records it.
-func TestAttachWithoutSymbols(t *testing.T) {
+// attachRunning boots the teaching kernel under QEMU, running in its trace
+// loop (every mechanism in turn), the way a user starts a guest by hand,
+// and attaches to it with o and no symbols.
+func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
+	t.Helper()
 	testenv.NeedQEMU(t)
 	path, err := kernel.WriteTemp(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inst.Stop()
+	t.Cleanup(func() { inst.Stop() })
 	time.Sleep(200 * time.Millisecond) // let the guest reach its trace loop
-	s, err := Attach(ctx, inst.GDBAddr, Options{})
+	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestAttachWithoutSymbols attaches to a running guest that sctrace did not
+// start, with no symbols: the recorder steps out of whatever the guest was
+// doing, finds the next user syscall by decoding, and records it.
+func TestAttachWithoutSymbols(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := attachRunning(ctx, t, Options{})
 	tr, err := s.RoundTrip(ctx, trace.Syscall)
 	if err != nil {
 		t.Fatal(err)
@@ -468,24 +477,9 @@ func TestProbeNeedsKernel(t *testing.T) {
 // from the frame the CPU pushed. The step budget is too small to find it by
 // stepping.
 func TestAttachInt80WithoutSymbols(t *testing.T) {
-	testenv.NeedQEMU(t)
-	path, err := kernel.WriteTemp(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Stop()
-	time.Sleep(200 * time.Millisecond)
-	s, err := Attach(ctx, inst.GDBAddr, Options{Budget: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := attachRunning(ctx, t, Options{Budget: 3})
 	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
 		t.Fatal(err)
 	}
