@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -114,6 +115,20 @@ func (t *Trace) Write(w io.Writer) error {
 
 // ErrNotTrace is returned (wrapped) for a file that is not an sctrace trace.
 var ErrNotTrace = errors.New("not an sctrace trace file")
+
+// ReadFile loads a trace from a file; errors name the file.
+func ReadFile(path string) (*Trace, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t, err := Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
 
 // Read loads a trace written by Write. A file of another kind, another
 // version, or with inconsistent steps gets an error that says which.

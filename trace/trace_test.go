@@ -17,12 +17,7 @@ import (
 // `sctrace run --trace -m int80 --format json --out trace/testdata/int80.json`.
 func readTestTrace(t *testing.T) *Trace {
 	t.Helper()
-	f, err := os.Open("testdata/int80.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tr, err := Read(f)
+	tr, err := ReadFile("testdata/int80.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -152,12 +151,7 @@ func TestSave(t *testing.T) {
 	if !strings.Contains(m.status, name) {
 		t.Errorf("status %q does not name %s", m.status, name)
 	}
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tr, err := trace.Read(f)
+	tr, err := trace.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}

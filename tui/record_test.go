@@ -59,12 +59,7 @@ func TestRecordTestdata(t *testing.T) {
 
 func loadTrace(t *testing.T) *trace.Trace {
 	t.Helper()
-	f, err := os.Open(filepath.Join("testdata", "syscall.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tr, err := trace.Read(f)
+	tr, err := trace.ReadFile(filepath.Join("testdata", "syscall.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

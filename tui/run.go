@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"errors"
+	"github.com/charmbracelet/x/term"
 	"io"
 	"os"
 
@@ -14,7 +15,7 @@ import (
 // (SIGTERM) ends the program the same way. in and out default to the
 // terminal.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
-	if in == nil && out == nil && !isTerminal(os.Stdout) {
+	if in == nil && out == nil && !IsTerminal(os.Stdout) {
 		return ErrNoTerminal
 	}
 	m := New(cfg)
@@ -41,8 +42,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 // ErrNoTerminal is returned by Run when standard output is not a terminal.
 var ErrNoTerminal = errors.New("the interactive view needs a terminal; to print a trace instead, use --trace (run, run linux) or the trace command")
 
-// isTerminal reports whether f is a character device, as a terminal is.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(f.Fd())
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestRunNeedsTerminal(t *testing.T) {
-	if isTerminal(os.Stdout) {
+	if IsTerminal(os.Stdout) {
 		t.Skip("standard output is a terminal here")
 	}
 	if err := Run(context.Background(), Config{}, nil, nil); !errors.Is(err, ErrNoTerminal) {

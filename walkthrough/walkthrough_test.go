@@ -15,12 +15,7 @@ import (
 // loadTrace reads a recorded round trip of the teaching kernel.
 func loadTrace(t *testing.T, path string) *trace.Trace {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tr, err := trace.Read(f)
+	tr, err := trace.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/charmbracelet/x/term"
 	"github.com/spf13/cobra"
 
 	"github.com/sctrace/sctrace/session"
@@ -213,16 +212,11 @@ is not a terminal, it prints the trace instead.`,
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
+			t, err := trace.ReadFile(args[0])
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			t, err := trace.Read(f)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			if format == "" && isTerminal(cmd.OutOrStdout()) {
+			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
 				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
 			}
 			if format == "" {
@@ -237,11 +231,6 @@ is not a terminal, it prints the trace instead.`,
 }
 
 // isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(f.Fd())
-}
-
 func or(s, def string) string {
 	if s == "" {
 		return def
