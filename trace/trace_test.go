@@ -255,3 +255,16 @@ func TestBackInUser(t *testing.T) {
 		}
 	}
 }
+
+func TestReadFile(t *testing.T) {
+	if _, err := ReadFile("testdata/none.json"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadFile of a missing file = %v", err)
+	}
+	bad := t.TempDir() + "/bad.json"
+	if err := os.WriteFile(bad, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile(bad); !errors.Is(err, ErrNotTrace) || !strings.Contains(err.Error(), bad) {
+		t.Errorf("ReadFile of a foreign file = %v, want ErrNotTrace naming the file", err)
+	}
+}
