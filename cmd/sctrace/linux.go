@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -74,6 +75,9 @@ cloud kernel.`,
 			}
 			defer closeLog()
 			if !doTr {
+				if rf.probe {
+					return errors.New("--probe-msrs goes with --trace (the interactive view does not probe)")
+				}
 				return runLinuxTUI(cmd, lo, m, syn)
 			}
 			s, err := session.StartLinux(cmd.Context(), lo)

@@ -59,6 +59,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", filepath.Join(t.TempDir(), "none.json")}, "no such file"},
 		{[]string{"view", bad}, `not an sctrace trace file: format is "something-else"`},
 		{[]string{"probe"}, "accepts 1 arg"},
+		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
+		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

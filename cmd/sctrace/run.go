@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -31,9 +32,10 @@ runs to the next user instruction that enters the kernel by the chosen
 mechanism; and records the round trip back to user mode.
 
 Without --trace it opens the interactive view stopped before that
-instruction (? lists the keys); quitting ends QEMU. With --trace the trace is printed (or saved with --out and --format) and
-QEMU is ended. --keep leaves QEMU running afterwards and prints its gdbstub
-address, for gdb or 'sctrace trace --attach'.`,
+instruction (? lists the keys); quitting ends QEMU. With --trace the trace
+is printed (or saved with --out and --format) and QEMU is ended. --keep
+leaves QEMU running afterwards and prints its gdbstub address, for gdb or
+'sctrace trace --attach'.`,
 		Example: `  sctrace run
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace
@@ -53,6 +55,9 @@ address, for gdb or 'sctrace trace --attach'.`,
 			}
 			defer closeLog()
 			if !doTr {
+				if rf.probe {
+					return errors.New("--probe-msrs goes with --trace (the interactive view does not probe)")
+				}
 				return runTUI(cmd, o, m, syn)
 			}
 			s, err := session.StartFixture(cmd.Context(), o)

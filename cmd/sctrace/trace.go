@@ -36,7 +36,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
-	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back)")
+	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back; with --trace)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
 		[]string{"syscall", "int80", "sysenter", "callgate", "ud2", "vdso"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
