@@ -41,9 +41,10 @@ entry and IST stacks from TR's base and the task stack from per-CPU data,
 and opens the interactive view on the next system call (or, with --trace,
 prints the round trip).
 
-The kernel command line starts with "` + session.LinuxDefaultAppend + `": nokaslr keeps
-addresses the same from run to run, and pti=on forces page table isolation
-so that the CR3 switches are there to see. --no-pti and --kaslr change
+The kernel command line starts with
+"` + session.LinuxDefaultAppend + `": nokaslr keeps addresses the same
+from run to run, and pti=on forces page table isolation so that the CR3
+switches are there to see. --no-pti and --kaslr change
 that; --append adds words. scripts/fetch-kernel.sh downloads a Debian
 cloud kernel.`,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
