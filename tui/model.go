@@ -202,6 +202,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
+		m.scroll = 0 // a new size re-centres the code pane on the current step
 		return m, nil
 	case spinner.TickMsg:
 		if m.drv != nil || m.startErr != nil {

@@ -301,3 +301,19 @@ func TestLiveKeysStartOperations(t *testing.T) {
 		})
 	}
 }
+
+// TestResizeKeepsCurrentStepVisible draws at 160x48 near the start of the
+// trace, where the code pane cannot centre the current step, then at 80x24:
+// the current step must still be on screen.
+func TestResizeKeepsCurrentStepVisible(t *testing.T) {
+	m := replayModel(t, 160, 48)
+	for _, k := range keys("f f f f f") {
+		m.Update(k)
+	}
+	m.Render()
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	screen := m.Render()
+	if !strings.Contains(screen, "▶") {
+		t.Fatalf("after resizing to 80x24 the current step is not on screen:\n%s", screen)
+	}
+}

@@ -346,7 +346,12 @@ func (m *Model) drawCode(c *canvas, r rect) {
 	cur := m.pos
 	top := cur - rows/3 + m.scroll
 	top = max(0, min(top, len(items)-rows+1))
-	m.scroll = top - (cur - rows/3)
+	if m.scroll != 0 {
+		// Keep a wheel scroll within what can be shown, so that scrolling
+		// back takes effect at once; an unscrolled pane stays centred on
+		// the current step whatever the size.
+		m.scroll = top - (cur - rows/3)
+	}
 	showBytes := inner >= 96
 	whereW := min(34, max(16, inner/3-2))
 	var lines []string
