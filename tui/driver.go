@@ -66,6 +66,10 @@ type Driver interface {
 	// NextEntry lets the guest run to the next user instruction that enters
 	// the kernel, and starts a fresh recording there.
 	NextEntry(ctx context.Context) error
+	// ProbeMSRs reads the MSRs with rdmsr in the guest at the current stop,
+	// which must be at CPL 0, and adds what it learnt to the recording
+	// (trace.Recorder.ProbeMSRs). It returns how many were read.
+	ProbeMSRs(ctx context.Context) (int, error)
 	// Trace returns the recording so far, for saving.
 	Trace() *trace.Trace
 	// Close releases the guest: breakpoints removed, QEMU ended when
@@ -98,6 +102,9 @@ func (r *Replay) Run(context.Context, trace.Until) (trace.StopReason, error) { r
 
 // NextEntry fails: a replay has no guest.
 func (r *Replay) NextEntry(context.Context) error { return ErrReplay }
+
+// ProbeMSRs returns ErrReplay.
+func (r *Replay) ProbeMSRs(context.Context) (int, error) { return 0, ErrReplay }
 
 // Trace returns the trace.
 func (r *Replay) Trace() *trace.Trace { return r.T }

@@ -71,13 +71,14 @@ func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, err
 // kernel by the driver's mechanism and starts a fresh recording there.
 func (d *Live) NextEntry(ctx context.Context) error {
 	defer d.refresh(ctx)
-	if err := d.S.Recorder.ToEntry(ctx, d.Mechanism); err != nil {
-		return err
-	}
-	if d.Mechanism != "" {
-		d.S.Recorder.Trace().Header.Mechanism = string(d.Mechanism)
-	}
-	return nil
+	return d.S.ToEntry(ctx, d.Mechanism)
+}
+
+// ProbeMSRs reads the MSRs with rdmsr in the guest at the current stop.
+func (d *Live) ProbeMSRs(ctx context.Context) (int, error) {
+	defer d.refresh(ctx)
+	effs, err := d.S.Recorder.ProbeMSRs(ctx)
+	return len(effs), err
 }
 
 // Trace returns the recording so far.

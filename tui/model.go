@@ -49,6 +49,7 @@ const (
 	opRun
 	opEntry
 	opRoundTrip
+	opProbe
 )
 
 // op is a guest operation to run in a tea.Cmd.
@@ -64,6 +65,7 @@ type opDoneMsg struct {
 	op     op
 	snap   Snapshot
 	reason trace.StopReason
+	probed int // opProbe: MSRs read
 	err    error
 }
 
@@ -337,6 +339,15 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		cur := m.snap.Current
 		return m.guest(op{kind: opRoundTrip, label: "recording a round trip", cond: trace.BackInUser(),
 			entry: cur != nil && cur.CPL() == 3 && n > 0})
+	case "p":
+		if m.busy != nil {
+			return m, nil
+		}
+		if cur := m.snap.Current; m.drv.Live() && (cur == nil || cur.CPL() != 0) {
+			m.say("p runs rdmsr in the guest, which needs CPL 0: step into the kernel first")
+			return m, nil
+		}
+		return m.guest(op{kind: opProbe, label: "probing the MSRs with rdmsr"})
 	case "/":
 		m.openPrompt(inputSearch, "search: ", "symbol or instruction")
 	case "g":
@@ -412,6 +423,8 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 			if done.err == nil {
 				done.reason, done.err = d.Run(ctx, o.cond)
 			}
+		case opProbe:
+			done.probed, done.err = d.ProbeMSRs(ctx)
 		}
 		done.snap = d.Snapshot()
 		return done
@@ -449,6 +462,8 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		}
 	case d.op.kind == opRun:
 		m.say("%s: %s after %d steps", d.op.label, d.reason, n-old)
+	case d.op.kind == opProbe:
+		m.say("read %d MSRs with rdmsr and put everything back: the system pane lists them, the effects pane compares them with what was inferred", d.probed)
 	default:
 		m.status = ""
 	}

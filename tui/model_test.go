@@ -206,6 +206,8 @@ func (f *fakeLive) NextEntry(ctx context.Context) error {
 	return err
 }
 
+func (f *fakeLive) ProbeMSRs(ctx context.Context) (int, error) { return 11, f.op(ctx, 0) }
+
 func (f *fakeLive) Trace() *trace.Trace { return f.src }
 func (f *fakeLive) Close() error        { f.closed = true; return nil }
 
@@ -315,5 +317,35 @@ func TestResizeKeepsCurrentStepVisible(t *testing.T) {
 	screen := m.Render()
 	if !strings.Contains(screen, "▶") {
 		t.Fatalf("after resizing to 80x24 the current step is not on screen:\n%s", screen)
+	}
+}
+
+// TestProbeKey: p is refused in user mode, and at CPL 0 runs the probe as
+// a guest operation and says what it read.
+func TestProbeKey(t *testing.T) {
+	f := &fakeLive{src: loadTrace(t), release: make(chan struct{}, 10)}
+	m := New(Config{Driver: f})
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 48})
+	if _, cmd := m.Update(press("p")); cmd != nil || !strings.Contains(m.status, "needs CPL 0") {
+		t.Fatalf("p at CPL 3: status %q, started an operation: %v", m.status, cmd != nil)
+	}
+	run := func(k string) {
+		t.Helper()
+		_, cmd := m.Update(press(k))
+		if cmd == nil {
+			t.Fatalf("%s started no operation (status %q)", k, m.status)
+		}
+		f.release <- struct{}{}
+		m.Update(cmd())
+	}
+	run("s") // the syscall: now at CPL 0
+	run("p")
+	if f.calls != 2 || !strings.Contains(m.status, "read 11 MSRs") {
+		t.Errorf("after p at CPL 0: %d guest calls, status %q", f.calls, m.status)
+	}
+	r := replayModel(t, 160, 48)
+	r.Update(press("f"))
+	if _, cmd := r.Update(press("p")); cmd != nil || !strings.Contains(r.status, "replay") {
+		t.Errorf("p in a replay: status %q", r.status)
 	}
 }

@@ -709,8 +709,8 @@ func wrap(text string, n int) []string {
 var helpText = [][2]string{
 	{"s", "step into (through the record first, then the guest)"},
 	{"n", "step over a call"},
-	{"b / f  ↑ ↓", "step back / forward through the record (never touches the guest)"},
-	{"e", "run to the next event: CPL change, CR3 write, swapgs, stack switch"},
+	{"b / f  ↑ ↓", "back / forward through the record (never touches the guest)"},
+	{"e", "to the next CPL change, CR3 write, swapgs or stack switch"},
 	{"r", "run to the return to user mode"},
 	{"c", "continue to the next system call (starts a fresh recording)"},
 	{"R", "record a whole round trip"},
@@ -720,10 +720,11 @@ var helpText = [][2]string{
 	{"w", "save the trace as JSON"},
 	{"t", "toggle Intel / AT&T syntax"},
 	{"o", "show register values before the last step"},
-	{"tab", "switch the lower pane (effects, system, stack) on small screens"},
+	{"p", "read the MSRs with rdmsr in the guest (CPL 0; all put back)"},
+	{"tab", "switch the lower pane on small screens"},
 	{"wheel", "scroll the code or effects pane"},
 	{"?", "this help (any key closes it)"},
-	{"q  ctrl-c", "quit: stop what runs, remove breakpoints, end QEMU if sctrace started it"},
+	{"q  ctrl-c", "quit: breakpoints removed, QEMU ended if sctrace started it"},
 }
 
 func (m *Model) helpBox() string {
