@@ -77,7 +77,7 @@ cloud kernel.`,
 			defer closeLog()
 			if !doTr {
 				if rf.probe {
-					return errors.New("--probe-msrs goes with --trace (the interactive view does not probe)")
+					return errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
 				}
 				return runLinuxTUI(cmd, lo, m, syn)
 			}

@@ -56,7 +56,7 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 			defer closeLog()
 			if !doTr {
 				if rf.probe {
-					return errors.New("--probe-msrs goes with --trace (the interactive view does not probe)")
+					return errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
 				}
 				return runTUI(cmd, o, m, syn)
 			}
