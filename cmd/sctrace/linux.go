@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -77,7 +76,7 @@ cloud kernel.`,
 			defer closeLog()
 			if !doTr {
 				if rf.probe {
-					return errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
+					return errProbeWithoutTrace
 				}
 				return runLinuxTUI(cmd, lo, m, syn)
 			}
@@ -88,7 +87,7 @@ cloud kernel.`,
 			defer s.Close()
 			ready := time.Since(start)
 			if lo.Keep {
-				defer fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+				defer sayKept(cmd.ErrOrStderr(), s)
 			}
 			t0 := time.Now()
 			err = roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)

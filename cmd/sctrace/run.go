@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -56,7 +57,7 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 			defer closeLog()
 			if !doTr {
 				if rf.probe {
-					return errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
+					return errProbeWithoutTrace
 				}
 				return runTUI(cmd, o, m, syn)
 			}
@@ -66,7 +67,7 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 			}
 			defer s.Close()
 			if keep {
-				defer fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+				defer sayKept(cmd.ErrOrStderr(), s)
 			}
 			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
 		},
@@ -109,8 +110,18 @@ func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m t
 		Starting: starting,
 		Syntax:   syn,
 	}, nil, nil)
-	if keep && s != nil && s.QEMU != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+	if keep && s != nil {
+		sayKept(cmd.ErrOrStderr(), s)
 	}
 	return err
+}
+
+// errProbeWithoutTrace refuses --probe-msrs where nothing would use it.
+var errProbeWithoutTrace = errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
+
+// sayKept tells where the QEMU that --keep leaves running can be reached.
+func sayKept(w io.Writer, s *session.Session) {
+	if s.QEMU != nil {
+		fmt.Fprintf(w, "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+	}
 }
