@@ -1,10 +1,21 @@
 // Package qemu starts and stops qemu-system-x86_64 for sctrace: the bundled
-// teaching kernel or a Linux kernel, with the gdbstub on a free loopback port,
-// the serial console captured, and the isa-debug-exit device decoded.
+// teaching kernel or a Linux kernel, with the gdbstub on a Unix socket in a
+// private directory, the serial console captured, and the isa-debug-exit
+// device decoded.
+//
+// The gdbstub is the only way into a QEMU started here (its monitor is
+// off, and reachable only through the stub's qRcmd), and whoever can
+// connect to the stub can make QEMU run host commands. So the stub listens
+// on a Unix socket in a directory of mode 0700: only this user gets in.
+// Config.GDBTCP opts back into a loopback TCP port, which every local user
+// can reach.
 //
 // An Instance is always ended by Stop, which never blocks for long: QEMU is
 // asked to quit with SIGTERM and killed if it has not gone within a grace
-// period.
+// period. The socket's directory is removed when QEMU ends while this
+// process runs; when QEMU outlives it (Config.Keep), the directory stays as
+// long as QEMU runs and the next sctrace to start removes it afterwards
+// (see package scratch).
 package qemu
 
 import (
@@ -17,11 +28,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sctrace/sctrace/internal/scratch"
 )
 
 // BinaryName is the QEMU system emulator sctrace runs.
@@ -123,7 +138,8 @@ type Config struct {
 	Accel      string    // "tcg", "kvm", or "" / "auto" (see ResolveAccel)
 	CPU        string    // -cpu; "" means DefaultCPU
 	Memory     string    // -m; "" means 128M
-	GDB        bool      // open the gdbstub on a free 127.0.0.1 port (Instance.GDBAddr)
+	GDB        bool      // open the gdbstub on a Unix socket in a private directory (Instance.GDBAddr)
+	GDBTCP     bool      // with GDB, a free 127.0.0.1 port instead: any local user can connect (and run host commands through the monitor)
 	Stopped    bool      // -S: start with the CPU stopped, waiting for the debugger
 	ExitDevice bool      // add isa-debug-exit at port 0xf4 so the guest can end QEMU with a status
 	Serial     io.Writer // receives the guest's serial console; nil discards it
@@ -136,10 +152,10 @@ type Config struct {
 // Exit is how a QEMU run ended.
 type Exit struct {
 	Status int    // QEMU's exit status (-1 when killed by a signal)
-	Signal string // the signal that ended QEMU, if any
-	// DebugExit is true when the status is odd and an isa-debug-exit device
-	// was present: the guest wrote Code to port 0xf4, and QEMU exited with
-	// (Code<<1)|1.
+	Signal string // the signal that ended QEMU ("SIGKILL"), if any
+	// DebugExit is true when the status is odd, an isa-debug-exit device
+	// was present, and QEMU reported no error of its own on stderr: the
+	// guest wrote Code to port 0xf4, and QEMU exited with (Code<<1)|1.
 	DebugExit bool
 	Code      int
 }
@@ -155,12 +171,44 @@ func (e Exit) String() string {
 	}
 }
 
+// signalName names a signal as in C ("SIGKILL").
+func signalName(sig syscall.Signal) string {
+	names := map[syscall.Signal]string{
+		syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT",
+		syscall.SIGILL: "SIGILL", syscall.SIGTRAP: "SIGTRAP", syscall.SIGABRT: "SIGABRT",
+		syscall.SIGBUS: "SIGBUS", syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL",
+		syscall.SIGUSR1: "SIGUSR1", syscall.SIGSEGV: "SIGSEGV", syscall.SIGUSR2: "SIGUSR2",
+		syscall.SIGPIPE: "SIGPIPE", syscall.SIGALRM: "SIGALRM", syscall.SIGTERM: "SIGTERM",
+		syscall.SIGXCPU: "SIGXCPU", syscall.SIGXFSZ: "SIGXFSZ", syscall.SIGSYS: "SIGSYS",
+	}
+	if n, ok := names[sig]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d (%v)", int(sig), sig)
+}
+
+// qemuError reports whether QEMU's stderr holds a message other than a
+// warning: QEMU failed by itself (bad option, unknown CPU, unreadable
+// kernel) and exited with status 1, which isa-debug-exit would otherwise
+// read as the guest's exit code 0.
+func qemuError(stderr string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.Contains(line, "warning:") {
+			return true
+		}
+	}
+	return false
+}
+
 // Instance is a running QEMU.
 type Instance struct {
-	GDBAddr string   // "127.0.0.1:PORT" when Config.GDB was set
-	Accel   string   // the accelerator in use
-	Note    string   // why that accelerator was chosen
-	Args    []string // the full command line, binary first
+	GDBAddr   string   // "unix:PATH" (or "127.0.0.1:PORT" with Config.GDBTCP) when Config.GDB was set
+	GDBSocket string   // the gdbstub's Unix socket, inside Dir ("" with Config.GDBTCP)
+	Dir       string   // the socket's private directory (0700), removed when QEMU ends while this process runs
+	Accel     string   // the accelerator in use
+	Note      string   // why that accelerator was chosen
+	Args      []string // the full command line, binary first
 
 	cfg      Config
 	cmd      *exec.Cmd
@@ -169,6 +217,9 @@ type Instance struct {
 	exit     Exit
 	waitErr  error
 	stopOnce sync.Once
+	// listened is set once the gdbstub listened: with Config.Stopped the
+	// guest cannot have run (nor written to isa-debug-exit) before.
+	listened atomic.Bool
 }
 
 // Start launches QEMU. With Config.GDB it returns once the gdbstub is
@@ -213,12 +264,27 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	}
 	var port int
 	if cfg.GDB {
-		port, err = freePort()
-		if err != nil {
-			return nil, err
+		if cfg.GDBTCP {
+			port, err = freePort()
+			if err != nil {
+				return nil, err
+			}
+			inst.GDBAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			args = append(args, "-gdb", "tcp:"+inst.GDBAddr)
+		} else {
+			if inst.Dir, err = scratch.Dir("qemu-"); err != nil {
+				return nil, err
+			}
+			inst.GDBSocket = filepath.Join(inst.Dir, "gdb.sock")
+			if len(inst.GDBSocket) >= maxSocketPath {
+				os.RemoveAll(inst.Dir)
+				return nil, fmt.Errorf("gdbstub socket path %s is longer than a Unix socket address allows (%d bytes); set TMPDIR to a shorter directory", inst.GDBSocket, maxSocketPath-1)
+			}
+			inst.GDBAddr = "unix:" + inst.GDBSocket
+			// server=on: QEMU listens; wait=off: it does not wait for a
+			// client before running (-S alone keeps the CPU stopped).
+			args = append(args, "-gdb", "unix:"+inst.GDBSocket+",server=on,wait=off")
 		}
-		inst.GDBAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		args = append(args, "-gdb", "tcp:"+inst.GDBAddr)
 	}
 	args = append(args, cfg.Extra...)
 	inst.Args = append([]string{bin}, args...)
@@ -236,10 +302,20 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	if err := cmd.Start(); err != nil {
+		if inst.Dir != "" {
+			os.RemoveAll(inst.Dir)
+		}
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	inst.cmd = cmd
 	go inst.wait()
+	if cfg.Keep && inst.Dir != "" {
+		// QEMU may outlive this process: it then holds the directory.
+		if err := scratch.AddHolder(inst.Dir, cmd.Process.Pid); err != nil {
+			inst.Stop()
+			return nil, err
+		}
+	}
 
 	if cfg.GDB {
 		if err := inst.waitListening(ctx, port); err != nil {
@@ -250,14 +326,18 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	return inst, nil
 }
 
+// maxSocketPath is the size of sun_path in a Unix socket address on Linux.
+const maxSocketPath = 108
+
 func (i *Instance) wait() {
 	err := i.cmd.Wait()
 	e := Exit{Status: i.cmd.ProcessState.ExitCode()}
 	if ws, ok := i.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		e.Signal = ws.Signal().String()
+		e.Signal = signalName(ws.Signal())
 		e.Status = -1
 	}
-	if i.cfg.ExitDevice && e.Status > 0 && e.Status%2 == 1 {
+	guestRan := !i.cfg.Stopped || i.listened.Load()
+	if i.cfg.ExitDevice && guestRan && e.Status > 0 && e.Status%2 == 1 && !qemuError(i.stderr.String()) {
 		e.DebugExit = true
 		e.Code = e.Status >> 1
 	}
@@ -266,37 +346,47 @@ func (i *Instance) wait() {
 		i.waitErr = err
 	}
 	i.exit = e
+	if i.Dir != "" {
+		os.RemoveAll(i.Dir)
+	}
 	close(i.done)
 }
 
-// waitListening polls until QEMU's gdbstub listens on port. It reads the
-// kernel's socket table instead of connecting, because a connection to the
-// stub stops the guest and resets the stub's state.
+// waitListening polls until QEMU's gdbstub listens: on its Unix socket, or
+// on port with Config.GDBTCP. It reads the kernel's socket tables instead
+// of connecting, because a connection to the stub stops the guest and
+// resets the stub's state.
 func (i *Instance) waitListening(ctx context.Context, port int) error {
+	where := i.GDBAddr
+	ready := func() bool { return listeningUnix(i.GDBSocket) }
+	if i.cfg.GDBTCP {
+		ready = func() bool { return listeningTCP(port) }
+	}
 	deadline := time.NewTimer(15 * time.Second)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if listening(port) {
+		if ready() {
+			i.listened.Store(true)
 			return nil
 		}
 		select {
 		case <-i.done:
-			return fmt.Errorf("qemu exited before its gdbstub listened (%s): %s", i.exit, i.StderrTail())
+			return fmt.Errorf("qemu exited before its gdbstub listened: %s", i.Report())
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for qemu's gdbstub on port %d: %w", port, ctx.Err())
+			return fmt.Errorf("waiting for qemu's gdbstub at %s: %w", where, ctx.Err())
 		case <-deadline.C:
-			return fmt.Errorf("qemu's gdbstub did not listen on port %d within 15s: %s", port, i.StderrTail())
+			return fmt.Errorf("qemu's gdbstub did not listen at %s within 15s: %s", where, i.Report())
 		case <-tick.C:
 		}
 	}
 }
 
-// listening reports whether a TCP socket on 127.0.0.1:port (or any address)
-// is in the LISTEN state, from /proc/net/tcp. Where that file cannot be
-// read it says yes, and the debugger's dial retries instead.
-func listening(port int) bool {
+// listeningTCP reports whether a TCP socket on 127.0.0.1:port (or any
+// address) is in the LISTEN state, from /proc/net/tcp. Where that file
+// cannot be read it says yes, and the debugger's dial retries instead.
+func listeningTCP(port int) bool {
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
 		return true
@@ -311,6 +401,69 @@ func listening(port int) bool {
 		}
 	}
 	return false
+}
+
+// listeningUnix reports whether a Unix stream socket bound to path is
+// listening, from /proc/net/unix: its flags hold __SO_ACCEPTCON (0x10000).
+// Where that file cannot be read it says whether path exists as a socket.
+func listeningUnix(path string) bool {
+	socks, err := UnixSockets(path)
+	if err != nil {
+		fi, err := os.Stat(path)
+		return err == nil && fi.Mode()&os.ModeSocket != 0
+	}
+	for _, s := range socks {
+		if s.Listening {
+			return true
+		}
+	}
+	return false
+}
+
+// A UnixSocket is a line of /proc/net/unix.
+type UnixSocket struct {
+	Inode     uint64
+	Listening bool // a server socket accepting connections
+	Connected bool // one end of an established connection (state SS_CONNECTED)
+	Path      string
+}
+
+// UnixSockets lists the Unix sockets bound to path (all of them when path
+// is ""), from /proc/net/unix. A server's accepted connections carry its
+// path too: a Connected entry with the path of a listening socket is a
+// client attached to it.
+func UnixSockets(path string) ([]UnixSocket, error) {
+	f, err := os.Open("/proc/net/unix")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []UnixSocket
+	sc := bufio.NewScanner(f)
+	sc.Scan() // the header
+	for sc.Scan() {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 7 {
+			continue
+		}
+		p := ""
+		if len(fields) > 7 {
+			p = strings.Join(fields[7:], " ")
+		}
+		if path != "" && p != path {
+			continue
+		}
+		flags, _ := strconv.ParseUint(fields[3], 16, 32)
+		inode, _ := strconv.ParseUint(fields[6], 10, 64)
+		out = append(out, UnixSocket{
+			Inode:     inode,
+			Listening: flags&0x10000 != 0,
+			Connected: fields[5] == "03",
+			Path:      p,
+		})
+	}
+	return out, sc.Err()
 }
 
 func freePort() (int, error) {
@@ -377,6 +530,68 @@ func (i *Instance) StderrTail() string {
 		lines = lines[len(lines)-5:]
 	}
 	return strings.Join(lines, "; ")
+}
+
+// State says what QEMU is doing now, for a message about a stub that went
+// quiet or away: how it ended (status or signal), or that it is frozen
+// (stopped by SIGSTOP or a debugger), or that it still runs.
+func (i *Instance) State() string {
+	who := fmt.Sprintf("qemu (pid %d)", i.Pid())
+	select {
+	case <-i.done:
+		e := i.exit
+		switch {
+		case e.Signal != "":
+			return who + " was killed by " + e.Signal
+		case e.DebugExit:
+			return fmt.Sprintf("%s exited with status %d (the guest's exit code %d through isa-debug-exit)", who, e.Status, e.Code)
+		default:
+			return fmt.Sprintf("%s exited with status %d", who, e.Status)
+		}
+	default:
+	}
+	if st := procState(i.Pid()); st == "T" || st == "t" {
+		return who + " is stopped (frozen by SIGSTOP or held by a debugger), not running"
+	}
+	return who + " is still running"
+}
+
+// Report is State followed by the last lines of QEMU's stderr.
+func (i *Instance) Report() string {
+	s := strings.TrimSpace(i.stderr.String())
+	if s == "" {
+		return i.State() + "; nothing on its stderr"
+	}
+	return i.State() + "; its stderr ends: " + i.StderrTail()
+}
+
+// Exited waits up to d for QEMU to end and reports whether it has: an
+// error from the stub (a closed connection) is explained by QEMU's end
+// only once QEMU has been reaped.
+func (i *Instance) Exited(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-i.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// procState returns the state letter of process pid (R, S, T, Z, ...) from
+// /proc/PID/stat, or "" when it cannot be read.
+func procState(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	k := strings.LastIndexByte(s, ')')
+	if k < 0 || k+3 > len(s) {
+		return ""
+	}
+	return s[k+2 : k+3]
 }
 
 // CommandLine returns the QEMU command line, quoted for a shell.

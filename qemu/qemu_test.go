@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,7 +85,7 @@ func TestExitString(t *testing.T) {
 		want string
 	}{
 		{Exit{Status: 1, DebugExit: true, Code: 0}, "guest exit code 0 (qemu status 1)"},
-		{Exit{Status: -1, Signal: "killed"}, "killed by killed"},
+		{Exit{Status: -1, Signal: "SIGKILL"}, "killed by SIGKILL"},
 		{Exit{Status: 2}, "qemu status 2"},
 	}
 	for _, tt := range tests {
@@ -102,10 +104,14 @@ func TestStartStoppedWithGDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inst.Stop()
-	if !strings.HasPrefix(inst.GDBAddr, "127.0.0.1:") {
-		t.Fatalf("GDBAddr = %q, want a loopback address", inst.GDBAddr)
+	if inst.GDBAddr != "unix:"+inst.GDBSocket || filepath.Dir(inst.GDBSocket) != inst.Dir {
+		t.Fatalf("GDBAddr = %q, socket %q, dir %q: want unix:DIR/SOCKET", inst.GDBAddr, inst.GDBSocket, inst.Dir)
 	}
-	c, err := net.DialTimeout("tcp", inst.GDBAddr, 2*time.Second)
+	checkPrivate(t, inst)
+	if ports := ListeningTCPPorts(t, inst.Pid()); len(ports) != 0 {
+		t.Errorf("qemu listens on TCP ports %v", ports)
+	}
+	c, err := net.DialTimeout("unix", inst.GDBSocket, 2*time.Second)
 	if err != nil {
 		t.Fatalf("dial gdbstub: %v", err)
 	}
@@ -122,7 +128,125 @@ func TestStartStoppedWithGDB(t *testing.T) {
 	if e.DebugExit {
 		t.Errorf("exit %v: no debug-exit device was configured", e)
 	}
+	if _, err := os.Lstat(inst.Dir); !os.IsNotExist(err) {
+		t.Errorf("socket directory %s still there after qemu ended (%v)", inst.Dir, err)
+	}
 	inst.Stop() // a second Stop returns at once
+}
+
+// checkPrivate checks that only this user can reach inst's gdbstub: the
+// directory is ours with mode 0700, and the socket is inside it.
+func checkPrivate(t *testing.T, inst *Instance) {
+	t.Helper()
+	fi, err := os.Lstat(inst.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 || int(st.Uid) != os.Getuid() {
+		t.Errorf("socket directory %s: mode %v, owner %d; want a directory of mode 0700 owned by %d", inst.Dir, fi.Mode(), st.Uid, os.Getuid())
+	}
+	si, err := os.Lstat(inst.GDBSocket)
+	if err != nil || si.Mode()&os.ModeSocket == 0 {
+		t.Errorf("gdbstub socket %s: %v, %v", inst.GDBSocket, si, err)
+	}
+}
+
+// ListeningTCPPorts returns the TCP ports on which process pid listens:
+// the LISTEN entries of /proc/net/tcp and tcp6 whose socket inode is one of
+// the process's file descriptors.
+func ListeningTCPPorts(t *testing.T, pid int) []int {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	if len(inodes) == 0 {
+		t.Fatalf("process %d has no sockets: is it qemu with a gdbstub?", pid)
+	}
+	var ports []int
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			p, _ := strconv.ParseInt(hexPort, 16, 32)
+			ports = append(ports, int(p))
+		}
+	}
+	return ports
+}
+
+func TestStartGDBTCP(t *testing.T) {
+	testenv.NeedQEMU(t)
+	inst, err := Start(context.Background(), Config{Accel: "tcg", GDB: true, GDBTCP: true, Stopped: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	if !strings.HasPrefix(inst.GDBAddr, "127.0.0.1:") || inst.GDBSocket != "" {
+		t.Fatalf("GDBAddr = %q, socket %q: want a loopback address and no socket", inst.GDBAddr, inst.GDBSocket)
+	}
+	_, port, _ := net.SplitHostPort(inst.GDBAddr)
+	if ports := ListeningTCPPorts(t, inst.Pid()); len(ports) != 1 || strconv.Itoa(ports[0]) != port {
+		t.Errorf("qemu listens on TCP ports %v, want [%s]", ports, port)
+	}
+}
+
+// TestStartFailures starts QEMUs that cannot start and checks that the
+// error says how QEMU ended and what it printed.
+func TestStartFailures(t *testing.T) {
+	testenv.NeedQEMU(t)
+	dir := t.TempDir()
+	dying := filepath.Join(dir, "dying-qemu")
+	if err := os.WriteFile(dying, []byte("#!/bin/sh\necho 'cannot go on: out of luck' >&2\nkill -SEGV $$\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"bad option", Config{Extra: []string{"-no-such-option"}}, []string{"exited before its gdbstub listened", "exited with status 1", "no-such-option"}},
+		{"unknown cpu", Config{CPU: "bogus"}, []string{"exited with status 1", "unable to find CPU model 'bogus'"}},
+		{"false", Config{Binary: "/bin/false", ExitDevice: true}, []string{"exited with status 1; nothing on its stderr"}},
+		{"killed by a signal", Config{Binary: dying}, []string{"was killed by SIGSEGV", "cannot go on: out of luck"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.Accel, cfg.GDB, cfg.Stopped = "tcg", true, true
+			inst, err := Start(context.Background(), cfg)
+			if err == nil {
+				inst.Stop()
+				t.Fatal("Start succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "sctrace-qemu-*"))
+	for _, d := range left {
+		if b, err := os.ReadFile(filepath.Join(d, ".sctrace-owner")); err == nil && strings.Contains(string(b), fmt.Sprintf("\n%d ", os.Getpid())) {
+			t.Errorf("socket directory %s left behind", d)
+		}
+	}
 }
 
 func TestStartBadKernel(t *testing.T) {
@@ -133,19 +257,10 @@ func TestStartBadKernel(t *testing.T) {
 	}
 }
 
-func TestStartQEMUDiesEarly(t *testing.T) {
-	testenv.NeedQEMU(t)
-	_, err := Start(context.Background(), Config{Accel: "tcg", GDB: true, Extra: []string{"-no-such-option"}})
-	if err == nil || !strings.Contains(err.Error(), "exited before") {
-		t.Fatalf("Start with a bad option = %v, want an early-exit error with QEMU's message", err)
-	}
-	if !strings.Contains(err.Error(), "no-such-option") {
-		t.Errorf("error %q does not quote QEMU's complaint", err)
-	}
-}
-
 // TestKeepOutlivesParent starts QEMU from a child process, which exits at
-// once: with Keep, QEMU must still run; without it, it must be gone.
+// once: with Keep, QEMU must still run and its socket directory stay; without
+// it, QEMU must be gone. Either way, once QEMU is gone, the next start's
+// clean-up (scratch.Clean) removes the directory the child left.
 func TestKeepOutlivesParent(t *testing.T) {
 	testenv.NeedQEMU(t)
 	for _, keep := range []bool{true, false} {
@@ -156,11 +271,13 @@ func TestKeepOutlivesParent(t *testing.T) {
 			if err != nil {
 				t.Fatalf("helper: %v", err)
 			}
-			pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-			if err != nil {
+			var pid int
+			var dir string
+			if _, err := fmt.Sscan(string(out), &pid, &dir); err != nil {
 				t.Fatalf("helper printed %q", out)
 			}
 			defer syscall.Kill(pid, syscall.SIGKILL)
+			defer os.RemoveAll(dir)
 			alive := false
 			deadline := time.Now().Add(3 * time.Second)
 			for time.Now().Before(deadline) {
@@ -172,6 +289,22 @@ func TestKeepOutlivesParent(t *testing.T) {
 			}
 			if alive != keep {
 				t.Errorf("QEMU alive after its parent exited = %v, want %v", alive, keep)
+			}
+			if keep {
+				if removed, _ := scratch.Clean(); slices.Contains(removed, dir) {
+					t.Fatalf("the socket directory of a running kept QEMU was cleaned")
+				}
+				if _, err := os.Stat(filepath.Join(dir, "gdb.sock")); err != nil {
+					t.Errorf("kept QEMU's socket: %v", err)
+				}
+				syscall.Kill(pid, syscall.SIGKILL)
+				for processRunning(pid) {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			removed, err := scratch.Clean()
+			if err != nil || !slices.Contains(removed, dir) {
+				t.Errorf("clean-up after QEMU ended removed %v (%v), want %s", removed, err, dir)
 			}
 		})
 	}
@@ -197,6 +330,6 @@ func TestHelperStartQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Println(inst.Pid())
+	fmt.Println(inst.Pid(), inst.Dir)
 	os.Exit(0)
 }
