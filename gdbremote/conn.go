@@ -131,6 +131,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 	case strings.HasPrefix(addr, ":"):
 		address = "127.0.0.1" + addr
 	}
+	if attachedClient(network, address) {
+		return nil, fmt.Errorf("gdbremote: %s: %w (a connection to it is established); QEMU's gdbstub serves one debugger at a time: detach that one first", addr, ErrBusy)
+	}
 	d := net.Dialer{Timeout: cfg.timeout}
 	nc, err := d.DialContext(ctx, network, address)
 	if err != nil {
@@ -141,7 +144,12 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 	}
 	c := newConn(nc, addr, cfg)
 	if err := c.handshake(ctx); err != nil {
+		// Close at once: a connection left open would stay queued at the
+		// stub and stop the guest when the stub gets to it.
 		c.Close()
+		if errors.Is(err, ErrTimeout) && c.features == nil {
+			return nil, fmt.Errorf("gdbremote: handshake with %s: %w; %s", addr, err, busyHint)
+		}
 		return nil, fmt.Errorf("gdbremote: handshake with %s: %w", addr, err)
 	}
 	return c, nil
