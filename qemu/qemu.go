@@ -545,6 +545,10 @@ func (i *Instance) State() string {
 			return who + " was killed by " + e.Signal
 		case e.DebugExit:
 			return fmt.Sprintf("%s exited with status %d (the guest's exit code %d through isa-debug-exit)", who, e.Status, e.Code)
+		case e.Status == 0:
+			// -no-reboot turns a guest reset, a triple fault included,
+			// into QEMU's exit.
+			return who + " exited with status 0 (the guest shut down or reset; a triple fault resets it)"
 		default:
 			return fmt.Sprintf("%s exited with status %d", who, e.Status)
 		}

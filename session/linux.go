@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
+	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/kallsyms"
 	"github.com/sctrace/sctrace/linux"
 	"github.com/sctrace/sctrace/qemu"
@@ -134,6 +136,17 @@ func CheckKernelImage(path string) error {
 		if hdr[0x236]&1 == 0 {
 			return fmt.Errorf("kernel %s: a bzImage without a 64-bit entry point (a 32-bit kernel?); sctrace traces x86-64 kernels", path)
 		}
+		// The setup sectors (0x1f1; 0 means 4) and the 32-bit part
+		// (syssize at 0x1f4, in 16-byte units) make up the file: a
+		// shorter file is cut off, and its guest dies silently early on.
+		setup := int64(hdr[0x1f1])
+		if setup == 0 {
+			setup = 4
+		}
+		want := (setup+1)*512 + int64(binary.LittleEndian.Uint32(hdr[0x1f4:]))*16
+		if st, err := f.Stat(); err == nil && st.Size() < want {
+			return fmt.Errorf("kernel %s: a truncated bzImage: its boot header says %d bytes, the file has %d", path, want, st.Size())
+		}
 		return nil
 	}
 	return fmt.Errorf("kernel %s: not a Linux bzImage (no \"HdrS\" boot header at 0x202) nor an x86-64 ELF", path)
@@ -155,7 +168,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if err := linuxinit.CheckMode(o.mode()); err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", "sctrace-linux-")
+	tmp, err := scratch.Dir("linux-")
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +187,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: o.Accel, CPU: cpu,
-		Memory: or(o.Memory, "256M"), GDB: true, Stopped: true, Serial: w, Keep: o.Keep,
+		Memory: or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -182,7 +195,11 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	}
 	s := &Session{QEMU: inst, Serial: serial, Kernel: "Linux " + filepath.Base(o.Kernel), keep: o.Keep, tmp: tmp,
 		linux: &linuxState{boot: w.seen, mode: o.mode(), bootMax: o.BootTimeout, started: started}}
+	if err := s.started(); err != nil {
+		return nil, err
+	}
 	if err := s.attach(ctx, inst.GDBAddr, o.Options); err != nil {
+		err = s.explain(err) // before Close ends QEMU
 		s.Close()
 		return nil, err
 	}
@@ -262,16 +279,17 @@ func (s *Session) bootLinux(ctx context.Context) error {
 		return nil
 	default:
 	}
-	tail := lastLines(s.Serial.String(), 8)
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("boot interrupted: %w", ctx.Err())
 	case errors.Is(bctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("linux did not reach /init within %s; console:\n%s", max, tail)
+		return s.explainAlways(fmt.Errorf("linux did not reach /init within %s", max))
 	case err != nil:
-		return fmt.Errorf("boot linux: %w; console:\n%s", err, tail)
+		return s.explain(fmt.Errorf("boot linux: %w", err))
 	}
-	return fmt.Errorf("the guest stopped before /init looped; console:\n%s", tail)
+	// The guest stopped by itself: QEMU is probably ending.
+	s.QEMU.Exited(2 * time.Second)
+	return s.explainAlways(errors.New("the guest stopped before /init looped"))
 }
 
 // readLinux stops the CPU where kernel memory is mapped and reads the

@@ -173,15 +173,19 @@ func TestCheckKernelImage(t *testing.T) {
 	}
 	bz := func(xload byte) []byte {
 		b := make([]byte, 0x400)
+		b[0x1f1] = 1 // one setup sector: the boot sector and it make up the file
 		copy(b[0x202:], "HdrS")
 		b[0x236] = xload
 		return b
 	}
+	truncated := bz(1)
+	truncated[0x1f4] = 1 // 16 bytes of 32-bit code that the file lacks
 	tests := []struct {
 		name, path, want string
 	}{
 		{"64-bit bzImage", write("bz64", bz(1)), ""},
 		{"32-bit bzImage", write("bz32", bz(0)), "without a 64-bit entry point"},
+		{"truncated bzImage", write("bzcut", truncated), "a truncated bzImage: its boot header says 1040 bytes, the file has 1024"},
 		{"text", write("text", []byte("root:x:0:0:root:/root:/bin/bash\n")), "not a Linux bzImage"},
 		{"i386 ELF", "../symbols/testdata/i386.elf", "not an x86-64 kernel"},
 		{"x86-64 ELF", "../symbols/testdata/tiny.elf", ""},

@@ -19,6 +19,7 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
@@ -33,6 +34,7 @@ type Options struct {
 	Mechanism  trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append     string          // extra words for the teaching kernel's command line
 	Keep       bool            // leave QEMU running at Close (detached, guest running)
+	GDBTCP     bool            // QEMU's gdbstub on a loopback TCP port instead of a private Unix socket (see qemu.Config.GDBTCP)
 	Timeout    time.Duration   // per-exchange deadline with the stub (default 5s)
 	WireLog    io.Writer       // records every packet, when set
 	Symbols    string          // a symbol file (ELF, System.map) for Attach
@@ -91,7 +93,7 @@ const KernelDescription = "sctrace teaching kernel (bundled)"
 // stopped, attaches to its gdbstub, and prepares a recorder. The caller
 // must Close the session.
 func StartFixture(ctx context.Context, o Options) (*Session, error) {
-	tmp, err := os.MkdirTemp("", "sctrace-")
+	tmp, err := scratch.Dir("")
 	if err != nil {
 		return nil, err
 	}
@@ -116,14 +118,18 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: o.Accel, CPU: o.CPU,
-		GDB: true, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
+		GDB: true, GDBTCP: o.GDBTCP, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
 	s := &Session{QEMU: inst, Symbols: syms, Serial: serial, Kernel: KernelDescription, keep: o.Keep, tmp: tmp}
+	if err := s.started(); err != nil {
+		return nil, err
+	}
 	if err := s.attach(ctx, inst.GDBAddr, o); err != nil {
+		err = s.explain(err) // before Close ends QEMU
 		s.Close()
 		return nil, err
 	}
@@ -163,7 +169,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	conn, err := gdbremote.Dial(dctx, addr, opts...)
 	if err != nil {
 		if s.QEMU != nil {
-			return fmt.Errorf("attach to qemu's gdbstub at %s: %w (qemu: %s)", addr, err, s.QEMU.StderrTail())
+			return fmt.Errorf("attach to qemu's gdbstub at %s: %w", addr, err)
 		}
 		return fmt.Errorf("attach %s: %w", addr, err)
 	}
@@ -204,6 +210,68 @@ func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trac
 	return s.Record(ctx)
 }
 
+// started finishes StartFixture's and StartLinux's launch of QEMU: a QEMU
+// that is to outlive sctrace (Keep) holds the temporary directory too, so
+// that the next start's clean-up leaves it alone while QEMU runs.
+func (s *Session) started() error {
+	if !s.keep {
+		return nil
+	}
+	if err := scratch.AddHolder(s.tmp, s.QEMU.Pid()); err != nil {
+		s.Close()
+		return err
+	}
+	return nil
+}
+
+// explain adds to an error from the stub what happened to the QEMU that
+// sctrace started: how it ended (status or signal) or that it is frozen,
+// the last lines of its stderr and of the guest's console. A connection
+// closed by the stub is usually QEMU's end, so it waits a moment for QEMU
+// to be reaped. Errors of an interrupted context, and sessions on a stub
+// someone else started, are left as they are.
+func (s *Session) explain(err error) error {
+	var done *explainedError
+	if err == nil || s.QEMU == nil || errors.Is(err, context.Canceled) || errors.As(err, &done) {
+		return err
+	}
+	closed := errors.Is(err, gdbremote.ErrClosed)
+	if !closed && !errors.Is(err, gdbremote.ErrTimeout) && !s.QEMU.Exited(0) {
+		return err
+	}
+	if closed {
+		s.QEMU.Exited(2 * time.Second)
+	}
+	return s.explainAlways(err)
+}
+
+// explainAlways adds what happened to QEMU to err, whatever err is.
+func (s *Session) explainAlways(err error) error {
+	msg := s.QEMU.Report()
+	if s.Serial != nil {
+		if tail := strings.TrimSpace(lastLines(s.Serial.String(), 8)); tail != "" {
+			msg += "; the guest's console ends:\n" + indent(tail)
+		} else {
+			msg += "; nothing on the guest's console"
+		}
+	}
+	return &explainedError{err: err, msg: msg}
+}
+
+// explainedError is an error with what happened to QEMU.
+type explainedError struct {
+	err error
+	msg string
+}
+
+func (e *explainedError) Error() string { return e.err.Error() + "\n" + e.msg }
+
+func (e *explainedError) Unwrap() error { return e.err }
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
 // ToEntry runs the guest to the next user instruction that enters the
 // kernel by m and starts a fresh trace there.
 func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
@@ -211,7 +279,7 @@ func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted before the %s was reached: %w", or(string(m), "system call"), ctx.Err())
 		}
-		return err
+		return s.explain(err)
 	}
 	s.refreshLinux(ctx)
 	if m != "" {
@@ -228,14 +296,14 @@ func (s *Session) Record(ctx context.Context) (*trace.Trace, error) {
 		// Step into the kernel, read the MSRs there, then go on.
 		st, err := s.Recorder.Step(ctx)
 		if err != nil {
-			return s.Recorder.Trace(), err
+			return s.Recorder.Trace(), s.explain(err)
 		}
 		if why := until(st, s.Recorder.Current()); why != "" {
 			s.Recorder.Trace().Header.Stop = string(why)
 			return s.Recorder.Trace(), nil
 		}
 		if _, err := s.Recorder.ProbeMSRs(ctx); err != nil {
-			return s.Recorder.Trace(), err
+			return s.Recorder.Trace(), s.explain(err)
 		}
 	}
 	_, err := s.Recorder.Run(ctx, until)
@@ -243,7 +311,7 @@ func (s *Session) Record(ctx context.Context) (*trace.Trace, error) {
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	return t, err
+	return t, s.explain(err)
 }
 
 // Close ends the session: it detaches from the stub (which removes every

@@ -69,6 +69,7 @@ cloud kernel.`,
 				lo.Mode = linuxinit.Vdso
 			}
 			rf.options(&lo.Options)
+			warnTCP(cmd.ErrOrStderr(), lo.GDBTCP)
 			closeLog, err := sf.openWireLog(&lo.Options)
 			if err != nil {
 				return err
@@ -112,6 +113,7 @@ cloud kernel.`,
 	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
 	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")
+	fl.BoolVar(&lo.GDBTCP, "gdb-tcp", false, gdbTCPUsage)
 	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
 	fl.BoolVar(&timing, "timing", false, "with --trace, print how long booting and recording took to standard error")
 	return cmd

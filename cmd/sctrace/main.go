@@ -18,11 +18,22 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sctrace/sctrace/internal/scratch"
 )
 
+// stopSignals end every command the way ctrl-c does: recording stops, what
+// was recorded is written out, breakpoints are removed, QEMU is ended (or
+// left running detached with --keep) and temporary files are removed. A
+// closed terminal or a dropped SSH session sends SIGHUP.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
+	// Remove the temporary directories of earlier runs that could not
+	// clean up (killed with SIGKILL, or a kept QEMU that has ended since).
+	_, _ = scratch.Clean()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "sctrace:", err)

@@ -23,20 +23,26 @@ func newRunCmd() *cobra.Command {
 		qbin  string
 		keep  bool
 		cpu   string
+		tcp   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Boot the bundled teaching kernel under QEMU and trace a system call",
 		Long: `run boots the teaching kernel that ships inside sctrace under QEMU (TCG, or
-KVM when it is usable), stopped, on a free loopback gdbstub port; attaches;
+KVM when it is usable), stopped, with its gdbstub on a Unix socket in a
+private directory (only you can connect; --gdb-tcp uses a loopback port
+instead, open to every local user); attaches;
 runs to the next user instruction that enters the kernel by the chosen
 mechanism; and records the round trip back to user mode.
 
 Without --trace it opens the interactive view stopped before that
 instruction (? lists the keys); quitting ends QEMU. With --trace the trace
 is printed (or saved with --out and --format) and QEMU is ended. --keep
-leaves QEMU running afterwards and prints its gdbstub address, for gdb or
-'sctrace trace --attach'.`,
+leaves QEMU running afterwards and prints its gdbstub socket, for gdb or
+'sctrace trace --attach'.
+
+ctrl-c, SIGHUP (a closed terminal), SIGTERM and SIGQUIT stop recording,
+write what was recorded, and end QEMU.`,
 		Example: `  sctrace run
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace
@@ -49,6 +55,8 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 				return err
 			}
 			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			o.GDBTCP = tcp
+			warnTCP(cmd.ErrOrStderr(), tcp)
 			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
@@ -79,6 +87,7 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 	fl.StringVar(&accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), tcg or kvm")
 	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
+	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	return cmd
 }
@@ -119,9 +128,33 @@ func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m t
 // errProbeWithoutTrace refuses --probe-msrs where nothing would use it.
 var errProbeWithoutTrace = errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
 
-// sayKept tells where the QEMU that --keep leaves running can be reached.
+// sayKept tells where the QEMU that --keep leaves running can be reached,
+// and who removes its socket.
 func sayKept(w io.Writer, s *session.Session) {
-	if s.QEMU != nil {
-		fmt.Fprintf(w, "qemu left running (pid %d), gdbstub at %s\n", s.QEMU.Pid(), s.QEMU.GDBAddr)
+	q := s.QEMU
+	if q == nil {
+		return
+	}
+	if q.GDBSocket == "" {
+		fmt.Fprintf(w, "qemu left running (pid %d), gdbstub at %s (open to every local user: see --gdb-tcp)\n", q.Pid(), q.GDBAddr)
+		return
+	}
+	fmt.Fprintf(w, `qemu left running (pid %d); its gdbstub listens on the Unix socket
+  %s
+in a directory only you can enter. Reach it with
+  gdb -ex 'target remote %s'
+  sctrace trace --attach %s
+QEMU's monitor is reachable only through the stub ("monitor" in gdb). When
+this QEMU ends (kill %d), the next sctrace to start removes the directory.
+`, q.Pid(), q.GDBSocket, q.GDBSocket, q.GDBAddr, q.Pid())
+}
+
+// gdbTCPUsage is the help of --gdb-tcp.
+const gdbTCPUsage = "put QEMU's gdbstub on a 127.0.0.1 port instead of a private Unix socket: unsafe on a shared machine (any local user can connect and run commands as you through the monitor)"
+
+// warnTCP says why --gdb-tcp is unsafe, when it is given.
+func warnTCP(w io.Writer, tcp bool) {
+	if tcp {
+		fmt.Fprintln(w, "sctrace: warning: --gdb-tcp: QEMU's gdbstub will listen on a loopback TCP port, which every user of this machine can connect to while sctrace is not connected (always, with --keep); through the stub's monitor commands they can make QEMU run programs as you. Use it only on a machine you do not share.")
 	}
 }

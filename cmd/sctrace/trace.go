@@ -135,7 +135,11 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mec
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("interrupted: %w", err)
+			saved := "nothing had been recorded"
+			if t != nil && len(t.Steps) > 0 {
+				saved = fmt.Sprintf("the %d steps recorded are written to %s", len(t.Steps), or(f.out, "standard output"))
+			}
+			return fmt.Errorf("interrupted (%v); %s: %w", context.Cause(ctx), saved, err)
 		}
 		return err
 	}
