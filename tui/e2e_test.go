@@ -71,7 +71,6 @@ func (s *tmuxScreen) waitText(d time.Duration, texts ...string) string {
 var (
 	reGS   = regexp.MustCompile(`gs  ([0-9a-f]{16}) kgs ([0-9a-f]{16})`)
 	reCR3  = regexp.MustCompile(`cr3 ([0-9a-f]{16}) cs`)
-	rePort = regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
 	reStep = regexp.MustCompile(`step (\d+) of (\d+)`)
 )
 
@@ -84,8 +83,9 @@ func field(t *testing.T, re *regexp.Regexp, scr string, i int) string {
 	return m[i]
 }
 
-// qemuRunning reports whether a QEMU with its gdbstub on port is alive.
-func qemuRunning(port string) bool {
+// qemuRunning reports whether a QEMU whose command line names tmp (the
+// TMPDIR its sctrace ran with, which holds its gdbstub socket) is alive.
+func qemuRunning(tmp string) bool {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
@@ -93,7 +93,7 @@ func qemuRunning(port string) bool {
 			continue
 		}
 		c := string(b)
-		if strings.Contains(c, "qemu-system") && strings.Contains(c, ":"+port) {
+		if strings.Contains(c, "qemu-system") && strings.Contains(c, tmp+"/") {
 			return true
 		}
 	}
@@ -129,12 +129,15 @@ func TestEndToEnd(t *testing.T) {
 func endToEnd(t *testing.T, exe string, w, h int) {
 	s := &tmuxScreen{t: t, name: fmt.Sprintf("sctrace-e2e-%d-%d", os.Getpid(), w)}
 	dir := t.TempDir()
+	port := t.TempDir() // sctrace's TMPDIR: QEMU's gdbstub socket is in it
 	s.tmux("new-session", "-d", "-s", s.name, "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "-c", dir,
-		exe+" run; echo sctrace-exited-$?; sleep 60")
+		"TMPDIR="+port+" "+exe+" run; echo sctrace-exited-$?; sleep 60")
 	t.Cleanup(func() { exec.Command("tmux", "-L", s.name, "kill-server").Run() })
 
 	scr := s.waitText(30*time.Second, "CPL 3 user", "step 0 of 0", "user_syscall_insn", "syscall")
-	port := field(t, rePort, scr, 1)
+	if !qemuRunning(port) {
+		t.Fatalf("no QEMU with its gdbstub socket under %s", port)
+	}
 	userCR3 := field(t, reCR3, scr, 1)
 	gs0, kgs0 := field(t, reGS, scr, 1), field(t, reGS, scr, 2)
 
@@ -209,7 +212,7 @@ func endToEnd(t *testing.T, exe string, w, h int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for qemuRunning(port) {
 		if time.Now().After(deadline) {
-			t.Fatalf("QEMU with gdbstub port %s still running after q", port)
+			t.Fatalf("QEMU with its gdbstub socket under %s still running after q", port)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

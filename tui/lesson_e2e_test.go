@@ -66,13 +66,16 @@ func TestLessonsEndToEnd(t *testing.T) {
 func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string) {
 	s := &tmuxScreen{t: t, name: fmt.Sprintf("sctrace-learn-%d-%d", os.Getpid(), l.Number)}
 	state := t.TempDir()
+	port := t.TempDir() // sctrace's TMPDIR: QEMU's gdbstub socket is in it
 	s.tmux("new-session", "-d", "-s", s.name, "-x", "160", "-y", "48", "-c", t.TempDir(),
-		fmt.Sprintf("XDG_STATE_HOME=%s %s learn %d%s; echo sctrace-exited-$?; sleep 60", state, exe, l.Number, args))
+		fmt.Sprintf("TMPDIR=%s XDG_STATE_HOME=%s %s learn %d%s; echo sctrace-exited-$?; sleep 60", port, state, exe, l.Number, args))
 	t.Cleanup(func() { exec.Command("tmux", "-L", s.name, "kill-server").Run() })
 
 	n := len(l.Steps)
 	scr := s.waitText(120*time.Second, fmt.Sprintf("Lesson %d: ", l.Number), "live")
-	port := field(t, rePort, scr, 1)
+	if !qemuRunning(port) {
+		t.Fatalf("no QEMU with its gdbstub socket under %s", port)
+	}
 	pos := func(scr string) int {
 		m := reLessonPos.FindStringSubmatch(scr)
 		if m == nil {
@@ -123,7 +126,7 @@ func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string
 	deadline := time.Now().Add(5 * time.Second)
 	for qemuRunning(port) {
 		if time.Now().After(deadline) {
-			t.Fatalf("QEMU with gdbstub port %s still running after q", port)
+			t.Fatalf("QEMU with its gdbstub socket under %s still running after q", port)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
