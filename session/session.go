@@ -34,7 +34,6 @@ type Options struct {
 	Mechanism  trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append     string          // extra words for the teaching kernel's command line
 	Keep       bool            // leave QEMU running at Close (detached, guest running)
-	GDBTCP     bool            // QEMU's gdbstub on a loopback TCP port instead of a private Unix socket (see qemu.Config.GDBTCP)
 	Timeout    time.Duration   // per-exchange deadline with the stub (default 5s)
 	WireLog    io.Writer       // records every packet, when set
 	Symbols    string          // a symbol file (ELF, System.map) for Attach
@@ -45,6 +44,10 @@ type Options struct {
 	// ProbeMSRs reads the system-call MSRs with rdmsr in the guest right
 	// after the kernel is entered (see target.ProbeMSRs); off by default.
 	ProbeMSRs bool
+	// GDBTCP puts QEMU's gdbstub on a loopback TCP port instead of a
+	// private Unix socket: any local user can then reach it (see
+	// qemu.Config.GDBTCP).
+	GDBTCP bool
 }
 
 // Session is an attached target with a recorder.
