@@ -162,7 +162,8 @@ until the CPU is back in user mode. Every instruction is printed with what it
 did: privilege changes, swapgs, CR3 writes, stack switches, MSRs learnt.
 
 On the way out sctrace detaches, which removes its breakpoints and lets the
-guest run on. ctrl-c stops recording and prints what was recorded.`,
+guest run on. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
+what was recorded and detaches the same way.`,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json`,
 		Args: cobra.NoArgs,
