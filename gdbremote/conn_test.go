@@ -923,10 +923,10 @@ func TestDialSkipsEarlyStopReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if c.PacketSize() != 4096 || c.InitialStop().Signal != 5 {
 		t.Errorf("after an early stop reply: PacketSize %d, initial stop %v", c.PacketSize(), c.InitialStop())
 	}
+	c.Close() // a stub serves one client at a time: Dial refuses a busy one
 
 	// A stop reply and then nothing.
 	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "qSupported", Reply: "T02thread:p01.01;"})

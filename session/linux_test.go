@@ -61,7 +61,7 @@ func TestLinuxRoundTrip(t *testing.T) {
 
 			// The same path counted by gdb on the same guest.
 			site := uint64(tr.Steps[0].RIP)
-			addr := s.QEMU.GDBAddr
+			addr := strings.TrimPrefix(s.QEMU.GDBAddr, "unix:") // gdb takes a socket's bare path
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}

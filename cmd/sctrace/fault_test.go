@@ -104,24 +104,32 @@ func newFaultEnv(t *testing.T) *faultEnv {
 
 // command prepares sctrace with args, its TMPDIR the env's, extra
 // environment variables env.
-func (e *faultEnv) command(env []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func (e *faultEnv) command(env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
 	cmd := exec.Command(e.exe, args...)
 	cmd.Env = append(append(os.Environ(), "TMPDIR="+e.tmp), env...)
 	cmd.Dir = e.work
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &lockedWriter{b: &errb}
+	var out, errb lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
 	return cmd, &out, &errb
 }
 
-type lockedWriter struct {
+// lockedBuffer is a buffer a running command writes to while the test
+// reads it.
+type lockedBuffer struct {
 	mu sync.Mutex
-	b  *bytes.Buffer
+	b  bytes.Buffer
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
+func (w *lockedBuffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // qemuPid is the pid the wrapper wrote (QEMU's, after exec), or 0.
