@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/qemu"
 )
 
@@ -60,7 +61,7 @@ func RunGuest(ctx context.Context, cfg GuestConfig) (*GuestRun, error) {
 		if len(cfg.Kernel) == 0 {
 			return nil, errors.New("no teaching kernel image given")
 		}
-		dir, err := os.MkdirTemp("", "sctrace-bench-")
+		dir, err := scratch.Dir("bench-")
 		if err != nil {
 			return nil, fmt.Errorf("temporary directory for the kernel image: %w", err)
 		}
