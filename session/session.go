@@ -27,19 +27,22 @@ import (
 
 // Options configure a session.
 type Options struct {
-	QEMU       string          // QEMU binary; "" finds it on $PATH
-	Accel      string          // tcg, kvm or auto
-	CPU        string          // guest CPU model; "" is qemu.DefaultCPU
-	Mechanism  trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
-	Append     string          // extra words for the teaching kernel's command line
-	Keep       bool            // leave QEMU running at Close (detached, guest running)
-	Timeout    time.Duration   // per-exchange deadline with the stub (default 5s)
-	WireLog    io.Writer       // records every packet, when set
-	Symbols    string          // a symbol file (ELF, System.map) for Attach
-	Budget     int             // recorder step budget
-	Over       int             // recorder step-over depth
-	AllowIRQ   bool            // let interrupts run while stepping
-	StackWords int             // words at RSP read each step
+	QEMU      string          // QEMU binary; "" finds it on $PATH
+	Accel     string          // tcg, kvm or auto
+	CPU       string          // guest CPU model; "" is qemu.DefaultCPU
+	Mechanism trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
+	Append    string          // extra words for the teaching kernel's command line
+	Keep      bool            // leave QEMU running at Close (detached, guest running)
+	Timeout   time.Duration   // per-exchange deadline with the stub (default 5s)
+	WireLog   io.Writer       // records every packet, when set
+	Symbols   string          // a symbol file (ELF, System.map) for Attach
+	Budget    int             // recorder step budget
+	Over      int             // recorder step-over depth
+	AllowIRQ  bool            // let interrupts run while stepping, and record their handlers
+	// StepFlags, when not zero, are the QEMU single-step flags to ask for
+	// instead of the default (see trace.Recorder.StepFlags).
+	StepFlags  int
+	StackWords int // words at RSP read each step
 	// ProbeMSRs reads the system-call MSRs with rdmsr in the guest right
 	// after the kernel is entered (see target.ProbeMSRs); off by default.
 	ProbeMSRs bool
@@ -182,7 +185,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 		hdr.Accel = s.QEMU.Note
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
-	r.Budget, r.Over, r.AllowIRQ, r.StackWords = o.Budget, o.Over, o.AllowIRQ, o.StackWords
+	r.Budget, r.Over, r.AllowIRQ, r.StackWords, r.StepFlags = o.Budget, o.Over, o.AllowIRQ, o.StackWords, o.StepFlags
 	s.probeMSRs = o.ProbeMSRs
 	if err := r.Init(ctx); err != nil {
 		return err

@@ -3,14 +3,16 @@ package session
 import (
 	"context"
 	"errors"
-	"github.com/sctrace/sctrace/internal/testenv"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -490,5 +492,108 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 	}
 	if st.CPL() != 3 || code[0] != 0xcd || code[1] != 0x80 {
 		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(target.RIP), st.CPL(), code)
+	}
+}
+
+// TestInterruptWhileStepping plays a stub that cannot mask interrupts while
+// stepping (QEMU under KVM on a host kernel without KVM_GUESTDBG_BLOCKIRQ
+// offers only ENABLE; here TCG is asked for ENABLE|NOTIMER) and injects an
+// NMI with QEMU's `nmi` monitor command in the middle of the entry path.
+// An NMI is not masked by RFLAGS.IF, so the CPU takes it at the next step
+// and lands on the handler in IDT[2] (the teaching kernel's asm_exc_nmi, a
+// lone iretq). By default the recorder must say so, run the handler to its
+// return and leave it out: the trace is then the same instruction sequence
+// as an undisturbed one. With AllowIRQ it records the handler: one step
+// more, the iretq of asm_exc_nmi. int $0x80 enters through the IDT too,
+// and must not be taken for an interrupt.
+func TestInterruptWhileStepping(t *testing.T) {
+	for _, mech := range []trace.Mechanism{trace.Syscall, trace.Int80} {
+		ref := startFixture(t, Options{Mechanism: mech})
+		want, err := ref.RoundTrip(context.Background(), mech)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, record := range []bool{false, true} {
+			name := string(mech) + "/stepped-over"
+			if record {
+				name = string(mech) + "/recorded"
+			}
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				s := startFixture(t, Options{Mechanism: mech, StepFlags: gdbremote.SStepEnable | gdbremote.SStepNoTimer, AllowIRQ: record})
+				if err := s.ToEntry(ctx, mech); err != nil {
+					t.Fatal(err)
+				}
+				const at = 12
+				for range at {
+					if _, err := s.Recorder.Step(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := s.Conn.Monitor(ctx, "nmi"); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.Record(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := got.Header
+				wantIRQ := trace.IRQSteppedOver
+				if record {
+					wantIRQ = trace.IRQRecorded
+				}
+				if h.StepFlags != "ENABLE|NOTIMER" || h.Interrupts != wantIRQ {
+					t.Errorf("header step flags %q, interrupts %q; want ENABLE|NOTIMER, %q (%s)", h.StepFlags, h.Interrupts, wantIRQ, h.Stepping)
+				}
+				var marked []int
+				for _, st := range got.Steps {
+					if slices.Contains(st.Events, annotate.EventIRQ) {
+						marked = append(marked, st.Index)
+					}
+				}
+				if len(marked) != 1 || marked[0] != at {
+					t.Fatalf("steps marked %s: %v, want [%d] (the step after the NMI was injected)", annotate.EventIRQ, marked, at)
+				}
+				nmi, ok := s.Symbols.Addr("asm_exc_nmi")
+				if !ok {
+					t.Fatal("no asm_exc_nmi in the teaching kernel's symbols")
+				}
+				rips := func(tr *trace.Trace) []uint64 {
+					var out []uint64
+					for _, st := range tr.Steps {
+						if uint64(st.RIP) != nmi {
+							out = append(out, uint64(st.RIP))
+						}
+					}
+					return out
+				}
+				if record {
+					// The CPU takes the NMI before the instruction at step
+					// 12 runs: that step is the delivery, 13 the handler's
+					// iretq back to it, 14 the instruction itself.
+					if len(got.Steps) != len(want.Steps)+2 || uint64(got.Steps[at+1].RIP) != nmi || got.Steps[at+2].RIP != got.Steps[at].RIP || h.IRQs != 0 {
+						t.Errorf("recorded: %d steps (want %d), step %d at %s, %d stepped over; want the NMI handler's iretq recorded", len(got.Steps), len(want.Steps)+2, at+1, got.Steps[at+1].Symbol, h.IRQs)
+					}
+					if !slices.Equal(rips(got)[:at], rips(want)[:at]) || !slices.Equal(rips(got)[at+1:], rips(want)[at:]) {
+						t.Errorf("recorded: the RIPs around the NMI differ from an undisturbed trace")
+					}
+				} else if !slices.Equal(rips(got), rips(want)) {
+					t.Errorf("the trace with the NMI left out differs from an undisturbed one: %d steps, want %d", len(got.Steps), len(want.Steps))
+				}
+				if !record && (len(got.Steps) != len(want.Steps) || h.IRQs != 1) {
+					t.Errorf("stepped over: %d steps, want %d; %d interrupts stepped over, want 1", len(got.Steps), len(want.Steps), h.IRQs)
+				}
+				if ev := countEvents(got); ev.findings != 0 {
+					for _, f := range trace.Summarize(got).Findings {
+						t.Log(f)
+					}
+					t.Errorf("%d findings", ev.findings)
+				}
+				if got.Final.Val(target.RIP) != want.Final.Val(target.RIP) || got.Final.CPL() != 3 {
+					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(target.RIP), got.Final.CPL(), want.Final.Val(target.RIP))
+				}
+			})
+		}
 	}
 }

@@ -145,6 +145,7 @@ type Stub struct {
 	requests  []string
 	monitor   map[string]string
 	sstep     int
+	sstepBits int
 	phys      bool
 	rle       bool
 	xferChunk int
@@ -169,6 +170,7 @@ func New(tb testing.TB) *Stub {
 		pages:     make(map[uint64][]byte),
 		monitor:   make(map[string]string),
 		sstep:     0x7,
+		sstepBits: 0x7,
 		xferChunk: (4096 - 5) / 2,
 	}
 	if err := s.SetFiles(QEMUFiles()); err != nil {
@@ -434,6 +436,26 @@ func (s *Stub) Breakpoints() []string {
 	return out
 }
 
+// Single-step flag sets QEMU's gdbstub offers (qqemu.sstepbits), for
+// SetStepBits. Observed on QEMU 7.2 and 10.0.2: TCG offers all three; under
+// KVM the stub offers no NOTIMER, and NOIRQ only where the host kernel has
+// KVM_GUESTDBG_BLOCKIRQ (Linux 5.15 and later), answering E22 to
+// Qqemu.sstep with a flag it lacks.
+const (
+	StepBitsTCG        = 0x7 // ENABLE=1,NOIRQ=2,NOTIMER=4
+	StepBitsKVM        = 0x3 // ENABLE=1,NOIRQ=2
+	StepBitsKVMNoBlock = 0x1 // ENABLE=1
+)
+
+// SetStepBits sets the single-step flags the stub offers, and resets the
+// flags in force to all of them, as QEMU does when it starts.
+func (s *Stub) SetStepBits(bits int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sstepBits = bits
+	s.sstep = bits
+}
+
 // StepFlags returns the single-step flags last set with Qqemu.sstep.
 func (s *Stub) StepFlags() int {
 	s.mu.Lock()
@@ -696,12 +718,18 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 		}
 		return s.monitorCmd(string(cmd)), false
 	case req == "qqemu.sstepbits":
-		return one("ENABLE=1,NOIRQ=2,NOTIMER=4")
+		var items []string
+		for i, name := range []string{"ENABLE", "NOIRQ", "NOTIMER"} {
+			if s.sstepBits&(1<<i) != 0 {
+				items = append(items, fmt.Sprintf("%s=%x", name, 1<<i))
+			}
+		}
+		return one(strings.Join(items, ","))
 	case req == "qqemu.sstep":
 		return one(fmt.Sprintf("0x%x", s.sstep))
 	case strings.HasPrefix(req, "Qqemu.sstep="):
 		v, err := strconv.ParseUint(req[len("Qqemu.sstep="):], 16, 32)
-		if err != nil {
+		if err != nil || int(v)&^s.sstepBits != 0 {
 			return one("E22")
 		}
 		s.sstep = int(v)
