@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
@@ -27,8 +28,11 @@ import (
 
 // Options configure a session.
 type Options struct {
-	QEMU      string          // QEMU binary; "" finds it on $PATH
-	Accel     string          // tcg, kvm or auto
+	QEMU  string // QEMU binary; "" finds it on $PATH
+	Accel string // tcg, kvm or auto (see package accel; auto is TCG here)
+	// KVMCheck decides whether KVM works when it is asked for; nil runs
+	// the teaching kernel's selftest under it (accel.Selftest).
+	KVMCheck  accel.Checker
 	CPU       string          // guest CPU model; "" is qemu.DefaultCPU
 	Mechanism trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string          // extra words for the teaching kernel's command line
@@ -116,9 +120,14 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if o.Append != "" {
 		cmdline += " " + o.Append
 	}
+	choice, err := o.chooseAccel(ctx)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: o.Accel, CPU: o.CPU,
+		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU,
 		GDB: true, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {
@@ -131,6 +140,16 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// chooseAccel picks the accelerator for a guest sctrace starts to trace:
+// TCG unless KVM is asked for and works (see package accel).
+func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
+	check := o.KVMCheck
+	if check == nil {
+		check = accel.Selftest{QEMU: o.QEMU}
+	}
+	return accel.Choose(ctx, o.Accel, accel.Trace, check)
 }
 
 // Attach connects to a gdbstub that someone else started. Symbols come from

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
@@ -595,5 +596,26 @@ func TestInterruptWhileStepping(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestAccelChoice: tracing takes TCG under auto whatever KVM can do, and
+// --accel kvm is refused with the check's reason, before QEMU starts, when
+// KVM does not work (a KVM check injected for each kind of host).
+func TestAccelChoice(t *testing.T) {
+	testenv.NeedQEMU(t)
+	works := accel.CheckerFunc(func(context.Context) accel.Verdict { return accel.Verdict{OK: true, Reason: "its selftest passed here"} })
+	broken := accel.CheckerFunc(func(context.Context) accel.Verdict {
+		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
+	})
+	for name, check := range map[string]accel.Checker{"kvm works": works, "kvm broken": broken} {
+		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: trace.Syscall})
+		if s.QEMU.Accel != accel.TCG || !strings.HasPrefix(s.Recorder.Trace().Header.Accel, "tcg (auto") {
+			t.Errorf("%s: auto traced under %s (%s), want TCG", name, s.QEMU.Accel, s.Recorder.Trace().Header.Accel)
+		}
+	}
+	_, err := StartFixture(context.Background(), Options{Accel: accel.KVM, KVMCheck: broken})
+	if err == nil || !strings.Contains(err.Error(), "KVM does not work on this host") || !strings.Contains(err.Error(), "#PF") {
+		t.Errorf("--accel kvm on a broken KVM: %v, want the reason", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -64,6 +65,23 @@ type Header struct {
 	SpuriousStops int     `json:"spurious_stops,omitempty"`
 	Seconds       float64 `json:"seconds,omitempty"`   // time spent recording
 	StepRate      float64 `json:"step_rate,omitempty"` // instructions per second while recording
+}
+
+// SteppingLabel says in a few words how interrupts were handled while
+// stepping, for status lines: "irq+timers masked", "irq masked, timers
+// run", "irq stepped over" or "irq recorded"; "" when the header does not
+// say (a trace recorded before it did).
+func (h Header) SteppingLabel() string {
+	switch h.Interrupts {
+	case IRQMasked:
+		if strings.Contains(h.StepFlags, "NOTIMER") {
+			return "irq+timers masked"
+		}
+		return "irq masked, timers run"
+	case IRQSteppedOver, IRQRecorded:
+		return "irq " + h.Interrupts
+	}
+	return ""
 }
 
 // Step is one executed instruction.

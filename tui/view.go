@@ -272,6 +272,9 @@ func (m *Model) statusLine() string {
 		accel, _, _ := strings.Cut(h.Accel, " (")
 		parts = append(parts, accel)
 	}
+	if l := h.SteppingLabel(); l != "" {
+		parts = append(parts, l)
+	}
 	if h.Target != "" {
 		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
 	}

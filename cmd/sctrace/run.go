@@ -76,7 +76,7 @@ leaves QEMU running afterwards and prints its gdbstub address, for gdb or
 	sf.register(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
-	fl.StringVar(&accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), tcg or kvm")
+	accelFlag(fl, &accel)
 	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
