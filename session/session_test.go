@@ -604,7 +604,9 @@ func TestInterruptWhileStepping(t *testing.T) {
 // KVM does not work (a KVM check injected for each kind of host).
 func TestAccelChoice(t *testing.T) {
 	testenv.NeedQEMU(t)
-	works := accel.CheckerFunc(func(context.Context) accel.Verdict { return accel.Verdict{OK: true, Reason: "its selftest passed here"} })
+	works := accel.CheckerFunc(func(context.Context) accel.Verdict {
+		return accel.Verdict{OK: true, Reason: "its selftest passed here"}
+	})
 	broken := accel.CheckerFunc(func(context.Context) accel.Verdict {
 		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
 	})
