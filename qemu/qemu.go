@@ -178,6 +178,9 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := Check(ctx, bin); err != nil {
+		return nil, err
+	}
 	accel, note, err := ResolveAccel(cfg.Accel)
 	if err != nil {
 		return nil, err
