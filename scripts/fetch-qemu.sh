@@ -66,7 +66,7 @@ root=no
 mirror() {
 	local m
 	m="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		grep -oE '(https?|mirror\+https?)://[^ ]+/debian/?( |$)' | grep -v -- '-security' | head -n1 | tr -d ' ' || true)"
+		grep -v '^[[:space:]]*#' | grep -oE '(https?|mirror\+https?)://[^ ]+/debian/?( |$)' | grep -v -- '-security' | head -n1 | tr -d ' ' || true)"
 	echo "${m:-http://deb.debian.org/debian}"
 }
 
