@@ -1,6 +1,7 @@
 package gdbremote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -306,7 +307,8 @@ func (c *Conn) breakpoint(ctx context.Context, op byte, k BreakKind, addr uint64
 
 // Monitor runs a QEMU monitor command ("info registers", "info mem", ...)
 // with qRcmd and returns its output, which arrives in 'O' packets before the
-// final OK.
+// final OK. A command the monitor does not know fails with
+// ErrUnknownCommand.
 func (c *Conn) Monitor(ctx context.Context, cmd string) (string, error) {
 	c.req = append(c.req[:0], "qRcmd,"...)
 	c.req = appendHex(c.req, []byte(cmd))
@@ -326,7 +328,21 @@ func (c *Conn) Monitor(ctx context.Context, cmd string) (string, error) {
 		decodeHex(text, reply)
 		out = append(out, text...)
 	}
+	if name, ok := unknownCommand(out); ok {
+		return string(out), fmt.Errorf("gdbremote: monitor %q: %q is %w (this QEMU release does not have it)", cmd, name, ErrUnknownCommand)
+	}
 	return string(out), nil
+}
+
+// unknownCommand recognises the monitor's answer to a command it does not
+// know, "unknown command: 'NAME'", and returns NAME.
+func unknownCommand(out []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimSpace(out), []byte("unknown command: '"))
+	if !ok {
+		return "", false
+	}
+	name, _, ok := bytes.Cut(rest, []byte("'"))
+	return string(name), ok
 }
 
 // Single-step flags of QEMU's gdbstub (qqemu.sstepbits), for StepFlags and

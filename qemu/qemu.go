@@ -155,6 +155,9 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := Check(ctx, bin); err != nil {
+		return nil, err
+	}
 	accel := or(cfg.Accel, "tcg")
 	if accel != "tcg" && accel != "kvm" {
 		return nil, fmt.Errorf("qemu: accelerator %q: want tcg or kvm", cfg.Accel)

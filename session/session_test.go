@@ -68,24 +68,26 @@ func countEvents(tr *trace.Trace) entryEvents {
 	return ev
 }
 
+// fixtureMechanisms are the teaching kernel's five ways in: the user
+// instruction, the kernel's entry point (an ELF symbol) and its return
+// instruction.
+var fixtureMechanisms = []struct {
+	mech  trace.Mechanism
+	first string // mnemonic of step 0 (AT&T)
+	entry string // symbol of the first kernel instruction
+	last  string // the kernel's return instruction
+}{
+	{trace.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
+	{trace.Int80, "int $0x80", "entry_INT80", "iretq"},
+	{trace.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
+	{trace.CallGate, "lcall", "entry_CALLGATE", "lretq"},
+	{trace.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
+}
+
 // TestRoundTrips records each mechanism on the real teaching kernel under
-// QEMU and checks the annotations of its path: it starts at the user
-// instruction, enters CPL 0, swaps GS twice, writes CR3 twice (the KPTI
-// switch in and out), runs on the kernel stack, returns to the next user
-// instruction, and the annotator finds nothing wrong.
+// QEMU and checks the annotations of its path (see checkFixtureRoundTrip).
 func TestRoundTrips(t *testing.T) {
-	tests := []struct {
-		mech  trace.Mechanism
-		first string // mnemonic of step 0 (AT&T)
-		last  string // the kernel's return instruction
-	}{
-		{trace.Syscall, "syscall", "sysretq"},
-		{trace.Int80, "int $0x80", "iretq"},
-		{trace.Sysenter, "sysenter", "sysexit"},
-		{trace.CallGate, "lcall", "lretq"},
-		{trace.UD2, "ud2", "iretq"},
-	}
-	for _, tt := range tests {
+	for _, tt := range fixtureMechanisms {
 		t.Run(string(tt.mech), func(t *testing.T) {
 			s := startFixture(t, Options{Mechanism: tt.mech})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -94,38 +96,59 @@ func TestRoundTrips(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(tr.Steps) < 10 {
-				t.Fatalf("only %d steps", len(tr.Steps))
-			}
-			first := tr.Steps[0]
-			if first.Symbol != trace.UserLabel(tt.mech) || first.CPL != 3 || !strings.HasPrefix(first.ATT, tt.first) {
-				t.Errorf("step 0 = %s at %s (CPL %d), want %q at %s, CPL 3", first.ATT, first.Symbol, first.CPL, tt.first, trace.UserLabel(tt.mech))
-			}
-			last := tr.Steps[len(tr.Steps)-1]
-			if !strings.HasPrefix(last.ATT, tt.last) || last.CPL != 0 {
-				t.Errorf("last step = %s at CPL %d, want %s at CPL 0", last.ATT, last.CPL, tt.last)
-			}
-			if tr.Final.CPL() != 3 {
-				t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
-			}
-			wantRIP := uint64(first.RIP) + uint64(len(first.Bytes))
-			if got := tr.Final.Val(target.RIP); got != wantRIP {
-				t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, tt.first)
-			}
-			ev := countEvents(tr)
-			if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
-				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
-			}
-			if ev.findings != 0 {
-				for _, f := range trace.Summarize(tr).Findings {
-					t.Log(f)
-				}
-				t.Errorf("%d findings on a correct kernel", ev.findings)
-			}
-			if tr.Header.Stop != string(trace.StopUser) {
-				t.Errorf("stop reason %q", tr.Header.Stop)
-			}
+			checkFixtureRoundTrip(t, s, tr, tt.mech, tt.first, tt.entry, tt.last)
 		})
+	}
+}
+
+// checkFixtureRoundTrip checks a round trip by mech recorded on the
+// teaching kernel: it starts at the user instruction first (at its ELF
+// label), enters CPL 0 at the symbol entry, swaps GS twice, writes CR3
+// twice (the KPTI switch in and out), runs on the kernel stack, returns
+// with last to the next user instruction, and the annotator finds nothing
+// wrong.
+func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace.Mechanism, first, entry, last string) {
+	t.Helper()
+	if len(tr.Steps) < 10 {
+		t.Fatalf("only %d steps", len(tr.Steps))
+	}
+	addr := func(name string) uint64 {
+		a, ok := s.Symbols.Addr(name)
+		if !ok {
+			t.Fatalf("the teaching kernel has no symbol %s", name)
+		}
+		return a
+	}
+	st0 := tr.Steps[0]
+	if st0.Symbol != trace.UserLabel(mech) || uint64(st0.RIP) != addr(trace.UserLabel(mech)) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
+		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, trace.UserLabel(mech), addr(trace.UserLabel(mech)))
+	}
+	if st1 := tr.Steps[1]; uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
+		t.Errorf("step 1 at %#x (%s, CPL %d), want %s %#x at CPL 0", uint64(st1.RIP), st1.Symbol, st1.CPL, entry, addr(entry))
+	}
+	end := tr.Steps[len(tr.Steps)-1]
+	if !strings.HasPrefix(end.ATT, last) || end.CPL != 0 {
+		t.Errorf("last step = %s at CPL %d, want %s at CPL 0", end.ATT, end.CPL, last)
+	}
+	if tr.Final.CPL() != 3 {
+		t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
+	}
+	wantRIP := uint64(st0.RIP) + uint64(len(st0.Bytes))
+	if got := tr.Final.Val(target.RIP); got != wantRIP {
+		t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, first)
+	}
+	ev := countEvents(tr)
+	if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
+		t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
+	}
+	if ev.findings != 0 {
+		for _, f := range trace.Summarize(tr).Findings {
+			t.Log(f)
+		}
+		t.Errorf("%d findings on a correct kernel", ev.findings)
+	}
+	if tr.Header.Stop != string(trace.StopUser) {
+		t.Errorf("stop reason %q", tr.Header.Stop)
 	}
 }
 

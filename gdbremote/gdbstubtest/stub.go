@@ -12,6 +12,9 @@
 // Faults are injected with Inject; each applies to the next requests that
 // start with its Match prefix.
 //
+// Where QEMU releases differ, SetRelease picks the one to play (QEMU 7.2 by
+// default; see Release).
+//
 // The stub runs the target only in the sense the protocol can see: a step
 // adds one to rip; a continue stops at the first breakpoint or watchpoint
 // set, or, when there is none, runs until the client sends an interrupt.
@@ -150,6 +153,9 @@ type Stub struct {
 	rle       bool
 	xferChunk int
 	accepted  int
+
+	release      Release // see release.go
+	guestRunning bool
 }
 
 const pageSize = 4096
@@ -513,6 +519,9 @@ type session struct {
 func (s *Stub) serve(c net.Conn) {
 	r := bufio.NewReader(c)
 	ss := &session{c: c}
+	for _, p := range s.onConnect() {
+		c.Write(Frame([]byte(p), false))
+	}
 	for {
 		b, err := r.ReadByte()
 		if err != nil {
@@ -758,6 +767,9 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 		ss.running = true
 		return one("OK")
 	case req == "k":
+		if s.release == QEMU72 {
+			return []string{"W00"}, true
+		}
 		return nil, true
 	}
 	return one("")
@@ -816,8 +828,8 @@ func (s *Stub) gReply() string {
 }
 
 func (s *Stub) readReg(ss *session, arg string) string {
-	if !ss.xmlRead {
-		return "" // QEMU answers 'p' only after target.xml was read
+	if !ss.xmlRead && s.release == QEMU72 {
+		return "" // QEMU 7.2 answers 'p' only after target.xml was read
 	}
 	n, err := strconv.ParseUint(arg, 16, 32)
 	if err != nil || n >= uint64(len(s.regs)) {
@@ -919,9 +931,15 @@ func (s *Stub) breakpoint(req string) string {
 func (s *Stub) monitorCmd(cmd string) []string {
 	out, ok := s.monitor[cmd]
 	if !ok {
-		switch cmd {
-		case "info registers":
+		name, _, _ := cutSpace(cmd)
+		known, differs := s.knownMonitor(cmd)
+		switch {
+		case cmd == "info registers":
 			out = s.infoRegisters()
+		case differs && known:
+			out = ""
+		case differs:
+			out = "unknown command: '" + name + "'\r\n"
 		default:
 			out = "unknown command: '" + cmd + "'\r\n"
 		}
