@@ -970,6 +970,9 @@ func (s *Stub) infoRegisters() string {
 	fmt.Fprintf(&b, "CS =%04x %016x 0000ffff 00009b00\r\n", s.u64("cs"), s.u64("cs")<<4)
 	fmt.Fprintf(&b, "FS =%04x %016x 0000ffff 00009300\r\n", s.u64("fs"), s.u64("fs_base"))
 	fmt.Fprintf(&b, "GS =%04x %016x 0000ffff 00009300\r\n", s.u64("gs"), s.u64("gs_base"))
+	// LDT and TR as QEMU prints them at reset (target/i386/cpu-dump.c).
+	b.WriteString("LDT=0000 0000000000000000 0000ffff 00008200 DPL=0 LDT\r\n")
+	b.WriteString("TR =0000 0000000000000000 0000ffff 00008b00 DPL=0 TSS64-busy\r\n")
 	b.WriteString("GDT=     0000000000000000 0000ffff\r\n")
 	b.WriteString("IDT=     0000000000000000 0000ffff\r\n")
 	fmt.Fprintf(&b, "CR0=%08x CR2=%016x CR3=%016x CR4=%08x\r\n", s.u64("cr0"), s.u64("cr2"), s.u64("cr3"), s.u64("cr4"))
