@@ -272,11 +272,11 @@ func (m *Model) statusLine() string {
 		accel, _, _ := strings.Cut(h.Accel, " (")
 		parts = append(parts, accel)
 	}
-	if l := h.SteppingLabel(); l != "" {
-		parts = append(parts, l)
-	}
 	if h.Target != "" {
 		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
+	}
+	if l := h.SteppingLabel(); l != "" {
+		parts = append(parts, l)
 	}
 	if m.syn == trace.Intel {
 		parts = append(parts, "intel")
