@@ -25,6 +25,11 @@ const (
 	EventMitigation  Event = "mitigation"   // a speculative-execution mitigation
 	EventPerCPU      Event = "percpu"       // a GS-relative access
 	EventFinding     Event = "finding"      // an effect contradicts the architecture
+	// EventIRQ marks a step during which an interrupt the traced code did
+	// not cause (a device, a timer, an NMI) was taken while stepping: the
+	// recorder says so, and by default runs the handler to its return
+	// rather than recording it.
+	EventIRQ Event = "irq"
 )
 
 // Events classifies a step, given the effects Annotate returned for it.

@@ -119,11 +119,6 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []R
 		}
 		return nil
 	}
-	if inst.Op == x86asm.PUSH {
-		if _, ok := inst.Args[0].(x86asm.Mem); ok {
-			return []Range{{rsp, 8}}
-		}
-	}
 	if faulted(inst, o, addr, before, after) {
 		out := []Range{frame}
 		sys := after.Sys
@@ -135,6 +130,11 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []R
 			out = append(out, tssRange(sys)...)
 		}
 		return out
+	}
+	if inst.Op == x86asm.PUSH {
+		if _, ok := inst.Args[0].(x86asm.Mem); ok {
+			return []Range{{rsp, 8}}
+		}
 	}
 	return nil
 }

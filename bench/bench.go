@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sctrace/sctrace/accel"
 )
 
 // Target names accepted by Config.Targets.
@@ -48,8 +50,11 @@ type Config struct {
 	Kernel     []byte
 	KernelPath string
 	QEMU       string // QEMU binary; "" finds it on $PATH
-	Accel      string // "", "auto", "tcg" or "kvm"
+	Accel      string // "", "auto", "tcg" or "kvm" (see package accel: auto is KVM where it works)
 	CPU        string // guest -cpu; "" means qemu.DefaultCPU
+	// KVMCheck decides whether KVM works; nil runs the teaching kernel's
+	// selftest under it (accel.Selftest).
+	KVMCheck accel.Checker
 	// Progress, when set, is told how far the run has got.
 	Progress func(Progress)
 }

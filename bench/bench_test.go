@@ -6,14 +6,15 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
-	"github.com/sctrace/sctrace/internal/testenv"
 	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/qemu"
 )
 
@@ -253,5 +254,31 @@ func BenchmarkSummarize2000(b *testing.B) {
 		if _, err := Summarize(in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRunFixtureAccelChoice runs the bench with an injected KVM check:
+// auto falls back to TCG with the check's reason in the environment block
+// when KVM does not work, and --accel kvm is then refused with that reason
+// before any QEMU starts. Where KVM works (the check says so), auto would
+// boot under KVM, which this host may not have: that case is covered by
+// accel.TestChoose.
+func TestRunFixtureAccelChoice(t *testing.T) {
+	testenv.NeedQEMU(t)
+	broken := accel.CheckerFunc(func(context.Context) accel.Verdict {
+		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Config{Targets: []string{TargetFixture}, Iters: 20, Kernel: kernel.ELF, Accel: accel.Auto, KVMCheck: broken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := rep.Targets[0]; tr.Error != "" || rep.Env.Accel != accel.TCG || !strings.Contains(rep.Env.AccelNote, "#PF") || !strings.Contains(rep.Env.KVM, "does not work") {
+		t.Errorf("auto with a failing KVM: error %q, accel %q (%s), KVM %q; want TCG with the reason", tr.Error, rep.Env.Accel, rep.Env.AccelNote, rep.Env.KVM)
+	}
+	rep, _ = Run(ctx, Config{Targets: []string{TargetFixture}, Iters: 20, Kernel: kernel.ELF, Accel: accel.KVM, KVMCheck: broken})
+	if tr := rep.Targets[0]; !strings.Contains(tr.Error, "KVM does not work on this host") || !strings.Contains(tr.Error, "#PF") || rep.Env.QEMUCommand != "" {
+		t.Errorf("--accel kvm with a failing KVM: error %q, qemu %q; want the reason and no QEMU run", tr.Error, rep.Env.QEMUCommand)
 	}
 }

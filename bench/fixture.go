@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/qemu"
 )
 
@@ -40,6 +41,31 @@ var guestSeries = []struct {
 // call into C and the SYSRET checks.
 var BreakdownPaths = []string{"bare", "+swapgs", "+cr3", "+stack", "+regs", "full"}
 
+// chooseAccel picks the accelerator for timing: KVM where it works.
+func (cfg Config) chooseAccel(ctx context.Context) (accel.Choice, error) {
+	return accel.Choose(ctx, cfg.Accel, accel.Bench, cfg.kvmCheck())
+}
+
+func (cfg Config) kvmCheck() accel.Checker {
+	if cfg.KVMCheck != nil {
+		return cfg.KVMCheck
+	}
+	return accel.Selftest{QEMU: cfg.QEMU}
+}
+
+// kvmVerdict says what is known of KVM here for the environment block:
+// the functional check's verdict when it ran (it did for any request but
+// tcg), else what the device check said.
+func (cfg Config) kvmVerdict(ctx context.Context, device string) string {
+	if cfg.Accel == accel.TCG {
+		return device + " (not checked further: --accel tcg)"
+	}
+	if v := cfg.kvmCheck().CheckKVM(ctx); v.OK {
+		return "works: " + v.Reason
+	}
+	return "does not work here (the accelerator line says why)"
+}
+
 func runFixture(ctx context.Context, cfg Config, env *Environment) *TargetResult {
 	tr := &TargetResult{Name: TargetFixture, Title: "Teaching kernel under QEMU"}
 	total := len(guestSeries)
@@ -47,16 +73,21 @@ func runFixture(ctx context.Context, cfg Config, env *Environment) *TargetResult
 	if cfg.Progress != nil {
 		cfg.Progress(Progress{Target: TargetFixture, Total: total, Label: "booting the teaching kernel"})
 	}
-	run, err := RunGuest(ctx, GuestConfig{
-		Kernel: cfg.Kernel, KernelPath: cfg.KernelPath, QEMU: cfg.QEMU,
-		Accel: cfg.Accel, CPU: cfg.CPU, Iters: cfg.Iters,
-		OnSeries: func(s *GuestSeries) {
-			done++
-			if cfg.Progress != nil {
-				cfg.Progress(Progress{Target: TargetFixture, Done: min(done, total), Total: total, Label: s.Mech + " " + s.Path})
-			}
-		},
-	})
+	choice, err := cfg.chooseAccel(ctx)
+	var run *GuestRun
+	if err == nil {
+		env.KVM = cfg.kvmVerdict(ctx, env.KVM)
+		run, err = RunGuest(ctx, GuestConfig{
+			Kernel: cfg.Kernel, KernelPath: cfg.KernelPath, QEMU: cfg.QEMU,
+			Accel: choice.Name, AccelNote: choice.Note, CPU: cfg.CPU, Iters: cfg.Iters,
+			OnSeries: func(s *GuestSeries) {
+				done++
+				if cfg.Progress != nil {
+					cfg.Progress(Progress{Target: TargetFixture, Done: min(done, total), Total: total, Label: s.Mech + " " + s.Path})
+				}
+			},
+		})
+	}
 	if run != nil {
 		tr.Elapsed = Duration(run.Elapsed)
 		tr.Interrupted = run.Interrupted
@@ -67,9 +98,8 @@ func runFixture(ctx context.Context, cfg Config, env *Environment) *TargetResult
 		}
 	} else {
 		// QEMU never started: still say what would have been used.
-		accel, note, aerr := qemu.ResolveAccel(cfg.Accel)
-		if aerr == nil {
-			env.Accel, env.AccelNote = accel, note
+		if choice, aerr := cfg.chooseAccel(ctx); aerr == nil {
+			env.Accel, env.AccelNote = choice.Name, choice.Note
 		}
 		env.GuestCPUModel = cfg.CPU
 		if env.GuestCPUModel == "" {

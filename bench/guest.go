@@ -25,7 +25,8 @@ type GuestConfig struct {
 	Kernel     []byte
 	KernelPath string
 	QEMU       string // QEMU binary; "" finds it on $PATH
-	Accel      string // "", "auto", "tcg" or "kvm"
+	Accel      string // "tcg" (also "") or "kvm"
+	AccelNote  string // why that accelerator
 	CPU        string // -cpu; "" means qemu.DefaultCPU
 	Iters      int    // samples per series, 1..MaxGuestIters
 	// Serial, when set, receives a copy of the guest's serial output.
@@ -87,6 +88,7 @@ func RunGuest(ctx context.Context, cfg GuestConfig) (*GuestRun, error) {
 		Kernel:     path,
 		Append:     fmt.Sprintf("bench iters=%d", cfg.Iters),
 		Accel:      cfg.Accel,
+		AccelNote:  cfg.AccelNote,
 		CPU:        cpu,
 		ExitDevice: true,
 		Serial:     serial,

@@ -624,6 +624,77 @@ func TestQEMUExtensions(t *testing.T) {
 	}
 }
 
+// TestNegotiateStepFlags plays the single-step flag sets QEMU's gdbstub
+// offers: all three under TCG; ENABLE and NOIRQ under KVM on a host kernel
+// with KVM_GUESTDBG_BLOCKIRQ, where Qqemu.sstep=7 answers E22 (QEMU 7.2
+// with -accel kvm, measured on a host with /dev/kvm); ENABLE alone under KVM
+// without it. No flag the stub does not list may be asked for.
+func TestNegotiateStepFlags(t *testing.T) {
+	const (
+		en    = gdbremote.SStepEnable
+		irq   = gdbremote.SStepNoIRQ
+		timer = gdbremote.SStepNoTimer
+	)
+	tests := []struct {
+		name   string
+		bits   int
+		want   int
+		fault  *gdbstubtest.Fault
+		got    int
+		asked  []string
+		errAs  any
+		noStep bool
+	}{
+		{name: "tcg", bits: gdbstubtest.StepBitsTCG, want: irq | timer, got: en | irq | timer, asked: []string{"Qqemu.sstep=7"}},
+		{name: "kvm", bits: gdbstubtest.StepBitsKVM, want: irq | timer, got: en | irq, asked: []string{"Qqemu.sstep=3"}},
+		{name: "kvm without BLOCKIRQ", bits: gdbstubtest.StepBitsKVMNoBlock, want: irq | timer, got: en, asked: []string{"Qqemu.sstep=1"}},
+		{name: "interrupts allowed", bits: gdbstubtest.StepBitsTCG, want: en, got: en, asked: []string{"Qqemu.sstep=1"}},
+		{name: "listed but refused", bits: gdbstubtest.StepBitsTCG, want: irq | timer,
+			fault: &gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "Qqemu.sstep=7", Reply: "E22"},
+			got:   en | irq, asked: []string{"Qqemu.sstep=7", "Qqemu.sstep=3"}},
+		{name: "no qemu.sstep", bits: gdbstubtest.StepBitsTCG, want: irq | timer,
+			fault: &gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "qqemu.sstepbits", Reply: ""},
+			errAs: new(*gdbremote.UnsupportedError), noStep: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c := dialStub(t)
+			s.SetStepBits(tt.bits)
+			if tt.fault != nil {
+				s.Inject(*tt.fault)
+			}
+			got, err := c.NegotiateStepFlags(context.Background(), tt.want)
+			if tt.errAs != nil {
+				if !errors.As(err, tt.errAs) {
+					t.Fatalf("NegotiateStepFlags = %d, %v; want an error of type %T", got, err, tt.errAs)
+				}
+			} else if err != nil || got != tt.got {
+				t.Fatalf("NegotiateStepFlags = %s, %v; want %s", gdbremote.StepFlagsString(got), err, gdbremote.StepFlagsString(tt.got))
+			}
+			var asked []string
+			for _, r := range s.Requests() {
+				if strings.HasPrefix(r, "Qqemu.sstep=") {
+					asked = append(asked, r)
+				}
+			}
+			if !slices.Equal(asked, tt.asked) {
+				t.Errorf("requests %q, want %q", asked, tt.asked)
+			}
+			if !tt.noStep && s.StepFlags() != tt.got {
+				t.Errorf("stub's flags %#x, want %#x", s.StepFlags(), tt.got)
+			}
+		})
+	}
+}
+
+func TestStepFlagsString(t *testing.T) {
+	for f, want := range map[int]string{0: "none", 1: "ENABLE", 3: "ENABLE|NOIRQ", 7: "ENABLE|NOIRQ|NOTIMER", 5: "ENABLE|NOTIMER"} {
+		if got := gdbremote.StepFlagsString(f); got != want {
+			t.Errorf("StepFlagsString(%d) = %q, want %q", f, got, want)
+		}
+	}
+}
+
 func TestThreads(t *testing.T) {
 	s, c := dialStub(t)
 	ctx := context.Background()

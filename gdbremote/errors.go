@@ -21,6 +21,13 @@ var ErrClosed = errors.New("connection closed")
 // register's bytes as "xx": it does not know the value.
 var ErrUnknownValue = errors.New("value unknown to the stub")
 
+// ErrUnknownCommand is matched (with errors.Is) by the error of Monitor when
+// QEMU's monitor does not know the command: it answers "unknown command:
+// 'NAME'" as output and OK, so the command did nothing. Monitor commands
+// come and go between QEMU releases ("singlestep" became "one-insn-per-tb"
+// in 8.1, and QEMU 10 no longer knows the old name).
+var ErrUnknownCommand = errors.New("unknown to QEMU's monitor")
+
 // A StubError is an "Exx" error reply from the stub.
 type StubError struct {
 	Code    int    // the number after 'E', in hex on the wire

@@ -1,9 +1,11 @@
 package gdbremote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -305,7 +307,8 @@ func (c *Conn) breakpoint(ctx context.Context, op byte, k BreakKind, addr uint64
 
 // Monitor runs a QEMU monitor command ("info registers", "info mem", ...)
 // with qRcmd and returns its output, which arrives in 'O' packets before the
-// final OK.
+// final OK. A command the monitor does not know fails with
+// ErrUnknownCommand.
 func (c *Conn) Monitor(ctx context.Context, cmd string) (string, error) {
 	c.req = append(c.req[:0], "qRcmd,"...)
 	c.req = appendHex(c.req, []byte(cmd))
@@ -325,7 +328,21 @@ func (c *Conn) Monitor(ctx context.Context, cmd string) (string, error) {
 		decodeHex(text, reply)
 		out = append(out, text...)
 	}
+	if name, ok := unknownCommand(out); ok {
+		return string(out), fmt.Errorf("gdbremote: monitor %q: %q is %w (this QEMU release does not have it)", cmd, name, ErrUnknownCommand)
+	}
 	return string(out), nil
+}
+
+// unknownCommand recognises the monitor's answer to a command it does not
+// know, "unknown command: 'NAME'", and returns NAME.
+func unknownCommand(out []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimSpace(out), []byte("unknown command: '"))
+	if !ok {
+		return "", false
+	}
+	name, _, ok := bytes.Cut(rest, []byte("'"))
+	return string(name), ok
 }
 
 // Single-step flags of QEMU's gdbstub (qqemu.sstepbits), for StepFlags and
@@ -378,6 +395,62 @@ func (c *Conn) StepBits(ctx context.Context) (map[string]int, error) {
 		bits[name] = int(v)
 	}
 	return bits, nil
+}
+
+// NegotiateStepFlags sets the strongest single-step flags the stub offers,
+// out of want: the stub's qqemu.sstepbits is read first, and flags it does
+// not list are dropped before anything is set. QEMU under TCG offers
+// ENABLE, NOIRQ and NOTIMER; under KVM it offers no NOTIMER, and NOIRQ only
+// where the host kernel has KVM_GUESTDBG_BLOCKIRQ, and answers E22 to a
+// request for a flag it lacks. The candidates are tried in the order want,
+// want without NOTIMER, ENABLE alone, so a stub that lists a flag it then
+// refuses still ends up stepping. It returns the flags in force, or an
+// *UnsupportedError when the stub has no qemu.sstep at all.
+func (c *Conn) NegotiateStepFlags(ctx context.Context, want int) (int, error) {
+	bits, err := c.StepBits(ctx)
+	if err != nil {
+		return 0, err
+	}
+	offered := 0
+	for _, v := range bits {
+		offered |= v
+	}
+	want |= SStepEnable
+	var tried []int
+	var last error
+	for _, f := range []int{want & offered, want & offered &^ SStepNoTimer, SStepEnable} {
+		if f&SStepEnable == 0 || slices.Contains(tried, f) {
+			continue
+		}
+		tried = append(tried, f)
+		err := c.SetStepFlags(ctx, f)
+		if err == nil {
+			return f, nil
+		}
+		var se *StubError
+		if !errors.As(err, &se) {
+			return 0, err
+		}
+		last = err
+	}
+	return 0, last
+}
+
+// StepFlagsString names a set of single-step flags, e.g. "ENABLE|NOIRQ".
+func StepFlagsString(f int) string {
+	var names []string
+	for _, b := range []struct {
+		bit  int
+		name string
+	}{{SStepEnable, "ENABLE"}, {SStepNoIRQ, "NOIRQ"}, {SStepNoTimer, "NOTIMER"}} {
+		if f&b.bit != 0 {
+			names = append(names, b.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, "|")
 }
 
 // SetPhysicalMemoryMode switches 'm' and 'M' between virtual addresses

@@ -105,37 +105,14 @@ func KVMUsable() (bool, string) {
 	return true, ""
 }
 
-// ResolveAccel turns an accelerator request ("", "auto", "tcg" or "kvm") into
-// the one to use. "auto" and "" pick KVM when it is usable and TCG otherwise;
-// "kvm" fails with the reason when KVM is not usable. The note says why the
-// choice was made, for the user.
-func ResolveAccel(req string) (accel, note string, err error) {
-	switch req {
-	case "tcg":
-		return "tcg", "tcg (requested)", nil
-	case "kvm":
-		if ok, why := KVMUsable(); !ok {
-			return "", "", fmt.Errorf("accelerator kvm requested but not usable: %s", why)
-		}
-		return "kvm", "kvm (requested)", nil
-	case "", "auto":
-		ok, why := KVMUsable()
-		if ok {
-			return "kvm", "kvm (usable, chosen automatically)", nil
-		}
-		return "tcg", "tcg (kvm not usable: " + why + ")", nil
-	default:
-		return "", "", fmt.Errorf("unknown accelerator %q (want auto, tcg or kvm)", req)
-	}
-}
-
 // Config describes one QEMU run.
 type Config struct {
 	Binary     string    // QEMU binary; "" finds qemu-system-x86_64 on $PATH
 	Kernel     string    // -kernel: an ELF with a PVH note, or a bzImage
 	Initrd     string    // -initrd, optional
 	Append     string    // -append: the kernel command line
-	Accel      string    // "tcg", "kvm", or "" / "auto" (see ResolveAccel)
+	Accel      string    // "tcg" (also "") or "kvm"; package accel chooses
+	AccelNote  string    // why that accelerator, for Instance.Note
 	CPU        string    // -cpu; "" means DefaultCPU
 	Memory     string    // -m; "" means 128M
 	GDB        bool      // open the gdbstub on a Unix socket in a private directory (Instance.GDBAddr)
@@ -229,10 +206,14 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	accel, note, err := ResolveAccel(cfg.Accel)
-	if err != nil {
+	if _, err := Check(ctx, bin); err != nil {
 		return nil, err
 	}
+	accel := or(cfg.Accel, "tcg")
+	if accel != "tcg" && accel != "kvm" {
+		return nil, fmt.Errorf("qemu: accelerator %q: want tcg or kvm", cfg.Accel)
+	}
+	note := or(cfg.AccelNote, accel)
 	if cfg.Kernel != "" {
 		if _, err := os.Stat(cfg.Kernel); err != nil {
 			return nil, fmt.Errorf("kernel: %w", err)

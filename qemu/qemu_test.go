@@ -48,33 +48,10 @@ func TestFind(t *testing.T) {
 	})
 }
 
-func TestResolveAccel(t *testing.T) {
-	kvmOK, _ := KVMUsable()
-	auto := "tcg"
-	if kvmOK {
-		auto = "kvm"
-	}
-	tests := []struct {
-		req, want string
-		wantErr   bool
-	}{
-		{"tcg", "tcg", false},
-		{"bogus", "", true},
-		{"kvm", "kvm", !kvmOK},
-		{"auto", auto, false},
-		{"", auto, false},
-	}
-	for _, tt := range tests {
-		got, note, err := ResolveAccel(tt.req)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("ResolveAccel(%q) error = %v, wantErr %v", tt.req, err, tt.wantErr)
-			continue
-		}
-		if err != nil {
-			continue
-		}
-		if got != tt.want || !strings.HasPrefix(note, tt.want) {
-			t.Errorf("ResolveAccel(%q) = %q (%s), want %q", tt.req, got, note, tt.want)
+func TestStartRefusesUnknownAccel(t *testing.T) {
+	for _, a := range []string{"auto", "hvf", "KVM"} {
+		if _, err := Start(context.Background(), Config{Accel: a}); err == nil || !strings.Contains(err.Error(), "want tcg or kvm") {
+			t.Errorf("Start with accel %q: %v, want an error naming tcg and kvm", a, err)
 		}
 	}
 }

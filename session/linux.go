@@ -168,6 +168,10 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if err := linuxinit.CheckMode(o.mode()); err != nil {
 		return nil, err
 	}
+	choice, err := o.chooseAccel(ctx)
+	if err != nil {
+		return nil, err
+	}
 	tmp, err := scratch.Dir("linux-")
 	if err != nil {
 		return nil, err
@@ -186,7 +190,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	w := newBannerWatch(serial, linuxinit.Banner)
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: o.Accel, CPU: cpu,
+		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu,
 		Memory: or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
@@ -28,19 +29,25 @@ import (
 
 // Options configure a session.
 type Options struct {
-	QEMU       string          // QEMU binary; "" finds it on $PATH
-	Accel      string          // tcg, kvm or auto
-	CPU        string          // guest CPU model; "" is qemu.DefaultCPU
-	Mechanism  trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
-	Append     string          // extra words for the teaching kernel's command line
-	Keep       bool            // leave QEMU running at Close (detached, guest running)
-	Timeout    time.Duration   // per-exchange deadline with the stub (default 5s)
-	WireLog    io.Writer       // records every packet, when set
-	Symbols    string          // a symbol file (ELF, System.map) for Attach
-	Budget     int             // recorder step budget
-	Over       int             // recorder step-over depth
-	AllowIRQ   bool            // let interrupts run while stepping
-	StackWords int             // words at RSP read each step
+	QEMU  string // QEMU binary; "" finds it on $PATH
+	Accel string // tcg, kvm or auto (see package accel; auto is TCG here)
+	// KVMCheck decides whether KVM works when it is asked for; nil runs
+	// the teaching kernel's selftest under it (accel.Selftest).
+	KVMCheck  accel.Checker
+	CPU       string          // guest CPU model; "" is qemu.DefaultCPU
+	Mechanism trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
+	Append    string          // extra words for the teaching kernel's command line
+	Keep      bool            // leave QEMU running at Close (detached, guest running)
+	Timeout   time.Duration   // per-exchange deadline with the stub (default 5s)
+	WireLog   io.Writer       // records every packet, when set
+	Symbols   string          // a symbol file (ELF, System.map) for Attach
+	Budget    int             // recorder step budget
+	Over      int             // recorder step-over depth
+	AllowIRQ  bool            // let interrupts run while stepping, and record their handlers
+	// StepFlags, when not zero, are the QEMU single-step flags to ask for
+	// instead of the default (see trace.Recorder.StepFlags).
+	StepFlags  int
+	StackWords int // words at RSP read each step
 	// ProbeMSRs reads the system-call MSRs with rdmsr in the guest right
 	// after the kernel is entered (see target.ProbeMSRs); off by default.
 	ProbeMSRs bool
@@ -118,9 +125,14 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if o.Append != "" {
 		cmdline += " " + o.Append
 	}
+	choice, err := o.chooseAccel(ctx)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: o.Accel, CPU: o.CPU,
+		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU,
 		GDB: true, GDBTCP: o.GDBTCP, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {
@@ -137,6 +149,16 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// chooseAccel picks the accelerator for a guest sctrace starts to trace:
+// TCG unless KVM is asked for and works (see package accel).
+func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
+	check := o.KVMCheck
+	if check == nil {
+		check = accel.Selftest{QEMU: o.QEMU}
+	}
+	return accel.Choose(ctx, o.Accel, accel.Trace, check)
 }
 
 // Attach connects to a gdbstub that someone else started. Symbols come from
@@ -191,7 +213,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 		hdr.Accel = s.QEMU.Note
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
-	r.Budget, r.Over, r.AllowIRQ, r.StackWords = o.Budget, o.Over, o.AllowIRQ, o.StackWords
+	r.Budget, r.Over, r.AllowIRQ, r.StackWords, r.StepFlags = o.Budget, o.Over, o.AllowIRQ, o.StackWords, o.StepFlags
 	s.probeMSRs = o.ProbeMSRs
 	if err := r.Init(ctx); err != nil {
 		return err

@@ -3,14 +3,17 @@ package session
 import (
 	"context"
 	"errors"
-	"github.com/sctrace/sctrace/internal/testenv"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -65,24 +68,26 @@ func countEvents(tr *trace.Trace) entryEvents {
 	return ev
 }
 
+// fixtureMechanisms are the teaching kernel's five ways in: the user
+// instruction, the kernel's entry point (an ELF symbol) and its return
+// instruction.
+var fixtureMechanisms = []struct {
+	mech  trace.Mechanism
+	first string // mnemonic of step 0 (AT&T)
+	entry string // symbol of the first kernel instruction
+	last  string // the kernel's return instruction
+}{
+	{trace.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
+	{trace.Int80, "int $0x80", "entry_INT80", "iretq"},
+	{trace.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
+	{trace.CallGate, "lcall", "entry_CALLGATE", "lretq"},
+	{trace.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
+}
+
 // TestRoundTrips records each mechanism on the real teaching kernel under
-// QEMU and checks the annotations of its path: it starts at the user
-// instruction, enters CPL 0, swaps GS twice, writes CR3 twice (the KPTI
-// switch in and out), runs on the kernel stack, returns to the next user
-// instruction, and the annotator finds nothing wrong.
+// QEMU and checks the annotations of its path (see checkFixtureRoundTrip).
 func TestRoundTrips(t *testing.T) {
-	tests := []struct {
-		mech  trace.Mechanism
-		first string // mnemonic of step 0 (AT&T)
-		last  string // the kernel's return instruction
-	}{
-		{trace.Syscall, "syscall", "sysretq"},
-		{trace.Int80, "int $0x80", "iretq"},
-		{trace.Sysenter, "sysenter", "sysexit"},
-		{trace.CallGate, "lcall", "lretq"},
-		{trace.UD2, "ud2", "iretq"},
-	}
-	for _, tt := range tests {
+	for _, tt := range fixtureMechanisms {
 		t.Run(string(tt.mech), func(t *testing.T) {
 			s := startFixture(t, Options{Mechanism: tt.mech})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -91,38 +96,59 @@ func TestRoundTrips(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(tr.Steps) < 10 {
-				t.Fatalf("only %d steps", len(tr.Steps))
-			}
-			first := tr.Steps[0]
-			if first.Symbol != trace.UserLabel(tt.mech) || first.CPL != 3 || !strings.HasPrefix(first.ATT, tt.first) {
-				t.Errorf("step 0 = %s at %s (CPL %d), want %q at %s, CPL 3", first.ATT, first.Symbol, first.CPL, tt.first, trace.UserLabel(tt.mech))
-			}
-			last := tr.Steps[len(tr.Steps)-1]
-			if !strings.HasPrefix(last.ATT, tt.last) || last.CPL != 0 {
-				t.Errorf("last step = %s at CPL %d, want %s at CPL 0", last.ATT, last.CPL, tt.last)
-			}
-			if tr.Final.CPL() != 3 {
-				t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
-			}
-			wantRIP := uint64(first.RIP) + uint64(len(first.Bytes))
-			if got := tr.Final.Val(target.RIP); got != wantRIP {
-				t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, tt.first)
-			}
-			ev := countEvents(tr)
-			if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
-				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
-			}
-			if ev.findings != 0 {
-				for _, f := range trace.Summarize(tr).Findings {
-					t.Log(f)
-				}
-				t.Errorf("%d findings on a correct kernel", ev.findings)
-			}
-			if tr.Header.Stop != string(trace.StopUser) {
-				t.Errorf("stop reason %q", tr.Header.Stop)
-			}
+			checkFixtureRoundTrip(t, s, tr, tt.mech, tt.first, tt.entry, tt.last)
 		})
+	}
+}
+
+// checkFixtureRoundTrip checks a round trip by mech recorded on the
+// teaching kernel: it starts at the user instruction first (at its ELF
+// label), enters CPL 0 at the symbol entry, swaps GS twice, writes CR3
+// twice (the KPTI switch in and out), runs on the kernel stack, returns
+// with last to the next user instruction, and the annotator finds nothing
+// wrong.
+func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace.Mechanism, first, entry, last string) {
+	t.Helper()
+	if len(tr.Steps) < 10 {
+		t.Fatalf("only %d steps", len(tr.Steps))
+	}
+	addr := func(name string) uint64 {
+		a, ok := s.Symbols.Addr(name)
+		if !ok {
+			t.Fatalf("the teaching kernel has no symbol %s", name)
+		}
+		return a
+	}
+	st0 := tr.Steps[0]
+	if st0.Symbol != trace.UserLabel(mech) || uint64(st0.RIP) != addr(trace.UserLabel(mech)) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
+		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, trace.UserLabel(mech), addr(trace.UserLabel(mech)))
+	}
+	if st1 := tr.Steps[1]; uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
+		t.Errorf("step 1 at %#x (%s, CPL %d), want %s %#x at CPL 0", uint64(st1.RIP), st1.Symbol, st1.CPL, entry, addr(entry))
+	}
+	end := tr.Steps[len(tr.Steps)-1]
+	if !strings.HasPrefix(end.ATT, last) || end.CPL != 0 {
+		t.Errorf("last step = %s at CPL %d, want %s at CPL 0", end.ATT, end.CPL, last)
+	}
+	if tr.Final.CPL() != 3 {
+		t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
+	}
+	wantRIP := uint64(st0.RIP) + uint64(len(st0.Bytes))
+	if got := tr.Final.Val(target.RIP); got != wantRIP {
+		t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, first)
+	}
+	ev := countEvents(tr)
+	if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
+		t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
+	}
+	if ev.findings != 0 {
+		for _, f := range trace.Summarize(tr).Findings {
+			t.Log(f)
+		}
+		t.Errorf("%d findings on a correct kernel", ev.findings)
+	}
+	if tr.Header.Stop != string(trace.StopUser) {
+		t.Errorf("stop reason %q", tr.Header.Stop)
 	}
 }
 
@@ -490,5 +516,131 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 	}
 	if st.CPL() != 3 || code[0] != 0xcd || code[1] != 0x80 {
 		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(target.RIP), st.CPL(), code)
+	}
+}
+
+// TestInterruptWhileStepping plays a stub that cannot mask interrupts while
+// stepping (QEMU under KVM on a host kernel without KVM_GUESTDBG_BLOCKIRQ
+// offers only ENABLE; here TCG is asked for ENABLE|NOTIMER) and injects an
+// NMI with QEMU's `nmi` monitor command in the middle of the entry path.
+// An NMI is not masked by RFLAGS.IF, so the CPU takes it at the next step
+// and lands on the handler in IDT[2] (the teaching kernel's asm_exc_nmi, a
+// lone iretq). By default the recorder must say so, run the handler to its
+// return and leave it out: the trace is then the same instruction sequence
+// as an undisturbed one. With AllowIRQ it records the handler: one step
+// more, the iretq of asm_exc_nmi. int $0x80 enters through the IDT too,
+// and must not be taken for an interrupt.
+func TestInterruptWhileStepping(t *testing.T) {
+	for _, mech := range []trace.Mechanism{trace.Syscall, trace.Int80} {
+		ref := startFixture(t, Options{Mechanism: mech})
+		want, err := ref.RoundTrip(context.Background(), mech)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, record := range []bool{false, true} {
+			name := string(mech) + "/stepped-over"
+			if record {
+				name = string(mech) + "/recorded"
+			}
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				s := startFixture(t, Options{Mechanism: mech, StepFlags: gdbremote.SStepEnable | gdbremote.SStepNoTimer, AllowIRQ: record})
+				if err := s.ToEntry(ctx, mech); err != nil {
+					t.Fatal(err)
+				}
+				const at = 12
+				for range at {
+					if _, err := s.Recorder.Step(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := s.Conn.Monitor(ctx, "nmi"); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.Record(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := got.Header
+				wantIRQ := trace.IRQSteppedOver
+				if record {
+					wantIRQ = trace.IRQRecorded
+				}
+				if h.StepFlags != "ENABLE|NOTIMER" || h.Interrupts != wantIRQ {
+					t.Errorf("header step flags %q, interrupts %q; want ENABLE|NOTIMER, %q (%s)", h.StepFlags, h.Interrupts, wantIRQ, h.Stepping)
+				}
+				var marked []int
+				for _, st := range got.Steps {
+					if slices.Contains(st.Events, annotate.EventIRQ) {
+						marked = append(marked, st.Index)
+					}
+				}
+				if len(marked) != 1 || marked[0] != at {
+					t.Fatalf("steps marked %s: %v, want [%d] (the step after the NMI was injected)", annotate.EventIRQ, marked, at)
+				}
+				nmi, ok := s.Symbols.Addr("asm_exc_nmi")
+				if !ok {
+					t.Fatal("no asm_exc_nmi in the teaching kernel's symbols")
+				}
+				rips := func(tr *trace.Trace) []uint64 {
+					var out []uint64
+					for _, st := range tr.Steps {
+						if uint64(st.RIP) != nmi {
+							out = append(out, uint64(st.RIP))
+						}
+					}
+					return out
+				}
+				if record {
+					// The CPU takes the NMI before the instruction at step
+					// 12 runs: that step is the delivery, 13 the handler's
+					// iretq back to it, 14 the instruction itself.
+					if len(got.Steps) != len(want.Steps)+2 || uint64(got.Steps[at+1].RIP) != nmi || got.Steps[at+2].RIP != got.Steps[at].RIP || h.IRQs != 0 {
+						t.Errorf("recorded: %d steps (want %d), step %d at %s, %d stepped over; want the NMI handler's iretq recorded", len(got.Steps), len(want.Steps)+2, at+1, got.Steps[at+1].Symbol, h.IRQs)
+					}
+					if !slices.Equal(rips(got)[:at], rips(want)[:at]) || !slices.Equal(rips(got)[at+1:], rips(want)[at:]) {
+						t.Errorf("recorded: the RIPs around the NMI differ from an undisturbed trace")
+					}
+				} else if !slices.Equal(rips(got), rips(want)) {
+					t.Errorf("the trace with the NMI left out differs from an undisturbed one: %d steps, want %d", len(got.Steps), len(want.Steps))
+				}
+				if !record && (len(got.Steps) != len(want.Steps) || h.IRQs != 1) {
+					t.Errorf("stepped over: %d steps, want %d; %d interrupts stepped over, want 1", len(got.Steps), len(want.Steps), h.IRQs)
+				}
+				if ev := countEvents(got); ev.findings != 0 {
+					for _, f := range trace.Summarize(got).Findings {
+						t.Log(f)
+					}
+					t.Errorf("%d findings", ev.findings)
+				}
+				if got.Final.Val(target.RIP) != want.Final.Val(target.RIP) || got.Final.CPL() != 3 {
+					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(target.RIP), got.Final.CPL(), want.Final.Val(target.RIP))
+				}
+			})
+		}
+	}
+}
+
+// TestAccelChoice: tracing takes TCG under auto whatever KVM can do, and
+// --accel kvm is refused with the check's reason, before QEMU starts, when
+// KVM does not work (a KVM check injected for each kind of host).
+func TestAccelChoice(t *testing.T) {
+	testenv.NeedQEMU(t)
+	works := accel.CheckerFunc(func(context.Context) accel.Verdict {
+		return accel.Verdict{OK: true, Reason: "its selftest passed here"}
+	})
+	broken := accel.CheckerFunc(func(context.Context) accel.Verdict {
+		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
+	})
+	for name, check := range map[string]accel.Checker{"kvm works": works, "kvm broken": broken} {
+		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: trace.Syscall})
+		if s.QEMU.Accel != accel.TCG || !strings.HasPrefix(s.Recorder.Trace().Header.Accel, "tcg (auto") {
+			t.Errorf("%s: auto traced under %s (%s), want TCG", name, s.QEMU.Accel, s.Recorder.Trace().Header.Accel)
+		}
+	}
+	_, err := StartFixture(context.Background(), Options{Accel: accel.KVM, KVMCheck: broken})
+	if err == nil || !strings.Contains(err.Error(), "KVM does not work on this host") || !strings.Contains(err.Error(), "#PF") {
+		t.Errorf("--accel kvm on a broken KVM: %v, want the reason", err)
 	}
 }

@@ -157,6 +157,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			p.f("    %s\n", f)
 		}
 	}
+	if h.IRQs > 0 {
+		p.f("  interrupts taken while stepping, run to their return and left out: %d\n", h.IRQs)
+	}
 	if h.SpuriousStops > 0 {
 		p.f("  single-step stops with nothing executed, stepped again: %d\n", h.SpuriousStops)
 	}

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,9 +84,19 @@ type Recorder struct {
 	// StackWords, when non-zero, reads that many words at RSP before each
 	// step, for stack panels. It costs one memory read a step.
 	StackWords int
-	// AllowIRQ lets interrupts and timers run while single-stepping; by
-	// default QEMU masks them.
+	// AllowIRQ lets interrupts and timers run while single-stepping and
+	// records the handlers of those that arrive; by default the recorder
+	// asks QEMU to mask them, and where the stub cannot (QEMU under KVM)
+	// runs each handler to its return and leaves it out.
 	AllowIRQ bool
+	// StepFlags, when not zero, are the single-step flags to ask for
+	// instead of the default (NOIRQ|NOTIMER, or ENABLE alone under
+	// AllowIRQ); the stub's offer still limits them.
+	StepFlags int
+
+	flags   int            // single-step flags in force; -1 unknown
+	idt     map[uint64]int // handler address -> vector, from the IDT
+	idtBase uint64         // where idt was read from
 
 	trace  *Trace
 	cur    *target.State
@@ -113,28 +124,82 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 	}
 }
 
+// What happens to interrupts that arrive while stepping (Header.Interrupts).
+const (
+	IRQMasked      = "masked"       // QEMU keeps them pending while stepping
+	IRQSteppedOver = "stepped over" // their handlers run to their return, left out of the trace
+	IRQRecorded    = "recorded"     // their handlers are recorded (AllowIRQ)
+)
+
 // Init reads the current state and the system registers, and sets QEMU's
-// single-step flags (interrupts and timers masked unless AllowIRQ).
+// single-step flags: the strongest the stub offers of those asked for
+// (interrupts and timers masked unless AllowIRQ), said in the header.
 func (r *Recorder) Init(ctx context.Context) error {
-	flags := gdbremote.SStepEnable | gdbremote.SStepNoIRQ | gdbremote.SStepNoTimer
-	r.trace.Header.Stepping = "single-step with interrupts and timers masked (QEMU sstep NOIRQ|NOTIMER)"
+	want := gdbremote.SStepEnable | gdbremote.SStepNoIRQ | gdbremote.SStepNoTimer
 	if r.AllowIRQ {
-		flags = gdbremote.SStepEnable
-		r.trace.Header.Stepping = "single-step with interrupts and timers allowed (QEMU sstep ENABLE only)"
+		want = gdbremote.SStepEnable
 	}
-	if err := r.T.Conn.SetStepFlags(ctx, flags); err != nil {
+	if r.StepFlags != 0 {
+		want = r.StepFlags
+	}
+	flags, err := r.T.Conn.NegotiateStepFlags(ctx, want)
+	if err != nil {
 		var ue *gdbremote.UnsupportedError
 		if !errors.As(err, &ue) {
 			return fmt.Errorf("set single-step flags: %w", err)
 		}
-		r.trace.Header.Stepping = "single-step (the stub has no qemu.sstep: interrupt masking unknown)"
+		flags = -1
 	}
+	r.flags = flags
+	r.describeStepping()
 	st, err := r.T.State(ctx)
 	if err != nil {
 		return err
 	}
 	r.cur = st
 	return r.readSys(ctx)
+}
+
+// describeStepping fills the header's account of the single-step flags
+// and of what happens to interrupts.
+func (r *Recorder) describeStepping() {
+	h := &r.trace.Header
+	h.Interrupts = IRQSteppedOver
+	if r.AllowIRQ {
+		h.Interrupts = IRQRecorded
+	}
+	if r.flags < 0 {
+		h.StepFlags = ""
+		h.Stepping = "single-step (the stub has no qemu.sstep: interrupt masking unknown); interrupts that arrive are " + h.Interrupts
+		return
+	}
+	h.StepFlags = gdbremote.StepFlagsString(r.flags)
+	irq, timer := r.flags&gdbremote.SStepNoIRQ != 0, r.flags&gdbremote.SStepNoTimer != 0
+	var what string
+	switch {
+	case irq && timer:
+		what = "interrupts and timers masked"
+	case irq:
+		what = "interrupts masked, timers running"
+	case timer:
+		what = "interrupts allowed, timers stopped"
+	default:
+		what = "interrupts and timers allowed"
+	}
+	if irq {
+		h.Interrupts = IRQMasked
+	}
+	h.Stepping = fmt.Sprintf("single-step with %s (QEMU sstep %s", what, h.StepFlags)
+	switch {
+	case !irq && !r.AllowIRQ:
+		h.Stepping += ": the stub offers no NOIRQ, as QEMU under KVM without KVM_GUESTDBG_BLOCKIRQ); interrupts that arrive are run to their return and left out"
+	case !irq:
+		h.Stepping += ", --irq); interrupts that arrive are recorded"
+	case !timer && r.StepFlags == 0:
+		h.Stepping += ": the stub offers no NOTIMER, as QEMU under KVM)"
+	default:
+		h.Stepping += ")"
+	}
 }
 
 // readSys reads `monitor info registers` at the current stop. The whole
@@ -255,6 +320,38 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	} else {
 		after, err = r.stepOnce(ctx, before)
 	}
+	var irqs []string
+	for n := 0; err == nil; n++ {
+		v := r.interruptTaken(ctx, inst, before, after)
+		if v < 0 {
+			break
+		}
+		what := fmt.Sprintf("interrupt taken while stepping: %s at %s, not caused by this instruction", annotate.VectorName(v), r.name(after.Val(target.RIP)))
+		if r.AllowIRQ {
+			if r.frameRIP(ctx, after) == rip {
+				what += "; it came before the instruction ran, which runs again after the handler"
+			}
+			irqs = append(irqs, what+"; its handler is recorded (--irq)")
+			break
+		}
+		if n == maxIRQ {
+			err = fmt.Errorf("%d interrupts in a row at %s: the guest is flooded with interrupts; try --irq to record them", n, r.name(rip))
+			break
+		}
+		var ret uint64
+		after, ret, err = r.returnFromInterrupt(ctx, after)
+		if err != nil {
+			break
+		}
+		r.trace.Header.IRQs++
+		if after.R == before.R && after.Known == before.Known {
+			// Taken before the instruction ran: run it now.
+			irqs = append(irqs, what+fmt.Sprintf("; it came before the instruction, its handler ran to the return to %s and is left out", r.name(ret)))
+			after, err = r.stepOnce(ctx, before)
+			continue
+		}
+		irqs = append(irqs, what+fmt.Sprintf("; its handler ran to the return to %s and is left out", r.name(ret)))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +370,9 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	}
 	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
 	s.Effects = annotate.Annotate(as, r.Ctx)
+	for _, what := range irqs {
+		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
+	}
 	s.Events = annotate.Events(as, s.Effects, r.Ctx)
 
 	switch {
@@ -342,19 +442,24 @@ func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *target.State) st
 	return inst.Args[0].String()
 }
 
-// stepOver runs a call to its return: a hardware breakpoint at the return
-// address, continue until the CPU is back there with the stack pointer as
-// it was before the call (so that a recursive or concurrent use of the same
-// code does not stop it early), and the breakpoint removed on every path.
+// stepOver runs a call to its return, with the stack pointer as it was
+// before the call.
 func (r *Recorder) stepOver(ctx context.Context, before *target.State, ret uint64) (*target.State, error) {
-	rsp := before.Val(target.RSP)
+	return r.continueTo(ctx, ret, before.Val(target.RSP), fmt.Sprintf("step over the call at %s", r.name(before.Val(target.RIP))))
+}
+
+// continueTo lets the guest run until it is at ret with RSP equal to rsp: a
+// hardware breakpoint at ret, continue until the CPU is there with that
+// stack pointer (so that a recursive or concurrent use of the same code
+// does not stop it early), and the breakpoint removed on every path.
+func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (*target.State, error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
-		return nil, fmt.Errorf("step over: breakpoint at %s: %w", r.name(ret), err)
+		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
 	}
 	defer r.T.Conn.ClearBreakpoint(context.WithoutCancel(ctx), gdbremote.Hardware, ret, 1)
 	for {
 		if _, err := r.T.Conn.Continue(ctx); err != nil {
-			return nil, fmt.Errorf("step over the call at %s: %w", r.name(before.Val(target.RIP)), err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		st, err := r.T.State(ctx)
 		if err != nil {
@@ -364,9 +469,93 @@ func (r *Recorder) stepOver(ctx context.Context, before *target.State, ret uint6
 			return st, nil
 		}
 		if st.Val(target.RIP) != ret {
-			return nil, fmt.Errorf("step over: stopped at %s, not at the return address %s", r.name(st.Val(target.RIP)), r.name(ret))
+			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(target.RIP)), r.name(ret))
 		}
 	}
+}
+
+// maxIRQ bounds how many interrupts in a row one step may run over.
+const maxIRQ = 16
+
+// interruptTaken says whether the CPU, in a step from before to after,
+// took an interrupt the instruction did not cause, and returns its vector
+// (else -1). That is possible only where the single-step flags let
+// interrupts in. It is one when RIP landed on the handler of an external
+// interrupt vector (32-255, with interrupts enabled before, and not the
+// vector of an int n) or of an NMI, at CPL 0, with a frame on the stack
+// that returns to the interrupted code's CS.
+func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before, after *target.State) int {
+	if r.flags >= 0 && r.flags&gdbremote.SStepNoIRQ != 0 || after.CPL() != 0 {
+		return -1
+	}
+	v := r.vectorAt(ctx, after.Val(target.RIP))
+	switch {
+	case v < 0, v < 32 && v != 2:
+		return -1
+	case v >= 32 && before.Val(target.RFLAGS)&(1<<9) == 0:
+		return -1
+	case inst.Op == x86asm.INT:
+		if imm, ok := inst.Args[0].(x86asm.Imm); ok && int(imm) == v {
+			return -1
+		}
+	}
+	frame, err := r.T.ReadMemory(ctx, after.Val(target.RSP), 16)
+	if err != nil || len(frame) < 16 || le64(frame[8:])&0xffff != before.Val(target.CS)&0xffff {
+		return -1
+	}
+	return v
+}
+
+// frameRIP returns the RIP in the interrupt frame at the state's RSP, or 0.
+func (r *Recorder) frameRIP(ctx context.Context, st *target.State) uint64 {
+	b, err := r.T.ReadMemory(ctx, st.Val(target.RSP), 8)
+	if err != nil || len(b) < 8 {
+		return 0
+	}
+	return le64(b)
+}
+
+// returnFromInterrupt runs the handler of an interrupt just taken to its
+// return: to the RIP and RSP in the frame the CPU pushed at RSP.
+func (r *Recorder) returnFromInterrupt(ctx context.Context, at *target.State) (*target.State, uint64, error) {
+	frame, err := r.T.ReadMemory(ctx, at.Val(target.RSP), 40)
+	if err != nil || len(frame) < 40 {
+		return nil, 0, fmt.Errorf("interrupt frame at %#x: %w", at.Val(target.RSP), cmp.Or(err, errors.New("short read")))
+	}
+	ret, rsp := le64(frame[0:]), le64(frame[24:])
+	st, err := r.continueTo(ctx, ret, rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(target.RIP))))
+	if err != nil {
+		return nil, 0, err
+	}
+	st.Sys = r.tables
+	return st, ret, nil
+}
+
+// vectorAt returns the vector whose IDT gate points at addr, or -1. The
+// IDT is read once (again when IDTR moves).
+func (r *Recorder) vectorAt(ctx context.Context, addr uint64) int {
+	if r.tables == nil {
+		return -1
+	}
+	if r.idt == nil || r.idtBase != r.tables.IDTBase {
+		n := min((int(r.tables.IDTLimit)+1)/16, 256)
+		b, err := r.T.ReadMemory(ctx, r.tables.IDTBase, 16*n)
+		if err != nil {
+			return -1
+		}
+		r.idt, r.idtBase = make(map[uint64]int), r.tables.IDTBase
+		for v := 0; v < n && 16*v+16 <= len(b); v++ {
+			if g, ok := annotate.DecodeGate(b[16*v:]); ok && g.Present {
+				if _, dup := r.idt[g.Offset]; !dup {
+					r.idt[g.Offset] = v
+				}
+			}
+		}
+	}
+	if v, ok := r.idt[addr]; ok {
+		return v
+	}
+	return -1
 }
 
 // StopReason says why Run ended.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -42,9 +43,18 @@ type Header struct {
 	Symbols   string    `json:"symbols,omitempty"`   // where names came from
 	// Stepping says how the CPU was stepped, in particular whether
 	// interrupts and timers were masked while single-stepping.
-	Stepping string            `json:"stepping"`
-	Sys      *target.SysRegs   `json:"sys,omitempty"` // monitor info registers at the start
-	Regions  []annotate.Region `json:"regions,omitempty"`
+	Stepping string `json:"stepping"`
+	// StepFlags are the QEMU single-step flags in force, e.g.
+	// "ENABLE|NOIRQ|NOTIMER" (empty when the stub has no qemu.sstep).
+	StepFlags string `json:"step_flags,omitempty"`
+	// Interrupts says what happened to interrupts that arrived while
+	// stepping: IRQMasked, IRQSteppedOver or IRQRecorded.
+	Interrupts string `json:"interrupts,omitempty"`
+	// IRQs counts the interrupts taken while stepping that were run to
+	// their return and left out of Steps.
+	IRQs    int               `json:"irqs,omitempty"`
+	Sys     *target.SysRegs   `json:"sys,omitempty"` // monitor info registers at the start
+	Regions []annotate.Region `json:"regions,omitempty"`
 	// MSRs are the model-specific registers learnt while recording, each
 	// with its provenance (read, inferred or probed).
 	MSRs []annotate.MSR `json:"msrs,omitempty"`
@@ -55,6 +65,23 @@ type Header struct {
 	SpuriousStops int     `json:"spurious_stops,omitempty"`
 	Seconds       float64 `json:"seconds,omitempty"`   // time spent recording
 	StepRate      float64 `json:"step_rate,omitempty"` // instructions per second while recording
+}
+
+// SteppingLabel says in a few words how interrupts were handled while
+// stepping, for status lines: "irq+timers masked", "irq masked, timers
+// run", "irq stepped over" or "irq recorded"; "" when the header does not
+// say (a trace recorded before it did).
+func (h Header) SteppingLabel() string {
+	switch h.Interrupts {
+	case IRQMasked:
+		if strings.Contains(h.StepFlags, "NOTIMER") {
+			return "irq+timers masked"
+		}
+		return "irq masked, timers run"
+	case IRQSteppedOver, IRQRecorded:
+		return "irq " + h.Interrupts
+	}
+	return ""
 }
 
 // Step is one executed instruction.

@@ -275,6 +275,9 @@ func (m *Model) statusLine() string {
 	if h.Target != "" {
 		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
 	}
+	if l := h.SteppingLabel(); l != "" {
+		parts = append(parts, l)
+	}
 	if m.syn == trace.Intel {
 		parts = append(parts, "intel")
 	} else {

@@ -84,7 +84,7 @@ was measured.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&target, "target", "all", "what to measure: fixture (the teaching kernel under QEMU), host, or all")
-	fl.StringVar(&accel, "accel", "auto", "accelerator for the teaching kernel: auto (KVM when usable, else TCG), tcg or kvm")
+	accelFlag(fl, &accel)
 	fl.IntVar(&iters, "iters", bench.DefaultIters, fmt.Sprintf("samples per series (the teaching kernel takes at most %d)", bench.MaxGuestIters))
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON, raw samples included")
 	fl.StringVar(&svgFile, "svg", "", "also write a plot of the distributions to this SVG file")

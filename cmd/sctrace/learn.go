@@ -107,7 +107,7 @@ site. Progress is kept in $XDG_STATE_HOME/sctrace/progress.json.`,
 	fl := cmd.Flags()
 	fl.StringVar(&export, "export", "", "record the lesson's round trips and write the lesson with its trace to `FILE` (.md or .html)")
 	fl.StringVar(&linuxKernel, "kernel", "", "Linux bzImage for the Linux lesson (default: the newest in scripts/fetch-kernel.sh's cache)")
-	fl.StringVar(&accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), tcg or kvm")
+	accelFlag(fl, &accel)
 	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
 	fl.IntVar(&iters, "iters", 500, "samples per mechanism for the lessons that measure costs")

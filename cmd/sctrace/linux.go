@@ -107,7 +107,7 @@ cloud kernel.`,
 	fl.BoolVar(&lo.NoPTI, "no-pti", false, "boot with pti=off (no KPTI CR3 switches)")
 	fl.BoolVar(&lo.KASLR, "kaslr", false, "leave kernel address randomisation on (drop nokaslr)")
 	fl.StringVar(&lo.Mode, "init", "", "what /init loops on: syscall, int80, vdso, enosys or all (default: follows --mechanism)")
-	fl.StringVar(&lo.Accel, "accel", "tcg", "accelerator: tcg, kvm or auto")
+	accelFlag(fl, &lo.Accel)
 	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+")")
 	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")

@@ -146,3 +146,35 @@ func TestRunTrace(t *testing.T) {
 		t.Errorf("view of the saved trace:\n%s", view)
 	}
 }
+
+// TestRunAccel runs the README's commands with the accelerator left to its
+// default, which must trace under TCG whatever the host's KVM can do, and
+// with --accel kvm, which must either trace under KVM with the step flags
+// the stub offers there, or, on a host where KVM does not work (no
+// /dev/kvm, or one whose selftest fails), stop within 10 s with the reason.
+func TestRunAccel(t *testing.T) {
+	testenv.NeedQEMU(t)
+	out, err := run(t, "run", "--trace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"accelerator: tcg (auto", "stepping: single-step with interrupts and timers masked (QEMU sstep ENABLE|NOIRQ|NOTIMER)", "findings: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run --trace with the default accelerator lacks %q:\n%s", want, out)
+		}
+	}
+	start := time.Now()
+	out, err = run(t, "run", "--trace", "--accel", "kvm")
+	took := time.Since(start)
+	switch {
+	case err != nil:
+		if !strings.Contains(err.Error(), "KVM does not work on this host") || took > 10*time.Second {
+			t.Errorf("--accel kvm failed after %v with %v; want the reason within 10s", took, err)
+		}
+		t.Logf("--accel kvm refused in %v: %v", took, err)
+	case !strings.Contains(out, "accelerator: kvm (requested"):
+		t.Errorf("--accel kvm ran, but not under KVM:\n%s", out)
+	default:
+		t.Logf("--accel kvm traced under KVM:\n%s", out)
+	}
+}

@@ -84,7 +84,7 @@ write what was recorded, and end QEMU.`,
 	sf.register(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
-	fl.StringVar(&accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), tcg or kvm")
+	accelFlag(fl, &accel)
 	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)

@@ -12,6 +12,9 @@
 // Faults are injected with Inject; each applies to the next requests that
 // start with its Match prefix.
 //
+// Where QEMU releases differ, SetRelease picks the one to play (QEMU 7.2 by
+// default; see Release).
+//
 // The stub runs the target only in the sense the protocol can see: a step
 // adds one to rip; a continue stops at the first breakpoint or watchpoint
 // set, or, when there is none, runs until the client sends an interrupt.
@@ -145,10 +148,14 @@ type Stub struct {
 	requests  []string
 	monitor   map[string]string
 	sstep     int
+	sstepBits int
 	phys      bool
 	rle       bool
 	xferChunk int
 	accepted  int
+
+	release      Release // see release.go
+	guestRunning bool
 }
 
 const pageSize = 4096
@@ -169,6 +176,7 @@ func New(tb testing.TB) *Stub {
 		pages:     make(map[uint64][]byte),
 		monitor:   make(map[string]string),
 		sstep:     0x7,
+		sstepBits: 0x7,
 		xferChunk: (4096 - 5) / 2,
 	}
 	if err := s.SetFiles(QEMUFiles()); err != nil {
@@ -434,6 +442,26 @@ func (s *Stub) Breakpoints() []string {
 	return out
 }
 
+// Single-step flag sets QEMU's gdbstub offers (qqemu.sstepbits), for
+// SetStepBits. Observed on QEMU 7.2 and 10.0.2: TCG offers all three; under
+// KVM the stub offers no NOTIMER, and NOIRQ only where the host kernel has
+// KVM_GUESTDBG_BLOCKIRQ (Linux 5.15 and later), answering E22 to
+// Qqemu.sstep with a flag it lacks.
+const (
+	StepBitsTCG        = 0x7 // ENABLE=1,NOIRQ=2,NOTIMER=4
+	StepBitsKVM        = 0x3 // ENABLE=1,NOIRQ=2
+	StepBitsKVMNoBlock = 0x1 // ENABLE=1
+)
+
+// SetStepBits sets the single-step flags the stub offers, and resets the
+// flags in force to all of them, as QEMU does when it starts.
+func (s *Stub) SetStepBits(bits int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sstepBits = bits
+	s.sstep = bits
+}
+
 // StepFlags returns the single-step flags last set with Qqemu.sstep.
 func (s *Stub) StepFlags() int {
 	s.mu.Lock()
@@ -491,6 +519,9 @@ type session struct {
 func (s *Stub) serve(c net.Conn) {
 	r := bufio.NewReader(c)
 	ss := &session{c: c}
+	for _, p := range s.onConnect() {
+		c.Write(Frame([]byte(p), false))
+	}
 	for {
 		b, err := r.ReadByte()
 		if err != nil {
@@ -696,12 +727,18 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 		}
 		return s.monitorCmd(string(cmd)), false
 	case req == "qqemu.sstepbits":
-		return one("ENABLE=1,NOIRQ=2,NOTIMER=4")
+		var items []string
+		for i, name := range []string{"ENABLE", "NOIRQ", "NOTIMER"} {
+			if s.sstepBits&(1<<i) != 0 {
+				items = append(items, fmt.Sprintf("%s=%x", name, 1<<i))
+			}
+		}
+		return one(strings.Join(items, ","))
 	case req == "qqemu.sstep":
 		return one(fmt.Sprintf("0x%x", s.sstep))
 	case strings.HasPrefix(req, "Qqemu.sstep="):
 		v, err := strconv.ParseUint(req[len("Qqemu.sstep="):], 16, 32)
-		if err != nil {
+		if err != nil || int(v)&^s.sstepBits != 0 {
 			return one("E22")
 		}
 		s.sstep = int(v)
@@ -730,6 +767,9 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 		ss.running = true
 		return one("OK")
 	case req == "k":
+		if s.release == QEMU72 {
+			return []string{"W00"}, true
+		}
 		return nil, true
 	}
 	return one("")
@@ -788,8 +828,8 @@ func (s *Stub) gReply() string {
 }
 
 func (s *Stub) readReg(ss *session, arg string) string {
-	if !ss.xmlRead {
-		return "" // QEMU answers 'p' only after target.xml was read
+	if !ss.xmlRead && s.release == QEMU72 {
+		return "" // QEMU 7.2 answers 'p' only after target.xml was read
 	}
 	n, err := strconv.ParseUint(arg, 16, 32)
 	if err != nil || n >= uint64(len(s.regs)) {
@@ -891,9 +931,15 @@ func (s *Stub) breakpoint(req string) string {
 func (s *Stub) monitorCmd(cmd string) []string {
 	out, ok := s.monitor[cmd]
 	if !ok {
-		switch cmd {
-		case "info registers":
+		name, _, _ := cutSpace(cmd)
+		known, differs := s.knownMonitor(cmd)
+		switch {
+		case cmd == "info registers":
 			out = s.infoRegisters()
+		case differs && known:
+			out = ""
+		case differs:
+			out = "unknown command: '" + name + "'\r\n"
 		default:
 			out = "unknown command: '" + cmd + "'\r\n"
 		}
@@ -924,6 +970,9 @@ func (s *Stub) infoRegisters() string {
 	fmt.Fprintf(&b, "CS =%04x %016x 0000ffff 00009b00\r\n", s.u64("cs"), s.u64("cs")<<4)
 	fmt.Fprintf(&b, "FS =%04x %016x 0000ffff 00009300\r\n", s.u64("fs"), s.u64("fs_base"))
 	fmt.Fprintf(&b, "GS =%04x %016x 0000ffff 00009300\r\n", s.u64("gs"), s.u64("gs_base"))
+	// LDT and TR as QEMU prints them at reset (target/i386/cpu-dump.c).
+	b.WriteString("LDT=0000 0000000000000000 0000ffff 00008200 DPL=0 LDT\r\n")
+	b.WriteString("TR =0000 0000000000000000 0000ffff 00008b00 DPL=0 TSS64-busy\r\n")
 	b.WriteString("GDT=     0000000000000000 0000ffff\r\n")
 	b.WriteString("IDT=     0000000000000000 0000ffff\r\n")
 	fmt.Fprintf(&b, "CR0=%08x CR2=%016x CR3=%016x CR4=%08x\r\n", s.u64("cr0"), s.u64("cr2"), s.u64("cr3"), s.u64("cr4"))

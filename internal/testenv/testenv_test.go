@@ -26,3 +26,14 @@ func TestLinuxKernelFromEnvironment(t *testing.T) {
 		t.Errorf("LinuxKernel = %q, want $SCTRACE_KERNEL_6_12 = %q", got, want)
 	}
 }
+
+func TestQEMU10FromEnvironment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("QEMU10 needs QEMU first (-short)")
+	}
+	want := filepath.Join(t.TempDir(), "qemu-system-x86_64")
+	t.Setenv("SCTRACE_QEMU10", want)
+	if got := QEMU10(t); got != want {
+		t.Errorf("QEMU10 = %q, want $SCTRACE_QEMU10 = %q", got, want)
+	}
+}
