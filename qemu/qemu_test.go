@@ -188,8 +188,15 @@ func TestStartGDBTCP(t *testing.T) {
 func TestStartFailures(t *testing.T) {
 	testenv.NeedQEMU(t)
 	dir := t.TempDir()
+	real, err := exec.LookPath(BinaryName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Passes the binary checks (--version, QMP query-target) as the real
+	// QEMU, then dies of SIGSEGV when started to run a guest.
 	dying := filepath.Join(dir, "dying-qemu")
-	if err := os.WriteFile(dying, []byte("#!/bin/sh\necho 'cannot go on: out of luck' >&2\nkill -SEGV $$\n"), 0o755); err != nil {
+	script := "#!/bin/sh\ncase \"$*\" in *--version*|*-qmp*) exec " + real + " \"$@\";; esac\necho 'cannot go on: out of luck' >&2\nkill -SEGV $$\n"
+	if err := os.WriteFile(dying, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -199,7 +206,7 @@ func TestStartFailures(t *testing.T) {
 	}{
 		{"bad option", Config{Extra: []string{"-no-such-option"}}, []string{"exited before its gdbstub listened", "exited with status 1", "no-such-option"}},
 		{"unknown cpu", Config{CPU: "bogus"}, []string{"exited with status 1", "unable to find CPU model 'bogus'"}},
-		{"false", Config{Binary: "/bin/false", ExitDevice: true}, []string{"exited with status 1; nothing on its stderr"}},
+		{"false", Config{Binary: "/bin/false", ExitDevice: true}, []string{"/bin/false is not a QEMU system emulator"}},
 		{"killed by a signal", Config{Binary: dying}, []string{"was killed by SIGSEGV", "cannot go on: out of luck"}},
 	}
 	for _, tt := range tests {

@@ -444,7 +444,7 @@ func TestQEMUFaults(t *testing.T) {
 		{name: "unknown cpu", args: []string{"--cpu", "bogus"},
 			want: []string{"qemu exited before its gdbstub listened", "exited with status 1", "unable to find CPU model 'bogus'"}},
 		{name: "qemu is /bin/false", args: []string{"--qemu", "/bin/false"},
-			want: []string{"qemu exited before its gdbstub listened", "exited with status 1; nothing on its stderr"}},
+			want: []string{"/bin/false is not a QEMU system emulator"}},
 		{name: "slow start", env: []string{"SCTRACE_TEST_DELAY=2"}, want: nil},
 		{name: "killed mid-record", steps: true,
 			fault: func(e *faultEnv, wire string) {
