@@ -25,9 +25,9 @@ import (
 // header field).
 func Line(s string) string { return clean(s, false) }
 
-// Text returns s with every control character escaped except newline and
-// tab: for text that is legitimately several lines (a monitor command's
-// output).
+// Text returns s with every control character escaped except newline, tab
+// and a carriage return that ends a line (CR LF): for text that is
+// legitimately several lines (a monitor command's output).
 func Text(s string) string { return clean(s, true) }
 
 // IsClean reports whether Line(s) == s.
@@ -39,7 +39,7 @@ func safeUpTo(s string, multiline bool) int {
 	for i := 0; i < len(s); {
 		b := s[i]
 		if b < utf8.RuneSelf {
-			if needsEscape(rune(b), multiline) {
+			if needsEscape(rune(b), multiline) && !crlf(s, i, multiline) {
 				return i
 			}
 			i++
@@ -52,6 +52,12 @@ func safeUpTo(s string, multiline bool) int {
 		i += n
 	}
 	return len(s)
+}
+
+// crlf reports whether s[i] is the CR of a CR LF line end kept in
+// multi-line text.
+func crlf(s string, i int, multiline bool) bool {
+	return multiline && s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n'
 }
 
 func needsEscape(r rune, multiline bool) bool {
@@ -79,6 +85,8 @@ func clean(s string, multiline bool) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case crlf(s, i, multiline):
+			b.WriteByte('\r')
 		case needsEscape(r, multiline) && r < utf8.RuneSelf:
 			fmt.Fprintf(&b, `\x%02x`, r)
 		case needsEscape(r, multiline):

@@ -16,6 +16,7 @@ func TestLineAndText(t *testing.T) {
 		{"CSI", "a\x1b[2Jb", `a\x1b[2Jb`, `a\x1b[2Jb`},
 		{"newline and tab", "a\nb\tc", `a\x0ab\x09c`, "a\nb\tc"},
 		{"carriage return", "ok\rFAKE", `ok\x0dFAKE`, `ok\x0dFAKE`},
+		{"CR LF line ends", "a\r\nb\r", `a\x0d\x0ab\x0d`, "a\r\n" + `b\x0d`},
 		{"NUL and DEL", "a\x00b\x7f", `a\x00b\x7f`, `a\x00b\x7f`},
 		{"C1 CSI as a rune", "a\u009b2Jb", `a\u009b2Jb`, `a\u009b2Jb`},
 		{"C1 NEL as a rune", "a\u0085b", `a\u0085b`, `a\u0085b`},
@@ -36,7 +37,7 @@ func TestLineAndText(t *testing.T) {
 			}
 			for _, out := range []string{Line(tt.in), Text(tt.in)} {
 				if i := strings.IndexFunc(out, func(r rune) bool {
-					return r < 0x20 && r != '\n' && r != '\t' || r >= 0x7f && r <= 0x9f
+					return r < 0x20 && r != '\n' && r != '\t' && r != '\r' || r >= 0x7f && r <= 0x9f
 				}); i >= 0 {
 					t.Errorf("%q still holds a control character at %d", out, i)
 				}
