@@ -35,7 +35,7 @@ var ErrNotTrace = errors.New("not an sctrace trace file")
 
 // ErrTooLarge is returned (wrapped) for a trace, or a field in it, over
 // MaxFileSize or MaxField.
-var ErrTooLarge = errors.New("too large")
+var ErrTooLarge = errors.New("trace too large")
 
 // ReadFile loads a trace from a file; errors name the file.
 func ReadFile(path string) (*Trace, error) {
@@ -69,7 +69,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		return nil, fmt.Errorf("%s: is a directory, not a trace file", path)
 	case fi.Mode().IsRegular():
 		if fi.Size() > MaxFileSize {
-			return nil, fmt.Errorf("%s: %w: the file is %s; sctrace reads traces of at most %s",
+			return nil, fmt.Errorf("%s: %w: the file is %s, sctrace reads at most %s",
 				path, ErrTooLarge, size(fi.Size()), size(MaxFileSize))
 		}
 	default:
@@ -81,6 +81,9 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		r = pr
 	}
 	t, err := ReadContext(ctx, r)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil, fmt.Errorf("%s: reading interrupted: %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -392,11 +395,11 @@ func size(n int64) string {
 	case n >= 1<<30 && n%(1<<30) == 0:
 		return fmt.Sprintf("%d GiB", n>>30)
 	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)
 	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d bytes", n)
 }

@@ -230,7 +230,7 @@ func TestReadFileTooLarge(t *testing.T) {
 	}
 	f.Close()
 	_, err = ReadFile(name)
-	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "the file is 1.0 GiB; sctrace reads traces of at most 1 GiB") {
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "trace too large: the file is 1.00 GiB, sctrace reads at most 1 GiB") {
 		t.Errorf("ReadFile of a 1 GiB + 1 file = %v", err)
 	}
 }
