@@ -414,6 +414,10 @@ type pollReader struct {
 	idle time.Duration
 	stop func() bool
 	got  bool // something has been read: an empty read is now the end
+	// pollable is set when the runtime's poller can wait on f (FIFOs,
+	// terminals); devices it cannot (/dev/null, /dev/zero) are read as
+	// they come.
+	pollable bool
 }
 
 func newPollReader(ctx context.Context, f *os.File, idle time.Duration) (*pollReader, error) {
@@ -422,6 +426,7 @@ func newPollReader(ctx context.Context, f *os.File, idle time.Duration) (*pollRe
 		return nil, err
 	}
 	p := &pollReader{ctx: ctx, f: f, rc: rc, idle: idle}
+	p.pollable = !errors.Is(f.SetReadDeadline(time.Time{}), os.ErrNoDeadline)
 	// Wake a read that waits, when ctx is done.
 	p.stop = context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Now()) })
 	return p, nil
@@ -443,7 +448,7 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		switch {
 		case rerr == syscall.EAGAIN, rerr == syscall.EINTR:
 			return false // wait for data
-		case n == 0 && rerr == nil && !p.got:
+		case n == 0 && rerr == nil && !p.got && p.pollable:
 			// A FIFO with no writer yet reads as empty: wait for one
 			// rather than take it for an empty file.
 			return false

@@ -235,6 +235,15 @@ func TestReadFileTooLarge(t *testing.T) {
 	}
 }
 
+func TestReadFileDevice(t *testing.T) {
+	if _, err := ReadFile("/dev/null"); !errors.Is(err, ErrNotTrace) || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("ReadFile(/dev/null) = %v, want an empty file", err)
+	}
+	if _, err := ReadFile("/dev/zero"); !errors.Is(err, ErrNotTrace) || !strings.Contains(err.Error(), "syntax error") {
+		t.Errorf("ReadFile(/dev/zero) = %v, want a syntax error", err)
+	}
+}
+
 func TestReadFileDirectory(t *testing.T) {
 	if _, err := ReadFile(t.TempDir()); err == nil || !strings.Contains(err.Error(), "is a directory") {
 		t.Errorf("ReadFile of a directory = %v", err)
