@@ -47,11 +47,15 @@ func Check(path string) error {
 	switch {
 	case err == nil && fi.IsDir():
 		return fmt.Errorf("%s: is a directory", path)
-	case err == nil && inPlace(target, fi):
+	case err == nil:
+		// An existing file is replaced only when it could be written in
+		// place: a read-only file stays protected, as from os.Create.
 		if err := syscall.Access(target, 2 /* W_OK */); err != nil {
 			return fmt.Errorf("%s: not writable: %w", path, err)
 		}
-		return nil
+		if inPlace(target, fi) {
+			return nil
+		}
 	case err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
 		return err
 	}
@@ -88,10 +92,15 @@ func Write(path string, write func(io.Writer) error) error {
 	}
 	target, fi, err := resolve(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+		return fmt.Errorf("write %s: %w", path, unwrapPath(err))
 	}
 	if err == nil && fi.IsDir() {
 		return fmt.Errorf("%s: is a directory", path)
+	}
+	if err == nil {
+		if aerr := syscall.Access(target, 2 /* W_OK */); aerr != nil {
+			return fmt.Errorf("write %s: %w", path, aerr)
+		}
 	}
 	if err == nil && inPlace(target, fi) {
 		return writeInPlace(path, target, fi, write)

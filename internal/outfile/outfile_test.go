@@ -73,6 +73,23 @@ func TestCheckReadOnlyDir(t *testing.T) {
 	}
 }
 
+func TestReadOnlyFileKept(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may write to a read-only file")
+	}
+	name := filepath.Join(t.TempDir(), "t.json")
+	os.WriteFile(name, []byte("keep"), 0o444)
+	if err := Check(name); err == nil || !strings.Contains(err.Error(), "not writable") {
+		t.Errorf("Check(read-only file) = %v", err)
+	}
+	if err := Write(name, content("new")); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("Write(read-only file) = %v", err)
+	}
+	if b, _ := os.ReadFile(name); string(b) != "keep" {
+		t.Errorf("the read-only file became %q", b)
+	}
+}
+
 func TestWriteNew(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "t.json")
 	if err := Write(name, content("new\n")); err != nil {
