@@ -21,7 +21,8 @@ run: setup build
 	./$(BIN) run
 
 # The whole test suite: vet, format, unit and integration tests (real QEMU,
-# real teaching kernel), and a short fuzz run of the packet decoders.
+# real teaching kernel), and a short fuzz run of the packet decoders and
+# the trace reader.
 test: setup check
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz
@@ -31,10 +32,14 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+FUZZPKGS := ./gdbremote ./trace
+
 fuzz:
-	@for f in $$($(GO) test -list '^Fuzz' ./gdbremote | grep '^Fuzz'); do \
-		echo "fuzz $$f ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./gdbremote || exit 1; \
+	@for p in $(FUZZPKGS); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
+			echo "fuzz $$p $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; \
 	done
 
 # Rebuild the teaching kernel from fixtures/kernel/src (the built ELF is

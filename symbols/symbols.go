@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sctrace/sctrace/internal/termtext"
 )
 
 // Symbol is one named address.
@@ -33,9 +35,14 @@ type Table struct {
 	byName map[string]int
 }
 
-// New builds a table from syms, which need not be sorted.
+// New builds a table from syms, which need not be sorted. Names come from
+// files and guest memory and end up on terminals: control characters in
+// them are escaped (see termtext.Line).
 func New(source string, syms []Symbol) *Table {
-	t := &Table{Source: source, syms: append([]Symbol(nil), syms...)}
+	t := &Table{Source: termtext.Line(source), syms: append([]Symbol(nil), syms...)}
+	for i := range t.syms {
+		t.syms[i].Name = termtext.Line(t.syms[i].Name)
+	}
 	sort.SliceStable(t.syms, func(i, j int) bool {
 		a, b := t.syms[i], t.syms[j]
 		if a.Addr != b.Addr {

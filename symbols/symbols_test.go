@@ -123,3 +123,16 @@ func TestMergeAndNil(t *testing.T) {
 		t.Error("merging with nil should return the other table")
 	}
 }
+
+func TestNewEscapesControlCharacters(t *testing.T) {
+	tab := New("list\x1b[2J", []Symbol{{Name: "evil\x1b]0;pwned\x07", Addr: 0x1000, Size: 0x10}, {Name: "entry_SYSCALL_64", Addr: 0x2000}})
+	if s := tab.Symbolize(0x1004); s != `evil\x1b]0;pwned\x07+0x4` {
+		t.Errorf("Symbolize = %q", s)
+	}
+	if tab.Source != `list\x1b[2J` {
+		t.Errorf("Source = %q", tab.Source)
+	}
+	if a, ok := tab.Addr("entry_SYSCALL_64"); !ok || a != 0x2000 {
+		t.Errorf("a clean name no longer found: %#x %v", a, ok)
+	}
+}

@@ -35,6 +35,10 @@ func (s State) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON reads what MarshalJSON writes. An unknown register name or a
 // value that is not a hex string is an error naming it.
 func (s *State) UnmarshalJSON(data []byte) error {
+	if st, ok := parseStateFast(data); ok {
+		*s = st
+		return nil
+	}
 	var m map[string]string
 	if err := json.Unmarshal(data, &m); err != nil {
 		return fmt.Errorf("registers: %w", err)
@@ -52,6 +56,110 @@ func (s *State) UnmarshalJSON(data []byte) error {
 		s.Set(r, v)
 	}
 	return nil
+}
+
+// regByName maps the names MarshalJSON writes to registers.
+var regByName = func() map[string]Reg {
+	m := make(map[string]Reg, NumRegs)
+	for r := Reg(0); r < NumRegs; r++ {
+		m[regNames[r]] = r
+	}
+	return m
+}()
+
+// parseStateFast reads a State in the exact shape MarshalJSON writes,
+// whitespace aside, without allocating. ok is false for anything else
+// (escapes, other spellings, errors): UnmarshalJSON then takes the general
+// path, which also words the errors.
+func parseStateFast(b []byte) (st State, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return st, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return st, skipSpace(b, i+1) == len(b)
+	}
+	for {
+		name, j, ok := plainString(b, i)
+		if !ok {
+			return st, false
+		}
+		r, known := regByName[string(name)]
+		if !known {
+			return st, false
+		}
+		i = skipSpace(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return st, false
+		}
+		val, j, ok := plainString(b, skipSpace(b, i+1))
+		if !ok {
+			return st, false
+		}
+		v, ok := parseHexBytes(val)
+		if !ok {
+			return st, false
+		}
+		st.Set(r, v)
+		i = skipSpace(b, j)
+		if i >= len(b) {
+			return st, false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return st, skipSpace(b, i+1) == len(b)
+		default:
+			return st, false
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString returns the contents of the JSON string at b[i] when it has
+// no escapes, and the index after its closing quote.
+func plainString(b []byte, i int) ([]byte, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20:
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// parseHexBytes parses "0x" and 1 to 16 hex digits.
+func parseHexBytes(b []byte) (uint64, bool) {
+	if len(b) < 3 || len(b) > 18 || b[0] != '0' || b[1] != 'x' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b[2:] {
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | uint64(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // ParseHex parses a "0x"-prefixed hexadecimal number.
@@ -77,6 +185,12 @@ func (h Hex) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads a hex string.
 func (h *Hex) UnmarshalJSON(b []byte) error {
+	if val, end, ok := plainString(b, 0); ok && end == len(b) {
+		if v, ok := parseHexBytes(val); ok {
+			*h = Hex(v)
+			return nil
+		}
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("want a hex string: %w", err)
@@ -162,6 +276,13 @@ func (b HexBytes) MarshalJSON() ([]byte, error) { return json.Marshal(hex.Encode
 
 // UnmarshalJSON reads a hex string.
 func (b *HexBytes) UnmarshalJSON(data []byte) error {
+	if val, end, ok := plainString(data, 0); ok && end == len(data) {
+		v := make([]byte, hex.DecodedLen(len(val)))
+		if _, err := hex.Decode(v, val); err == nil {
+			*b = v
+			return nil
+		}
+	}
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
 		return fmt.Errorf("want a hex string of bytes: %w", err)

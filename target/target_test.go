@@ -1,6 +1,7 @@
 package target
 
 import (
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -161,6 +162,73 @@ func TestStateJSONErrors(t *testing.T) {
 		err := s.UnmarshalJSON([]byte(tt.in))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("UnmarshalJSON(%s) = %v, want error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+// TestStateJSONFastPath checks that the allocation-free reading of the
+// shape MarshalJSON writes agrees with the general one, and that anything
+// else falls through to it.
+func TestStateJSONFastPath(t *testing.T) {
+	tests := []struct {
+		in   string
+		fast bool
+	}{
+		{`{}`, true},
+		{` { "rax" : "0x27" ,` + "\n" + ` "rip":"0xFFFFffff81c00080" } `, true},
+		{`{"rax":"0x0000000000000000027"}`, false}, // more than 16 digits
+		{`{"RAX":"0x27"}`, false},                  // another spelling
+		{`{"rflags":"0x2"}`, false},                // an alias
+		{`{"r\u0061x":"0x27"}`, false},             // an escape
+		{`{"rax":"0X27"}`, false},
+		{`{"rax":"0x27",}`, false},
+		{`{"rax":"0x27"} x`, false},
+		{`{"rax":"0x"}`, false},
+	}
+	for _, tt := range tests {
+		fast, ok := parseStateFast([]byte(tt.in))
+		if ok != tt.fast {
+			t.Errorf("parseStateFast(%s) ok = %v, want %v", tt.in, ok, tt.fast)
+		}
+		var m map[string]string
+		if err := json.Unmarshal([]byte(tt.in), &m); err != nil {
+			continue // the general path refuses it too
+		}
+		var general State
+		for name, v := range m {
+			r, known := ParseReg(name)
+			x, err := ParseHex(v)
+			if !known || err != nil {
+				general.Known = ^uint64(0) // mark: the general path fails
+				break
+			}
+			general.Set(r, x)
+		}
+		if ok && (fast.R != general.R || fast.Known != general.Known) {
+			t.Errorf("parseStateFast(%s) = %+v, the general path %+v", tt.in, fast, general)
+		}
+	}
+}
+
+func TestHexJSON(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Hex
+		err  string
+	}{
+		{`"0x27"`, 0x27, ""},
+		{`"0xffffffffffffffff"`, 0xffffffffffffffff, ""},
+		{`"0X1f"`, 0x1f, ""},
+		{`"0x\u0031"`, 1, ""},
+		{`"27"`, 0, "not a 0x-prefixed"},
+		{`27`, 0, "want a hex string"},
+		{`"0x10000000000000000"`, 0, "not a 64-bit"},
+	}
+	for _, tt := range tests {
+		var h Hex
+		err := h.UnmarshalJSON([]byte(tt.in))
+		if tt.err == "" && (err != nil || h != tt.want) || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("Hex.UnmarshalJSON(%s) = %#x, %v; want %#x, %q", tt.in, h, err, tt.want, tt.err)
 		}
 	}
 }

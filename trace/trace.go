@@ -6,10 +6,7 @@ package trace
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -138,56 +135,4 @@ func (t *Trace) Write(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", " ")
 	return enc.Encode(t)
-}
-
-// ErrNotTrace is returned (wrapped) for a file that is not an sctrace trace.
-var ErrNotTrace = errors.New("not an sctrace trace file")
-
-// ReadFile loads a trace from a file; errors name the file.
-func ReadFile(path string) (*Trace, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	t, err := Read(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return t, nil
-}
-
-// Read loads a trace written by Write. A file of another kind, another
-// version, or with inconsistent steps gets an error that says which.
-func Read(r io.Reader) (*Trace, error) {
-	dec := json.NewDecoder(r)
-	var t Trace
-	if err := dec.Decode(&t); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return nil, fmt.Errorf("%w: JSON syntax error at byte %d: %v", ErrNotTrace, se.Offset, err)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: the file is empty or cut short", ErrNotTrace)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrNotTrace, err)
-	}
-	if t.Format != Format {
-		return nil, fmt.Errorf("%w: format is %q, want %q", ErrNotTrace, t.Format, Format)
-	}
-	if t.Version != Version {
-		return nil, fmt.Errorf("trace version %d: this sctrace reads version %d", t.Version, Version)
-	}
-	for i, s := range t.Steps {
-		if s.Index != i {
-			return nil, fmt.Errorf("corrupt trace: step %d has index %d", i, s.Index)
-		}
-		if s.Regs == nil {
-			return nil, fmt.Errorf("corrupt trace: step %d has no registers", i)
-		}
-		if len(s.Bytes) == 0 || len(s.Bytes) > 15 {
-			return nil, fmt.Errorf("corrupt trace: step %d has %d instruction bytes", i, len(s.Bytes))
-		}
-	}
-	return &t, nil
 }

@@ -15,7 +15,7 @@ import (
 
 // The trace in testdata was recorded from the teaching kernel with
 // `sctrace run --trace -m int80 --format json --out trace/testdata/int80.json`.
-func readTestTrace(t *testing.T) *Trace {
+func readTestTrace(t testing.TB) *Trace {
 	t.Helper()
 	tr, err := ReadFile("testdata/int80.json")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -681,17 +681,12 @@ func (m *Model) save() {
 		return
 	}
 	name := m.SaveName()
-	f, err := os.Create(name)
-	if err != nil {
-		m.fail(err)
-		return
+	mech := t.Header.Mechanism
+	if mech == "" {
+		mech = "trace"
 	}
-	err = t.Write(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		m.fail(fmt.Errorf("save %s: %w", name, err))
+	if err := outfile.Save(name, "sctrace-"+mech+"-*.json", t.Write); err != nil {
+		m.fail(fmt.Errorf("save: %w", err))
 		return
 	}
 	m.say("saved %d steps to %s", len(t.Steps), name)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sctrace/sctrace/internal/outfile"
 )
 
 // Progress is how far a user got in one lesson.
@@ -99,19 +101,11 @@ func (s *Store) Save(name string, p Progress) error {
 	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
 		return fmt.Errorf("progress: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".progress-*")
+	err = outfile.Write(s.Path, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("progress: %w", err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.Path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
 		return fmt.Errorf("progress: %w", err)
 	}
 	return nil

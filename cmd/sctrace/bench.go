@@ -3,12 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sctrace/sctrace/bench"
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/outfile"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -54,6 +55,11 @@ was measured.`,
 			default:
 				return fmt.Errorf("--target %q: want fixture, host or all", target)
 			}
+			if svgFile != "" {
+				if err := outfile.Check(svgFile); err != nil {
+					return fmt.Errorf("--svg %w", err)
+				}
+			}
 			progress, clear := bench.ProgressBar(cmd.ErrOrStderr())
 			cfg.Progress = progress
 			rep, err := bench.Run(cmd.Context(), cfg)
@@ -69,8 +75,8 @@ was measured.`,
 				return werr
 			}
 			if svgFile != "" {
-				if werr := writeSVGFile(svgFile, rep); werr != nil {
-					return werr
+				if werr := outfile.Save(svgFile, "sctrace-bench-*.svg", func(w io.Writer) error { return bench.WriteSVG(w, rep) }); werr != nil {
+					return fmt.Errorf("--svg: %w", werr)
 				}
 			}
 			if err != nil {
@@ -91,17 +97,4 @@ was measured.`,
 	fl.StringVar(&qbin, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel)")
 	return cmd
-}
-
-func writeSVGFile(path string, rep *bench.Report) (err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("--svg: %w", err)
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("--svg: %w", cerr)
-		}
-	}()
-	return bench.WriteSVG(f, rep)
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"io"
 	"strconv"
 	"strings"
 
@@ -11,6 +11,7 @@ import (
 
 	"github.com/sctrace/sctrace/bench"
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
@@ -66,6 +67,11 @@ site. Progress is kept in $XDG_STATE_HOME/sctrace/progress.json.`,
 			n, err := strconv.Atoi(args[0])
 			if err != nil {
 				return fmt.Errorf("lesson %q: want a number (sctrace learn lists them)", args[0])
+			}
+			if export != "" {
+				if err := outfile.Check(export); err != nil {
+					return fmt.Errorf("--export %w", err)
+				}
 			}
 			syn, err := parseSyntax(syntax)
 			if err != nil {
@@ -135,17 +141,8 @@ func exportLesson(ctx context.Context, l *walkthrough.Lesson, linuxKernel string
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(file)
-	if err != nil {
-		return fmt.Errorf("--export: %w", err)
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("--export: %w", cerr)
-		}
-	}()
 	if strings.HasSuffix(strings.ToLower(file), ".html") || strings.HasSuffix(strings.ToLower(file), ".htm") {
-		return walkthrough.WriteHTML(f, l, traces, syn)
+		return outfile.Save(file, "sctrace-lesson-*.html", func(w io.Writer) error { return walkthrough.WriteHTML(w, l, traces, syn) })
 	}
-	return walkthrough.WriteMarkdown(f, l, traces, syn)
+	return outfile.Save(file, "sctrace-lesson-*.md", func(w io.Writer) error { return walkthrough.WriteMarkdown(w, l, traces, syn) })
 }

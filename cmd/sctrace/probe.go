@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/target"
 )
@@ -110,6 +111,9 @@ The address may be HOST:PORT, :PORT (loopback) or unix:/path/to/socket.`,
 	return cmd
 }
 
+// probe prints what the stub exposes. Every string the stub sent (feature
+// names, register names, monitor output) goes through termtext: a stub is
+// not trusted to send text that is safe on a terminal.
 func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 	fmt.Fprintln(w, "Stub features:")
 	feats := conn.Features()
@@ -119,7 +123,7 @@ func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "  %s=%s\n", k, feats[k])
+		fmt.Fprintf(w, "  %s=%s\n", termtext.Line(k), termtext.Line(feats[k]))
 	}
 
 	layout := conn.Layout()
@@ -130,7 +134,7 @@ func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 		if _, ok := byFeature[r.Feature]; !ok {
 			order = append(order, r.Feature)
 		}
-		byFeature[r.Feature] = append(byFeature[r.Feature], r.Name)
+		byFeature[r.Feature] = append(byFeature[r.Feature], termtext.Line(r.Name))
 		total += r.Bitsize / 8
 	}
 	fmt.Fprintf(w, "\nRegister layout: %d registers, %d bytes in a 'g' reply\n", len(layout), total)
@@ -140,7 +144,7 @@ func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 		if len(shown) > 12 {
 			shown = append(append([]string{}, shown[:12]...), fmt.Sprintf("... (%d more)", len(names)-12))
 		}
-		fmt.Fprintf(w, "  %s: %s\n", f, strings.Join(shown, " "))
+		fmt.Fprintf(w, "  %s: %s\n", termtext.Line(f), strings.Join(shown, " "))
 	}
 
 	tg := target.New(conn)
@@ -181,6 +185,7 @@ func probe(ctx context.Context, w io.Writer, conn *gdbremote.Conn) error {
 	if err != nil {
 		return fmt.Errorf("monitor info registers: %w", err)
 	}
+	text = termtext.Text(text)
 	fmt.Fprintf(w, "\nmonitor info registers:\n%s", text)
 	if !strings.HasSuffix(text, "\n") {
 		fmt.Fprintln(w)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
@@ -65,6 +66,12 @@ func (f *recordFlags) check() (trace.Mechanism, trace.Syntax, error) {
 	if f.over < 0 {
 		return "", 0, fmt.Errorf("--over must be 0 or more, not %d", f.over)
 	}
+	if f.out != "" {
+		// Before QEMU boots and the round trip is recorded, not after.
+		if err := outfile.Check(f.out); err != nil {
+			return "", 0, fmt.Errorf("--out %w", err)
+		}
+	}
 	return m, syn, nil
 }
 
@@ -87,26 +94,21 @@ func parseSyntax(s string) (trace.Syntax, error) {
 	return 0, fmt.Errorf("unknown syntax %q (want att or intel)", s)
 }
 
-// emit writes a trace in the chosen format to --out or w.
+// emit writes a trace in the chosen format to w, or to the file out
+// (replaced only by a complete trace; when it cannot be written the trace
+// is kept in the temporary directory and the error says where).
 func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) error {
-	if out != "" {
-		f, err := os.Create(out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
-	}
-	var err error
+	write, ext := func(w io.Writer) error { return trace.WriteText(w, t, syn) }, ".txt"
 	switch format {
 	case "json":
-		err = t.Write(w)
+		write, ext = t.Write, ".json"
 	case "markdown", "md":
-		err = trace.WriteMarkdown(w, t, syn)
-	default:
-		err = trace.WriteText(w, t, syn)
+		write, ext = func(w io.Writer) error { return trace.WriteMarkdown(w, t, syn) }, ".md"
 	}
-	if err != nil {
+	if out != "" {
+		return outfile.Save(out, "sctrace-trace-*"+ext, write)
+	}
+	if err := write(w); err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
 	return nil
@@ -217,7 +219,7 @@ is not a terminal, it prints the trace instead.`,
 			if err != nil {
 				return err
 			}
-			t, err := trace.ReadFile(args[0])
+			t, err := trace.ReadFileContext(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
