@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/qemu"
 )
 
@@ -128,7 +129,7 @@ func (s Selftest) check(ctx context.Context) Verdict {
 	if ok, why := qemu.KVMUsable(); !ok {
 		return Verdict{Reason: "kvm not usable: " + why}
 	}
-	tmp, err := os.MkdirTemp("", "sctrace-kvmcheck-")
+	tmp, err := scratch.Dir("kvmcheck-")
 	if err != nil {
 		return Verdict{Reason: "kvm check: " + err.Error()}
 	}
@@ -139,7 +140,7 @@ func (s Selftest) check(ctx context.Context) Verdict {
 	}
 	ctx, cancel := context.WithTimeout(ctx, SelftestTimeout)
 	defer cancel()
-	var serial syncBuffer
+	var serial qemu.Output
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: s.QEMU, Kernel: path, Append: "selftest", Accel: KVM,
 		ExitDevice: true, Serial: &serial,
@@ -200,21 +201,4 @@ func pvmNote() string {
 		return "; this host's /dev/kvm is PVM (module kvm_pvm), a software hypervisor that runs only guest kernels built for it"
 	}
 	return ""
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -189,7 +189,7 @@ type Instance struct {
 
 	cfg      Config
 	cmd      *exec.Cmd
-	stderr   *lockedBuffer
+	stderr   *Output
 	done     chan struct{}
 	exit     Exit
 	waitErr  error
@@ -219,7 +219,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 			return nil, fmt.Errorf("kernel: %w", err)
 		}
 	}
-	inst := &Instance{Accel: accel, Note: note, cfg: cfg, done: make(chan struct{}), stderr: &lockedBuffer{}}
+	inst := &Instance{Accel: accel, Note: note, cfg: cfg, done: make(chan struct{}), stderr: &Output{}}
 	args := []string{
 		"-accel", accel,
 		"-cpu", or(cfg.CPU, DefaultCPU),
@@ -591,12 +591,16 @@ func (i *Instance) CommandLine() string {
 	return strings.Join(q, " ")
 }
 
-type lockedBuffer struct {
+// Output collects what QEMU or its guest writes (stderr, a serial
+// console), safe to read while it is being written. It keeps the recent
+// output only: once it holds more than 64 KiB it starts again.
+type Output struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.b.Len() > 64<<10 {
@@ -605,7 +609,8 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String returns what was collected.
+func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
