@@ -206,7 +206,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	}
 	if c.features["QStartNoAckMode"] == "+" {
 		c.setRequest("QStartNoAckMode")
-		reply, err := c.roundTrip(ctx, false)
+		reply, err := c.roundTrip(ctx, waitReply)
 		if err != nil {
 			return err
 		}
@@ -356,7 +356,7 @@ func (c *Conn) Interrupt() error {
 // error. Console output that arrives before the reply goes to Console.
 func (c *Conn) Exchange(ctx context.Context, packet string) (string, error) {
 	c.setRequest(packet)
-	reply, err := c.roundTrip(ctx, false)
+	reply, err := c.roundTrip(ctx, waitReply)
 	if err != nil {
 		return "", fmt.Errorf("gdbremote: exchange: %w", err)
 	}
@@ -376,7 +376,7 @@ func (c *Conn) requestString(ctx context.Context, req string) (string, error) {
 // *StubError and empty replies into *UnsupportedError. The reply is valid
 // until the next request.
 func (c *Conn) request(ctx context.Context) ([]byte, error) {
-	reply, err := c.roundTrip(ctx, false)
+	reply, err := c.roundTrip(ctx, waitReply)
 	if err != nil {
 		return nil, err
 	}
@@ -426,15 +426,29 @@ func withRequest(err error, req string) error {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// wait says how long roundTrip waits for a reply.
+type wait int
+
+const (
+	waitReply wait = iota // an ordinary request
+	waitStep              // a single step: bounded, interrupted on timeout
+	waitRun               // a continue: as long as a cancellable context allows
+)
+
 // roundTrip sends c.req and reads its reply, collecting console output on
 // the way. The reply is valid until the next request.
 //
-// The deadline is the context's, else the Conn's timeout. A resume request
-// (step, continue) whose context can be cancelled and has no deadline waits
-// without one. When a resume request runs out of time or its context ends,
-// roundTrip interrupts the target and waits, briefly, for the stop reply:
-// it returns that reply together with the error.
-func (c *Conn) roundTrip(ctx context.Context, resume bool) ([]byte, error) {
+// The deadline is the context's, else the Conn's timeout. A continue
+// (waitRun) whose context can be cancelled and has no deadline waits
+// without one: the guest may run as long as the user likes. A single step
+// (waitStep) always has one, since one instruction never takes long: a
+// stub that does not answer (QEMU frozen, a guest halted with interrupts
+// masked) must not hang the caller. When a step or continue runs out of
+// time or its context ends, roundTrip interrupts the target and waits,
+// briefly, for the stop reply: it returns that reply together with the
+// error.
+func (c *Conn) roundTrip(ctx context.Context, w wait) ([]byte, error) {
+	resume := w != waitReply
 	if c.closed.Load() {
 		return nil, &closedError{request: string(c.req), by: "Close"}
 	}
@@ -448,7 +462,7 @@ func (c *Conn) roundTrip(ctx context.Context, resume bool) ([]byte, error) {
 		c.drain()
 	}
 	dl, hasDeadline := ctx.Deadline()
-	if !hasDeadline && !(resume && ctx.Done() != nil) {
+	if !hasDeadline && !(w == waitRun && ctx.Done() != nil) {
 		dl = time.Now().Add(c.cfg.timeout)
 	}
 	c.setReadDeadline(dl)

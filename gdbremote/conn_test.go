@@ -555,6 +555,25 @@ func TestStepStalls(t *testing.T) {
 		t.Errorf("next step: %v", err)
 	}
 
+	// The same with a context that can be cancelled but has no deadline
+	// (a command's ctrl-c context): a step still has the Conn's timeout,
+	// so a frozen QEMU cannot hang the caller until someone presses
+	// ctrl-c. A continue, by contrast, waits as long as the context allows.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Stall, Match: "s"})
+	start := time.Now()
+	if _, err := c.Step(ctx); !errors.Is(err, gdbremote.ErrTimeout) || time.Since(start) > 5*time.Second {
+		t.Errorf("stalled step under a cancellable context: %v after %v, want ErrTimeout after about 150ms", err, time.Since(start))
+	}
+	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Stall, Match: "c"})
+	cctx, ccancel := context.WithCancel(context.Background())
+	time.AfterFunc(600*time.Millisecond, ccancel)
+	start = time.Now()
+	if _, err := c.Continue(cctx); !errors.Is(err, context.Canceled) || time.Since(start) < 500*time.Millisecond {
+		t.Errorf("stalled continue: %v after %v, want it to wait until the context was cancelled (600ms)", err, time.Since(start))
+	}
+
 	// A stub that ignores the interrupt too.
 	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Hang, Match: "s"})
 	_, err = c.Step(context.Background())

@@ -162,7 +162,7 @@ func (c *Conn) WriteMemory(ctx context.Context, addr uint64, data []byte) error 
 // follows together with the error.
 func (c *Conn) Step(ctx context.Context) (StopReply, error) {
 	c.req = append(c.req[:0], 's')
-	sr, err := c.resume(ctx)
+	sr, err := c.resume(ctx, waitStep)
 	if err != nil {
 		return sr, fmt.Errorf("gdbremote: step: %w", err)
 	}
@@ -175,7 +175,7 @@ func (c *Conn) Step(ctx context.Context) (StopReply, error) {
 func (c *Conn) StepVCont(ctx context.Context, thread string) (StopReply, error) {
 	if !c.vcontAsked {
 		c.setRequest("vCont?")
-		reply, err := c.roundTrip(ctx, false)
+		reply, err := c.roundTrip(ctx, waitReply)
 		if err != nil {
 			return StopReply{}, fmt.Errorf("gdbremote: step: %w", err)
 		}
@@ -189,7 +189,7 @@ func (c *Conn) StepVCont(ctx context.Context, thread string) (StopReply, error) 
 		c.req = append(c.req, ':')
 		c.req = append(c.req, thread...)
 	}
-	sr, err := c.resume(ctx)
+	sr, err := c.resume(ctx, waitStep)
 	if err != nil {
 		return sr, fmt.Errorf("gdbremote: step: %w", err)
 	}
@@ -202,7 +202,7 @@ func (c *Conn) StepVCont(ctx context.Context, thread string) (StopReply, error) 
 // briefly for the stop reply and returns it with ctx.Err() (or ErrTimeout).
 func (c *Conn) Continue(ctx context.Context) (StopReply, error) {
 	c.req = append(c.req[:0], 'c')
-	sr, err := c.resume(ctx)
+	sr, err := c.resume(ctx, waitRun)
 	if err != nil {
 		return sr, fmt.Errorf("gdbremote: continue: %w", err)
 	}
@@ -210,8 +210,8 @@ func (c *Conn) Continue(ctx context.Context) (StopReply, error) {
 }
 
 // resume sends the resume request in c.req and parses the stop reply.
-func (c *Conn) resume(ctx context.Context) (StopReply, error) {
-	reply, err := c.roundTrip(ctx, true)
+func (c *Conn) resume(ctx context.Context, w wait) (StopReply, error) {
+	reply, err := c.roundTrip(ctx, w)
 	if reply == nil {
 		return StopReply{}, err
 	}
@@ -539,7 +539,7 @@ func (c *Conn) Detach(ctx context.Context) error {
 func (c *Conn) Kill(ctx context.Context) error {
 	defer c.Close()
 	c.req = append(c.req[:0], 'k')
-	reply, err := c.roundTrip(ctx, false)
+	reply, err := c.roundTrip(ctx, waitReply)
 	switch {
 	case errors.Is(err, ErrClosed):
 		return nil
