@@ -117,7 +117,7 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		if s.CPL == 0 {
 			ring = "K"
 		}
-		p.f("%5d %s %-34s %s\n", s.Index, ring, clip(s.Where(), 34), s.Asm(syn))
+		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
 		for _, e := range s.Effects {
 			mark := "   "
 			switch e.Verdict {
@@ -219,13 +219,6 @@ func (p *printer) f(format string, args ...any) {
 		return
 	}
 	_, p.err = fmt.Fprintf(p.w, format, args...)
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }
 
 // wrap breaks text into lines of at most n bytes at spaces.

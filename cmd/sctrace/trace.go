@@ -182,6 +182,9 @@ guest run on. ctrl-c stops recording and prints what was recorded.`,
 				return err
 			}
 			defer s.Close()
+			for _, n := range s.Notes {
+				fmt.Fprintln(cmd.ErrOrStderr(), "sctrace:", n)
+			}
 			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
 		},
 	}
