@@ -235,7 +235,12 @@ func wrap(text string, n int) []string {
 	return append(lines, text)
 }
 
-func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+// mdEscape escapes text for Markdown outside code spans: "|" would end a
+// table cell, and "<" and ">" would open raw HTML, hiding the
+// "<entry_SYSCALL_64>" an effect names its addresses with.
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+}
 
 func or(s, def string) string {
 	if s == "" {

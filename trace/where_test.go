@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/sctrace/sctrace/annotate"
 )
 
 // TestFitWhere checks that a location never loses its offset: the offset
@@ -56,5 +58,20 @@ func TestWriteTextKeepsOffsets(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "+0x…") || strings.Contains(b.String(), "…\n") {
 		t.Errorf("an offset was cut:\n%s", b.String())
+	}
+}
+
+// TestWriteMarkdownEscapesSymbols checks that an effect's "<symbol>"
+// survives in a Markdown table: outside a code span, Markdown takes
+// <entry_SYSCALL_64> for an HTML tag and a renderer drops it.
+func TestWriteMarkdownEscapesSymbols(t *testing.T) {
+	tr := &Trace{Steps: []Step{{Index: 0, RIP: 0x400011, Symbol: "user_syscall_insn", ATT: "syscall",
+		Effects: []annotate.Effect{{Kind: annotate.KindControl, Text: "rip = 0xffffffff80202000 <entry_SYSCALL_64>: the kernel entry point | from LSTAR"}}}}}
+	var b strings.Builder
+	if err := WriteMarkdown(&b, tr, ATT); err != nil {
+		t.Fatal(err)
+	}
+	if want := `rip = 0xffffffff80202000 &lt;entry_SYSCALL_64&gt;: the kernel entry point \| from LSTAR`; !strings.Contains(b.String(), want) {
+		t.Errorf("Markdown lacks %q:\n%s", want, b.String())
 	}
 }
