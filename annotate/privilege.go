@@ -71,29 +71,6 @@ func (a *annotator) smap(af uint64, ok bool) {
 	a.add(KindPrivilege, verdict((af&target.FlagAC != 0) == set), "%s: AC = %d: %s", a.op.name, bit(af, target.FlagAC), acMeaning(set, a.b))
 }
 
-// thunkKinds maps parts of symbol names to the mitigation they implement.
-var thunkKinds = []struct{ part, what string }{
-	{"indirect_thunk", "retpoline: an indirect branch made through a thunk that traps speculation (Spectre v2)"},
-	{"retpoline", "retpoline: an indirect branch made through a thunk that traps speculation (Spectre v2)"},
-	{"return_thunk", "return thunk: a return made through a thunk (retbleed/SRSO mitigation)"},
-	{"untrain_ret", "return-predictor untraining (retbleed/SRSO mitigation)"},
-	{"srso_", "SRSO mitigation: speculative return stack overflow"},
-	{"entry_ibpb", "IBPB on kernel entry"},
-	{"clear_bhb", "branch history clearing (BHI mitigation)"},
-	{"fill_return_buffer", "return stack buffer refill (RSB stuffing)"},
-	{"mds_clear", "CPU buffer clearing (MDS mitigation)"},
-}
-
-// thunk returns the mitigation a symbol implements, or "".
-func thunk(name string) string {
-	for _, t := range thunkKinds {
-		if strings.Contains(name, t.part) {
-			return t.what
-		}
-	}
-	return ""
-}
-
 // mitigations names speculative-execution mitigations.
 func (a *annotator) mitigations() {
 	switch a.s.Inst.Op {

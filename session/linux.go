@@ -241,12 +241,16 @@ const enterSteps = 20000
 // recognised is left as it is.
 func (s *Session) prepareLinux(ctx context.Context, o Options) error {
 	if s.linux == nil {
-		if s.Symbols != nil {
+		if s.Symbols != nil && !IsLinuxTable(s.Symbols) {
 			return nil
 		}
 		s.linux = &linuxState{started: time.Now()}
 		if err := s.readLinux(ctx); err != nil {
 			s.linux = nil
+			if s.given {
+				s.Notes = append(s.Notes, fmt.Sprintf("the symbols name a Linux kernel, but its stacks and per-CPU area could not be found: %v", err))
+				return nil
+			}
 			s.Kernel = "unknown kernel (not recognised as Linux: " + err.Error() + ")"
 		}
 		return nil
@@ -313,12 +317,25 @@ func (s *Session) readLinux(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tab, res, err := linux.Symbols(ctx, s.Target, anchor)
-	if err != nil {
-		return err
-	}
-	if _, ok := tab.Addr("entry_SYSCALL_64"); !ok {
-		return fmt.Errorf("kallsyms at %#x has no entry_SYSCALL_64", res.Layout.TokenTable)
+	var (
+		tab *symbols.Table
+		res *kallsyms.Result
+	)
+	if s.given {
+		// A System.map or vmlinux the user gave: its per-CPU symbols are
+		// link-time offsets, placed at the GS base below like kallsyms'.
+		tab = s.Symbols
+	} else {
+		tab, res, err = linux.Symbols(ctx, s.Target, anchor)
+		if err != nil {
+			return err
+		}
+		if _, ok := tab.Addr("entry_SYSCALL_64"); !ok {
+			return fmt.Errorf("kallsyms at %#x has no entry_SYSCALL_64", res.Layout.TokenTable)
+		}
+		if s.refused != "" {
+			tab.Source += " (" + s.refused + ")"
+		}
 	}
 	gs, _ := linux.KernelGSBase(st)
 	if banner, err := linux.Banner(ctx, s.Target, tab); err == nil {
@@ -347,6 +364,15 @@ func (s *Session) readLinux(ctx context.Context) error {
 	}
 	l.Ready = time.Since(l.started)
 	return nil
+}
+
+// IsLinuxTable reports whether tab names a Linux kernel: it has the entry
+// point entry_SYSCALL_64 and the version string linux_banner (the teaching
+// kernel has the first only).
+func IsLinuxTable(tab *symbols.Table) bool {
+	_, entry := tab.Addr("entry_SYSCALL_64")
+	_, banner := tab.Addr("linux_banner")
+	return entry && banner
 }
 
 // linuxRegions returns the Linux regions found so far.

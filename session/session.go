@@ -67,6 +67,14 @@ type Session struct {
 	Recorder *trace.Recorder
 	Serial   *SerialLog // the guest's console, when sctrace started QEMU
 	Kernel   string     // a one-line description of the guest kernel
+	// Notes says what sctrace decided while setting up that a user should
+	// know, such as a symbol file it refused and what it used instead.
+	Notes []string
+
+	// given is set when Symbols came from Options.Symbols; refused says
+	// why a symbol file was not used.
+	given   bool
+	refused string
 
 	keep      bool
 	probeMSRs bool
@@ -162,16 +170,27 @@ func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
 }
 
 // Attach connects to a gdbstub that someone else started. Symbols come from
-// o.Symbols when given.
+// o.Symbols when given; Debian's placeholder System.map is refused (see
+// Notes) and the guest's kallsyms used as when none is given. A guest whose
+// symbols say it is Linux gets its per-CPU symbols and stack regions from
+// the machine, whatever the symbol source.
 func Attach(ctx context.Context, addr string, o Options) (*Session, error) {
 	s := &Session{keep: true, Kernel: "unknown kernel"}
 	if o.Symbols != "" {
 		tab, err := symbols.Load(o.Symbols)
-		if err != nil {
+		switch {
+		case errors.Is(err, symbols.ErrPlaceholder):
+			// Debian's System.map names nothing: read the guest's own
+			// kallsyms instead, and say so.
+			s.refused = fmt.Sprintf("%s refused: %v", o.Symbols, err)
+			s.Notes = append(s.Notes, s.refused+"; names come from the guest's kallsyms instead")
+		case err != nil:
 			return nil, err
+		default:
+			s.Symbols = tab
+			s.given = true
+			s.Kernel = "kernel with symbols from " + o.Symbols
 		}
-		s.Symbols = tab
-		s.Kernel = "kernel with symbols from " + o.Symbols
 	}
 	if err := s.attach(ctx, addr, o); err != nil {
 		s.Close()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,25 +85,158 @@ const maxLabelDistance = 1 << 16
 // Lookup returns the symbol containing addr and the offset into it. A sized
 // symbol contains the addresses it covers; an unsized one (a label, or any
 // System.map entry) covers addresses up to the next symbol, within 64 KiB.
+//
+// Where several symbols contain addr from the same address, Lookup prefers,
+// in this order: a name that is not a linker marker (see IsMarker), a text
+// symbol, a symbol that is not weak, and then the innermost one: the label
+// placed inside a function over the function, the smaller of two sized
+// symbols. Linux's kallsyms (scripts/kallsyms.c) sorts the markers of a
+// section boundary after the functions at the same address, and an inner
+// label after the function that holds it, so the innermost non-marker is the
+// last non-marker in table order: swapgs_restore_regs_and_return_to_usermode
+// rather than __irqentry_text_end, __x86_indirect_thunk_rax rather than
+// __x86_indirect_thunk_array. Aliases lists the other names.
 func (t *Table) Lookup(addr uint64) (Symbol, uint64, bool) {
-	if t == nil || len(t.syms) == 0 {
+	k := t.candidates(addr)
+	if len(k) == 0 {
 		return Symbol{}, 0, false
 	}
-	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].Addr > addr }) - 1
-	// Walk back over symbols at or below addr: the nearest one that contains
-	// addr wins, so that a label inside a function names the code after it,
-	// and a sized symbol that ended before addr gives way to an enclosing one.
-	for j := i; j >= 0 && i-j < 64; j-- {
-		s := t.syms[j]
-		off := addr - s.Addr
-		if s.Size > 0 && off < s.Size {
-			return s, off, true
-		}
-		if s.Size == 0 && j == i && off < maxLabelDistance {
-			return s, off, true
+	best := k[0]
+	for _, j := range k[1:] {
+		if rank(t.syms[j]) >= rank(t.syms[best]) {
+			best = j
 		}
 	}
-	return Symbol{}, 0, false
+	s := t.syms[best]
+	return s, addr - s.Addr, true
+}
+
+// Aliases returns the names, other than the one Lookup gives, of the
+// symbols that start at the same address as it and contain addr, leaving
+// out linker markers: common_interrupt_return beside
+// swapgs_restore_regs_and_return_to_usermode, user_syscall_raw beside
+// user_syscall_insn.
+func (t *Table) Aliases(addr uint64) []string {
+	s, _, ok := t.Lookup(addr)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, j := range t.candidates(addr) {
+		o := t.syms[j]
+		if o.Name != s.Name && !IsMarker(o.Name) && !slices.Contains(out, o.Name) {
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
+// candidates returns the indices of the symbols that contain addr and start
+// at the same address as the nearest one that does, in table order.
+func (t *Table) candidates(addr uint64) []int {
+	if t == nil || len(t.syms) == 0 {
+		return nil
+	}
+	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].Addr > addr }) - 1
+	if i < 0 {
+		return nil
+	}
+	top := t.syms[i].Addr
+	// contains says whether syms[j] holds addr: a sized symbol holds what
+	// it covers; an unsized one only when it is at the highest address at
+	// or below addr, and within maxLabelDistance of it.
+	contains := func(j int) bool {
+		s := t.syms[j]
+		off := addr - s.Addr
+		if s.Size > 0 {
+			return off < s.Size
+		}
+		return s.Addr == top && off < maxLabelDistance
+	}
+	// Walk back over symbols at or below addr: the nearest address holding
+	// a symbol that contains addr wins, so that a label inside a function
+	// names the code after it, and a sized symbol that ended before addr
+	// gives way to an enclosing one.
+	// Only markers at the nearest address give way to a sized symbol
+	// further back that still contains addr: the end of a section inside
+	// a function's bytes does not rename them.
+	var found []int
+	for j := i; j >= 0 && i-j < 64; j-- {
+		if !contains(j) {
+			continue
+		}
+		at := t.syms[j].Addr
+		var out []int
+		for k := j; k >= 0 && t.syms[k].Addr == at; k-- {
+			if contains(k) {
+				out = append(out, k)
+			}
+		}
+		slices.Reverse(out)
+		if !allMarkers(t.syms, out) {
+			return out
+		}
+		if found == nil {
+			found = out
+		}
+		j = out[0]
+	}
+	return found
+}
+
+// allMarkers reports whether every symbol syms[k], k in idx, is a linker
+// marker.
+func allMarkers(syms []Symbol, idx []int) bool {
+	for _, k := range idx {
+		if !IsMarker(syms[k].Name) {
+			return false
+		}
+	}
+	return true
+}
+
+// rank orders symbols at one address by how well they name it; higher is
+// better.
+func rank(s Symbol) int {
+	r := 0
+	if !IsMarker(s.Name) {
+		r += 4
+	}
+	switch s.Type {
+	case 'T', 't', 'W', 'w':
+		r += 2
+	}
+	if s.Type != 'W' && s.Type != 'w' && s.Type != 'V' && s.Type != 'v' {
+		r++
+	}
+	return r
+}
+
+// markerNames are the boundary symbols of Linux's linker script that follow
+// no pattern IsMarker knows.
+var markerNames = map[string]bool{
+	"_text": true, "_stext": true, "_etext": true, "_sdata": true, "_edata": true,
+	"_sinittext": true, "_einittext": true, "_sbss": true, "_ebss": true, "_end": true,
+	"_brk_start": true, "_brk_end": true,
+}
+
+// IsMarker reports whether name is a linker marker: a symbol that marks
+// where a section or a table starts or ends, rather than naming code or
+// data. These are the names Linux's scripts/kallsyms.c takes for linker
+// script symbols ("__start_X", "__stop_X", "__end_X", "__X_start",
+// "__X_end", such as __irqentry_text_end, __static_call_text_end,
+// __entry_text_start, __per_cpu_start), and the section boundaries _text,
+// _stext, _etext, _sdata, _edata, _end and their kin.
+func IsMarker(name string) bool {
+	if markerNames[name] {
+		return true
+	}
+	if len(name) < 8 || !strings.HasPrefix(name, "__") {
+		return false
+	}
+	rest := name[2:]
+	return strings.HasPrefix(rest, "start_") || strings.HasPrefix(rest, "stop_") || strings.HasPrefix(rest, "end_") ||
+		strings.HasSuffix(rest, "_start") || strings.HasSuffix(rest, "_end")
 }
 
 // Symbolize renders addr as "name+0x12", "name", or "" when no symbol
@@ -152,6 +286,15 @@ func (t *Table) Merge(o *Table) *Table {
 // ErrFormat is returned (wrapped) when a file is neither an ELF nor a symbol
 // list.
 var ErrFormat = errors.New("not an ELF file, System.map or address list")
+
+// ErrPlaceholder is returned (wrapped) for the System.map Debian ships in
+// its linux-image packages: a single line, "ffffffffffffffff B The real
+// System.map is in the linux-image-<version>-dbg package", that names
+// nothing.
+var ErrPlaceholder = errors.New("a placeholder System.map: the real one is in the kernel's -dbg package")
+
+// placeholderText is what Debian's placeholder System.map says.
+const placeholderText = "The real System.map is in the"
 
 // Load reads symbols from path, detecting its format: an ELF (its .symtab,
 // or .dynsym when stripped) or a text list in System.map form.
@@ -235,7 +378,8 @@ func nmType(f *elf.File, s elf.Symbol) byte {
 // ParseMap reads a System.map or any list of "address type name" lines
 // (nm's output, /proc/kallsyms). Trailing "[module]" fields are ignored;
 // blank lines and lines starting with '#' are skipped. It fails on the first
-// line that is not of that form, naming it.
+// line that is not of that form, naming it, and with ErrPlaceholder on
+// Debian's placeholder System.map.
 func ParseMap(r io.Reader) (*Table, error) {
 	var out []Symbol
 	sc := bufio.NewScanner(r)
@@ -247,7 +391,13 @@ func ParseMap(r io.Reader) (*Table, error) {
 		if line == "" || line[0] == '#' {
 			continue
 		}
+		if strings.Contains(line, placeholderText) {
+			return nil, fmt.Errorf("line %d %q: a placeholder without symbols: %w", n, trunc(line), ErrPlaceholder)
+		}
 		f := strings.Fields(line)
+		if len(f) > 3 && !strings.HasPrefix(f[3], "[") {
+			return nil, fmt.Errorf("line %d %q: a name with spaces: %w", n, trunc(line), ErrFormat)
+		}
 		if len(f) < 3 || len(f[1]) != 1 {
 			return nil, fmt.Errorf("line %d %q: want \"address type name\": %w", n, trunc(line), ErrFormat)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,6 +64,10 @@ func TestLoadErrors(t *testing.T) {
 		{"not a map", write("notes.txt", "hello world\n"), "line 1", ErrFormat},
 		{"bad address", write("map.txt", "zzzz T start\n"), "bad address", ErrFormat},
 		{"empty", write("empty.map", "\n# nothing\n"), "no symbols", ErrFormat},
+		// The whole System.map of linux-image-6.1.0-57-cloud-amd64-unsigned
+		// and of linux-image-6.12.118+deb12-cloud-amd64-unsigned.
+		{"Debian placeholder", "testdata/System.map-debian-placeholder", "the real one is in the kernel's -dbg package", ErrPlaceholder},
+		{"name with spaces", write("spaces.map", "ffffffff81000000 T two words\n"), "a name with spaces", ErrFormat},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,5 +139,93 @@ func TestNewEscapesControlCharacters(t *testing.T) {
 	}
 	if a, ok := tab.Addr("entry_SYSCALL_64"); !ok || a != 0x2000 {
 		t.Errorf("a clean name no longer found: %#x %v", a, ok)
+	}
+}
+
+// TestLookupPrefersFunctionsOverMarkers names addresses where several Linux
+// symbols start, from excerpts of the real kallsyms tables of Debian's 6.1
+// and 6.12 kernels. The facts: in arch/x86/entry/entry_64.S
+// common_interrupt_return is a local function whose first instruction is
+// also the global label swapgs_restore_regs_and_return_to_usermode, and the
+// linker script ends .irqentry.text (__irqentry_text_end) at the same
+// address; in arch/x86/lib/retpoline.S __x86_indirect_thunk_array starts
+// with the label __x86_indirect_thunk_rax; scripts/kallsyms.c puts linker
+// markers after the other names at one address. A marker must never win.
+func TestLookupPrefersFunctionsOverMarkers(t *testing.T) {
+	tests := []struct {
+		file    string
+		addr    uint64
+		want    string
+		aliases []string
+	}{
+		{"kallsyms-6.1.0-57.map", 0xffffffff81c010d0, "swapgs_restore_regs_and_return_to_usermode", []string{"common_interrupt_return"}},
+		{"kallsyms-6.1.0-57.map", 0xffffffff81c010f3, "swapgs_restore_regs_and_return_to_usermode+0x23", []string{"common_interrupt_return"}},
+		{"kallsyms-6.1.0-57.map", 0xffffffff81e01740, "__x86_indirect_thunk_rax", []string{"__x86_indirect_thunk_array"}},
+		{"kallsyms-6.1.0-57.map", 0xffffffff81e0174c, "__x86_indirect_thunk_rax+0xc", []string{"__x86_indirect_thunk_array"}},
+		{"kallsyms-6.1.0-57.map", 0xffffffff81000000, "startup_64", nil},
+		{"kallsyms-6.1.0-57.map", 0xffffffff81e01ee0, "its_return_thunk", nil},
+		// Only markers start here: one of them is all there is.
+		{"kallsyms-6.1.0-57.map", 0xffffffff81e01730, "__static_call_text_end", nil},
+		{"kallsyms-6.12.118.map", 0xffffffff81e01830, "swapgs_restore_regs_and_return_to_usermode", []string{"common_interrupt_return"}},
+		{"kallsyms-6.12.118.map", 0xffffffff81e018a0, "swapgs_restore_regs_and_return_to_usermode+0x70", []string{"common_interrupt_return"}},
+		{"kallsyms-6.12.118.map", 0xffffffff81ca5085, "__x86_indirect_thunk_rax+0x5", []string{"__x86_indirect_thunk_array"}},
+		{"kallsyms-6.12.118.map", 0xffffffff81e00080, "entry_SYSCALL_64", nil},
+	}
+	for _, tt := range tests {
+		tab, err := Load(filepath.Join("testdata", tt.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tab.Symbolize(tt.addr); got != tt.want {
+			t.Errorf("%s: Symbolize(%#x) = %q, want %q", tt.file, tt.addr, got, tt.want)
+		}
+		if got := tab.Aliases(tt.addr); !slices.Equal(got, tt.aliases) {
+			t.Errorf("%s: Aliases(%#x) = %q, want %q", tt.file, tt.addr, got, tt.aliases)
+		}
+	}
+}
+
+// TestLookupSameAddressELF keeps the teaching kernel's names: a global
+// label on the entering instruction names it rather than the sized stub
+// around it, and the smaller of two sized data symbols at one address names
+// its bytes.
+func TestLookupSameAddressELF(t *testing.T) {
+	tab := New("test", []Symbol{
+		{Name: "user_syscall_raw", Addr: 0x400011, Size: 3, Type: 'T'},
+		{Name: "user_syscall_insn", Addr: 0x400011, Type: 'T'},
+		{Name: "cpu_entry_area", Addr: 0x1000, Size: 0xd000, Type: 'B'},
+		{Name: "gdt", Addr: 0x1000, Size: 0x60, Type: 'B'},
+		{Name: "__entry_text_start", Addr: 0x2000, Type: 'T'},
+	})
+	tests := []struct {
+		addr    uint64
+		want    string
+		aliases []string
+	}{
+		{0x400011, "user_syscall_insn", []string{"user_syscall_raw"}},
+		{0x1008, "gdt+0x8", []string{"cpu_entry_area"}},
+		{0x1100, "cpu_entry_area+0x100", nil},
+		{0x2004, "cpu_entry_area+0x1004", nil}, // a sized symbol beats a marker
+	}
+	for _, tt := range tests {
+		if got := tab.Symbolize(tt.addr); got != tt.want {
+			t.Errorf("Symbolize(%#x) = %q, want %q", tt.addr, got, tt.want)
+		}
+		if got := tab.Aliases(tt.addr); !slices.Equal(got, tt.aliases) {
+			t.Errorf("Aliases(%#x) = %q, want %q", tt.addr, got, tt.aliases)
+		}
+	}
+}
+
+func TestIsMarker(t *testing.T) {
+	for name, want := range map[string]bool{
+		"__irqentry_text_end": true, "__static_call_text_end": true, "__entry_text_start": true,
+		"__per_cpu_start": true, "__start___ex_table": true, "__stop___ex_table": true, "_stext": true, "_etext": true,
+		"entry_SYSCALL_64": false, "common_interrupt_return": false, "__x86_indirect_thunk_rax": false,
+		"its_return_thunk": false, "user_start": false, "__switch_to_asm": false,
+	} {
+		if got := IsMarker(name); got != want {
+			t.Errorf("IsMarker(%q) = %v, want %v", name, got, want)
+		}
 	}
 }

@@ -117,7 +117,7 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		if s.CPL == 0 {
 			ring = "K"
 		}
-		p.f("%5d %s %-34s %s\n", s.Index, ring, clip(s.Where(), 34), s.Asm(syn))
+		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
 		for _, e := range s.Effects {
 			mark := "   "
 			switch e.Verdict {
@@ -221,13 +221,6 @@ func (p *printer) f(format string, args ...any) {
 	_, p.err = fmt.Fprintf(p.w, format, args...)
 }
 
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
-}
-
 // wrap breaks text into lines of at most n bytes at spaces.
 func wrap(text string, n int) []string {
 	var lines []string
@@ -242,7 +235,12 @@ func wrap(text string, n int) []string {
 	return append(lines, text)
 }
 
-func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+// mdEscape escapes text for Markdown outside code spans: "|" would end a
+// table cell, and "<" and ">" would open raw HTML, hiding the
+// "<entry_SYSCALL_64>" an effect names its addresses with.
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+}
 
 func or(s, def string) string {
 	if s == "" {

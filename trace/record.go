@@ -297,8 +297,8 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		Symbol: r.Symbols.Symbolize(rip),
 		CPL:    before.CPL(),
 		Bytes:  Bytes(code),
-		Intel:  Disasm(inst, code, rip, r.symname, Intel),
-		ATT:    Disasm(inst, code, rip, r.symname, ATT),
+		Intel:  Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), Intel),
+		ATT:    Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), ATT),
 		Regs:   before,
 	}
 	if r.StackWords > 0 {
@@ -425,14 +425,6 @@ func (r *Recorder) stepOnce(ctx context.Context, before *target.State) (*target.
 		}
 		r.trace.Header.SpuriousStops++
 	}
-}
-
-func (r *Recorder) symname(addr uint64) (string, uint64) {
-	s, off, ok := r.Symbols.Lookup(addr)
-	if !ok {
-		return "", 0
-	}
-	return s.Name, addr - off
 }
 
 func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *target.State) string {

@@ -120,13 +120,6 @@ func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
 		return nil
 	}
 	syms := d.S.Symbols
-	symname := func(addr uint64) (string, uint64) {
-		s, off, ok := syms.Lookup(addr)
-		if !ok {
-			return "", 0
-		}
-		return s.Name, addr - off
-	}
 	var out []Line
 	for off := 0; off < len(code); {
 		inst, n, err := annotate.Decode(code[off:])
@@ -137,8 +130,8 @@ func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
 		b := code[off : off+n]
 		out = append(out, Line{
 			Addr: pc, Symbol: syms.Symbolize(pc), Bytes: b,
-			Intel: trace.Disasm(inst, b, pc, symname, trace.Intel),
-			ATT:   trace.Disasm(inst, b, pc, symname, trace.ATT),
+			Intel: trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.Intel),
+			ATT:   trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.ATT),
 		})
 		off += n
 		if endsFlow(inst.Op) {

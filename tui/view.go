@@ -375,8 +375,8 @@ func (m *Model) drawCode(c *canvas, r rect) {
 		case 0, 1, 2:
 			mode = stKernel.Render("K")
 		}
-		where := ansi.Truncate(it.where, whereW, "…")
-		where += strings.Repeat(" ", whereW-ansi.StringWidth(where))
+		where := trace.FitWhere(it.where, whereW)
+		where += strings.Repeat(" ", max(0, whereW-ansi.StringWidth(where)))
 		line := fmt.Sprintf("%s%s %s %s ", mark, idx, mode, where)
 		if showBytes {
 			b := fmt.Sprintf("% x", it.bytes)

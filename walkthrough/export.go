@@ -12,6 +12,7 @@ import (
 	gmhtml "github.com/yuin/goldmark/renderer/html"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -36,8 +37,10 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 	for k, seg := range segs {
 		t := traces[k]
 		h := t.Header
-		fmt.Fprintf(&b, "> Round trip %d of %d: %s, %s; recorded by sctrace through %s, %d instructions.\n\n",
-			k+1, len(segs), or(h.Mechanism, "syscall"), or(h.Kernel, "unknown kernel"), strings.TrimPrefix(h.Target, "qemu gdbstub at "), len(t.Steps))
+		// The stub's address is left out: it was a throwaway port on the
+		// machine that recorded the trace, and means nothing to a reader.
+		fmt.Fprintf(&b, "> Round trip %d of %d: %s, %s; recorded by sctrace, %d instructions.\n\n",
+			k+1, len(segs), or(h.Mechanism, "syscall"), or(h.Kernel, "unknown kernel"), len(t.Steps))
 		bind := Bind(l, seg, t)
 		shown := 0 // trace steps already shown
 		for j, i := range seg.Steps {
@@ -54,6 +57,10 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 				shown = end
 			}
 			b.WriteString(s.Text + "\n\n")
+			if v := LookValue(s.Look, StateAt(t, pos)); v != "" {
+				// The page has no panes: show what the paragraph points at.
+				fmt.Fprintf(&b, "*On screen at this step, %s pane:* %s\n\n", s.Look.Pane, v)
+			}
 			if q := s.Question; q != nil {
 				st := StateAt(t, pos)
 				ok, why := q.Check(q.Answer, st)
@@ -86,7 +93,7 @@ func excerpt(b *bytes.Buffer, t *trace.Trace, from, to int, syn trace.Syntax) {
 		s := &t.Steps[i]
 		var effs []string
 		for _, e := range s.Effects {
-			txt := strings.ReplaceAll(e.Text, "|", `\|`)
+			txt := mdCell(e.Text)
 			if e.Verdict == annotate.Finding {
 				txt = "**finding:** " + txt
 			}
@@ -95,6 +102,67 @@ func excerpt(b *bytes.Buffer, t *trace.Trace, from, to int, syn trace.Syntax) {
 		fmt.Fprintf(b, "| %d | %d | `%s` | `%s` | %s |\n", s.Index, s.CPL, s.Where(), s.Asm(syn), strings.Join(effs, "<br>"))
 	}
 	b.WriteString("\n")
+}
+
+// mdCell escapes text for a Markdown table cell outside a code span: "|"
+// would end the cell, and "<" and ">" would open raw HTML, so that
+// "<entry_SYSCALL_64>" vanished from the rendered page.
+func mdCell(s string) string {
+	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// LookValue returns what look points at in st, as the TUI's pane shows it:
+// a register's value ("rcx = 0x400013"), the privilege level, CR3, both GS
+// bases, or RSP and the stack it is on. It returns "" for panes whose
+// content is the trace itself (code, effects), which the page shows anyway.
+func LookValue(look Look, st State) string {
+	now := st.Now
+	if now == nil {
+		return ""
+	}
+	reg := func(r target.Reg) string {
+		if v, ok := now.Get(r); ok {
+			return fmt.Sprintf("`%s` = %#x", r, v)
+		}
+		return fmt.Sprintf("`%s` unknown", r)
+	}
+	switch look.Pane {
+	case "stack":
+		rsp, ok := now.Get(target.RSP)
+		if !ok {
+			return reg(target.RSP)
+		}
+		c := &annotate.Context{Regions: st.Regions}
+		if r, ok := c.StackOf(rsp); ok {
+			return fmt.Sprintf("`rsp` = %#x, on the %s", rsp, r.Name)
+		}
+		return fmt.Sprintf("`rsp` = %#x, on no known stack", rsp)
+	case "system":
+		switch look.Value {
+		case "cpl":
+			return fmt.Sprintf("CPL %d", now.CPL())
+		case "gs_base", "k_gs_base":
+			return reg(target.GSBase) + ", " + reg(target.KernelGSBase)
+		case "cr3":
+			v := reg(target.CR3)
+			if cr3, ok := now.Get(target.CR3); ok {
+				bit := "clear"
+				if cr3&(1<<12) != 0 {
+					bit = "set"
+				}
+				v += " (bit 12 " + bit + ")"
+			}
+			return v
+		}
+	case "registers":
+		if r, ok := target.ParseReg(look.Value); ok {
+			return reg(r)
+		}
+	}
+	if r, ok := target.ParseReg(look.Value); ok && look.Value != "" {
+		return reg(r)
+	}
+	return ""
 }
 
 // WriteHTML writes the same page as WriteMarkdown as a standalone HTML

@@ -360,3 +360,121 @@ func TestExport(t *testing.T) {
 		t.Error("export with no trace succeeded")
 	}
 }
+
+// lookFor says where the answer to each kind of question is read: the
+// system pane's CPL, CR3 and GS base lines, the stack pane (which names the
+// region RSP is on), and for a register question the register that is the
+// answer.
+var lookFor = map[string]Look{
+	AskCPL:   {Pane: "system", Value: "cpl"},
+	AskCR3:   {Pane: "system", Value: "cr3"},
+	AskGS:    {Pane: "system", Value: "gs_base"},
+	AskStack: {Pane: "stack"},
+}
+
+// TestLooksPointAtAnswers checks every question's look: target: it must
+// point where the answer is read, never at another register (lesson 1
+// pointed at r11 for an answer in rcx, lesson 3 at rsp for rcx).
+func TestLooksPointAtAnswers(t *testing.T) {
+	lessons, err := All(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range lessons {
+		for i, s := range l.Steps {
+			q := s.Question
+			if q == nil {
+				continue
+			}
+			n++
+			want, ok := lookFor[q.Kind]
+			if q.Kind == AskRegister {
+				want, ok = Look{Pane: "registers", Value: q.Answer}, true
+			}
+			if !ok {
+				t.Errorf("lesson %s paragraph %d (%s): no rule for a %s question", l.Name(), i+1, s.ID, q.Kind)
+				continue
+			}
+			if s.Look != want {
+				t.Errorf("lesson %s paragraph %d (%s): look %+v, but the answer %q is read at %+v", l.Name(), i+1, s.ID, s.Look, q.Answer, want)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no questions found")
+	}
+}
+
+// TestQuestionsKeepTheirAnswer checks that the paragraph shown with a
+// question does not state its answer: the stack a stack question asks
+// about, the CPL a CPL question asks about, whose GS base is active.
+func TestQuestionsKeepTheirAnswer(t *testing.T) {
+	lessons, err := All(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lessons {
+		for i, s := range l.Steps {
+			q := s.Question
+			if q == nil {
+				continue
+			}
+			var giveaways []string
+			switch q.Kind {
+			case AskStack:
+				giveaways = []string{q.Answer + " stack", q.Answer + "'s stack", "the " + q.Answer + " stack"}
+			case AskCPL:
+				giveaways = []string{"CPL " + q.Answer, "CPL is " + q.Answer, q.Answer + " privilege", "kernel privilege"}
+			case AskGS:
+				giveaways = []string{"pointing at the " + q.Answer, "gs_base` holds the " + q.Answer, q.Answer + "'s per-CPU area", "per-CPU area as the active GS base"}
+			case AskCR3:
+				giveaways = []string{"CR3 is the " + q.Answer, "the " + q.Answer + " page tables"}
+			}
+			text := strings.ToLower(strings.ReplaceAll(s.Text, "\n", " "))
+			for _, g := range giveaways {
+				if strings.Contains(text, strings.ToLower(g)) {
+					t.Errorf("lesson %s paragraph %d (%s) asks %q and says %q", l.Name(), i+1, s.ID, q.Ask, g)
+				}
+			}
+		}
+	}
+}
+
+// TestExportStandsAlone checks what an exported page must carry without
+// the TUI: the state a question is answered from (lesson 2's "look at CR3
+// in the system pane" on a page with no system pane), no gdbstub address
+// (a throwaway port of the recording machine), and symbol names in the
+// effects column that survive Markdown's raw-HTML rule.
+func TestExportStandsAlone(t *testing.T) {
+	tr := loadTrace(t, "../tui/testdata/syscall.json")
+	l, err := Get(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, l, []*trace.Trace{tr}, trace.ATT); err != nil {
+		t.Fatal(err)
+	}
+	page := md.String()
+	if addr := strings.TrimPrefix(tr.Header.Target, "qemu gdbstub at "); strings.Contains(page, addr) {
+		t.Errorf("the page leaks the gdbstub address %s", addr)
+	}
+	// At sysretq RCX holds the user RIP, 0x400013 in this trace (the
+	// address after user_syscall_insn, a two-byte syscall at 0x400011).
+	for _, want := range []string{"*On screen at this step, registers pane:* `rcx` = 0x400013", "*On screen at this step, system pane:* CPL 0",
+		"&lt;entry_SYSCALL_64&gt;"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "| ") && strings.Contains(strings.ReplaceAll(line, "`", "\x00"), "<entry_") {
+			// Outside code spans a <name> is raw HTML.
+			if cells := strings.Split(line, " | "); len(cells) > 4 && strings.Contains(cells[4], "<entry_") {
+				t.Errorf("unescaped symbol in an effects cell: %s", line)
+				break
+			}
+		}
+	}
+}

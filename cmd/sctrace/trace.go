@@ -189,6 +189,9 @@ what was recorded and detaches the same way.`,
 				return err
 			}
 			defer s.Close()
+			for _, n := range s.Notes {
+				fmt.Fprintln(cmd.ErrOrStderr(), "sctrace:", n)
+			}
 			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
 		},
 	}
