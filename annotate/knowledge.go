@@ -82,6 +82,10 @@ type MSR struct {
 	Source Source `json:"source"`
 	Step   int    `json:"step"`          // the step that revealed the value
 	How    string `json:"how,omitempty"` // e.g. "RIP after syscall"
+	// Bits are the bits the observation named by Source, Step and How
+	// revealed; 0 (as in traces saved before it was recorded) means all of
+	// Known.
+	Bits uint64 `json:"bits,omitempty"`
 	// Also lists later observations that added bits or came from a
 	// stronger source; Confirmed counts the ones that only agreed.
 	Also      []Observation `json:"also,omitempty"`
@@ -94,6 +98,36 @@ type Observation struct {
 	Source Source `json:"source"`
 	Step   int    `json:"step"`
 	How    string `json:"how,omitempty"`
+}
+
+// Provenance says where the observation came from, e.g. "inferred at step
+// 86: SS after sysret".
+func (o Observation) Provenance() string {
+	s := fmt.Sprintf("%s at step %d", o.Source, o.Step)
+	if o.How != "" {
+		s += ": " + o.How
+	}
+	return s
+}
+
+// ProvenanceOf says where the given bits of the value came from: the
+// observation that revealed them, which need not be the first one (STAR's
+// sysret selector base is seen at a sysret, its syscall selector base at a
+// syscall).
+func (m MSR) ProvenanceOf(bits uint64) string {
+	own := m.Bits
+	if own == 0 {
+		own = m.Known
+	}
+	if bits&^own == 0 {
+		return m.Provenance()
+	}
+	for _, o := range m.Also {
+		if bits&^o.Known == 0 {
+			return o.Provenance()
+		}
+	}
+	return m.Provenance()
 }
 
 // String renders the value with its provenance, e.g.
@@ -215,7 +249,7 @@ func (k *Knowledge) Learn(m MSR) {
 	}
 	old := k.MSRs[m.Index]
 	if old == nil || k.Conflict(m) != 0 {
-		m.Also, m.Confirmed = nil, 0
+		m.Also, m.Confirmed, m.Bits = nil, 0, m.Known
 		k.MSRs[m.Index] = &m
 		return
 	}
@@ -228,8 +262,12 @@ func (k *Knowledge) Learn(m MSR) {
 		obs := Observation{Known: m.Known, Source: m.Source, Step: m.Step, How: m.How}
 		if stronger {
 			// Show the strongest source first.
-			old.Also = append(old.Also, Observation{Known: old.Known &^ added, Source: old.Source, Step: old.Step, How: old.How})
-			old.Source, old.Step, old.How = m.Source, m.Step, m.How
+			oldBits := old.Bits
+			if oldBits == 0 {
+				oldBits = old.Known &^ added
+			}
+			old.Also = append(old.Also, Observation{Known: oldBits, Source: old.Source, Step: old.Step, How: old.How})
+			old.Source, old.Step, old.How, old.Bits = m.Source, m.Step, m.How, m.Known
 		} else {
 			old.Also = append(old.Also, obs)
 		}

@@ -62,7 +62,7 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 		prev = &cp
 		if c := a.k.Conflict(m); c != 0 {
 			a.add(KindMSR, Finding, "%s: this step shows %#x in bits %#x, but %s was known (%s); no wrmsr to it was seen in between",
-				MSRName(index), value&c, c, old.ValueString(), old.Provenance())
+				MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
 			prev, conflict = nil, true
 		}
 	}
@@ -92,7 +92,7 @@ func (a *annotator) syscall() {
 		switch {
 		case conflict:
 		case prev != nil:
-			a.add(KindControl, OK, "rip = %s: the entry point in %s, as known (%s)", a.sym(rip), name, prev.Provenance())
+			a.add(KindControl, OK, "rip = %s: the entry point in %s, as known (%s)", a.sym(rip), name, prev.ProvenanceOf(^uint64(0)))
 		default:
 			a.note(KindControl, "rip = %s: the kernel entry point, from %s", a.sym(rip), name)
 			a.note(KindMSR, "%s = %#x (inferred: the RIP syscall jumped to)", name, rip)
@@ -152,7 +152,7 @@ func (a *annotator) syscallFlags(before uint64) {
 	switch {
 	case conflict:
 	case prev != nil && prev.Known&known == known:
-		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.Provenance())
+		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.ProvenanceOf(known))
 	case m != nil:
 		a.note(KindMSR, "FMASK learnt (inferred): clears %s; known to leave alone: %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
 	}
@@ -183,8 +183,8 @@ func (a *annotator) syscallSelectors() {
 		}
 		switch {
 		case conflict:
-		case prev != nil:
-			a.add(KindMSR, OK, "STAR[47:32] = %#x, as known (%s)", base, prev.Provenance())
+		case prev != nil && prev.Known&starKernel == starKernel:
+			a.add(KindMSR, OK, "STAR[47:32] = %#x, as known (%s)", base, prev.ProvenanceOf(starKernel))
 		default:
 			a.note(KindMSR, "STAR[47:32] = %#x (inferred from SS after syscall)", base)
 		}
@@ -244,7 +244,8 @@ func (a *annotator) sysret() {
 }
 
 // sysretSelectors checks CS = (STAR[63:48] + 16) | 3 (+0 for a 32-bit
-// return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:50].
+// return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:48] but for
+// its low two bits, which the RPL 3 forced into the selectors hides.
 func (a *annotator) sysretSelectors() {
 	cs, csOK := a.a.Get(target.CS)
 	ss, ssOK := a.a.Get(target.SS)
@@ -271,10 +272,10 @@ func (a *annotator) sysretSelectors() {
 	}
 	switch {
 	case conflict:
-	case prev != nil:
-		a.add(KindMSR, OK, "STAR[63:48] agrees with what was known (%s)", prev.Provenance())
+	case prev != nil && prev.Known&starUser == starUser:
+		a.add(KindMSR, OK, "STAR[63:48] = %#x (bits 49:48 unknown), as known (%s)", base, prev.ProvenanceOf(starUser))
 	default:
-		a.note(KindMSR, "STAR[63:50] = %#x (inferred from SS after sysret; the low two bits stay unknown)", base)
+		a.note(KindMSR, "STAR[63:48] = %#x (inferred from SS after sysret: SS = (STAR[63:48] + 8) | 3, so bits 49:48 stay unknown)", base)
 	}
 }
 

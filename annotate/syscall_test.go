@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -176,7 +177,7 @@ func TestSysret(t *testing.T) {
 				ok(KindControl, "rip = 0x401002: the return address held in RCX"),
 				ok(KindFlags, "rflags = 0x246: from R11"),
 				ok(KindRegister, "cs = 0x33 (GDT[6] RPL3), ss = 0x2b (GDT[5] RPL3)"),
-				note(KindMSR, "STAR[63:50] = 0x20"),
+				note(KindMSR, "STAR[63:48] = 0x20 (inferred from SS after sysret"),
 				ok(KindStack, "SYSRET does not restore RSP"),
 			},
 		},
@@ -232,5 +233,24 @@ func TestSysretRelatesToSyscall(t *testing.T) {
 	star := c.Knowledge.MSR(MSRSTAR)
 	if want := uint64(0xfffc<<48 | 0xffff<<32); star.Known != want {
 		t.Errorf("STAR known bits %#x, want %#x after syscall and sysret", star.Known, want)
+	}
+}
+
+// TestSysretSecondRoundTrip checks the provenance quoted for STAR[63:48] on a
+// second sysret. SYSCALL reveals STAR[47:32] (SS - 8) and SYSRET reveals
+// STAR[63:48] ((SS & ~3) - 8): the second sysret must quote the sysret that
+// revealed bits 63:48, not the syscall that revealed bits 47:32.
+func TestSysretSecondRoundTrip(t *testing.T) {
+	c := &Context{}
+	Annotate(mkStep(t, 0, insSyscall, userRIP, user, syscallAfter), c)
+	first := Annotate(mkStep(t, 86, insSysretq, lstar+0x90, sysretBefore, sysretAfter), c)
+	expectEffects(t, first, note(KindMSR, "STAR[63:48] = 0x20 (inferred from SS after sysret"))
+	Annotate(mkStep(t, 87, insSyscall, userRIP, user, syscallAfter), c)
+	second := Annotate(mkStep(t, 173, insSysretq, lstar+0x90, sysretBefore, sysretAfter), c)
+	expectEffects(t, second, ok(KindMSR, "STAR[63:48] = 0x20 (bits 49:48 unknown), as known (inferred at step 86: SS after sysret)"))
+	for _, e := range append(first, second...) {
+		if strings.Contains(e.Text, "STAR[63:50]") || strings.Contains(e.Text, "SS after syscall") {
+			t.Errorf("effect names the wrong STAR field or provenance: %q", e.Text)
+		}
 	}
 }

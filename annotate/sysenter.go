@@ -77,7 +77,7 @@ func (a *annotator) msrCheck(index uint32, value, known uint64, how, what string
 	case conflict: // learnMSR reported it
 		return
 	case prev != nil:
-		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, MSRName(index), prev.Provenance())
+		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, MSRName(index), prev.ProvenanceOf(known))
 		return
 	}
 	a.note(KindMSR, "%s: from %s (value inferred from this transition)", what, MSRName(index))
