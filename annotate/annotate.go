@@ -139,6 +139,8 @@ type annotator struct {
 	// entered is set when the step was found to enter an exception or
 	// interrupt handler.
 	entered bool
+	// cplDone is set once an effect reported the privilege change.
+	cplDone bool
 	out     []Effect
 }
 

@@ -164,6 +164,7 @@ func (a *annotator) softwareException() {
 	switch a.op.kind {
 	case opUD:
 		a.note(KindControl, "ud2 always raises #UD (invalid opcode): kernels use it for BUG() and WARN()")
+		a.note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself, not of the next instruction, so returning as is would run it again; a handler that treats it as a system call must advance pt_regs->ip by its %d bytes", a.op.length(a.s.Inst))
 		a.enter(6, false, "ud2")
 	default:
 		v := a.op.vector
@@ -274,8 +275,15 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 	if v >= 0 {
 		vec = VectorName(v)
 	}
-	a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
-	a.mark(EventException)
+	if a.softwareInterrupt(v) {
+		// int n is a software interrupt, not an exception: no error code,
+		// and the saved RIP is the next instruction.
+		a.privilegeChange(fmt.Sprintf("%s: software interrupt, %s delivered", cause, vec), -1)
+		a.mark(EventInterrupt)
+	} else {
+		a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
+		a.mark(EventException)
+	}
 
 	rip, ripOK := a.a.Get(target.RIP)
 	switch {
@@ -307,7 +315,17 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 	}
 	if from > 0 || a.k.Entry == nil {
 		a.recordEntry(cause, ret)
+		if e := a.k.Entry; e != nil && e.Step == a.s.Index && !trap && isFault(v) {
+			e.Fault, e.InsnLen = true, a.op.length(a.s.Inst)
+		}
 	}
+}
+
+// softwareInterrupt reports whether the step delivered vector v as the
+// int n instruction (opcode 0xcd) it is: a software interrupt rather than
+// an exception. int3 and int1 raise the #BP and #DB exceptions.
+func (a *annotator) softwareInterrupt(v int) bool {
+	return a.op.kind == opInt && a.s.Inst.Op == x86asm.INT && len(a.s.Bytes) > 0 && a.s.Bytes[0] == 0xcd && v == a.op.vector
 }
 
 // checkFrame checks the frame the CPU pushed at RSP after the step.

@@ -63,7 +63,7 @@ func TestInt(t *testing.T) {
 			name: "int 0x80 with IDT, TSS and frame", before: user, after: int80After, sys: true, clean: true,
 			mem: []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
 			checks: []check{
-				note(KindPrivilege, "int $0x80: vector 0x80 delivered: CPL 3 → 0"),
+				note(KindPrivilege, "int $0x80: software interrupt, vector 0x80 delivered: CPL 3 → 0"),
 				ok(KindControl, "rip = 0xffffffff81001000 <asm_int80_syscall>: the handler in IDT[0x80] (interrupt gate, DPL 3, IST 0"),
 				ok(KindFrame, "CPU pushed at 0xffffc90000003fd8: rip 0x401002, cs 0x33, rflags 0x246, rsp 0x7ffc00001238, ss 0x2b"),
 				ok(KindStack, "stack switch: user-half stack → kernel-half stack, rsp = 0xffffc90000003fd8 from TSS.RSP0 0xffffc90000004008"),
@@ -271,4 +271,43 @@ func TestDecodeGateAndTSS(t *testing.T) {
 	if got := VectorName(0x80); got != "vector 0x80" {
 		t.Errorf("VectorName(0x80) = %q", got)
 	}
+}
+
+// TestSoftwareInterruptIsNotAnException: int n is a software interrupt (SDM
+// vol. 3 6.4.2, "Software-Generated Interrupts"); it is tagged interrupt, not
+// exception. int3 raises the #BP exception.
+func TestSoftwareInterruptIsNotAnException(t *testing.T) {
+	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))
+	s := withSys(mkStep(t, 0, insInt80, userRIP, user, int80After, gate80, tssMem(tssRSP0), int80Frame(userRIP+2)))
+	c := &Context{Symbols: testSyms}
+	effects := Annotate(s, c)
+	expectEffects(t, effects, note(KindPrivilege, "int $0x80: software interrupt, vector 0x80 delivered"))
+	ev := Events(s, effects, c)
+	if !hasEvent(ev, EventInterrupt) || hasEvent(ev, EventException) {
+		t.Errorf("int $0x80 events %v: want interrupt and not exception", ev)
+	}
+}
+
+// TestUD2AsSystemCall: #UD is a fault (SDM vol. 3 6.15, "Interrupt 6—Invalid
+// Opcode Exception": the saved CS:RIP point to the faulting instruction), so
+// a kernel that uses ud2 as a system call advances pt_regs->ip by the 2
+// bytes of ud2 before returning, and iretq goes on after it.
+func TestUD2AsSystemCall(t *testing.T) {
+	c := &Context{Symbols: testSyms, Regions: taskStack}
+	gate6 := idtEntry(6, gateBytes(udEntry, 0x10, 0, 0xe, 0))
+	after := with(int80After, regs{target.RIP: udEntry})
+	entry := Annotate(withSys(mkStep(t, 0, insUD2, userRIP, user, after, gate6, tssMem(tssRSP0), int80Frame(userRIP))), c)
+	expectEffects(t, entry,
+		note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself"),
+		note(KindControl, "must advance pt_regs->ip by its 2 bytes"),
+		ok(KindFrame, "rip 0x401000 (pt_regs->ip)"))
+	// mov %rax,0x80(%rdi) with rdi = the pt_regs frame: pt_regs->ip += 2.
+	regsAt := uint64(kstackTop - PtRegsSize)
+	k := with(kernel, regs{target.RIP: lstar, target.RDI: regsAt, target.RAX: userRIP + 2})
+	store := Annotate(mkStep(t, 62, []byte{0x48, 0x89, 0x87, 0x80, 0x00, 0x00, 0x00}, lstar, k, with(k, regs{target.RIP: lstar + 7})), c)
+	expectEffects(t, store, note(KindFrame, "pt_regs->ip 0x401000 → 0x401002: advanced by 2, past the instruction that raised the fault at step 0 (ud2)"))
+	iretRSP := uint64(kstackTop - 40)
+	back := Annotate(mkStep(t, 80, insIretq, lstar+0x40, with(kernel, regs{target.RSP: iretRSP}), with(user, regs{target.RIP: userRIP + 2}),
+		Memory{Addr: iretRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}), c)
+	expectEffects(t, back, ok(KindControl, "2 bytes past the ud2 of step 0 that faulted"))
 }

@@ -3,6 +3,8 @@ package annotate
 import (
 	"fmt"
 	"sort"
+
+	"github.com/sctrace/sctrace/target"
 )
 
 // MSR indices sctrace names.
@@ -181,6 +183,11 @@ type Entry struct {
 	FromCPL   int    `json:"from_cpl"`
 	ReturnRIP uint64 `json:"return_rip"` // where the caller resumes
 	CallerRSP uint64 `json:"caller_rsp"`
+	// Fault is set when the entry was a fault (#UD from ud2, say): the CPU
+	// saved the address of the instruction itself, so the kernel must
+	// advance the saved RIP by InsnLen for the caller to go on.
+	Fault   bool `json:"fault,omitempty"`
+	InsnLen int  `json:"insn_len,omitempty"`
 	Swapgs    int    `json:"swapgs"` // swapgs executed since the entry
 }
 
@@ -209,6 +216,8 @@ type Knowledge struct {
 	// before.
 	scratchRSP bool
 	stackRSP   uint64
+	// tramp is the exit trampoline RSP is on, nil when it is on none.
+	tramp *trampoline
 }
 
 // NewKnowledge returns an empty Knowledge.
@@ -319,4 +328,10 @@ func learnFact(f **Fact, v Fact) (conflict *Fact) {
 // remember records what the next step needs from this one.
 func (k *Knowledge) remember(a *annotator) {
 	k.prevOp = a.op.kind
+	if k.tramp != nil {
+		rsp, ok := a.a.Get(target.RSP)
+		if a.entered || cpl(a.a) != 0 || !ok || !a.onTrampoline(rsp) {
+			k.tramp = nil
+		}
+	}
 }

@@ -39,6 +39,7 @@ func predicted(want int) Verdict {
 // privilegeChange reports the CPL change and checks it against want (-1: no
 // prediction).
 func (a *annotator) privilegeChange(how string, want int) {
+	a.cplDone = true
 	from, to := cpl(a.b), cpl(a.a)
 	switch {
 	case to < 0:

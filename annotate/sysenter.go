@@ -105,6 +105,9 @@ func (a *annotator) sysexit() {
 	if rcx, ok := a.b.Get(target.RCX); ok {
 		a.expect(KindStack, target.RSP, rcx&mask, "the user stack pointer from RCX", "SYSEXIT loads RSP from RCX")
 	}
+	if rsp, ok := a.b.Get(target.RSP); ok {
+		a.iretStack(rsp)
+	}
 	cs, csOK := a.a.Get(target.CS)
 	ss, ssOK := a.a.Get(target.SS)
 	if csOK {
