@@ -188,7 +188,7 @@ type Entry struct {
 	// advance the saved RIP by InsnLen for the caller to go on.
 	Fault   bool `json:"fault,omitempty"`
 	InsnLen int  `json:"insn_len,omitempty"`
-	Swapgs    int    `json:"swapgs"` // swapgs executed since the entry
+	Swapgs  int  `json:"swapgs"` // swapgs executed since the entry
 }
 
 // Knowledge is what sctrace has learnt about the machine so far, carried from
