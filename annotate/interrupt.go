@@ -336,9 +336,18 @@ func (a *annotator) checkFrame(trap bool, errCode *bool) {
 	if !ok {
 		return
 	}
-	w, ok := a.words(rsp, 6, 8, true)
+	w, ok := a.words(rsp, 5, 8, true)
 	if !ok {
 		a.note(KindCheck, "the interrupt frame at %#x was not read: cannot check what the CPU pushed", rsp)
+		return
+	}
+	// The sixth word is the frame's last when an error code was pushed; a
+	// frame without one ends below it, where the stack's top may be.
+	sixth, ok := a.words(rsp+5*8, 1, 8, true)
+	if ok {
+		w = append(w, sixth[0])
+	} else if *errCode {
+		a.note(KindCheck, "the interrupt frame's last word at %#x was not read: cannot check what the CPU pushed after the error code", rsp+5*8)
 		return
 	}
 	wantRIP := a.s.Addr
@@ -346,7 +355,7 @@ func (a *annotator) checkFrame(trap bool, errCode *bool) {
 		wantRIP = a.next
 	}
 	cs, _ := a.b.Get(target.CS)
-	if !*errCode && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
+	if !*errCode && len(w) == 6 && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
 		*errCode = true
 	}
 	f := w[:5]

@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -310,4 +311,21 @@ func TestUD2AsSystemCall(t *testing.T) {
 	back := Annotate(mkStep(t, 80, insIretq, lstar+0x40, with(kernel, regs{target.RSP: iretRSP}), with(user, regs{target.RIP: userRIP + 2}),
 		Memory{Addr: iretRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}), c)
 	expectEffects(t, back, ok(KindControl, "2 bytes past the ud2 of step 0 that faulted"))
+}
+
+// TestFrameAtStackTop: int $0x80 from user mode pushes a 40-byte frame (SS,
+// RSP, RFLAGS, CS, RIP; no error code for a software interrupt) ending at
+// the top of TSS.RSP0's stack. The word above the top may be unmapped, so
+// the recorder gets the five words without the sixth, and the frame is
+// still checked.
+func TestFrameAtStackTop(t *testing.T) {
+	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))
+	five := Memory{Addr: frameRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b), After: true}
+	effects := Annotate(withSys(mkStep(t, 0, insInt80, userRIP, user, int80After, gate80, tssMem(tssRSP0), five)), &Context{Symbols: testSyms})
+	expectEffects(t, effects, ok(KindFrame, "CPU pushed at 0xffffc90000003fd8: rip 0x401002, cs 0x33, rflags 0x246, rsp 0x7ffc00001238, ss 0x2b"))
+	for _, e := range effects {
+		if strings.Contains(e.Text, "was not read") {
+			t.Errorf("frame reported unread: %q", e.Text)
+		}
+	}
 }
