@@ -141,13 +141,37 @@ func (a *annotator) syscallFlags(before uint64) {
 	if after&target.FlagRF != 0 {
 		a.add(KindFlags, Finding, "RF is set after syscall; SYSCALL clears it")
 	}
-	if cleared == 0 {
-		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
-	} else {
-		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(cleared))
-	}
-	// Bits set before and clear after are in FMASK; bits set after are not.
+	// Bits set before and clear after are in FMASK; bits set after are
+	// not. Under QEMU's TCG the arithmetic flags are no evidence: its
+	// SYSCALL helper masks an RFLAGS value that lacks them (TCG keeps them
+	// lazily, apart), so they come out clear whatever FMASK says. With the
+	// accelerator unknown they may be either.
 	known := (cleared | after) &^ (fixed | target.FlagRF)
+	fmaskCleared := cleared
+	switch emu := cleared & arithFlags; {
+	case a.c.accel() == "kvm":
+	case a.c.accel() == "tcg":
+		known &^= arithFlags
+		fmaskCleared &^= arithFlags
+		if emu != 0 {
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by QEMU's TCG, not by FMASK: its SYSCALL helper masks an RFLAGS value that lacks the lazily kept arithmetic flags (a CPU keeps them unless FMASK names them)", before, after, target.Flags(emu))
+		}
+	default:
+		known &^= arithFlags
+		fmaskCleared &^= arithFlags
+		if emu != 0 {
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by FMASK or by the emulator (QEMU's TCG clears arithmetic flags on SYSCALL without FMASK naming them; the accelerator is unknown here), so they are left out of what FMASK is known to hold", before, after, target.Flags(emu))
+		}
+	}
+	switch {
+	case cleared == 0:
+		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
+	case fmaskCleared != 0:
+		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(fmaskCleared))
+	}
+	if known == 0 {
+		return
+	}
 	prev, conflict := a.learnMSR(MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
 	m := a.k.MSR(MSRFMASK)
 	switch {
@@ -158,6 +182,9 @@ func (a *annotator) syscallFlags(before uint64) {
 		a.note(KindMSR, "FMASK learnt (inferred): clears %s; known to leave alone: %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
 	}
 }
+
+// arithFlags are the status flags an ALU result sets: CF PF AF ZF SF OF.
+const arithFlags = target.FlagCF | target.FlagPF | target.FlagAF | target.FlagZF | target.FlagSF | target.FlagOF
 
 func flagList(v uint64) string {
 	if v == 0 {
