@@ -267,6 +267,7 @@ func (a *annotator) run() {
 	}
 	a.segmentAccesses()
 	a.frameStores()
+	a.cr3EditNote()
 	if !a.stackDone {
 		a.stack()
 	}

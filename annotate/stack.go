@@ -152,7 +152,11 @@ func (a *annotator) scratchRSP(before, after uint64) bool {
 	}
 	switch inst.Op {
 	case x86asm.AND, x86asm.OR, x86asm.BTS, x86asm.BTR, x86asm.XOR:
-		a.note(KindStack, "rsp (scratch) %#x → %#x", before, after)
+		text := fmt.Sprintf("rsp (scratch) %#x → %#x", before, after)
+		if edit := a.cr3Edit(); edit != "" {
+			text += ": " + edit
+		}
+		a.note(KindStack, "%s", text)
 		return true
 	}
 	return false
