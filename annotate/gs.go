@@ -163,6 +163,11 @@ func (a *annotator) segmentAccesses() {
 	dir := a.accessDir(idx)
 	what := a.accessValue(idx, dir)
 	text := fmt.Sprintf("%s %s%s", dir, desc, what)
+	if a.entered {
+		// A faulting instruction's only effect is the fault: nothing
+		// was loaded or stored.
+		text = fmt.Sprintf("the access to %s faulted: nothing was %s", desc, map[bool]string{true: "stored", false: "loaded"}[dir == "stores to" || dir == "updates"])
+	}
 	v := NoVerdict
 	if seg == "gs" && cpl(a.b) == 0 {
 		if pa, _ := a.isPerCPU(base); !pa {
@@ -175,7 +180,9 @@ func (a *annotator) segmentAccesses() {
 			}
 		}
 	}
-	text += a.rspSlot(idx, dir, lin)
+	if !a.entered {
+		text += a.rspSlot(idx, dir, lin)
+	}
 	a.add(KindGS, v, "%s", text)
 	a.mark(EventPerCPU)
 }

@@ -302,7 +302,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 
 	// The frame: [error code], RIP, CS, RFLAGS, RSP, SS.
 	errCode := v >= 0 && hasErrorCode(v) && !trap && a.op.kind != opInt
-	a.checkFrame(trap, &errCode)
+	a.checkFrame(v, trap, &errCode)
 	size := uint64(40)
 	if errCode {
 		size = 48
@@ -331,7 +331,7 @@ func (a *annotator) softwareInterrupt(v int) bool {
 // checkFrame checks the frame the CPU pushed at RSP after the step.
 // *errCode says whether an error code is expected; when the vector is
 // unknown it is worked out from the frame.
-func (a *annotator) checkFrame(trap bool, errCode *bool) {
+func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	rsp, ok := a.a.Get(target.RSP)
 	if !ok {
 		return
@@ -357,6 +357,19 @@ func (a *annotator) checkFrame(trap bool, errCode *bool) {
 	cs, _ := a.b.Get(target.CS)
 	if !*errCode && len(w) == 6 && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
 		*errCode = true
+	}
+	if from := cpl(a.b); from == 0 {
+		// A kernel-mode exception: the frame is its own.
+		top := rsp + 40
+		if *errCode {
+			top += 8
+		}
+		name := "exception"
+		if v >= 0 {
+			name = strings.Fields(VectorName(v))[0]
+		}
+		a.k.nested = &nestedFrame{top: top, vector: name, errCode: *errCode}
+		a.note(KindFrame, "a %s taken in kernel mode: the CPU pushed a frame of its own on the stack in use, below whatever was there; its words are this exception's, not the user's pt_regs", name)
 	}
 	f := w[:5]
 	at := rsp

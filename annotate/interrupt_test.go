@@ -219,7 +219,7 @@ func TestKernelExceptions(t *testing.T) {
 				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
 				{Addr: aligned - 48, Data: qwords(0, lstar+0x20, 0x10, 0x2, krsp, 0x18), After: true},
 			},
-			checks: []check{finding(KindFrame, "pushed rip = 0xffffffff81c000a0 at 0xffffc90000003ec8, expected 0xffffffff81c00090 (the faulting instruction)")},
+			checks: []check{finding(KindFrame, "pushed rip = 0xffffffff81c000a0 at 0xffffc90000003ec8 (nested #PF frame: ip), expected 0xffffffff81c00090 (the faulting instruction)")},
 		},
 	}
 	for _, tt := range tests {
@@ -328,4 +328,40 @@ func TestFrameAtStackTop(t *testing.T) {
 			t.Errorf("frame reported unread: %q", e.Text)
 		}
 	}
+}
+
+// TestNestedKernelFault follows lesson 5's bug: int $0x80's entry code runs
+// without swapgs, so mov %gs:0x1000,%rsp reads through the user GS base (0)
+// and page-faults at CPL 0. A fault at CPL 0 does not switch stacks (SDM
+// vol. 3 6.14.2, "64-Bit Mode Stack Frame"): the CPU pushes its frame on the
+// stack in use, here the entry stack below the user's int $0x80 frame. That
+// frame and the handler's pushes below it are the #PF's, not the user's
+// pt_regs their positions below the entry stack's top would name. And a
+// faulting load loads nothing (SDM vol. 3 6.5: a fault is reported before
+// the instruction's effects, with the state as before it).
+func TestNestedKernelFault(t *testing.T) {
+	c := &Context{Symbols: testSyms, Regions: exitRegions}
+	rsp := uint64(entryTop - 56) // the user frame (40 bytes), orig_ax, di
+	k := with(kernel, regs{target.RIP: lstar, target.RSP: rsp, target.GSBase: 0, target.KernelGSBase: percpu})
+	frameAt := rsp&^15 - 48
+	after := with(k, regs{target.RIP: pfEntry, target.RSP: frameAt, target.CR2: 0x1000})
+	pf := withSys(mkStep(t, 8, insLoadRSP, lstar, k, after,
+		Memory{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
+		Memory{Addr: frameAt, Data: qwords(0, lstar, 0x10, 0x2, rsp, 0x18), After: true}))
+	effects := Annotate(pf, c)
+	expectEffects(t, effects,
+		note(KindFrame, "error code 0x0 pushed at 0xfffffe0000001f90 (nested #PF frame: orig_ax, the error code)"),
+		ok(KindFrame, "rip 0xffffffff81c00080 (nested #PF frame: ip)"),
+		note(KindFrame, "a #PF taken in kernel mode: the CPU pushed a frame of its own"),
+		note(KindGS, "the access to gs:0x6014 = 0x6014 <cpu_tss_rw+0x14> faulted: nothing was loaded"))
+	text := dump(effects)
+	for _, bad := range []string{"(pt_regs->", "rsp = 0x", "kernel stack pointer kept"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("effects of a faulting load say %q:\n%s", bad, text)
+		}
+	}
+	// The handler's first push goes below the #PF frame: its own pt_regs.
+	h := with(after, regs{target.RIP: pfEntry})
+	push := Annotate(mkStep(t, 9, insPushRAX, pfEntry, h, with(h, regs{target.RIP: pfEntry + 1, target.RSP: frameAt - 8})), c)
+	expectEffects(t, push, note(KindStack, "(nested #PF frame: di)"))
 }

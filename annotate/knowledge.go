@@ -218,6 +218,9 @@ type Knowledge struct {
 	stackRSP   uint64
 	// tramp is the exit trampoline RSP is on, nil when it is on none.
 	tramp *trampoline
+	// nested is the frame of an exception taken in kernel mode, until
+	// its handler returns.
+	nested *nestedFrame
 }
 
 // NewKnowledge returns an empty Knowledge.
@@ -328,6 +331,11 @@ func learnFact(f **Fact, v Fact) (conflict *Fact) {
 // remember records what the next step needs from this one.
 func (k *Knowledge) remember(a *annotator) {
 	k.prevOp = a.op.kind
+	if n := k.nested; n != nil {
+		if rsp, ok := a.a.Get(target.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
+			k.nested = nil
+		}
+	}
 	if k.tramp != nil {
 		rsp, ok := a.a.Get(target.RSP)
 		if a.entered || cpl(a.a) != 0 || !ok || !a.onTrampoline(rsp) {

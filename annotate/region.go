@@ -136,7 +136,7 @@ func (a *annotator) frameTops(addr uint64) []uint64 {
 // entry stack the exit path copies a few words to (the trampoline) holds no
 // pt_regs frame, whatever the words' positions.
 func (a *annotator) ptRegsField(addr uint64) (string, bool) {
-	if a.onTrampoline(addr) {
+	if a.onTrampoline(addr) || a.inNested(addr) {
 		return "", false
 	}
 	for _, top := range a.frameTops(addr) {
@@ -151,6 +151,13 @@ func (a *annotator) ptRegsField(addr uint64) (string, bool) {
 // a pt_regs frame or " (the trampoline's copy of pt_regs->sp)" on the exit
 // trampoline, or "".
 func (a *annotator) slot(addr uint64) string {
+	if n := a.k.nested; a.inNested(addr) {
+		f, _ := PtRegsSlot(n.top, addr)
+		if f == "orig_ax" && n.errCode {
+			f = "orig_ax, the error code"
+		}
+		return fmt.Sprintf(" (nested %s frame: %s)", n.vector, f)
+	}
 	if a.onTrampoline(addr) {
 		if what, ok := a.k.tramp.slots[addr]; ok {
 			return " (" + what + ")"
@@ -161,6 +168,23 @@ func (a *annotator) slot(addr uint64) string {
 		return fmt.Sprintf(" (pt_regs->%s)", f)
 	}
 	return ""
+}
+
+// nestedFrame is the frame of an exception taken in kernel mode: the CPU
+// pushed it on the stack the kernel was using (a stack below the user's
+// pt_regs, or the entry stack itself), and the handler saves its registers
+// below it. Its slots are its own, not the user frame's the same stack
+// positions would name.
+type nestedFrame struct {
+	top     uint64 // just above the CPU's frame: SS
+	vector  string // e.g. "#PF"
+	errCode bool
+}
+
+// inNested reports whether addr is a slot of the nested frame in use.
+func (a *annotator) inNested(addr uint64) bool {
+	n := a.k.nested
+	return n != nil && addr < n.top && n.top-addr <= PtRegsSize
 }
 
 // trampoline is an entry stack the exit path switched to from a kernel
