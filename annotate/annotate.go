@@ -268,6 +268,7 @@ func (a *annotator) run() {
 	a.segmentAccesses()
 	a.frameStores()
 	a.cr3EditNote()
+	a.sysretCheck()
 	if !a.stackDone {
 		a.stack()
 	}
@@ -276,6 +277,7 @@ func (a *annotator) run() {
 	a.mitigations()
 	a.branch()
 	a.registers()
+	a.trackOrigins()
 	a.k.remember(a)
 }
 

@@ -221,6 +221,11 @@ type Knowledge struct {
 	// nested is the frame of an exception taken in kernel mode, until
 	// its handler returns.
 	nested *nestedFrame
+	// origin says which pt_regs field a register holds a copy of.
+	origin map[target.Reg]string
+	// sysretRules are Linux's conditions for SYSRET seen to hold since
+	// the entry.
+	sysretRules []string
 }
 
 // NewKnowledge returns an empty Knowledge.

@@ -244,6 +244,7 @@ func (a *annotator) sysret() {
 		mode = "compatibility (32-bit)"
 	}
 	a.privilegeChange("sysret to "+mode+" user mode", 3)
+	a.sysretRulesHeld()
 	if rcxOK {
 		want := rcx
 		if !a.op.wide {
@@ -315,5 +316,6 @@ func (a *annotator) recordEntry(mech string, ret uint64) {
 	}
 	if e.FromCPL == 3 || a.k.Entry == nil {
 		a.k.Entry = e
+		a.k.sysretRules = nil
 	}
 }
