@@ -262,9 +262,11 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 			return " — " + label + ": user RSP restored"
 		}
 		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
-			if e := a.k.Entry; e != nil && e.Mechanism == "syscall" && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
-				// After syscall the entry code builds pt_regs from the
-				// top of the stack it just loaded, as Linux does.
+			if e := a.k.Entry; e != nil && e.FromCPL == 3 && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
+				// After an entry from user mode the entry code builds
+				// (or copies) pt_regs at the top of the task stack it
+				// just loaded, as Linux does after syscall and
+				// entry_INT80_compat.
 				learnFact(&a.k.FrameTop, Fact{Value: rsp, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "stack top loaded by the syscall entry code"})
 			}
 			return " — a kernel stack pointer kept in the per-CPU area"

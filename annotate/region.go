@@ -208,11 +208,19 @@ func (a *annotator) onTrampoline(addr uint64) bool {
 // ExitTrampoline reports whether a move of RSP from one address to another
 // at CPL 0 by the kernel's own instructions (not by an interrupt) is a
 // switch from a kernel stack to an entry stack: the exit path's
-// trampoline, where no pt_regs frame is.
+// trampoline, where no pt_regs frame is. The kernel stack need not be a
+// known region (a task's stack moves with the task): any kernel-half
+// address off the entry and IST stacks counts. Entering, the CPU moves to
+// the entry stack itself; only the exit path moves there by instruction.
 func (c *Context) ExitTrampoline(from, to uint64) bool {
-	rf, ok1 := c.StackOf(from)
-	rt, ok2 := c.StackOf(to)
-	return ok1 && ok2 && rf.Kind == RegionKernelStack && rt.Kind == RegionEntryStack
+	rt, ok := c.StackOf(to)
+	if !ok || rt.Kind != RegionEntryStack {
+		return false
+	}
+	if rf, ok := c.StackOf(from); ok {
+		return rf.Kind == RegionKernelStack
+	}
+	return from>>63 == 1
 }
 
 // where names the region holding addr, e.g. ` in kernel stack "task"`, or "".

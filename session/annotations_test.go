@@ -21,19 +21,24 @@ func stepText(s trace.Step) string {
 	return b.String()
 }
 
-// onEntryStackLeaving reports whether a step runs on the teaching kernel's
-// entry stack (the ELF symbol entry_stack) after the kernel stack was used:
-// the exit path's trampoline.
+// onEntryStackLeaving reports whether a step runs on an entry stack (the
+// teaching kernel's entry_stack, Linux's cpu_entry_area stack at TSS.sp0)
+// that the kernel moved to from a kernel-half stack at CPL 0: the exit
+// path's trampoline.
 func onEntryStackLeaving(tr *trace.Trace, i int) bool {
 	ctx := &annotate.Context{Regions: tr.Header.Regions}
 	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(target.RSP))
 	if !ok || r.Kind != annotate.RegionEntryStack || tr.Steps[i].CPL != 0 {
 		return false
 	}
-	for _, s := range tr.Steps[:i] {
-		if k, ok := ctx.StackOf(s.Regs.Val(target.RSP)); ok && k.Kind == annotate.RegionKernelStack {
-			return true
+	for j := i - 1; j >= 0; j-- {
+		prev := tr.Steps[j].Regs.Val(target.RSP)
+		if p, ok := ctx.StackOf(prev); ok && p == r {
+			continue
 		}
+		// Step j moved RSP onto the entry stack: by the CPU entering
+		// from user mode, or by the kernel leaving from its own stack.
+		return tr.Steps[j].CPL == 0 && prev>>63 == 1
 	}
 	return false
 }
