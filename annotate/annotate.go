@@ -20,6 +20,7 @@ package annotate
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/sctrace/sctrace/target"
 	"golang.org/x/arch/x86/x86asm"
@@ -112,6 +113,21 @@ type Context struct {
 	Symbols   Symbolizer // may be nil
 	Regions   []Region   // named memory areas: stacks, per-CPU data, TSS...
 	Knowledge *Knowledge // carried across steps; created on first use when nil
+	// Accel is the accelerator QEMU runs the guest with, as the trace
+	// header gives it ("tcg (auto: …)", "kvm"); empty when unknown (a QEMU
+	// sctrace did not start). Under TCG, QEMU's SYSCALL clears arithmetic
+	// flags that FMASK does not name.
+	Accel string
+}
+
+// accel says what is known of the accelerator: "tcg", "kvm" or "".
+func (c *Context) accel() string {
+	for _, a := range []string{"tcg", "kvm"} {
+		if strings.HasPrefix(c.Accel, a) {
+			return a
+		}
+	}
+	return ""
 }
 
 // Annotate explains one step. It may update c.Knowledge with what the step
@@ -139,6 +155,8 @@ type annotator struct {
 	// entered is set when the step was found to enter an exception or
 	// interrupt handler.
 	entered bool
+	// cplDone is set once an effect reported the privilege change.
+	cplDone bool
 	out     []Effect
 }
 
@@ -249,6 +267,8 @@ func (a *annotator) run() {
 	}
 	a.segmentAccesses()
 	a.frameStores()
+	a.cr3EditNote()
+	a.sysretCheck()
 	if !a.stackDone {
 		a.stack()
 	}
@@ -257,6 +277,7 @@ func (a *annotator) run() {
 	a.mitigations()
 	a.branch()
 	a.registers()
+	a.trackOrigins()
 	a.k.remember(a)
 }
 

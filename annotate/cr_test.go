@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -59,6 +60,40 @@ func TestMovCR3(t *testing.T) {
 			}
 			if ev := Events(s, effects, nil); hasEvent(ev, EventCR3Write) != (tt.code[2] == 0xd8 && tt.code[1] == 0x22) {
 				t.Errorf("events %v: cr3-write wrong", ev)
+			}
+		})
+	}
+}
+
+// TestCR3Edit: Linux's SWITCH_TO_KERNEL_CR3 does andq
+// $(~PTI_USER_PGTABLE_AND_PCID_MASK) = $-0x1801 (arch/x86/entry/calling.h):
+// it clears bit 12, the user half of the page-table pair, and bit 11, the
+// user PCID. The teaching kernel's and $-0x1001 clears bit 12 only.
+func TestCR3Edit(t *testing.T) {
+	tests := []struct {
+		name   string
+		code   []byte
+		want   string
+		absent string
+	}{
+		{"and $-0x1801,%rdi", []byte{0x48, 0x81, 0xe7, 0xff, 0xe7, 0xff, 0xff},
+			"clears bit 11 (the user PCID: KPTI gives the user page tables PCID | 0x800) and bit 12 (the user half of KPTI's page-table pair) of the CR3 value (mask 0x1800)", ""},
+		{"and $-0x1001,%rdi", []byte{0x48, 0x81, 0xe7, 0xff, 0xef, 0xff, 0xff},
+			"clears bit 12 (the user half of KPTI's page-table pair) of the CR3 value (mask 0x1000)", "bit 11"},
+		{"or $0x1000,%rdi", []byte{0x48, 0x81, 0xcf, 0x00, 0x10, 0x00, 0x00},
+			"sets bit 12 (the user half of KPTI's page-table pair)", ""},
+		{"bts $0x3f,%rdi", []byte{0x48, 0x0f, 0xba, 0xef, 0x3f},
+			"sets bit 63 (no TLB flush on the write)", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cr3 := uint64(0x10b000 | 0x1800)
+			before := with(kernel, regs{target.RDI: cr3, target.CR3: cr3})
+			s := mkStep(t, 1, tt.code, lstar, before, with(before, regs{target.RIP: lstar + uint64(len(tt.code)), target.RDI: 0}))
+			effects := Annotate(s, &Context{})
+			expectEffects(t, effects, note(KindCR3, tt.want))
+			if tt.absent != "" && strings.Contains(dump(effects), tt.absent) {
+				t.Errorf("effects mention %q:\n%s", tt.absent, dump(effects))
 			}
 		})
 	}

@@ -15,8 +15,9 @@ func state(kv map[target.Reg]uint64) *target.State {
 	return s
 }
 
-// Annotate a user-mode syscall: the CPU's promises are checked, and LSTAR,
-// STAR and FMASK are learnt from what the transition did.
+// Annotate a user-mode syscall run by the CPU (under KVM): its promises are
+// checked, and LSTAR, STAR and FMASK are learnt from what the transition
+// did.
 func ExampleAnnotate() {
 	code := []byte{0x0f, 0x05} // syscall
 	inst, _, err := annotate.Decode(code)
@@ -32,7 +33,7 @@ func ExampleAnnotate() {
 		target.RIP: 0xffffffff81c00080, target.RSP: 0x7ffc00001238, target.RFLAGS: 0x2,
 		target.CS: 0x10, target.SS: 0x18, target.RCX: 0x401002, target.R11: 0x246,
 	})
-	c := &annotate.Context{}
+	c := &annotate.Context{Accel: "kvm"} // a CPU's SYSCALL: every cleared flag is FMASK's
 	step := annotate.Step{Index: 1, Addr: 0x401000, Bytes: code, Inst: inst, Before: before, After: after}
 	for _, e := range annotate.Annotate(step, c) {
 		fmt.Printf("%-9s %-7s %s\n", e.Kind, e.Verdict, e.Text)

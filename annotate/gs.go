@@ -163,6 +163,11 @@ func (a *annotator) segmentAccesses() {
 	dir := a.accessDir(idx)
 	what := a.accessValue(idx, dir)
 	text := fmt.Sprintf("%s %s%s", dir, desc, what)
+	if a.entered {
+		// A faulting instruction's only effect is the fault: nothing
+		// was loaded or stored.
+		text = fmt.Sprintf("the access to %s faulted: nothing was %s", desc, map[bool]string{true: "stored", false: "loaded"}[dir == "stores to" || dir == "updates"])
+	}
 	v := NoVerdict
 	if seg == "gs" && cpl(a.b) == 0 {
 		if pa, _ := a.isPerCPU(base); !pa {
@@ -175,7 +180,9 @@ func (a *annotator) segmentAccesses() {
 			}
 		}
 	}
-	text += a.rspSlot(idx, dir, lin)
+	if !a.entered {
+		text += a.rspSlot(idx, dir, lin)
+	}
 	a.add(KindGS, v, "%s", text)
 	a.mark(EventPerCPU)
 }
@@ -255,9 +262,11 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 			return " — " + label + ": user RSP restored"
 		}
 		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
-			if e := a.k.Entry; e != nil && e.Mechanism == "syscall" && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
-				// After syscall the entry code builds pt_regs from the
-				// top of the stack it just loaded, as Linux does.
+			if e := a.k.Entry; e != nil && e.FromCPL == 3 && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
+				// After an entry from user mode the entry code builds
+				// (or copies) pt_regs at the top of the task stack it
+				// just loaded, as Linux does after syscall and
+				// entry_INT80_compat.
 				learnFact(&a.k.FrameTop, Fact{Value: rsp, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "stack top loaded by the syscall entry code"})
 			}
 			return " — a kernel stack pointer kept in the per-CPU area"

@@ -95,7 +95,7 @@ func TestEntrySequence(t *testing.T) {
 	effects = Annotate(mkStep(t, 5, insPush2b, lstar+21, onStack, pushed), c)
 	expectEffects(t, effects, note(KindStack, "(pt_regs->ss)"))
 
-	back := with(onStack, regs{target.RSP: userRSP})
+	back := with(onStack, regs{target.RSP: userRSP, target.RIP: lstar + 0x80 + uint64(len(insLoadRSP))})
 	effects = Annotate(mkStep(t, 5, insLoadRSP, lstar+0x80, onStack, back), c)
 	expectEffects(t, effects, note(KindGS, "user RSP restored"))
 }

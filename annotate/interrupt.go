@@ -164,6 +164,7 @@ func (a *annotator) softwareException() {
 	switch a.op.kind {
 	case opUD:
 		a.note(KindControl, "ud2 always raises #UD (invalid opcode): kernels use it for BUG() and WARN()")
+		a.note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself, not of the next instruction, so returning as is would run it again; a handler that treats it as a system call must advance pt_regs->ip by its %d bytes", a.op.length(a.s.Inst))
 		a.enter(6, false, "ud2")
 	default:
 		v := a.op.vector
@@ -274,8 +275,15 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 	if v >= 0 {
 		vec = VectorName(v)
 	}
-	a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
-	a.mark(EventException)
+	if a.softwareInterrupt(v) {
+		// int n is a software interrupt, not an exception: no error code,
+		// and the saved RIP is the next instruction.
+		a.privilegeChange(fmt.Sprintf("%s: software interrupt, %s delivered", cause, vec), -1)
+		a.mark(EventInterrupt)
+	} else {
+		a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
+		a.mark(EventException)
+	}
 
 	rip, ripOK := a.a.Get(target.RIP)
 	switch {
@@ -294,7 +302,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 
 	// The frame: [error code], RIP, CS, RFLAGS, RSP, SS.
 	errCode := v >= 0 && hasErrorCode(v) && !trap && a.op.kind != opInt
-	a.checkFrame(trap, &errCode)
+	a.checkFrame(v, trap, &errCode)
 	size := uint64(40)
 	if errCode {
 		size = 48
@@ -307,20 +315,39 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 	}
 	if from > 0 || a.k.Entry == nil {
 		a.recordEntry(cause, ret)
+		if e := a.k.Entry; e != nil && e.Step == a.s.Index && !trap && isFault(v) {
+			e.Fault, e.InsnLen = true, a.op.length(a.s.Inst)
+		}
 	}
+}
+
+// softwareInterrupt reports whether the step delivered vector v as the
+// int n instruction (opcode 0xcd) it is: a software interrupt rather than
+// an exception. int3 and int1 raise the #BP and #DB exceptions.
+func (a *annotator) softwareInterrupt(v int) bool {
+	return a.op.kind == opInt && a.s.Inst.Op == x86asm.INT && len(a.s.Bytes) > 0 && a.s.Bytes[0] == 0xcd && v == a.op.vector
 }
 
 // checkFrame checks the frame the CPU pushed at RSP after the step.
 // *errCode says whether an error code is expected; when the vector is
 // unknown it is worked out from the frame.
-func (a *annotator) checkFrame(trap bool, errCode *bool) {
+func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	rsp, ok := a.a.Get(target.RSP)
 	if !ok {
 		return
 	}
-	w, ok := a.words(rsp, 6, 8, true)
+	w, ok := a.words(rsp, 5, 8, true)
 	if !ok {
 		a.note(KindCheck, "the interrupt frame at %#x was not read: cannot check what the CPU pushed", rsp)
+		return
+	}
+	// The sixth word is the frame's last when an error code was pushed; a
+	// frame without one ends below it, where the stack's top may be.
+	sixth, ok := a.words(rsp+5*8, 1, 8, true)
+	if ok {
+		w = append(w, sixth[0])
+	} else if *errCode {
+		a.note(KindCheck, "the interrupt frame's last word at %#x was not read: cannot check what the CPU pushed after the error code", rsp+5*8)
 		return
 	}
 	wantRIP := a.s.Addr
@@ -328,8 +355,21 @@ func (a *annotator) checkFrame(trap bool, errCode *bool) {
 		wantRIP = a.next
 	}
 	cs, _ := a.b.Get(target.CS)
-	if !*errCode && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
+	if !*errCode && len(w) == 6 && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
 		*errCode = true
+	}
+	if from := cpl(a.b); from == 0 {
+		// A kernel-mode exception: the frame is its own.
+		top := rsp + 40
+		if *errCode {
+			top += 8
+		}
+		name := "exception"
+		if v >= 0 {
+			name = strings.Fields(VectorName(v))[0]
+		}
+		a.k.nested = &nestedFrame{top: top, vector: name, errCode: *errCode}
+		a.note(KindFrame, "a %s taken in kernel mode: the CPU pushed a frame of its own on the stack in use, below whatever was there; its words are this exception's, not the user's pt_regs", name)
 	}
 	f := w[:5]
 	at := rsp

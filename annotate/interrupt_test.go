@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -63,7 +64,7 @@ func TestInt(t *testing.T) {
 			name: "int 0x80 with IDT, TSS and frame", before: user, after: int80After, sys: true, clean: true,
 			mem: []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
 			checks: []check{
-				note(KindPrivilege, "int $0x80: vector 0x80 delivered: CPL 3 → 0"),
+				note(KindPrivilege, "int $0x80: software interrupt, vector 0x80 delivered: CPL 3 → 0"),
 				ok(KindControl, "rip = 0xffffffff81001000 <asm_int80_syscall>: the handler in IDT[0x80] (interrupt gate, DPL 3, IST 0"),
 				ok(KindFrame, "CPU pushed at 0xffffc90000003fd8: rip 0x401002, cs 0x33, rflags 0x246, rsp 0x7ffc00001238, ss 0x2b"),
 				ok(KindStack, "stack switch: user-half stack → kernel-half stack, rsp = 0xffffc90000003fd8 from TSS.RSP0 0xffffc90000004008"),
@@ -218,7 +219,7 @@ func TestKernelExceptions(t *testing.T) {
 				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
 				{Addr: aligned - 48, Data: qwords(0, lstar+0x20, 0x10, 0x2, krsp, 0x18), After: true},
 			},
-			checks: []check{finding(KindFrame, "pushed rip = 0xffffffff81c000a0 at 0xffffc90000003ec8, expected 0xffffffff81c00090 (the faulting instruction)")},
+			checks: []check{finding(KindFrame, "pushed rip = 0xffffffff81c000a0 at 0xffffc90000003ec8 (nested #PF frame: ip), expected 0xffffffff81c00090 (the faulting instruction)")},
 		},
 	}
 	for _, tt := range tests {
@@ -271,4 +272,96 @@ func TestDecodeGateAndTSS(t *testing.T) {
 	if got := VectorName(0x80); got != "vector 0x80" {
 		t.Errorf("VectorName(0x80) = %q", got)
 	}
+}
+
+// TestSoftwareInterruptIsNotAnException: int n is a software interrupt (SDM
+// vol. 3 6.4.2, "Software-Generated Interrupts"); it is tagged interrupt, not
+// exception. int3 raises the #BP exception.
+func TestSoftwareInterruptIsNotAnException(t *testing.T) {
+	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))
+	s := withSys(mkStep(t, 0, insInt80, userRIP, user, int80After, gate80, tssMem(tssRSP0), int80Frame(userRIP+2)))
+	c := &Context{Symbols: testSyms}
+	effects := Annotate(s, c)
+	expectEffects(t, effects, note(KindPrivilege, "int $0x80: software interrupt, vector 0x80 delivered"))
+	ev := Events(s, effects, c)
+	if !hasEvent(ev, EventInterrupt) || hasEvent(ev, EventException) {
+		t.Errorf("int $0x80 events %v: want interrupt and not exception", ev)
+	}
+}
+
+// TestUD2AsSystemCall: #UD is a fault (SDM vol. 3 6.15, "Interrupt 6—Invalid
+// Opcode Exception": the saved CS:RIP point to the faulting instruction), so
+// a kernel that uses ud2 as a system call advances pt_regs->ip by the 2
+// bytes of ud2 before returning, and iretq goes on after it.
+func TestUD2AsSystemCall(t *testing.T) {
+	c := &Context{Symbols: testSyms, Regions: taskStack}
+	gate6 := idtEntry(6, gateBytes(udEntry, 0x10, 0, 0xe, 0))
+	after := with(int80After, regs{target.RIP: udEntry})
+	entry := Annotate(withSys(mkStep(t, 0, insUD2, userRIP, user, after, gate6, tssMem(tssRSP0), int80Frame(userRIP))), c)
+	expectEffects(t, entry,
+		note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself"),
+		note(KindControl, "must advance pt_regs->ip by its 2 bytes"),
+		ok(KindFrame, "rip 0x401000 (pt_regs->ip)"))
+	// mov %rax,0x80(%rdi) with rdi = the pt_regs frame: pt_regs->ip += 2.
+	regsAt := uint64(kstackTop - PtRegsSize)
+	k := with(kernel, regs{target.RIP: lstar, target.RDI: regsAt, target.RAX: userRIP + 2})
+	store := Annotate(mkStep(t, 62, []byte{0x48, 0x89, 0x87, 0x80, 0x00, 0x00, 0x00}, lstar, k, with(k, regs{target.RIP: lstar + 7})), c)
+	expectEffects(t, store, note(KindFrame, "pt_regs->ip 0x401000 → 0x401002: advanced by 2, past the instruction that raised the fault at step 0 (ud2)"))
+	iretRSP := uint64(kstackTop - 40)
+	back := Annotate(mkStep(t, 80, insIretq, lstar+0x40, with(kernel, regs{target.RSP: iretRSP}), with(user, regs{target.RIP: userRIP + 2}),
+		Memory{Addr: iretRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}), c)
+	expectEffects(t, back, ok(KindControl, "2 bytes past the ud2 of step 0 that faulted"))
+}
+
+// TestFrameAtStackTop: int $0x80 from user mode pushes a 40-byte frame (SS,
+// RSP, RFLAGS, CS, RIP; no error code for a software interrupt) ending at
+// the top of TSS.RSP0's stack. The word above the top may be unmapped, so
+// the recorder gets the five words without the sixth, and the frame is
+// still checked.
+func TestFrameAtStackTop(t *testing.T) {
+	gate80 := idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 3))
+	five := Memory{Addr: frameRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b), After: true}
+	effects := Annotate(withSys(mkStep(t, 0, insInt80, userRIP, user, int80After, gate80, tssMem(tssRSP0), five)), &Context{Symbols: testSyms})
+	expectEffects(t, effects, ok(KindFrame, "CPU pushed at 0xffffc90000003fd8: rip 0x401002, cs 0x33, rflags 0x246, rsp 0x7ffc00001238, ss 0x2b"))
+	for _, e := range effects {
+		if strings.Contains(e.Text, "was not read") {
+			t.Errorf("frame reported unread: %q", e.Text)
+		}
+	}
+}
+
+// TestNestedKernelFault follows lesson 5's bug: int $0x80's entry code runs
+// without swapgs, so mov %gs:0x1000,%rsp reads through the user GS base (0)
+// and page-faults at CPL 0. A fault at CPL 0 does not switch stacks (SDM
+// vol. 3 6.14.2, "64-Bit Mode Stack Frame"): the CPU pushes its frame on the
+// stack in use, here the entry stack below the user's int $0x80 frame. That
+// frame and the handler's pushes below it are the #PF's, not the user's
+// pt_regs their positions below the entry stack's top would name. And a
+// faulting load loads nothing (SDM vol. 3 6.5: a fault is reported before
+// the instruction's effects, with the state as before it).
+func TestNestedKernelFault(t *testing.T) {
+	c := &Context{Symbols: testSyms, Regions: exitRegions}
+	rsp := uint64(entryTop - 56) // the user frame (40 bytes), orig_ax, di
+	k := with(kernel, regs{target.RIP: lstar, target.RSP: rsp, target.GSBase: 0, target.KernelGSBase: percpu})
+	frameAt := rsp&^15 - 48
+	after := with(k, regs{target.RIP: pfEntry, target.RSP: frameAt, target.CR2: 0x1000})
+	pf := withSys(mkStep(t, 8, insLoadRSP, lstar, k, after,
+		Memory{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
+		Memory{Addr: frameAt, Data: qwords(0, lstar, 0x10, 0x2, rsp, 0x18), After: true}))
+	effects := Annotate(pf, c)
+	expectEffects(t, effects,
+		note(KindFrame, "error code 0x0 pushed at 0xfffffe0000001f90 (nested #PF frame: orig_ax, the error code)"),
+		ok(KindFrame, "rip 0xffffffff81c00080 (nested #PF frame: ip)"),
+		note(KindFrame, "a #PF taken in kernel mode: the CPU pushed a frame of its own"),
+		note(KindGS, "the access to gs:0x6014 = 0x6014 <cpu_tss_rw+0x14> faulted: nothing was loaded"))
+	text := dump(effects)
+	for _, bad := range []string{"(pt_regs->", "rsp = 0x", "kernel stack pointer kept"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("effects of a faulting load say %q:\n%s", bad, text)
+		}
+	}
+	// The handler's first push goes below the #PF frame: its own pt_regs.
+	h := with(after, regs{target.RIP: pfEntry})
+	push := Annotate(mkStep(t, 9, insPushRAX, pfEntry, h, with(h, regs{target.RIP: pfEntry + 1, target.RSP: frameAt - 8})), c)
+	expectEffects(t, push, note(KindStack, "(nested #PF frame: di)"))
 }

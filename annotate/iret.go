@@ -38,8 +38,12 @@ func (a *annotator) iret() {
 	a.add(KindFrame, NoVerdict, "%s pops the frame at %#x: rip %#x, cs %#x, rflags %#x, rsp %#x, ss %#x", name, rsp, rip, cs, fl, sp, ss)
 	a.privilegeChange(name, to)
 	what := "the popped RIP"
-	if e := a.k.Entry; e != nil && e.ReturnRIP == rip && to > 0 {
+	switch e := a.k.Entry; {
+	case e == nil || to == 0:
+	case e.ReturnRIP == rip:
 		what += fmt.Sprintf(", where the %s of step %d left off", e.Mechanism, e.Step)
+	case e.Fault && e.ReturnRIP+uint64(e.InsnLen) == rip:
+		what += fmt.Sprintf(", %d bytes past the %s of step %d that faulted: the kernel advanced the saved RIP", e.InsnLen, e.Mechanism, e.Step)
 	}
 	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), what, "IRET loads RIP from the frame")
 	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")

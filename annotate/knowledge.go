@@ -3,6 +3,8 @@ package annotate
 import (
 	"fmt"
 	"sort"
+
+	"github.com/sctrace/sctrace/target"
 )
 
 // MSR indices sctrace names.
@@ -82,6 +84,10 @@ type MSR struct {
 	Source Source `json:"source"`
 	Step   int    `json:"step"`          // the step that revealed the value
 	How    string `json:"how,omitempty"` // e.g. "RIP after syscall"
+	// Bits are the bits the observation named by Source, Step and How
+	// revealed; 0 (as in traces saved before it was recorded) means all of
+	// Known.
+	Bits uint64 `json:"bits,omitempty"`
 	// Also lists later observations that added bits or came from a
 	// stronger source; Confirmed counts the ones that only agreed.
 	Also      []Observation `json:"also,omitempty"`
@@ -94,6 +100,36 @@ type Observation struct {
 	Source Source `json:"source"`
 	Step   int    `json:"step"`
 	How    string `json:"how,omitempty"`
+}
+
+// Provenance says where the observation came from, e.g. "inferred at step
+// 86: SS after sysret".
+func (o Observation) Provenance() string {
+	s := fmt.Sprintf("%s at step %d", o.Source, o.Step)
+	if o.How != "" {
+		s += ": " + o.How
+	}
+	return s
+}
+
+// ProvenanceOf says where the given bits of the value came from: the
+// observation that revealed them, which need not be the first one (STAR's
+// sysret selector base is seen at a sysret, its syscall selector base at a
+// syscall).
+func (m MSR) ProvenanceOf(bits uint64) string {
+	own := m.Bits
+	if own == 0 {
+		own = m.Known
+	}
+	if bits&^own == 0 {
+		return m.Provenance()
+	}
+	for _, o := range m.Also {
+		if bits&^o.Known == 0 {
+			return o.Provenance()
+		}
+	}
+	return m.Provenance()
 }
 
 // String renders the value with its provenance, e.g.
@@ -147,7 +183,12 @@ type Entry struct {
 	FromCPL   int    `json:"from_cpl"`
 	ReturnRIP uint64 `json:"return_rip"` // where the caller resumes
 	CallerRSP uint64 `json:"caller_rsp"`
-	Swapgs    int    `json:"swapgs"` // swapgs executed since the entry
+	// Fault is set when the entry was a fault (#UD from ud2, say): the CPU
+	// saved the address of the instruction itself, so the kernel must
+	// advance the saved RIP by InsnLen for the caller to go on.
+	Fault   bool `json:"fault,omitempty"`
+	InsnLen int  `json:"insn_len,omitempty"`
+	Swapgs  int  `json:"swapgs"` // swapgs executed since the entry
 }
 
 // Knowledge is what sctrace has learnt about the machine so far, carried from
@@ -175,6 +216,16 @@ type Knowledge struct {
 	// before.
 	scratchRSP bool
 	stackRSP   uint64
+	// tramp is the exit trampoline RSP is on, nil when it is on none.
+	tramp *trampoline
+	// nested is the frame of an exception taken in kernel mode, until
+	// its handler returns.
+	nested *nestedFrame
+	// origin says which pt_regs field a register holds a copy of.
+	origin map[target.Reg]string
+	// sysretRules are Linux's conditions for SYSRET seen to hold since
+	// the entry.
+	sysretRules []string
 }
 
 // NewKnowledge returns an empty Knowledge.
@@ -215,7 +266,7 @@ func (k *Knowledge) Learn(m MSR) {
 	}
 	old := k.MSRs[m.Index]
 	if old == nil || k.Conflict(m) != 0 {
-		m.Also, m.Confirmed = nil, 0
+		m.Also, m.Confirmed, m.Bits = nil, 0, m.Known
 		k.MSRs[m.Index] = &m
 		return
 	}
@@ -228,8 +279,12 @@ func (k *Knowledge) Learn(m MSR) {
 		obs := Observation{Known: m.Known, Source: m.Source, Step: m.Step, How: m.How}
 		if stronger {
 			// Show the strongest source first.
-			old.Also = append(old.Also, Observation{Known: old.Known &^ added, Source: old.Source, Step: old.Step, How: old.How})
-			old.Source, old.Step, old.How = m.Source, m.Step, m.How
+			oldBits := old.Bits
+			if oldBits == 0 {
+				oldBits = old.Known &^ added
+			}
+			old.Also = append(old.Also, Observation{Known: oldBits, Source: old.Source, Step: old.Step, How: old.How})
+			old.Source, old.Step, old.How, old.Bits = m.Source, m.Step, m.How, m.Known
 		} else {
 			old.Also = append(old.Also, obs)
 		}
@@ -281,4 +336,15 @@ func learnFact(f **Fact, v Fact) (conflict *Fact) {
 // remember records what the next step needs from this one.
 func (k *Knowledge) remember(a *annotator) {
 	k.prevOp = a.op.kind
+	if n := k.nested; n != nil {
+		if rsp, ok := a.a.Get(target.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
+			k.nested = nil
+		}
+	}
+	if k.tramp != nil {
+		rsp, ok := a.a.Get(target.RSP)
+		if a.entered || cpl(a.a) != 0 || !ok || !a.onTrampoline(rsp) {
+			k.tramp = nil
+		}
+	}
 }

@@ -32,18 +32,19 @@ func (a *annotator) readStatic(addr uint64, n int) ([]byte, bool) {
 	return a.read(addr, n, true)
 }
 
-// words reads n little-endian slots of size bytes (4 or 8) at addr.
+// words reads n little-endian slots of size bytes (4 or 8) at addr, each
+// from whichever read holds it (a frame may have been read in parts).
 func (a *annotator) words(addr uint64, n, size int, after bool) ([]uint64, bool) {
-	b, ok := a.read(addr, n*size, after)
-	if !ok {
-		return nil, false
-	}
 	out := make([]uint64, n)
 	for i := range out {
+		b, ok := a.read(addr+uint64(i*size), size, after)
+		if !ok {
+			return nil, false
+		}
 		if size == 4 {
-			out[i] = uint64(binary.LittleEndian.Uint32(b[i*4:]))
+			out[i] = uint64(binary.LittleEndian.Uint32(b))
 		} else {
-			out[i] = binary.LittleEndian.Uint64(b[i*8:])
+			out[i] = binary.LittleEndian.Uint64(b)
 		}
 	}
 	return out, true

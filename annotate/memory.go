@@ -102,25 +102,29 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []R
 	if !ok {
 		return nil
 	}
-	frame := Range{rsp, 6 * 8}
+	// The five words every frame has, then the sixth apart: without an
+	// error code the frame ends at the top of its stack, and the word above
+	// may be unmapped (the entry stack's top under the user page tables),
+	// which would fail a read of all six at once.
+	frame := []Range{{rsp, 5 * 8}, {rsp + 5*8, 8}}
 	switch o.kind {
 	case opInt, opUD, opSysenter:
-		return []Range{frame}
+		return frame
 	case opFarCall:
 		return []Range{{rsp, 4 * 8}}
 	case opSyscall:
 		if efer, ok := before.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
-			return []Range{frame} // #UD
+			return frame // #UD
 		}
 		return nil
 	case opSysret, opSysexit:
 		if cpl(after) == 0 {
-			return []Range{frame} // #GP
+			return frame // #GP
 		}
 		return nil
 	}
 	if faulted(inst, o, addr, before, after) {
-		out := []Range{frame}
+		out := frame
 		sys := after.Sys
 		if sys == nil {
 			sys = before.Sys

@@ -37,7 +37,7 @@ func (a *annotator) privilege() {
 	if (bf^af)&target.FlagAC != 0 && a.op.kind != opStac && a.op.kind != opClac {
 		a.note(KindPrivilege, "AC %d → %d: %s", bit(bf, target.FlagAC), bit(af, target.FlagAC), acMeaning(af&target.FlagAC != 0, a.b))
 	}
-	if from, to := cpl(a.b), cpl(a.a); from >= 0 && to >= 0 && from != to && !a.entered {
+	if from, to := cpl(a.b), cpl(a.a); from >= 0 && to >= 0 && from != to && !a.entered && !a.cplDone {
 		a.note(KindPrivilege, "CPL %d → %d (%s → %s)", from, to, ring(from), ring(to))
 	}
 }

@@ -131,15 +131,96 @@ func (a *annotator) frameTops(addr uint64) []uint64 {
 	return tops
 }
 
-// slot names the pt_regs field an 8-byte store at addr fills, e.g.
-// " (pt_regs->ax)", or "".
-func (a *annotator) slot(addr uint64) string {
+// ptRegsField names the pt_regs field at addr, e.g. "ax", when addr is a
+// slot of a pt_regs frame: one built on entry at the top of a stack. The
+// entry stack the exit path copies a few words to (the trampoline) holds no
+// pt_regs frame, whatever the words' positions.
+func (a *annotator) ptRegsField(addr uint64) (string, bool) {
+	if a.onTrampoline(addr) || a.inNested(addr) {
+		return "", false
+	}
 	for _, top := range a.frameTops(addr) {
 		if f, ok := PtRegsSlot(top, addr); ok {
-			return fmt.Sprintf(" (pt_regs->%s)", f)
+			return f, true
 		}
 	}
+	return "", false
+}
+
+// slot names what the 8-byte slot at addr holds, e.g. " (pt_regs->ax)" on
+// a pt_regs frame or " (the trampoline's copy of pt_regs->sp)" on the exit
+// trampoline, or "".
+func (a *annotator) slot(addr uint64) string {
+	if n := a.k.nested; a.inNested(addr) {
+		f, _ := PtRegsSlot(n.top, addr)
+		if f == "orig_ax" && n.errCode {
+			f = "orig_ax, the error code"
+		}
+		return fmt.Sprintf(" (nested %s frame: %s)", n.vector, f)
+	}
+	if a.onTrampoline(addr) {
+		if what, ok := a.k.tramp.slots[addr]; ok {
+			return " (" + what + ")"
+		}
+		return " (on the exit trampoline, not a pt_regs frame)"
+	}
+	if f, ok := a.ptRegsField(addr); ok {
+		return fmt.Sprintf(" (pt_regs->%s)", f)
+	}
 	return ""
+}
+
+// nestedFrame is the frame of an exception taken in kernel mode: the CPU
+// pushed it on the stack the kernel was using (a stack below the user's
+// pt_regs, or the entry stack itself), and the handler saves its registers
+// below it. Its slots are its own, not the user frame's the same stack
+// positions would name.
+type nestedFrame struct {
+	top     uint64 // just above the CPU's frame: SS
+	vector  string // e.g. "#PF"
+	errCode bool
+}
+
+// inNested reports whether addr is a slot of the nested frame in use.
+func (a *annotator) inNested(addr uint64) bool {
+	n := a.k.nested
+	return n != nil && addr < n.top && n.top-addr <= PtRegsSize
+}
+
+// trampoline is an entry stack the exit path switched to from a kernel
+// stack (Linux's syscall_return_via_sysret and
+// swapgs_restore_regs_and_return_to_usermode): the few words it pushes
+// there are copies made so that it can switch to the user page tables with
+// the task stack unmapped, not a pt_regs frame.
+type trampoline struct {
+	region Region
+	// slots says what each pushed slot holds, e.g. "the trampoline's copy
+	// of pt_regs->sp".
+	slots map[uint64]string
+}
+
+// onTrampoline reports whether addr is on the exit trampoline in use.
+func (a *annotator) onTrampoline(addr uint64) bool {
+	t := a.k.tramp
+	return t != nil && (t.region.Contains(addr) || addr == t.region.End)
+}
+
+// ExitTrampoline reports whether a move of RSP from one address to another
+// at CPL 0 by the kernel's own instructions (not by an interrupt) is a
+// switch from a kernel stack to an entry stack: the exit path's
+// trampoline, where no pt_regs frame is. The kernel stack need not be a
+// known region (a task's stack moves with the task): any kernel-half
+// address off the entry and IST stacks counts. Entering, the CPU moves to
+// the entry stack itself; only the exit path moves there by instruction.
+func (c *Context) ExitTrampoline(from, to uint64) bool {
+	rt, ok := c.StackOf(to)
+	if !ok || rt.Kind != RegionEntryStack {
+		return false
+	}
+	if rf, ok := c.StackOf(from); ok {
+		return rf.Kind == RegionKernelStack
+	}
+	return from>>63 == 1
 }
 
 // where names the region holding addr, e.g. ` in kernel stack "task"`, or "".

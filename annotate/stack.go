@@ -32,6 +32,30 @@ func (a *annotator) pushValue(after uint64) (string, bool) {
 	return "", false
 }
 
+// trampolineCopy records what a push onto the exit trampoline stores: a
+// copy of a pt_regs field when it pushes one from the frame, else the
+// register it saves.
+func (a *annotator) trampolineCopy(at uint64) {
+	if !a.onTrampoline(at) {
+		return
+	}
+	what := "a word the exit path saved"
+	switch src := a.s.Inst.Args[0].(type) {
+	case x86asm.Mem:
+		if lin, ok := linear(a.s.Inst, src, a.b, a.next, a.hasNext); ok {
+			if f, ok := a.ptRegsField(lin); ok {
+				what = "the trampoline's copy of pt_regs->" + f
+			}
+		}
+	case x86asm.Reg:
+		what = lowerReg(src) + " saved on the exit trampoline"
+	}
+	if a.s.Inst.Op == x86asm.PUSHFQ {
+		what = "rflags saved on the exit trampoline"
+	}
+	a.k.tramp.slots[at] = what
+}
+
 // stack explains an RSP change made by an ordinary instruction.
 func (a *annotator) stack() {
 	before, ok1 := a.b.Get(target.RSP)
@@ -60,6 +84,7 @@ func (a *annotator) stack() {
 			want = -2
 		}
 		val, _ := a.pushValue(after)
+		a.trampolineCopy(after)
 		text = fmt.Sprintf("push: rsp %#x → %#x; stores %s at %#x%s", before, after, val, after, a.slot(after))
 		if d != want {
 			v, text = Finding, text+fmt.Sprintf("; a push moves rsp by %d, not %d", want, d)
@@ -127,7 +152,11 @@ func (a *annotator) scratchRSP(before, after uint64) bool {
 	}
 	switch inst.Op {
 	case x86asm.AND, x86asm.OR, x86asm.BTS, x86asm.BTR, x86asm.XOR:
-		a.note(KindStack, "rsp (scratch) %#x → %#x", before, after)
+		text := fmt.Sprintf("rsp (scratch) %#x → %#x", before, after)
+		if edit := a.cr3Edit(); edit != "" {
+			text += ": " + edit
+		}
+		a.note(KindStack, "%s", text)
 		return true
 	}
 	return false
@@ -150,6 +179,35 @@ func (a *annotator) stackSwitch(before, after uint64) {
 	if switched {
 		a.note(KindStack, "stack switch: %s → %s", a.stackName(before), a.stackName(after))
 		a.mark(EventStackSwitch)
+		if cpl(a.b) == 0 && !a.entered && a.c.ExitTrampoline(before, after) {
+			r, _ := a.c.StackOf(after)
+			a.k.tramp = &trampoline{region: r, slots: map[uint64]string{}}
+			a.note(KindStack, "the exit trampoline: the kernel copies the few words it still needs here, so that it can switch to the user page tables, which do not map the task stack; no pt_regs frame is on this stack")
+		}
+	}
+}
+
+// storedValue returns the value a store's source operand holds.
+func (a *annotator) storedValue() (uint64, bool) {
+	switch src := a.s.Inst.Args[1].(type) {
+	case x86asm.Reg:
+		return regVal(a.b, src)
+	case x86asm.Imm:
+		return uint64(src), true
+	}
+	return 0, false
+}
+
+// advancedIP explains a store to pt_regs->ip that moves the saved return
+// address past the instruction that faulted on entry (ud2 used as a system
+// call): a fault saves the address of the instruction itself.
+func (a *annotator) advancedIP(lin uint64) {
+	e := a.k.Entry
+	if f, ok := a.ptRegsField(lin); !ok || f != "ip" || e == nil || !e.Fault || e.InsnLen == 0 {
+		return
+	}
+	if v, ok := a.storedValue(); ok && v == e.ReturnRIP+uint64(e.InsnLen) {
+		a.note(KindFrame, "pt_regs->ip %#x → %#x: advanced by %d, past the instruction that raised the fault at step %d (%s), so the return to user mode goes on after it instead of running it again", e.ReturnRIP, v, e.InsnLen, e.Step, e.Mechanism)
 	}
 }
 
@@ -176,6 +234,7 @@ func (a *annotator) frameStores() {
 		val := a.accessValue(0, "stores to")
 		if slot := a.slot(lin); slot != "" && inst.MemBytes == 8 {
 			a.note(KindFrame, "stores%s at %#x%s", val, lin, slot)
+			a.advancedIP(lin)
 			return
 		}
 		a.note(KindMemory, "stores%s at %s%s", val, place, a.where(lin))

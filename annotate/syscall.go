@@ -39,6 +39,7 @@ func predicted(want int) Verdict {
 // privilegeChange reports the CPL change and checks it against want (-1: no
 // prediction).
 func (a *annotator) privilegeChange(how string, want int) {
+	a.cplDone = true
 	from, to := cpl(a.b), cpl(a.a)
 	switch {
 	case to < 0:
@@ -62,7 +63,7 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 		prev = &cp
 		if c := a.k.Conflict(m); c != 0 {
 			a.add(KindMSR, Finding, "%s: this step shows %#x in bits %#x, but %s was known (%s); no wrmsr to it was seen in between",
-				MSRName(index), value&c, c, old.ValueString(), old.Provenance())
+				MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
 			prev, conflict = nil, true
 		}
 	}
@@ -92,7 +93,7 @@ func (a *annotator) syscall() {
 		switch {
 		case conflict:
 		case prev != nil:
-			a.add(KindControl, OK, "rip = %s: the entry point in %s, as known (%s)", a.sym(rip), name, prev.Provenance())
+			a.add(KindControl, OK, "rip = %s: the entry point in %s, as known (%s)", a.sym(rip), name, prev.ProvenanceOf(^uint64(0)))
 		default:
 			a.note(KindControl, "rip = %s: the kernel entry point, from %s", a.sym(rip), name)
 			a.note(KindMSR, "%s = %#x (inferred: the RIP syscall jumped to)", name, rip)
@@ -140,23 +141,50 @@ func (a *annotator) syscallFlags(before uint64) {
 	if after&target.FlagRF != 0 {
 		a.add(KindFlags, Finding, "RF is set after syscall; SYSCALL clears it")
 	}
-	if cleared == 0 {
-		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
-	} else {
-		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(cleared))
-	}
-	// Bits set before and clear after are in FMASK; bits set after are not.
+	// Bits set before and clear after are in FMASK; bits set after are
+	// not. Under QEMU's TCG the arithmetic flags are no evidence: its
+	// SYSCALL helper masks an RFLAGS value that lacks them (TCG keeps them
+	// lazily, apart), so they come out clear whatever FMASK says. With the
+	// accelerator unknown they may be either.
 	known := (cleared | after) &^ (fixed | target.FlagRF)
+	fmaskCleared := cleared
+	switch emu := cleared & arithFlags; {
+	case a.c.accel() == "kvm":
+	case a.c.accel() == "tcg":
+		known &^= arithFlags
+		fmaskCleared &^= arithFlags
+		if emu != 0 {
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by QEMU's TCG, not by FMASK: its SYSCALL helper masks an RFLAGS value that lacks the lazily kept arithmetic flags (a CPU keeps them unless FMASK names them)", before, after, target.Flags(emu))
+		}
+	default:
+		known &^= arithFlags
+		fmaskCleared &^= arithFlags
+		if emu != 0 {
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by FMASK or by the emulator (QEMU's TCG clears arithmetic flags on SYSCALL without FMASK naming them; the accelerator is unknown here), so they are left out of what FMASK is known to hold", before, after, target.Flags(emu))
+		}
+	}
+	switch {
+	case cleared == 0:
+		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
+	case fmaskCleared != 0:
+		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(fmaskCleared))
+	}
+	if known == 0 {
+		return
+	}
 	prev, conflict := a.learnMSR(MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
 	m := a.k.MSR(MSRFMASK)
 	switch {
 	case conflict:
 	case prev != nil && prev.Known&known == known:
-		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.Provenance())
+		a.add(KindMSR, OK, "FMASK agrees with what was known (%s)", prev.ProvenanceOf(known))
 	case m != nil:
 		a.note(KindMSR, "FMASK learnt (inferred): clears %s; known to leave alone: %s; known bits %#x", flagList(m.Value&m.Known), flagList(^m.Value&m.Known), m.Known)
 	}
 }
+
+// arithFlags are the status flags an ALU result sets: CF PF AF ZF SF OF.
+const arithFlags = target.FlagCF | target.FlagPF | target.FlagAF | target.FlagZF | target.FlagSF | target.FlagOF
 
 func flagList(v uint64) string {
 	if v == 0 {
@@ -183,8 +211,8 @@ func (a *annotator) syscallSelectors() {
 		}
 		switch {
 		case conflict:
-		case prev != nil:
-			a.add(KindMSR, OK, "STAR[47:32] = %#x, as known (%s)", base, prev.Provenance())
+		case prev != nil && prev.Known&starKernel == starKernel:
+			a.add(KindMSR, OK, "STAR[47:32] = %#x, as known (%s)", base, prev.ProvenanceOf(starKernel))
 		default:
 			a.note(KindMSR, "STAR[47:32] = %#x (inferred from SS after syscall)", base)
 		}
@@ -216,6 +244,7 @@ func (a *annotator) sysret() {
 		mode = "compatibility (32-bit)"
 	}
 	a.privilegeChange("sysret to "+mode+" user mode", 3)
+	a.sysretRulesHeld()
 	if rcxOK {
 		want := rcx
 		if !a.op.wide {
@@ -244,7 +273,8 @@ func (a *annotator) sysret() {
 }
 
 // sysretSelectors checks CS = (STAR[63:48] + 16) | 3 (+0 for a 32-bit
-// return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:50].
+// return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:48] but for
+// its low two bits, which the RPL 3 forced into the selectors hides.
 func (a *annotator) sysretSelectors() {
 	cs, csOK := a.a.Get(target.CS)
 	ss, ssOK := a.a.Get(target.SS)
@@ -271,10 +301,10 @@ func (a *annotator) sysretSelectors() {
 	}
 	switch {
 	case conflict:
-	case prev != nil:
-		a.add(KindMSR, OK, "STAR[63:48] agrees with what was known (%s)", prev.Provenance())
+	case prev != nil && prev.Known&starUser == starUser:
+		a.add(KindMSR, OK, "STAR[63:48] = %#x (bits 49:48 unknown), as known (%s)", base, prev.ProvenanceOf(starUser))
 	default:
-		a.note(KindMSR, "STAR[63:50] = %#x (inferred from SS after sysret; the low two bits stay unknown)", base)
+		a.note(KindMSR, "STAR[63:48] = %#x (inferred from SS after sysret: SS = (STAR[63:48] + 8) | 3, so bits 49:48 stay unknown)", base)
 	}
 }
 
@@ -286,5 +316,6 @@ func (a *annotator) recordEntry(mech string, ret uint64) {
 	}
 	if e.FromCPL == 3 || a.k.Entry == nil {
 		a.k.Entry = e
+		a.k.sysretRules = nil
 	}
 }

@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -28,7 +29,8 @@ func TestSyscall(t *testing.T) {
 				note(KindMSR, "LSTAR = 0xffffffff81c00080 (inferred"),
 				ok(KindRegister, "rcx = 0x401002: the address of the next instruction"),
 				ok(KindRegister, "r11 = 0x246: RFLAGS before the syscall"),
-				note(KindFlags, "FMASK cleared IF ZF PF"),
+				note(KindFlags, "FMASK cleared IF"),
+				note(KindFlags, "ZF PF cleared by FMASK or by the emulator"),
 				ok(KindRegister, "cs = 0x10 (GDT[2] RPL0), ss = 0x18 (GDT[3] RPL0)"),
 				ok(KindStack, "SYSCALL does not switch stacks"),
 			},
@@ -85,7 +87,7 @@ func TestSyscall(t *testing.T) {
 }
 
 func TestSyscallLearnsMSRs(t *testing.T) {
-	c := &Context{}
+	c := &Context{Accel: "kvm"}
 	Annotate(mkStep(t, 3, insSyscall, userRIP, user, syscallAfter), c)
 	k := c.Knowledge
 	m := k.MSR(MSRLSTAR)
@@ -176,7 +178,7 @@ func TestSysret(t *testing.T) {
 				ok(KindControl, "rip = 0x401002: the return address held in RCX"),
 				ok(KindFlags, "rflags = 0x246: from R11"),
 				ok(KindRegister, "cs = 0x33 (GDT[6] RPL3), ss = 0x2b (GDT[5] RPL3)"),
-				note(KindMSR, "STAR[63:50] = 0x20"),
+				note(KindMSR, "STAR[63:48] = 0x20 (inferred from SS after sysret"),
 				ok(KindStack, "SYSRET does not restore RSP"),
 			},
 		},
@@ -232,5 +234,74 @@ func TestSysretRelatesToSyscall(t *testing.T) {
 	star := c.Knowledge.MSR(MSRSTAR)
 	if want := uint64(0xfffc<<48 | 0xffff<<32); star.Known != want {
 		t.Errorf("STAR known bits %#x, want %#x after syscall and sysret", star.Known, want)
+	}
+}
+
+// TestSysretSecondRoundTrip checks the provenance quoted for STAR[63:48] on a
+// second sysret. SYSCALL reveals STAR[47:32] (SS - 8) and SYSRET reveals
+// STAR[63:48] ((SS & ~3) - 8): the second sysret must quote the sysret that
+// revealed bits 63:48, not the syscall that revealed bits 47:32.
+func TestSysretSecondRoundTrip(t *testing.T) {
+	c := &Context{}
+	Annotate(mkStep(t, 0, insSyscall, userRIP, user, syscallAfter), c)
+	first := Annotate(mkStep(t, 86, insSysretq, lstar+0x90, sysretBefore, sysretAfter), c)
+	expectEffects(t, first, note(KindMSR, "STAR[63:48] = 0x20 (inferred from SS after sysret"))
+	Annotate(mkStep(t, 87, insSyscall, userRIP, user, syscallAfter), c)
+	second := Annotate(mkStep(t, 173, insSysretq, lstar+0x90, sysretBefore, sysretAfter), c)
+	expectEffects(t, second, ok(KindMSR, "STAR[63:48] = 0x20 (bits 49:48 unknown), as known (inferred at step 86: SS after sysret)"))
+	for _, e := range append(first, second...) {
+		if strings.Contains(e.Text, "STAR[63:50]") || strings.Contains(e.Text, "SS after syscall") {
+			t.Errorf("effect names the wrong STAR field or provenance: %q", e.Text)
+		}
+	}
+}
+
+// TestSyscallFlagsByAccel: SYSCALL does RFLAGS &= ~FMASK (SDM vol. 2B,
+// SYSCALL), so on a CPU every flag set before and clear after is in FMASK.
+// QEMU's TCG also clears ZF and PF (its helper masks an RFLAGS value that
+// lacks the lazily kept arithmetic flags; QEMU 7.2 and 10.0.2), so under TCG
+// they are the emulator's and FMASK is inferred from the other flags only:
+// the teaching kernel's FMASK is 0x47700 (TF IF DF IOPL NT AC), no
+// arithmetic flag in it.
+func TestSyscallFlagsByAccel(t *testing.T) {
+	tests := []struct {
+		accel            string
+		checks           []check
+		value, knownBits uint64
+	}{
+		{"tcg (auto: tracing runs under TCG)", []check{
+			note(KindFlags, "rflags 0x246 → 0x2: FMASK cleared IF"),
+			note(KindFlags, "ZF PF cleared by QEMU's TCG, not by FMASK"),
+			note(KindMSR, "FMASK learnt (inferred): clears IF; known to leave alone: none; known bits 0x200"),
+		}, 0x200, 0x200},
+		{"kvm", []check{
+			note(KindFlags, "rflags 0x246 → 0x2: FMASK cleared IF ZF PF"),
+		}, 0x244, 0x244},
+		{"", []check{
+			note(KindFlags, "FMASK cleared IF"),
+			note(KindFlags, "ZF PF cleared by FMASK or by the emulator"),
+		}, 0x200, 0x200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.accel, func(t *testing.T) {
+			c := &Context{Accel: tt.accel}
+			effects := Annotate(mkStep(t, 0, insSyscall, userRIP, user, syscallAfter), c)
+			expectEffects(t, effects, tt.checks...)
+			expectNoFinding(t, effects)
+			if tt.accel != "kvm" {
+				for _, e := range effects {
+					if strings.Contains(e.Text, "FMASK cleared IF ZF") || strings.Contains(e.Text, "clears IF ZF") {
+						t.Errorf("the emulator's flags attributed to FMASK: %q", e.Text)
+					}
+				}
+			}
+			if m := c.Knowledge.MSR(MSRFMASK); m == nil || m.Value != tt.value || m.Known != tt.knownBits {
+				t.Errorf("FMASK = %+v, want %#x (known bits %#x)", m, tt.value, tt.knownBits)
+			}
+			// The real FMASK, probed, agrees with what was inferred.
+			if c := c.Knowledge.Conflict(MSR{Index: MSRFMASK, Value: 0x47700, Known: ^uint64(0)}); tt.accel != "kvm" && c != 0 {
+				t.Errorf("FMASK 0x47700 contradicts the inference in bits %#x", c)
+			}
+		})
 	}
 }

@@ -77,7 +77,7 @@ func (a *annotator) msrCheck(index uint32, value, known uint64, how, what string
 	case conflict: // learnMSR reported it
 		return
 	case prev != nil:
-		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, MSRName(index), prev.Provenance())
+		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, MSRName(index), prev.ProvenanceOf(known))
 		return
 	}
 	a.note(KindMSR, "%s: from %s (value inferred from this transition)", what, MSRName(index))
@@ -104,6 +104,9 @@ func (a *annotator) sysexit() {
 	a.stackDone = true
 	if rcx, ok := a.b.Get(target.RCX); ok {
 		a.expect(KindStack, target.RSP, rcx&mask, "the user stack pointer from RCX", "SYSEXIT loads RSP from RCX")
+	}
+	if rsp, ok := a.b.Get(target.RSP); ok {
+		a.iretStack(rsp)
 	}
 	cs, csOK := a.a.Get(target.CS)
 	ss, ssOK := a.a.Get(target.SS)

@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sctrace/sctrace/target"
@@ -133,5 +134,29 @@ func TestSysexit(t *testing.T) {
 				expectFinding(t, effects)
 			}
 		})
+	}
+}
+
+// TestSysexitStackAndCPL: SYSEXIT loads RSP from RCX (SDM vol. 2B, SYSEXIT),
+// a switch from the kernel stack to the user stack that is an event as it is
+// for iretq; the privilege change is reported once.
+func TestSysexitStackAndCPL(t *testing.T) {
+	before := with(kernel, regs{target.RDX: userRIP + 2, target.RCX: userRSP, target.RSP: kstackTop - 0x100})
+	after := with(before, regs{target.RIP: userRIP + 2, target.RSP: userRSP, target.CS: 0x33, target.SS: 0x3b})
+	s := mkStep(t, 1, insSysexitq, sysenterEIP+0x80, before, after)
+	c := &Context{Regions: taskStack}
+	effects := Annotate(s, c)
+	expectEffects(t, effects, note(KindStack, `stack switch: kernel stack "task" → user stack "main"`))
+	if ev := Events(s, effects, c); !hasEvent(ev, EventStackSwitch) {
+		t.Errorf("sysexit events %v lack stack-switch", ev)
+	}
+	n := 0
+	for _, e := range effects {
+		if strings.Contains(e.Text, "CPL 0 → 3") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("CPL 0 → 3 said %d times, want once:\n%s", n, dump(effects))
 	}
 }

@@ -108,10 +108,16 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 			cr3++
 		}
 		for _, e := range st.Effects {
-			if i := strings.Index(e.Text, "(pt_regs->"); i >= 0 {
-				f, _, _ := strings.Cut(e.Text[i+len("(pt_regs->"):], ")")
+			// Every field an effect names: the CPU's frame names five.
+			for rest := e.Text; ; {
+				i := strings.Index(rest, "(pt_regs->")
+				if i < 0 {
+					break
+				}
+				f, after, _ := strings.Cut(rest[i+len("(pt_regs->"):], ")")
 				fields[f] = true
 				regs++
+				rest = after
 			}
 			if e.Verdict == "finding" {
 				t.Errorf("step %d %s: finding: %s", st.Index, st.Intel, e.Text)
@@ -136,6 +142,7 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	if !strings.HasPrefix(last, exit) {
 		t.Errorf("last kernel instruction %q, want %s", last, exit)
 	}
+	checkLinuxAnnotations(t, tr, exit)
 	final := tr.Final
 	if final == nil || final.CPL() != 3 {
 		t.Fatalf("the trace does not end at CPL 3")
@@ -200,6 +207,50 @@ func TestCheckKernelImage(t *testing.T) {
 	if k := os.Getenv("SCTRACE_KERNEL_6_1"); k != "" {
 		if err := CheckKernelImage(k); err != nil {
 			t.Errorf("Debian kernel %s: %v", k, err)
+		}
+	}
+}
+
+// checkLinuxAnnotations checks what the annotations say on a Linux round
+// trip against entry_64.S and calling.h:
+//   - the exit path (syscall_return_via_sysret,
+//     swapgs_restore_regs_and_return_to_usermode) copies the user RSP, RDI
+//     and, for iretq, the IRET frame to the entry stack (TSS.sp0) and pops
+//     them there: no word on that trampoline is a pt_regs field;
+//   - SWITCH_TO_KERNEL_CR3 clears PTI_USER_PGTABLE_AND_PCID_MASK, bits 11
+//     and 12;
+//   - before sysretq Linux checks RCX == RIP and R11 == RFLAGS (the
+//     assembly after do_syscall_64 up to 6.2, do_syscall_64 in C since).
+func checkLinuxAnnotations(t *testing.T, tr *trace.Trace, exit string) {
+	t.Helper()
+	tramp, bits := 0, false
+	var sysret string
+	for i, st := range tr.Steps {
+		txt := stepText(st)
+		if onEntryStackLeaving(tr, i) {
+			tramp++
+			if strings.Contains(txt, "(pt_regs->") {
+				t.Errorf("step %d %s (%s) on the exit trampoline names a pt_regs field:\n%s", st.Index, st.Intel, st.Symbol, txt)
+			}
+		}
+		if strings.Contains(txt, "clears bit 11 (the user PCID") && strings.Contains(txt, "bit 12 (the user half") {
+			bits = true
+		}
+		if strings.HasPrefix(st.Intel, "sysret") {
+			sysret = txt
+		}
+	}
+	if tramp == 0 {
+		t.Errorf("no step ran on the exit trampoline")
+	}
+	if !bits {
+		t.Errorf("no step says SWITCH_TO_KERNEL_CR3 clears bits 11 and 12")
+	}
+	if exit == "sysretq" {
+		for _, want := range []string{"Linux chose SYSRET after checking that", "RCX == RIP", "R11 == RFLAGS"} {
+			if !strings.Contains(sysret, want) {
+				t.Errorf("sysretq step lacks %q:\n%s", want, sysret)
+			}
 		}
 	}
 }

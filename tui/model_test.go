@@ -2,7 +2,9 @@ package tui
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest/v2"
 
+	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -347,5 +350,44 @@ func TestProbeKey(t *testing.T) {
 	r.Update(press("f"))
 	if _, cmd := r.Update(press("p")); cmd != nil || !strings.Contains(r.status, "replay") {
 		t.Errorf("p in a replay: status %q", r.status)
+	}
+}
+
+// TestStackPaneTrampoline: in the recorded syscall round trip, steps 78-84
+// run on the teaching kernel's entry_stack after syscall_return_via_sysret
+// moved there from kernel_stack (mov %gs:0x4,%rsp, TSS.RSP0): the words it
+// pushes there are the user RSP and RDI, copied, so the stack pane labels
+// no pt_regs field there, while the kernel stack's frame keeps its labels.
+func TestStackPaneTrampoline(t *testing.T) {
+	stackLabel := regexp.MustCompile(`\+0x[0-9a-f]+ [0-9a-f]{16} pt_regs->`)
+	tests := []struct {
+		pos   int
+		tramp bool
+	}{
+		{20, false}, // pushing pt_regs on kernel_stack
+		{79, true},  // after pushq 0x28(%rdi)
+		{84, true},  // before pop %rsp
+		{86, false}, // back on the user stack before sysretq
+	}
+	for _, tt := range tests {
+		m := replayModel(t, 160, 48)
+		for _, k := range keys("g " + strings.Join(strings.Split(fmt.Sprint(tt.pos), ""), " ") + " enter") {
+			m.Update(k)
+		}
+		if m.Pos() != tt.pos {
+			t.Fatalf("at %d, want %d", m.Pos(), tt.pos)
+		}
+		rsp := m.state().Val(target.RSP)
+		if got := m.onExitTrampoline(rsp); got != tt.tramp {
+			t.Errorf("step %d (rsp %#x): onExitTrampoline = %v, want %v", tt.pos, rsp, got, tt.tramp)
+		}
+		screen := ansi.Strip(m.Render())
+		labelled := stackLabel.MatchString(screen)
+		if tt.tramp && (!strings.Contains(screen, "the exit trampoline: copies, not a pt_regs frame") || labelled) {
+			t.Errorf("step %d: stack pane:\n%s", tt.pos, screen)
+		}
+		if tt.pos == 20 && !labelled {
+			t.Errorf("step 20: the kernel stack's pt_regs frame lost its labels:\n%s", screen)
+		}
 	}
 }

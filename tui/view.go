@@ -501,6 +501,28 @@ func (m *Model) stackRegion(rsp uint64) (annotate.Region, bool) {
 	return c.StackOf(rsp)
 }
 
+// onExitTrampoline reports whether rsp, at the shown stop, is on an entry
+// stack the kernel moved to from a kernel stack at CPL 0: the exit path's
+// trampoline, where the words are copies (the user RSP, RDI, an IRET
+// frame), not a pt_regs frame, whatever their positions below its top.
+func (m *Model) onExitTrampoline(rsp uint64) bool {
+	c := &annotate.Context{Regions: m.snap.Header.Regions}
+	r, ok := c.StackOf(rsp)
+	if !ok || r.Kind != annotate.RegionEntryStack {
+		return false
+	}
+	for i := min(m.pos, len(m.snap.Steps)) - 1; i >= 0; i-- {
+		s := m.snap.Steps[i]
+		prev := s.Regs.Val(target.RSP)
+		if p, ok := c.StackOf(prev); ok && p == r {
+			continue
+		}
+		// Step i moved RSP onto this entry stack.
+		return s.CPL == 0 && c.ExitTrampoline(prev, rsp)
+	}
+	return false
+}
+
 func kindName(k annotate.RegionKind) string {
 	switch k {
 	case annotate.RegionUserStack:
@@ -619,6 +641,10 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		lines = append(lines, stDim.Render("no stack words recorded at this step"))
 	}
 	top := reg.FrameTop
+	if m.onExitTrampoline(rsp) {
+		top = 0 // copies made on the way out, not a pt_regs frame
+		lines = append(lines, stDim.Render("  the exit trampoline: copies, not a pt_regs frame"))
+	}
 	for i, w := range words {
 		addr := rsp + uint64(8*i)
 		if onStack && addr >= reg.End {
