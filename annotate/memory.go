@@ -64,6 +64,9 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
 			out = append(out, gateRanges(sys, 13)...)
 		}
 	}
+	if r, ok := skippedRange(inst, addr, before); ok {
+		out = append(out, r) // the code a jmp skips: a patched-out ALTERNATIVE?
+	}
 	return out
 }
 

@@ -96,5 +96,6 @@ func (a *annotator) mitigations() {
 				a.note(KindMitigation, "%s %s: %s", strings.ToLower(a.s.Inst.Op.String()), a.sym(rip), t)
 			}
 		}
+		a.patchedOut()
 	}
 }

@@ -3,15 +3,17 @@ package session
 import (
 	"context"
 	"fmt"
-	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -252,5 +254,46 @@ func checkLinuxAnnotations(t *testing.T, tr *trace.Trace, exit string) {
 				t.Errorf("sysretq step lacks %q:\n%s", want, sysret)
 			}
 		}
+	}
+}
+
+// TestLinuxNoPTIAlternatives boots Debian's kernels with pti=off. Linux
+// then leaves its KPTI page-table switches out by keeping the jmp that
+// each SWITCH_TO_*_CR3 ALTERNATIVE site starts with (entry_64.S,
+// calling.h: ALTERNATIVE "jmp .Lend_\@", "", X86_FEATURE_PTI). The round
+// trip must write CR3 no time, and the jmp on the way in must be explained
+// as skipping a CR3 write; the same kernel with pti=on writes CR3 (checked
+// by TestLinuxRoundTrip).
+func TestLinuxNoPTIAlternatives(t *testing.T) {
+	for _, series := range []string{"6.1", "6.12"} {
+		t.Run(series, func(t *testing.T) {
+			kernel := testenv.LinuxKernel(t, series)
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			s, err := StartLinux(ctx, LinuxOptions{Options: Options{Accel: "tcg", Mechanism: trace.Syscall}, Kernel: kernel, NoPTI: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			tr, err := s.RoundTrip(ctx, trace.Syscall)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var skips []string
+			for _, st := range tr.Steps {
+				if slices.Contains(st.Events, annotate.EventCR3Write) {
+					t.Errorf("step %d (%s) writes CR3 with pti=off", st.Index, st.Symbol)
+				}
+				for _, e := range st.Effects {
+					if strings.Contains(e.Text, "ALTERNATIVE site") && strings.Contains(e.Text, "CR3 write") {
+						skips = append(skips, st.Symbol)
+					}
+				}
+			}
+			if len(skips) == 0 || !strings.HasPrefix(skips[0], "entry_SYSCALL_64") {
+				t.Errorf("jmps explained as skipping a CR3 write at %v; want the first in entry_SYSCALL_64", skips)
+			}
+			t.Logf("CR3 switches skipped at %v", skips)
+		})
 	}
 }
