@@ -2,11 +2,13 @@ package gdbremote
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrBusy is matched (with errors.Is) by Dial's error when the stub already
@@ -21,6 +23,35 @@ func (e busyError) Error() string { return string(e) }
 
 // busyHint explains a handshake that got no answer at all.
 const busyHint = "the stub accepted the connection but did not answer: another debugger (gdb, another sctrace) is probably attached, and QEMU's gdbstub serves one at a time; detach it first"
+
+// busyGrace is how long Dial lets a stub's last client go before it calls
+// the stub busy: when a debugger has just detached, QEMU closes its end of
+// that connection only when its main loop next looks, a moment later.
+const busyGrace = 500 * time.Millisecond
+
+// stillAttached reports whether a local stub has a client now and still
+// has one after busyGrace (or when ctx ends).
+func stillAttached(ctx context.Context, network, address string) bool {
+	if !attachedClient(network, address) {
+		return false
+	}
+	deadline := time.NewTimer(busyGrace)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-deadline.C:
+			return true
+		case <-ctx.Done():
+			return true
+		case <-tick.C:
+			if !attachedClient(network, address) {
+				return false
+			}
+		}
+	}
+}
 
 // attachedClient reports whether a local stub at network/address already
 // has a client, from the kernel's socket tables, so that Dial can refuse

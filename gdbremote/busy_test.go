@@ -38,6 +38,31 @@ func TestSecondClient(t *testing.T) {
 	}
 }
 
+// TestRedialAfterDetach: a debugger that has just detached leaves QEMU's
+// end of its connection open until QEMU's main loop next looks; a new Dial
+// right after must wait for that, not call the stub busy.
+func TestRedialAfterDetach(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unix", true: "tcp"}[tcp], func(t *testing.T) {
+			inst, c := startQEMUWith(t, qemu.Config{Stopped: true, GDB: true, GDBTCP: tcp, Accel: "tcg"})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 5 {
+				if err := c.Detach(ctx); err != nil {
+					t.Fatalf("detach %d: %v", i, err)
+				}
+				c.Close()
+				var err error
+				c, err = gdbremote.Dial(ctx, inst.GDBAddr)
+				if err != nil {
+					t.Fatalf("Dial %d right after the last client detached: %v", i, err)
+				}
+			}
+			c.Close()
+		})
+	}
+}
+
 // startQEMUWith is startQEMU with a chosen configuration.
 func startQEMUWith(tb testing.TB, cfg qemu.Config) (*qemu.Instance, *gdbremote.Conn) {
 	tb.Helper()

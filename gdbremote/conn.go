@@ -131,7 +131,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 	case strings.HasPrefix(addr, ":"):
 		address = "127.0.0.1" + addr
 	}
-	if attachedClient(network, address) {
+	if stillAttached(ctx, network, address) {
 		return nil, fmt.Errorf("gdbremote: %s: %w (a connection to it is established); QEMU's gdbstub serves one debugger at a time: detach that one first", addr, ErrBusy)
 	}
 	d := net.Dialer{Timeout: cfg.timeout}
