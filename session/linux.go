@@ -21,6 +21,7 @@ import (
 	"github.com/sctrace/sctrace/linux"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -359,7 +360,7 @@ func (s *Session) readLinux(ctx context.Context) error {
 		}
 		s.Symbols = s.Symbols.Merge(init)
 	}
-	if task, err := linux.TaskStack(ctx, s.Target, tab, gs); err == nil {
+	if task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, tab, gs); err == nil {
 		s.linuxTask = task
 	}
 	l.Ready = time.Since(l.started)
@@ -387,13 +388,33 @@ func (s *Session) linuxRegions() []annotate.Region {
 	return out
 }
 
+// kernelMemory reads kernel memory whatever page tables the CPU is on:
+// under the current CR3 where it maps the address, else, when the CPU is on
+// the user half of a KPTI page-table pair (CR3 bit 12 set), under the
+// kernel half (bit 12 clear) through physical memory. With pti=on the
+// per-CPU data that names the running task's stack is not mapped in user
+// mode, where a round trip starts.
+type kernelMemory struct{ t *target.Target }
+
+func (k kernelMemory) ReadMemory(ctx context.Context, addr uint64, n int) ([]byte, error) {
+	b, err := k.t.ReadMemory(ctx, addr, n)
+	if err == nil {
+		return b, nil
+	}
+	st, serr := k.t.State(ctx)
+	if serr != nil || st.Val(target.CR3)&0x1000 == 0 {
+		return nil, err
+	}
+	return k.t.ReadUnder(ctx, st.Val(target.CR3)&^0x1fff, addr, n)
+}
+
 // refreshLinux finds the task stack again at the start of a round trip:
 // it belongs to the task now running, which the regions must name.
 func (s *Session) refreshLinux(ctx context.Context) {
 	if s.linux == nil || s.linux.tab == nil {
 		return
 	}
-	task, err := linux.TaskStack(ctx, s.Target, s.linux.tab, s.linux.gsBase)
+	task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, s.linux.tab, s.linux.gsBase)
 	if err != nil || task == s.linuxTask {
 		return
 	}

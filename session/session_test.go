@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -643,5 +644,67 @@ func TestAccelChoice(t *testing.T) {
 	_, err := StartFixture(context.Background(), Options{Accel: accel.KVM, KVMCheck: broken})
 	if err == nil || !strings.Contains(err.Error(), "KVM does not work on this host") || !strings.Contains(err.Error(), "#PF") {
 		t.Errorf("--accel kvm on a broken KVM: %v, want the reason", err)
+	}
+}
+
+// TestReadUnder reads kernel memory that the user page tables do not map.
+// The teaching kernel's user PGD (kernel PGD | 0x1000, see
+// fixtures/kernel/README.md) maps only the entry text and the CPU entry
+// area, so at the user syscall instruction kernel_stack is not mapped; read
+// under the kernel PGD through physical memory it must give the same bytes
+// as a plain read once the entry code has switched CR3 to the kernel PGD.
+// Kernel text (do_syscall_64, not in the entry text) is checked the same
+// way: those bytes are known, and not zero.
+func TestReadUnder(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.ToEntry(ctx, trace.Syscall); err != nil {
+		t.Fatal(err)
+	}
+	stack, ok := s.Symbols.Addr("kernel_stack")
+	if !ok {
+		t.Fatal("no kernel_stack symbol")
+	}
+	addr := stack + 0x3f00
+	cr3 := s.Recorder.Current().Val(target.CR3)
+	if cr3&0x1000 == 0 {
+		t.Fatalf("CR3 %#x at the user syscall is not the user PGD", cr3)
+	}
+	if _, err := s.Target.ReadMemory(ctx, addr, 64); err == nil || !strings.Contains(err.Error(), "not mapped") {
+		t.Fatalf("kernel_stack read under the user PGD: %v, want not mapped", err)
+	}
+	under, err := s.Target.ReadUnder(ctx, cr3&^0x1fff, addr, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Target.ReadMemory(ctx, addr, 64); err == nil {
+		t.Fatal("the stub was left in physical mode: a virtual read of an unmapped address worked")
+	}
+	for s.Recorder.Current().Val(target.CR3)&0x1000 != 0 {
+		if _, err := s.Recorder.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain, err := s.Target.ReadMemory(ctx, addr, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(under, plain) {
+		t.Errorf("ReadUnder gave % x\nunder the kernel CR3: % x", under, plain)
+	}
+	text, ok := s.Symbols.Addr("do_syscall_64")
+	if !ok {
+		t.Fatal("no do_syscall_64 symbol")
+	}
+	code, err := s.Target.ReadUnder(ctx, cr3&^0x1fff, text, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := s.Target.ReadMemory(ctx, text, 16); err != nil || !bytes.Equal(code, plain) || bytes.Count(code, []byte{0}) == len(code) {
+		t.Errorf("do_syscall_64 under the kernel PGD: % x; plain read at CPL 0: % x (%v)", code, plain, err)
+	}
+	if _, err := s.Target.ReadUnder(ctx, cr3&^0x1fff, 0x7fff_0000_0000, 8); err == nil || !strings.Contains(err.Error(), "not mapped under CR3") {
+		t.Errorf("ReadUnder of an unmapped address: %v, want not mapped", err)
 	}
 }

@@ -1,7 +1,9 @@
 package target
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -135,4 +137,66 @@ func (t *Target) SysRegs(ctx context.Context) (*SysRegs, error) {
 		return nil, fmt.Errorf("monitor info registers: %w", err)
 	}
 	return ParseInfoRegisters(text)
+}
+
+// ReadUnder reads n bytes at a virtual address as the page tables at cr3
+// map it (4-level paging), whatever CR3 the CPU holds now: it walks the
+// tables and reads physical memory (Qqemu.PhyMemMode), then puts the stub
+// back to virtual addresses. It is for memory the current CR3 does not map,
+// such as the kernel's per-CPU data while a KPTI kernel is stopped in user
+// mode.
+func (t *Target) ReadUnder(ctx context.Context, cr3, addr uint64, n int) (out []byte, err error) {
+	if err := t.Conn.SetPhysicalMemoryMode(ctx, true); err != nil {
+		return nil, fmt.Errorf("read %#x under CR3 %#x: %w", addr, cr3, err)
+	}
+	defer func() {
+		if perr := t.Conn.SetPhysicalMemoryMode(context.WithoutCancel(ctx), false); perr != nil && err == nil {
+			err = fmt.Errorf("read %#x under CR3 %#x: back to virtual addresses: %w", addr, cr3, perr)
+		}
+	}()
+	out = make([]byte, 0, n)
+	for len(out) < n {
+		va := addr + uint64(len(out))
+		pa, size, err := t.translate(ctx, cr3, va)
+		if err != nil {
+			return nil, err
+		}
+		chunk := min(uint64(n-len(out)), size-va%size)
+		t.Reads++
+		b, err := t.Conn.ReadMemory(ctx, pa, int(chunk))
+		if err != nil {
+			return nil, fmt.Errorf("read %#x under CR3 %#x (physical %#x): %w", va, cr3, pa, err)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// frameMask keeps the physical-address bits of a page-table entry.
+const frameMask = 0x000f_ffff_ffff_f000
+
+// translate walks the 4-level page tables at cr3 for va, with the stub in
+// physical mode, and returns the physical address and the size of the page
+// that maps it.
+func (t *Target) translate(ctx context.Context, cr3, va uint64) (pa, size uint64, err error) {
+	table := cr3 & frameMask
+	for level := 4; level >= 1; level-- {
+		shift := 12 + 9*uint(level-1)
+		slot := table + (va>>shift&511)*8
+		t.Reads++
+		b, err := t.Conn.ReadMemory(ctx, slot, 8)
+		if err != nil || len(b) < 8 {
+			return 0, 0, fmt.Errorf("read %#x under CR3 %#x: page-table entry at physical %#x: %w", va, cr3, slot, cmp.Or(err, errors.New("short read")))
+		}
+		e := binary.LittleEndian.Uint64(b)
+		if e&1 == 0 {
+			return 0, 0, fmt.Errorf("read %#x: not mapped under CR3 %#x (level %d entry %#x not present)", va, cr3, level, e)
+		}
+		size = 1 << shift
+		if level == 1 || (level <= 3 && e&0x80 != 0) {
+			return e&frameMask&^(size-1) | va&(size-1), size, nil
+		}
+		table = e & frameMask
+	}
+	panic("unreachable")
 }
