@@ -430,6 +430,9 @@ func TestQuestionsKeepTheirAnswer(t *testing.T) {
 				giveaways = []string{"pointing at the " + q.Answer, "gs_base` holds the " + q.Answer, q.Answer + "'s per-CPU area", "per-CPU area as the active GS base"}
 			case AskCR3:
 				giveaways = []string{"CR3 is the " + q.Answer, "the " + q.Answer + " page tables"}
+			case AskRegister:
+				a := q.Answer
+				giveaways = []string{"into **" + a + "**", "into `" + a + "`", "into " + a + ",", "in **" + a + "**", "in `" + a + "`", "**" + a + "** holds", "`" + a + "` holds", a + " holds the"}
 			}
 			text := strings.ToLower(strings.ReplaceAll(s.Text, "\n", " "))
 			for _, g := range giveaways {
