@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	tea "charm.land/bubbletea/v2"
@@ -523,6 +524,83 @@ func (m *Model) onExitTrampoline(rsp uint64) bool {
 	return false
 }
 
+// kernelFrame is the frame the CPU pushed for an exception taken in kernel
+// mode: on the stack the kernel was on, below whatever frame is above it.
+type kernelFrame struct {
+	addr    uint64 // RSP after the delivery: the first word of the frame
+	errCode bool   // the frame starts with an error code
+	sp      uint64 // the interrupted RSP, saved in the frame (0 if not read)
+	step    int    // the step that took the exception
+}
+
+// kernelFrameSlots name the words of a frame without an error code.
+var kernelFrameSlots = []string{"ip", "cs", "flags", "sp", "ss"}
+
+// slot names the frame's word at addr.
+func (f kernelFrame) slot(addr uint64) (string, bool) {
+	names := kernelFrameSlots
+	if f.errCode {
+		names = append([]string{"error code"}, names...)
+	}
+	end := f.addr + uint64(8*len(names))
+	switch {
+	case f.addr == 0 || addr < f.addr || (addr-f.addr)%8 != 0:
+		return "", false
+	case addr < end:
+		return names[(addr-f.addr)/8], true
+	case addr < f.sp:
+		// Before pushing, the CPU aligned RSP down to 16 bytes.
+		return "alignment padding", true
+	}
+	return "", false
+}
+
+// nestedFrame finds the frame of an exception taken at CPL 0 before the
+// shown step and not yet returned from (no iret since), so that its words
+// are named for what they are rather than by their position below the
+// stack's top. Whether it has an error code is read from the frame: the
+// saved CS, the kernel's, is the second word without one, the third with.
+func (m *Model) nestedFrame() (kernelFrame, bool) {
+	steps := m.snap.Steps
+	for i := min(m.pos, len(steps)) - 1; i >= 0; i-- {
+		s := steps[i]
+		if slices.Contains(s.Events, annotate.EventIret) {
+			return kernelFrame{}, false
+		}
+		if s.CPL != 0 || !slices.Contains(s.Events, annotate.EventException) {
+			continue
+		}
+		var after *target.State
+		var words []uint64
+		if i+1 < len(steps) {
+			after = steps[i+1].Regs
+			for _, w := range steps[i+1].Stack {
+				words = append(words, uint64(w))
+			}
+		} else {
+			after, words = m.snap.Current, m.snap.Stack
+		}
+		if after == nil || after.CPL() != 0 {
+			return kernelFrame{}, false
+		}
+		cs := s.Regs.Val(target.CS) & 0xffff
+		errCode := len(words) >= 3 && words[1]&0xffff != cs && words[2]&0xffff == cs
+		f := kernelFrame{addr: after.Val(target.RSP), errCode: errCode, step: s.Index}
+		if i := 3 + btoi(errCode); i < len(words) {
+			f.sp = words[i]
+		}
+		return f, true
+	}
+	return kernelFrame{}, false
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func kindName(k annotate.RegionKind) string {
 	switch k {
 	case annotate.RegionUserStack:
@@ -645,6 +723,10 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		top = 0 // copies made on the way out, not a pt_regs frame
 		lines = append(lines, stDim.Render("  the exit trampoline: copies, not a pt_regs frame"))
 	}
+	nested, nestedOK := m.nestedFrame()
+	if nestedOK {
+		lines = append(lines, stDim.Render(fmt.Sprintf("  a kernel-mode exception's frame at %#x (step %d)", nested.addr, nested.step)))
+	}
 	for i, w := range words {
 		addr := rsp + uint64(8*i)
 		if onStack && addr >= reg.End {
@@ -652,8 +734,17 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 			break
 		}
 		label := ""
-		if f, ok := annotate.PtRegsSlot(top, addr); ok && onStack {
-			label = stAccent.Render("pt_regs->" + f)
+		switch f, ok := nested.slot(addr); {
+		case nestedOK && ok && f == "alignment padding":
+			label = stDim.Render(f)
+		case nestedOK && ok:
+			label = stWarn.Render("nested frame: " + f)
+		case nestedOK && addr < nested.addr:
+			// pushed by the nested handler: no pt_regs of the frame above
+		default:
+			if f, ok := annotate.PtRegsSlot(top, addr); ok && onStack {
+				label = stAccent.Render("pt_regs->" + f)
+			}
 		}
 		lines = append(lines, fmt.Sprintf("+%#03x %016x %s", 8*i, w, label))
 	}
