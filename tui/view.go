@@ -262,19 +262,21 @@ func (m *Model) statusLine() string {
 	if st := m.state(); st != nil {
 		cpl = st.CPL()
 	}
+	// Most important first: a narrow terminal cuts the end of the line,
+	// so the operation in flight comes early and the stub's address last.
 	parts := []string{stBold.Render("sctrace"), cplBadge(cpl), fmt.Sprintf("step %d of %d", m.pos, len(m.snap.Steps))}
 	if m.drv.Live() {
 		parts = append(parts, stUser.Render("live"))
 	} else {
 		parts = append(parts, stAccent.Render("replay"))
 	}
+	if m.busy != nil {
+		parts = append(parts, stWarn.Render(m.busy.label+"…"))
+	}
 	parts = append(parts, m.mechanism())
 	if h.Accel != "" {
 		accel, _, _ := strings.Cut(h.Accel, " (")
 		parts = append(parts, accel)
-	}
-	if h.Target != "" {
-		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
 	}
 	if l := h.SteppingLabel(); l != "" {
 		parts = append(parts, l)
@@ -284,8 +286,8 @@ func (m *Model) statusLine() string {
 	} else {
 		parts = append(parts, "at&t")
 	}
-	if m.busy != nil {
-		parts = append(parts, stWarn.Render(m.busy.label+"…"))
+	if h.Target != "" {
+		parts = append(parts, strings.TrimPrefix(h.Target, "qemu gdbstub at "))
 	}
 	s := strings.Join(parts, sep)
 	return stStatusBG.Render(s + strings.Repeat(" ", max(0, m.width-ansi.StringWidth(s))))
