@@ -175,6 +175,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Iters > MaxGuestIters && contains(targets, TargetFixture) {
 		return nil, fmt.Errorf("iterations %d: the teaching kernel takes at most %d", cfg.Iters, MaxGuestIters)
 	}
+	if cfg.Accel == accel.KVM && contains(targets, TargetFixture) {
+		// Asked for KVM: stop before measuring anything when it does not
+		// work here, as every other command does.
+		if _, err := cfg.chooseAccel(ctx); err != nil {
+			return nil, err
+		}
+	}
 	rep := &Report{Version: ReportVersion, Started: time.Now().UTC(), Iters: cfg.Iters}
 	rep.Env = CollectEnvironment(ctx, cfg.QEMU)
 	var errs []error

@@ -95,7 +95,7 @@ func CollectEnvironment(ctx context.Context, qemuBinary string) *Environment {
 		env.QEMU = v
 	}
 	if ok, why := qemu.KVMUsable(); ok {
-		env.KVM = "usable"
+		env.KVM = "/dev/kvm answers"
 	} else {
 		env.KVM = "not usable: " + why
 	}
