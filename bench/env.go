@@ -36,7 +36,7 @@ type Environment struct {
 	QEMU          string    `json:"qemu"`
 	Accel         string    `json:"accel"`
 	AccelNote     string    `json:"accel_note"`
-	KVM           string    `json:"kvm"` // "usable" or why not
+	KVM           string    `json:"kvm"` // what is known of KVM here: the device, or the verdict of the check
 	GuestCPUModel string    `json:"guest_cpu_model"`
 	QEMUCommand   string    `json:"qemu_command,omitempty"`
 	Guest         *GuestCPU `json:"guest_cpu,omitempty"`

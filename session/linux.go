@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/kallsyms"
@@ -241,6 +242,9 @@ const enterSteps = 20000
 // then reads kallsyms and the regions. An attached guest that is not
 // recognised is left as it is.
 func (s *Session) prepareLinux(ctx context.Context, o Options) error {
+	if s.noSymbols {
+		return nil
+	}
 	if s.linux == nil {
 		if s.Symbols != nil && !IsLinuxTable(s.Symbols) {
 			return nil
@@ -250,6 +254,9 @@ func (s *Session) prepareLinux(ctx context.Context, o Options) error {
 			s.linux = nil
 			if s.given {
 				s.Notes = append(s.Notes, fmt.Sprintf("the symbols name a Linux kernel, but its stacks and per-CPU area could not be found: %v", err))
+				return nil
+			}
+			if s.Symbols == nil && s.useBundled(ctx) {
 				return nil
 			}
 			s.Kernel = "unknown kernel (not recognised as Linux: " + err.Error() + ")"
@@ -262,6 +269,31 @@ func (s *Session) prepareLinux(ctx context.Context, o Options) error {
 		}
 	}
 	return s.readLinux(ctx)
+}
+
+// useBundled takes the bundled teaching kernel's symbols when the guest
+// runs that kernel: its entry code is in guest memory where the ELF puts
+// it, byte for byte (a QEMU that `sctrace run --keep` left running, say).
+func (s *Session) useBundled(ctx context.Context) bool {
+	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+	if err != nil {
+		return false
+	}
+	addr, ok := tab.Addr("entry_SYSCALL_64")
+	if !ok {
+		return false
+	}
+	want, ok := kernel.Code(addr, 64)
+	if !ok {
+		return false
+	}
+	got, err := s.Target.ReadMemory(ctx, addr, len(want))
+	if err != nil || !bytes.Equal(got, want) {
+		return false
+	}
+	tab.Source = "ELF symtab of the bundled teaching kernel (recognised in guest memory)"
+	s.Symbols, s.Kernel = tab, KernelDescription
+	return true
 }
 
 // bootLinux runs the guest until /init prints its banner, then stops it.

@@ -80,6 +80,7 @@ type Session struct {
 	probeMSRs bool
 	tmp       string
 	closeOnce sync.Once
+	noSymbols bool            // Options.Symbols was NoSymbols
 	linux     *linuxState     // set for a Linux guest (see linux.go)
 	linuxTask annotate.Region // the running task's stack on Linux
 }
@@ -169,6 +170,11 @@ func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
 	return accel.Choose(ctx, o.Accel, accel.Trace, check)
 }
 
+// NoSymbols, given as Options.Symbols, attaches with no names at all:
+// neither the guest's kallsyms nor the bundled teaching kernel's symbols
+// are looked for.
+const NoSymbols = "none"
+
 // Attach connects to a gdbstub that someone else started. Symbols come from
 // o.Symbols when given; Debian's placeholder System.map is refused (see
 // Notes) and the guest's kallsyms used as when none is given. A guest whose
@@ -176,7 +182,10 @@ func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
 // the machine, whatever the symbol source.
 func Attach(ctx context.Context, addr string, o Options) (*Session, error) {
 	s := &Session{keep: true, Kernel: "unknown kernel"}
-	if o.Symbols != "" {
+	if o.Symbols == NoSymbols {
+		s.noSymbols = true
+		s.Kernel = "unknown kernel (--symbols none: no names looked for)"
+	} else if o.Symbols != "" {
 		tab, err := symbols.Load(o.Symbols)
 		switch {
 		case errors.Is(err, symbols.ErrPlaceholder):

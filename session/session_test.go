@@ -373,7 +373,7 @@ func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 func TestAttachWithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s := attachRunning(ctx, t, Options{})
+	s := attachRunning(ctx, t, Options{Symbols: NoSymbols})
 	tr, err := s.RoundTrip(ctx, trace.Syscall)
 	if err != nil {
 		t.Fatal(err)
@@ -507,7 +507,7 @@ func TestProbeNeedsKernel(t *testing.T) {
 func TestAttachInt80WithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s := attachRunning(ctx, t, Options{Budget: 3})
+	s := attachRunning(ctx, t, Options{Budget: 3, Symbols: NoSymbols})
 	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
 		t.Fatal(err)
 	}
@@ -706,5 +706,26 @@ func TestReadUnder(t *testing.T) {
 	}
 	if _, err := s.Target.ReadUnder(ctx, cr3&^0x1fff, 0x7fff_0000_0000, 8); err == nil || !strings.Contains(err.Error(), "not mapped under CR3") {
 		t.Errorf("ReadUnder of an unmapped address: %v, want not mapped", err)
+	}
+}
+
+// TestAttachRecognisesBundledKernel attaches with no symbol file to a QEMU
+// running the bundled teaching kernel (as `sctrace run --keep` leaves one):
+// its entry code is found in guest memory where the embedded ELF puts it,
+// so the ELF's symbols name the trace.
+func TestAttachRecognisesBundledKernel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := attachRunning(ctx, t, Options{})
+	if s.Kernel != KernelDescription || !strings.Contains(s.Symbols.Source, "recognised in guest memory") {
+		t.Fatalf("kernel %q, symbols %v: want the bundled teaching kernel recognised", s.Kernel, s.Symbols)
+	}
+	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := s.Symbols.Addr(trace.UserLabel(trace.Syscall))
+	if tr.Steps[0].Symbol != trace.UserLabel(trace.Syscall) || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
+		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), trace.UserLabel(trace.Syscall), want)
 	}
 }

@@ -59,7 +59,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 	}
 	sf.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map")
+	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no names (default: the guest's kallsyms, or the bundled kernel's when it runs)")
 	fl.StringVarP(&mechanism, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel (t toggles)")
 	fl.IntVar(&budget, "budget", trace.DefaultBudget, "most instructions one run (e, r, R) steps")

@@ -64,10 +64,18 @@ cloud kernel.`,
 			if lo.Kernel == "" {
 				return fmt.Errorf("--kernel is required (scripts/fetch-kernel.sh downloads a Debian cloud kernel)")
 			}
-			lo.Mechanism, lo.Timeout = m, sf.timeout
-			if m == trace.Vdso && lo.Mode == "" {
+			// The mechanism and /init's loop follow each other: a vDSO
+			// loop makes no system call to wait for.
+			chosen := cmd.Flags().Changed("mechanism")
+			switch {
+			case m == trace.Vdso && lo.Mode == "":
 				lo.Mode = linuxinit.Vdso
+			case !chosen && lo.Mode == linuxinit.Vdso:
+				m = trace.Vdso
+			case !chosen && lo.Mode == linuxinit.Int80:
+				m = trace.Int80
 			}
+			lo.Mechanism, lo.Timeout = m, sf.timeout
 			rf.options(&lo.Options)
 			warnTCP(cmd.ErrOrStderr(), lo.GDBTCP)
 			closeLog, err := sf.openWireLog(&lo.Options)

@@ -198,7 +198,7 @@ what was recorded and detaches the same way.`,
 	rf.register(cmd)
 	sf.register(cmd)
 	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
-	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map")
+	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no names (default: the guest's kallsyms, or the bundled kernel's when it runs)")
 	return cmd
 }
 
