@@ -126,6 +126,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Conn, error) {
 	}
 	network, address := "tcp", addr
 	switch {
+	case addr != "" && strings.Trim(addr, "0123456789") == "":
+		return nil, fmt.Errorf("gdbremote: address %q is a port alone: write :%s for a stub on this machine (QEMU's -s is :1234), HOST:PORT, or unix:PATH", addr, addr)
 	case strings.HasPrefix(addr, "unix:"):
 		network, address = "unix", strings.TrimPrefix(addr, "unix:")
 	case strings.HasPrefix(addr, ":"):

@@ -128,6 +128,7 @@ func TestDialErrors(t *testing.T) {
 		{"refused", dead, "nothing is listening"},
 		{"unix socket missing", "unix:" + filepath.Join(t.TempDir(), "none.sock"), "nothing is listening"},
 		{"bad address", "no-port-here", "dial"},
+		{"port alone", "1234", "is a port alone: write :1234"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

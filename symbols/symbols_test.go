@@ -68,6 +68,9 @@ func TestLoadErrors(t *testing.T) {
 		// and of linux-image-6.12.118+deb12-cloud-amd64-unsigned.
 		{"Debian placeholder", "testdata/System.map-debian-placeholder", "the real one is in the kernel's -dbg package", ErrPlaceholder},
 		{"name with spaces", write("spaces.map", "ffffffff81000000 T two words\n"), "a name with spaces", ErrFormat},
+		// A bzImage's first bytes: "MZ", then the boot protocol's header
+		// signature "HdrS" at 0x202 (Documentation/arch/x86/boot.rst).
+		{"bzImage", write("vmlinuz", "MZ"+strings.Repeat("\x00", 0x200)+"HdrS\x0f\x02"), "a bzImage (a compressed, stripped kernel) holds no symbol table", ErrFormat},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

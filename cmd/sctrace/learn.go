@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -69,6 +70,9 @@ site. Progress is kept in $XDG_STATE_HOME/sctrace/progress.json.`,
 				return fmt.Errorf("lesson %q: want a number (sctrace learn lists them)", args[0])
 			}
 			if export != "" {
+				if _, err := exportFormat(export); err != nil {
+					return err
+				}
 				if err := outfile.Check(export); err != nil {
 					return fmt.Errorf("--export %w", err)
 				}
@@ -92,7 +96,11 @@ site. Progress is kept in $XDG_STATE_HOME/sctrace/progress.json.`,
 			}
 			base := session.Options{QEMU: qbin, Accel: accel, StackWords: tui.StackWords}
 			if export != "" {
-				return exportLesson(cmd.Context(), l, linuxKernel, base, export, syn)
+				if err := exportLesson(cmd.Context(), l, linuxKernel, base, export, syn); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "lesson %s written to %s\n", l.Name(), export)
+				return nil
 			}
 			open := func(ctx context.Context) (*session.Session, error) {
 				return walkthrough.Open(ctx, l, linuxKernel, base)
@@ -141,8 +149,22 @@ func exportLesson(ctx context.Context, l *walkthrough.Lesson, linuxKernel string
 	if err != nil {
 		return err
 	}
-	if strings.HasSuffix(strings.ToLower(file), ".html") || strings.HasSuffix(strings.ToLower(file), ".htm") {
+	if f, _ := exportFormat(file); f == "html" {
 		return outfile.Save(file, "sctrace-lesson-*.html", func(w io.Writer) error { return walkthrough.WriteHTML(w, l, traces, syn) })
 	}
 	return outfile.Save(file, "sctrace-lesson-*.md", func(w io.Writer) error { return walkthrough.WriteMarkdown(w, l, traces, syn) })
+}
+
+// exportFormat picks the export format from the file name: HTML for .html
+// and .htm, Markdown for .md, .markdown, no extension or a device such as
+// /dev/stdout; anything else is refused before the lesson is recorded.
+func exportFormat(file string) (string, error) {
+	switch ext := strings.ToLower(filepath.Ext(file)); {
+	case ext == ".html" || ext == ".htm":
+		return "html", nil
+	case ext == ".md" || ext == ".markdown" || ext == "" || strings.HasPrefix(file, "/dev/"):
+		return "markdown", nil
+	default:
+		return "", fmt.Errorf("--export %s: lessons are written as Markdown (.md) or HTML (.html), not %s", file, ext)
+	}
 }

@@ -58,6 +58,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trace", "--attach", ":1", "--budget", "0"}, "--budget must be positive"},
 		{[]string{"view", filepath.Join(t.TempDir(), "none.json")}, "no such file"},
 		{[]string{"view", bad}, `not an sctrace trace file: format is "something-else"`},
+		{[]string{"learn", "1", "--export", filepath.Join(t.TempDir(), "l.pdf")}, "lessons are written as Markdown (.md) or HTML (.html), not .pdf"},
+		{[]string{"trace", "--attach", "1234"}, "is a port alone: write :1234"},
 		{[]string{"probe"}, "accepts 1 arg"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
