@@ -647,11 +647,7 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 	}
 	var lines []string
 	cpl := st.CPL()
-	mode := "user mode"
-	if cpl == 0 {
-		mode = "kernel mode"
-	}
-	lines = append(lines, cplBadge(cpl)+" "+mode)
+	lines = append(lines, cplBadge(cpl)+" mode")
 	lines = append(lines, "cs "+target.Selector(st.Val(target.CS)).String()+"  ss "+target.Selector(st.Val(target.SS)).String())
 	gs, kgs := st.ActiveGSBase()
 	lines = append(lines, fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)))

@@ -32,7 +32,7 @@ syscall path can be found, by its entry point.
 On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		Example: `  qemu-system-x86_64 -s -S -kernel bzImage ... &
   sctrace attach :1234 --symbols vmlinux`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg("the stub's address (HOST:PORT, :PORT or unix:PATH)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := trace.ParseMechanism(mechanism)
 			if err != nil {

@@ -70,11 +70,11 @@ site. Progress is kept in $XDG_STATE_HOME/sctrace/progress.json.`,
 				return fmt.Errorf("lesson %q: want a number (sctrace learn lists them)", args[0])
 			}
 			if export != "" {
-				if _, err := exportFormat(export); err != nil {
-					return err
-				}
 				if err := outfile.Check(export); err != nil {
 					return fmt.Errorf("--export %w", err)
+				}
+				if _, err := exportFormat(export); err != nil {
+					return err
 				}
 			}
 			syn, err := parseSyntax(syntax)

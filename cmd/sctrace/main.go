@@ -76,3 +76,18 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 	)
 	return root
 }
+
+// oneArg requires exactly one argument, and says what it is when it is
+// missing or more are given.
+func oneArg(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch len(args) {
+		case 1:
+			return nil
+		case 0:
+			return fmt.Errorf("%s needs %s (see %s --help)", cmd.CommandPath(), what, cmd.CommandPath())
+		default:
+			return fmt.Errorf("%s takes one argument, %s; got %d: %q", cmd.CommandPath(), what, len(args), args)
+		}
+	}
+}

@@ -60,7 +60,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", bad}, `not an sctrace trace file: format is "something-else"`},
 		{[]string{"learn", "1", "--export", filepath.Join(t.TempDir(), "l.pdf")}, "lessons are written as Markdown (.md) or HTML (.html), not .pdf"},
 		{[]string{"trace", "--attach", "1234"}, "is a port alone: write :1234"},
-		{[]string{"probe"}, "accepts 1 arg"},
+		{[]string{"probe"}, "sctrace probe needs the stub's address (HOST:PORT, :PORT or unix:PATH)"},
+		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 	}

@@ -90,7 +90,7 @@ the guest run on.
 
 The address may be HOST:PORT, :PORT (loopback) or unix:/path/to/socket.`,
 		Example: "  qemu-system-x86_64 -s -S -display none &\n  sctrace probe :1234",
-		Args:    cobra.ExactArgs(1),
+		Args:    oneArg("the stub's address (HOST:PORT, :PORT or unix:PATH)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, closeConn, err := sf.dial(cmd.Context(), args[0])
 			if err != nil {

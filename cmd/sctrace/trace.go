@@ -216,7 +216,7 @@ to the next event, ? lists the keys. With --format, or when standard output
 is not a terminal, it prints the trace instead.`,
 		Example: `  sctrace view syscall.json
   sctrace view syscall.json --format markdown > syscall.md`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg("the trace file to view"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			syn, err := parseSyntax(syntax)
 			if err != nil {
