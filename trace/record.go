@@ -594,16 +594,6 @@ func BackInUser() Until {
 	}
 }
 
-// AtAddress stops when RIP reaches addr.
-func AtAddress(addr uint64) Until {
-	return func(_ *Step, now *target.State) StopReason {
-		if now.Val(target.RIP) == addr {
-			return StopAddress
-		}
-		return ""
-	}
-}
-
 // Run steps until one of the conditions says stop, the budget runs out, or
 // ctx is cancelled (ctrl-c); what was recorded stays in the trace either
 // way, and the reason is stored in its header.

@@ -493,11 +493,6 @@ func (m *Model) symbolize(addr uint64) string {
 	return ""
 }
 
-func (m *Model) regionOf(addr uint64) (annotate.Region, bool) {
-	c := &annotate.Context{Regions: m.snap.Header.Regions}
-	return c.RegionOf(addr)
-}
-
 // stackRegion returns the stack RSP is on.
 func (m *Model) stackRegion(rsp uint64) (annotate.Region, bool) {
 	c := &annotate.Context{Regions: m.snap.Header.Regions}
