@@ -21,10 +21,12 @@ run: setup build
 	./$(BIN) run
 
 # The whole test suite: vet, format, unit and integration tests (real QEMU,
-# real teaching kernel), and a short fuzz run of the packet decoders and
-# the trace reader.
+# real teaching kernel), the tests that need no QEMU again under the race
+# detector (-short skips the others), and a short fuzz run of the packet
+# decoders, the trace reader and the annotator.
 test: setup check
 	$(GO) test -count=1 ./...
+	$(GO) test -race -short -count=1 ./...
 	$(MAKE) fuzz
 
 check:
@@ -32,7 +34,7 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-FUZZPKGS := ./gdbremote ./trace
+FUZZPKGS := ./gdbremote ./trace ./annotate
 
 fuzz:
 	@for p in $(FUZZPKGS); do \

@@ -167,15 +167,13 @@ func fromTokens(img []byte, base uint64, tt, ti int) (*Result, error) {
 			continue
 		}
 		markers := align8(base, end)
-		msize, ok := checkMarkers(img, markers, names, tt)
-		if !ok {
+		if !checkMarkers(img, markers, names, tt) {
 			continue
 		}
 		lay := Layout{
 			NumSyms: base + uint64(a), Names: base + uint64(a+8), Markers: base + uint64(markers),
 			TokenTable: base + uint64(tt), TokenIndex: base + uint64(ti), Count: n,
 		}
-		_ = msize
 		addrs, err := addresses(img, base, a, ti, n, &lay)
 		if err != nil {
 			return nil, fmt.Errorf("%d names at %#x: %w", n, lay.Names, err)
@@ -216,8 +214,9 @@ func walkNames(img []byte, off, n, limit int, tok *tokens) ([]int, int, bool) {
 }
 
 // checkMarkers checks kallsyms_markers at off: the offset of every 256th
-// name from the first, as 32- or 64-bit words. It returns the word size.
-func checkMarkers(img []byte, off int, names []int, limit int) (int, bool) {
+// name from the first, as 32- or 64-bit words, and reports whether they
+// are there in either size.
+func checkMarkers(img []byte, off int, names []int, limit int) bool {
 	want := func(k int) uint64 { return uint64(names[256*k] - names[0]) }
 	count := (len(names) + 255) / 256
 	for _, size := range []int{4, 8} {
@@ -235,10 +234,10 @@ func checkMarkers(img []byte, off int, names []int, limit int) (int, bool) {
 			ok = v == want(k)
 		}
 		if ok {
-			return size, true
+			return true
 		}
 	}
-	return 0, false
+	return false
 }
 
 // addresses finds and decodes the symbol addresses: 32-bit offsets before

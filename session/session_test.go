@@ -448,6 +448,16 @@ func TestProbeMSRs(t *testing.T) {
 			}
 		}
 	}
+	// The probe is recorded once, at the stop after the first step (the
+	// user syscall), with an effect for each MSR it read.
+	if len(tr.Probes) != 1 || tr.Probes[0].Step != 1 || len(tr.Probes[0].Effects) != len(trace.ProbedMSRs) {
+		t.Fatalf("probes %+v: want one, before step 1, with %d effects", tr.Probes, len(trace.ProbedMSRs))
+	}
+	for _, e := range tr.Probes[0].Effects {
+		if e.Verdict == annotate.Finding {
+			t.Errorf("probe: unexpected finding %q", e.Text)
+		}
+	}
 	if m := probed["IA32_FMASK"]; m.Value&arith != 0 {
 		t.Errorf("FMASK %#x names arithmetic flags", m.Value)
 	}

@@ -3,6 +3,7 @@ package trace
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -67,6 +68,11 @@ func Summarize(t *Trace) Summary {
 			lastStack = r.Name
 		}
 	}
+	for _, e := range ProbeEffects(t.Probes, 0) {
+		if e.Verdict == annotate.Finding {
+			sum.Findings = append(sum.Findings, "before step 0: "+e.Text)
+		}
+	}
 	for i := range t.Steps {
 		s := &t.Steps[i]
 		if s.CPL == 0 {
@@ -81,7 +87,7 @@ func Summarize(t *Trace) Summary {
 				sum.SwapGS++
 			}
 		}
-		for _, e := range s.Effects {
+		for _, e := range slices.Concat(s.Effects, ProbeEffects(t.Probes, i+1)) {
 			if e.Verdict == annotate.Finding {
 				sum.Findings = append(sum.Findings, fmt.Sprintf("step %d (%s): %s", s.Index, s.Where(), e.Text))
 			}
@@ -111,14 +117,8 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("symbols: %s\n", h.Symbols)
 	}
 	p.f("stepping: %s\n\n", h.Stepping)
-	for i := range t.Steps {
-		s := &t.Steps[i]
-		ring := "U"
-		if s.CPL == 0 {
-			ring = "K"
-		}
-		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
-		for _, e := range s.Effects {
+	effects := func(effs []annotate.Effect) {
+		for _, e := range effs {
 			mark := "   "
 			switch e.Verdict {
 			case annotate.OK:
@@ -135,6 +135,18 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			}
 		}
 	}
+	for i := range t.Steps {
+		// A probe's effects follow those of the step it ran after.
+		effects(ProbeEffects(t.Probes, i))
+		s := &t.Steps[i]
+		ring := "U"
+		if s.CPL == 0 {
+			ring = "K"
+		}
+		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
+		effects(s.Effects)
+	}
+	effects(ProbeEffects(t.Probes, len(t.Steps)))
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -183,11 +195,18 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("- symbols: %s\n", h.Symbols)
 	}
 	p.f("- stepping: %s\n\n", h.Stepping)
+	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {
+		p.f("MSRs probed before the first step:\n\n")
+		for _, e := range effs {
+			p.f("- %s\n", mdEscape(e.Text))
+		}
+		p.f("\n")
+	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
 	for i := range t.Steps {
 		s := &t.Steps[i]
 		var effs []string
-		for _, e := range s.Effects {
+		for _, e := range slices.Concat(s.Effects, ProbeEffects(t.Probes, i+1)) {
 			txt := mdEscape(e.Text)
 			if e.Verdict == annotate.Finding {
 				txt = "**finding:** " + txt

@@ -20,8 +20,10 @@ var ProbedMSRs = []uint32{
 // opt-in, everything put back) at the current stop, which must be at CPL 0.
 // Each value is learnt with the provenance "probed", and compared with what
 // the trace had already inferred: an agreement is shown as a check that
-// passed, a contradiction as a finding. The effects are added to the last
-// recorded step, the stop they were read at.
+// passed, a contradiction as a finding. The effects are recorded as a new
+// entry in the trace's Probes, at the stop they were read at; the steps
+// already recorded are left as they were, so that a snapshot of them can
+// be read while the probe runs.
 func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
 	readings, err := r.T.ProbeMSRs(ctx, ProbedMSRs)
 	at := r.name(r.cur.Val(target.RIP))
@@ -48,11 +50,8 @@ func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
 		effs = append(effs, e)
 		k.Learn(m)
 	}
-	if n := len(r.trace.Steps); n > 0 {
-		r.trace.Steps[n-1].Effects = append(r.trace.Steps[n-1].Effects, effs...)
+	if len(effs) > 0 {
+		r.trace.Probes = append(r.trace.Probes, Probe{Step: step, At: at, Effects: effs})
 	}
-	if err != nil {
-		return effs, err
-	}
-	return effs, nil
+	return effs, err
 }

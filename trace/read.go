@@ -187,6 +187,10 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			if err := decodeSteps(ctx, dec, &t); err != nil {
 				return nil, err
 			}
+		case "probes":
+			if err := dec.Decode(&t.Probes); err != nil {
+				return nil, notTrace(err)
+			}
 		case "final":
 			if err := dec.Decode(&t.Final); err != nil {
 				return nil, notTrace(err)
@@ -206,7 +210,13 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 	if t.Version != Version {
 		return nil, versionError(t.Version)
 	}
+	for i, p := range t.Probes {
+		if p.Step < 0 || p.Step > len(t.Steps) {
+			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, len(t.Steps))
+		}
+	}
 	termtext.LineAll(&t.Header)
+	termtext.LineAll(&t.Probes)
 	termtext.LineAll(&t.Final)
 	return &t, nil
 }

@@ -58,12 +58,12 @@ func poison(v reflect.Value) {
 }
 
 // hostileTrace is testdata/int80.json with hostile in every string field,
-// and a stepped-over call and an extra field so that those strings are
+// and a stepped-over call and an MSR probe so that those strings are
 // there too.
 func hostileTrace(t testing.TB) []byte {
 	tr := readTestTrace(t)
 	tr.Steps[1].Over = &Over{Target: "do_int80", Depth: 1}
-	tr.Steps[1].Extra = map[string]string{"note": "x"}
+	tr.Probes = []Probe{{Step: 2, At: "0x1000 <entry>", Effects: []annotate.Effect{{Kind: annotate.KindMSR, Text: "IA32_LSTAR = 0x1000 (probed)", Verdict: annotate.Finding}}}}
 	tr.Header.Stop = "back in user mode"
 	tr.Steps[2].Effects = append(tr.Steps[2].Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
 	poison(reflect.ValueOf(tr))

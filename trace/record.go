@@ -248,10 +248,11 @@ func (r *Recorder) Trace() *Trace {
 	return r.trace
 }
 
-// Reset forgets the steps recorded so far (keeping what was learnt about
-// MSRs), so that the next round trip starts a fresh trace.
+// Reset forgets the steps and probes recorded so far (keeping what was
+// learnt about MSRs), so that the next round trip starts a fresh trace.
 func (r *Recorder) Reset() {
 	r.trace.Steps = nil
+	r.trace.Probes = nil
 	r.trace.Final = nil
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
@@ -588,16 +589,6 @@ func BackInUser() Until {
 		}
 		if now.Val(target.RIP) == next {
 			return StopOnce
-		}
-		return ""
-	}
-}
-
-// AtAddress stops when RIP reaches addr.
-func AtAddress(addr uint64) Until {
-	return func(_ *Step, now *target.State) StopReason {
-		if now.Val(target.RIP) == addr {
-			return StopAddress
 		}
 		return ""
 	}

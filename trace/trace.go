@@ -22,11 +22,38 @@ const Version = 1
 
 // Trace is one recording.
 type Trace struct {
-	Format  string        `json:"format"`
-	Version int           `json:"version"`
-	Header  Header        `json:"header"`
-	Steps   []Step        `json:"steps"`
-	Final   *target.State `json:"final,omitempty"` // the state after the last step
+	Format  string `json:"format"`
+	Version int    `json:"version"`
+	Header  Header `json:"header"`
+	Steps   []Step `json:"steps"`
+	// Probes are the runs of the opt-in MSR probe, in the order they ran.
+	Probes []Probe       `json:"probes,omitempty"`
+	Final  *target.State `json:"final,omitempty"` // the state after the last step
+}
+
+// Probe is one run of the opt-in MSR probe (Recorder.ProbeMSRs): what
+// rdmsr read in the guest at one stop, each value compared with what the
+// trace had learnt before. A probe is kept beside the steps rather than in
+// the step it followed, so that a step, once recorded, never changes.
+type Probe struct {
+	// Step is the index of the step the probe ran before: it read the
+	// state after step Step-1, and 0 means before the first step.
+	Step int `json:"step"`
+	// At is where the CPU was stopped: RIP, with its symbol when known.
+	At      string            `json:"at"`
+	Effects []annotate.Effect `json:"effects"`
+}
+
+// ProbeEffects returns the effects of the probes that ran at the stop
+// before step i (after step i-1), in the order they ran.
+func ProbeEffects(probes []Probe, i int) []annotate.Effect {
+	var out []annotate.Effect
+	for _, p := range probes {
+		if p.Step == i {
+			out = append(out, p.Effects...)
+		}
+	}
+	return out
 }
 
 // Header describes where and how a trace was recorded.
@@ -98,7 +125,6 @@ type Step struct {
 	Mem     []annotate.Memory `json:"mem,omitempty"`
 	Stack   []Hex             `json:"stack,omitempty"` // words at RSP before the instruction, when recorded
 	Over    *Over             `json:"over,omitempty"`  // set when a call was stepped over
-	Extra   map[string]string `json:"extra,omitempty"`
 }
 
 // Over describes a call that was stepped over rather than into.

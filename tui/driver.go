@@ -35,11 +35,15 @@ func (l Line) Asm(syn trace.Syntax) string {
 }
 
 // Snapshot is what the model shows: the steps recorded so far and the live
-// state after the last of them. A driver builds it while no other goroutine
-// touches the recording, and the model only reads it.
+// state after the last of them. The model only reads it, and may do so
+// while the driver runs the next operation: nothing a snapshot reaches is
+// changed after the driver has handed it out (the recorder only appends
+// steps and probes past the snapshot's length).
 type Snapshot struct {
 	Header trace.Header
 	Steps  []trace.Step
+	// Probes are the MSR probes run so far (see trace.Probe).
+	Probes []trace.Probe
 	// Current is the state after the last step (before the first one when
 	// no step has been recorded); nil when unknown.
 	Current *target.State
@@ -91,7 +95,7 @@ func (r *Replay) Live() bool { return false }
 
 // Snapshot returns the whole trace; the current state is its final one.
 func (r *Replay) Snapshot() Snapshot {
-	return Snapshot{Header: r.T.Header, Steps: r.T.Steps, Current: r.T.Final}
+	return Snapshot{Header: r.T.Header, Steps: r.T.Steps, Probes: r.T.Probes, Current: r.T.Final}
 }
 
 // Step fails: a replay has no guest.

@@ -493,11 +493,6 @@ func (m *Model) symbolize(addr uint64) string {
 	return ""
 }
 
-func (m *Model) regionOf(addr uint64) (annotate.Region, bool) {
-	c := &annotate.Context{Regions: m.snap.Header.Regions}
-	return c.RegionOf(addr)
-}
-
 // stackRegion returns the stack RSP is on.
 func (m *Model) stackRegion(rsp uint64) (annotate.Region, bool) {
 	c := &annotate.Context{Regions: m.snap.Header.Regions}
@@ -757,33 +752,36 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 	if l == nil {
 		lines = append(lines, "step 0 has not run yet: the highlighted instruction is next.")
 		lines = append(lines, stDim.Render("s steps into it; the effects of each step appear here."))
-	} else {
+	}
+	effects := trace.ProbeEffects(m.snap.Probes, m.pos) // an MSR probe run at this stop
+	if l != nil {
 		title = fmt.Sprintf("Effects of step %d: %s", l.Index, l.Asm(m.syn))
-		for _, e := range l.Effects {
-			tag := fmt.Sprintf("%-9s", e.Kind)
-			st := stAccent
-			mark := "  "
-			switch e.Verdict {
-			case annotate.OK:
-				mark = stOK.Render("✓ ")
-			case annotate.Finding:
-				mark = stBad.Render("!!")
-				st = stWarn
-			}
-			if e.Kind == annotate.KindMitigation {
-				st = stWarn
-			}
-			for j, w := range wrap(e.Text, inner-12) {
-				if j == 0 {
-					lines = append(lines, mark+st.Render(tag)+" "+colorize(w, e.Verdict))
-				} else {
-					lines = append(lines, strings.Repeat(" ", 12)+colorize(w, e.Verdict))
-				}
+		effects = slices.Concat(l.Effects, effects)
+	}
+	for _, e := range effects {
+		tag := fmt.Sprintf("%-9s", e.Kind)
+		st := stAccent
+		mark := "  "
+		switch e.Verdict {
+		case annotate.OK:
+			mark = stOK.Render("✓ ")
+		case annotate.Finding:
+			mark = stBad.Render("!!")
+			st = stWarn
+		}
+		if e.Kind == annotate.KindMitigation {
+			st = stWarn
+		}
+		for j, w := range wrap(e.Text, inner-12) {
+			if j == 0 {
+				lines = append(lines, mark+st.Render(tag)+" "+colorize(w, e.Verdict))
+			} else {
+				lines = append(lines, strings.Repeat(" ", 12)+colorize(w, e.Verdict))
 			}
 		}
-		if len(l.Events) > 0 {
-			lines = append(lines, stWarn.Render("◆ events: "+eventNames(l.Events)))
-		}
+	}
+	if l != nil && len(l.Events) > 0 {
+		lines = append(lines, stWarn.Render("◆ events: "+eventNames(l.Events)))
 	}
 	if tabbed {
 		title += " (tab: system)"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/yuin/goldmark"
@@ -92,7 +93,7 @@ func excerpt(b *bytes.Buffer, t *trace.Trace, from, to int, syn trace.Syntax) {
 		}
 		s := &t.Steps[i]
 		var effs []string
-		for _, e := range s.Effects {
+		for _, e := range slices.Concat(s.Effects, trace.ProbeEffects(t.Probes, i+1)) {
 			txt := mdCell(e.Text)
 			if e.Verdict == annotate.Finding {
 				txt = "**finding:** " + txt

@@ -151,7 +151,6 @@ type Stub struct {
 	sstepBits int
 	phys      bool
 	rle       bool
-	xferChunk int
 	accepted  int
 
 	release      Release // see release.go
@@ -159,6 +158,10 @@ type Stub struct {
 }
 
 const pageSize = 4096
+
+// xferChunk is the most bytes one qXfer reply carries: a reply then fits
+// in a 4096-byte packet even when every byte needs escaping.
+const xferChunk = (4096 - 5) / 2
 
 // New starts a stub on 127.0.0.1 with a free port. It is closed when the
 // test ends.
@@ -177,7 +180,6 @@ func New(tb testing.TB) *Stub {
 		monitor:   make(map[string]string),
 		sstep:     0x7,
 		sstepBits: 0x7,
-		xferChunk: (4096 - 5) / 2,
 	}
 	if err := s.SetFiles(QEMUFiles()); err != nil {
 		ln.Close()
@@ -256,13 +258,6 @@ func (s *Stub) SetRLE(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rle = on
-}
-
-// SetXferChunk sets the most bytes one qXfer reply carries.
-func (s *Stub) SetXferChunk(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.xferChunk = max(n, 1)
 }
 
 // SetFiles replaces the target description documents served with
@@ -802,7 +797,7 @@ func (s *Stub) xfer(ss *session, args string) string {
 	if err1 != nil || err2 != nil {
 		return "E01"
 	}
-	n = min(n, uint64(s.xferChunk))
+	n = min(n, xferChunk)
 	if off >= uint64(len(doc)) {
 		return "l"
 	}
