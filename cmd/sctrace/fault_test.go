@@ -104,32 +104,13 @@ func newFaultEnv(t *testing.T) *faultEnv {
 
 // command prepares sctrace with args, its TMPDIR the env's, extra
 // environment variables env.
-func (e *faultEnv) command(env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
+func (e *faultEnv) command(env []string, args ...string) (*exec.Cmd, *qemu.Output, *qemu.Output) {
 	cmd := exec.Command(e.exe, args...)
 	cmd.Env = append(append(os.Environ(), "TMPDIR="+e.tmp), env...)
 	cmd.Dir = e.work
-	var out, errb lockedBuffer
+	var out, errb qemu.Output // written by the command while the test reads
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	return cmd, &out, &errb
-}
-
-// lockedBuffer is a buffer a running command writes to while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 // qemuPid is the pid the wrapper wrote (QEMU's, after exec), or 0.
