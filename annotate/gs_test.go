@@ -150,7 +150,7 @@ func TestFSGSBase(t *testing.T) {
 		{"wrgsbase did not write", insWrgsbase, before, before,
 			[]check{finding(KindGS, "gs_base = 0x0, expected 0x7f0000001000")}, false},
 		{"wrgsbase with CR4.FSGSBASE clear", insWrgsbase, with(before, regs{target.CR4: 0x3006b0}), with(before, regs{target.CR4: 0x3006b0, target.GSBase: 0x7f0000001000}),
-			[]check{finding(KindGS, "CR4.FSGSBASE is clear")}, false},
+			[]check{finding(KindGS, "CR4.FSGSBASE is clear: wrgsbase should have raised #UD")}, false},
 		{"rdgsbase", insRdgsbase, with(before, regs{target.GSBase: 0x1234}), with(before, regs{target.GSBase: 0x1234, target.RAX: 0x1234}),
 			[]check{ok(KindGS, "rax = 0x1234: the gs base read without rdmsr")}, true},
 	}

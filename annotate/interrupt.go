@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -257,9 +258,10 @@ func isFault(v int) bool {
 	return false
 }
 
-// mnemonic renders the step's instruction.
+// mnemonic names the step's instruction by its canonical mnemonic, "?"
+// when it is none.
 func (a *annotator) mnemonic() string {
-	return strings.Fields(Mnemonic(a.s.Inst, a.s.Bytes, a.s.Addr, nil) + " ?")[0]
+	return cmp.Or(CanonicalMnemonic(a.s.Inst, a.s.Bytes), "?")
 }
 
 // enter explains the delivery of vector v (-1 if unknown) through the IDT:

@@ -21,7 +21,7 @@ func TestPrivilegeAndMitigations(t *testing.T) {
 		{"cli", insCli, with(k, regs{target.RFLAGS: 0x202}), k, false,
 			[]check{note(KindPrivilege, "IF 1 → 0: interrupts disabled")}, true},
 		{"cli in user mode without IOPL", insCli, user, with(user, regs{target.RFLAGS: 0x46}), false,
-			[]check{finding(KindPrivilege, "at CPL 3 with IOPL 0: it should have raised #GP")}, false},
+			[]check{finding(KindPrivilege, "by cli at CPL 3 with IOPL 0: it should have raised #GP")}, false},
 		{"stac", insStac, k, with(k, regs{target.RFLAGS: 0x40002}), false,
 			[]check{ok(KindPrivilege, "stac: AC = 1: kernel code may now touch user pages (SMAP suspended)")}, true},
 		{"clac", insClac, with(k, regs{target.RFLAGS: 0x40002}), k, false,
