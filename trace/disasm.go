@@ -13,19 +13,18 @@ import (
 // Disasm renders an instruction in the chosen syntax. It starts from
 // x86asm's output (through annotate.Mnemonic, which also names the few
 // instructions x86asm leaves undecoded, such as stac, clac and endbr64) and
-// spells the 64-bit forms of the return instructions the way objdump does:
-// x86asm prints a REX.W it considers unused as a "rex.W" prefix, which hides
-// that sysret, sysexit and lret here return to 64-bit code.
+// takes objdump's name (annotate.Spell) for the return instructions whose
+// width x86asm hides: it prints a REX.W it considers unused as a "rex.W"
+// prefix, or drops it, which hides that sysret, sysexit and lret here
+// return to 64-bit code.
 func Disasm(inst x86asm.Inst, code []byte, pc uint64, symname x86asm.SymLookup, syn Syntax) string {
 	wide := inst.Prefix[0]&x86asm.PrefixREXW != 0 || hasREXW(inst)
 	if syn == ATT {
 		s := strings.TrimPrefix(annotate.Mnemonic(inst, code, pc, symname), "rex.W ")
-		switch {
-		case wide && inst.Op == x86asm.SYSEXIT:
-			s = "sysexitq"
-		case !wide && inst.Op == x86asm.SYSRET:
-			// Without REX.W, sysret returns to 32-bit code.
-			s = "sysretl"
+		// x86asm spells every sysret "sysretq"; without REX.W it
+		// returns to 32-bit code.
+		if inst.Op == x86asm.SYSRET || wide && inst.Op == x86asm.SYSEXIT {
+			s = annotate.Spell(inst, code).ATT
 		}
 		return s
 	}
@@ -36,12 +35,10 @@ func Disasm(inst x86asm.Inst, code []byte, pc uint64, symname x86asm.SymLookup, 
 	s := x86asm.IntelSyntax(inst, pc, symname)
 	if wide {
 		switch inst.Op {
-		case x86asm.SYSRET:
-			s = "sysretq"
-		case x86asm.SYSEXIT:
-			s = "sysexitq"
+		case x86asm.SYSRET, x86asm.SYSEXIT:
+			s = annotate.Spell(inst, code).Intel
 		case x86asm.LRET:
-			s = strings.Replace(s, "ret far", "retfq", 1)
+			s = strings.Replace(s, "ret far", annotate.Spell(inst, code).Intel, 1)
 		}
 	}
 	return s

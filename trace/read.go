@@ -100,7 +100,9 @@ func Read(r io.Reader) (*Trace, error) { return ReadContext(context.Background()
 // the decoded trace, not its text. A trace over MaxFileSize bytes or with
 // a single field over MaxField is refused with ErrTooLarge. Every string
 // in the trace has its control characters escaped (see termtext.Line):
-// a trace file is untrusted text that is printed to terminals.
+// a trace file is untrusted text that is printed to terminals. Each step's
+// Op, and its Mnemonic when the file has none, are decoded from the
+// step's bytes.
 func ReadContext(ctx context.Context, r io.Reader) (*Trace, error) {
 	lr := &limitReader{r: r, ctx: ctx, max: MaxFileSize}
 	dec := json.NewDecoder(lr)
@@ -258,6 +260,7 @@ func decodeSteps(ctx context.Context, dec *json.Decoder, t *Trace) error {
 		if len(s.Bytes) == 0 || len(s.Bytes) > 15 {
 			return fmt.Errorf("corrupt trace: step %d has %d instruction bytes", i, len(s.Bytes))
 		}
+		s.decodeOp()
 		termtext.LineAll(s)
 	}
 	_, err = dec.Token() // the closing bracket

@@ -51,13 +51,17 @@ func ParseMechanism(s string) (Mechanism, error) {
 
 // Classify says which mechanism an instruction enters the kernel by, or ""
 // for an instruction that does not (ud2 counts only when asked, since it is
-// an ordinary fault elsewhere).
+// an ordinary fault elsewhere). Of the software interrupts only int $0x80
+// is the int80 mechanism: int3 is a breakpoint, int1 (icebp) a debug trap,
+// and another int n is a vector of its own.
 func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
 	switch inst.Op {
 	case x86asm.SYSCALL:
 		return Syscall
 	case x86asm.INT:
-		return Int80 // any int n; the vector is in the operand
+		if imm, ok := inst.Args[0].(x86asm.Imm); ok && imm == 0x80 {
+			return Int80
+		}
 	case x86asm.SYSENTER:
 		return Sysenter
 	case x86asm.LCALL:
@@ -293,14 +297,16 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	}
 	rip := before.Val(target.RIP)
 	s := Step{
-		Index:  len(r.trace.Steps),
-		RIP:    Hex(rip),
-		Symbol: r.Symbols.Symbolize(rip),
-		CPL:    before.CPL(),
-		Bytes:  Bytes(code),
-		Intel:  Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), Intel),
-		ATT:    Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), ATT),
-		Regs:   before,
+		Index:    len(r.trace.Steps),
+		RIP:      Hex(rip),
+		Symbol:   r.Symbols.Symbolize(rip),
+		CPL:      before.CPL(),
+		Bytes:    Bytes(code),
+		Intel:    Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), Intel),
+		ATT:      Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), ATT),
+		Op:       inst.Op,
+		Mnemonic: annotate.CanonicalMnemonic(inst, code),
+		Regs:     before,
 	}
 	if r.StackWords > 0 {
 		s.Stack = r.ReadStack(ctx, before.Val(target.RSP), r.StackWords)

@@ -2,6 +2,14 @@
 // single step at a time, and keeps it as data: a Trace is saved as
 // versioned JSON, read back with no QEMU running, and printed as text or
 // Markdown.
+//
+// Each instruction is decoded once. A step keeps its bytes, the text
+// rendered in both syntaxes for people ("intel", "att"), and what code
+// compares: the decoded operation (Step.Op, not saved) and the canonical
+// mnemonic (Step.Mnemonic, saved as "mnemonic": objdump's AT&T name, such
+// as "sysretq" or "int3"). The "mnemonic" field is optional within version
+// 1: files written before it existed lack it, and Read derives it, like
+// Op, from the step's bytes, never from its rendered text.
 package trace
 
 import (
@@ -9,6 +17,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/target"
@@ -115,8 +125,20 @@ type Step struct {
 	Symbol string `json:"sym,omitempty"`
 	CPL    int    `json:"cpl"`
 	Bytes  Bytes  `json:"bytes"`
-	Intel  string `json:"intel"`
-	ATT    string `json:"att"`
+	Intel  string `json:"intel"` // rendered for people; never matched
+	ATT    string `json:"att"`   // rendered for people; never matched
+	// Op is the operation x86asm decodes from Bytes: 0 for the few
+	// instructions it leaves undecoded (clac, stac, endbr64) and for
+	// bytes that are no instruction. It is not saved, since x86asm's
+	// numbering is not a file format: the recorder sets it, and Read
+	// decodes it from Bytes.
+	Op x86asm.Op `json:"-"`
+	// Mnemonic is the canonical mnemonic (annotate.CanonicalMnemonic):
+	// objdump's AT&T name without prefixes or operands, such as
+	// "syscall", "sysretq", "lretq", "int", "int3" or "call". Code that
+	// asks what an instruction is compares Op or Mnemonic, never the
+	// rendered Intel or ATT text.
+	Mnemonic string `json:"mnemonic,omitempty"`
 	// Regs is the CPU state before the instruction.
 	Regs    *target.State     `json:"regs"`
 	Changed []Change          `json:"changed,omitempty"`
@@ -125,6 +147,19 @@ type Step struct {
 	Mem     []annotate.Memory `json:"mem,omitempty"`
 	Stack   []Hex             `json:"stack,omitempty"` // words at RSP before the instruction, when recorded
 	Over    *Over             `json:"over,omitempty"`  // set when a call was stepped over
+}
+
+// decodeOp sets s.Op, and s.Mnemonic when it is empty, from s.Bytes.
+func (s *Step) decodeOp() {
+	inst, _, err := annotate.Decode(s.Bytes)
+	if err != nil {
+		s.Op = 0
+		return
+	}
+	s.Op = inst.Op
+	if s.Mnemonic == "" {
+		s.Mnemonic = annotate.CanonicalMnemonic(inst, s.Bytes)
+	}
 }
 
 // Over describes a call that was stepped over rather than into.

@@ -188,26 +188,102 @@ func TestDisasm(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
+		name string
 		code []byte
 		ud2  bool
 		want Mechanism
 	}{
-		{[]byte{0x0f, 0x05}, false, Syscall},
-		{[]byte{0xcd, 0x80}, false, Int80},
-		{[]byte{0x0f, 0x34}, false, Sysenter},
-		{[]byte{0x48, 0xff, 0x1c, 0x25, 0, 0, 0x40, 0}, false, CallGate},
-		{[]byte{0x0f, 0x0b}, true, UD2},
-		{[]byte{0x0f, 0x0b}, false, ""},
-		{[]byte{0x90}, true, ""},
+		{"syscall", []byte{0x0f, 0x05}, false, Syscall},
+		{"int $0x80", []byte{0xcd, 0x80}, false, Int80},
+		{"int3 is a breakpoint", []byte{0xcc}, false, ""},
+		{"int $0x3 is a breakpoint", []byte{0xcd, 0x03}, false, ""},
+		{"int1 (icebp) is a debug trap", []byte{0xf1}, false, ""},
+		{"int $0x81 is another vector", []byte{0xcd, 0x81}, false, ""},
+		{"int $0x0 is another vector", []byte{0xcd, 0x00}, false, ""},
+		{"sysenter", []byte{0x0f, 0x34}, false, Sysenter},
+		{"lcall through a gate", []byte{0x48, 0xff, 0x1c, 0x25, 0, 0, 0x40, 0}, false, CallGate},
+		{"near call", []byte{0xe8, 0, 0, 0, 0}, false, ""},
+		{"ud2 when asked", []byte{0x0f, 0x0b}, true, UD2},
+		{"ud2 otherwise", []byte{0x0f, 0x0b}, false, ""},
+		{"sysretq leaves the kernel", []byte{0x48, 0x0f, 0x07}, false, ""},
+		{"nop", []byte{0x90}, true, ""},
 	}
 	for _, tt := range tests {
-		inst, err := x86asm.Decode(tt.code, 64)
+		t.Run(tt.name, func(t *testing.T) {
+			inst, err := x86asm.Decode(tt.code, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Classify(inst, tt.ud2); got != tt.want {
+				t.Errorf("Classify(% x, %v) = %q, want %q", tt.code, tt.ud2, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestReadDerivesOp reads a version 1 file written before steps had a
+// mnemonic: Read decodes the operation and the canonical mnemonic from
+// each step's bytes.
+func TestReadDerivesOp(t *testing.T) {
+	raw, err := os.ReadFile("testdata/int80.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(`"mnemonic"`)) {
+		t.Fatal("testdata/int80.json has mnemonics: it no longer tests a file without them")
+	}
+	tr := readTestTrace(t)
+	want := map[string]x86asm.Op{"int": x86asm.INT, "swapgs": x86asm.SWAPGS, "iretq": x86asm.IRETQ}
+	seen := map[string]bool{}
+	for _, s := range tr.Steps {
+		if s.Mnemonic == "" {
+			t.Errorf("step %d (%s): no mnemonic", s.Index, s.ATT)
+			continue
+		}
+		inst, _, err := annotate.Decode(s.Bytes)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("step %d: %v", s.Index, err)
 		}
-		if got := Classify(inst, tt.ud2); got != tt.want {
-			t.Errorf("Classify(% x, %v) = %q, want %q", tt.code, tt.ud2, got, tt.want)
+		if s.Op != inst.Op {
+			t.Errorf("step %d (%s): Op %v, want %v", s.Index, s.ATT, s.Op, inst.Op)
 		}
+		if op, ok := want[s.Mnemonic]; ok {
+			seen[s.Mnemonic] = true
+			if s.Op != op {
+				t.Errorf("step %d: %s has Op %v, want %v", s.Index, s.Mnemonic, s.Op, op)
+			}
+		}
+	}
+	for m := range want {
+		if !seen[m] {
+			t.Errorf("no %s step in the int80 trace", m)
+		}
+	}
+	if first := tr.Steps[0]; first.Mnemonic != "int" || first.Op != x86asm.INT {
+		t.Errorf("step 0 = %q, Op %v; want int, INT", first.Mnemonic, first.Op)
+	}
+}
+
+// TestReadKeepsMnemonic: a file that has a mnemonic keeps it (escaped, as
+// every string read), and the operation still comes from the bytes.
+func TestReadKeepsMnemonic(t *testing.T) {
+	tr := readTestTrace(t)
+	tr.Steps = tr.Steps[:1]
+	tr.Steps[0].Mnemonic = "int\x1b"
+	tr.Steps[0].Op = 0
+	var buf bytes.Buffer
+	if err := tr.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte(`"mnemonic": "int\u001b"`)) {
+		t.Fatal("the mnemonic was not written")
+	}
+	back, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := back.Steps[0]; s.Mnemonic != `int\x1b` || s.Op != x86asm.INT {
+		t.Errorf("read back %q, Op %v; want the stored mnemonic, escaped, and INT", s.Mnemonic, s.Op)
 	}
 }
 
