@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -24,6 +26,9 @@ type Line struct {
 	Bytes  []byte
 	Intel  string
 	ATT    string
+	// Op is the decoded operation, which the model compares (the text
+	// is only shown).
+	Op x86asm.Op
 }
 
 // Asm returns the line's disassembly in the chosen syntax.

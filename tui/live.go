@@ -132,6 +132,7 @@ func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
 			Addr: pc, Symbol: syms.Symbolize(pc), Bytes: b,
 			Intel: trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.Intel),
 			ATT:   trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.ATT),
+			Op:    inst.Op,
 		})
 		off += n
 		if endsFlow(inst.Op) {

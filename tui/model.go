@@ -13,6 +13,7 @@ import (
 	"charm.land/bubbles/v2/spinner"
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/outfile"
@@ -478,12 +479,14 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 }
 
 // stepOver is `n`: over a call in the record when its return is there,
-// else in the guest.
+// else in the guest. A call is a near call by its decoded operation,
+// whatever its prefixes (notrack, bnd) or operand; a far call (lcall
+// through a gate) is stepped into, as the recorder does.
 func (m *Model) stepOver() (tea.Model, tea.Cmd) {
 	steps := m.snap.Steps
 	if m.pos < len(steps) {
 		s := &steps[m.pos]
-		if !isCall(s.Intel) {
+		if s.Op != x86asm.CALL {
 			m.move(m.pos + 1)
 			return m, nil
 		}
@@ -501,13 +504,11 @@ func (m *Model) stepOver() (tea.Model, tea.Cmd) {
 		}
 		return m.guest(op{kind: opRun, label: "running to the return of the call", cond: returnTo(ret, rsp)})
 	}
-	if len(m.snap.Upcoming) > 0 && isCall(m.snap.Upcoming[0].Intel) {
+	if len(m.snap.Upcoming) > 0 && m.snap.Upcoming[0].Op == x86asm.CALL {
 		return m.guest(op{kind: opOver, label: "stepping over the call"})
 	}
 	return m.guest(op{kind: opStep, label: "stepping"})
 }
-
-func isCall(intel string) bool { return strings.HasPrefix(intel, "call ") }
 
 func returnTo(ret, rsp uint64) trace.Until {
 	return func(_ *trace.Step, now *target.State) trace.StopReason {
