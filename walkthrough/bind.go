@@ -20,7 +20,11 @@ type Match struct {
 	// Symbol is the step's symbol, without an offset: entry_SYSCALL_64
 	// matches entry_SYSCALL_64 and entry_SYSCALL_64+0x3.
 	Symbol string `yaml:"symbol"`
-	// Insn is the step's mnemonic in either syntax, e.g. sysretq, swapgs.
+	// Insn is the step's mnemonic, e.g. sysretq, swapgs, call. It is
+	// compared with the step's canonical mnemonic (trace.Step.Mnemonic)
+	// and may be given in any spelling objdump uses, in either syntax
+	// (retfq and lretq name the same instruction; see
+	// annotate.NormalizeMnemonic).
 	Insn string `yaml:"insn"`
 	// CPL matches a step that changes the privilege level to this one.
 	CPL *int `yaml:"cpl"`
@@ -115,7 +119,7 @@ func (m Match) Matches(s *trace.Step, after *target.State) bool {
 			return false
 		}
 	}
-	if m.Insn != "" && !strings.EqualFold(mnemonic(s.Intel), m.Insn) && !strings.EqualFold(mnemonic(s.ATT), m.Insn) {
+	if m.Insn != "" && annotate.NormalizeMnemonic(m.Insn) != s.Mnemonic {
 		return false
 	}
 	if m.CPL != nil {
@@ -133,18 +137,6 @@ func hasEvent(ev []annotate.Event, e annotate.Event) bool {
 		}
 	}
 	return false
-}
-
-// mnemonic is the first word of a disassembly, skipping prefixes.
-func mnemonic(asm string) string {
-	for _, w := range strings.Fields(asm) {
-		switch w {
-		case "rep", "repe", "repne", "lock", "data16", "addr32", "rex.W", "rex":
-			continue
-		}
-		return w
-	}
-	return ""
 }
 
 // Binding says where each step of a segment is shown in a trace.

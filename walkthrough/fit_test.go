@@ -90,7 +90,7 @@ func TestBugLessonFindings(t *testing.T) {
 			before = &traces[0].Steps[i-1]
 		}
 	}
-	if before == nil || before.Symbol != "int80_exit_swapgs" || mnemonic(before.Intel) != "nop" {
+	if before == nil || before.Symbol != "int80_exit_swapgs" || before.Mnemonic != "nop" {
 		t.Errorf("the step before iretq is %+v; want the NOP at int80_exit_swapgs", before)
 	}
 }

@@ -172,7 +172,7 @@ func (q *Question) Expected(st State) (uint64, string, bool) {
 		if e == nil {
 			return 0, "", false
 		}
-		return uint64(e.RIP) + uint64(len(e.Bytes)), fmt.Sprintf("the user return address (after the %d-byte %s at %#x)", len(e.Bytes), mnemonic(e.Intel), uint64(e.RIP)), true
+		return uint64(e.RIP) + uint64(len(e.Bytes)), fmt.Sprintf("the user return address (after the %d-byte %s at %#x)", len(e.Bytes), e.Mnemonic, uint64(e.RIP)), true
 	case ValueUserRSP:
 		return st.entryRegs().Val(target.RSP), "the user stack pointer at the entry", true
 	case ValueUserFlags:

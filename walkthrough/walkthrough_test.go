@@ -159,11 +159,61 @@ func TestMatch(t *testing.T) {
 		{Match{Event: "cr3-write", Symbol: "syscall_return_via_sysret"}, 82},
 		{Match{Insn: "callq"}, 42},
 		{Match{Insn: "call"}, 42},
+		{Match{Insn: "ret"}, 50},
+		{Match{Insn: "retq"}, 50},
+		{Match{Insn: "jne"}, 54},
+		{Match{Insn: "jnz", Nth: 3}, 61},
+		{Match{Insn: "sysretq"}, 86},
+		{Match{Insn: "SYSRETQ"}, 86},
+		{Match{Insn: "sysretl"}, -1},
+		{Match{Insn: "sysret"}, -1},
 		{Match{Event: "finding"}, -1},
 	}
 	for _, tt := range tests {
 		if got := find(tt.m, tr, 0); got != tt.want {
 			t.Errorf("%s: step %d, want %d", tt.m, got, tt.want)
+		}
+	}
+}
+
+// TestMatchInsn: a lesson's insn is compared with the step's canonical
+// mnemonic, in any spelling objdump uses, and never with the rendered
+// text.
+func TestMatchInsn(t *testing.T) {
+	tests := []struct {
+		insn     string
+		mnemonic string // the step's canonical mnemonic
+		intel    string // the step's rendered Intel text
+		want     bool
+	}{
+		{"sysretq", "sysretq", "sysretq", true},
+		{"sysretq", "sysretl", "sysret", false},
+		{"sysretd", "sysretl", "sysret", true},
+		{"lretq", "lretq", "retfq", true},
+		{"retfq", "lretq", "retfq", true},
+		{"lret", "lretq", "retfq", false},
+		{"iretq", "iretq", "iretq", true},
+		{"iretl", "iret", "iretd", true},
+		{"sysexitq", "sysexitq", "sysexitq", true},
+		{"sysexit", "sysexitq", "sysexitq", false},
+		{"int", "int", "int 0x80", true},
+		{"int", "int3", "int3", false},
+		{"int3", "int3", "int3", true},
+		{"int1", "int1", "int1", true},
+		{"icebp", "int1", "int1", true},
+		{"lcall", "lcall", "call far ptr [0x401000]", true},
+		{"call", "lcall", "call far ptr [0x401000]", false},
+		{"call", "call", "bnd call 0x401000", true},
+		{"call", "nop", "call 0x401000", false},
+		{"ud2", "ud2", "ud2", true},
+		{"swapgs", "swapgs", "swapgs", true},
+		{"syscall", "syscall", "syscall", true},
+		{"sysenter", "sysenter", "sysenter", true},
+	}
+	for _, tt := range tests {
+		s := &trace.Step{Mnemonic: tt.mnemonic, Intel: tt.intel, ATT: tt.intel}
+		if got := (Match{Insn: tt.insn}).Matches(s, nil); got != tt.want {
+			t.Errorf("insn %q on a step %q (%q): %v, want %v", tt.insn, tt.mnemonic, tt.intel, got, tt.want)
 		}
 	}
 }
@@ -212,7 +262,7 @@ func TestQuestions(t *testing.T) {
 		ok     bool
 		why    string
 	}{
-		{Question{Kind: AskRegister, Value: ValueUserRIP}, 1, "rcx", true, "rcx holds 0x400013"},
+		{Question{Kind: AskRegister, Value: ValueUserRIP}, 1, "rcx", true, "rcx holds 0x400013: the user return address (after the 2-byte syscall at 0x400011)"},
 		{Question{Kind: AskRegister, Value: ValueUserRIP}, 1, "%RCX", true, "rcx holds"},
 		{Question{Kind: AskRegister, Value: ValueUserRIP}, 1, "r11", false, "r11 holds 0x246, not the user return address"},
 		{Question{Kind: AskRegister, Value: ValueUserRIP}, 1, "pc", false, `"pc" is not a register name`},
