@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	tea "charm.land/bubbletea/v2"
@@ -327,22 +328,30 @@ func (m *Model) lookValue(pane, name string) bool {
 	return v != "" && strings.EqualFold(v, name)
 }
 
-// lookLines highlights the lines of pane that start with the value the
-// paragraph points at.
-func (m *Model) lookLines(pane string, lines []string) []string {
-	if !m.looking(pane) {
-		return lines
+// paneLine is a line of a pane with the names of the values it shows, in
+// lower case, by which a paragraph's look.value points at it ("cr3",
+// "gs_base").
+type paneLine struct {
+	text  string
+	names []string
+}
+
+// lookLines returns the text of a pane's lines, highlighting those that
+// show the value the paragraph points at. Lines are found by the names
+// they were drawn with, not by their text.
+func (m *Model) lookLines(pane string, lines []paneLine) []string {
+	v := ""
+	if m.looking(pane) {
+		v = strings.ToLower(m.ls.l.Steps[m.lessonCurrent()].Look.Value)
 	}
-	v := strings.ToLower(m.ls.l.Steps[m.lessonCurrent()].Look.Value)
-	if v == "" {
-		return lines
-	}
+	out := make([]string, len(lines))
 	for i, l := range lines {
-		if p := strings.ToLower(ansi.Strip(l)); strings.HasPrefix(p, v+" ") || strings.HasPrefix(p, v+":") {
-			lines[i] = stLook.Render(ansi.Strip(l))
+		out[i] = l.text
+		if v != "" && slices.Contains(l.names, v) {
+			out[i] = stLook.Render(ansi.Strip(l.text))
 		}
 	}
-	return lines
+	return out
 }
 
 // lessonLayout places the panes with a lesson pane: on wide screens

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,6 +114,40 @@ func TestLessonReplayLimits(t *testing.T) {
 		send(m, tt.keys...)
 		if m.Lesson() != tt.para || !strings.Contains(m.status, tt.status) {
 			t.Errorf("lesson %d: paragraph %d, status %q; want %d and %q", tt.lesson, m.Lesson(), m.status, tt.para, tt.status)
+		}
+	}
+}
+
+// TestLookLines: the paragraph that points at the system pane's cr3
+// highlights the line drawn with that name, whatever the text of the
+// lines; other panes and other names are left as drawn.
+func TestLookLines(t *testing.T) {
+	var saved []walkthrough.Progress
+	m := lessonModel(t, 2, 160, 48, &saved)
+	send(m, "space") // paragraph 0: look at the system pane, cr3
+	if stLook.Render("x") == "x" {
+		t.Fatal("the highlight style renders as plain text: this test cannot tell a highlighted line")
+	}
+	lines := []paneLine{
+		{"cr3 0x211000: pgd 0x210000", []string{"cr3"}},
+		{"cr3 drawn without the name", nil},
+		{"the value is CR3: 0x211000", []string{"cr3"}},
+		{"gs_base   0x0 user GS (null)", []string{"gs_base"}},
+		{"cs 0x33  ss 0x2b", []string{"cs", "ss"}},
+	}
+	got := m.lookLines("system", lines)
+	for i, l := range lines {
+		want := l.text
+		if slices.Contains(l.names, "cr3") {
+			want = stLook.Render(l.text)
+		}
+		if got[i] != want {
+			t.Errorf("line %d %q: got %q, want %q", i, l.text, got[i], want)
+		}
+	}
+	for i, s := range m.lookLines("stack", lines) {
+		if s != lines[i].text {
+			t.Errorf("stack pane line %d highlighted: %q", i, s)
 		}
 	}
 }

@@ -640,13 +640,14 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 		c.box(r, title, nil, false)
 		return
 	}
-	var lines []string
+	var lines []paneLine
+	add := func(text string, names ...string) { lines = append(lines, paneLine{text, names}) }
 	cpl := st.CPL()
-	lines = append(lines, cplBadge(cpl)+" mode")
-	lines = append(lines, "cs "+target.Selector(st.Val(target.CS)).String()+"  ss "+target.Selector(st.Val(target.SS)).String())
+	add(cplBadge(cpl)+" mode", "cpl")
+	add("cs "+target.Selector(st.Val(target.CS)).String()+"  ss "+target.Selector(st.Val(target.SS)).String(), "cs", "ss")
 	gs, kgs := st.ActiveGSBase()
-	lines = append(lines, fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)))
-	lines = append(lines, fmt.Sprintf("k_gs_base %#x %s", kgs, m.gsRole(kgs)))
+	add(fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)), "gs_base")
+	add(fmt.Sprintf("k_gs_base %#x %s", kgs, m.gsRole(kgs)), "k_gs_base")
 	cr3 := target.CR3Fields{Value: st.Val(target.CR3), PCIDE: st.Val(target.CR4)&target.CR4PCIDE != 0}
 	half := stKernel.Render("kernel PGD")
 	if cr3.KPTIUser() {
@@ -656,21 +657,22 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 	if cr3.PCIDE {
 		pcid = fmt.Sprintf(" pcid %d", cr3.PCID())
 	}
-	lines = append(lines, fmt.Sprintf("cr3 %#x: pgd %#x%s %s", cr3.Value, cr3.PGD(), pcid, half))
+	add(fmt.Sprintf("cr3 %#x: pgd %#x%s %s", cr3.Value, cr3.PGD(), pcid, half), "cr3")
 	if e, ok := st.Get(target.EFER); ok {
-		lines = append(lines, fmt.Sprintf("efer %#x %s", e, target.EFERFlags(e)))
+		add(fmt.Sprintf("efer %#x %s", e, target.EFERFlags(e)), "efer")
 	}
-	var msrs []string
+	var msrs []paneLine
 	for _, msr := range m.snap.Header.MSRs {
 		if msr.Step >= m.pos && m.pos < len(m.snap.Steps) {
 			continue // not learnt yet at this point of the trace
 		}
-		msrs = append(msrs, fmt.Sprintf(" %s %s %s", strings.TrimPrefix(msr.Name, "IA32_"), msr.ValueString(), stDim.Render(msr.Provenance())))
+		name := strings.TrimPrefix(msr.Name, "IA32_")
+		msrs = append(msrs, paneLine{fmt.Sprintf(" %s %s %s", name, msr.ValueString(), stDim.Render(msr.Provenance())), []string{strings.ToLower(name)}})
 	}
 	if len(msrs) == 0 {
-		lines = append(lines, stDim.Render("MSRs: none learnt yet (the stub exposes none)"))
+		add(stDim.Render("MSRs: none learnt yet (the stub exposes none)"), "msrs")
 	} else {
-		lines = append(lines, "MSRs learnt:")
+		add("MSRs learnt:", "msrs")
 		lines = append(lines, msrs...)
 	}
 	c.box(r, m.lookTitle("system", title), m.lookLines("system", lines), m.looking("system"))
