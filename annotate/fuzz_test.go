@@ -72,6 +72,9 @@ func FuzzAnnotate(f *testing.F) {
 			Events(s, effects, c)
 		}
 		_ = Mnemonic(inst, code, s.Addr, nil)
+		if sp := Spell(inst, code); inst.Op != 0 && (sp.ATT == "" || sp.Intel == "" || NormalizeMnemonic(sp.ATT) != sp.ATT) {
+			t.Fatalf("Spell(% x) = %+v: a decoded instruction needs a canonical name in both syntaxes", code, sp)
+		}
 	})
 }
 
