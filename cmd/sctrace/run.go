@@ -28,10 +28,10 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Boot the bundled teaching kernel under QEMU and trace a system call",
-		Long: `run boots the teaching kernel that ships inside sctrace under QEMU (TCG, or
-KVM when it is usable), stopped, with its gdbstub on a Unix socket in a
-private directory (only you can connect; --gdb-tcp uses a loopback port
-instead, open to every local user); attaches;
+		Long: `run boots the teaching kernel that ships inside sctrace under QEMU (TCG,
+unless --accel kvm is given and KVM passes its check here), stopped, with
+its gdbstub on a Unix socket in a private directory (only you can connect;
+--gdb-tcp uses a loopback port instead, open to every local user); attaches;
 runs to the next user instruction that enters the kernel by the chosen
 mechanism; and records the round trip back to user mode.
 
