@@ -228,6 +228,28 @@ func (a *annotator) sym(addr uint64) string {
 	return fmt.Sprintf("%#x", addr)
 }
 
+// Aliaser is a Symbolizer that also names the other symbols starting where
+// a symbol does (Linux's common_interrupt_return and
+// swapgs_restore_regs_and_return_to_usermode are one address).
+type Aliaser interface {
+	Aliases(addr uint64) []string
+}
+
+// target renders a branch target like sym, adding the other names the
+// address has when it starts a symbol: a reader searching the kernel's
+// source for the label a jmp names may know it by either.
+func (a *annotator) target(addr uint64) string {
+	s := a.sym(addr)
+	al, ok := a.c.Symbols.(Aliaser)
+	if !ok || strings.Contains(a.symbol(addr), "+") {
+		return s
+	}
+	if names := al.Aliases(addr); len(names) > 0 {
+		s += " (also " + strings.Join(names, ", ") + ")"
+	}
+	return s
+}
+
 // symbol returns the symbol name of addr, or "".
 func (a *annotator) symbol(addr uint64) string {
 	if a.c.Symbols == nil {

@@ -55,7 +55,7 @@ func (a *annotator) branch() {
 	case isJcc(inst.Op):
 		switch {
 		case direct && rip == tgt:
-			a.note(KindControl, "%s taken → %s", op, a.sym(rip))
+			a.note(KindControl, "%s taken → %s", op, a.target(rip))
 		case rip == a.next:
 			a.note(KindControl, "%s not taken: falls through to %s", op, a.sym(rip))
 		default:
@@ -66,7 +66,7 @@ func (a *annotator) branch() {
 			a.add(KindControl, Finding, "call went to %s, not its target %s", a.sym(rip), a.sym(tgt))
 			return
 		}
-		a.note(KindControl, "call %s%s; returns to %s", a.sym(rip), a.via(), a.sym(a.next))
+		a.note(KindControl, "call %s%s; returns to %s", a.target(rip), a.via(), a.sym(a.next))
 	case inst.Op == x86asm.RET:
 		a.note(KindControl, "ret → %s", a.sym(rip))
 	default:
@@ -74,7 +74,7 @@ func (a *annotator) branch() {
 			a.add(KindControl, Finding, "%s went to %s, not its target %s", op, a.sym(rip), a.sym(tgt))
 			return
 		}
-		a.note(KindControl, "%s → %s%s", op, a.sym(rip), a.via())
+		a.note(KindControl, "%s → %s%s", op, a.target(rip), a.via())
 	}
 }
 

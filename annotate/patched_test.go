@@ -70,3 +70,42 @@ func TestPatchedOutAlternative(t *testing.T) {
 		t.Errorf("MemoryBefore of a backward jmp = %v, want nothing", rs)
 	}
 }
+
+// aliased is a Symbolizer that knows other names at one address, as
+// symbols.Table does for Linux's common_interrupt_return, which
+// arch/x86/entry/entry_64.S starts with the global label
+// swapgs_restore_regs_and_return_to_usermode.
+type aliased struct{ symbols }
+
+func (a aliased) Aliases(addr uint64) []string {
+	if addr == lstar+0x80 {
+		return []string{"common_interrupt_return"}
+	}
+	return nil
+}
+
+// TestBranchTargetAliases: a branch to an address with two names says
+// both; one into the middle of a symbol, or with no alias, says one.
+func TestBranchTargetAliases(t *testing.T) {
+	syms := aliased{symbols{{lstar, 0x80, "entry_SYSCALL_64"}, {lstar + 0x80, 0x40, "swapgs_restore_regs_and_return_to_usermode"}}}
+	for _, tt := range []struct {
+		to   uint64
+		want string
+		not  string
+	}{
+		{lstar + 0x80, "jmp → 0xffffffff81c00100 <swapgs_restore_regs_and_return_to_usermode> (also common_interrupt_return)", ""},
+		{lstar + 0x84, "<swapgs_restore_regs_and_return_to_usermode+0x4>", "also"},
+		{lstar + 0x40, "<entry_SYSCALL_64+0x40>", "also"},
+	} {
+		addr := uint64(lstar + 0x10)
+		rel := int32(tt.to - (addr + 5))
+		code := []byte{0xe9, byte(rel), byte(rel >> 8), byte(rel >> 16), byte(rel >> 24)}
+		before := with(kernel, regs{target.RIP: addr})
+		s := mkStep(t, 1, code, addr, before, with(before, regs{target.RIP: tt.to}))
+		effects := Annotate(s, &Context{Symbols: syms})
+		expectEffects(t, effects, note(KindControl, tt.want))
+		if tt.not != "" && strings.Contains(dump(effects), tt.not) {
+			t.Errorf("jmp to %#x: effects say %q:\n%s", tt.to, tt.not, dump(effects))
+		}
+	}
+}
