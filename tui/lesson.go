@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -213,7 +214,7 @@ func (m *Model) lessonGoOn() (tea.Model, tea.Cmd) {
 			d.SetMechanism(mech)
 		}
 		ls.pending = next
-		return m.guest(op{kind: opEntry, label: "running to the next " + or(string(mech), "system call")})
+		return m.guest(op{kind: opEntry, label: "running to the next " + cmp.Or(string(mech), "system call")})
 	}
 	j := indexIn(ls.segs[seg].Steps, next)
 	if p := ls.bind.Pos[j]; p != walkthrough.Unbound {
@@ -448,7 +449,7 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 	case cur == len(ls.l.Steps)-1:
 		foot = append(foot, stDim.Render("— last paragraph: q quits, b/f walk the trace —"))
 	case cur+1 < len(ls.l.Steps) && ls.l.SegmentOf(cur+1) != ls.seg:
-		foot = append(foot, stDim.Render("space: next round trip ("+or(string(ls.segs[ls.l.SegmentOf(cur+1)].Mechanism), "system call")+")"))
+		foot = append(foot, stDim.Render("space: next round trip ("+cmp.Or(string(ls.segs[ls.l.SegmentOf(cur+1)].Mechanism), "system call")+")"))
 	default:
 		foot = append(foot, stDim.Render("space: go on   a: answer   pgup/pgdn: scroll   l: hide"))
 	}
