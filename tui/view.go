@@ -799,26 +799,17 @@ func colorize(s string, v annotate.Verdict) string {
 	return s
 }
 
-// wrap breaks text into lines of at most n columns at spaces.
+// wrap breaks text into lines of at most n terminal columns (at least
+// 10) at spaces and hyphens, by display width, not bytes: "→" is one
+// column, a CJK character two. Runs of spaces collapse to one, as the
+// text is prose; a word wider than n stays whole (the pane truncates it).
+// Newlines in text start new lines.
 func wrap(text string, n int) []string {
-	if n < 10 {
-		n = 10
-	}
+	n = max(n, 10)
 	var out []string
-	for _, para := range strings.Split(text, "\n") {
-		line := ""
-		for _, w := range strings.Fields(para) {
-			switch {
-			case line == "":
-				line = w
-			case len(line)+1+len(w) <= n:
-				line += " " + w
-			default:
-				out = append(out, line)
-				line = w
-			}
-		}
-		out = append(out, line)
+	for para := range strings.SplitSeq(text, "\n") {
+		para = strings.Join(strings.Fields(para), " ")
+		out = append(out, strings.Split(ansi.Wordwrap(para, n, ""), "\n")...)
 	}
 	return out
 }
