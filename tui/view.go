@@ -152,6 +152,13 @@ func (m *Model) Render() string {
 }
 
 // canvas is a screen of styled lines.
+//
+// It is not lipgloss's Canvas/Layer (v2.1.1) on purpose: that compositor
+// renders from a cell buffer, so it trims the trailing blanks of lines
+// (the status line of every golden screen loses its padding) and
+// re-encodes the styles into merged SGR sequences, and the golden screens
+// in testdata would no longer be byte-identical. Composing whole styled
+// lines keeps the output exactly as lipgloss rendered each piece.
 type canvas struct {
 	w     int
 	lines []string
