@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"io"
@@ -75,7 +76,7 @@ type TSCInfo struct {
 func CollectEnvironment(ctx context.Context, qemuBinary string) *Environment {
 	env := &Environment{GoVersion: runtime.Version(), HostCPUs: runtime.NumCPU()}
 	info := cpuinfo()
-	env.HostCPU = or(info["model name"], "unknown ("+runtime.GOARCH+")")
+	env.HostCPU = cmp.Or(info["model name"], "unknown ("+runtime.GOARCH+")")
 	flags := map[string]bool{}
 	for _, f := range strings.Fields(info["flags"]) {
 		flags[f] = true
@@ -247,11 +248,4 @@ func readTrim(path string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -150,7 +151,7 @@ func check(ctx context.Context, bin string) (Release, error) {
 		if strings.Contains(stderr, "-gdb: invalid option") {
 			r, _ := versionOnly(ctx, bin)
 			return r, binaryError(ErrNoGDBStub, bin, "(%s) was built without the gdbstub, which sctrace needs (%q)",
-				or(r.Banner, "release unknown"), strings.TrimSpace(stderr))
+				cmp.Or(r.Banner, "release unknown"), strings.TrimSpace(stderr))
 		}
 		return Release{}, binaryError(ErrNotQEMU, bin, "is not a QEMU system emulator (--version: %v%s)", err, said(out, stderr))
 	}

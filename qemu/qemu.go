@@ -21,6 +21,7 @@ package qemu
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -209,11 +210,11 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if _, err := Check(ctx, bin); err != nil {
 		return nil, err
 	}
-	accel := or(cfg.Accel, "tcg")
+	accel := cmp.Or(cfg.Accel, "tcg")
 	if accel != "tcg" && accel != "kvm" {
 		return nil, fmt.Errorf("qemu: accelerator %q: want tcg or kvm", cfg.Accel)
 	}
-	note := or(cfg.AccelNote, accel)
+	note := cmp.Or(cfg.AccelNote, accel)
 	if cfg.Kernel != "" {
 		if _, err := os.Stat(cfg.Kernel); err != nil {
 			return nil, fmt.Errorf("kernel: %w", err)
@@ -222,8 +223,8 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	inst := &Instance{Accel: accel, Note: note, cfg: cfg, done: make(chan struct{}), stderr: &Output{}}
 	args := []string{
 		"-accel", accel,
-		"-cpu", or(cfg.CPU, DefaultCPU),
-		"-m", or(cfg.Memory, "128M"),
+		"-cpu", cmp.Or(cfg.CPU, DefaultCPU),
+		"-m", cmp.Or(cfg.Memory, "128M"),
 		"-display", "none", "-nodefaults", "-no-reboot",
 		"-monitor", "none",
 		"-serial", "stdio",
@@ -274,7 +275,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	// Stdin is /dev/null so that QEMU's stdio chardev never puts the user's
 	// terminal into raw mode.
 	cmd.Stdin = nil
-	cmd.Stdout = or2(cfg.Serial, io.Discard)
+	cmd.Stdout = cmp.Or(cfg.Serial, io.Discard)
 	cmd.Stderr = inst.stderr
 	// Own process group: a ctrl-c in the terminal reaches sctrace, which
 	// then decides how to end QEMU, rather than killing it behind our back.
@@ -614,18 +615,4 @@ func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-func or2(w, def io.Writer) io.Writer {
-	if w == nil {
-		return def
-	}
-	return w
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"debug/elf"
 	"encoding/binary"
@@ -39,6 +40,30 @@ type LinuxOptions struct {
 	Memory string
 	// BootTimeout bounds the wait for /init to start looping (default 120s).
 	BootTimeout time.Duration
+}
+
+// ChooseMechanism checks that m is an entry mechanism Linux's /init uses
+// (syscall, int80 or vdso; "" for any) and pairs it with o.Mode, what /init
+// loops on, the one following the other: a vDSO loop makes no system call
+// to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
+// looping on the vDSO or on int $0x80 is traced by that mechanism unless
+// the user chose one (chosen). It sets o.Mechanism and returns it.
+func (o *LinuxOptions) ChooseMechanism(m trace.Mechanism, chosen bool) (trace.Mechanism, error) {
+	switch m {
+	case "", trace.Syscall, trace.Int80, trace.Vdso:
+	default:
+		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
+	}
+	switch {
+	case m == trace.Vdso && o.Mode == "":
+		o.Mode = linuxinit.Vdso
+	case !chosen && o.Mode == linuxinit.Vdso:
+		m = trace.Vdso
+	case !chosen && o.Mode == linuxinit.Int80:
+		m = trace.Int80
+	}
+	o.Mechanism = m
+	return m, nil
 }
 
 // LinuxDefaultAppend is the start of the kernel command line StartLinux
@@ -193,7 +218,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu,
-		Memory: or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
+		Memory: cmp.Or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -301,6 +302,49 @@ func TestLinuxNoPTIAlternatives(t *testing.T) {
 				t.Errorf("jmps explained as skipping a CR3 write at %v; want the first in entry_SYSCALL_64", skips)
 			}
 			t.Logf("CR3 switches skipped at %v", skips)
+		})
+	}
+}
+
+// TestChooseMechanism pairs the traced mechanism with what /init loops on.
+func TestChooseMechanism(t *testing.T) {
+	tests := []struct {
+		m        trace.Mechanism
+		chosen   bool
+		mode     string
+		wantM    trace.Mechanism
+		wantMode string
+		wantErr  string
+	}{
+		{m: trace.Syscall, wantM: trace.Syscall},
+		{m: trace.Syscall, chosen: true, wantM: trace.Syscall},
+		{m: trace.Int80, chosen: true, wantM: trace.Int80},
+		{m: trace.Vdso, chosen: true, wantM: trace.Vdso, wantMode: linuxinit.Vdso},
+		{m: trace.Vdso, chosen: true, mode: linuxinit.Enosys, wantM: trace.Vdso, wantMode: linuxinit.Enosys},
+		{m: trace.Syscall, mode: linuxinit.Vdso, wantM: trace.Vdso, wantMode: linuxinit.Vdso},
+		{m: trace.Syscall, mode: linuxinit.Int80, wantM: trace.Int80, wantMode: linuxinit.Int80},
+		{m: trace.Syscall, chosen: true, mode: linuxinit.Int80, wantM: trace.Syscall, wantMode: linuxinit.Int80},
+		{m: trace.Syscall, mode: linuxinit.Enosys, wantM: trace.Syscall, wantMode: linuxinit.Enosys},
+		{m: "", wantM: ""},
+		{m: trace.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
+		{m: trace.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%v/%s", tt.m, tt.chosen, tt.mode), func(t *testing.T) {
+			o := LinuxOptions{Mode: tt.mode}
+			m, err := o.ChooseMechanism(tt.m, tt.chosen)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m != tt.wantM || o.Mechanism != tt.wantM || o.Mode != tt.wantMode {
+				t.Errorf("got mechanism %q (options %q), mode %q; want %q, %q", m, o.Mechanism, o.Mode, tt.wantM, tt.wantMode)
+			}
 		})
 	}
 }

@@ -7,6 +7,7 @@ package session
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -208,7 +209,21 @@ func Attach(ctx context.Context, addr string, o Options) (*Session, error) {
 	return s, nil
 }
 
-func (s *Session) attach(ctx context.Context, addr string, o Options) error {
+// Dial connects to the gdbstub at addr ("host:port", ":port" or
+// "unix:/path") with o's per-exchange deadline (5s when not set; twice
+// that for connecting) and wire log. It only connects: it sets no
+// breakpoint and reads no symbols. Attach and the sessions that start
+// QEMU dial through it too.
+func Dial(ctx context.Context, addr string, o Options) (*gdbremote.Conn, error) {
+	conn, err := dial(ctx, addr, o)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// dial is Dial without the address in the error.
+func dial(ctx context.Context, addr string, o Options) (*gdbremote.Conn, error) {
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -219,7 +234,11 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	conn, err := gdbremote.Dial(dctx, addr, opts...)
+	return gdbremote.Dial(dctx, addr, opts...)
+}
+
+func (s *Session) attach(ctx context.Context, addr string, o Options) error {
+	conn, err := dial(ctx, addr, o)
 	if err != nil {
 		if s.QEMU != nil {
 			return fmt.Errorf("attach to qemu's gdbstub at %s: %w", addr, err)
@@ -330,7 +349,7 @@ func indent(s string) string {
 func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
 	if err := s.Recorder.ToEntry(ctx, m); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted before the %s was reached: %w", or(string(m), "system call"), ctx.Err())
+			return fmt.Errorf("interrupted before the %s was reached: %w", cmp.Or(string(m), "system call"), ctx.Err())
 		}
 		return s.explain(err)
 	}
@@ -437,11 +456,4 @@ func regionKind(name string) (annotate.RegionKind, bool) {
 		return annotate.RegionVDSO, true
 	}
 	return "", false
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

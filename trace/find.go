@@ -111,14 +111,14 @@ func (r *Recorder) syscallEntry() (uint64, bool) {
 }
 
 // runTo continues the guest to addr with a hardware breakpoint.
-func (r *Recorder) runTo(ctx context.Context, addr uint64) error {
+func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 	if r.cur != nil && r.cur.Val(target.RIP) == addr {
 		return nil
 	}
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
-	defer r.T.Conn.ClearBreakpoint(context.WithoutCancel(ctx), gdbremote.Hardware, addr, 1)
+	defer r.clearBreakpoint(ctx, addr, &err)
 	sr, err := r.T.Conn.Continue(ctx)
 	if err != nil {
 		return fmt.Errorf("continue to %s: %w", r.name(addr), err)

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -186,7 +187,7 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	p := &printer{w: w}
 	h := t.Header
-	p.f("# sctrace: %s round trip\n\n", or(h.Mechanism, "system call"))
+	p.f("# sctrace: %s round trip\n\n", cmp.Or(h.Mechanism, "system call"))
 	p.f("- target: %s\n", h.Target)
 	if h.Kernel != "" {
 		p.f("- kernel: %s\n", h.Kernel)
@@ -259,11 +260,4 @@ func wrap(text string, n int) []string {
 // "<entry_SYSCALL_64>" an effect names its addresses with.
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -451,11 +451,11 @@ func (r *Recorder) stepOver(ctx context.Context, before *target.State, ret uint6
 // hardware breakpoint at ret, continue until the CPU is there with that
 // stack pointer (so that a recursive or concurrent use of the same code
 // does not stop it early), and the breakpoint removed on every path.
-func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (*target.State, error) {
+func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (_ *target.State, err error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
 		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
 	}
-	defer r.T.Conn.ClearBreakpoint(context.WithoutCancel(ctx), gdbremote.Hardware, ret, 1)
+	defer r.clearBreakpoint(ctx, ret, &err)
 	for {
 		if _, err := r.T.Conn.Continue(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)

@@ -1,9 +1,11 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	tea "charm.land/bubbletea/v2"
 	"charm.land/glamour/v2"
@@ -45,6 +47,9 @@ type lessonState struct {
 	hidden     bool
 	done       bool
 	cache      map[[2]int]string
+	// reports numbers the progress reports; reporter makes them in order.
+	reports  int
+	reporter progressReporter
 }
 
 // inputAnswer is the prompt mode for answering a lesson's question.
@@ -123,6 +128,10 @@ func (m *Model) lessonSync() {
 	}
 }
 
+// lessonReport hands the progress made so far to OnProgress, as a command
+// (it usually writes a file): calls run one at a time, and one that would
+// report less than a call already made is skipped, so the last word is
+// the furthest progress whatever order the commands run in.
 func (m *Model) lessonReport() {
 	ls := m.ls
 	if ls.cfg.OnProgress == nil {
@@ -134,9 +143,28 @@ func (m *Model) lessonReport() {
 			p.Answered = append(p.Answered, s.ID)
 		}
 	}
-	if err := ls.cfg.OnProgress(p); err != nil {
-		m.fail(err)
+	ls.reports++
+	seq, rep, fn := ls.reports, &ls.reporter, ls.cfg.OnProgress
+	m.write(func() error { return rep.report(seq, p, fn) },
+		func(err error) tea.Msg { return wroteMsg{err: err} })
+}
+
+// progressReporter orders the calls of LessonConfig.OnProgress made from
+// commands.
+type progressReporter struct {
+	mu   sync.Mutex
+	last int // the sequence number of the last report made
+}
+
+// report calls fn with p, report number seq, unless a later one was made.
+func (r *progressReporter) report(seq int, p walkthrough.Progress, fn func(walkthrough.Progress) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq < r.last {
+		return nil
 	}
+	r.last = seq
+	return fn(p)
 }
 
 // lessonStarted is called once a driver is attached.
@@ -213,7 +241,7 @@ func (m *Model) lessonGoOn() (tea.Model, tea.Cmd) {
 			d.SetMechanism(mech)
 		}
 		ls.pending = next
-		return m.guest(op{kind: opEntry, label: "running to the next " + or(string(mech), "system call")})
+		return m.guest(op{kind: opEntry, label: "running to the next " + cmp.Or(string(mech), "system call")})
 	}
 	j := indexIn(ls.segs[seg].Steps, next)
 	if p := ls.bind.Pos[j]; p != walkthrough.Unbound {
@@ -448,7 +476,7 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 	case cur == len(ls.l.Steps)-1:
 		foot = append(foot, stDim.Render("— last paragraph: q quits, b/f walk the trace —"))
 	case cur+1 < len(ls.l.Steps) && ls.l.SegmentOf(cur+1) != ls.seg:
-		foot = append(foot, stDim.Render("space: next round trip ("+or(string(ls.segs[ls.l.SegmentOf(cur+1)].Mechanism), "system call")+")"))
+		foot = append(foot, stDim.Render("space: next round trip ("+cmp.Or(string(ls.segs[ls.l.SegmentOf(cur+1)].Mechanism), "system call")+")"))
 	default:
 		foot = append(foot, stDim.Render("space: go on   a: answer   pgup/pgdn: scroll   l: hide"))
 	}

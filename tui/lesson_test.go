@@ -28,11 +28,11 @@ func lessonModel(t *testing.T, n, w, h int, saved *[]walkthrough.Progress) *Mode
 func send(m *Model, ks ...string) {
 	for _, k := range ks {
 		if k == "space" {
-			m.Update(tea.KeyPressMsg{Code: tea.KeySpace, Text: " "})
+			do(m, tea.KeyPressMsg{Code: tea.KeySpace, Text: " "})
 			continue
 		}
 		for _, p := range keys(k) {
-			m.Update(p)
+			do(m, p)
 		}
 	}
 }

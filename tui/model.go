@@ -1,10 +1,12 @@
 package tui
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +78,17 @@ type startedMsg struct {
 	err error
 }
 
+// savedMsg reports the end of a `w` save.
+type savedMsg struct {
+	name  string
+	steps int
+	err   error
+}
+
+// wroteMsg reports the end of a file write other than `w`'s (lesson
+// progress): its error, if any, is shown.
+type wroteMsg struct{ err error }
+
 // forceQuitMsg ends the program when an operation does not return in time
 // after being cancelled.
 type forceQuitMsg struct{}
@@ -137,6 +150,13 @@ type Model struct {
 	busy     *op // the operation in flight
 	queued   *tea.KeyPressMsg
 	quitting bool
+	// writing counts the file writes in flight (saves, lesson progress):
+	// they run as commands, off the update loop, and quitting waits for
+	// them.
+	writing int
+	// later holds the commands queued while handling a message (file
+	// writes); Update returns them with its own.
+	later []tea.Cmd
 
 	status  string // the last message
 	warn    bool   // status is an error
@@ -200,8 +220,33 @@ func (m *Model) Init() tea.Cmd {
 	})
 }
 
-// Update handles a message.
+// Update handles a message. File I/O never runs here: it is returned as
+// commands, whose results come back as messages.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	mdl, cmd := m.update(msg)
+	if len(m.later) > 0 {
+		cmd = tea.Batch(append(m.later, cmd)...)
+		m.later = nil
+	}
+	return mdl, cmd
+}
+
+// write queues fn, a file write, to run as a command once the message in
+// hand is handled; done turns its error into the message that reports it.
+func (m *Model) write(fn func() error, done func(error) tea.Msg) {
+	m.writing++
+	m.later = append(m.later, func() tea.Msg { return done(fn()) })
+}
+
+// idle returns tea.Quit when quitting and nothing is in flight any more.
+func (m *Model) idle() tea.Cmd {
+	if m.quitting && m.busy == nil && m.writing == 0 {
+		return tea.Quit
+	}
+	return nil
+}
+
+func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
@@ -220,14 +265,25 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, tea.Quit
 		}
 		m.setDriver(msg.drv)
-		if m.quitting {
-			return m, tea.Quit
-		}
-		return m, nil
+		return m, m.idle()
 	case opDoneMsg:
 		return m.finish(msg)
 	case forceQuitMsg:
 		return m, tea.Quit
+	case savedMsg:
+		m.writing--
+		if msg.err != nil {
+			m.fail(fmt.Errorf("save: %w", msg.err))
+		} else {
+			m.say("saved %d steps to %s", msg.steps, msg.name)
+		}
+		return m, m.idle()
+	case wroteMsg:
+		m.writing--
+		if msg.err != nil {
+			m.fail(msg.err)
+		}
+		return m, m.idle()
 	case tea.MouseWheelMsg:
 		m.wheel(msg.Mouse())
 		return m, nil
@@ -262,7 +318,7 @@ func (m *Model) fail(err error) {
 func (m *Model) quit() (tea.Model, tea.Cmd) {
 	m.quitting = true
 	m.cancel()
-	if m.busy != nil || (m.drv == nil && m.startErr == nil && m.cfg.Start != nil) {
+	if m.busy != nil || m.writing > 0 || (m.drv == nil && m.startErr == nil && m.cfg.Start != nil) {
 		m.say("stopping…")
 		return m, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} })
 	}
@@ -446,7 +502,7 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		m.move(n)
 	}
 	if m.quitting {
-		return m, tea.Quit
+		return m, m.idle()
 	}
 	switch {
 	case d.err != nil && errors.Is(d.err, context.Canceled):
@@ -675,22 +731,22 @@ func (m *Model) SaveName() string {
 	return filepath.Join(m.cfg.SaveDir, fmt.Sprintf("sctrace-%s-%s.json", mech, now().Format("20060102-150405")))
 }
 
+// save starts writing the trace recorded so far to a new JSON file named
+// by SaveName. The write runs as a command; a savedMsg reports it.
 func (m *Model) save() {
 	t := m.drv.Trace()
 	if len(t.Steps) == 0 {
 		m.say("nothing recorded yet: step first")
 		return
 	}
+	// A copy to write from: the recorder may append steps and probes
+	// while the file is written, but never changes one it has recorded.
+	snap := *t
+	snap.Steps, snap.Probes = slices.Clip(t.Steps), slices.Clip(t.Probes)
 	name := m.SaveName()
-	mech := t.Header.Mechanism
-	if mech == "" {
-		mech = "trace"
-	}
-	if err := outfile.Save(name, "sctrace-"+mech+"-*.json", t.Write); err != nil {
-		m.fail(fmt.Errorf("save: %w", err))
-		return
-	}
-	m.say("saved %d steps to %s", len(t.Steps), name)
+	pattern := "sctrace-" + cmp.Or(t.Header.Mechanism, "trace") + "-*.json"
+	m.write(func() error { return outfile.Save(name, pattern, snap.Write) },
+		func(err error) tea.Msg { return savedMsg{name: name, steps: len(snap.Steps), err: err} })
 }
 
 func (m *Model) wheel(ms tea.Mouse) {

@@ -2,8 +2,12 @@ package tui
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -42,6 +46,30 @@ func keys(s string) []tea.KeyPressMsg {
 		out = append(out, press(k))
 	}
 	return out
+}
+
+// do sends msg to m and runs the commands it returns, feeding their
+// messages back, as the program would: the file writes that Update hands
+// out as commands are done when do returns. Only for models whose
+// commands return at once (a replay, not a live guest).
+func do(m *Model, msg tea.Msg) {
+	_, cmd := m.Update(msg)
+	run(m, cmd)
+}
+
+func run(m *Model, cmd tea.Cmd) {
+	if cmd == nil {
+		return
+	}
+	switch msg := cmd().(type) {
+	case nil, tea.QuitMsg:
+	case tea.BatchMsg:
+		for _, c := range msg {
+			run(m, c)
+		}
+	default:
+		do(m, msg)
+	}
 }
 
 func replayModel(t *testing.T, w, h int) *Model {
@@ -149,7 +177,7 @@ func TestSave(t *testing.T) {
 	dir := t.TempDir()
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
-	m.Update(press("w"))
+	do(m, press("w"))
 	name := filepath.Join(dir, "sctrace-syscall-20261122-103000.json")
 	if !strings.Contains(m.status, name) {
 		t.Errorf("status %q does not name %s", m.status, name)
@@ -389,5 +417,60 @@ func TestStackPaneTrampoline(t *testing.T) {
 		if tt.pos == 20 && !labelled {
 			t.Errorf("step 20: the kernel stack's pt_regs frame lost its labels:\n%s", screen)
 		}
+	}
+}
+
+// TestSaveOffUpdate checks that w writes nothing in Update: the save is a
+// command, and q waits for it to finish before quitting.
+func TestSaveOffUpdate(t *testing.T) {
+	dir := t.TempDir()
+	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
+		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
+	name := filepath.Join(dir, "sctrace-syscall-20261122-103000.json")
+	_, save := m.Update(press("w"))
+	if save == nil {
+		t.Fatal("w returned no command")
+	}
+	if _, err := os.Stat(name); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Update wrote %s itself (stat: %v)", name, err)
+	}
+	if _, quit := m.Update(press("q")); isQuit(quit) {
+		t.Fatal("q quit with the save still being written")
+	}
+	var msgs []tea.Msg
+	collect(save, &msgs)
+	if len(msgs) != 1 {
+		t.Fatalf("the save command gave %d messages, want 1: %#v", len(msgs), msgs)
+	}
+	if _, quit := m.Update(msgs[0]); !isQuit(quit) {
+		t.Error("no quit once the save was done")
+	}
+	if !strings.Contains(m.status, "saved 87 steps to "+name) {
+		t.Errorf("status %q", m.status)
+	}
+	if _, err := trace.ReadFile(name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// isQuit reports whether cmd is tea.Quit.
+func isQuit(cmd tea.Cmd) bool {
+	return cmd != nil && reflect.ValueOf(cmd).Pointer() == reflect.ValueOf(tea.Quit).Pointer()
+}
+
+// collect runs cmd and appends the messages it gives to msgs, those of a
+// batch one by one.
+func collect(cmd tea.Cmd, msgs *[]tea.Msg) {
+	if cmd == nil {
+		return
+	}
+	switch msg := cmd().(type) {
+	case nil:
+	case tea.BatchMsg:
+		for _, c := range msg {
+			collect(c, msgs)
+		}
+	default:
+		*msgs = append(*msgs, msg)
 	}
 }

@@ -152,6 +152,13 @@ func (m *Model) Render() string {
 }
 
 // canvas is a screen of styled lines.
+//
+// It is not lipgloss's Canvas/Layer (v2.1.1) on purpose: that compositor
+// renders from a cell buffer, so it trims the trailing blanks of lines
+// (the status line of every golden screen loses its padding) and
+// re-encodes the styles into merged SGR sequences, and the golden screens
+// in testdata would no longer be byte-identical. Composing whole styled
+// lines keeps the output exactly as lipgloss rendered each piece.
 type canvas struct {
 	w     int
 	lines []string
@@ -799,26 +806,17 @@ func colorize(s string, v annotate.Verdict) string {
 	return s
 }
 
-// wrap breaks text into lines of at most n columns at spaces.
+// wrap breaks text into lines of at most n terminal columns (at least
+// 10) at spaces and hyphens, by display width, not bytes: "→" is one
+// column, a CJK character two. Runs of spaces collapse to one, as the
+// text is prose; a word wider than n stays whole (the pane truncates it).
+// Newlines in text start new lines.
 func wrap(text string, n int) []string {
-	if n < 10 {
-		n = 10
-	}
+	n = max(n, 10)
 	var out []string
-	for _, para := range strings.Split(text, "\n") {
-		line := ""
-		for _, w := range strings.Fields(para) {
-			switch {
-			case line == "":
-				line = w
-			case len(line)+1+len(w) <= n:
-				line += " " + w
-			default:
-				out = append(out, line)
-				line = w
-			}
-		}
-		out = append(out, line)
+	for para := range strings.SplitSeq(text, "\n") {
+		para = strings.Join(strings.Fields(para), " ")
+		out = append(out, strings.Split(ansi.Wordwrap(para, n, ""), "\n")...)
 	}
 	return out
 }

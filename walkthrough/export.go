@@ -2,6 +2,7 @@ package walkthrough
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"html"
 	"io"
@@ -41,7 +42,7 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 		// The stub's address is left out: it was a throwaway port on the
 		// machine that recorded the trace, and means nothing to a reader.
 		fmt.Fprintf(&b, "> Round trip %d of %d: %s, %s; recorded by sctrace, %d instructions.\n\n",
-			k+1, len(segs), or(h.Mechanism, "syscall"), or(h.Kernel, "unknown kernel"), len(t.Steps))
+			k+1, len(segs), cmp.Or(h.Mechanism, "syscall"), cmp.Or(h.Kernel, "unknown kernel"), len(t.Steps))
 		bind := Bind(l, seg, t)
 		shown := 0 // trace steps already shown
 		for j, i := range seg.Steps {

@@ -33,7 +33,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		Example: `  qemu-system-x86_64 -s -S -kernel bzImage ... &
   sctrace attach :1234 --symbols vmlinux`,
 		Args: oneArg("the stub's address (HOST:PORT, :PORT or unix:PATH)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			m, err := trace.ParseMechanism(mechanism)
 			if err != nil {
 				return err
@@ -47,7 +47,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 			if err != nil {
 				return err
 			}
-			defer closeLog()
+			defer closeInto(&err, closeLog)
 			addr := args[0]
 			open := func(ctx context.Context) (*session.Session, error) { return session.Attach(ctx, addr, o) }
 			return tui.Run(cmd.Context(), tui.Config{

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
@@ -50,39 +49,26 @@ cloud kernel.`,
   sctrace run linux --kernel vmlinuz --trace -m int80
   sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			start := time.Now()
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
 			}
-			switch m {
-			case "", trace.Syscall, trace.Int80, trace.Vdso:
-			default:
-				return fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
+			if m, err = lo.ChooseMechanism(m, cmd.Flags().Changed("mechanism")); err != nil {
+				return err
 			}
 			if lo.Kernel == "" {
 				return fmt.Errorf("--kernel is required (scripts/fetch-kernel.sh downloads a Debian cloud kernel)")
 			}
-			// The mechanism and /init's loop follow each other: a vDSO
-			// loop makes no system call to wait for.
-			chosen := cmd.Flags().Changed("mechanism")
-			switch {
-			case m == trace.Vdso && lo.Mode == "":
-				lo.Mode = linuxinit.Vdso
-			case !chosen && lo.Mode == linuxinit.Vdso:
-				m = trace.Vdso
-			case !chosen && lo.Mode == linuxinit.Int80:
-				m = trace.Int80
-			}
-			lo.Mechanism, lo.Timeout = m, sf.timeout
+			lo.Timeout = sf.timeout
 			rf.options(&lo.Options)
 			warnTCP(cmd.ErrOrStderr(), lo.GDBTCP)
 			closeLog, err := sf.openWireLog(&lo.Options)
 			if err != nil {
 				return err
 			}
-			defer closeLog()
+			defer closeInto(&err, closeLog)
 			if !doTr {
 				if rf.probe {
 					return errProbeWithoutTrace

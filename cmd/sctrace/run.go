@@ -49,7 +49,7 @@ write what was recorded, and end QEMU.`,
   sctrace run --trace --mechanism sysenter --syntax intel
   sctrace run --trace --format json --out syscall.json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
@@ -62,7 +62,7 @@ write what was recorded, and end QEMU.`,
 			if err != nil {
 				return err
 			}
-			defer closeLog()
+			defer closeInto(&err, closeLog)
 			if !doTr {
 				if rf.probe {
 					return errProbeWithoutTrace

@@ -169,7 +169,7 @@ what was recorded and detaches the same way.`,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
@@ -183,7 +183,7 @@ what was recorded and detaches the same way.`,
 			if err != nil {
 				return err
 			}
-			defer closeLog()
+			defer closeInto(&err, closeLog)
 			s, err := session.Attach(cmd.Context(), attach, o)
 			if err != nil {
 				return err
