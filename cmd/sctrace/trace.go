@@ -119,15 +119,10 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mechanism, f *recordFlags, syn trace.Syntax) error {
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
-	wait := time.AfterFunc(3*time.Second, func() {
+	s.Waiting = func(m trace.Mechanism) {
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", or(string(m), "system call"))
-	})
-	err := s.ToEntry(ctx, m)
-	wait.Stop()
-	var t *trace.Trace
-	if err == nil {
-		t, err = s.Record(ctx)
 	}
+	t, err := s.RoundTrip(ctx, m)
 	if t != nil && len(t.Steps) > 0 {
 		t.Header.Tool = versionString()
 		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
