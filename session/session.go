@@ -7,7 +7,6 @@ package session
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,12 +70,17 @@ type Session struct {
 	// Notes says what sctrace decided while setting up that a user should
 	// know, such as a symbol file it refused and what it used instead.
 	Notes []string
+	// Waiting, when set, is called once when ToEntry has waited a few
+	// seconds for the guest to reach the entry: the guest may take its
+	// time to make the call, or never make it.
+	Waiting func(m trace.Mechanism)
 
 	// given is set when Symbols came from Options.Symbols; refused says
 	// why a symbol file was not used.
 	given   bool
 	refused string
 
+	rec       Recorder // what round trips drive: Recorder, unless a test gives another
 	keep      bool
 	probeMSRs bool
 	tmp       string
@@ -265,21 +269,8 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	if err := r.Init(ctx); err != nil {
 		return err
 	}
-	s.Recorder = r
+	s.Recorder, s.rec = r, r
 	return nil
-}
-
-// RoundTrip runs the guest to the next user instruction that enters the
-// kernel by m and records the path back to user mode: ToEntry, then Record.
-// On ctrl-c it returns what was recorded so far with the context's error.
-func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism) (*trace.Trace, error) {
-	if err := s.ToEntry(ctx, m); err != nil {
-		if ctx.Err() != nil {
-			return s.Recorder.Trace(), err
-		}
-		return nil, err
-	}
-	return s.Record(ctx)
 }
 
 // started finishes StartFixture's and StartLinux's launch of QEMU: a QEMU
@@ -342,48 +333,6 @@ func (e *explainedError) Unwrap() error { return e.err }
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
-}
-
-// ToEntry runs the guest to the next user instruction that enters the
-// kernel by m and starts a fresh trace there.
-func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
-	if err := s.Recorder.ToEntry(ctx, m); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted before the %s was reached: %w", cmp.Or(string(m), "system call"), ctx.Err())
-		}
-		return s.explain(err)
-	}
-	s.refreshLinux(ctx)
-	if m != "" {
-		s.Recorder.Trace().Header.Mechanism = string(m)
-	}
-	return nil
-}
-
-// Record records from the current stop back to user mode, probing the MSRs
-// on the way in when the session was opened with ProbeMSRs.
-func (s *Session) Record(ctx context.Context) (*trace.Trace, error) {
-	until := trace.BackInUser()
-	if s.probeMSRs {
-		// Step into the kernel, read the MSRs there, then go on.
-		st, err := s.Recorder.Step(ctx)
-		if err != nil {
-			return s.Recorder.Trace(), s.explain(err)
-		}
-		if why := until(st, s.Recorder.Current()); why != "" {
-			s.Recorder.Trace().Header.Stop = string(why)
-			return s.Recorder.Trace(), nil
-		}
-		if _, err := s.Recorder.ProbeMSRs(ctx); err != nil {
-			return s.Recorder.Trace(), s.explain(err)
-		}
-	}
-	_, err := s.Recorder.Run(ctx, until)
-	t := s.Recorder.Trace()
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	return t, s.explain(err)
 }
 
 // Close ends the session: it detaches from the stub (which removes every

@@ -75,6 +75,11 @@ type Driver interface {
 	// NextEntry lets the guest run to the next user instruction that enters
 	// the kernel, and starts a fresh recording there.
 	NextEntry(ctx context.Context) error
+	// RoundTrip records a round trip back to user mode: from the next
+	// user instruction that enters the kernel when entry is set (a fresh
+	// recording), else on from the current stop. A ctrl-c is a stop
+	// (trace.StopCancel), not an error, once recording has begun.
+	RoundTrip(ctx context.Context, entry bool) (trace.StopReason, error)
 	// ProbeMSRs reads the MSRs with rdmsr in the guest at the current stop,
 	// which must be at CPL 0, and adds what it learnt to the recording
 	// (trace.Recorder.ProbeMSRs). It returns how many were read.
@@ -111,6 +116,9 @@ func (r *Replay) Run(context.Context, trace.Until) (trace.StopReason, error) { r
 
 // NextEntry fails: a replay has no guest.
 func (r *Replay) NextEntry(context.Context) error { return ErrReplay }
+
+// RoundTrip fails: a replay has no guest.
+func (r *Replay) RoundTrip(context.Context, bool) (trace.StopReason, error) { return "", ErrReplay }
 
 // ProbeMSRs returns ErrReplay.
 func (r *Replay) ProbeMSRs(context.Context) (int, error) { return 0, ErrReplay }

@@ -1,7 +1,9 @@
 package tui
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,6 +74,25 @@ func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, err
 func (d *Live) NextEntry(ctx context.Context) error {
 	defer d.refresh(ctx)
 	return d.S.ToEntry(ctx, d.Mechanism)
+}
+
+// RoundTrip records a round trip through the session (Session.ToEntry,
+// then Session.Record back to user mode), from the next entry by the
+// driver's mechanism when entry is set.
+func (d *Live) RoundTrip(ctx context.Context, entry bool) (trace.StopReason, error) {
+	defer d.refresh(ctx)
+	if entry {
+		if err := d.S.ToEntry(ctx, d.Mechanism); err != nil {
+			return "", err
+		}
+	}
+	t, err := d.S.Record(ctx)
+	why := trace.StopReason(t.Header.Stop)
+	if why == trace.StopCancel && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// Interrupted while recording: what was recorded is the result.
+		return why, nil
+	}
+	return why, err
 }
 
 // ProbeMSRs reads the MSRs with rdmsr in the guest at the current stop.
@@ -166,16 +187,9 @@ func StartLive(open func(ctx context.Context) (*session.Session, error), m trace
 		if toEntry {
 			if err := d.NextEntry(ctx); err != nil {
 				s.Close()
-				return nil, fmt.Errorf("run to the next %s: %w", or(string(m), "system call"), err)
+				return nil, fmt.Errorf("run to the next %s: %w", cmp.Or(string(m), "system call"), err)
 			}
 		}
 		return d, nil
 	}
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

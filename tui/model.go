@@ -59,7 +59,7 @@ const (
 type op struct {
 	kind  opKind
 	label string      // shown while it runs, e.g. "running to the next event"
-	cond  trace.Until // for opRun and opRoundTrip
+	cond  trace.Until // for opRun
 	entry bool        // opRoundTrip: go to the next entry first
 }
 
@@ -394,7 +394,7 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		cur := m.snap.Current
-		return m.guest(op{kind: opRoundTrip, label: "recording a round trip", cond: trace.BackInUser(),
+		return m.guest(op{kind: opRoundTrip, label: "recording a round trip",
 			entry: cur != nil && cur.CPL() == 3 && n > 0})
 	case "p":
 		if m.busy != nil {
@@ -474,12 +474,7 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		case opEntry:
 			done.err = d.NextEntry(ctx)
 		case opRoundTrip:
-			if o.entry {
-				done.err = d.NextEntry(ctx)
-			}
-			if done.err == nil {
-				done.reason, done.err = d.Run(ctx, o.cond)
-			}
+			done.reason, done.err = d.RoundTrip(ctx, o.entry)
 		case opProbe:
 			done.probed, done.err = d.ProbeMSRs(ctx)
 		}

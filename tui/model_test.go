@@ -237,6 +237,15 @@ func (f *fakeLive) NextEntry(ctx context.Context) error {
 	return err
 }
 
+func (f *fakeLive) RoundTrip(ctx context.Context, entry bool) (trace.StopReason, error) {
+	if entry {
+		if err := f.NextEntry(ctx); err != nil {
+			return "", err
+		}
+	}
+	return f.Run(ctx, nil)
+}
+
 func (f *fakeLive) ProbeMSRs(ctx context.Context) (int, error) { return 11, f.op(ctx, 0) }
 
 func (f *fakeLive) Trace() *trace.Trace { return f.src }

@@ -1,6 +1,7 @@
 package walkthrough
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,18 +61,10 @@ func Open(ctx context.Context, l *Lesson, linuxKernel string, base session.Optio
 func Record(ctx context.Context, l *Lesson, s *session.Session) ([]*trace.Trace, error) {
 	var out []*trace.Trace
 	for i, seg := range l.Segments() {
-		r := s.Recorder
-		err := r.ToEntry(ctx, seg.Mechanism)
-		if err == nil {
-			if seg.Mechanism != "" {
-				r.Trace().Header.Mechanism = string(seg.Mechanism)
-			}
-			_, err = r.Run(ctx, UntilSegment(l, seg))
-		}
+		t, err := s.RoundTrip(ctx, seg.Mechanism, UntilSegment(l, seg))
 		if err != nil {
-			return out, fmt.Errorf("lesson %s, round trip %d (%s): %w", l.Name(), i+1, or(string(seg.Mechanism), "syscall"), err)
+			return out, fmt.Errorf("lesson %s, round trip %d (%s): %w", l.Name(), i+1, cmp.Or(string(seg.Mechanism), "syscall"), err)
 		}
-		t := r.Trace()
 		cp := *t
 		cp.Steps = append([]trace.Step(nil), t.Steps...)
 		out = append(out, &cp)
@@ -140,11 +133,4 @@ func CachedLinuxKernel() (string, error) {
 		return imgs[i] > imgs[j]
 	})
 	return imgs[0], nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,15 +120,10 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mechanism, f *recordFlags, syn trace.Syntax) error {
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
-	wait := time.AfterFunc(3*time.Second, func() {
-		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", or(string(m), "system call"))
-	})
-	err := s.ToEntry(ctx, m)
-	wait.Stop()
-	var t *trace.Trace
-	if err == nil {
-		t, err = s.Record(ctx)
+	s.Waiting = func(m trace.Mechanism) {
+		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", cmp.Or(string(m), "system call"))
 	}
+	t, err := s.RoundTrip(ctx, m)
 	if t != nil && len(t.Steps) > 0 {
 		t.Header.Tool = versionString()
 		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
@@ -139,7 +135,7 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mec
 		if errors.Is(err, context.Canceled) {
 			saved := "nothing had been recorded"
 			if t != nil && len(t.Steps) > 0 {
-				saved = fmt.Sprintf("the %d steps recorded are written to %s", len(t.Steps), or(f.out, "standard output"))
+				saved = fmt.Sprintf("the %d steps recorded are written to %s", len(t.Steps), cmp.Or(f.out, "standard output"))
 			}
 			return fmt.Errorf("interrupted (%v); %s: %w", context.Cause(ctx), saved, err)
 		}
@@ -238,12 +234,4 @@ is not a terminal, it prints the trace instead.`,
 	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, json or markdown instead of opening the interactive view")
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
 	return cmd
-}
-
-// isTerminal reports whether w is a terminal.
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

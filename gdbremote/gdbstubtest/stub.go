@@ -18,6 +18,8 @@
 // The stub runs the target only in the sense the protocol can see: a step
 // adds one to rip; a continue stops at the first breakpoint or watchpoint
 // set, or, when there is none, runs until the client sends an interrupt.
+// Script replaces that with a sequence of register states and memory the
+// guest walks through, for tests of code that steps.
 package gdbstubtest
 
 import (
@@ -152,6 +154,9 @@ type Stub struct {
 	phys      bool
 	rle       bool
 	accepted  int
+
+	script []Stop  // stops a step or continue walks through (see Script)
+	tables *Tables // GDTR, IDTR and TR for `info registers`
 
 	release      Release // see release.go
 	guestRunning bool
@@ -695,12 +700,17 @@ func (s *Stub) handle(ss *session, req string) ([]string, bool) {
 	case strings.HasPrefix(req, "M"):
 		return one(s.memWrite(req[1:]))
 	case req == "s" || strings.HasPrefix(req, "vCont;s"):
-		s.addReg("rip", 1)
+		if !s.nextStop() {
+			s.addReg("rip", 1)
+		}
 		return one(stopReply)
 	case req == "c" || strings.HasPrefix(req, "vCont;c"):
 		if len(s.bps) == 0 {
 			ss.running = true
 			return nil, false
+		}
+		if s.nextStop() {
+			return one(stopReply)
 		}
 		b := s.bps[0]
 		switch b.kind {
@@ -956,22 +966,4 @@ func (s *Stub) u64(name string) uint64 {
 	var b [8]byte
 	copy(b[:], s.regfile[r.offset:r.offset+min(r.size, 8)])
 	return binary.LittleEndian.Uint64(b[:])
-}
-
-func (s *Stub) infoRegisters() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "RAX=%016x RBX=%016x RCX=%016x RDX=%016x\r\n", s.u64("rax"), s.u64("rbx"), s.u64("rcx"), s.u64("rdx"))
-	fmt.Fprintf(&b, "RIP=%016x RFL=%08x [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n", s.u64("rip"), s.u64("eflags"))
-	fmt.Fprintf(&b, "CS =%04x %016x 0000ffff 00009b00\r\n", s.u64("cs"), s.u64("cs")<<4)
-	fmt.Fprintf(&b, "FS =%04x %016x 0000ffff 00009300\r\n", s.u64("fs"), s.u64("fs_base"))
-	fmt.Fprintf(&b, "GS =%04x %016x 0000ffff 00009300\r\n", s.u64("gs"), s.u64("gs_base"))
-	// LDT and TR as QEMU prints them at reset (target/i386/cpu-dump.c).
-	b.WriteString("LDT=0000 0000000000000000 0000ffff 00008200 DPL=0 LDT\r\n")
-	b.WriteString("TR =0000 0000000000000000 0000ffff 00008b00 DPL=0 TSS64-busy\r\n")
-	b.WriteString("GDT=     0000000000000000 0000ffff\r\n")
-	b.WriteString("IDT=     0000000000000000 0000ffff\r\n")
-	fmt.Fprintf(&b, "CR0=%08x CR2=%016x CR3=%016x CR4=%08x\r\n", s.u64("cr0"), s.u64("cr2"), s.u64("cr3"), s.u64("cr4"))
-	b.WriteString("DR6=00000000ffff0ff0 DR7=0000000000000400\r\n")
-	fmt.Fprintf(&b, "EFER=%016x\r\n", s.u64("efer"))
-	return b.String()
 }
