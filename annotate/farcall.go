@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -80,7 +80,7 @@ func farOffsetSize(inst x86asm.Inst) int {
 // changes privilege, switches to the TSS stack and pushes SS, RSP, CS and
 // RIP; to a code segment it pushes CS and RIP.
 func (a *annotator) farCall() {
-	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS)
 	a.stackDone = true
 	off, sel, ok := a.farPointer()
 	if !ok {
@@ -88,7 +88,7 @@ func (a *annotator) farCall() {
 		a.farCallStack(Gate{}, false)
 		return
 	}
-	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, target.Selector(sel))
+	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, x86.Selector(sel))
 	desc, ok := a.gdtEntry(sel, 16)
 	if !ok {
 		a.note(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
@@ -98,7 +98,7 @@ func (a *annotator) farCall() {
 	d, _ := DecodeDescriptor(desc)
 	if !d.System {
 		a.note(KindControl, "selector %#x is a code segment, not a gate: a far call at the same privilege level; the offset %#x is the target", sel, off)
-		a.expect(KindControl, target.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
+		a.expect(KindControl, x86.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
 		a.farCallStack(Gate{}, false)
 		return
 	}
@@ -111,15 +111,15 @@ func (a *annotator) farCall() {
 	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < int(sel&3)) {
 		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, sel&3)
 	}
-	a.expect(KindControl, target.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
+	a.expect(KindControl, x86.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
 	newCPL := -1
 	if cd, ok := a.gdtEntry(g.Selector, 8); ok {
 		if t, ok := DecodeDescriptor(cd); ok && !t.System {
 			newCPL = t.DPL
 		}
 	}
-	if cs, ok := a.a.Get(target.CS); ok {
-		a.add(KindRegister, verdict(cs&^3 == uint64(g.Selector)&^3), "cs = %s: the gate's code segment %#x", target.Selector(cs), g.Selector)
+	if cs, ok := a.a.Get(x86.CS); ok {
+		a.add(KindRegister, verdict(cs&^3 == uint64(g.Selector)&^3), "cs = %s: the gate's code segment %#x", x86.Selector(cs), g.Selector)
 	}
 	a.privilegeChange("call gate", newCPL)
 	a.farCallStack(g, true)
@@ -128,8 +128,8 @@ func (a *annotator) farCall() {
 
 // farCallStack checks the stack switch and the pushed frame of a far call.
 func (a *annotator) farCallStack(g Gate, gate bool) {
-	before, bOK := a.b.Get(target.RSP)
-	after, aOK := a.a.Get(target.RSP)
+	before, bOK := a.b.Get(x86.RSP)
+	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {
 		return
 	}
@@ -138,7 +138,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 	n := 2
 	if outer {
 		n = 4
-		if ss, ok := a.a.Get(target.SS); ok {
+		if ss, ok := a.a.Get(x86.SS); ok {
 			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: a call gate to an inner level in 64-bit mode loads a null SS with RPL %d", ss, to)
 		}
 		if tss, ok := a.tss(); ok {
@@ -155,9 +155,9 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 	} else if bOK {
 		a.add(KindStack, verdict(after == before-16), "no privilege change: no stack switch; CS and RIP pushed, rsp %#x → %#x", before, after)
 	}
-	if bf, ok := a.b.Get(target.RFLAGS); ok && gate {
-		if af, ok := a.a.Get(target.RFLAGS); ok {
-			a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+	if bf, ok := a.b.Get(x86.RFLAGS); ok && gate {
+		if af, ok := a.a.Get(x86.RFLAGS); ok {
+			a.add(KindPrivilege, verdict(af&x86.FlagIF == bf&x86.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 		}
 	}
 	w, ok := a.words(after, n, 8, true)
@@ -166,7 +166,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 		return
 	}
 	names := []string{"rip", "cs", "rsp", "ss"}
-	regs := []target.Reg{target.RIP, target.CS, target.RSP, target.SS}
+	regs := []x86.Reg{x86.RIP, x86.CS, x86.RSP, x86.SS}
 	var good []string
 	for i := 0; i < n; i++ {
 		want, ok := a.b.Get(regs[i])
@@ -174,7 +174,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 		if i == 0 {
 			want, ok = a.next, a.hasNext
 		}
-		if regs[i] == target.CS || regs[i] == target.SS {
+		if regs[i] == x86.CS || regs[i] == x86.SS {
 			mask = 0xffff
 		}
 		if !ok {
@@ -205,13 +205,13 @@ func farRetImm(inst x86asm.Inst) uint64 {
 // farRet explains a far RET: it pops RIP and CS, and on a return to an outer
 // privilege level RSP and SS too.
 func (a *annotator) farRet() {
-	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS)
 	a.stackDone = true
 	size := 8
 	if !a.op.wide {
 		size = 4
 	}
-	rsp, ok := a.b.Get(target.RSP)
+	rsp, ok := a.b.Get(x86.RSP)
 	if !ok {
 		return
 	}
@@ -225,13 +225,13 @@ func (a *annotator) farRet() {
 	rip, cs := w[0], w[1]&0xffff
 	from, to := cpl(a.b), int(cs&3)
 	a.privilegeChange(fmt.Sprintf("far return popping rip %#x, cs %#x", rip, cs), max(from, to))
-	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), "the popped RIP: "+a.sym(rip), "far RET loads RIP from the stack")
-	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "far RET loads CS from the stack")
+	a.expectMasked(KindControl, x86.RIP, rip, ^uint64(0), "the popped RIP: "+a.sym(rip), "far RET loads RIP from the stack")
+	a.expectMasked(KindRegister, x86.CS, cs, 0xffff, "the popped CS", "far RET loads CS from the stack")
 	if imm != 0 {
 		a.note(KindStack, "releases %d bytes of parameters", imm)
 	}
 	if from < 0 || to <= from {
-		a.expectMasked(KindStack, target.RSP, rsp+uint64(2*size)+imm, ^uint64(0), "same privilege level: only RIP and CS popped", "far RET to the same level pops two slots")
+		a.expectMasked(KindStack, x86.RSP, rsp+uint64(2*size)+imm, ^uint64(0), "same privilege level: only RIP and CS popped", "far RET to the same level pops two slots")
 		return
 	}
 	w2, ok := a.words(rsp+uint64(2*size)+imm, 2, size, false)
@@ -240,8 +240,8 @@ func (a *annotator) farRet() {
 		a.iretStack(rsp)
 		return
 	}
-	a.expectMasked(KindStack, target.RSP, w2[0], ^uint64(0), "the popped RSP: return to the outer level's stack", "far RET to an outer level pops RSP")
-	a.expectMasked(KindRegister, target.SS, w2[1]&0xffff, 0xffff, "the popped SS", "far RET to an outer level pops SS")
+	a.expectMasked(KindStack, x86.RSP, w2[0], ^uint64(0), "the popped RSP: return to the outer level's stack", "far RET to an outer level pops RSP")
+	a.expectMasked(KindRegister, x86.SS, w2[1]&0xffff, 0xffff, "the popped SS", "far RET to an outer level pops SS")
 	a.iretStack(rsp)
 	a.k.Entry = nil
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -111,7 +111,7 @@ func hasErrorCode(v int) bool {
 }
 
 // sys returns the `info registers` state of before, else after.
-func (a *annotator) sys() *target.SysRegs {
+func (a *annotator) sys() *x86.SysRegs {
 	if a.b.Sys != nil {
 		return a.b.Sys
 	}
@@ -187,13 +187,13 @@ func (a *annotator) softwareException() {
 
 // faulted reports whether a step that is not itself a control transfer ended
 // somewhere else than its next instruction: an exception or an interrupt.
-func faulted(inst x86asm.Inst, o op, addr uint64, before, after *target.State) bool {
+func faulted(inst x86asm.Inst, o op, addr uint64, before, after *x86.State) bool {
 	switch o.kind {
 	case opSyscall, opSysret, opSysenter, opSysexit, opInt, opUD, opIret, opFarCall, opFarRet:
 		return false
 	}
 	n := o.length(inst)
-	rip, ok := after.Get(target.RIP)
+	rip, ok := after.Get(x86.RIP)
 	if n == 0 || !ok {
 		return false
 	}
@@ -226,10 +226,10 @@ func (a *annotator) exceptionCheck() bool {
 	if !faulted(a.s.Inst, a.op, a.s.Addr, a.b, a.a) {
 		return false
 	}
-	rip, _ := a.a.Get(target.RIP)
+	rip, _ := a.a.Get(x86.RIP)
 	v := a.vectorOf(rip)
 	trap := false
-	if rsp, ok := a.a.Get(target.RSP); ok && !isFault(v) {
+	if rsp, ok := a.a.Get(x86.RSP); ok && !isFault(v) {
 		// The frame tells a fault (RIP of this instruction) from a trap or
 		// an interrupt delivered after it (RIP of the next one).
 		if w, ok := a.words(rsp, 2, 8, true); ok {
@@ -270,7 +270,7 @@ func (a *annotator) mnemonic() string {
 func (a *annotator) enter(v int, trap bool, cause string) {
 	a.entered = true
 	a.stackDone = true
-	a.explained(target.RIP, target.RSP, target.RFLAGS, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.RFLAGS, x86.CS, x86.SS)
 	from, to := cpl(a.b), cpl(a.a)
 	g, gateOK := a.gate(v)
 	vec := "an unknown vector"
@@ -287,7 +287,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		a.mark(EventException)
 	}
 
-	rip, ripOK := a.a.Get(target.RIP)
+	rip, ripOK := a.a.Get(x86.RIP)
 	switch {
 	case gateOK && ripOK:
 		if g.Offset == rip && g.Present {
@@ -295,7 +295,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		} else {
 			a.add(KindControl, Finding, "rip = %s, but IDT[%#x] points to %#x (%s)", a.sym(rip), v, g.Offset, g)
 		}
-		if cs, ok := a.a.Get(target.CS); ok && cs&^3 != uint64(g.Selector)&^3 {
+		if cs, ok := a.a.Get(x86.CS); ok && cs&^3 != uint64(g.Selector)&^3 {
 			a.add(KindRegister, Finding, "cs = %#x, but the gate's selector is %#x", cs, g.Selector)
 		}
 	case ripOK:
@@ -334,7 +334,7 @@ func (a *annotator) softwareInterrupt(v int) bool {
 // *errCode says whether an error code is expected; when the vector is
 // unknown it is worked out from the frame.
 func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
-	rsp, ok := a.a.Get(target.RSP)
+	rsp, ok := a.a.Get(x86.RSP)
 	if !ok {
 		return
 	}
@@ -356,7 +356,7 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	if trap {
 		wantRIP = a.next
 	}
-	cs, _ := a.b.Get(target.CS)
+	cs, _ := a.b.Get(x86.CS)
 	if !*errCode && len(w) == 6 && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
 		*errCode = true
 	}
@@ -382,17 +382,17 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	type slot struct {
 		name     string
 		got      uint64
-		reg      target.Reg
+		reg      x86.Reg
 		mask     uint64
 		want     uint64
 		wantText string
 	}
 	slots := []slot{
-		{"rip", f[0], target.RIP, ^uint64(0), wantRIP, "the faulting instruction"},
-		{"cs", f[1], target.CS, 0xffff, 0, "CS before"},
-		{"rflags", f[2], target.RFLAGS, ^uint64(target.FlagRF), 0, "RFLAGS before"},
-		{"rsp", f[3], target.RSP, ^uint64(0), 0, "RSP before"},
-		{"ss", f[4], target.SS, 0xffff, 0, "SS before"},
+		{"rip", f[0], x86.RIP, ^uint64(0), wantRIP, "the faulting instruction"},
+		{"cs", f[1], x86.CS, 0xffff, 0, "CS before"},
+		{"rflags", f[2], x86.RFLAGS, ^uint64(x86.FlagRF), 0, "RFLAGS before"},
+		{"rsp", f[3], x86.RSP, ^uint64(0), 0, "RSP before"},
+		{"ss", f[4], x86.SS, 0xffff, 0, "SS before"},
 	}
 	if trap {
 		slots[0].wantText = "the next instruction"
@@ -422,8 +422,8 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 // interruptStack checks the stack the CPU switched to: an IST stack, TSS.RSP0
 // on a privilege change, or the current stack, aligned to 16 bytes.
 func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint64) {
-	before, bOK := a.b.Get(target.RSP)
-	after, aOK := a.a.Get(target.RSP)
+	before, bOK := a.b.Get(x86.RSP)
+	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {
 		return
 	}
@@ -438,7 +438,7 @@ func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint6
 		}
 		a.mark(EventStackSwitch)
 	case from > to && to >= 0:
-		if ss, ok := a.a.Get(target.SS); ok {
+		if ss, ok := a.a.Get(x86.SS); ok {
 			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: on a privilege change in 64-bit mode the CPU loads a null SS with RPL %d", ss, to)
 		}
 		top := after + size
@@ -466,22 +466,22 @@ func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint6
 
 // interruptFlags checks the flags an interrupt or trap gate changes.
 func (a *annotator) interruptFlags(g Gate, gateOK bool) {
-	bf, ok1 := a.b.Get(target.RFLAGS)
-	af, ok2 := a.a.Get(target.RFLAGS)
+	bf, ok1 := a.b.Get(x86.RFLAGS)
+	af, ok2 := a.a.Get(x86.RFLAGS)
 	if !ok1 || !ok2 {
 		return
 	}
-	if af&(target.FlagTF|target.FlagNT|target.FlagVM) != 0 {
+	if af&(x86.FlagTF|x86.FlagNT|x86.FlagVM) != 0 {
 		a.add(KindFlags, Finding, "rflags %#x: TF, NT and VM must be clear in a handler entered through a gate", af)
 	}
 	switch {
 	case gateOK && g.Type == 0xe:
-		a.add(KindPrivilege, verdict(af&target.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+		a.add(KindPrivilege, verdict(af&x86.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 	case gateOK && g.Type == 0xf:
-		a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, target.FlagIF), bit(af, target.FlagIF))
-	case af&target.FlagIF == 0 && bf&target.FlagIF != 0:
+		a.add(KindPrivilege, verdict(af&x86.FlagIF == bf&x86.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+	case af&x86.FlagIF == 0 && bf&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF 1 → 0: IF cleared, so this was an interrupt gate")
-	case af&target.FlagIF != 0:
+	case af&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF still 1: a trap gate")
 	}
 }

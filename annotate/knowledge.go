@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // MSR indices sctrace names.
@@ -222,7 +222,7 @@ type Knowledge struct {
 	// its handler returns.
 	nested *nestedFrame
 	// origin says which pt_regs field a register holds a copy of.
-	origin map[target.Reg]string
+	origin map[x86.Reg]string
 	// sysretRules are Linux's conditions for SYSRET seen to hold since
 	// the entry.
 	sysretRules []string
@@ -337,12 +337,12 @@ func learnFact(f **Fact, v Fact) (conflict *Fact) {
 func (k *Knowledge) remember(a *annotator) {
 	k.prevOp = a.op.kind
 	if n := k.nested; n != nil {
-		if rsp, ok := a.a.Get(target.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
+		if rsp, ok := a.a.Get(x86.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
 			k.nested = nil
 		}
 	}
 	if k.tramp != nil {
-		rsp, ok := a.a.Get(target.RSP)
+		rsp, ok := a.a.Get(x86.RSP)
 		if a.entered || cpl(a.a) != 0 || !ok || !a.onTrampoline(rsp) {
 			k.tramp = nil
 		}

@@ -4,18 +4,18 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // stubMSRs are the MSRs the gdbstub shows as registers.
 var stubMSRs = []struct {
 	index uint32
-	reg   target.Reg
+	reg   x86.Reg
 }{
-	{MSREFER, target.EFER},
-	{MSRFSBase, target.FSBase},
-	{MSRGSBase, target.GSBase},
-	{MSRKernelGSBase, target.KernelGSBase},
+	{MSREFER, x86.EFER},
+	{MSRFSBase, x86.FSBase},
+	{MSRGSBase, x86.GSBase},
+	{MSRKernelGSBase, x86.KernelGSBase},
 }
 
 // learnFromStub records the MSRs the stub's registers show after the step.
@@ -28,10 +28,10 @@ func (a *annotator) learnFromStub() {
 }
 
 // msrValue reads ECX and EDX:EAX.
-func msrOperands(st *target.State) (index uint32, value uint64, idxOK, valOK bool) {
-	c, idxOK := st.Get(target.RCX)
-	ax, ok1 := st.Get(target.RAX)
-	dx, ok2 := st.Get(target.RDX)
+func msrOperands(st *x86.State) (index uint32, value uint64, idxOK, valOK bool) {
+	c, idxOK := st.Get(x86.RCX)
+	ax, ok1 := st.Get(x86.RAX)
+	dx, ok2 := st.Get(x86.RDX)
 	return uint32(c), dx<<32 | ax&0xffffffff, idxOK, ok1 && ok2
 }
 
@@ -53,7 +53,7 @@ func (a *annotator) wrmsr() {
 			a.explained(m.reg)
 			mask := ^uint64(0)
 			if idx == MSREFER {
-				mask &^= target.EFERLMA // read-only, set by the CPU
+				mask &^= x86.EFERLMA // read-only, set by the CPU
 			}
 			a.expectMasked(KindMSR, m.reg, val, mask, "the value written", "WRMSR to "+name+" sets "+m.reg.String())
 		}
@@ -78,7 +78,7 @@ func (a *annotator) msrMeaning(idx uint32, v uint64) string {
 	case MSRFMASK:
 		return ": syscall clears " + flagList(v)
 	case MSREFER:
-		return " (" + target.EFERFlags(v).String() + ")"
+		return " (" + x86.EFERFlags(v).String() + ")"
 	case MSRKernelGSBase, MSRGSBase:
 		if pa, name := a.isPerCPU(v); pa {
 			return " (" + name + ")"
@@ -115,9 +115,9 @@ func (a *annotator) rdmsr() {
 		a.note(KindCheck, "rdmsr: ECX, EAX or EDX unknown")
 		return
 	}
-	a.explained(target.RAX, target.RDX)
+	a.explained(x86.RAX, x86.RDX)
 	name := MSRName(idx)
-	ax, dx := a.a.Val(target.RAX), a.a.Val(target.RDX)
+	ax, dx := a.a.Val(x86.RAX), a.a.Val(x86.RDX)
 	if ax>>32 != 0 || dx>>32 != 0 {
 		a.add(KindRegister, Finding, "rdmsr left rax %#x, rdx %#x: it must clear their upper halves", ax, dx)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/sctrace/sctrace/kallsyms"
 	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Memory reads guest virtual memory; *target.Target is one.
@@ -28,8 +28,8 @@ type Memory = kallsyms.Memory
 // Stepper is the live target EnterKernel drives.
 type Stepper interface {
 	Memory
-	State(ctx context.Context) (*target.State, error)
-	Step(ctx context.Context) (*target.State, error)
+	State(ctx context.Context) (*x86.State, error)
+	Step(ctx context.Context) (*x86.State, error)
 }
 
 // Gate returns the handler address of IDT vector vec, read from the IDT at
@@ -80,7 +80,7 @@ const settleSteps = 64
 // for a kernel without isolation, after a few dozen instructions at CPL 0
 // without such a switch. A user program that makes system calls soon
 // enters the kernel. It returns the state reached.
-func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target.State, error) {
+func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*x86.State, error) {
 	st, err := t.State(ctx)
 	if err != nil {
 		return nil, err
@@ -93,17 +93,17 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target
 			}
 		}
 		if n >= max {
-			return st, fmt.Errorf("%w within %d steps (at CPL %d, rip %#x)", ErrNoKernelContext, max, st.CPL(), st.Val(target.RIP))
+			return st, fmt.Errorf("%w within %d steps (at CPL %d, rip %#x)", ErrNoKernelContext, max, st.CPL(), st.Val(x86.RIP))
 		}
 		next, err := t.Step(ctx)
 		if err != nil {
 			return nil, err
 		}
-		old, nw := st.Val(target.CR3), next.Val(target.CR3)
+		old, nw := st.Val(x86.CR3), next.Val(x86.CR3)
 		switch {
 		case next.CPL() != 0:
 			switched, atZero = false, 0
-		case old != nw && old&target.KPTIUserBit != 0 && nw&target.KPTIUserBit == 0:
+		case old != nw && old&x86.KPTIUserBit != 0 && nw&x86.KPTIUserBit == 0:
 			switched = true
 		case old != nw:
 			switched, atZero = false, 0
@@ -116,8 +116,8 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target
 
 // KernelGSBase returns the kernel's per-CPU base from a state: whichever of
 // GS base and the parked IA32_KERNEL_GS_BASE is a kernel-half address.
-func KernelGSBase(st *target.State) (uint64, bool) {
-	for _, r := range []target.Reg{target.GSBase, target.KernelGSBase} {
+func KernelGSBase(st *x86.State) (uint64, bool) {
+	for _, r := range []x86.Reg{x86.GSBase, x86.KernelGSBase} {
 		if v, ok := st.Get(r); ok && v>>47 == 0x1ffff {
 			return v, true
 		}

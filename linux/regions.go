@@ -7,7 +7,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Offsets in the x86-64 hardware TSS (struct x86_hw_tss).
@@ -34,7 +34,7 @@ type TSS struct {
 }
 
 // ReadTSS reads the hardware TSS at TR's base.
-func ReadTSS(ctx context.Context, mem Memory, sys *target.SysRegs) (*TSS, error) {
+func ReadTSS(ctx context.Context, mem Memory, sys *x86.SysRegs) (*TSS, error) {
 	if sys == nil {
 		return nil, fmt.Errorf("TSS: TR unknown (no monitor info registers)")
 	}
@@ -55,7 +55,7 @@ func ReadTSS(ctx context.Context, mem Memory, sys *target.SysRegs) (*TSS, error)
 // entry parks the user RSP in), the entry stack under the TSS's sp0, the
 // IST stacks, the per-CPU area at gsBase, and the GDT and IDT. The task
 // stack depends on the running task; TaskStack finds it.
-func Regions(ctx context.Context, mem Memory, tab *symbols.Table, sys *target.SysRegs, gsBase uint64) ([]annotate.Region, error) {
+func Regions(ctx context.Context, mem Memory, tab *symbols.Table, sys *x86.SysRegs, gsBase uint64) ([]annotate.Region, error) {
 	tss, err := ReadTSS(ctx, mem, sys)
 	if err != nil {
 		return nil, err

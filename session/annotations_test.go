@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // stepText joins a step's effects, one per line.
@@ -27,12 +27,12 @@ func stepText(s trace.Step) string {
 // path's trampoline.
 func onEntryStackLeaving(tr *trace.Trace, i int) bool {
 	ctx := &annotate.Context{Regions: tr.Header.Regions}
-	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(target.RSP))
+	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(x86.RSP))
 	if !ok || r.Kind != annotate.RegionEntryStack || tr.Steps[i].CPL != 0 {
 		return false
 	}
 	for j := i - 1; j >= 0; j-- {
-		prev := tr.Steps[j].Regs.Val(target.RSP)
+		prev := tr.Steps[j].Regs.Val(x86.RSP)
 		if p, ok := ctx.StackOf(prev); ok && p == r {
 			continue
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // LinuxOptions configure a session on a Linux kernel booted by sctrace.
@@ -459,10 +460,10 @@ func (k kernelMemory) ReadMemory(ctx context.Context, addr uint64, n int) ([]byt
 		return b, nil
 	}
 	st, serr := k.t.State(ctx)
-	if serr != nil || st.Val(target.CR3)&0x1000 == 0 {
+	if serr != nil || st.Val(x86.CR3)&0x1000 == 0 {
 		return nil, err
 	}
-	return k.t.ReadUnder(ctx, st.Val(target.CR3)&^0x1fff, addr, n)
+	return k.t.ReadUnder(ctx, st.Val(x86.CR3)&^0x1fff, addr, n)
 }
 
 // refreshLinux finds the task stack again at the start of a round trip:

@@ -15,8 +15,8 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestLinuxRoundTrip boots Debian cloud kernels of two series with
@@ -157,8 +157,8 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	if final == nil || final.CPL() != 3 {
 		t.Fatalf("the trace does not end at CPL 3")
 	}
-	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(target.RIP) != want {
-		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(target.RIP), want)
+	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(x86.RIP) != want {
+		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(x86.RIP), want)
 	}
 }
 

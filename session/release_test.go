@@ -11,8 +11,8 @@ import (
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/qemu"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestQEMUReleases runs the teaching kernel's five ways in and a Linux
@@ -114,7 +114,7 @@ func checkMonitor(ctx context.Context, t *testing.T, s *Session, r qemu.Release)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sr, err := target.ParseInfoRegisters(text)
+	sr, err := x86.ParseInfoRegisters(text)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // fakeRecorder is a Recorder whose steps run straight on, at CPL 0 until
@@ -36,9 +36,9 @@ func (f *fakeRecorder) Step(context.Context) (*trace.Step, error) {
 		cs = 0x33
 	}
 	f.tr.Steps = append(f.tr.Steps, trace.Step{Index: i, RIP: trace.Hex(0x1000 + i), Bytes: []byte{0x90}})
-	st := &target.State{}
-	st.Set(target.CS, cs)
-	st.Set(target.RIP, uint64(0x1000+i+1))
+	st := &x86.State{}
+	st.Set(x86.CS, cs)
+	st.Set(x86.RIP, uint64(0x1000+i+1))
 	f.tr.Final = st
 	return &f.tr.Steps[i], nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func startFixture(t testing.TB, o Options) *Session {
@@ -62,7 +63,7 @@ func countEvents(tr *trace.Trace) entryEvents {
 		if s.CPL == 0 {
 			ev.cplZero = true
 		}
-		if r, ok := ctx.RegionOf(s.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+		if r, ok := ctx.RegionOf(s.Regs.Val(x86.RSP)); ok && r.Kind == annotate.RegionKernelStack {
 			ev.kernelStack = true
 		}
 	}
@@ -135,7 +136,7 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 		t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
 	}
 	wantRIP := uint64(st0.RIP) + uint64(len(st0.Bytes))
-	if got := tr.Final.Val(target.RIP); got != wantRIP {
+	if got := tr.Final.Val(x86.RIP); got != wantRIP {
 		t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, first)
 	}
 	ev := countEvents(tr)
@@ -207,7 +208,7 @@ func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	_, err := s.Recorder.Run(ctx, func(*trace.Step, *target.State) trace.StopReason {
+	_, err := s.Recorder.Run(ctx, func(*trace.Step, *x86.State) trace.StopReason {
 		n++
 		if n == 5 {
 			cancel()
@@ -329,14 +330,14 @@ func TestStackWordsNearTheTop(t *testing.T) {
 		t.Fatal("no user_stack symbol")
 	}
 	first := tr.Steps[0]
-	rsp := first.Regs.Val(target.RSP)
+	rsp := first.Regs.Val(x86.RSP)
 	want := int(min(24, (top.Addr+top.Size-rsp)/8))
 	if len(first.Stack) != want || want == 0 {
 		t.Errorf("step 0 (rsp %#x, stack top %#x): %d stack words, want %d", rsp, top.Addr+top.Size, len(first.Stack), want)
 	}
 	for _, st := range tr.Steps[1:] {
 		if len(st.Stack) == 0 && st.Regs.CPL() == 0 && st.Symbol != "" {
-			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(x86.RSP)); ok && r.Kind == annotate.RegionKernelStack {
 				t.Errorf("step %d on the kernel stack has no stack words", st.Index)
 			}
 		}
@@ -430,8 +431,8 @@ func TestProbeMSRs(t *testing.T) {
 	}
 	// The probe put everything back: the round trip ends where it must.
 	first := tr.Steps[0]
-	if tr.Final.CPL() != 3 || tr.Final.Val(target.RIP) != uint64(first.RIP)+2 || len(tr.Steps) < 20 {
-		t.Errorf("after the probe: %d steps, final CPL %d at %#x", len(tr.Steps), tr.Final.CPL(), tr.Final.Val(target.RIP))
+	if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(first.RIP)+2 || len(tr.Steps) < 20 {
+		t.Errorf("after the probe: %d steps, final CPL %d at %#x", len(tr.Steps), tr.Final.CPL(), tr.Final.Val(x86.RIP))
 	}
 	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 {
 		t.Errorf("events after the probe: %+v", ev)
@@ -522,12 +523,12 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.Recorder.Current()
-	code, err := s.Target.ReadMemory(ctx, st.Val(target.RIP), 2)
+	code, err := s.Target.ReadMemory(ctx, st.Val(x86.RIP), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.CPL() != 3 || code[0] != 0xcd || code[1] != 0x80 {
-		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(target.RIP), st.CPL(), code)
+		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(x86.RIP), st.CPL(), code)
 	}
 }
 
@@ -626,8 +627,8 @@ func TestInterruptWhileStepping(t *testing.T) {
 					}
 					t.Errorf("%d findings", ev.findings)
 				}
-				if got.Final.Val(target.RIP) != want.Final.Val(target.RIP) || got.Final.CPL() != 3 {
-					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(target.RIP), got.Final.CPL(), want.Final.Val(target.RIP))
+				if got.Final.Val(x86.RIP) != want.Final.Val(x86.RIP) || got.Final.CPL() != 3 {
+					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(x86.RIP), got.Final.CPL(), want.Final.Val(x86.RIP))
 				}
 			})
 		}
@@ -677,7 +678,7 @@ func TestReadUnder(t *testing.T) {
 		t.Fatal("no kernel_stack symbol")
 	}
 	addr := stack + 0x3f00
-	cr3 := s.Recorder.Current().Val(target.CR3)
+	cr3 := s.Recorder.Current().Val(x86.CR3)
 	if cr3&0x1000 == 0 {
 		t.Fatalf("CR3 %#x at the user syscall is not the user PGD", cr3)
 	}
@@ -691,7 +692,7 @@ func TestReadUnder(t *testing.T) {
 	if _, err := s.Target.ReadMemory(ctx, addr, 64); err == nil {
 		t.Fatal("the stub was left in physical mode: a virtual read of an unmapped address worked")
 	}
-	for s.Recorder.Current().Val(target.CR3)&0x1000 != 0 {
+	for s.Recorder.Current().Val(x86.CR3)&0x1000 != 0 {
 		if _, err := s.Recorder.Step(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // UserLabel is the symbol the teaching kernel puts on the user instruction
@@ -54,7 +55,7 @@ func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
 			if err := r.runTo(ctx, entry); err != nil {
 				return err
 			}
-			site := r.cur.Val(target.RCX) - 2
+			site := r.cur.Val(x86.RCX) - 2
 			code, err := r.T.ReadMemory(ctx, site, 2)
 			if err == nil && code[0] == 0x0f && code[1] == 0x05 {
 				return r.runTo(ctx, site)
@@ -68,7 +69,7 @@ func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
 			}
 			// The CPU pushed RIP (the instruction after the int), CS,
 			// RFLAGS, RSP and SS; int $0x80 has no error code.
-			frame, err := r.T.ReadMemory(ctx, r.cur.Val(target.RSP), 16)
+			frame, err := r.T.ReadMemory(ctx, r.cur.Val(x86.RSP), 16)
 			if err == nil && le64(frame[8:])&3 == 3 {
 				site := le64(frame) - 2
 				code, err := r.T.ReadMemory(ctx, site, 2)
@@ -112,7 +113,7 @@ func (r *Recorder) syscallEntry() (uint64, bool) {
 
 // runTo continues the guest to addr with a hardware breakpoint.
 func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
-	if r.cur != nil && r.cur.Val(target.RIP) == addr {
+	if r.cur != nil && r.cur.Val(x86.RIP) == addr {
 		return nil
 	}
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
@@ -132,7 +133,7 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 	}
 	st.Sys = r.tables
 	r.cur = st
-	if got := st.Val(target.RIP); got != addr {
+	if got := st.Val(x86.RIP); got != addr {
 		return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
 	}
 	return nil
@@ -148,7 +149,7 @@ func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
 	if budget <= 0 {
 		budget = DefaultBudget
 	}
-	start := r.cur.Val(target.RIP)
+	start := r.cur.Val(x86.RIP)
 	for n := 0; n < budget; n++ {
 		if r.cur.CPL() == 3 {
 			inst, _, err := r.Decode(ctx, r.cur)

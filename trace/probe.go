@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // ProbedMSRs are the MSRs ProbeMSRs reads: those that steer the system-call
@@ -26,7 +26,7 @@ var ProbedMSRs = []uint32{
 // be read while the probe runs.
 func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
 	readings, err := r.T.ProbeMSRs(ctx, ProbedMSRs)
-	at := r.name(r.cur.Val(target.RIP))
+	at := r.name(r.cur.Val(x86.RIP))
 	step := len(r.trace.Steps)
 	k := r.Ctx.Knowledge
 	var effs []annotate.Effect

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // The trace in testdata was recorded from the teaching kernel with
@@ -299,27 +299,27 @@ func TestParseMechanism(t *testing.T) {
 }
 
 func TestBackInUser(t *testing.T) {
-	at := func(cs, rip uint64) *target.State {
-		s := &target.State{}
-		s.Set(target.CS, cs)
-		s.Set(target.RIP, rip)
+	at := func(cs, rip uint64) *x86.State {
+		s := &x86.State{}
+		s.Set(x86.CS, cs)
+		s.Set(x86.RIP, rip)
 		return s
 	}
 	syscall := &Step{Index: 0, CPL: 3, RIP: 0x400011, Bytes: Bytes{0x0f, 0x05}}
 	tests := []struct {
 		name  string
 		steps []*Step
-		nows  []*target.State
+		nows  []*x86.State
 		want  []StopReason
 	}{
 		{"syscall round trip", []*Step{syscall, {Index: 1, CPL: 0}, {Index: 2, CPL: 0}},
-			[]*target.State{at(0x10, 0xffffffff80202000), at(0x10, 0xffffffff80202003), at(0x33, 0x400013)},
+			[]*x86.State{at(0x10, 0xffffffff80202000), at(0x10, 0xffffffff80202003), at(0x33, 0x400013)},
 			[]StopReason{"", "", StopUser}},
 		{"vdso data read", []*Step{{Index: 0, CPL: 3, RIP: 0x400031, Bytes: make(Bytes, 7)}},
-			[]*target.State{at(0x33, 0x400038)},
+			[]*x86.State{at(0x33, 0x400038)},
 			[]StopReason{StopOnce}},
 		{"call into the vdso", []*Step{{Index: 0, CPL: 3, RIP: 0x401000, Bytes: make(Bytes, 5)}, {Index: 1, CPL: 3}, {Index: 2, CPL: 3}},
-			[]*target.State{at(0x33, 0x7fff0000), at(0x33, 0x7fff0004), at(0x33, 0x401005)},
+			[]*x86.State{at(0x33, 0x7fff0000), at(0x33, 0x7fff0004), at(0x33, 0x401005)},
 			[]StopReason{"", "", StopOnce}},
 	}
 	for _, tt := range tests {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/session"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // StackWords is how many words at RSP the live driver reads for the stack
@@ -125,7 +125,7 @@ func (d *Live) refresh(ctx context.Context) {
 	hdr.Regions = append([]annotate.Region(nil), hdr.Regions...)
 	snap := Snapshot{Header: hdr, Steps: t.Steps, Probes: t.Probes, Current: r.Current()}
 	if cur := snap.Current; cur != nil {
-		for _, w := range r.ReadStack(ctx, cur.Val(target.RSP), StackWords) {
+		for _, w := range r.ReadStack(ctx, cur.Val(x86.RSP), StackWords) {
 			snap.Stack = append(snap.Stack, uint64(w))
 		}
 		snap.Upcoming = d.upcoming(ctx, cur)
@@ -134,9 +134,9 @@ func (d *Live) refresh(ctx context.Context) {
 }
 
 // upcoming disassembles the code at the current RIP.
-func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
-	rip := st.Val(target.RIP)
-	code, err := d.S.Target.ReadCode(ctx, st.Val(target.CR3), rip, upcomingBytes)
+func (d *Live) upcoming(ctx context.Context, st *x86.State) []Line {
+	rip := st.Val(x86.RIP)
+	code, err := d.S.Target.ReadCode(ctx, st.Val(x86.CR3), rip, upcomingBytes)
 	if err != nil {
 		return nil
 	}

@@ -1,8 +1,9 @@
-// Package target holds sctrace's typed view of an x86-64 CPU: a State
-// snapshot of the registers QEMU's gdbstub exposes, decoders for the control
-// and flags registers, the extra state `monitor info registers` prints, and
-// a live Target that steps a guest through gdbremote.
-package target
+// Package x86 holds sctrace's typed view of an x86-64 CPU: a State
+// snapshot of the registers QEMU's gdbstub exposes, decoders for RFLAGS and
+// the control registers, segment selectors, and the extra state `monitor
+// info registers` prints. It does no I/O: the live connection is package
+// target's.
+package x86
 
 import (
 	"fmt"
