@@ -10,7 +10,7 @@ import (
 // crFields decodes a CR3 value with the PCIDE bit of a state's CR4.
 func crFields(v uint64, st *x86.State) x86.CR3Fields {
 	cr4, _ := st.Get(x86.CR4)
-	return x86.CR3Fields{Value: v, PCIDE: cr4&x86.CR4PCIDE != 0}
+	return x86.CR3Fields{Value: v, PCIDE: x86.CR4Flags(cr4)&x86.CR4PCIDE != 0}
 }
 
 // decodeCR renders a control register value.

@@ -77,7 +77,7 @@ func Events(s Step, effects []Effect, c *Context) []Event {
 		}
 		bf, ok1 := before.Get(x86.RFLAGS)
 		af, ok2 := after.Get(x86.RFLAGS)
-		if ok1 && ok2 && (bf^af)&x86.FlagIF != 0 {
+		if ok1 && ok2 && x86.Flags(bf^af)&x86.FlagIF != 0 {
 			add(EventIFChange)
 		}
 	}

@@ -157,7 +157,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 	}
 	if bf, ok := a.b.Get(x86.RFLAGS); ok && gate {
 		if af, ok := a.a.Get(x86.RFLAGS); ok {
-			a.add(KindPrivilege, verdict(af&x86.FlagIF == bf&x86.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+			a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == x86.Flags(bf)&x86.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 		}
 	}
 	w, ok := a.words(after, n, 8, true)

@@ -101,7 +101,7 @@ func (a *annotator) fsgsBase() {
 	case x86asm.RDGSBASE, x86asm.WRGSBASE:
 		seg, reg = "gs", x86.GSBase
 	}
-	if cr4, ok := a.b.Get(x86.CR4); ok && cr4&x86.CR4FSGSBASE == 0 {
+	if cr4, ok := a.b.Get(x86.CR4); ok && x86.CR4Flags(cr4)&x86.CR4FSGSBASE == 0 {
 		a.add(KindGS, Finding, "CR4.FSGSBASE is clear: %s should have raised #UD", a.mnemonic())
 	}
 	arg, ok := a.s.Inst.Args[0].(x86asm.Reg)

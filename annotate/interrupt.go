@@ -471,23 +471,23 @@ func (a *annotator) interruptFlags(g Gate, gateOK bool) {
 	if !ok1 || !ok2 {
 		return
 	}
-	if af&(x86.FlagTF|x86.FlagNT|x86.FlagVM) != 0 {
+	if x86.Flags(af)&(x86.FlagTF|x86.FlagNT|x86.FlagVM) != 0 {
 		a.add(KindFlags, Finding, "rflags %#x: TF, NT and VM must be clear in a handler entered through a gate", af)
 	}
 	switch {
 	case gateOK && g.Type == 0xe:
-		a.add(KindPrivilege, verdict(af&x86.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 	case gateOK && g.Type == 0xf:
-		a.add(KindPrivilege, verdict(af&x86.FlagIF == bf&x86.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
-	case af&x86.FlagIF == 0 && bf&x86.FlagIF != 0:
+		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == x86.Flags(bf)&x86.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+	case x86.Flags(af)&x86.FlagIF == 0 && x86.Flags(bf)&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF 1 → 0: IF cleared, so this was an interrupt gate")
-	case af&x86.FlagIF != 0:
+	case x86.Flags(af)&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF still 1: a trap gate")
 	}
 }
 
-func bit(v, mask uint64) int {
-	if v&mask != 0 {
+func bit[T ~uint64](v uint64, mask T) int {
+	if v&uint64(mask) != 0 {
 		return 1
 	}
 	return 0

@@ -49,9 +49,9 @@ func (a *annotator) iret() {
 	a.expectMasked(KindRegister, x86.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")
 	mask := uint64(loadableFlags)
 	if from > 0 {
-		mask &^= x86.FlagIOPL // only CPL 0 may change IOPL
+		mask &^= uint64(x86.FlagIOPL) // only CPL 0 may change IOPL
 		if from > x86.Flags(a.b.Val(x86.RFLAGS)).IOPL() {
-			mask &^= x86.FlagIF // and only CPL <= IOPL may change IF
+			mask &^= uint64(x86.FlagIF) // and only CPL <= IOPL may change IF
 		}
 	}
 	a.expectMasked(KindFlags, x86.RFLAGS, fl, mask, "the popped RFLAGS", "IRET loads RFLAGS from the frame")
@@ -68,10 +68,10 @@ func (a *annotator) iret() {
 func (a *annotator) ifChange(why string) {
 	bf, ok1 := a.b.Get(x86.RFLAGS)
 	af, ok2 := a.a.Get(x86.RFLAGS)
-	if !ok1 || !ok2 || (bf^af)&x86.FlagIF == 0 {
+	if !ok1 || !ok2 || x86.Flags(bf^af)&x86.FlagIF == 0 {
 		return
 	}
-	if af&x86.FlagIF != 0 {
+	if x86.Flags(af)&x86.FlagIF != 0 {
 		a.note(KindPrivilege, "IF 0 → 1: interrupts enabled again, %s", why)
 	} else {
 		a.note(KindPrivilege, "IF 1 → 0: interrupts disabled, %s", why)

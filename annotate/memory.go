@@ -55,7 +55,7 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *x86.State) []Range {
 		}
 		out = append(out, gateRanges(sys, v)...)
 	case opSyscall:
-		if efer, ok := before.Get(x86.EFER); ok && efer&x86.EFERSCE == 0 {
+		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 			out = append(out, gateRanges(sys, 6)...)
 		}
 	case opSysret, opSysexit:
@@ -116,7 +116,7 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *x86.State) []Rang
 	case opFarCall:
 		return []Range{{rsp, 4 * 8}}
 	case opSyscall:
-		if efer, ok := before.Get(x86.EFER); ok && efer&x86.EFERSCE == 0 {
+		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 			return frame // #UD
 		}
 		return nil

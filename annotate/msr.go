@@ -53,7 +53,7 @@ func (a *annotator) wrmsr() {
 			a.explained(m.reg)
 			mask := ^uint64(0)
 			if idx == MSREFER {
-				mask &^= x86.EFERLMA // read-only, set by the CPU
+				mask &^= uint64(x86.EFERLMA) // read-only, set by the CPU
 			}
 			a.expectMasked(KindMSR, m.reg, val, mask, "the value written", "WRMSR to "+name+" sets "+m.reg.String())
 		}

@@ -75,7 +75,7 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 // RIP comes from LSTAR, CS and SS from STAR[47:32], RFLAGS is masked by
 // FMASK, and RSP is left alone.
 func (a *annotator) syscall() {
-	if efer, ok := a.b.Get(x86.EFER); ok && efer&x86.EFERSCE == 0 {
+	if efer, ok := a.b.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 		a.note(KindMSR, "EFER.SCE is clear (efer %#x): syscall is disabled and raises #UD", efer)
 		a.enter(6, false, "syscall with EFER.SCE clear")
 		return
@@ -103,7 +103,7 @@ func (a *annotator) syscall() {
 		a.expect(KindRegister, x86.RCX, a.next, "the address of the next instruction, where sysret will return", "SYSCALL saves the return address in RCX")
 	}
 	if fl, ok := a.b.Get(x86.RFLAGS); ok {
-		a.expect(KindRegister, x86.R11, fl&^x86.FlagRF, "RFLAGS before the syscall (RF cleared)", "SYSCALL saves RFLAGS in R11")
+		a.expect(KindRegister, x86.R11, fl&^uint64(x86.FlagRF), "RFLAGS before the syscall (RF cleared)", "SYSCALL saves RFLAGS in R11")
 		a.syscallFlags(fl)
 	}
 	a.syscallSelectors()
@@ -134,11 +134,11 @@ func (a *annotator) syscallFlags(before uint64) {
 		return
 	}
 	const fixed = 2 // reserved bit 1 always reads 1
-	cleared := before &^ after &^ (x86.FlagRF | fixed)
+	cleared := before &^ after &^ uint64(x86.FlagRF|fixed)
 	if extra := after &^ before &^ fixed; extra != 0 {
 		a.add(KindFlags, Finding, "rflags %#x → %#x: %s set, but SYSCALL only clears flags (RFLAGS &= ~FMASK)", before, after, x86.Flags(extra))
 	}
-	if after&x86.FlagRF != 0 {
+	if x86.Flags(after)&x86.FlagRF != 0 {
 		a.add(KindFlags, Finding, "RF is set after syscall; SYSCALL clears it")
 	}
 	// Bits set before and clear after are in FMASK; bits set after are
@@ -146,7 +146,7 @@ func (a *annotator) syscallFlags(before uint64) {
 	// SYSCALL helper masks an RFLAGS value that lacks them (TCG keeps them
 	// lazily, apart), so they come out clear whatever FMASK says. With the
 	// accelerator unknown they may be either.
-	known := (cleared | after) &^ (fixed | x86.FlagRF)
+	known := (cleared | after) &^ uint64(fixed|x86.FlagRF)
 	fmaskCleared := cleared
 	switch emu := cleared & arithFlags; {
 	case a.c.accel() == "kvm":
@@ -184,7 +184,7 @@ func (a *annotator) syscallFlags(before uint64) {
 }
 
 // arithFlags are the status flags an ALU result sets: CF PF AF ZF SF OF.
-const arithFlags = x86.FlagCF | x86.FlagPF | x86.FlagAF | x86.FlagZF | x86.FlagSF | x86.FlagOF
+const arithFlags = uint64(x86.FlagCF | x86.FlagPF | x86.FlagAF | x86.FlagZF | x86.FlagSF | x86.FlagOF)
 
 func flagList(v uint64) string {
 	if v == 0 {

@@ -63,7 +63,7 @@ func (a *annotator) sysenter() {
 	bf, ok1 := a.b.Get(x86.RFLAGS)
 	af, ok2 := a.a.Get(x86.RFLAGS)
 	if ok1 && ok2 {
-		bad := af & (x86.FlagIF | x86.FlagVM | x86.FlagRF)
+		bad := x86.Flags(af) & (x86.FlagIF | x86.FlagVM | x86.FlagRF)
 		a.add(KindFlags, verdict(bad == 0), "rflags %#x → %#x: SYSENTER clears IF, VM and RF (IF %d → %d)", bf, af, bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 	}
 	a.recordEntry("sysenter", 0)

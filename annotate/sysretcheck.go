@@ -140,7 +140,7 @@ func (a *annotator) sysretCheck() {
 	if !ok {
 		return
 	}
-	zf, cf := fl&x86.FlagZF != 0, fl&x86.FlagCF != 0
+	zf, cf := x86.Flags(fl)&x86.FlagZF != 0, x86.Flags(fl)&x86.FlagCF != 0
 	pair := func(p, q string) bool { return (x.field == p && y.field == q) || (x.field == q && y.field == p) }
 	var rule sysretRule
 	held := false
@@ -165,7 +165,7 @@ func (a *annotator) sysretCheck() {
 		if isFlags(y.field) {
 			m = x.val
 		}
-		if m&(x86.FlagRF|x86.FlagTF) != x86.FlagRF|x86.FlagTF {
+		if x86.Flags(m)&(x86.FlagRF|x86.FlagTF) != x86.FlagRF|x86.FlagTF {
 			return
 		}
 		rule, held = ruleRFTF, zf

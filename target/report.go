@@ -80,7 +80,7 @@ func (t *Target) WriteReport(ctx context.Context, w io.Writer) error {
 		return x86.Selector(v).String() + fmt.Sprintf(", CPL %d", st.CPL())
 	})
 	show(x86.CR3, func(v uint64) string {
-		return x86.CR3Fields{Value: v, PCIDE: st.Val(x86.CR4)&x86.CR4PCIDE != 0}.String()
+		return x86.CR3Fields{Value: v, PCIDE: x86.CR4Flags(st.Val(x86.CR4))&x86.CR4PCIDE != 0}.String()
 	})
 	show(x86.GSBase, nil)
 	show(x86.KernelGSBase, nil)

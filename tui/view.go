@@ -655,7 +655,7 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 	gs, kgs := st.ActiveGSBase()
 	add(fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)), "gs_base")
 	add(fmt.Sprintf("k_gs_base %#x %s", kgs, m.gsRole(kgs)), "k_gs_base")
-	cr3 := x86.CR3Fields{Value: st.Val(x86.CR3), PCIDE: st.Val(x86.CR4)&x86.CR4PCIDE != 0}
+	cr3 := x86.CR3Fields{Value: st.Val(x86.CR3), PCIDE: x86.CR4Flags(st.Val(x86.CR4))&x86.CR4PCIDE != 0}
 	half := stKernel.Render("kernel PGD")
 	if cr3.KPTIUser() {
 		half = stUser.Render("KPTI user PGD")

@@ -5,81 +5,56 @@ import (
 	"strings"
 )
 
-// bitName names one bit of a register.
-type bitName struct {
-	bit  uint
+// bitName names one bit of a register whose bits have the type T.
+type bitName[T ~uint64] struct {
+	bit  T
 	name string
 }
 
-// Flag bits of RFLAGS.
-const (
-	FlagCF   = 1 << 0
-	FlagPF   = 1 << 2
-	FlagAF   = 1 << 4
-	FlagZF   = 1 << 6
-	FlagSF   = 1 << 7
-	FlagTF   = 1 << 8
-	FlagIF   = 1 << 9
-	FlagDF   = 1 << 10
-	FlagOF   = 1 << 11
-	FlagIOPL = 3 << 12
-	FlagNT   = 1 << 14
-	FlagRF   = 1 << 16
-	FlagVM   = 1 << 17
-	FlagAC   = 1 << 18
-	FlagVIF  = 1 << 19
-	FlagVIP  = 1 << 20
-	FlagID   = 1 << 21
-)
-
-var rflagsBits = []bitName{
-	{0, "CF"}, {2, "PF"}, {4, "AF"}, {6, "ZF"}, {7, "SF"}, {8, "TF"}, {9, "IF"},
-	{10, "DF"}, {11, "OF"}, {14, "NT"}, {16, "RF"}, {17, "VM"}, {18, "AC"},
-	{19, "VIF"}, {20, "VIP"}, {21, "ID"},
-}
-
-var cr0Bits = []bitName{
-	{0, "PE"}, {1, "MP"}, {2, "EM"}, {3, "TS"}, {4, "ET"}, {5, "NE"}, {16, "WP"},
-	{18, "AM"}, {29, "NW"}, {30, "CD"}, {31, "PG"},
-}
-
-var cr4Bits = []bitName{
-	{0, "VME"}, {1, "PVI"}, {2, "TSD"}, {3, "DE"}, {4, "PSE"}, {5, "PAE"}, {6, "MCE"},
-	{7, "PGE"}, {8, "PCE"}, {9, "OSFXSR"}, {10, "OSXMMEXCPT"}, {11, "UMIP"}, {12, "LA57"},
-	{13, "VMXE"}, {14, "SMXE"}, {16, "FSGSBASE"}, {17, "PCIDE"}, {18, "OSXSAVE"},
-	{20, "SMEP"}, {21, "SMAP"}, {22, "PKE"}, {23, "CET"}, {24, "PKS"},
-}
-
-var eferBits = []bitName{
-	{0, "SCE"}, {8, "LME"}, {10, "LMA"}, {11, "NXE"}, {12, "SVME"}, {13, "LMSLE"},
-	{14, "FFXSR"}, {15, "TCE"},
-}
-
-// CR4 and EFER bits sctrace reasons about.
-const (
-	CR4PCIDE    = 1 << 17
-	CR4FSGSBASE = 1 << 16
-	CR4SMAP     = 1 << 21
-	CR4SMEP     = 1 << 20
-	EFERSCE     = 1 << 0
-	EFERLMA     = 1 << 10
-)
-
-func bits(v uint64, names []bitName) []string {
+// names returns the names of the bits of v that tab lists, in its order.
+func names[T ~uint64](v T, tab []bitName[T]) []string {
 	var out []string
-	for _, b := range names {
-		if v&(1<<b.bit) != 0 {
+	for _, b := range tab {
+		if v&b.bit != 0 {
 			out = append(out, b.name)
 		}
 	}
 	return out
 }
 
-// Flags decodes an RFLAGS value.
+// Flags is an RFLAGS value.
 type Flags uint64
 
+// The bits of RFLAGS. FlagIOPL is a two-bit field.
+const (
+	FlagCF   Flags = 1 << 0
+	FlagPF   Flags = 1 << 2
+	FlagAF   Flags = 1 << 4
+	FlagZF   Flags = 1 << 6
+	FlagSF   Flags = 1 << 7
+	FlagTF   Flags = 1 << 8
+	FlagIF   Flags = 1 << 9
+	FlagDF   Flags = 1 << 10
+	FlagOF   Flags = 1 << 11
+	FlagIOPL Flags = 3 << 12
+	FlagNT   Flags = 1 << 14
+	FlagRF   Flags = 1 << 16
+	FlagVM   Flags = 1 << 17
+	FlagAC   Flags = 1 << 18
+	FlagVIF  Flags = 1 << 19
+	FlagVIP  Flags = 1 << 20
+	FlagID   Flags = 1 << 21
+)
+
+var flagNames = []bitName[Flags]{
+	{FlagCF, "CF"}, {FlagPF, "PF"}, {FlagAF, "AF"}, {FlagZF, "ZF"}, {FlagSF, "SF"},
+	{FlagTF, "TF"}, {FlagIF, "IF"}, {FlagDF, "DF"}, {FlagOF, "OF"}, {FlagNT, "NT"},
+	{FlagRF, "RF"}, {FlagVM, "VM"}, {FlagAC, "AC"}, {FlagVIF, "VIF"}, {FlagVIP, "VIP"},
+	{FlagID, "ID"},
+}
+
 // Flags returns the names of the set flags, lowest bit first.
-func (f Flags) Flags() []string { return bits(uint64(f), rflagsBits) }
+func (f Flags) Flags() []string { return names(f, flagNames) }
 
 // IOPL returns the I/O privilege level.
 func (f Flags) IOPL() int { return int(f>>12) & 3 }
@@ -100,23 +75,96 @@ func (f Flags) String() string {
 	return strings.Join(fl, " ")
 }
 
-// CR0Flags decodes control register 0.
+// CR0Flags is a value of control register 0.
 type CR0Flags uint64
 
-// String names the set bits of CR0.
-func (c CR0Flags) String() string { return strings.Join(bits(uint64(c), cr0Bits), " ") }
+// The bits of CR0.
+const (
+	CR0PE CR0Flags = 1 << 0
+	CR0MP CR0Flags = 1 << 1
+	CR0EM CR0Flags = 1 << 2
+	CR0TS CR0Flags = 1 << 3
+	CR0ET CR0Flags = 1 << 4
+	CR0NE CR0Flags = 1 << 5
+	CR0WP CR0Flags = 1 << 16
+	CR0AM CR0Flags = 1 << 18
+	CR0NW CR0Flags = 1 << 29
+	CR0CD CR0Flags = 1 << 30
+	CR0PG CR0Flags = 1 << 31
+)
 
-// CR4Flags decodes control register 4.
+var cr0Names = []bitName[CR0Flags]{
+	{CR0PE, "PE"}, {CR0MP, "MP"}, {CR0EM, "EM"}, {CR0TS, "TS"}, {CR0ET, "ET"}, {CR0NE, "NE"},
+	{CR0WP, "WP"}, {CR0AM, "AM"}, {CR0NW, "NW"}, {CR0CD, "CD"}, {CR0PG, "PG"},
+}
+
+// String names the set bits of CR0.
+func (c CR0Flags) String() string { return strings.Join(names(c, cr0Names), " ") }
+
+// CR4Flags is a value of control register 4.
 type CR4Flags uint64
 
-// String names the set bits of CR4.
-func (c CR4Flags) String() string { return strings.Join(bits(uint64(c), cr4Bits), " ") }
+// The bits of CR4.
+const (
+	CR4VME        CR4Flags = 1 << 0
+	CR4PVI        CR4Flags = 1 << 1
+	CR4TSD        CR4Flags = 1 << 2
+	CR4DE         CR4Flags = 1 << 3
+	CR4PSE        CR4Flags = 1 << 4
+	CR4PAE        CR4Flags = 1 << 5
+	CR4MCE        CR4Flags = 1 << 6
+	CR4PGE        CR4Flags = 1 << 7
+	CR4PCE        CR4Flags = 1 << 8
+	CR4OSFXSR     CR4Flags = 1 << 9
+	CR4OSXMMEXCPT CR4Flags = 1 << 10
+	CR4UMIP       CR4Flags = 1 << 11
+	CR4LA57       CR4Flags = 1 << 12
+	CR4VMXE       CR4Flags = 1 << 13
+	CR4SMXE       CR4Flags = 1 << 14
+	CR4FSGSBASE   CR4Flags = 1 << 16
+	CR4PCIDE      CR4Flags = 1 << 17
+	CR4OSXSAVE    CR4Flags = 1 << 18
+	CR4SMEP       CR4Flags = 1 << 20
+	CR4SMAP       CR4Flags = 1 << 21
+	CR4PKE        CR4Flags = 1 << 22
+	CR4CET        CR4Flags = 1 << 23
+	CR4PKS        CR4Flags = 1 << 24
+)
 
-// EFERFlags decodes the extended feature enable register.
+var cr4Names = []bitName[CR4Flags]{
+	{CR4VME, "VME"}, {CR4PVI, "PVI"}, {CR4TSD, "TSD"}, {CR4DE, "DE"}, {CR4PSE, "PSE"},
+	{CR4PAE, "PAE"}, {CR4MCE, "MCE"}, {CR4PGE, "PGE"}, {CR4PCE, "PCE"}, {CR4OSFXSR, "OSFXSR"},
+	{CR4OSXMMEXCPT, "OSXMMEXCPT"}, {CR4UMIP, "UMIP"}, {CR4LA57, "LA57"}, {CR4VMXE, "VMXE"},
+	{CR4SMXE, "SMXE"}, {CR4FSGSBASE, "FSGSBASE"}, {CR4PCIDE, "PCIDE"}, {CR4OSXSAVE, "OSXSAVE"},
+	{CR4SMEP, "SMEP"}, {CR4SMAP, "SMAP"}, {CR4PKE, "PKE"}, {CR4CET, "CET"}, {CR4PKS, "PKS"},
+}
+
+// String names the set bits of CR4.
+func (c CR4Flags) String() string { return strings.Join(names(c, cr4Names), " ") }
+
+// EFERFlags is a value of the extended feature enable register
+// (IA32_EFER).
 type EFERFlags uint64
 
+// The bits of EFER.
+const (
+	EFERSCE   EFERFlags = 1 << 0
+	EFERLME   EFERFlags = 1 << 8
+	EFERLMA   EFERFlags = 1 << 10
+	EFERNXE   EFERFlags = 1 << 11
+	EFERSVME  EFERFlags = 1 << 12
+	EFERLMSLE EFERFlags = 1 << 13
+	EFERFFXSR EFERFlags = 1 << 14
+	EFERTCE   EFERFlags = 1 << 15
+)
+
+var eferNames = []bitName[EFERFlags]{
+	{EFERSCE, "SCE"}, {EFERLME, "LME"}, {EFERLMA, "LMA"}, {EFERNXE, "NXE"},
+	{EFERSVME, "SVME"}, {EFERLMSLE, "LMSLE"}, {EFERFFXSR, "FFXSR"}, {EFERTCE, "TCE"},
+}
+
 // String names the set bits of EFER.
-func (e EFERFlags) String() string { return strings.Join(bits(uint64(e), eferBits), " ") }
+func (e EFERFlags) String() string { return strings.Join(names(e, eferNames), " ") }
 
 // CR3Fields decodes control register 3 in long mode. Whether its low twelve bits
 // are a PCID depends on CR4.PCIDE, so decoding takes CR4 too.
