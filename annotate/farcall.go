@@ -9,30 +9,6 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// Descriptor is a decoded GDT entry: a code or data segment, or a system
-// descriptor (then Gate holds a 16-byte gate).
-type Descriptor struct {
-	Type    int  // the 4-bit type field
-	System  bool // S bit clear: a gate, TSS or LDT
-	DPL     int
-	Present bool
-	Long    bool // L bit: a 64-bit code segment
-}
-
-// DecodeDescriptor decodes the 8-byte segment descriptor at b.
-func DecodeDescriptor(b []byte) (Descriptor, bool) {
-	if len(b) < 8 {
-		return Descriptor{}, false
-	}
-	return Descriptor{
-		Type:    int(b[5] & 0xf),
-		System:  b[5]&0x10 == 0,
-		DPL:     int(b[5]>>5) & 3,
-		Present: b[5]&0x80 != 0,
-		Long:    b[6]&0x20 != 0,
-	}, true
-}
-
 // gdtEntry reads the GDT bytes for a selector, n bytes long.
 func (a *annotator) gdtEntry(sel uint16, n int) ([]byte, bool) {
 	sys := a.sys()
@@ -85,25 +61,25 @@ func (a *annotator) farCall() {
 	off, sel, ok := a.farPointer()
 	if !ok {
 		a.note(KindCheck, "the far pointer operand was not read: the gate cannot be decoded")
-		a.farCallStack(Gate{}, false)
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
 	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, x86.Selector(sel))
 	desc, ok := a.gdtEntry(sel, 16)
 	if !ok {
 		a.note(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
-		a.farCallStack(Gate{}, false)
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
-	d, _ := DecodeDescriptor(desc)
+	d, _ := x86.DecodeDescriptor(desc)
 	if !d.System {
 		a.note(KindControl, "selector %#x is a code segment, not a gate: a far call at the same privilege level; the offset %#x is the target", sel, off)
 		a.expect(KindControl, x86.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
-		a.farCallStack(Gate{}, false)
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
-	g, _ := DecodeGate(desc)
-	if g.Type != 0xc {
+	g, _ := x86.DecodeGate(desc)
+	if g.Type != x86.GateCall {
 		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", sel>>3, g.TypeName())
 		return
 	}
@@ -114,7 +90,7 @@ func (a *annotator) farCall() {
 	a.expect(KindControl, x86.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
 	newCPL := -1
 	if cd, ok := a.gdtEntry(g.Selector, 8); ok {
-		if t, ok := DecodeDescriptor(cd); ok && !t.System {
+		if t, ok := x86.DecodeDescriptor(cd); ok && !t.System {
 			newCPL = t.DPL
 		}
 	}
@@ -127,7 +103,7 @@ func (a *annotator) farCall() {
 }
 
 // farCallStack checks the stack switch and the pushed frame of a far call.
-func (a *annotator) farCallStack(g Gate, gate bool) {
+func (a *annotator) farCallStack(g x86.Gate, gate bool) {
 	before, bOK := a.b.Get(x86.RSP)
 	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {

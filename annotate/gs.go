@@ -253,7 +253,7 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 	switch {
 	case dir == "stores to" && args[1] == x86asm.RSP:
 		rsp := a.b.Val(x86.RSP)
-		if r, ok := a.c.RegionOf(rsp); (ok && r.Kind == RegionUserStack) || (!ok && rsp>>63 == 0) || (a.k.Entry != nil && a.k.Entry.CallerRSP == rsp) {
+		if r, ok := a.c.RegionOf(rsp); (ok && r.Kind == RegionUserStack) || (!ok && !x86.KernelHalf(rsp)) || (a.k.Entry != nil && a.k.Entry.CallerRSP == rsp) {
 			learnFact(&a.k.UserRSPSlot, Fact{Value: lin, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "store of the user RSP after syscall"})
 			return " — " + label + ": user RSP saved"
 		}
@@ -261,7 +261,7 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 		if f := a.k.UserRSPSlot; f != nil && f.Value == lin {
 			return " — " + label + ": user RSP restored"
 		}
-		if rsp, ok := a.a.Get(x86.RSP); ok && rsp>>63 != 0 {
+		if rsp, ok := a.a.Get(x86.RSP); ok && x86.KernelHalf(rsp) {
 			if e := a.k.Entry; e != nil && e.FromCPL == 3 && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
 				// After an entry from user mode the entry code builds
 				// (or copies) pt_regs at the top of the task stack it

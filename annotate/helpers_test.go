@@ -135,10 +135,10 @@ func gateBytes(off uint64, sel uint16, ist, typ, dpl int) []byte {
 
 // tssBytes encodes a TSS with RSP0 and IST entries.
 func tssBytes(rsp0 uint64, ist map[int]uint64) []byte {
-	b := make([]byte, TSSSize)
-	binary.LittleEndian.PutUint64(b[4:], rsp0)
+	b := make([]byte, x86.TSSSize)
+	binary.LittleEndian.PutUint64(b[x86.TSSRSP0:], rsp0)
 	for i, v := range ist {
-		binary.LittleEndian.PutUint64(b[36+8*(i-1):], v)
+		binary.LittleEndian.PutUint64(b[x86.TSSIST1+8*(i-1):], v)
 	}
 	return b
 }

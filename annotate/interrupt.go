@@ -2,86 +2,12 @@ package annotate
 
 import (
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"strings"
 
 	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
-
-// Gate is a decoded 16-byte long-mode gate descriptor (IDT interrupt or
-// trap gate, GDT call gate).
-type Gate struct {
-	Offset   uint64 `json:"offset"`   // handler address
-	Selector uint16 `json:"selector"` // code segment of the handler
-	IST      int    `json:"ist"`      // interrupt stack table index, 0 for none
-	Type     int    `json:"type"`     // 0xE interrupt gate, 0xF trap gate, 0xC call gate
-	DPL      int    `json:"dpl"`      // the highest CPL allowed to use the gate from software (int n, lcall)
-	Present  bool   `json:"present"`
-}
-
-// DecodeGate decodes a 16-byte long-mode gate descriptor.
-func DecodeGate(b []byte) (Gate, bool) {
-	if len(b) < 16 {
-		return Gate{}, false
-	}
-	return Gate{
-		Offset:   uint64(binary.LittleEndian.Uint16(b[0:])) | uint64(binary.LittleEndian.Uint16(b[6:]))<<16 | uint64(binary.LittleEndian.Uint32(b[8:]))<<32,
-		Selector: binary.LittleEndian.Uint16(b[2:]),
-		IST:      int(b[4] & 7),
-		Type:     int(b[5] & 0xf),
-		DPL:      int(b[5]>>5) & 3,
-		Present:  b[5]&0x80 != 0,
-	}, true
-}
-
-// TypeName names the gate type.
-func (g Gate) TypeName() string {
-	switch g.Type {
-	case 0xe:
-		return "interrupt gate"
-	case 0xf:
-		return "trap gate"
-	case 0xc:
-		return "call gate"
-	}
-	return fmt.Sprintf("type %#x (not a 64-bit gate)", g.Type)
-}
-
-// String renders e.g. "interrupt gate, DPL 3, IST 0, handler 0x...:0x10".
-func (g Gate) String() string {
-	s := fmt.Sprintf("%s, DPL %d, IST %d, selector %#x, offset %#x", g.TypeName(), g.DPL, g.IST, g.Selector, g.Offset)
-	if !g.Present {
-		s += ", not present"
-	}
-	return s
-}
-
-// TSS is the part of a 64-bit task-state segment the CPU uses to switch
-// stacks.
-type TSS struct {
-	RSP [3]uint64 `json:"rsp"` // RSP0..RSP2
-	IST [8]uint64 `json:"ist"` // IST1..IST7 at [1..7]; [0] unused
-}
-
-// TSSSize is the size of the 64-bit TSS without an I/O bitmap.
-const TSSSize = 104
-
-// DecodeTSS decodes a 64-bit TSS.
-func DecodeTSS(b []byte) (TSS, bool) {
-	if len(b) < TSSSize {
-		return TSS{}, false
-	}
-	var t TSS
-	for i := range t.RSP {
-		t.RSP[i] = binary.LittleEndian.Uint64(b[4+8*i:])
-	}
-	for i := 1; i < 8; i++ {
-		t.IST[i] = binary.LittleEndian.Uint64(b[36+8*(i-1):])
-	}
-	return t, true
-}
 
 // exceptionNames names the architectural exception vectors.
 var exceptionNames = [...]string{
@@ -119,29 +45,29 @@ func (a *annotator) sys() *x86.SysRegs {
 }
 
 // gate reads IDT entry v, if the IDT was read.
-func (a *annotator) gate(v int) (Gate, bool) {
+func (a *annotator) gate(v int) (x86.Gate, bool) {
 	sys := a.sys()
 	if sys == nil || v < 0 || uint64(v)*16+15 > uint64(sys.IDTLimit) {
-		return Gate{}, false
+		return x86.Gate{}, false
 	}
 	b, ok := a.readStatic(sys.IDTBase+uint64(v)*16, 16)
 	if !ok {
-		return Gate{}, false
+		return x86.Gate{}, false
 	}
-	return DecodeGate(b)
+	return x86.DecodeGate(b)
 }
 
 // tss reads the TSS, if it was read.
-func (a *annotator) tss() (TSS, bool) {
+func (a *annotator) tss() (x86.TSS, bool) {
 	sys := a.sys()
 	if sys == nil {
-		return TSS{}, false
+		return x86.TSS{}, false
 	}
-	b, ok := a.readStatic(sys.TR().Base, TSSSize)
+	b, ok := a.readStatic(sys.TR().Base, x86.TSSSize)
 	if !ok {
-		return TSS{}, false
+		return x86.TSS{}, false
 	}
-	return DecodeTSS(b)
+	return x86.DecodeTSS(b)
 }
 
 // vectorOf finds the vector whose IDT gate points at the handler, by
@@ -421,7 +347,7 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 
 // interruptStack checks the stack the CPU switched to: an IST stack, TSS.RSP0
 // on a privilege change, or the current stack, aligned to 16 bytes.
-func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint64) {
+func (a *annotator) interruptStack(g x86.Gate, gateOK bool, from, to int, size uint64) {
 	before, bOK := a.b.Get(x86.RSP)
 	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {
@@ -465,7 +391,7 @@ func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint6
 }
 
 // interruptFlags checks the flags an interrupt or trap gate changes.
-func (a *annotator) interruptFlags(g Gate, gateOK bool) {
+func (a *annotator) interruptFlags(g x86.Gate, gateOK bool) {
 	bf, ok1 := a.b.Get(x86.RFLAGS)
 	af, ok2 := a.a.Get(x86.RFLAGS)
 	if !ok1 || !ok2 {
@@ -475,9 +401,9 @@ func (a *annotator) interruptFlags(g Gate, gateOK bool) {
 		a.add(KindFlags, Finding, "rflags %#x: TF, NT and VM must be clear in a handler entered through a gate", af)
 	}
 	switch {
-	case gateOK && g.Type == 0xe:
+	case gateOK && g.Type == x86.GateInterrupt:
 		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
-	case gateOK && g.Type == 0xf:
+	case gateOK && g.Type == x86.GateTrap:
 		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == x86.Flags(bf)&x86.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 	case x86.Flags(af)&x86.FlagIF == 0 && x86.Flags(bf)&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF 1 → 0: IF cleared, so this was an interrupt gate")

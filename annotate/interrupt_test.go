@@ -251,21 +251,7 @@ func TestISTStack(t *testing.T) {
 	expectNoFinding(t, effects)
 }
 
-func TestDecodeGateAndTSS(t *testing.T) {
-	g, ok := DecodeGate(gateBytes(0xffffffff81001234, 0x10, 2, 0xe, 3))
-	if !ok || g.Offset != 0xffffffff81001234 || g.Selector != 0x10 || g.IST != 2 || g.Type != 0xe || g.DPL != 3 || !g.Present {
-		t.Errorf("DecodeGate = %+v", g)
-	}
-	if got, want := g.String(), "interrupt gate, DPL 3, IST 2, selector 0x10, offset 0xffffffff81001234"; got != want {
-		t.Errorf("Gate.String = %q, want %q", got, want)
-	}
-	if _, ok := DecodeGate(make([]byte, 8)); ok {
-		t.Error("DecodeGate accepted 8 bytes")
-	}
-	tss, ok := DecodeTSS(tssBytes(0x1000, map[int]uint64{7: 0x7000}))
-	if !ok || tss.RSP[0] != 0x1000 || tss.IST[7] != 0x7000 {
-		t.Errorf("DecodeTSS = %+v", tss)
-	}
+func TestVectorName(t *testing.T) {
 	if got := VectorName(14); got != "#PF page fault" {
 		t.Errorf("VectorName(14) = %q", got)
 	}

@@ -174,9 +174,3 @@ func memArg(inst x86asm.Inst) (x86asm.Mem, int, bool) {
 	}
 	return x86asm.Mem{}, -1, false
 }
-
-// canonical reports whether addr is canonical with 48-bit linear addresses.
-func canonical(addr uint64) bool {
-	top := addr >> 47
-	return top == 0 || top == 1<<17-1
-}

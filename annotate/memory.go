@@ -81,10 +81,10 @@ func gateRanges(sys *x86.SysRegs, v int) []Range {
 // tssRange asks for the TSS.
 func tssRange(sys *x86.SysRegs) []Range {
 	tr := sys.TR()
-	if tr.Limit+1 < TSSSize {
+	if tr.Limit+1 < x86.TSSSize {
 		return nil
 	}
-	return []Range{{tr.Base, TSSSize}}
+	return []Range{{tr.Base, x86.TSSSize}}
 }
 
 // tableLen is a descriptor table's length from its limit, capped.

@@ -8,7 +8,7 @@ import (
 )
 
 func TestMemoryBefore(t *testing.T) {
-	tss := Range{tssBase, TSSSize}
+	tss := Range{tssBase, x86.TSSSize}
 	tests := []struct {
 		name   string
 		code   []byte
@@ -70,7 +70,7 @@ func TestMemoryAfter(t *testing.T) {
 		{"call gate frame", insLcall, user, with(user, regs{x86.RSP: kstackTop - 32, x86.CS: 0x10}), false, []Range{{kstackTop - 32, 32}}},
 		{"push from memory", insPushGS, k, with(k, regs{x86.RSP: kstackTop - 0x108, x86.RIP: pc + 8}), false, []Range{{kstackTop - 0x108, 8}}},
 		{"a load that faulted: frame, IDT, TSS", insLoadRBX, k, with(k, regs{x86.RIP: pfEntry, x86.RSP: kstackTop - 0x130}), true,
-			[]Range{{kstackTop - 0x130, 40}, {kstackTop - 0x130 + 40, 8}, {idtBase, 0x1000}, {tssBase, TSSSize}}},
+			[]Range{{kstackTop - 0x130, 40}, {kstackTop - 0x130 + 40, 8}, {idtBase, 0x1000}, {tssBase, x86.TSSSize}}},
 		{"a load that did not fault", insLoadRBX, k, with(k, regs{x86.RIP: pc + 3}), true, nil},
 		{"syscall", insSyscall, user, syscallAfter, false, nil},
 	}

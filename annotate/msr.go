@@ -12,10 +12,10 @@ var stubMSRs = []struct {
 	index uint32
 	reg   x86.Reg
 }{
-	{MSREFER, x86.EFER},
-	{MSRFSBase, x86.FSBase},
-	{MSRGSBase, x86.GSBase},
-	{MSRKernelGSBase, x86.KernelGSBase},
+	{x86.MSREFER, x86.EFER},
+	{x86.MSRFSBase, x86.FSBase},
+	{x86.MSRGSBase, x86.GSBase},
+	{x86.MSRKernelGSBase, x86.KernelGSBase},
 }
 
 // learnFromStub records the MSRs the stub's registers show after the step.
@@ -45,23 +45,23 @@ func (a *annotator) wrmsr() {
 		a.note(KindCheck, "wrmsr: ECX, EAX or EDX unknown")
 		return
 	}
-	name := MSRName(idx)
+	name := x86.MSRName(idx)
 	a.k.Learn(MSR{Index: idx, Value: val, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: "value written by wrmsr (read from edx:eax)"})
 	a.note(KindMSR, "wrmsr: %s (%#x) := %#x (value read from edx:eax)%s", name, idx, val, a.msrMeaning(idx, val))
 	for _, m := range stubMSRs {
 		if m.index == idx {
 			a.explained(m.reg)
 			mask := ^uint64(0)
-			if idx == MSREFER {
+			if idx == x86.MSREFER {
 				mask &^= uint64(x86.EFERLMA) // read-only, set by the CPU
 			}
 			a.expectMasked(KindMSR, m.reg, val, mask, "the value written", "WRMSR to "+name+" sets "+m.reg.String())
 		}
 	}
 	switch idx {
-	case MSRSpecCtrl:
+	case x86.MSRSpecCtrl:
 		a.note(KindMitigation, "IA32_SPEC_CTRL := %#x: %s", val, specCtrl(val))
-	case MSRPredCmd:
+	case x86.MSRPredCmd:
 		if val&1 != 0 {
 			a.note(KindMitigation, "IA32_PRED_CMD.IBPB: indirect branch prediction barrier (branch targets learnt before cannot steer later indirect branches)")
 		}
@@ -71,15 +71,15 @@ func (a *annotator) wrmsr() {
 // msrMeaning adds a few words on what a value means.
 func (a *annotator) msrMeaning(idx uint32, v uint64) string {
 	switch idx {
-	case MSRLSTAR, MSRCSTAR, MSRSysenterEIP:
+	case x86.MSRLSTAR, x86.MSRCSTAR, x86.MSRSysenterEIP:
 		return ": the system-call entry point " + a.sym(v)
-	case MSRSTAR:
+	case x86.MSRSTAR:
 		return fmt.Sprintf(": syscall CS/SS %#x/%#x, sysret base %#x (CS %#x, SS %#x)", v>>32&0xfffc, v>>32&0xffff+8, v>>48&0xffff, (v>>48+16)&0xffff|3, (v>>48+8)&0xffff|3)
-	case MSRFMASK:
+	case x86.MSRFMASK:
 		return ": syscall clears " + flagList(v)
-	case MSREFER:
+	case x86.MSREFER:
 		return " (" + x86.EFERFlags(v).String() + ")"
-	case MSRKernelGSBase, MSRGSBase:
+	case x86.MSRKernelGSBase, x86.MSRGSBase:
 		if pa, name := a.isPerCPU(v); pa {
 			return " (" + name + ")"
 		}
@@ -116,7 +116,7 @@ func (a *annotator) rdmsr() {
 		return
 	}
 	a.explained(x86.RAX, x86.RDX)
-	name := MSRName(idx)
+	name := x86.MSRName(idx)
 	ax, dx := a.a.Val(x86.RAX), a.a.Val(x86.RDX)
 	if ax>>32 != 0 || dx>>32 != 0 {
 		a.add(KindRegister, Finding, "rdmsr left rax %#x, rdx %#x: it must clear their upper halves", ax, dx)

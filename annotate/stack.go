@@ -174,7 +174,7 @@ func (a *annotator) stackSwitch(before, after uint64) {
 		switched = true
 	default:
 		d := int64(after - before)
-		switched = before>>63 != after>>63 || d > 1<<16 || d < -(1<<16)
+		switched = x86.KernelHalf(before) != x86.KernelHalf(after) || d > 1<<16 || d < -(1<<16)
 	}
 	if switched {
 		a.note(KindStack, "stack switch: %s → %s", a.stackName(before), a.stackName(after))

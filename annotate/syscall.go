@@ -63,7 +63,7 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 		prev = &cp
 		if c := a.k.Conflict(m); c != 0 {
 			a.add(KindMSR, Finding, "%s: this step shows %#x in bits %#x, but %s was known (%s); no wrmsr to it was seen in between",
-				MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
+				x86.MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
 			prev, conflict = nil, true
 		}
 	}
@@ -84,9 +84,9 @@ func (a *annotator) syscall() {
 	a.privilegeChange("syscall", 0)
 
 	// RIP from LSTAR (CSTAR from compatibility mode).
-	msr, name := MSRLSTAR, "LSTAR"
+	msr, name := x86.MSRLSTAR, "LSTAR"
 	if a.compatMode(a.b) {
-		msr, name = MSRCSTAR, "CSTAR"
+		msr, name = x86.MSRCSTAR, "CSTAR"
 	}
 	if rip, ok := a.a.Get(x86.RIP); ok {
 		prev, conflict := a.learnMSR(msr, rip, ^uint64(0), "RIP after syscall")
@@ -172,8 +172,8 @@ func (a *annotator) syscallFlags(before uint64) {
 	if known == 0 {
 		return
 	}
-	prev, conflict := a.learnMSR(MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
-	m := a.k.MSR(MSRFMASK)
+	prev, conflict := a.learnMSR(x86.MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
+	m := a.k.MSR(x86.MSRFMASK)
 	switch {
 	case conflict:
 	case prev != nil && prev.Known&known == known:
@@ -201,7 +201,7 @@ func (a *annotator) syscallSelectors() {
 	switch {
 	case ssOK:
 		base := (ss - 8) & 0xffff
-		prev, conflict := a.learnMSR(MSRSTAR, base<<32, starKernel, "SS after syscall minus 8")
+		prev, conflict := a.learnMSR(x86.MSRSTAR, base<<32, starKernel, "SS after syscall minus 8")
 		if csOK {
 			if cs == base&0xfffc {
 				a.add(KindRegister, OK, "cs = %s, ss = %s: kernel selectors from STAR[47:32] = %#x (SS = CS + 8)", x86.Selector(cs), x86.Selector(ss), base)
@@ -217,7 +217,7 @@ func (a *annotator) syscallSelectors() {
 			a.note(KindMSR, "STAR[47:32] = %#x (inferred from SS after syscall)", base)
 		}
 	case csOK:
-		a.learnMSR(MSRSTAR, (cs&0xfffc)<<32, 0xfffc<<32, "CS after syscall")
+		a.learnMSR(x86.MSRSTAR, (cs&0xfffc)<<32, 0xfffc<<32, "CS after syscall")
 		a.note(KindRegister, "cs = %s: from STAR[47:32] (SS unknown)", x86.Selector(cs))
 	}
 }
@@ -231,7 +231,7 @@ func (a *annotator) sysret() {
 		return
 	}
 	rcx, rcxOK := a.b.Get(x86.RCX)
-	if a.op.wide && rcxOK && !canonical(rcx) {
+	if a.op.wide && rcxOK && !x86.Canonical(rcx) {
 		a.add(KindControl, Finding, "rcx %#x is not canonical: Intel CPUs raise #GP in ring 0 here with the user RSP already loaded (the CVE-2012-0217 hazard); AMD CPUs return and fault in user mode", rcx)
 		if cpl(a.a) == 0 {
 			a.enter(13, false, "sysret to a non-canonical RCX")
@@ -285,12 +285,12 @@ func (a *annotator) sysretSelectors() {
 	const starUser = 0xfffc << 48
 	if !ssOK {
 		if csOK {
-			a.learnMSR(MSRSTAR, ((cs&^3)-csOff)&0xffff<<48, starUser, "CS after sysret")
+			a.learnMSR(x86.MSRSTAR, ((cs&^3)-csOff)&0xffff<<48, starUser, "CS after sysret")
 		}
 		return
 	}
 	base := ((ss &^ 3) - 8) & 0xfffc
-	prev, conflict := a.learnMSR(MSRSTAR, base<<48, starUser, "SS after sysret")
+	prev, conflict := a.learnMSR(x86.MSRSTAR, base<<48, starUser, "SS after sysret")
 	if csOK {
 		want := (base+csOff)&0xffff | 3
 		if cs == want && ss&3 == 3 {

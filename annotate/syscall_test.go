@@ -90,15 +90,15 @@ func TestSyscallLearnsMSRs(t *testing.T) {
 	c := &Context{Accel: "kvm"}
 	Annotate(mkStep(t, 3, insSyscall, userRIP, user, syscallAfter), c)
 	k := c.Knowledge
-	m := k.MSR(MSRLSTAR)
+	m := k.MSR(x86.MSRLSTAR)
 	if m == nil || m.Value != lstar || m.Known != ^uint64(0) || m.Source != SourceInferred || m.Step != 3 {
 		t.Fatalf("LSTAR = %+v, want %#x inferred at step 3", m, uint64(lstar))
 	}
-	star := k.MSR(MSRSTAR)
+	star := k.MSR(x86.MSRSTAR)
 	if star == nil || star.Known != 0xffff<<32 || star.Value != 0x10<<32 {
 		t.Errorf("STAR = %+v, want bits 47:32 = 0x10", star)
 	}
-	fm := k.MSR(MSRFMASK)
+	fm := k.MSR(x86.MSRFMASK)
 	// IF, ZF, PF cleared (in FMASK); nothing set after except bit 1.
 	if fm == nil || fm.Value != 0x244 || fm.Known != 0x244 {
 		t.Errorf("FMASK = %+v, want value and known 0x244", fm)
@@ -137,7 +137,7 @@ func TestSyscallContradictsKnowledge(t *testing.T) {
 	t.Run("a wrmsr in between is no contradiction", func(t *testing.T) {
 		c := &Context{}
 		Annotate(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), c)
-		wr := with(kernel, regs{x86.RCX: uint64(MSRLSTAR), x86.RAX: 0x81c00100, x86.RDX: 0xffffffff})
+		wr := with(kernel, regs{x86.RCX: uint64(x86.MSRLSTAR), x86.RAX: 0x81c00100, x86.RDX: 0xffffffff})
 		Annotate(mkStep(t, 2, insWrmsr, lstar+0x20, wr, with(wr, regs{x86.RIP: lstar + 0x22})), c)
 		effects := Annotate(mkStep(t, 3, insSyscall, userRIP, user, with(syscallAfter, regs{x86.RIP: 0xffffffff81c00100})), c)
 		expectNoFinding(t, effects)
@@ -231,7 +231,7 @@ func TestSysretRelatesToSyscall(t *testing.T) {
 	if c.Knowledge.Entry != nil {
 		t.Errorf("entry %+v still open after sysret", c.Knowledge.Entry)
 	}
-	star := c.Knowledge.MSR(MSRSTAR)
+	star := c.Knowledge.MSR(x86.MSRSTAR)
 	if want := uint64(0xfffc<<48 | 0xffff<<32); star.Known != want {
 		t.Errorf("STAR known bits %#x, want %#x after syscall and sysret", star.Known, want)
 	}
@@ -295,11 +295,11 @@ func TestSyscallFlagsByAccel(t *testing.T) {
 					}
 				}
 			}
-			if m := c.Knowledge.MSR(MSRFMASK); m == nil || m.Value != tt.value || m.Known != tt.knownBits {
+			if m := c.Knowledge.MSR(x86.MSRFMASK); m == nil || m.Value != tt.value || m.Known != tt.knownBits {
 				t.Errorf("FMASK = %+v, want %#x (known bits %#x)", m, tt.value, tt.knownBits)
 			}
 			// The real FMASK, probed, agrees with what was inferred.
-			if c := c.Knowledge.Conflict(MSR{Index: MSRFMASK, Value: 0x47700, Known: ^uint64(0)}); tt.accel != "kvm" && c != 0 {
+			if c := c.Knowledge.Conflict(MSR{Index: x86.MSRFMASK, Value: 0x47700, Known: ^uint64(0)}); tt.accel != "kvm" && c != 0 {
 				t.Errorf("FMASK 0x47700 contradicts the inference in bits %#x", c)
 			}
 		})

@@ -17,7 +17,7 @@ func (a *annotator) sysenterUD() bool {
 	if g, ok := a.gate(6); ok && g.Offset == rip {
 		return true
 	}
-	if m := a.k.MSR(MSRSysenterEIP); m != nil && m.Known == ^uint64(0) && m.Value == rip {
+	if m := a.k.MSR(x86.MSRSysenterEIP); m != nil && m.Known == ^uint64(0) && m.Value == rip {
 		return false
 	}
 	rsp, ok := a.a.Get(x86.RSP)
@@ -40,19 +40,19 @@ func (a *annotator) sysenter() {
 	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS, x86.RFLAGS)
 	a.privilegeChange("sysenter", 0)
 	if rip, ok := a.a.Get(x86.RIP); ok {
-		a.msrCheck(MSRSysenterEIP, rip, ^uint64(0), "RIP after sysenter", fmt.Sprintf("rip = %s", a.sym(rip)))
+		a.msrCheck(x86.MSRSysenterEIP, rip, ^uint64(0), "RIP after sysenter", fmt.Sprintf("rip = %s", a.sym(rip)))
 	}
 	a.stackDone = true
 	if rsp, ok := a.a.Get(x86.RSP); ok {
 		before, _ := a.b.Get(x86.RSP)
-		a.msrCheck(MSRSysenterESP, rsp, ^uint64(0), "RSP after sysenter", fmt.Sprintf("stack switch: %s → %s, rsp = %#x", a.stackName(before), a.stackName(rsp), rsp))
+		a.msrCheck(x86.MSRSysenterESP, rsp, ^uint64(0), "RSP after sysenter", fmt.Sprintf("stack switch: %s → %s, rsp = %#x", a.stackName(before), a.stackName(rsp), rsp))
 		a.mark(EventStackSwitch)
 		a.note(KindStack, "sysenter saves neither the return address nor the caller's RSP: user code must leave them where the kernel expects (Linux's 32-bit vDSO keeps RSP in RBP)")
 	}
 	cs, csOK := a.a.Get(x86.CS)
 	ss, ssOK := a.a.Get(x86.SS)
 	if csOK {
-		a.msrCheck(MSRSysenterCS, cs&0xfffc, 0xfffc, "CS after sysenter", fmt.Sprintf("cs = %s", x86.Selector(cs)))
+		a.msrCheck(x86.MSRSysenterCS, cs&0xfffc, 0xfffc, "CS after sysenter", fmt.Sprintf("cs = %s", x86.Selector(cs)))
 		if cs&3 != 0 {
 			a.add(KindRegister, Finding, "cs = %#x: SYSENTER loads CS = SYSENTER_CS & 0xfffc, RPL 0", cs)
 		}
@@ -77,10 +77,10 @@ func (a *annotator) msrCheck(index uint32, value, known uint64, how, what string
 	case conflict: // learnMSR reported it
 		return
 	case prev != nil:
-		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, MSRName(index), prev.ProvenanceOf(known))
+		a.add(KindMSR, OK, "%s: from %s, as known (%s)", what, x86.MSRName(index), prev.ProvenanceOf(known))
 		return
 	}
-	a.note(KindMSR, "%s: from %s (value inferred from this transition)", what, MSRName(index))
+	a.note(KindMSR, "%s: from %s (value inferred from this transition)", what, x86.MSRName(index))
 }
 
 // sysexit explains SYSEXIT: RIP = RDX, RSP = RCX, CS = SYSENTER_CS + 32 | 3
@@ -112,7 +112,7 @@ func (a *annotator) sysexit() {
 	ss, ssOK := a.a.Get(x86.SS)
 	if csOK {
 		base := ((cs &^ 3) - csOff) & 0xfffc
-		a.msrCheck(MSRSysenterCS, base, 0xfffc, "CS after sysexit", fmt.Sprintf("cs = %s = SYSENTER_CS + %d, RPL 3", x86.Selector(cs), csOff))
+		a.msrCheck(x86.MSRSysenterCS, base, 0xfffc, "CS after sysexit", fmt.Sprintf("cs = %s = SYSENTER_CS + %d, RPL 3", x86.Selector(cs), csOff))
 		if ssOK {
 			want := (base+ssOff)&0xffff | 3
 			a.add(KindRegister, verdict(ss == want && cs&3 == 3), "ss = %s: SYSEXIT loads SS = (SYSENTER_CS + %d) | 3, CS = (SYSENTER_CS + %d) | 3 (expected ss %#x)", x86.Selector(ss), ssOff, csOff, want)

@@ -93,13 +93,13 @@ func TestSysenterKnowledge(t *testing.T) {
 		index        uint32
 		value, known uint64
 	}{
-		{MSRSysenterEIP, sysenterEIP, ^uint64(0)},
-		{MSRSysenterESP, sysenterESP, ^uint64(0)},
-		{MSRSysenterCS, 0x10, 0xfffc},
+		{x86.MSRSysenterEIP, sysenterEIP, ^uint64(0)},
+		{x86.MSRSysenterESP, sysenterESP, ^uint64(0)},
+		{x86.MSRSysenterCS, 0x10, 0xfffc},
 	} {
 		m := c.Knowledge.MSR(w.index)
 		if m == nil || m.Value != w.value || m.Known != w.known || m.Source != SourceInferred {
-			t.Errorf("%s = %+v, want %#x (known %#x) inferred", MSRName(w.index), m, w.value, w.known)
+			t.Errorf("%s = %+v, want %#x (known %#x) inferred", x86.MSRName(w.index), m, w.value, w.known)
 		}
 	}
 	effects := Annotate(mkStep(t, 2, insSysenter, userRIP, user, with(sysenterAfter, regs{x86.RIP: sysenterEIP + 0x100})), c)

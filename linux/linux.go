@@ -13,7 +13,6 @@ package linux
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -35,17 +34,18 @@ type Stepper interface {
 // Gate returns the handler address of IDT vector vec, read from the IDT at
 // idtBase (a 16-byte long-mode gate).
 func Gate(ctx context.Context, mem Memory, idtBase uint64, vec int) (uint64, error) {
-	b, err := mem.ReadMemory(ctx, idtBase+16*uint64(vec), 16)
+	b, err := mem.ReadMemory(ctx, idtBase+x86.GateSize*uint64(vec), x86.GateSize)
 	if err != nil {
 		return 0, fmt.Errorf("IDT gate %#x: %w", vec, err)
 	}
-	if b[5]&0x80 == 0 {
+	g, ok := x86.DecodeGate(b)
+	if !ok {
+		return 0, fmt.Errorf("IDT gate %#x: %d bytes read, want %d", vec, len(b), x86.GateSize)
+	}
+	if !g.Present {
 		return 0, fmt.Errorf("IDT gate %#x is not present", vec)
 	}
-	off := uint64(binary.LittleEndian.Uint16(b[0:])) |
-		uint64(binary.LittleEndian.Uint16(b[6:]))<<16 |
-		uint64(binary.LittleEndian.Uint32(b[8:]))<<32
-	return off, nil
+	return g.Offset, nil
 }
 
 // Anchor returns an address in the kernel's text to search for its tables
@@ -56,7 +56,7 @@ func Anchor(ctx context.Context, mem Memory, idtBase uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if a>>47 != 0x1ffff {
+	if !x86.CanonicalKernel(a) {
 		return 0, fmt.Errorf("IDT gate 0 points to %#x, not a kernel-half address: is this Linux?", a)
 	}
 	return a, nil
@@ -118,7 +118,7 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*x86.St
 // GS base and the parked IA32_KERNEL_GS_BASE is a kernel-half address.
 func KernelGSBase(st *x86.State) (uint64, bool) {
 	for _, r := range []x86.Reg{x86.GSBase, x86.KernelGSBase} {
-		if v, ok := st.Get(r); ok && v>>47 == 0x1ffff {
+		if v, ok := st.Get(r); ok && x86.CanonicalKernel(v) {
 			return v, true
 		}
 	}

@@ -92,9 +92,9 @@ func TestRegions(t *testing.T) {
 		gs  = 0xffff88800f800000
 		top = 0xffffc90000014000
 	)
-	tss := make([]byte, TSSSize)
-	binary.LittleEndian.PutUint64(tss[TSSSp0:], tr)
-	binary.LittleEndian.PutUint64(tss[TSSIST:], 0xfffffe000000b000)
+	tss := make([]byte, x86.TSSSize)
+	binary.LittleEndian.PutUint64(tss[x86.TSSRSP0:], tr)
+	binary.LittleEndian.PutUint64(tss[x86.TSSIST1:], 0xfffffe000000b000)
 	hot := make([]byte, 8)
 	binary.LittleEndian.PutUint64(hot, top)
 	mem := pages{tr: tss, gs + 0x1fb50: hot}

@@ -477,7 +477,7 @@ func TestProbeMSRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readings, err := s.Target.ProbeMSRs(ctx, []uint32{annotate.MSRSysenterEIP, annotate.MSRLSTAR})
+	readings, err := s.Target.ProbeMSRs(ctx, []uint32{x86.MSRSysenterEIP, x86.MSRLSTAR})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +505,7 @@ func TestProbeNeedsKernel(t *testing.T) {
 	if err := s.Recorder.ToEntry(context.Background(), trace.Syscall); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Target.ProbeMSRs(context.Background(), []uint32{annotate.MSRLSTAR})
+	_, err := s.Target.ProbeMSRs(context.Background(), []uint32{x86.MSRLSTAR})
 	if !errors.Is(err, target.ErrNotKernel) {
 		t.Fatalf("probe at CPL 3 = %v, want ErrNotKernel", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/x86"
@@ -93,7 +92,7 @@ func (r *Recorder) vectorHandler(ctx context.Context, vector int) (uint64, bool)
 	if err != nil {
 		return 0, false
 	}
-	g, ok := annotate.DecodeGate(b)
+	g, ok := x86.DecodeGate(b)
 	if !ok || !g.Present || g.DPL != 3 {
 		return 0, false
 	}

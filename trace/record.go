@@ -545,7 +545,7 @@ func (r *Recorder) vectorAt(ctx context.Context, addr uint64) int {
 		}
 		r.idt, r.idtBase = make(map[uint64]int), r.tables.IDTBase
 		for v := 0; v < n && 16*v+16 <= len(b); v++ {
-			if g, ok := annotate.DecodeGate(b[16*v:]); ok && g.Present {
+			if g, ok := x86.DecodeGate(b[16*v:]); ok && g.Present {
 				if _, dup := r.idt[g.Offset]; !dup {
 					r.idt[g.Offset] = v
 				}

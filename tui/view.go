@@ -631,7 +631,7 @@ func (m *Model) gsRole(v uint64) string {
 	if v == 0 {
 		return stUser.Render("user GS (null)")
 	}
-	if v>>63 != 0 {
+	if x86.KernelHalf(v) {
 		return stKernel.Render("kernel address")
 	}
 	return stUser.Render("user GS")
@@ -703,7 +703,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		lines = append(lines, stDim.Render(fmt.Sprintf("  %q [%#x, %#x) %d bytes used", reg.Name, reg.Start, reg.End, reg.End-rsp)))
 	} else {
 		half := "user-half"
-		if rsp>>63 != 0 {
+		if x86.KernelHalf(rsp) {
 			half = "kernel-half"
 		}
 		lines = append(lines, fmt.Sprintf("rsp %#x (%s, no known stack)", rsp, half))

@@ -240,7 +240,7 @@ func isPerCPU(v uint64, regions []annotate.Region) bool {
 		}
 	}
 	// Without regions (Linux): a kernel-half GS base is the per-CPU area.
-	return len(regions) == 0 && v>>63 != 0
+	return len(regions) == 0 && x86.KernelHalf(v)
 }
 
 func stackKind(rsp uint64, regions []annotate.Region) string {
@@ -260,7 +260,7 @@ func stackKind(rsp uint64, regions []annotate.Region) string {
 		}
 	}
 	if len(regions) == 0 || !hasKind(regions, annotate.RegionUserStack) {
-		if rsp>>63 == 0 {
+		if !x86.KernelHalf(rsp) {
 			return "user"
 		}
 		return "kernel"
