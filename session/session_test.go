@@ -15,6 +15,7 @@ import (
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -74,16 +75,16 @@ func countEvents(tr *trace.Trace) entryEvents {
 // instruction, the kernel's entry point (an ELF symbol) and its return
 // instruction.
 var fixtureMechanisms = []struct {
-	mech  trace.Mechanism
+	mech  mechanism.Mechanism
 	first string // mnemonic of step 0 (AT&T)
 	entry string // symbol of the first kernel instruction
 	last  string // the kernel's return instruction
 }{
-	{trace.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
-	{trace.Int80, "int $0x80", "entry_INT80", "iretq"},
-	{trace.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
-	{trace.CallGate, "lcall", "entry_CALLGATE", "lretq"},
-	{trace.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
+	{mechanism.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
+	{mechanism.Int80, "int $0x80", "entry_INT80", "iretq"},
+	{mechanism.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
+	{mechanism.CallGate, "lcall", "entry_CALLGATE", "lretq"},
+	{mechanism.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
 }
 
 // TestRoundTrips records each mechanism on the real teaching kernel under
@@ -109,7 +110,7 @@ func TestRoundTrips(t *testing.T) {
 // twice (the KPTI switch in and out), runs on the kernel stack, returns
 // with last to the next user instruction, and the annotator finds nothing
 // wrong.
-func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace.Mechanism, first, entry, last string) {
+func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mechanism.Mechanism, first, entry, last string) {
 	t.Helper()
 	if len(tr.Steps) < 10 {
 		t.Fatalf("only %d steps", len(tr.Steps))
@@ -122,8 +123,8 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 		return a
 	}
 	st0 := tr.Steps[0]
-	if st0.Symbol != trace.UserLabel(mech) || uint64(st0.RIP) != addr(trace.UserLabel(mech)) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
-		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, trace.UserLabel(mech), addr(trace.UserLabel(mech)))
+	if st0.Symbol != mech.UserLabel() || uint64(st0.RIP) != addr(mech.UserLabel()) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
+		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, mech.UserLabel(), addr(mech.UserLabel()))
 	}
 	if st1 := tr.Steps[1]; uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
 		t.Errorf("step 1 at %#x (%s, CPL %d), want %s %#x at CPL 0", uint64(st1.RIP), st1.Symbol, st1.CPL, entry, addr(entry))
@@ -158,10 +159,10 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 // path: what SYSCALL revealed about LSTAR and STAR, the per-CPU area after
 // swapgs, and the saved user stack pointer.
 func TestSyscallAnnotations(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +202,10 @@ func TestSyscallAnnotations(t *testing.T) {
 // checks that the steps recorded so far are returned, and that the guest
 // is left without breakpoints and still steppable.
 func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := s.Recorder.ToEntry(ctx, trace.Syscall); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
@@ -234,8 +235,8 @@ func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
 
 // TestBudget stops a recording at the step budget.
 func TestBudget(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Int80, Budget: 7})
-	tr, err := s.RoundTrip(context.Background(), trace.Int80)
+	s := startFixture(t, Options{Mechanism: mechanism.Int80, Budget: 7})
+	tr, err := s.RoundTrip(context.Background(), mechanism.Int80)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,13 +248,13 @@ func TestBudget(t *testing.T) {
 // TestStepOver skips every call the entry code makes: the C dispatcher is
 // not traced, but the assembly around it is.
 func TestStepOver(t *testing.T) {
-	full := startFixture(t, Options{Mechanism: trace.Syscall})
-	all, err := full.RoundTrip(context.Background(), trace.Syscall)
+	full := startFixture(t, Options{Mechanism: mechanism.Syscall})
+	all, err := full.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	over := startFixture(t, Options{Mechanism: trace.Syscall, Over: 1})
-	tr, err := over.RoundTrip(context.Background(), trace.Syscall)
+	over := startFixture(t, Options{Mechanism: mechanism.Syscall, Over: 1})
+	tr, err := over.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,11 +303,11 @@ func TestAttachBadSymbols(t *testing.T) {
 // kernel and reports the recorder's instructions per second, to compare
 // with the raw `s`+`g` rate of the stub.
 func BenchmarkRoundTrip(b *testing.B) {
-	s := startFixture(b, Options{Mechanism: trace.Syscall})
+	s := startFixture(b, Options{Mechanism: mechanism.Syscall})
 	steps := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+		tr, err := s.RoundTrip(context.Background(), mechanism.Syscall)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -320,8 +321,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 // user steps whose stack ends at an unmapped guard page: the words below
 // the page boundary are kept.
 func TestStackWordsNearTheTop(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall, StackWords: 24})
-	tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall, StackWords: 24})
+	tr, err := s.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +376,7 @@ func TestAttachWithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := attachRunning(ctx, t, Options{Symbols: NoSymbols})
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +401,7 @@ func TestProbeMSRs(t *testing.T) {
 	s := startFixture(t, Options{ProbeMSRs: true}) // the guest loops through every mechanism
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +468,7 @@ func TestProbeMSRs(t *testing.T) {
 	// guest as it was there too. (A fault in rdmsr is tested against the
 	// fake stub in package target: QEMU's TCG reads unknown MSRs as 0.)
 	s.Recorder.Reset()
-	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Int80); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Recorder.Step(ctx); err != nil { // into the kernel
@@ -501,8 +502,8 @@ func TestProbeMSRs(t *testing.T) {
 
 // TestProbeNeedsKernel refuses to probe from user mode.
 func TestProbeNeedsKernel(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
-	if err := s.Recorder.ToEntry(context.Background(), trace.Syscall); err != nil {
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
+	if err := s.Recorder.ToEntry(context.Background(), mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.Target.ProbeMSRs(context.Background(), []uint32{x86.MSRLSTAR})
@@ -519,7 +520,7 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := attachRunning(ctx, t, Options{Budget: 3, Symbols: NoSymbols})
-	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Int80); err != nil {
 		t.Fatal(err)
 	}
 	st := s.Recorder.Current()
@@ -544,7 +545,7 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 // more, the iretq of asm_exc_nmi. int $0x80 enters through the IDT too,
 // and must not be taken for an interrupt.
 func TestInterruptWhileStepping(t *testing.T) {
-	for _, mech := range []trace.Mechanism{trace.Syscall, trace.Int80} {
+	for _, mech := range []mechanism.Mechanism{mechanism.Syscall, mechanism.Int80} {
 		ref := startFixture(t, Options{Mechanism: mech})
 		want, err := ref.RoundTrip(context.Background(), mech)
 		if err != nil {
@@ -647,7 +648,7 @@ func TestAccelChoice(t *testing.T) {
 		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
 	})
 	for name, check := range map[string]accel.Checker{"kvm works": works, "kvm broken": broken} {
-		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: trace.Syscall})
+		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: mechanism.Syscall})
 		if s.QEMU.Accel != accel.TCG || !strings.HasPrefix(s.Recorder.Trace().Header.Accel, "tcg (auto") {
 			t.Errorf("%s: auto traced under %s (%s), want TCG", name, s.QEMU.Accel, s.Recorder.Trace().Header.Accel)
 		}
@@ -667,10 +668,10 @@ func TestAccelChoice(t *testing.T) {
 // Kernel text (do_syscall_64, not in the entry text) is checked the same
 // way: those bytes are known, and not zero.
 func TestReadUnder(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.ToEntry(ctx, trace.Syscall); err != nil {
+	if err := s.ToEntry(ctx, mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
 	stack, ok := s.Symbols.Addr("kernel_stack")
@@ -731,12 +732,12 @@ func TestAttachRecognisesBundledKernel(t *testing.T) {
 	if s.Kernel != KernelDescription || !strings.Contains(s.Symbols.Source, "recognised in guest memory") {
 		t.Fatalf("kernel %q, symbols %v: want the bundled teaching kernel recognised", s.Kernel, s.Symbols)
 	}
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := s.Symbols.Addr(trace.UserLabel(trace.Syscall))
-	if tr.Steps[0].Symbol != trace.UserLabel(trace.Syscall) || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
-		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), trace.UserLabel(trace.Syscall), want)
+	want, _ := s.Symbols.Addr(mechanism.Syscall.UserLabel())
+	if tr.Steps[0].Symbol != mechanism.Syscall.UserLabel() || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
+		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), mechanism.Syscall.UserLabel(), want)
 	}
 }

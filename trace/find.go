@@ -6,19 +6,10 @@ import (
 	"fmt"
 
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/x86"
 )
-
-// UserLabel is the symbol the teaching kernel puts on the user instruction
-// that enters the kernel by m, e.g. user_syscall_insn; for the vDSO
-// baseline, the user read of the kernel-provided page.
-func UserLabel(m Mechanism) string {
-	if m == Vdso {
-		return "user_vdso_read_insn"
-	}
-	return "user_" + string(m) + "_insn"
-}
 
 // ToEntry lets the guest run until it stops at a user-mode instruction that
 // enters the kernel by mechanism m (by syscall when m is ""), and starts a
@@ -34,9 +25,9 @@ func UserLabel(m Mechanism) string {
 //   - by single-stepping user code until the next entering instruction.
 //
 // Breakpoints are removed on every path, ctrl-c included.
-func (r *Recorder) ToEntry(ctx context.Context, m Mechanism) error {
+func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m == "" {
-		m = Syscall
+		m = mechanism.Syscall
 	}
 	r.Reset()
 	if err := r.findEntry(ctx, m); err != nil {
@@ -45,11 +36,11 @@ func (r *Recorder) ToEntry(ctx context.Context, m Mechanism) error {
 	return r.readSys(ctx)
 }
 
-func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
-	if a, ok := r.Symbols.Addr(UserLabel(m)); ok {
+func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
+	if a, ok := r.Symbols.Addr(m.UserLabel()); ok {
 		return r.runTo(ctx, a)
 	}
-	if m == Syscall {
+	if m == mechanism.Syscall {
 		if entry, ok := r.syscallEntry(); ok {
 			if err := r.runTo(ctx, entry); err != nil {
 				return err
@@ -61,7 +52,7 @@ func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
 			}
 		}
 	}
-	if m == Int80 {
+	if m == mechanism.Int80 {
 		if handler, ok := r.vectorHandler(ctx, 0x80); ok {
 			if err := r.runTo(ctx, handler); err != nil {
 				return err
@@ -143,7 +134,7 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 // call, say), it first steps back out to user mode; the budget bounds both
 // parts, so a kernel that never returns (an idle loop) gives an error
 // rather than a hang.
-func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
+func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	budget := r.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
@@ -155,7 +146,7 @@ func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
 			if err != nil {
 				return err
 			}
-			if Classify(inst, m == UD2) == m {
+			if mechanism.Classify(inst, m == mechanism.UD2) == m {
 				return nil
 			}
 		}

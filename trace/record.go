@@ -19,62 +19,6 @@ import (
 // DefaultBudget is the default most instructions a recording steps.
 const DefaultBudget = 100_000
 
-// Mechanism names a way into the kernel.
-type Mechanism string
-
-// The mechanisms sctrace knows. Vdso enters no kernel at all: it is the
-// baseline of reading kernel-provided data from user mode.
-const (
-	Syscall  Mechanism = "syscall"
-	Int80    Mechanism = "int80"
-	Sysenter Mechanism = "sysenter"
-	CallGate Mechanism = "callgate"
-	UD2      Mechanism = "ud2"
-	Vdso     Mechanism = "vdso"
-)
-
-// Mechanisms lists every mechanism, in the order the teaching kernel's
-// trace mode calls them.
-var Mechanisms = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso}
-
-// ParseMechanism checks a mechanism name; "" means any.
-func ParseMechanism(s string) (Mechanism, error) {
-	if s == "" || s == "any" {
-		return "", nil
-	}
-	for _, m := range Mechanisms {
-		if string(m) == s {
-			return m, nil
-		}
-	}
-	return "", fmt.Errorf("unknown mechanism %q (want syscall, int80, sysenter, callgate, ud2 or vdso)", s)
-}
-
-// Classify says which mechanism an instruction enters the kernel by, or ""
-// for an instruction that does not (ud2 counts only when asked, since it is
-// an ordinary fault elsewhere). Of the software interrupts only int $0x80
-// is the int80 mechanism: int3 is a breakpoint, int1 (icebp) a debug trap,
-// and another int n is a vector of its own.
-func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
-	switch inst.Op {
-	case x86asm.SYSCALL:
-		return Syscall
-	case x86asm.INT:
-		if imm, ok := inst.Args[0].(x86asm.Imm); ok && imm == 0x80 {
-			return Int80
-		}
-	case x86asm.SYSENTER:
-		return Sysenter
-	case x86asm.LCALL:
-		return CallGate
-	case x86asm.UD2:
-		if withUD2 {
-			return UD2
-		}
-	}
-	return ""
-}
-
 // Recorder single-steps a live target and builds a Trace.
 type Recorder struct {
 	T       *target.Target

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/x86"
@@ -131,7 +132,7 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			stub.Script(all...)
@@ -196,7 +197,7 @@ func TestSpuriousStop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			stub.Script(make([]gdbstubtest.Stop, tt.empty)...)
@@ -235,7 +236,7 @@ func TestStepOver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			r.Over = 1
@@ -304,7 +305,7 @@ func TestToEntry(t *testing.T) {
 			stub, r, ctx := newGuest(t, tt.syms)
 			stub.Script(tt.script...)
 			before := len(stub.Requests())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			if got := r.Current().Val(x86.RIP); got != userSys || r.Current().CPL() != 3 {
@@ -347,13 +348,13 @@ func TestToEntryFromKernel(t *testing.T) {
 	}
 	r.cur = st
 	r.Budget = 2
-	err = r.ToEntry(ctx, Syscall)
+	err = r.ToEntry(ctx, mechanism.Syscall)
 	if err == nil || !strings.Contains(err.Error(), "still there after 2 steps") || !strings.Contains(err.Error(), "--symbols") {
 		t.Errorf("error %v, want one saying the search stayed in the kernel and naming --symbols", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := r.ToEntry(ctx, Syscall); !errors.Is(err, context.Canceled) {
+	if err := r.ToEntry(ctx, mechanism.Syscall); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled search: %v, want context.Canceled", err)
 	}
 }

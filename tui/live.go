@@ -10,6 +10,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
@@ -29,13 +30,13 @@ const upcomingBytes = 96
 // called concurrently; the model runs one at a time.
 type Live struct {
 	S         *session.Session
-	Mechanism trace.Mechanism
+	Mechanism mechanism.Mechanism
 	snap      Snapshot
 }
 
 // NewLive returns a driver over s that enters the kernel by m. It reads
 // the current state so that Snapshot has something to show at once.
-func NewLive(ctx context.Context, s *session.Session, m trace.Mechanism) *Live {
+func NewLive(ctx context.Context, s *session.Session, m mechanism.Mechanism) *Live {
 	if s.Recorder.StackWords == 0 {
 		s.Recorder.StackWords = StackWords
 	}
@@ -177,7 +178,7 @@ func endsFlow(op x86asm.Op) bool {
 // QEMU or attaching), sets up a live driver that enters the kernel by m, and,
 // when toEntry is set, runs the guest to the next such entry so the TUI
 // opens stopped before it. On failure the session is closed.
-func StartLive(open func(ctx context.Context) (*session.Session, error), m trace.Mechanism, toEntry bool) func(ctx context.Context) (Driver, error) {
+func StartLive(open func(ctx context.Context) (*session.Session, error), m mechanism.Mechanism, toEntry bool) func(ctx context.Context) (Driver, error) {
 	return func(ctx context.Context) (Driver, error) {
 		s, err := open(ctx)
 		if err != nil {
