@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -99,7 +100,7 @@ func (a *annotator) farCall() {
 	}
 	a.privilegeChange("call gate", newCPL)
 	a.farCallStack(g, true)
-	a.recordEntry("call gate", a.next)
+	a.recordEntry(mechanism.CallGate.Instruction(), a.next)
 }
 
 // farCallStack checks the stack switch and the pushed frame of a far call.

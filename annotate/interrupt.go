@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -92,7 +93,7 @@ func (a *annotator) softwareException() {
 	case opUD:
 		a.note(KindControl, "ud2 always raises #UD (invalid opcode): kernels use it for BUG() and WARN()")
 		a.note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself, not of the next instruction, so returning as is would run it again; a handler that treats it as a system call must advance pt_regs->ip by its %d bytes", a.op.length(a.s.Inst))
-		a.enter(6, false, "ud2")
+		a.enter(6, false, mechanism.UD2.Instruction())
 	default:
 		v := a.op.vector
 		what := fmt.Sprintf("int $%#x", v)

@@ -135,7 +135,7 @@ func (f *Fact) Provenance() string {
 // Entry records the last entry into the kernel, to relate the return to it.
 type Entry struct {
 	Step      int    `json:"step"`
-	Mechanism string `json:"mechanism"` // "syscall", "int 0x80", "sysenter", "call gate", "#UD"...
+	Mechanism string `json:"mechanism"` // the entering instruction: a mechanism.Mechanism's Instruction ("syscall", "int $0x80", "call gate"...) or another, e.g. "int3"
 	FromCPL   int    `json:"from_cpl"`
 	ReturnRIP uint64 `json:"return_rip"` // where the caller resumes
 	CallerRSP uint64 `json:"caller_rsp"`

@@ -3,6 +3,7 @@ package annotate
 import (
 	"fmt"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -113,7 +114,7 @@ func (a *annotator) syscall() {
 	if rsp, ok := a.b.Get(x86.RSP); ok {
 		a.expect(KindStack, x86.RSP, rsp, "unchanged: SYSCALL does not switch stacks, the kernel still runs on the caller's stack until its entry code loads one", "SYSCALL must not change RSP")
 	}
-	a.recordEntry("syscall", a.next)
+	a.recordEntry(mechanism.Syscall.Instruction(), a.next)
 }
 
 // compatMode reports whether the state's CS is a 32-bit (compatibility mode)

@@ -3,6 +3,7 @@ package annotate
 import (
 	"fmt"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -34,7 +35,7 @@ func (a *annotator) sysenterUD() bool {
 func (a *annotator) sysenter() {
 	if a.sysenterUD() {
 		a.note(KindControl, "sysenter raised #UD: in 64-bit mode AMD CPUs (and QEMU with an AMD vendor) do not support sysenter; only Intel ones do")
-		a.enter(6, false, "sysenter")
+		a.enter(6, false, mechanism.Sysenter.Instruction())
 		return
 	}
 	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS, x86.RFLAGS)
@@ -66,7 +67,7 @@ func (a *annotator) sysenter() {
 		bad := x86.Flags(af) & (x86.FlagIF | x86.FlagVM | x86.FlagRF)
 		a.add(KindFlags, verdict(bad == 0), "rflags %#x → %#x: SYSENTER clears IF, VM and RF (IF %d → %d)", bf, af, bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 	}
-	a.recordEntry("sysenter", 0)
+	a.recordEntry(mechanism.Sysenter.Instruction(), 0)
 }
 
 // msrCheck learns an MSR value a transition revealed and says so in one

@@ -41,11 +41,17 @@ func Parse(s string) (Mechanism, error) {
 			return m, nil
 		}
 	}
+	names := Names()
+	return "", fmt.Errorf("unknown mechanism %q (want %s or %s)", s, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+}
+
+// Names returns the names of All, as the command line accepts them.
+func Names() []string {
 	names := make([]string, len(All))
 	for i, m := range All {
 		names[i] = string(m)
 	}
-	return "", fmt.Errorf("unknown mechanism %q (want %s or %s)", s, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+	return names
 }
 
 // stem is the middle of the mechanism's labels in the guest programs.

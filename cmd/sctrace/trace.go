@@ -41,7 +41,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
 	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back; with --trace)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
-		[]string{"syscall", "int80", "sysenter", "callgate", "ud2", "vdso"}, cobra.ShellCompDirectiveNoFileComp))
+		mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
 		[]string{"text", "json", "markdown"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("syntax", cobra.FixedCompletions(
