@@ -12,11 +12,12 @@ import (
 
 // gdtEntry reads the GDT bytes for a selector, n bytes long.
 func (a *annotator) gdtEntry(sel uint16, n int) ([]byte, bool) {
-	sys := a.sys()
-	if sys == nil || sel&4 != 0 || uint64(sel&^7)+uint64(n)-1 > uint64(sys.GDTLimit) {
+	sys, s := a.sys(), x86.Selector(sel)
+	off := uint64(s.Index()) * 8
+	if sys == nil || s.LDT() || off+uint64(n)-1 > uint64(sys.GDTLimit) {
 		return nil, false
 	}
-	return a.readStatic(sys.GDTBase+uint64(sel&^7), n)
+	return a.readStatic(sys.GDTBase+off, n)
 }
 
 // farPointer reads the m16:64 (or m16:32) operand of a far call.
@@ -81,12 +82,12 @@ func (a *annotator) farCall() {
 	}
 	g, _ := x86.DecodeGate(desc)
 	if g.Type != x86.GateCall {
-		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", sel>>3, g.TypeName())
+		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", x86.Selector(sel).Index(), g.TypeName())
 		return
 	}
-	a.note(KindControl, "GDT[%d] is a 64-bit call gate: %s; the pointer's offset %#x is ignored", sel>>3, g, off)
-	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < int(sel&3)) {
-		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, sel&3)
+	a.note(KindControl, "GDT[%d] is a 64-bit call gate: %s; the pointer's offset %#x is ignored", x86.Selector(sel).Index(), g, off)
+	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < x86.Selector(sel).RPL()) {
+		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, x86.Selector(sel).RPL())
 	}
 	a.expect(KindControl, x86.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
 	newCPL := -1
