@@ -5,7 +5,7 @@ import (
 	"math/bits"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -32,7 +32,7 @@ func (a *annotator) cr3Edit() string {
 		return ""
 	}
 	v, ok1 := regVal(a.b, dst)
-	cr3, ok2 := a.b.Get(target.CR3)
+	cr3, ok2 := a.b.Get(x86.CR3)
 	if !ok1 || !ok2 || v != cr3 {
 		return ""
 	}

@@ -22,7 +22,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -33,12 +33,12 @@ type Step struct {
 	Bytes []byte      `json:"bytes"` // instruction bytes (more may follow the instruction; Inst.Len says how many it used)
 	Inst  x86asm.Inst `json:"-"`     // decoded in 64-bit mode (not serialised: decode Bytes again with Decode)
 	// Before is the state at the stop before the instruction.
-	Before *target.State `json:"before"`
+	Before *x86.State `json:"before"`
 	// After is the state at the next stop: for syscall, int, sysenter,
 	// lcall, ud2, iretq, sysret and lret it is already in the other
 	// privilege level (the first instruction of the handler, or back in
 	// user mode).
-	After *target.State `json:"after"`
+	After *x86.State `json:"after"`
 	// Mem is the memory the recorder read because MemoryBefore or
 	// MemoryAfter asked for it. A range it could not read is left out.
 	Mem []Memory `json:"mem,omitempty"`
@@ -143,9 +143,9 @@ type annotator struct {
 	s    Step
 	c    *Context
 	k    *Knowledge
-	b, a *target.State // before and after, never nil
-	op   op            // the operation, including ones x86asm does not know
-	next uint64        // address of the next instruction
+	b, a *x86.State // before and after, never nil
+	op   op         // the operation, including ones x86asm does not know
+	next uint64     // address of the next instruction
 	// hasNext is false when the instruction's length is unknown.
 	hasNext bool
 	// done marks registers whose change an effect already explained.
@@ -169,10 +169,10 @@ func newAnnotator(s Step, c *Context) *annotator {
 	}
 	a := &annotator{s: s, c: c, k: c.Knowledge, b: s.Before, a: s.After}
 	if a.b == nil {
-		a.b = &target.State{}
+		a.b = &x86.State{}
 	}
 	if a.a == nil {
-		a.a = &target.State{}
+		a.a = &x86.State{}
 	}
 	a.op = classify(s.Inst, s.Bytes)
 	if n := a.op.length(s.Inst); n > 0 {
@@ -205,7 +205,7 @@ func verdict(ok bool) Verdict {
 }
 
 // explained marks registers as explained.
-func (a *annotator) explained(rs ...target.Reg) {
+func (a *annotator) explained(rs ...x86.Reg) {
 	for _, r := range rs {
 		a.done |= 1 << r
 	}
@@ -213,8 +213,8 @@ func (a *annotator) explained(rs ...target.Reg) {
 
 // name returns a register's name as the effects spell it ("rflags", not
 // the target description's "eflags").
-func name(r target.Reg) string {
-	if r == target.RFLAGS {
+func name(r x86.Reg) string {
+	if r == x86.RFLAGS {
 		return "rflags"
 	}
 	return r.String()
@@ -261,7 +261,7 @@ func (a *annotator) symbol(addr uint64) string {
 // expect checks that register r holds want after the step. what says why
 // (e.g. "the next instruction"); rule names the architectural rule for a
 // finding (e.g. "SYSCALL saves the return address in RCX").
-func (a *annotator) expect(k Kind, r target.Reg, want uint64, what, rule string) bool {
+func (a *annotator) expect(k Kind, r x86.Reg, want uint64, what, rule string) bool {
 	got, ok := a.a.Get(r)
 	if !ok {
 		a.note(KindCheck, "%s unknown after the step: cannot check that it is %#x (%s)", name(r), want, what)

@@ -3,28 +3,28 @@ package annotate
 import (
 	"fmt"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
 // crFields decodes a CR3 value with the PCIDE bit of a state's CR4.
-func crFields(v uint64, st *target.State) target.CR3Fields {
-	cr4, _ := st.Get(target.CR4)
-	return target.CR3Fields{Value: v, PCIDE: cr4&target.CR4PCIDE != 0}
+func crFields(v uint64, st *x86.State) x86.CR3Fields {
+	cr4, _ := st.Get(x86.CR4)
+	return x86.CR3Fields{Value: v, PCIDE: x86.CR4Flags(cr4)&x86.CR4PCIDE != 0}
 }
 
 // decodeCR renders a control register value.
-func decodeCR(r target.Reg, v uint64, st *target.State) string {
+func decodeCR(r x86.Reg, v uint64, st *x86.State) string {
 	switch r {
-	case target.CR0:
-		return target.CR0Flags(v).String()
-	case target.CR3:
+	case x86.CR0:
+		return x86.CR0Flags(v).String()
+	case x86.CR3:
 		return crFields(v, st).String()
-	case target.CR4:
-		return target.CR4Flags(v).String()
-	case target.CR2:
+	case x86.CR4:
+		return x86.CR4Flags(v).String()
+	case x86.CR2:
 		return "the last page-fault address"
-	case target.CR8:
+	case x86.CR8:
 		return fmt.Sprintf("task priority %d", v&0xf)
 	}
 	return ""
@@ -68,16 +68,16 @@ func (a *annotator) writeCR(dst, src x86asm.Reg) {
 		a.note(KindCheck, "mov to %s: the source or the new value is unknown", cr)
 		return
 	}
-	if cr != target.CR3 {
+	if cr != x86.CR3 {
 		switch {
 		case !ok2:
 			a.note(KindCR3, "%s := %#x (%s)", cr, nw, decodeCR(cr, nw, a.a))
-		case cr == target.CR0 || cr == target.CR4:
+		case cr == x86.CR0 || cr == x86.CR4:
 			a.note(KindCR3, "%s %#x → %#x: %s", cr, old, nw, bitsChanged(cr, old, nw))
 		default:
 			a.note(KindCR3, "%s %#x → %#x (%s)", cr, old, nw, decodeCR(cr, nw, a.a))
 		}
-		if cr == target.CR4 && (old^nw)&(1<<7) != 0 {
+		if cr == x86.CR4 && (old^nw)&(1<<7) != 0 {
 			a.note(KindCR3, "toggling CR4.PGE flushes the whole TLB, global entries included")
 		}
 		a.add(KindCR3, verdict(nw == v), "%s = %#x: the value written from %s", cr, nw, lowerReg(src))
@@ -99,7 +99,7 @@ func (a *annotator) writeCR(dst, src x86asm.Reg) {
 	case !ok2:
 	case old == nw:
 		text += ": the same page tables reloaded, which flushes their non-global TLB entries"
-	case of.PGD()&^target.KPTIUserBit == nf.PGD()&^target.KPTIUserBit && of.KPTIUser() != nf.KPTIUser():
+	case of.PGD()&^x86.KPTIUserBit == nf.PGD()&^x86.KPTIUserBit && of.KPTIUser() != nf.KPTIUser():
 		if nf.KPTIUser() {
 			text += ": switch to the user page tables (KPTI: the kernel is unmapped again; Linux's SWITCH_TO_USER_CR3 sets bit 12)"
 		} else {
@@ -119,12 +119,12 @@ func (a *annotator) writeCR(dst, src x86asm.Reg) {
 }
 
 // bitsChanged names the bits of CR0 or CR4 set and cleared.
-func bitsChanged(r target.Reg, old, nw uint64) string {
+func bitsChanged(r x86.Reg, old, nw uint64) string {
 	name := func(v uint64) string {
-		if r == target.CR0 {
-			return target.CR0Flags(v).String()
+		if r == x86.CR0 {
+			return x86.CR0Flags(v).String()
 		}
-		return target.CR4Flags(v).String()
+		return x86.CR4Flags(v).String()
 	}
 	var s string
 	if set := nw &^ old; set != 0 {

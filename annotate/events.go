@@ -1,6 +1,6 @@
 package annotate
 
-import "github.com/sctrace/sctrace/target"
+import "github.com/sctrace/sctrace/x86"
 
 // Event classifies a step for "run to the next event" and for lessons.
 type Event string
@@ -75,9 +75,9 @@ func Events(s Step, effects []Effect, c *Context) []Event {
 		if b, a := cpl(before), cpl(after); b >= 0 && a >= 0 && b != a {
 			add(EventCPLChange)
 		}
-		bf, ok1 := before.Get(target.RFLAGS)
-		af, ok2 := after.Get(target.RFLAGS)
-		if ok1 && ok2 && (bf^af)&target.FlagIF != 0 {
+		bf, ok1 := before.Get(x86.RFLAGS)
+		af, ok2 := after.Get(x86.RFLAGS)
+		if ok1 && ok2 && x86.Flags(bf^af)&x86.FlagIF != 0 {
 			add(EventIFChange)
 		}
 	}

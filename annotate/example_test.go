@@ -4,11 +4,11 @@ import (
 	"fmt"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
-func state(kv map[target.Reg]uint64) *target.State {
-	s := &target.State{}
+func state(kv map[x86.Reg]uint64) *x86.State {
+	s := &x86.State{}
 	for r, v := range kv {
 		s.Set(r, v)
 	}
@@ -25,13 +25,13 @@ func ExampleAnnotate() {
 		fmt.Println(err)
 		return
 	}
-	before := state(map[target.Reg]uint64{
-		target.RIP: 0x401000, target.RSP: 0x7ffc00001238, target.RFLAGS: 0x246,
-		target.CS: 0x33, target.SS: 0x2b, target.RCX: 0, target.R11: 0,
+	before := state(map[x86.Reg]uint64{
+		x86.RIP: 0x401000, x86.RSP: 0x7ffc00001238, x86.RFLAGS: 0x246,
+		x86.CS: 0x33, x86.SS: 0x2b, x86.RCX: 0, x86.R11: 0,
 	})
-	after := state(map[target.Reg]uint64{
-		target.RIP: 0xffffffff81c00080, target.RSP: 0x7ffc00001238, target.RFLAGS: 0x2,
-		target.CS: 0x10, target.SS: 0x18, target.RCX: 0x401002, target.R11: 0x246,
+	after := state(map[x86.Reg]uint64{
+		x86.RIP: 0xffffffff81c00080, x86.RSP: 0x7ffc00001238, x86.RFLAGS: 0x2,
+		x86.CS: 0x10, x86.SS: 0x18, x86.RCX: 0x401002, x86.R11: 0x246,
 	})
 	c := &annotate.Context{Accel: "kvm"} // a CPU's SYSCALL: every cleared flag is FMASK's
 	step := annotate.Step{Index: 1, Addr: 0x401000, Bytes: code, Inst: inst, Before: before, After: after}

@@ -5,41 +5,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// Descriptor is a decoded GDT entry: a code or data segment, or a system
-// descriptor (then Gate holds a 16-byte gate).
-type Descriptor struct {
-	Type    int  // the 4-bit type field
-	System  bool // S bit clear: a gate, TSS or LDT
-	DPL     int
-	Present bool
-	Long    bool // L bit: a 64-bit code segment
-}
-
-// DecodeDescriptor decodes the 8-byte segment descriptor at b.
-func DecodeDescriptor(b []byte) (Descriptor, bool) {
-	if len(b) < 8 {
-		return Descriptor{}, false
-	}
-	return Descriptor{
-		Type:    int(b[5] & 0xf),
-		System:  b[5]&0x10 == 0,
-		DPL:     int(b[5]>>5) & 3,
-		Present: b[5]&0x80 != 0,
-		Long:    b[6]&0x20 != 0,
-	}, true
-}
-
 // gdtEntry reads the GDT bytes for a selector, n bytes long.
 func (a *annotator) gdtEntry(sel uint16, n int) ([]byte, bool) {
-	sys := a.sys()
-	if sys == nil || sel&4 != 0 || uint64(sel&^7)+uint64(n)-1 > uint64(sys.GDTLimit) {
+	sys, s := a.sys(), x86.Selector(sel)
+	off := uint64(s.Index()) * 8
+	if sys == nil || s.LDT() || off+uint64(n)-1 > uint64(sys.GDTLimit) {
 		return nil, false
 	}
-	return a.readStatic(sys.GDTBase+uint64(sel&^7), n)
+	return a.readStatic(sys.GDTBase+off, n)
 }
 
 // farPointer reads the m16:64 (or m16:32) operand of a far call.
@@ -80,56 +58,56 @@ func farOffsetSize(inst x86asm.Inst) int {
 // changes privilege, switches to the TSS stack and pushes SS, RSP, CS and
 // RIP; to a code segment it pushes CS and RIP.
 func (a *annotator) farCall() {
-	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS)
 	a.stackDone = true
 	off, sel, ok := a.farPointer()
 	if !ok {
 		a.note(KindCheck, "the far pointer operand was not read: the gate cannot be decoded")
-		a.farCallStack(Gate{}, false)
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
-	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, target.Selector(sel))
+	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, x86.Selector(sel))
 	desc, ok := a.gdtEntry(sel, 16)
 	if !ok {
 		a.note(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
-		a.farCallStack(Gate{}, false)
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
-	d, _ := DecodeDescriptor(desc)
+	d, _ := x86.DecodeDescriptor(desc)
 	if !d.System {
 		a.note(KindControl, "selector %#x is a code segment, not a gate: a far call at the same privilege level; the offset %#x is the target", sel, off)
-		a.expect(KindControl, target.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
-		a.farCallStack(Gate{}, false)
+		a.expect(KindControl, x86.RIP, off, "the far pointer's offset", "a far call to a code segment jumps to the pointer's offset")
+		a.farCallStack(x86.Gate{}, false)
 		return
 	}
-	g, _ := DecodeGate(desc)
-	if g.Type != 0xc {
-		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", sel>>3, g.TypeName())
+	g, _ := x86.DecodeGate(desc)
+	if g.Type != x86.GateCall {
+		a.add(KindControl, Finding, "GDT[%d] is a %s, not a call gate: the far call should have raised #GP", x86.Selector(sel).Index(), g.TypeName())
 		return
 	}
-	a.note(KindControl, "GDT[%d] is a 64-bit call gate: %s; the pointer's offset %#x is ignored", sel>>3, g, off)
-	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < int(sel&3)) {
-		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, sel&3)
+	a.note(KindControl, "GDT[%d] is a 64-bit call gate: %s; the pointer's offset %#x is ignored", x86.Selector(sel).Index(), g, off)
+	if c := cpl(a.b); c >= 0 && (g.DPL < c || g.DPL < x86.Selector(sel).RPL()) {
+		a.add(KindPrivilege, Finding, "the gate's DPL %d is below CPL %d or RPL %d: the call should have raised #GP", g.DPL, c, x86.Selector(sel).RPL())
 	}
-	a.expect(KindControl, target.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
+	a.expect(KindControl, x86.RIP, g.Offset, "the call gate's offset: "+a.sym(g.Offset), "a call through a gate jumps to the gate's offset")
 	newCPL := -1
 	if cd, ok := a.gdtEntry(g.Selector, 8); ok {
-		if t, ok := DecodeDescriptor(cd); ok && !t.System {
+		if t, ok := x86.DecodeDescriptor(cd); ok && !t.System {
 			newCPL = t.DPL
 		}
 	}
-	if cs, ok := a.a.Get(target.CS); ok {
-		a.add(KindRegister, verdict(cs&^3 == uint64(g.Selector)&^3), "cs = %s: the gate's code segment %#x", target.Selector(cs), g.Selector)
+	if cs, ok := a.a.Get(x86.CS); ok {
+		a.add(KindRegister, verdict(cs&^3 == uint64(g.Selector)&^3), "cs = %s: the gate's code segment %#x", x86.Selector(cs), g.Selector)
 	}
 	a.privilegeChange("call gate", newCPL)
 	a.farCallStack(g, true)
-	a.recordEntry("call gate", a.next)
+	a.recordEntry(mechanism.CallGate.Instruction(), a.next)
 }
 
 // farCallStack checks the stack switch and the pushed frame of a far call.
-func (a *annotator) farCallStack(g Gate, gate bool) {
-	before, bOK := a.b.Get(target.RSP)
-	after, aOK := a.a.Get(target.RSP)
+func (a *annotator) farCallStack(g x86.Gate, gate bool) {
+	before, bOK := a.b.Get(x86.RSP)
+	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {
 		return
 	}
@@ -138,7 +116,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 	n := 2
 	if outer {
 		n = 4
-		if ss, ok := a.a.Get(target.SS); ok {
+		if ss, ok := a.a.Get(x86.SS); ok {
 			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: a call gate to an inner level in 64-bit mode loads a null SS with RPL %d", ss, to)
 		}
 		if tss, ok := a.tss(); ok {
@@ -155,9 +133,9 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 	} else if bOK {
 		a.add(KindStack, verdict(after == before-16), "no privilege change: no stack switch; CS and RIP pushed, rsp %#x → %#x", before, after)
 	}
-	if bf, ok := a.b.Get(target.RFLAGS); ok && gate {
-		if af, ok := a.a.Get(target.RFLAGS); ok {
-			a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, target.FlagIF), bit(af, target.FlagIF))
+	if bf, ok := a.b.Get(x86.RFLAGS); ok && gate {
+		if af, ok := a.a.Get(x86.RFLAGS); ok {
+			a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == x86.Flags(bf)&x86.FlagIF), "IF %d → %d: a call gate does not change IF (unlike an interrupt gate)", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
 		}
 	}
 	w, ok := a.words(after, n, 8, true)
@@ -166,7 +144,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 		return
 	}
 	names := []string{"rip", "cs", "rsp", "ss"}
-	regs := []target.Reg{target.RIP, target.CS, target.RSP, target.SS}
+	regs := []x86.Reg{x86.RIP, x86.CS, x86.RSP, x86.SS}
 	var good []string
 	for i := 0; i < n; i++ {
 		want, ok := a.b.Get(regs[i])
@@ -174,7 +152,7 @@ func (a *annotator) farCallStack(g Gate, gate bool) {
 		if i == 0 {
 			want, ok = a.next, a.hasNext
 		}
-		if regs[i] == target.CS || regs[i] == target.SS {
+		if regs[i] == x86.CS || regs[i] == x86.SS {
 			mask = 0xffff
 		}
 		if !ok {
@@ -205,13 +183,13 @@ func farRetImm(inst x86asm.Inst) uint64 {
 // farRet explains a far RET: it pops RIP and CS, and on a return to an outer
 // privilege level RSP and SS too.
 func (a *annotator) farRet() {
-	a.explained(target.RIP, target.RSP, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS)
 	a.stackDone = true
 	size := 8
 	if !a.op.wide {
 		size = 4
 	}
-	rsp, ok := a.b.Get(target.RSP)
+	rsp, ok := a.b.Get(x86.RSP)
 	if !ok {
 		return
 	}
@@ -225,13 +203,13 @@ func (a *annotator) farRet() {
 	rip, cs := w[0], w[1]&0xffff
 	from, to := cpl(a.b), int(cs&3)
 	a.privilegeChange(fmt.Sprintf("far return popping rip %#x, cs %#x", rip, cs), max(from, to))
-	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), "the popped RIP: "+a.sym(rip), "far RET loads RIP from the stack")
-	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "far RET loads CS from the stack")
+	a.expectMasked(KindControl, x86.RIP, rip, ^uint64(0), "the popped RIP: "+a.sym(rip), "far RET loads RIP from the stack")
+	a.expectMasked(KindRegister, x86.CS, cs, 0xffff, "the popped CS", "far RET loads CS from the stack")
 	if imm != 0 {
 		a.note(KindStack, "releases %d bytes of parameters", imm)
 	}
 	if from < 0 || to <= from {
-		a.expectMasked(KindStack, target.RSP, rsp+uint64(2*size)+imm, ^uint64(0), "same privilege level: only RIP and CS popped", "far RET to the same level pops two slots")
+		a.expectMasked(KindStack, x86.RSP, rsp+uint64(2*size)+imm, ^uint64(0), "same privilege level: only RIP and CS popped", "far RET to the same level pops two slots")
 		return
 	}
 	w2, ok := a.words(rsp+uint64(2*size)+imm, 2, size, false)
@@ -240,8 +218,8 @@ func (a *annotator) farRet() {
 		a.iretStack(rsp)
 		return
 	}
-	a.expectMasked(KindStack, target.RSP, w2[0], ^uint64(0), "the popped RSP: return to the outer level's stack", "far RET to an outer level pops RSP")
-	a.expectMasked(KindRegister, target.SS, w2[1]&0xffff, 0xffff, "the popped SS", "far RET to an outer level pops SS")
+	a.expectMasked(KindStack, x86.RSP, w2[0], ^uint64(0), "the popped RSP: return to the outer level's stack", "far RET to an outer level pops RSP")
+	a.expectMasked(KindRegister, x86.SS, w2[1]&0xffff, 0xffff, "the popped SS", "far RET to an outer level pops SS")
 	a.iretStack(rsp)
 	a.k.Entry = nil
 }

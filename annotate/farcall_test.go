@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 const (
@@ -28,9 +28,9 @@ func farPtrMem(sel uint16) Memory {
 }
 
 func TestCallGate(t *testing.T) {
-	before := with(user, regs{target.RAX: farPtr})
+	before := with(user, regs{x86.RAX: farPtr})
 	newRSP := uint64(kstackTop - 32)
-	after := with(before, regs{target.RIP: gateTarget, target.CS: 0x10, target.SS: 0, target.RSP: newRSP})
+	after := with(before, regs{x86.RIP: gateTarget, x86.CS: 0x10, x86.SS: 0, x86.RSP: newRSP})
 	frame := Memory{Addr: newRSP, Data: qwords(userRIP+3, 0x33, userRSP, 0x2b), After: true}
 	tests := []struct {
 		name   string
@@ -53,7 +53,7 @@ func TestCallGate(t *testing.T) {
 			},
 		},
 		{
-			name: "call gate cleared IF", after: with(after, regs{target.RFLAGS: 0x46}),
+			name: "call gate cleared IF", after: with(after, regs{x86.RFLAGS: 0x46}),
 			mem:    []Memory{farPtrMem(0x4b), gdtMem(0xc), tssMem(kstackTop), frame},
 			checks: []check{finding(KindPrivilege, "a call gate does not change IF")},
 		},
@@ -94,9 +94,9 @@ func TestCallGate(t *testing.T) {
 
 func TestFarReturn(t *testing.T) {
 	rsp := uint64(kstackTop - 32)
-	before := with(kernel, regs{target.RSP: rsp, target.RIP: gateTarget + 0x20})
+	before := with(kernel, regs{x86.RSP: rsp, x86.RIP: gateTarget + 0x20})
 	frame := Memory{Addr: rsp, Data: qwords(userRIP+3, 0x33, userRSP, 0x2b)}
-	after := with(before, regs{target.RIP: userRIP + 3, target.CS: 0x33, target.SS: 0x2b, target.RSP: userRSP})
+	after := with(before, regs{x86.RIP: userRIP + 3, x86.CS: 0x33, x86.SS: 0x2b, x86.RSP: userRSP})
 	tests := []struct {
 		name   string
 		after  regs
@@ -110,9 +110,9 @@ func TestFarReturn(t *testing.T) {
 			ok(KindStack, "rsp = 0x7ffc00001238: the popped RSP"),
 			ok(KindRegister, "ss = 0x2b: the popped SS"),
 		}, true},
-		{"wrong stack", with(after, regs{target.RSP: userRSP + 8}), []Memory{frame},
+		{"wrong stack", with(after, regs{x86.RSP: userRSP + 8}), []Memory{frame},
 			[]check{finding(KindStack, "far RET to an outer level pops RSP")}, false},
-		{"stays in the kernel", with(before, regs{target.RIP: userRIP + 3, target.RSP: rsp + 16}),
+		{"stays in the kernel", with(before, regs{x86.RIP: userRIP + 3, x86.RSP: rsp + 16}),
 			[]Memory{{Addr: rsp, Data: qwords(userRIP+3, 0x10)}},
 			[]check{ok(KindStack, "same privilege level: only RIP and CS popped")}, true},
 	}

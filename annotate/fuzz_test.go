@@ -4,19 +4,19 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
 // fuzzState builds a state from bytes: a known mask, then register values.
-func fuzzState(b []byte) *target.State {
-	s := &target.State{}
+func fuzzState(b []byte) *x86.State {
+	s := &x86.State{}
 	if len(b) < 8 {
 		return s
 	}
 	known := binary.LittleEndian.Uint64(b)
 	b = b[8:]
-	for r := target.Reg(0); r < target.NumRegs; r++ {
+	for r := x86.Reg(0); r < x86.NumRegs; r++ {
 		if known&(1<<r) == 0 {
 			continue
 		}
@@ -29,8 +29,8 @@ func fuzzState(b []byte) *target.State {
 		s.Set(r, v)
 	}
 	if known>>63 != 0 {
-		s.Sys = &target.SysRegs{CPL: int(known>>60) & 3, Segments: map[string]target.Segment{"TR": {Base: s.R[target.RSP], Limit: 0x67}},
-			GDTBase: s.R[target.RAX], GDTLimit: uint32(known >> 40), IDTBase: s.R[target.RBX], IDTLimit: uint32(known >> 48)}
+		s.Sys = &x86.SysRegs{CPL: int(known>>60) & 3, Segments: map[string]x86.Segment{"TR": {Base: s.R[x86.RSP], Limit: 0x67}},
+			GDTBase: s.R[x86.RAX], GDTLimit: uint32(known >> 40), IDTBase: s.R[x86.RBX], IDTLimit: uint32(known >> 48)}
 	}
 	return s
 }
@@ -49,7 +49,7 @@ func FuzzAnnotate(f *testing.F) {
 		}
 		inst, _, _ := Decode(code)
 		s := Step{Index: 1, Bytes: code, Inst: inst, Before: fuzzState(before), After: fuzzState(after)}
-		s.Addr = s.Before.R[target.RIP]
+		s.Addr = s.Before.R[x86.RIP]
 		// Hand the annotator whatever it asks for, filled from mem.
 		for i, r := range append(MemoryBefore(inst, s.Addr, s.Before), MemoryAfter(inst, s.Addr, s.Before, s.After)...) {
 			n := min(r.Len, 1<<16)
@@ -57,10 +57,10 @@ func FuzzAnnotate(f *testing.F) {
 			copy(data, mem)
 			s.Mem = append(s.Mem, Memory{Addr: r.Addr, Data: data, After: i%2 == 1})
 		}
-		s.Mem = append(s.Mem, Memory{Addr: s.Before.R[target.RSP], Data: mem}, Memory{Addr: s.After.R[target.RSP], Data: mem, After: true})
+		s.Mem = append(s.Mem, Memory{Addr: s.Before.R[x86.RSP], Data: mem}, Memory{Addr: s.After.R[x86.RSP], Data: mem, After: true})
 		c := &Context{
 			Symbols: testSyms,
-			Regions: []Region{{Name: "r", Kind: RegionKernelStack, Start: s.Before.R[target.RSP] &^ 0xfff, End: s.Before.R[target.RSP]&^0xfff + 0x1000, FrameTop: s.Before.R[target.RSP]&^0xfff + 0x1000}},
+			Regions: []Region{{Name: "r", Kind: RegionKernelStack, Start: s.Before.R[x86.RSP] &^ 0xfff, End: s.Before.R[x86.RSP]&^0xfff + 0x1000, FrameTop: s.Before.R[x86.RSP]&^0xfff + 0x1000}},
 		}
 		for i := 0; i < 2; i++ { // twice, so knowledge from the first is checked
 			effects := Annotate(s, c)

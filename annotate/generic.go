@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -44,8 +44,8 @@ func (a *annotator) branch() {
 	if !isBranch(inst) || a.entered {
 		return
 	}
-	a.explained(target.RIP)
-	rip, ok := a.a.Get(target.RIP)
+	a.explained(x86.RIP)
+	rip, ok := a.a.Get(x86.RIP)
 	if !ok {
 		return
 	}
@@ -81,12 +81,12 @@ func (a *annotator) branch() {
 // overCall explains a call the recorder stepped over: it must come back to
 // the next instruction with the stack pointer where it was.
 func (a *annotator) overCall() {
-	a.explained(target.RIP, target.RSP)
+	a.explained(x86.RIP, x86.RSP)
 	callee := "its target"
 	if tgt, ok := a.branchTarget(); ok {
 		callee = a.sym(tgt)
 	}
-	rip, ok := a.a.Get(target.RIP)
+	rip, ok := a.a.Get(x86.RIP)
 	if !ok {
 		return
 	}
@@ -94,8 +94,8 @@ func (a *annotator) overCall() {
 		a.add(KindControl, Finding, "the call to %s was stepped over but stopped at %s, not at the return address %s", callee, a.sym(rip), a.sym(a.next))
 		return
 	}
-	before, bok := a.b.Get(target.RSP)
-	after, aok := a.a.Get(target.RSP)
+	before, bok := a.b.Get(x86.RSP)
+	after, aok := a.a.Get(x86.RSP)
 	if bok && aok && before != after {
 		a.add(KindStack, Finding, "the call to %s returned with rsp %#x, not %#x as before the call", callee, after, before)
 		return
@@ -118,19 +118,19 @@ func (a *annotator) via() string {
 }
 
 // regKind says which kind of effect a register change is.
-func regKind(r target.Reg) Kind {
+func regKind(r x86.Reg) Kind {
 	switch r {
-	case target.RFLAGS:
+	case x86.RFLAGS:
 		return KindFlags
-	case target.RSP:
+	case x86.RSP:
 		return KindStack
-	case target.FSBase, target.GSBase, target.KernelGSBase:
+	case x86.FSBase, x86.GSBase, x86.KernelGSBase:
 		return KindGS
-	case target.CR0, target.CR2, target.CR3, target.CR4, target.CR8:
+	case x86.CR0, x86.CR2, x86.CR3, x86.CR4, x86.CR8:
 		return KindCR3
-	case target.EFER:
+	case x86.EFER:
 		return KindMSR
-	case target.RIP:
+	case x86.RIP:
 		return KindControl
 	}
 	return KindRegister
@@ -139,7 +139,7 @@ func regKind(r target.Reg) Kind {
 // registers lists the registers that changed and no other effect explained.
 func (a *annotator) registers() {
 	for _, r := range a.b.Changed(a.a) {
-		if a.done&(1<<r) != 0 || r == target.RIP {
+		if a.done&(1<<r) != 0 || r == x86.RIP {
 			continue
 		}
 		old, okOld := a.b.Get(r)
@@ -149,14 +149,14 @@ func (a *annotator) registers() {
 			a.note(KindCheck, "%s no longer known", name(r))
 		case !okOld:
 			a.note(regKind(r), "%s = %#x (now known)", name(r), nw)
-		case r == target.RFLAGS:
-			a.note(KindFlags, "rflags %#x → %#x (%s → %s)", old, nw, target.Flags(old), target.Flags(nw))
-		case r >= target.CS && r <= target.GS:
-			a.note(KindRegister, "%s %#x → %s", name(r), old, target.Selector(nw))
-		case r == target.CR2:
+		case r == x86.RFLAGS:
+			a.note(KindFlags, "rflags %#x → %#x (%s → %s)", old, nw, x86.Flags(old), x86.Flags(nw))
+		case r >= x86.CS && r <= x86.GS:
+			a.note(KindRegister, "%s %#x → %s", name(r), old, x86.Selector(nw))
+		case r == x86.CR2:
 			a.note(KindCR3, "cr2 %#x → %#x: the address that faulted", old, nw)
-		case r == target.EFER:
-			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, target.EFERFlags(nw))
+		case r == x86.EFER:
+			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, x86.EFERFlags(nw))
 		default:
 			a.note(regKind(r), "%s %#x → %#x", name(r), old, nw)
 		}

@@ -4,12 +4,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func TestBranchesAndRegisters(t *testing.T) {
-	k := with(kernel, regs{target.RSP: kstackTop - 0x100})
-	pc := k[target.RIP]
+	k := with(kernel, regs{x86.RSP: kstackTop - 0x100})
+	pc := k[x86.RIP]
 	tests := []struct {
 		name          string
 		code          []byte
@@ -17,31 +17,31 @@ func TestBranchesAndRegisters(t *testing.T) {
 		checks        []check
 		clean         bool
 	}{
-		{"je taken", insJe10, k, with(k, regs{target.RIP: pc + 2 + 0x10}),
+		{"je taken", insJe10, k, with(k, regs{x86.RIP: pc + 2 + 0x10}),
 			[]check{note(KindControl, "je taken → 0xffffffff81c000a2 <entry_SYSCALL_64+0x22>")}, true},
-		{"je not taken", insJe10, k, with(k, regs{target.RIP: pc + 2}),
+		{"je not taken", insJe10, k, with(k, regs{x86.RIP: pc + 2}),
 			[]check{note(KindControl, "je not taken: falls through to 0xffffffff81c00092")}, true},
-		{"je went nowhere sensible", insJe10, k, with(k, regs{target.RIP: pc + 7}),
+		{"je went nowhere sensible", insJe10, k, with(k, regs{x86.RIP: pc + 7}),
 			[]check{finding(KindControl, "neither its target nor the next instruction")}, false},
-		{"direct call", insCall100, k, with(k, regs{target.RIP: pc + 5 + 0x100, target.RSP: k[target.RSP] - 8}),
+		{"direct call", insCall100, k, with(k, regs{x86.RIP: pc + 5 + 0x100, x86.RSP: k[x86.RSP] - 8}),
 			[]check{
 				note(KindControl, "call 0xffffffff81c00195; returns to 0xffffffff81c00095"),
 				note(KindStack, "call: pushes the return address 0xffffffff81c00095 at 0xffffc90000003ef8"),
 			}, true},
-		{"direct call went elsewhere", insCall100, k, with(k, regs{target.RIP: pc + 0x40, target.RSP: k[target.RSP] - 8}),
+		{"direct call went elsewhere", insCall100, k, with(k, regs{x86.RIP: pc + 0x40, x86.RSP: k[x86.RSP] - 8}),
 			[]check{finding(KindControl, "not its target 0xffffffff81c00195")}, false},
-		{"ret", insRet, k, with(k, regs{target.RIP: int80 + 4, target.RSP: k[target.RSP] + 8}),
+		{"ret", insRet, k, with(k, regs{x86.RIP: int80 + 4, x86.RSP: k[x86.RSP] + 8}),
 			[]check{
 				note(KindControl, "ret → 0xffffffff81001004 <asm_int80_syscall+0x4>"),
 				note(KindStack, "ret: pops the return address at 0xffffc90000003f00"),
 			}, true},
-		{"add changes rax and flags", insAddRAX, with(k, regs{target.RFLAGS: 0x246}), with(k, regs{target.RIP: pc + 4, target.RAX: 40, target.RFLAGS: 0x202}),
+		{"add changes rax and flags", insAddRAX, with(k, regs{x86.RFLAGS: 0x246}), with(k, regs{x86.RIP: pc + 4, x86.RAX: 40, x86.RFLAGS: 0x202}),
 			[]check{
 				note(KindRegister, "rax 0x27 → 0x28"),
 				note(KindFlags, "rflags 0x246 → 0x202 (IF ZF PF → IF)"),
 			}, true},
-		{"endbr64 changes nothing", insEndbr64, k, with(k, regs{target.RIP: pc + 4}), nil, true},
-		{"a register becomes unknown", insAddRAX, k, without(with(k, regs{target.RIP: pc + 4}), target.RAX),
+		{"endbr64 changes nothing", insEndbr64, k, with(k, regs{x86.RIP: pc + 4}), nil, true},
+		{"a register becomes unknown", insAddRAX, k, without(with(k, regs{x86.RIP: pc + 4}), x86.RAX),
 			[]check{note(KindCheck, "rax no longer known")}, true},
 	}
 	for _, tt := range tests {
@@ -92,16 +92,16 @@ func TestOverCall(t *testing.T) {
 	// e8 rel32: call 0x...; stepped over, so After is at the next instruction.
 	code := []byte{0xe8, 0xfb, 0x00, 0x00, 0x00}
 	const pc = 0xffffffff81c00100
-	mk := func(rip, rsp uint64) *target.State {
-		var s target.State
-		s.Set(target.RIP, rip)
-		s.Set(target.RSP, rsp)
-		s.Set(target.CS, 0x10)
+	mk := func(rip, rsp uint64) *x86.State {
+		var s x86.State
+		s.Set(x86.RIP, rip)
+		s.Set(x86.RSP, rsp)
+		s.Set(x86.CS, 0x10)
 		return &s
 	}
 	tests := []struct {
 		name      string
-		after     *target.State
+		after     *x86.State
 		want      string
 		wantFinds bool
 	}{

@@ -3,7 +3,7 @@ package annotate
 import (
 	"fmt"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -31,14 +31,14 @@ func (a *annotator) perCPURegion() (Region, bool) {
 
 // swapgs explains SWAPGS: GS base and IA32_KERNEL_GS_BASE are exchanged.
 func (a *annotator) swapgs() {
-	a.explained(target.GSBase, target.KernelGSBase)
+	a.explained(x86.GSBase, x86.KernelGSBase)
 	if c := cpl(a.b); c > 0 {
 		a.add(KindPrivilege, Finding, "swapgs at CPL %d should raise #GP: it is a ring-0 instruction", c)
 	}
-	gs, ok1 := a.b.Get(target.GSBase)
-	kgs, ok2 := a.b.Get(target.KernelGSBase)
-	ngs, ok3 := a.a.Get(target.GSBase)
-	nkgs, ok4 := a.a.Get(target.KernelGSBase)
+	gs, ok1 := a.b.Get(x86.GSBase)
+	kgs, ok2 := a.b.Get(x86.KernelGSBase)
+	ngs, ok3 := a.a.Get(x86.GSBase)
+	nkgs, ok4 := a.a.Get(x86.KernelGSBase)
 	if !(ok1 && ok2 && ok3 && ok4) {
 		a.note(KindCheck, "swapgs: gs_base or k_gs_base unknown, cannot check the exchange")
 		return
@@ -79,7 +79,7 @@ func (a *annotator) returnGS() {
 	if cpl(a.b) != 0 || cpl(a.a) != 3 {
 		return
 	}
-	gs, ok := a.a.Get(target.GSBase)
+	gs, ok := a.a.Get(x86.GSBase)
 	if !ok {
 		return
 	}
@@ -88,7 +88,7 @@ func (a *annotator) returnGS() {
 		return
 	}
 	kgs := "unknown"
-	if v, ok := a.a.Get(target.KernelGSBase); ok {
+	if v, ok := a.a.Get(x86.KernelGSBase); ok {
 		kgs = fmt.Sprintf("%#x", v)
 	}
 	a.add(KindGS, Finding, "back in user mode with gs_base %#x, the %s: the way out skipped swapgs, so user code runs with the kernel's GS base and k_gs_base (%s) holds the user's; the next entry's swapgs will hand the kernel the user's base (missing swapgs)", gs, what, kgs)
@@ -96,12 +96,12 @@ func (a *annotator) returnGS() {
 
 // fsgsBase explains RDFSBASE, RDGSBASE, WRFSBASE and WRGSBASE.
 func (a *annotator) fsgsBase() {
-	seg, reg := "fs", target.FSBase
+	seg, reg := "fs", x86.FSBase
 	switch a.s.Inst.Op {
 	case x86asm.RDGSBASE, x86asm.WRGSBASE:
-		seg, reg = "gs", target.GSBase
+		seg, reg = "gs", x86.GSBase
 	}
-	if cr4, ok := a.b.Get(target.CR4); ok && cr4&target.CR4FSGSBASE == 0 {
+	if cr4, ok := a.b.Get(x86.CR4); ok && x86.CR4Flags(cr4)&x86.CR4FSGSBASE == 0 {
 		a.add(KindGS, Finding, "CR4.FSGSBASE is clear: %s should have raised #UD", a.mnemonic())
 	}
 	arg, ok := a.s.Inst.Args[0].(x86asm.Reg)
@@ -136,9 +136,9 @@ func (a *annotator) segmentAccesses() {
 	if !ok || (m.Segment != x86asm.GS && m.Segment != x86asm.FS) || a.s.Inst.Op == x86asm.LEA {
 		return
 	}
-	seg, baseReg := "gs", target.GSBase
+	seg, baseReg := "gs", x86.GSBase
 	if m.Segment == x86asm.FS {
-		seg, baseReg = "fs", target.FSBase
+		seg, baseReg = "fs", x86.FSBase
 	}
 	base, ok := a.b.Get(baseReg)
 	off, ok2 := a.effAddr(m)
@@ -252,8 +252,8 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 	}
 	switch {
 	case dir == "stores to" && args[1] == x86asm.RSP:
-		rsp := a.b.Val(target.RSP)
-		if r, ok := a.c.RegionOf(rsp); (ok && r.Kind == RegionUserStack) || (!ok && rsp>>63 == 0) || (a.k.Entry != nil && a.k.Entry.CallerRSP == rsp) {
+		rsp := a.b.Val(x86.RSP)
+		if r, ok := a.c.RegionOf(rsp); (ok && r.Kind == RegionUserStack) || (!ok && !x86.KernelHalf(rsp)) || (a.k.Entry != nil && a.k.Entry.CallerRSP == rsp) {
 			learnFact(&a.k.UserRSPSlot, Fact{Value: lin, Known: ^uint64(0), Source: SourceInferred, Step: a.s.Index, How: "store of the user RSP after syscall"})
 			return " — " + label + ": user RSP saved"
 		}
@@ -261,7 +261,7 @@ func (a *annotator) rspSlot(idx int, dir string, lin uint64) string {
 		if f := a.k.UserRSPSlot; f != nil && f.Value == lin {
 			return " — " + label + ": user RSP restored"
 		}
-		if rsp, ok := a.a.Get(target.RSP); ok && rsp>>63 != 0 {
+		if rsp, ok := a.a.Get(x86.RSP); ok && x86.KernelHalf(rsp) {
 			if e := a.k.Entry; e != nil && e.FromCPL == 3 && e.Step < a.s.Index && len(a.frameTops(rsp-8)) == 0 {
 				// After an entry from user mode the entry code builds
 				// (or copies) pt_regs at the top of the task stack it

@@ -3,13 +3,13 @@ package annotate
 import (
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // entered is the state at entry_SYSCALL_64 before swapgs.
 var entered = with(syscallAfter, nil)
 
-var swapped = with(entered, regs{target.RIP: lstar + 3, target.GSBase: percpu, target.KernelGSBase: 0})
+var swapped = with(entered, regs{x86.RIP: lstar + 3, x86.GSBase: percpu, x86.KernelGSBase: 0})
 
 func TestSwapgs(t *testing.T) {
 	percpuRegion := []Region{{Name: "cpu0", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x20000}}
@@ -25,19 +25,19 @@ func TestSwapgs(t *testing.T) {
 			checks: []check{ok(KindGS, `swapgs: gs_base 0x0 ⇄ k_gs_base 0xffff888007c00000 (per-CPU area "cpu0" now active)`)},
 		},
 		{
-			name: "out of the kernel", regions: percpuRegion, before: swapped, after: with(swapped, regs{target.GSBase: 0, target.KernelGSBase: percpu}), clean: true,
+			name: "out of the kernel", regions: percpuRegion, before: swapped, after: with(swapped, regs{x86.GSBase: 0, x86.KernelGSBase: percpu}), clean: true,
 			checks: []check{ok(KindGS, `parked in k_gs_base, user GS base active`)},
 		},
 		{
-			name: "did not swap", before: entered, after: with(entered, regs{target.RIP: lstar + 3}),
+			name: "did not swap", before: entered, after: with(entered, regs{x86.RIP: lstar + 3}),
 			checks: []check{finding(KindGS, "swapgs did not swap: gs_base 0x0 → 0x0")},
 		},
 		{
-			name: "in user mode", before: user, after: with(user, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			name: "in user mode", before: user, after: with(user, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
 			checks: []check{finding(KindPrivilege, "swapgs at CPL 3 should raise #GP")},
 		},
 		{
-			name: "unknown bases", before: without(entered, target.KernelGSBase), after: swapped, clean: true,
+			name: "unknown bases", before: without(entered, x86.KernelGSBase), after: swapped, clean: true,
 			checks: []check{note(KindCheck, "cannot check the exchange")},
 		},
 	}
@@ -71,14 +71,14 @@ func TestEntrySequence(t *testing.T) {
 		t.Fatalf("PerCPU = %+v", f)
 	}
 
-	saved := with(swapped, regs{target.RIP: lstar + 12})
+	saved := with(swapped, regs{x86.RIP: lstar + 12})
 	effects = Annotate(mkStep(t, 3, insSaveRSP, lstar+3, swapped, saved), c)
 	expectEffects(t, effects, note(KindGS, "stores to gs:0x6014 = 0xffff888007c06014 <cpu_tss_rw+0x14> the value of rsp, 0x7ffc00001238 — the per-CPU scratch slot: user RSP saved"))
 	if f := c.Knowledge.UserRSPSlot; f == nil || f.Value != percpu+0x6014 {
 		t.Errorf("UserRSPSlot = %+v", f)
 	}
 
-	onStack := with(saved, regs{target.RIP: lstar + 21, target.RSP: kstackTop})
+	onStack := with(saved, regs{x86.RIP: lstar + 21, x86.RSP: kstackTop})
 	effects = Annotate(mkStep(t, 4, insTopRSP, lstar+12, saved, onStack), c)
 	expectEffects(t, effects,
 		note(KindGS, "loads from gs:0x6018"),
@@ -91,11 +91,11 @@ func TestEntrySequence(t *testing.T) {
 	if f := c.Knowledge.FrameTop; f == nil || f.Value != kstackTop {
 		t.Errorf("FrameTop = %+v, want the loaded stack top", f)
 	}
-	pushed := with(onStack, regs{target.RSP: kstackTop - 8, target.RIP: lstar + 23})
+	pushed := with(onStack, regs{x86.RSP: kstackTop - 8, x86.RIP: lstar + 23})
 	effects = Annotate(mkStep(t, 5, insPush2b, lstar+21, onStack, pushed), c)
 	expectEffects(t, effects, note(KindStack, "(pt_regs->ss)"))
 
-	back := with(onStack, regs{target.RSP: userRSP, target.RIP: lstar + 0x80 + uint64(len(insLoadRSP))})
+	back := with(onStack, regs{x86.RSP: userRSP, x86.RIP: lstar + 0x80 + uint64(len(insLoadRSP))})
 	effects = Annotate(mkStep(t, 5, insLoadRSP, lstar+0x80, onStack, back), c)
 	expectEffects(t, effects, note(KindGS, "user RSP restored"))
 }
@@ -107,8 +107,8 @@ func TestGSAccessWithUserBase(t *testing.T) {
 	region := []Region{{Name: "percpu", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x2000}}
 	learnt := &Fact{Value: percpu, Known: ^uint64(0), Source: SourceInferred, Step: 1}
 	// In the kernel, but the swapgs was skipped: GS still holds the user base.
-	userGS := with(entered, regs{target.RIP: lstar + 3})
-	kernelGS := with(swapped, regs{target.RIP: lstar + 3})
+	userGS := with(entered, regs{x86.RIP: lstar + 3})
+	kernelGS := with(swapped, regs{x86.RIP: lstar + 3})
 	tests := []struct {
 		name    string
 		regions []Region
@@ -125,7 +125,7 @@ func TestGSAccessWithUserBase(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &Context{Regions: tt.regions, Knowledge: NewKnowledge()}
 			c.Knowledge.PerCPU = tt.fact
-			effects := Annotate(mkStep(t, 2, insSaveRSP, lstar+3, tt.before, with(tt.before, regs{target.RIP: lstar + 12})), c)
+			effects := Annotate(mkStep(t, 2, insSaveRSP, lstar+3, tt.before, with(tt.before, regs{x86.RIP: lstar + 12})), c)
 			if tt.want == nil {
 				expectNoFinding(t, effects)
 				return
@@ -136,8 +136,8 @@ func TestGSAccessWithUserBase(t *testing.T) {
 }
 
 func TestFSGSBase(t *testing.T) {
-	fsgs := uint64(0x3006b0 | target.CR4FSGSBASE)
-	before := with(user, regs{target.CR4: fsgs, target.RAX: 0x7f0000001000})
+	fsgs := uint64(0x3006b0 | x86.CR4FSGSBASE)
+	before := with(user, regs{x86.CR4: fsgs, x86.RAX: 0x7f0000001000})
 	tests := []struct {
 		name          string
 		code          []byte
@@ -145,18 +145,18 @@ func TestFSGSBase(t *testing.T) {
 		checks        []check
 		clean         bool
 	}{
-		{"wrgsbase", insWrgsbase, before, with(before, regs{target.GSBase: 0x7f0000001000}),
+		{"wrgsbase", insWrgsbase, before, with(before, regs{x86.GSBase: 0x7f0000001000}),
 			[]check{ok(KindGS, "gs_base = 0x7f0000001000: written from rax")}, true},
 		{"wrgsbase did not write", insWrgsbase, before, before,
 			[]check{finding(KindGS, "gs_base = 0x0, expected 0x7f0000001000")}, false},
-		{"wrgsbase with CR4.FSGSBASE clear", insWrgsbase, with(before, regs{target.CR4: 0x3006b0}), with(before, regs{target.CR4: 0x3006b0, target.GSBase: 0x7f0000001000}),
+		{"wrgsbase with CR4.FSGSBASE clear", insWrgsbase, with(before, regs{x86.CR4: 0x3006b0}), with(before, regs{x86.CR4: 0x3006b0, x86.GSBase: 0x7f0000001000}),
 			[]check{finding(KindGS, "CR4.FSGSBASE is clear: wrgsbase should have raised #UD")}, false},
-		{"rdgsbase", insRdgsbase, with(before, regs{target.GSBase: 0x1234}), with(before, regs{target.GSBase: 0x1234, target.RAX: 0x1234}),
+		{"rdgsbase", insRdgsbase, with(before, regs{x86.GSBase: 0x1234}), with(before, regs{x86.GSBase: 0x1234, x86.RAX: 0x1234}),
 			[]check{ok(KindGS, "rax = 0x1234: the gs base read without rdmsr")}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			effects := Annotate(mkStep(t, 1, tt.code, userRIP, tt.before, with(tt.after, regs{target.RIP: userRIP + 5})), &Context{})
+			effects := Annotate(mkStep(t, 1, tt.code, userRIP, tt.before, with(tt.after, regs{x86.RIP: userRIP + 5})), &Context{})
 			expectEffects(t, effects, tt.checks...)
 			if tt.clean {
 				expectNoFinding(t, effects)
@@ -193,8 +193,8 @@ func TestPerCPUUnderTSS(t *testing.T) {
 func TestReturnGS(t *testing.T) {
 	percpuRegion := []Region{{Name: "cpu0", Kind: RegionPerCPU, Start: percpu, End: percpu + 0x20000}}
 	// kernelRet is the state before the return, after the exit swapgs.
-	kernelRet := with(kernel, regs{target.RCX: userRIP, target.R11: 0x246, target.RSP: userRSP, target.GSBase: 0, target.KernelGSBase: percpu})
-	back := with(user, regs{target.RIP: userRIP, target.RCX: userRIP, target.R11: 0x246})
+	kernelRet := with(kernel, regs{x86.RCX: userRIP, x86.R11: 0x246, x86.RSP: userRSP, x86.GSBase: 0, x86.KernelGSBase: percpu})
+	back := with(user, regs{x86.RIP: userRIP, x86.RCX: userRIP, x86.R11: 0x246})
 	tests := []struct {
 		name          string
 		regions       []Region
@@ -207,21 +207,21 @@ func TestReturnGS(t *testing.T) {
 		{name: "sysret after swapgs", regions: percpuRegion, ins: insSysretq, before: kernelRet, after: back, clean: true},
 		{
 			name: "sysret without swapgs, per-CPU region known", regions: percpuRegion, ins: insSysretq,
-			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
-			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			before: with(kernelRet, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
+			after:  with(back, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
 			want:   []check{finding(KindGS, `back in user mode with gs_base 0xffff888007c00000, the per-CPU area "cpu0": the way out skipped swapgs`)},
 		},
 		{
 			name: "sysret without swapgs, per-CPU base learnt", known: true, ins: insSysretq,
-			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
-			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
+			before: with(kernelRet, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
+			after:  with(back, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
 			want:   []check{finding(KindGS, "k_gs_base (0x0) holds the user's")},
 		},
 		{name: "per-CPU base unknown: nothing to compare", ins: insSysretq,
-			before: with(kernelRet, regs{target.GSBase: percpu, target.KernelGSBase: 0}),
-			after:  with(back, regs{target.GSBase: percpu, target.KernelGSBase: 0}), clean: true},
+			before: with(kernelRet, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}),
+			after:  with(back, regs{x86.GSBase: percpu, x86.KernelGSBase: 0}), clean: true},
 		{name: "a kernel-to-kernel step is not a return", regions: percpuRegion, ins: insPopRBX,
-			before: kernel, after: with(kernel, regs{target.RIP: lstar + 0x11, target.RSP: kernel[target.RSP] + 8}), clean: true},
+			before: kernel, after: with(kernel, regs{x86.RIP: lstar + 0x11, x86.RSP: kernel[x86.RSP] + 8}), clean: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // regs is a register assignment for building states.
-type regs map[target.Reg]uint64
+type regs map[x86.Reg]uint64
 
 // with returns a copy of base with over applied.
 func with(base regs, over regs) regs {
@@ -24,7 +24,7 @@ func with(base regs, over regs) regs {
 }
 
 // without returns a copy of base without the named registers.
-func without(base regs, drop ...target.Reg) regs {
+func without(base regs, drop ...x86.Reg) regs {
 	out := with(base, nil)
 	for _, r := range drop {
 		delete(out, r)
@@ -32,8 +32,8 @@ func without(base regs, drop ...target.Reg) regs {
 	return out
 }
 
-func mk(r regs) *target.State {
-	s := &target.State{}
+func mk(r regs) *x86.State {
+	s := &x86.State{}
 	for reg, v := range r {
 		s.Set(reg, v)
 	}
@@ -135,10 +135,10 @@ func gateBytes(off uint64, sel uint16, ist, typ, dpl int) []byte {
 
 // tssBytes encodes a TSS with RSP0 and IST entries.
 func tssBytes(rsp0 uint64, ist map[int]uint64) []byte {
-	b := make([]byte, TSSSize)
-	binary.LittleEndian.PutUint64(b[4:], rsp0)
+	b := make([]byte, x86.TSSSize)
+	binary.LittleEndian.PutUint64(b[x86.TSSRSP0:], rsp0)
 	for i, v := range ist {
-		binary.LittleEndian.PutUint64(b[36+8*(i-1):], v)
+		binary.LittleEndian.PutUint64(b[x86.TSSIST1+8*(i-1):], v)
 	}
 	return b
 }
@@ -228,16 +228,16 @@ const (
 )
 
 var user = regs{
-	target.RIP: userRIP, target.RSP: userRSP, target.RFLAGS: 0x246,
-	target.CS: 0x33, target.SS: 0x2b, target.RAX: 39, target.RCX: 0x1111, target.R11: 0x2222,
-	target.RDX: 0, target.RDI: 0, target.GSBase: 0, target.KernelGSBase: percpu,
-	target.EFER: 0xd01, target.CR3: 0x10b000, target.CR4: 0x3006b0,
+	x86.RIP: userRIP, x86.RSP: userRSP, x86.RFLAGS: 0x246,
+	x86.CS: 0x33, x86.SS: 0x2b, x86.RAX: 39, x86.RCX: 0x1111, x86.R11: 0x2222,
+	x86.RDX: 0, x86.RDI: 0, x86.GSBase: 0, x86.KernelGSBase: percpu,
+	x86.EFER: 0xd01, x86.CR3: 0x10b000, x86.CR4: 0x3006b0,
 }
 
 // kernel is a state at CPL 0 inside the entry code, after swapgs.
 var kernel = with(user, regs{
-	target.RIP: lstar + 0x10, target.CS: 0x10, target.SS: 0x18, target.RFLAGS: 0x2,
-	target.GSBase: percpu, target.KernelGSBase: 0, target.CR3: 0x10a000,
+	x86.RIP: lstar + 0x10, x86.CS: 0x10, x86.SS: 0x18, x86.RFLAGS: 0x2,
+	x86.GSBase: percpu, x86.KernelGSBase: 0, x86.CR3: 0x10a000,
 })
 
 var testSyms = symbols{

@@ -2,86 +2,13 @@ package annotate
 
 import (
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
-
-// Gate is a decoded 16-byte long-mode gate descriptor (IDT interrupt or
-// trap gate, GDT call gate).
-type Gate struct {
-	Offset   uint64 `json:"offset"`   // handler address
-	Selector uint16 `json:"selector"` // code segment of the handler
-	IST      int    `json:"ist"`      // interrupt stack table index, 0 for none
-	Type     int    `json:"type"`     // 0xE interrupt gate, 0xF trap gate, 0xC call gate
-	DPL      int    `json:"dpl"`      // the highest CPL allowed to use the gate from software (int n, lcall)
-	Present  bool   `json:"present"`
-}
-
-// DecodeGate decodes a 16-byte long-mode gate descriptor.
-func DecodeGate(b []byte) (Gate, bool) {
-	if len(b) < 16 {
-		return Gate{}, false
-	}
-	return Gate{
-		Offset:   uint64(binary.LittleEndian.Uint16(b[0:])) | uint64(binary.LittleEndian.Uint16(b[6:]))<<16 | uint64(binary.LittleEndian.Uint32(b[8:]))<<32,
-		Selector: binary.LittleEndian.Uint16(b[2:]),
-		IST:      int(b[4] & 7),
-		Type:     int(b[5] & 0xf),
-		DPL:      int(b[5]>>5) & 3,
-		Present:  b[5]&0x80 != 0,
-	}, true
-}
-
-// TypeName names the gate type.
-func (g Gate) TypeName() string {
-	switch g.Type {
-	case 0xe:
-		return "interrupt gate"
-	case 0xf:
-		return "trap gate"
-	case 0xc:
-		return "call gate"
-	}
-	return fmt.Sprintf("type %#x (not a 64-bit gate)", g.Type)
-}
-
-// String renders e.g. "interrupt gate, DPL 3, IST 0, handler 0x...:0x10".
-func (g Gate) String() string {
-	s := fmt.Sprintf("%s, DPL %d, IST %d, selector %#x, offset %#x", g.TypeName(), g.DPL, g.IST, g.Selector, g.Offset)
-	if !g.Present {
-		s += ", not present"
-	}
-	return s
-}
-
-// TSS is the part of a 64-bit task-state segment the CPU uses to switch
-// stacks.
-type TSS struct {
-	RSP [3]uint64 `json:"rsp"` // RSP0..RSP2
-	IST [8]uint64 `json:"ist"` // IST1..IST7 at [1..7]; [0] unused
-}
-
-// TSSSize is the size of the 64-bit TSS without an I/O bitmap.
-const TSSSize = 104
-
-// DecodeTSS decodes a 64-bit TSS.
-func DecodeTSS(b []byte) (TSS, bool) {
-	if len(b) < TSSSize {
-		return TSS{}, false
-	}
-	var t TSS
-	for i := range t.RSP {
-		t.RSP[i] = binary.LittleEndian.Uint64(b[4+8*i:])
-	}
-	for i := 1; i < 8; i++ {
-		t.IST[i] = binary.LittleEndian.Uint64(b[36+8*(i-1):])
-	}
-	return t, true
-}
 
 // exceptionNames names the architectural exception vectors.
 var exceptionNames = [...]string{
@@ -111,7 +38,7 @@ func hasErrorCode(v int) bool {
 }
 
 // sys returns the `info registers` state of before, else after.
-func (a *annotator) sys() *target.SysRegs {
+func (a *annotator) sys() *x86.SysRegs {
 	if a.b.Sys != nil {
 		return a.b.Sys
 	}
@@ -119,29 +46,29 @@ func (a *annotator) sys() *target.SysRegs {
 }
 
 // gate reads IDT entry v, if the IDT was read.
-func (a *annotator) gate(v int) (Gate, bool) {
+func (a *annotator) gate(v int) (x86.Gate, bool) {
 	sys := a.sys()
 	if sys == nil || v < 0 || uint64(v)*16+15 > uint64(sys.IDTLimit) {
-		return Gate{}, false
+		return x86.Gate{}, false
 	}
 	b, ok := a.readStatic(sys.IDTBase+uint64(v)*16, 16)
 	if !ok {
-		return Gate{}, false
+		return x86.Gate{}, false
 	}
-	return DecodeGate(b)
+	return x86.DecodeGate(b)
 }
 
 // tss reads the TSS, if it was read.
-func (a *annotator) tss() (TSS, bool) {
+func (a *annotator) tss() (x86.TSS, bool) {
 	sys := a.sys()
 	if sys == nil {
-		return TSS{}, false
+		return x86.TSS{}, false
 	}
-	b, ok := a.readStatic(sys.TR().Base, TSSSize)
+	b, ok := a.readStatic(sys.TR().Base, x86.TSSSize)
 	if !ok {
-		return TSS{}, false
+		return x86.TSS{}, false
 	}
-	return DecodeTSS(b)
+	return x86.DecodeTSS(b)
 }
 
 // vectorOf finds the vector whose IDT gate points at the handler, by
@@ -166,7 +93,7 @@ func (a *annotator) softwareException() {
 	case opUD:
 		a.note(KindControl, "ud2 always raises #UD (invalid opcode): kernels use it for BUG() and WARN()")
 		a.note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself, not of the next instruction, so returning as is would run it again; a handler that treats it as a system call must advance pt_regs->ip by its %d bytes", a.op.length(a.s.Inst))
-		a.enter(6, false, "ud2")
+		a.enter(6, false, mechanism.UD2.Instruction())
 	default:
 		v := a.op.vector
 		what := fmt.Sprintf("int $%#x", v)
@@ -187,13 +114,13 @@ func (a *annotator) softwareException() {
 
 // faulted reports whether a step that is not itself a control transfer ended
 // somewhere else than its next instruction: an exception or an interrupt.
-func faulted(inst x86asm.Inst, o op, addr uint64, before, after *target.State) bool {
+func faulted(inst x86asm.Inst, o op, addr uint64, before, after *x86.State) bool {
 	switch o.kind {
 	case opSyscall, opSysret, opSysenter, opSysexit, opInt, opUD, opIret, opFarCall, opFarRet:
 		return false
 	}
 	n := o.length(inst)
-	rip, ok := after.Get(target.RIP)
+	rip, ok := after.Get(x86.RIP)
 	if n == 0 || !ok {
 		return false
 	}
@@ -226,10 +153,10 @@ func (a *annotator) exceptionCheck() bool {
 	if !faulted(a.s.Inst, a.op, a.s.Addr, a.b, a.a) {
 		return false
 	}
-	rip, _ := a.a.Get(target.RIP)
+	rip, _ := a.a.Get(x86.RIP)
 	v := a.vectorOf(rip)
 	trap := false
-	if rsp, ok := a.a.Get(target.RSP); ok && !isFault(v) {
+	if rsp, ok := a.a.Get(x86.RSP); ok && !isFault(v) {
 		// The frame tells a fault (RIP of this instruction) from a trap or
 		// an interrupt delivered after it (RIP of the next one).
 		if w, ok := a.words(rsp, 2, 8, true); ok {
@@ -270,7 +197,7 @@ func (a *annotator) mnemonic() string {
 func (a *annotator) enter(v int, trap bool, cause string) {
 	a.entered = true
 	a.stackDone = true
-	a.explained(target.RIP, target.RSP, target.RFLAGS, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.RFLAGS, x86.CS, x86.SS)
 	from, to := cpl(a.b), cpl(a.a)
 	g, gateOK := a.gate(v)
 	vec := "an unknown vector"
@@ -287,7 +214,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		a.mark(EventException)
 	}
 
-	rip, ripOK := a.a.Get(target.RIP)
+	rip, ripOK := a.a.Get(x86.RIP)
 	switch {
 	case gateOK && ripOK:
 		if g.Offset == rip && g.Present {
@@ -295,7 +222,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		} else {
 			a.add(KindControl, Finding, "rip = %s, but IDT[%#x] points to %#x (%s)", a.sym(rip), v, g.Offset, g)
 		}
-		if cs, ok := a.a.Get(target.CS); ok && cs&^3 != uint64(g.Selector)&^3 {
+		if cs, ok := a.a.Get(x86.CS); ok && cs&^3 != uint64(g.Selector)&^3 {
 			a.add(KindRegister, Finding, "cs = %#x, but the gate's selector is %#x", cs, g.Selector)
 		}
 	case ripOK:
@@ -334,7 +261,7 @@ func (a *annotator) softwareInterrupt(v int) bool {
 // *errCode says whether an error code is expected; when the vector is
 // unknown it is worked out from the frame.
 func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
-	rsp, ok := a.a.Get(target.RSP)
+	rsp, ok := a.a.Get(x86.RSP)
 	if !ok {
 		return
 	}
@@ -356,7 +283,7 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	if trap {
 		wantRIP = a.next
 	}
-	cs, _ := a.b.Get(target.CS)
+	cs, _ := a.b.Get(x86.CS)
 	if !*errCode && len(w) == 6 && w[0] != wantRIP && w[1] == wantRIP && w[2]&0xffff == cs&0xffff {
 		*errCode = true
 	}
@@ -382,17 +309,17 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	type slot struct {
 		name     string
 		got      uint64
-		reg      target.Reg
+		reg      x86.Reg
 		mask     uint64
 		want     uint64
 		wantText string
 	}
 	slots := []slot{
-		{"rip", f[0], target.RIP, ^uint64(0), wantRIP, "the faulting instruction"},
-		{"cs", f[1], target.CS, 0xffff, 0, "CS before"},
-		{"rflags", f[2], target.RFLAGS, ^uint64(target.FlagRF), 0, "RFLAGS before"},
-		{"rsp", f[3], target.RSP, ^uint64(0), 0, "RSP before"},
-		{"ss", f[4], target.SS, 0xffff, 0, "SS before"},
+		{"rip", f[0], x86.RIP, ^uint64(0), wantRIP, "the faulting instruction"},
+		{"cs", f[1], x86.CS, 0xffff, 0, "CS before"},
+		{"rflags", f[2], x86.RFLAGS, ^uint64(x86.FlagRF), 0, "RFLAGS before"},
+		{"rsp", f[3], x86.RSP, ^uint64(0), 0, "RSP before"},
+		{"ss", f[4], x86.SS, 0xffff, 0, "SS before"},
 	}
 	if trap {
 		slots[0].wantText = "the next instruction"
@@ -421,9 +348,9 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 
 // interruptStack checks the stack the CPU switched to: an IST stack, TSS.RSP0
 // on a privilege change, or the current stack, aligned to 16 bytes.
-func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint64) {
-	before, bOK := a.b.Get(target.RSP)
-	after, aOK := a.a.Get(target.RSP)
+func (a *annotator) interruptStack(g x86.Gate, gateOK bool, from, to int, size uint64) {
+	before, bOK := a.b.Get(x86.RSP)
+	after, aOK := a.a.Get(x86.RSP)
 	if !aOK {
 		return
 	}
@@ -438,7 +365,7 @@ func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint6
 		}
 		a.mark(EventStackSwitch)
 	case from > to && to >= 0:
-		if ss, ok := a.a.Get(target.SS); ok {
+		if ss, ok := a.a.Get(x86.SS); ok {
 			a.add(KindRegister, verdict(ss == uint64(to)), "ss = %#x: on a privilege change in 64-bit mode the CPU loads a null SS with RPL %d", ss, to)
 		}
 		top := after + size
@@ -465,29 +392,29 @@ func (a *annotator) interruptStack(g Gate, gateOK bool, from, to int, size uint6
 }
 
 // interruptFlags checks the flags an interrupt or trap gate changes.
-func (a *annotator) interruptFlags(g Gate, gateOK bool) {
-	bf, ok1 := a.b.Get(target.RFLAGS)
-	af, ok2 := a.a.Get(target.RFLAGS)
+func (a *annotator) interruptFlags(g x86.Gate, gateOK bool) {
+	bf, ok1 := a.b.Get(x86.RFLAGS)
+	af, ok2 := a.a.Get(x86.RFLAGS)
 	if !ok1 || !ok2 {
 		return
 	}
-	if af&(target.FlagTF|target.FlagNT|target.FlagVM) != 0 {
+	if x86.Flags(af)&(x86.FlagTF|x86.FlagNT|x86.FlagVM) != 0 {
 		a.add(KindFlags, Finding, "rflags %#x: TF, NT and VM must be clear in a handler entered through a gate", af)
 	}
 	switch {
-	case gateOK && g.Type == 0xe:
-		a.add(KindPrivilege, verdict(af&target.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, target.FlagIF), bit(af, target.FlagIF))
-	case gateOK && g.Type == 0xf:
-		a.add(KindPrivilege, verdict(af&target.FlagIF == bf&target.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, target.FlagIF), bit(af, target.FlagIF))
-	case af&target.FlagIF == 0 && bf&target.FlagIF != 0:
+	case gateOK && g.Type == x86.GateInterrupt:
+		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == 0), "IF %d → %d: an interrupt gate clears IF", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+	case gateOK && g.Type == x86.GateTrap:
+		a.add(KindPrivilege, verdict(x86.Flags(af)&x86.FlagIF == x86.Flags(bf)&x86.FlagIF), "IF %d → %d: a trap gate leaves IF alone", bit(bf, x86.FlagIF), bit(af, x86.FlagIF))
+	case x86.Flags(af)&x86.FlagIF == 0 && x86.Flags(bf)&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF 1 → 0: IF cleared, so this was an interrupt gate")
-	case af&target.FlagIF != 0:
+	case x86.Flags(af)&x86.FlagIF != 0:
 		a.note(KindPrivilege, "IF still 1: a trap gate")
 	}
 }
 
-func bit(v, mask uint64) int {
-	if v&mask != 0 {
+func bit[T ~uint64](v uint64, mask T) int {
+	if v&uint64(mask) != 0 {
 		return 1
 	}
 	return 0

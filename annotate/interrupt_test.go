@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 const (
@@ -19,10 +19,10 @@ const (
 )
 
 // sysRegs returns the `info registers` extras for a state at cpl.
-func sysRegs(cpl int) *target.SysRegs {
-	return &target.SysRegs{
+func sysRegs(cpl int) *x86.SysRegs {
+	return &x86.SysRegs{
 		CPL:      cpl,
-		Segments: map[string]target.Segment{"TR": {Selector: 0x40, Base: tssBase, Limit: 0x4087}},
+		Segments: map[string]x86.Segment{"TR": {Selector: 0x40, Base: tssBase, Limit: 0x4087}},
 		GDTBase:  gdtBase, GDTLimit: 0x7f,
 		IDTBase: idtBase, IDTLimit: 0xfff,
 	}
@@ -36,7 +36,7 @@ func withSys(s Step) Step {
 }
 
 var int80After = with(user, regs{
-	target.RIP: int80, target.CS: 0x10, target.SS: 0, target.RSP: frameRSP, target.RFLAGS: 0x46,
+	x86.RIP: int80, x86.CS: 0x10, x86.SS: 0, x86.RSP: frameRSP, x86.RFLAGS: 0x46,
 })
 
 // int80Frame is what the CPU pushes for int $0x80 at user RIP.
@@ -78,22 +78,22 @@ func TestInt(t *testing.T) {
 			checks: []check{finding(KindFrame, "pushed rip = 0x401000 at 0xffffc90000003fd8, expected 0x401002 (the next instruction)")},
 		},
 		{
-			name: "handler is not the gate's", before: user, after: with(int80After, regs{target.RIP: int80 + 0x10}), sys: true,
+			name: "handler is not the gate's", before: user, after: with(int80After, regs{x86.RIP: int80 + 0x10}), sys: true,
 			mem:    []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
 			checks: []check{finding(KindControl, "but IDT[0x80] points to 0xffffffff81001000")},
 		},
 		{
-			name: "stack is not TSS.RSP0", before: user, after: with(int80After, regs{target.RSP: frameRSP - 0x100}), sys: true,
+			name: "stack is not TSS.RSP0", before: user, after: with(int80After, regs{x86.RSP: frameRSP - 0x100}), sys: true,
 			mem:    []Memory{gate80, tssMem(tssRSP0), {Addr: frameRSP - 0x100, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b, 0), After: true}},
 			checks: []check{finding(KindStack, "expected 0xffffc90000003fd8")},
 		},
 		{
-			name: "interrupt gate left IF set", before: user, after: with(int80After, regs{target.RFLAGS: 0x246}), sys: true,
+			name: "interrupt gate left IF set", before: user, after: with(int80After, regs{x86.RFLAGS: 0x246}), sys: true,
 			mem:    []Memory{gate80, tssMem(tssRSP0), int80Frame(userRIP + 2)},
 			checks: []check{finding(KindPrivilege, "an interrupt gate clears IF")},
 		},
 		{
-			name: "trap gate keeps IF", before: user, after: with(int80After, regs{target.RFLAGS: 0x246}), sys: true, clean: true,
+			name: "trap gate keeps IF", before: user, after: with(int80After, regs{x86.RFLAGS: 0x246}), sys: true, clean: true,
 			mem:    []Memory{idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xf, 3)), tssMem(tssRSP0), int80Frame(userRIP + 2)},
 			checks: []check{ok(KindPrivilege, "a trap gate leaves IF alone")},
 		},
@@ -152,7 +152,7 @@ func TestIntLearnsRSP0AndFrameTop(t *testing.T) {
 
 func TestIntThroughPrivilegedGate(t *testing.T) {
 	gp := uint64(0xffffffff81005000)
-	after := with(int80After, regs{target.RIP: gp, target.RSP: frameRSP - 8})
+	after := with(int80After, regs{x86.RIP: gp, x86.RSP: frameRSP - 8})
 	s := withSys(mkStep(t, 1, insInt80, userRIP, user, after,
 		idtEntry(0x80, gateBytes(int80, 0x10, 0, 0xe, 0)),
 		idtEntry(13, gateBytes(gp, 0x10, 0, 0xe, 0)),
@@ -170,7 +170,7 @@ func TestIntThroughPrivilegedGate(t *testing.T) {
 
 func TestKernelExceptions(t *testing.T) {
 	krsp := uint64(kstackTop - 0x108) // not 16-aligned
-	k := with(kernel, regs{target.RSP: krsp, target.RAX: 0xdead000})
+	k := with(kernel, regs{x86.RSP: krsp, x86.RAX: 0xdead000})
 	aligned := krsp &^ 15
 	tests := []struct {
 		name   string
@@ -182,7 +182,7 @@ func TestKernelExceptions(t *testing.T) {
 	}{
 		{
 			name: "int3 in the kernel: no stack switch", code: insInt3,
-			after: with(k, regs{target.RIP: 0xffffffff81006000, target.RSP: aligned - 40}), clean: true,
+			after: with(k, regs{x86.RIP: 0xffffffff81006000, x86.RSP: aligned - 40}), clean: true,
 			mem: []Memory{{Addr: aligned - 40, Data: qwords(lstar+0x11, 0x10, 0x2, krsp, 0x18, 0), After: true}},
 			checks: []check{
 				note(KindPrivilege, "int3: #BP breakpoint delivered: stays at CPL 0"),
@@ -192,7 +192,7 @@ func TestKernelExceptions(t *testing.T) {
 		},
 		{
 			name: "ud2 (BUG) pushes its own address", code: insUD2,
-			after: with(k, regs{target.RIP: udEntry, target.RSP: aligned - 40}), clean: true,
+			after: with(k, regs{x86.RIP: udEntry, x86.RSP: aligned - 40}), clean: true,
 			mem: []Memory{{Addr: aligned - 40, Data: qwords(lstar+0x10, 0x10, 0x2, krsp, 0x18, 0), After: true}},
 			checks: []check{
 				note(KindControl, "ud2 always raises #UD"),
@@ -201,7 +201,7 @@ func TestKernelExceptions(t *testing.T) {
 		},
 		{
 			name: "a load that page-faults, found in the IDT", code: insLoadRBX,
-			after: with(k, regs{target.RIP: pfEntry, target.RSP: aligned - 48, target.CR2: 0xdead000}), clean: true,
+			after: with(k, regs{x86.RIP: pfEntry, x86.RSP: aligned - 48, x86.CR2: 0xdead000}), clean: true,
 			mem: []Memory{
 				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
 				{Addr: aligned - 48, Data: qwords(0, lstar+0x10, 0x10, 0x2, krsp, 0x18), After: true},
@@ -214,7 +214,7 @@ func TestKernelExceptions(t *testing.T) {
 		},
 		{
 			name: "page fault frame with a wrong rip", code: insLoadRBX,
-			after: with(k, regs{target.RIP: pfEntry, target.RSP: aligned - 48}),
+			after: with(k, regs{x86.RIP: pfEntry, x86.RSP: aligned - 48}),
 			mem: []Memory{
 				{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
 				{Addr: aligned - 48, Data: qwords(0, lstar+0x20, 0x10, 0x2, krsp, 0x18), After: true},
@@ -241,31 +241,17 @@ func TestKernelExceptions(t *testing.T) {
 
 func TestISTStack(t *testing.T) {
 	ist := uint64(0xfffffe0000010000)
-	after := with(kernel, regs{target.RIP: 0xffffffff81007000, target.RSP: ist - 40, target.RFLAGS: 0x2})
+	after := with(kernel, regs{x86.RIP: 0xffffffff81007000, x86.RSP: ist - 40, x86.RFLAGS: 0x2})
 	s := withSys(mkStep(t, 1, insInt3, lstar+0x10, kernel, after,
 		idtEntry(3, gateBytes(0xffffffff81007000, 0x10, 1, 0xe, 3)),
 		tssMem(tssRSP0),
-		Memory{Addr: ist - 40, Data: qwords(lstar+0x11, 0x10, 0x2, kernel[target.RSP], 0x18, 0), After: true}))
+		Memory{Addr: ist - 40, Data: qwords(lstar+0x11, 0x10, 0x2, kernel[x86.RSP], 0x18, 0), After: true}))
 	effects := Annotate(s, &Context{})
 	expectEffects(t, effects, ok(KindStack, "IST1 stack: rsp = 0xfffffe000000ffd8"))
 	expectNoFinding(t, effects)
 }
 
-func TestDecodeGateAndTSS(t *testing.T) {
-	g, ok := DecodeGate(gateBytes(0xffffffff81001234, 0x10, 2, 0xe, 3))
-	if !ok || g.Offset != 0xffffffff81001234 || g.Selector != 0x10 || g.IST != 2 || g.Type != 0xe || g.DPL != 3 || !g.Present {
-		t.Errorf("DecodeGate = %+v", g)
-	}
-	if got, want := g.String(), "interrupt gate, DPL 3, IST 2, selector 0x10, offset 0xffffffff81001234"; got != want {
-		t.Errorf("Gate.String = %q, want %q", got, want)
-	}
-	if _, ok := DecodeGate(make([]byte, 8)); ok {
-		t.Error("DecodeGate accepted 8 bytes")
-	}
-	tss, ok := DecodeTSS(tssBytes(0x1000, map[int]uint64{7: 0x7000}))
-	if !ok || tss.RSP[0] != 0x1000 || tss.IST[7] != 0x7000 {
-		t.Errorf("DecodeTSS = %+v", tss)
-	}
+func TestVectorName(t *testing.T) {
 	if got := VectorName(14); got != "#PF page fault" {
 		t.Errorf("VectorName(14) = %q", got)
 	}
@@ -296,7 +282,7 @@ func TestSoftwareInterruptIsNotAnException(t *testing.T) {
 func TestUD2AsSystemCall(t *testing.T) {
 	c := &Context{Symbols: testSyms, Regions: taskStack}
 	gate6 := idtEntry(6, gateBytes(udEntry, 0x10, 0, 0xe, 0))
-	after := with(int80After, regs{target.RIP: udEntry})
+	after := with(int80After, regs{x86.RIP: udEntry})
 	entry := Annotate(withSys(mkStep(t, 0, insUD2, userRIP, user, after, gate6, tssMem(tssRSP0), int80Frame(userRIP))), c)
 	expectEffects(t, entry,
 		note(KindControl, "#UD is a fault: the CPU saves the address of the ud2 itself"),
@@ -304,11 +290,11 @@ func TestUD2AsSystemCall(t *testing.T) {
 		ok(KindFrame, "rip 0x401000 (pt_regs->ip)"))
 	// mov %rax,0x80(%rdi) with rdi = the pt_regs frame: pt_regs->ip += 2.
 	regsAt := uint64(kstackTop - PtRegsSize)
-	k := with(kernel, regs{target.RIP: lstar, target.RDI: regsAt, target.RAX: userRIP + 2})
-	store := Annotate(mkStep(t, 62, []byte{0x48, 0x89, 0x87, 0x80, 0x00, 0x00, 0x00}, lstar, k, with(k, regs{target.RIP: lstar + 7})), c)
+	k := with(kernel, regs{x86.RIP: lstar, x86.RDI: regsAt, x86.RAX: userRIP + 2})
+	store := Annotate(mkStep(t, 62, []byte{0x48, 0x89, 0x87, 0x80, 0x00, 0x00, 0x00}, lstar, k, with(k, regs{x86.RIP: lstar + 7})), c)
 	expectEffects(t, store, note(KindFrame, "pt_regs->ip 0x401000 → 0x401002: advanced by 2, past the instruction that raised the fault at step 0 (ud2)"))
 	iretRSP := uint64(kstackTop - 40)
-	back := Annotate(mkStep(t, 80, insIretq, lstar+0x40, with(kernel, regs{target.RSP: iretRSP}), with(user, regs{target.RIP: userRIP + 2}),
+	back := Annotate(mkStep(t, 80, insIretq, lstar+0x40, with(kernel, regs{x86.RSP: iretRSP}), with(user, regs{x86.RIP: userRIP + 2}),
 		Memory{Addr: iretRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}), c)
 	expectEffects(t, back, ok(KindControl, "2 bytes past the ud2 of step 0 that faulted"))
 }
@@ -342,9 +328,9 @@ func TestFrameAtStackTop(t *testing.T) {
 func TestNestedKernelFault(t *testing.T) {
 	c := &Context{Symbols: testSyms, Regions: exitRegions}
 	rsp := uint64(entryTop - 56) // the user frame (40 bytes), orig_ax, di
-	k := with(kernel, regs{target.RIP: lstar, target.RSP: rsp, target.GSBase: 0, target.KernelGSBase: percpu})
+	k := with(kernel, regs{x86.RIP: lstar, x86.RSP: rsp, x86.GSBase: 0, x86.KernelGSBase: percpu})
 	frameAt := rsp&^15 - 48
-	after := with(k, regs{target.RIP: pfEntry, target.RSP: frameAt, target.CR2: 0x1000})
+	after := with(k, regs{x86.RIP: pfEntry, x86.RSP: frameAt, x86.CR2: 0x1000})
 	pf := withSys(mkStep(t, 8, insLoadRSP, lstar, k, after,
 		Memory{Addr: idtBase + 14*16, Data: gateBytes(pfEntry, 0x10, 0, 0xe, 0), After: true},
 		Memory{Addr: frameAt, Data: qwords(0, lstar, 0x10, 0x2, rsp, 0x18), After: true}))
@@ -361,7 +347,7 @@ func TestNestedKernelFault(t *testing.T) {
 		}
 	}
 	// The handler's first push goes below the #PF frame: its own pt_regs.
-	h := with(after, regs{target.RIP: pfEntry})
-	push := Annotate(mkStep(t, 9, insPushRAX, pfEntry, h, with(h, regs{target.RIP: pfEntry + 1, target.RSP: frameAt - 8})), c)
+	h := with(after, regs{x86.RIP: pfEntry})
+	push := Annotate(mkStep(t, 9, insPushRAX, pfEntry, h, with(h, regs{x86.RIP: pfEntry + 1, x86.RSP: frameAt - 8})), c)
 	expectEffects(t, push, note(KindStack, "(nested #PF frame: di)"))
 }

@@ -3,25 +3,25 @@ package annotate
 import (
 	"fmt"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // loadableFlags are the RFLAGS bits IRET loads at CPL 0 (RF, VM, VIF and VIP
 // are left out of the comparison).
-const loadableFlags = target.FlagCF | target.FlagPF | target.FlagAF | target.FlagZF | target.FlagSF |
-	target.FlagTF | target.FlagIF | target.FlagDF | target.FlagOF | target.FlagIOPL | target.FlagNT |
-	target.FlagAC | target.FlagID
+const loadableFlags = x86.FlagCF | x86.FlagPF | x86.FlagAF | x86.FlagZF | x86.FlagSF |
+	x86.FlagTF | x86.FlagIF | x86.FlagDF | x86.FlagOF | x86.FlagIOPL | x86.FlagNT |
+	x86.FlagAC | x86.FlagID
 
 // iret explains IRETQ: it pops RIP, CS, RFLAGS, RSP and SS from the frame at
 // RSP, which MemoryBefore asked to read.
 func (a *annotator) iret() {
-	a.explained(target.RIP, target.RSP, target.RFLAGS, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RSP, x86.RFLAGS, x86.CS, x86.SS)
 	a.stackDone = true
 	name, size := "iretq", 8
 	if !a.op.wide {
 		name, size = "iretd", 4
 	}
-	rsp, ok := a.b.Get(target.RSP)
+	rsp, ok := a.b.Get(x86.RSP)
 	if !ok {
 		a.privilegeChange(name, -1)
 		return
@@ -45,18 +45,18 @@ func (a *annotator) iret() {
 	case e.Fault && e.ReturnRIP+uint64(e.InsnLen) == rip:
 		what += fmt.Sprintf(", %d bytes past the %s of step %d that faulted: the kernel advanced the saved RIP", e.InsnLen, e.Mechanism, e.Step)
 	}
-	a.expectMasked(KindControl, target.RIP, rip, ^uint64(0), what, "IRET loads RIP from the frame")
-	a.expectMasked(KindRegister, target.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")
+	a.expectMasked(KindControl, x86.RIP, rip, ^uint64(0), what, "IRET loads RIP from the frame")
+	a.expectMasked(KindRegister, x86.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")
 	mask := uint64(loadableFlags)
 	if from > 0 {
-		mask &^= target.FlagIOPL // only CPL 0 may change IOPL
-		if from > target.Flags(a.b.Val(target.RFLAGS)).IOPL() {
-			mask &^= target.FlagIF // and only CPL <= IOPL may change IF
+		mask &^= uint64(x86.FlagIOPL) // only CPL 0 may change IOPL
+		if from > x86.Flags(a.b.Val(x86.RFLAGS)).IOPL() {
+			mask &^= uint64(x86.FlagIF) // and only CPL <= IOPL may change IF
 		}
 	}
-	a.expectMasked(KindFlags, target.RFLAGS, fl, mask, "the popped RFLAGS", "IRET loads RFLAGS from the frame")
-	a.expectMasked(KindStack, target.RSP, sp, ^uint64(0), "the popped RSP", "IRET in 64-bit mode always pops RSP")
-	a.expectMasked(KindRegister, target.SS, ss, 0xffff, "the popped SS", "IRET in 64-bit mode always pops SS")
+	a.expectMasked(KindFlags, x86.RFLAGS, fl, mask, "the popped RFLAGS", "IRET loads RFLAGS from the frame")
+	a.expectMasked(KindStack, x86.RSP, sp, ^uint64(0), "the popped RSP", "IRET in 64-bit mode always pops RSP")
+	a.expectMasked(KindRegister, x86.SS, ss, 0xffff, "the popped SS", "IRET in 64-bit mode always pops SS")
 	a.iretStack(rsp)
 	a.ifChange("from the popped RFLAGS")
 	if to > from {
@@ -66,12 +66,12 @@ func (a *annotator) iret() {
 
 // ifChange notes an IF change a family made, saying where IF came from.
 func (a *annotator) ifChange(why string) {
-	bf, ok1 := a.b.Get(target.RFLAGS)
-	af, ok2 := a.a.Get(target.RFLAGS)
-	if !ok1 || !ok2 || (bf^af)&target.FlagIF == 0 {
+	bf, ok1 := a.b.Get(x86.RFLAGS)
+	af, ok2 := a.a.Get(x86.RFLAGS)
+	if !ok1 || !ok2 || x86.Flags(bf^af)&x86.FlagIF == 0 {
 		return
 	}
-	if af&target.FlagIF != 0 {
+	if x86.Flags(af)&x86.FlagIF != 0 {
 		a.note(KindPrivilege, "IF 0 → 1: interrupts enabled again, %s", why)
 	} else {
 		a.note(KindPrivilege, "IF 1 → 0: interrupts disabled, %s", why)
@@ -80,7 +80,7 @@ func (a *annotator) ifChange(why string) {
 
 // iretStack names the stack switch a return made.
 func (a *annotator) iretStack(before uint64) {
-	after, ok := a.a.Get(target.RSP)
+	after, ok := a.a.Get(x86.RSP)
 	if !ok {
 		return
 	}
@@ -91,7 +91,7 @@ func (a *annotator) iretStack(before uint64) {
 }
 
 // expectMasked checks the bits of r in mask against want.
-func (a *annotator) expectMasked(k Kind, r target.Reg, want, mask uint64, what, rule string) {
+func (a *annotator) expectMasked(k Kind, r x86.Reg, want, mask uint64, what, rule string) {
 	got, ok := a.a.Get(r)
 	if !ok {
 		a.note(KindCheck, "%s unknown after the step: cannot check it is %#x (%s)", name(r), want, what)

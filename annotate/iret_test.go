@@ -3,13 +3,13 @@ package annotate
 import (
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func TestIretq(t *testing.T) {
-	before := with(kernel, regs{target.RSP: frameRSP, target.GSBase: 0, target.KernelGSBase: percpu})
+	before := with(kernel, regs{x86.RSP: frameRSP, x86.GSBase: 0, x86.KernelGSBase: percpu})
 	frame := Memory{Addr: frameRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}
-	after := with(before, regs{target.RIP: userRIP + 2, target.CS: 0x33, target.RFLAGS: 0x246, target.RSP: userRSP, target.SS: 0x2b})
+	after := with(before, regs{x86.RIP: userRIP + 2, x86.CS: 0x33, x86.RFLAGS: 0x246, x86.RSP: userRSP, x86.SS: 0x2b})
 	tests := []struct {
 		name   string
 		after  regs
@@ -30,11 +30,11 @@ func TestIretq(t *testing.T) {
 			},
 		},
 		{
-			name: "lands elsewhere than the frame's rip", after: with(after, regs{target.RIP: userRIP + 0x40}), mem: []Memory{frame},
+			name: "lands elsewhere than the frame's rip", after: with(after, regs{x86.RIP: userRIP + 0x40}), mem: []Memory{frame},
 			checks: []check{finding(KindControl, "rip = 0x401040, expected 0x401002 (the popped RIP)")},
 		},
 		{
-			name: "wrong stack", after: with(after, regs{target.RSP: userRSP - 8}), mem: []Memory{frame},
+			name: "wrong stack", after: with(after, regs{x86.RSP: userRSP - 8}), mem: []Memory{frame},
 			checks: []check{finding(KindStack, "IRET in 64-bit mode always pops RSP")},
 		},
 		{
@@ -62,8 +62,8 @@ func TestIretq(t *testing.T) {
 func TestIretqAfterInt80(t *testing.T) {
 	c := &Context{}
 	Annotate(mkStep(t, 1, insInt80, userRIP, user, int80After), c)
-	before := with(int80After, regs{target.RIP: int80 + 0x40})
-	after := with(before, regs{target.RIP: userRIP + 2, target.CS: 0x33, target.RFLAGS: 0x246, target.RSP: userRSP, target.SS: 0x2b})
+	before := with(int80After, regs{x86.RIP: int80 + 0x40})
+	after := with(before, regs{x86.RIP: userRIP + 2, x86.CS: 0x33, x86.RFLAGS: 0x246, x86.RSP: userRSP, x86.SS: 0x2b})
 	effects := Annotate(mkStep(t, 90, insIretq, int80+0x40, before, after,
 		Memory{Addr: frameRSP, Data: qwords(userRIP+2, 0x33, 0x246, userRSP, 0x2b)}), c)
 	expectEffects(t, effects, ok(KindControl, "where the int $0x80 of step 1 left off"))

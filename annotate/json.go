@@ -3,11 +3,11 @@ package annotate
 import (
 	"encoding/json"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Addresses, MSR values and masks are written in JSON as "0x..." strings
-// (target.Hex), like every 64-bit value in a trace file, so that readers
+// (x86.Hex), like every 64-bit value in a trace file, so that readers
 // whose numbers are doubles get them exactly. Each type below keeps its Go
 // fields as plain integers and converts at the JSON boundary: the outer
 // fields of the anonymous structs shadow the embedded ones of the same name.
@@ -17,10 +17,10 @@ func (r Region) MarshalJSON() ([]byte, error) {
 	type plain Region
 	return json.Marshal(struct {
 		plain
-		Start    target.Hex  `json:"start"`
-		End      target.Hex  `json:"end"`
-		FrameTop *target.Hex `json:"frame_top,omitempty"`
-	}{plain(r), target.Hex(r.Start), target.Hex(r.End), optHex(r.FrameTop)})
+		Start    x86.Hex  `json:"start"`
+		End      x86.Hex  `json:"end"`
+		FrameTop *x86.Hex `json:"frame_top,omitempty"`
+	}{plain(r), x86.Hex(r.Start), x86.Hex(r.End), optHex(r.FrameTop)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -28,9 +28,9 @@ func (r *Region) UnmarshalJSON(b []byte) error {
 	type plain Region
 	var j struct {
 		plain
-		Start    target.Hex `json:"start"`
-		End      target.Hex `json:"end"`
-		FrameTop target.Hex `json:"frame_top"`
+		Start    x86.Hex `json:"start"`
+		End      x86.Hex `json:"end"`
+		FrameTop x86.Hex `json:"frame_top"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -45,10 +45,10 @@ func (m MSR) MarshalJSON() ([]byte, error) {
 	type plain MSR
 	return json.Marshal(struct {
 		plain
-		Index target.Hex `json:"index"`
-		Value target.Hex `json:"value"`
-		Known target.Hex `json:"known"`
-	}{plain(m), target.Hex(m.Index), target.Hex(m.Value), target.Hex(m.Known)})
+		Index x86.Hex `json:"index"`
+		Value x86.Hex `json:"value"`
+		Known x86.Hex `json:"known"`
+	}{plain(m), x86.Hex(m.Index), x86.Hex(m.Value), x86.Hex(m.Known)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -56,9 +56,9 @@ func (m *MSR) UnmarshalJSON(b []byte) error {
 	type plain MSR
 	var j struct {
 		plain
-		Index target.Hex `json:"index"`
-		Value target.Hex `json:"value"`
-		Known target.Hex `json:"known"`
+		Index x86.Hex `json:"index"`
+		Value x86.Hex `json:"value"`
+		Known x86.Hex `json:"known"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -73,8 +73,8 @@ func (o Observation) MarshalJSON() ([]byte, error) {
 	type plain Observation
 	return json.Marshal(struct {
 		plain
-		Known target.Hex `json:"known"`
-	}{plain(o), target.Hex(o.Known)})
+		Known x86.Hex `json:"known"`
+	}{plain(o), x86.Hex(o.Known)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -82,7 +82,7 @@ func (o *Observation) UnmarshalJSON(b []byte) error {
 	type plain Observation
 	var j struct {
 		plain
-		Known target.Hex `json:"known"`
+		Known x86.Hex `json:"known"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -97,9 +97,9 @@ func (f Fact) MarshalJSON() ([]byte, error) {
 	type plain Fact
 	return json.Marshal(struct {
 		plain
-		Value target.Hex `json:"value"`
-		Known target.Hex `json:"known"`
-	}{plain(f), target.Hex(f.Value), target.Hex(f.Known)})
+		Value x86.Hex `json:"value"`
+		Known x86.Hex `json:"known"`
+	}{plain(f), x86.Hex(f.Value), x86.Hex(f.Known)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -107,8 +107,8 @@ func (f *Fact) UnmarshalJSON(b []byte) error {
 	type plain Fact
 	var j struct {
 		plain
-		Value target.Hex `json:"value"`
-		Known target.Hex `json:"known"`
+		Value x86.Hex `json:"value"`
+		Known x86.Hex `json:"known"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -123,9 +123,9 @@ func (m Memory) MarshalJSON() ([]byte, error) {
 	type plain Memory
 	return json.Marshal(struct {
 		plain
-		Addr target.Hex      `json:"addr"`
-		Data target.HexBytes `json:"data"`
-	}{plain(m), target.Hex(m.Addr), m.Data})
+		Addr x86.Hex      `json:"addr"`
+		Data x86.HexBytes `json:"data"`
+	}{plain(m), x86.Hex(m.Addr), m.Data})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -133,8 +133,8 @@ func (m *Memory) UnmarshalJSON(b []byte) error {
 	type plain Memory
 	var j struct {
 		plain
-		Addr target.Hex      `json:"addr"`
-		Data target.HexBytes `json:"data"`
+		Addr x86.Hex      `json:"addr"`
+		Data x86.HexBytes `json:"data"`
 	}
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
@@ -144,10 +144,10 @@ func (m *Memory) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func optHex(v uint64) *target.Hex {
+func optHex(v uint64) *x86.Hex {
 	if v == 0 {
 		return nil
 	}
-	h := target.Hex(v)
+	h := x86.Hex(v)
 	return &h
 }

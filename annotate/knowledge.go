@@ -4,52 +4,8 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
-
-// MSR indices sctrace names.
-const (
-	MSRSpecCtrl     uint32 = 0x48       // IA32_SPEC_CTRL: IBRS, STIBP, SSBD
-	MSRPredCmd      uint32 = 0x49       // IA32_PRED_CMD: write 1 for an IBPB
-	MSRSysenterCS   uint32 = 0x174      // IA32_SYSENTER_CS
-	MSRSysenterESP  uint32 = 0x175      // IA32_SYSENTER_ESP
-	MSRSysenterEIP  uint32 = 0x176      // IA32_SYSENTER_EIP
-	MSREFER         uint32 = 0xC0000080 // IA32_EFER
-	MSRSTAR         uint32 = 0xC0000081 // STAR: SYSCALL/SYSRET selectors
-	MSRLSTAR        uint32 = 0xC0000082 // LSTAR: 64-bit SYSCALL entry point
-	MSRCSTAR        uint32 = 0xC0000083 // CSTAR: compatibility-mode SYSCALL entry point
-	MSRFMASK        uint32 = 0xC0000084 // FMASK (IA32_SYSCALL_MASK): RFLAGS bits SYSCALL clears
-	MSRFSBase       uint32 = 0xC0000100 // IA32_FS_BASE
-	MSRGSBase       uint32 = 0xC0000101 // IA32_GS_BASE
-	MSRKernelGSBase uint32 = 0xC0000102 // IA32_KERNEL_GS_BASE: what SWAPGS exchanges with GS base
-	MSRTSCAux       uint32 = 0xC0000103 // IA32_TSC_AUX: what rdtscp/rdpid return
-)
-
-var msrNames = map[uint32]string{
-	MSRSpecCtrl:     "IA32_SPEC_CTRL",
-	MSRPredCmd:      "IA32_PRED_CMD",
-	MSRSysenterCS:   "IA32_SYSENTER_CS",
-	MSRSysenterESP:  "IA32_SYSENTER_ESP",
-	MSRSysenterEIP:  "IA32_SYSENTER_EIP",
-	MSREFER:         "IA32_EFER",
-	MSRSTAR:         "IA32_STAR",
-	MSRLSTAR:        "IA32_LSTAR",
-	MSRCSTAR:        "IA32_CSTAR",
-	MSRFMASK:        "IA32_FMASK",
-	MSRFSBase:       "IA32_FS_BASE",
-	MSRGSBase:       "IA32_GS_BASE",
-	MSRKernelGSBase: "IA32_KERNEL_GS_BASE",
-	MSRTSCAux:       "IA32_TSC_AUX",
-}
-
-// MSRName returns an MSR's architectural name, or "MSR 0x..." for one sctrace
-// does not name.
-func MSRName(index uint32) string {
-	if n, ok := msrNames[index]; ok {
-		return n
-	}
-	return fmt.Sprintf("MSR %#x", index)
-}
 
 // Source says where a value came from.
 type Source string
@@ -179,7 +135,7 @@ func (f *Fact) Provenance() string {
 // Entry records the last entry into the kernel, to relate the return to it.
 type Entry struct {
 	Step      int    `json:"step"`
-	Mechanism string `json:"mechanism"` // "syscall", "int 0x80", "sysenter", "call gate", "#UD"...
+	Mechanism string `json:"mechanism"` // the entering instruction: a mechanism.Mechanism's Instruction ("syscall", "int $0x80", "call gate"...) or another, e.g. "int3"
 	FromCPL   int    `json:"from_cpl"`
 	ReturnRIP uint64 `json:"return_rip"` // where the caller resumes
 	CallerRSP uint64 `json:"caller_rsp"`
@@ -222,7 +178,7 @@ type Knowledge struct {
 	// its handler returns.
 	nested *nestedFrame
 	// origin says which pt_regs field a register holds a copy of.
-	origin map[target.Reg]string
+	origin map[x86.Reg]string
 	// sysretRules are Linux's conditions for SYSRET seen to hold since
 	// the entry.
 	sysretRules []string
@@ -262,7 +218,7 @@ func (k *Knowledge) Learn(m MSR) {
 	}
 	m.Value &= m.Known
 	if m.Name == "" {
-		m.Name = MSRName(m.Index)
+		m.Name = x86.MSRName(m.Index)
 	}
 	old := k.MSRs[m.Index]
 	if old == nil || k.Conflict(m) != 0 {
@@ -337,12 +293,12 @@ func learnFact(f **Fact, v Fact) (conflict *Fact) {
 func (k *Knowledge) remember(a *annotator) {
 	k.prevOp = a.op.kind
 	if n := k.nested; n != nil {
-		if rsp, ok := a.a.Get(target.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
+		if rsp, ok := a.a.Get(x86.RSP); cpl(a.a) != 0 || (ok && rsp >= n.top && !a.entered) {
 			k.nested = nil
 		}
 	}
 	if k.tramp != nil {
-		rsp, ok := a.a.Get(target.RSP)
+		rsp, ok := a.a.Get(x86.RSP)
 		if a.entered || cpl(a.a) != 0 || !ok || !a.onTrampoline(rsp) {
 			k.tramp = nil
 		}

@@ -3,7 +3,7 @@ package annotate
 import (
 	"encoding/binary"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -51,14 +51,14 @@ func (a *annotator) words(addr uint64, n, size int, after bool) ([]uint64, bool)
 }
 
 // gprs maps x86asm's encoding order to target registers.
-var gprs = [16]target.Reg{
-	target.RAX, target.RCX, target.RDX, target.RBX, target.RSP, target.RBP, target.RSI, target.RDI,
-	target.R8, target.R9, target.R10, target.R11, target.R12, target.R13, target.R14, target.R15,
+var gprs = [16]x86.Reg{
+	x86.RAX, x86.RCX, x86.RDX, x86.RBX, x86.RSP, x86.RBP, x86.RSI, x86.RDI,
+	x86.R8, x86.R9, x86.R10, x86.R11, x86.R12, x86.R13, x86.R14, x86.R15,
 }
 
 // regInfo maps an x86asm register to the target register holding it, its
 // width in bits and its bit offset (8 for AH..BH).
-func regInfo(r x86asm.Reg) (reg target.Reg, bits int, shift uint, ok bool) {
+func regInfo(r x86asm.Reg) (reg x86.Reg, bits int, shift uint, ok bool) {
 	switch {
 	case r >= x86asm.AL && r <= x86asm.BL:
 		return gprs[r-x86asm.AL], 8, 0, true
@@ -73,27 +73,27 @@ func regInfo(r x86asm.Reg) (reg target.Reg, bits int, shift uint, ok bool) {
 	case r >= x86asm.RAX && r <= x86asm.R15:
 		return gprs[r-x86asm.RAX], 64, 0, true
 	case r == x86asm.RIP:
-		return target.RIP, 64, 0, true
+		return x86.RIP, 64, 0, true
 	case r >= x86asm.ES && r <= x86asm.GS:
-		return []target.Reg{target.ES, target.CS, target.SS, target.DS, target.FS, target.GS}[r-x86asm.ES], 16, 0, true
+		return []x86.Reg{x86.ES, x86.CS, x86.SS, x86.DS, x86.FS, x86.GS}[r-x86asm.ES], 16, 0, true
 	}
 	switch r {
 	case x86asm.CR0:
-		return target.CR0, 64, 0, true
+		return x86.CR0, 64, 0, true
 	case x86asm.CR2:
-		return target.CR2, 64, 0, true
+		return x86.CR2, 64, 0, true
 	case x86asm.CR3:
-		return target.CR3, 64, 0, true
+		return x86.CR3, 64, 0, true
 	case x86asm.CR4:
-		return target.CR4, 64, 0, true
+		return x86.CR4, 64, 0, true
 	case x86asm.CR8:
-		return target.CR8, 64, 0, true
+		return x86.CR8, 64, 0, true
 	}
 	return 0, 0, 0, false
 }
 
 // regVal reads an x86asm register (or part of one) from a state.
-func regVal(st *target.State, r x86asm.Reg) (uint64, bool) {
+func regVal(st *x86.State, r x86asm.Reg) (uint64, bool) {
 	reg, bits, shift, ok := regInfo(r)
 	if !ok {
 		return 0, false
@@ -115,7 +115,7 @@ func (a *annotator) effAddr(m x86asm.Mem) (uint64, bool) {
 	return effAddr(a.s.Inst, m, a.b, a.next, a.hasNext)
 }
 
-func effAddr(inst x86asm.Inst, m x86asm.Mem, st *target.State, next uint64, hasNext bool) (uint64, bool) {
+func effAddr(inst x86asm.Inst, m x86asm.Mem, st *x86.State, next uint64, hasNext bool) (uint64, bool) {
 	ea := uint64(m.Disp)
 	if m.Base != 0 {
 		if m.Base == x86asm.RIP || m.Base == x86asm.EIP {
@@ -146,17 +146,17 @@ func effAddr(inst x86asm.Inst, m x86asm.Mem, st *target.State, next uint64, hasN
 
 // linear returns a memory operand's linear address: the FS or GS base plus
 // the offset (other segment bases are zero in 64-bit mode).
-func linear(inst x86asm.Inst, m x86asm.Mem, st *target.State, next uint64, hasNext bool) (uint64, bool) {
+func linear(inst x86asm.Inst, m x86asm.Mem, st *x86.State, next uint64, hasNext bool) (uint64, bool) {
 	ea, ok := effAddr(inst, m, st, next, hasNext)
 	if !ok {
 		return 0, false
 	}
 	switch m.Segment {
 	case x86asm.FS:
-		base, ok := st.Get(target.FSBase)
+		base, ok := st.Get(x86.FSBase)
 		return base + ea, ok
 	case x86asm.GS:
-		base, ok := st.Get(target.GSBase)
+		base, ok := st.Get(x86.GSBase)
 		return base + ea, ok
 	}
 	return ea, true
@@ -173,10 +173,4 @@ func memArg(inst x86asm.Inst) (x86asm.Mem, int, bool) {
 		}
 	}
 	return x86asm.Mem{}, -1, false
-}
-
-// canonical reports whether addr is canonical with 48-bit linear addresses.
-func canonical(addr uint64) bool {
-	top := addr >> 47
-	return top == 0 || top == 1<<17-1
 }

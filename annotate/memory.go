@@ -1,7 +1,7 @@
 package annotate
 
 import (
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -12,13 +12,13 @@ const maxTable = 4096
 // the frame IRETQ or far RET will pop, the IDT gate an INT will use, the far
 // pointer and GDT of a far call, and the TSS for the stack switch. The
 // recorder reads what it can and hands it over in Step.Mem.
-func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
+func MemoryBefore(inst x86asm.Inst, addr uint64, before *x86.State) []Range {
 	if before == nil {
 		return nil
 	}
 	o := classify(inst, nil)
 	var out []Range
-	rsp, rspOK := before.Get(target.RSP)
+	rsp, rspOK := before.Get(x86.RSP)
 	sys := before.Sys
 	switch o.kind {
 	case opIret:
@@ -55,7 +55,7 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
 		}
 		out = append(out, gateRanges(sys, v)...)
 	case opSyscall:
-		if efer, ok := before.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 			out = append(out, gateRanges(sys, 6)...)
 		}
 	case opSysret, opSysexit:
@@ -71,7 +71,7 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *target.State) []Range {
 }
 
 // gateRanges asks for IDT entry v and the TSS.
-func gateRanges(sys *target.SysRegs, v int) []Range {
+func gateRanges(sys *x86.SysRegs, v int) []Range {
 	if sys == nil || uint64(v)*16+15 > uint64(sys.IDTLimit) {
 		return nil
 	}
@@ -79,12 +79,12 @@ func gateRanges(sys *target.SysRegs, v int) []Range {
 }
 
 // tssRange asks for the TSS.
-func tssRange(sys *target.SysRegs) []Range {
+func tssRange(sys *x86.SysRegs) []Range {
 	tr := sys.TR()
-	if tr.Limit+1 < TSSSize {
+	if tr.Limit+1 < x86.TSSSize {
 		return nil
 	}
-	return []Range{{tr.Base, TSSSize}}
+	return []Range{{tr.Base, x86.TSSSize}}
 }
 
 // tableLen is a descriptor table's length from its limit, capped.
@@ -96,12 +96,12 @@ func tableLen(limit uint32) int {
 // the frame the CPU pushed on an interrupt, exception or call gate (and,
 // when an ordinary instruction ended up in a handler, the IDT to find which
 // vector it was), and the value a push from memory stored.
-func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []Range {
+func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *x86.State) []Range {
 	if before == nil || after == nil {
 		return nil
 	}
 	o := classify(inst, nil)
-	rsp, ok := after.Get(target.RSP)
+	rsp, ok := after.Get(x86.RSP)
 	if !ok {
 		return nil
 	}
@@ -116,7 +116,7 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *target.State) []R
 	case opFarCall:
 		return []Range{{rsp, 4 * 8}}
 	case opSyscall:
-		if efer, ok := before.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 			return frame // #UD
 		}
 		return nil

@@ -4,11 +4,11 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func TestMemoryBefore(t *testing.T) {
-	tss := Range{tssBase, TSSSize}
+	tss := Range{tssBase, x86.TSSSize}
 	tests := []struct {
 		name   string
 		code   []byte
@@ -16,13 +16,13 @@ func TestMemoryBefore(t *testing.T) {
 		sys    bool
 		want   []Range
 	}{
-		{"iretq frame", insIretq, with(kernel, regs{target.RSP: frameRSP}), false, []Range{{frameRSP, 40}}},
-		{"lretq frame", insLretq, with(kernel, regs{target.RSP: frameRSP}), false, []Range{{frameRSP, 16}, {frameRSP + 16, 16}}},
+		{"iretq frame", insIretq, with(kernel, regs{x86.RSP: frameRSP}), false, []Range{{frameRSP, 40}}},
+		{"lretq frame", insLretq, with(kernel, regs{x86.RSP: frameRSP}), false, []Range{{frameRSP, 16}, {frameRSP + 16, 16}}},
 		{"int 0x80 gate and TSS", insInt80, user, true, []Range{{idtBase + 0x800, 16}, tss}},
 		{"int 0x80 without info registers", insInt80, user, false, nil},
 		{"ud2 gate", insUD2, kernel, true, []Range{{idtBase + 0x60, 16}, tss}},
 		{"sysenter: the #UD gate in case", insSysenter, user, true, []Range{{idtBase + 0x60, 16}, tss}},
-		{"lcall pointer, GDT, TSS", insLcall, with(user, regs{target.RAX: farPtr}), true, []Range{{farPtr, 10}, {gdtBase, 0x80}, tss}},
+		{"lcall pointer, GDT, TSS", insLcall, with(user, regs{x86.RAX: farPtr}), true, []Range{{farPtr, 10}, {gdtBase, 0x80}, tss}},
 		{"lcall m16:32 through rip", []byte{0xff, 0x1d, 0x10, 0x00, 0x00, 0x00}, user, true, []Range{{userRIP + 6 + 0x10, 6}, {gdtBase, 0x80}, tss}},
 		{"syscall needs nothing", insSyscall, user, true, nil},
 		{"ordinary instruction", insAddRAX, user, true, nil},
@@ -37,7 +37,7 @@ func TestMemoryBefore(t *testing.T) {
 			if tt.sys {
 				st.Sys = sysRegs(cpl(st))
 			}
-			if got := MemoryBefore(inst, st.Val(target.RIP), st); !reflect.DeepEqual(got, tt.want) {
+			if got := MemoryBefore(inst, st.Val(x86.RIP), st); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("MemoryBefore = %v, want %v", got, tt.want)
 			}
 		})
@@ -54,8 +54,8 @@ func mustDecode(t *testing.T, code []byte) Step {
 }
 
 func TestMemoryAfter(t *testing.T) {
-	k := with(kernel, regs{target.RSP: kstackTop - 0x100, target.RAX: 0xdead000})
-	pc := k[target.RIP]
+	k := with(kernel, regs{x86.RSP: kstackTop - 0x100, x86.RAX: 0xdead000})
+	pc := k[x86.RIP]
 	tests := []struct {
 		name          string
 		code          []byte
@@ -67,16 +67,16 @@ func TestMemoryAfter(t *testing.T) {
 		// frame from user mode ends at the top of TSS.RSP0's stack, and the
 		// word above it may be unmapped.
 		{"int 0x80 frame", insInt80, user, int80After, false, []Range{{frameRSP, 40}, {frameRSP + 40, 8}}},
-		{"call gate frame", insLcall, user, with(user, regs{target.RSP: kstackTop - 32, target.CS: 0x10}), false, []Range{{kstackTop - 32, 32}}},
-		{"push from memory", insPushGS, k, with(k, regs{target.RSP: kstackTop - 0x108, target.RIP: pc + 8}), false, []Range{{kstackTop - 0x108, 8}}},
-		{"a load that faulted: frame, IDT, TSS", insLoadRBX, k, with(k, regs{target.RIP: pfEntry, target.RSP: kstackTop - 0x130}), true,
-			[]Range{{kstackTop - 0x130, 40}, {kstackTop - 0x130 + 40, 8}, {idtBase, 0x1000}, {tssBase, TSSSize}}},
-		{"a load that did not fault", insLoadRBX, k, with(k, regs{target.RIP: pc + 3}), true, nil},
+		{"call gate frame", insLcall, user, with(user, regs{x86.RSP: kstackTop - 32, x86.CS: 0x10}), false, []Range{{kstackTop - 32, 32}}},
+		{"push from memory", insPushGS, k, with(k, regs{x86.RSP: kstackTop - 0x108, x86.RIP: pc + 8}), false, []Range{{kstackTop - 0x108, 8}}},
+		{"a load that faulted: frame, IDT, TSS", insLoadRBX, k, with(k, regs{x86.RIP: pfEntry, x86.RSP: kstackTop - 0x130}), true,
+			[]Range{{kstackTop - 0x130, 40}, {kstackTop - 0x130 + 40, 8}, {idtBase, 0x1000}, {tssBase, x86.TSSSize}}},
+		{"a load that did not fault", insLoadRBX, k, with(k, regs{x86.RIP: pc + 3}), true, nil},
 		{"syscall", insSyscall, user, syscallAfter, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := mkStep(t, 0, tt.code, tt.before[target.RIP], tt.before, tt.after)
+			s := mkStep(t, 0, tt.code, tt.before[x86.RIP], tt.before, tt.after)
 			if tt.sys {
 				s = withSys(s)
 			}

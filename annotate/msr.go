@@ -4,18 +4,18 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // stubMSRs are the MSRs the gdbstub shows as registers.
 var stubMSRs = []struct {
 	index uint32
-	reg   target.Reg
+	reg   x86.Reg
 }{
-	{MSREFER, target.EFER},
-	{MSRFSBase, target.FSBase},
-	{MSRGSBase, target.GSBase},
-	{MSRKernelGSBase, target.KernelGSBase},
+	{x86.MSREFER, x86.EFER},
+	{x86.MSRFSBase, x86.FSBase},
+	{x86.MSRGSBase, x86.GSBase},
+	{x86.MSRKernelGSBase, x86.KernelGSBase},
 }
 
 // learnFromStub records the MSRs the stub's registers show after the step.
@@ -28,10 +28,10 @@ func (a *annotator) learnFromStub() {
 }
 
 // msrValue reads ECX and EDX:EAX.
-func msrOperands(st *target.State) (index uint32, value uint64, idxOK, valOK bool) {
-	c, idxOK := st.Get(target.RCX)
-	ax, ok1 := st.Get(target.RAX)
-	dx, ok2 := st.Get(target.RDX)
+func msrOperands(st *x86.State) (index uint32, value uint64, idxOK, valOK bool) {
+	c, idxOK := st.Get(x86.RCX)
+	ax, ok1 := st.Get(x86.RAX)
+	dx, ok2 := st.Get(x86.RDX)
 	return uint32(c), dx<<32 | ax&0xffffffff, idxOK, ok1 && ok2
 }
 
@@ -45,23 +45,23 @@ func (a *annotator) wrmsr() {
 		a.note(KindCheck, "wrmsr: ECX, EAX or EDX unknown")
 		return
 	}
-	name := MSRName(idx)
+	name := x86.MSRName(idx)
 	a.k.Learn(MSR{Index: idx, Value: val, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: "value written by wrmsr (read from edx:eax)"})
 	a.note(KindMSR, "wrmsr: %s (%#x) := %#x (value read from edx:eax)%s", name, idx, val, a.msrMeaning(idx, val))
 	for _, m := range stubMSRs {
 		if m.index == idx {
 			a.explained(m.reg)
 			mask := ^uint64(0)
-			if idx == MSREFER {
-				mask &^= target.EFERLMA // read-only, set by the CPU
+			if idx == x86.MSREFER {
+				mask &^= uint64(x86.EFERLMA) // read-only, set by the CPU
 			}
 			a.expectMasked(KindMSR, m.reg, val, mask, "the value written", "WRMSR to "+name+" sets "+m.reg.String())
 		}
 	}
 	switch idx {
-	case MSRSpecCtrl:
+	case x86.MSRSpecCtrl:
 		a.note(KindMitigation, "IA32_SPEC_CTRL := %#x: %s", val, specCtrl(val))
-	case MSRPredCmd:
+	case x86.MSRPredCmd:
 		if val&1 != 0 {
 			a.note(KindMitigation, "IA32_PRED_CMD.IBPB: indirect branch prediction barrier (branch targets learnt before cannot steer later indirect branches)")
 		}
@@ -71,15 +71,15 @@ func (a *annotator) wrmsr() {
 // msrMeaning adds a few words on what a value means.
 func (a *annotator) msrMeaning(idx uint32, v uint64) string {
 	switch idx {
-	case MSRLSTAR, MSRCSTAR, MSRSysenterEIP:
+	case x86.MSRLSTAR, x86.MSRCSTAR, x86.MSRSysenterEIP:
 		return ": the system-call entry point " + a.sym(v)
-	case MSRSTAR:
+	case x86.MSRSTAR:
 		return fmt.Sprintf(": syscall CS/SS %#x/%#x, sysret base %#x (CS %#x, SS %#x)", v>>32&0xfffc, v>>32&0xffff+8, v>>48&0xffff, (v>>48+16)&0xffff|3, (v>>48+8)&0xffff|3)
-	case MSRFMASK:
+	case x86.MSRFMASK:
 		return ": syscall clears " + flagList(v)
-	case MSREFER:
-		return " (" + target.EFERFlags(v).String() + ")"
-	case MSRKernelGSBase, MSRGSBase:
+	case x86.MSREFER:
+		return " (" + x86.EFERFlags(v).String() + ")"
+	case x86.MSRKernelGSBase, x86.MSRGSBase:
 		if pa, name := a.isPerCPU(v); pa {
 			return " (" + name + ")"
 		}
@@ -115,9 +115,9 @@ func (a *annotator) rdmsr() {
 		a.note(KindCheck, "rdmsr: ECX, EAX or EDX unknown")
 		return
 	}
-	a.explained(target.RAX, target.RDX)
-	name := MSRName(idx)
-	ax, dx := a.a.Val(target.RAX), a.a.Val(target.RDX)
+	a.explained(x86.RAX, x86.RDX)
+	name := x86.MSRName(idx)
+	ax, dx := a.a.Val(x86.RAX), a.a.Val(x86.RDX)
 	if ax>>32 != 0 || dx>>32 != 0 {
 		a.add(KindRegister, Finding, "rdmsr left rax %#x, rdx %#x: it must clear their upper halves", ax, dx)
 	}

@@ -3,7 +3,7 @@ package annotate
 import (
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -19,7 +19,7 @@ const maxSkipped = 128
 
 // skippedRange is the code a taken forward jmp at CPL 0 skips, if short
 // enough to be an ALTERNATIVE site.
-func skippedRange(inst x86asm.Inst, addr uint64, before *target.State) (Range, bool) {
+func skippedRange(inst x86asm.Inst, addr uint64, before *x86.State) (Range, bool) {
 	if inst.Op != x86asm.JMP || cpl(before) != 0 {
 		return Range{}, false
 	}
@@ -38,7 +38,7 @@ func (a *annotator) patchedOut() {
 	if !ok {
 		return
 	}
-	if rip, ok := a.a.Get(target.RIP); !ok || rip != r.Addr+uint64(r.Len) {
+	if rip, ok := a.a.Get(x86.RIP); !ok || rip != r.Addr+uint64(r.Len) {
 		return
 	}
 	code, ok := a.read(r.Addr, r.Len, false)

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestPatchedOutAlternative: Linux assembles each optional piece of its
@@ -44,8 +44,8 @@ func TestPatchedOutAlternative(t *testing.T) {
 			if tt.read {
 				mem = append(mem, Memory{Addr: next, Data: tt.skipped})
 			}
-			before := with(kernel, regs{target.RIP: addr})
-			s := mkStep(t, 3, jmp, addr, before, with(before, regs{target.RIP: end}), mem...)
+			before := with(kernel, regs{x86.RIP: addr})
+			s := mkStep(t, 3, jmp, addr, before, with(before, regs{x86.RIP: end}), mem...)
 			if rs := MemoryBefore(s.Inst, addr, s.Before); len(rs) == 0 || rs[len(rs)-1] != (Range{next, len(tt.skipped)}) {
 				t.Errorf("MemoryBefore = %v, want the %d skipped bytes at %#x", rs, len(tt.skipped), next)
 			}
@@ -61,7 +61,7 @@ func TestPatchedOutAlternative(t *testing.T) {
 	}
 
 	// At CPL 3, or backwards, or too far, nothing is read.
-	u := mkStep(t, 0, []byte{0xeb, 0x10}, userRIP, user, with(user, regs{target.RIP: userRIP + 0x12}))
+	u := mkStep(t, 0, []byte{0xeb, 0x10}, userRIP, user, with(user, regs{x86.RIP: userRIP + 0x12}))
 	if rs := MemoryBefore(u.Inst, userRIP, u.Before); len(rs) != 0 {
 		t.Errorf("MemoryBefore of a user jmp = %v, want nothing", rs)
 	}
@@ -100,8 +100,8 @@ func TestBranchTargetAliases(t *testing.T) {
 		addr := uint64(lstar + 0x10)
 		rel := int32(tt.to - (addr + 5))
 		code := []byte{0xe9, byte(rel), byte(rel >> 8), byte(rel >> 16), byte(rel >> 24)}
-		before := with(kernel, regs{target.RIP: addr})
-		s := mkStep(t, 1, code, addr, before, with(before, regs{target.RIP: tt.to}))
+		before := with(kernel, regs{x86.RIP: addr})
+		s := mkStep(t, 1, code, addr, before, with(before, regs{x86.RIP: tt.to}))
 		effects := Annotate(s, &Context{Symbols: syms})
 		expectEffects(t, effects, note(KindControl, tt.want))
 		if tt.not != "" && strings.Contains(dump(effects), tt.not) {

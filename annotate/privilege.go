@@ -3,28 +3,28 @@ package annotate
 import (
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
 // privilege explains IF and AC changes made by ordinary instructions, and a
 // CPL change nothing else explained.
 func (a *annotator) privilege() {
-	bf, ok1 := a.b.Get(target.RFLAGS)
-	af, ok2 := a.a.Get(target.RFLAGS)
+	bf, ok1 := a.b.Get(x86.RFLAGS)
+	af, ok2 := a.a.Get(x86.RFLAGS)
 	if a.op.kind == opStac || a.op.kind == opClac {
 		a.smap(af, ok2)
 	}
-	if !ok1 || !ok2 || a.done&(1<<target.RFLAGS) != 0 {
+	if !ok1 || !ok2 || a.done&(1<<x86.RFLAGS) != 0 {
 		return
 	}
-	if (bf^af)&target.FlagIF != 0 {
+	if x86.Flags(bf^af)&x86.FlagIF != 0 {
 		c := cpl(a.b)
-		iopl := target.Flags(bf).IOPL()
+		iopl := x86.Flags(bf).IOPL()
 		switch {
 		case (a.s.Inst.Op == x86asm.CLI || a.s.Inst.Op == x86asm.STI) && c > iopl:
-			a.add(KindPrivilege, Finding, "IF %d → %d by %s at CPL %d with IOPL %d: it should have raised #GP", bit(bf, target.FlagIF), bit(af, target.FlagIF), a.mnemonic(), c, iopl)
-		case af&target.FlagIF != 0:
+			a.add(KindPrivilege, Finding, "IF %d → %d by %s at CPL %d with IOPL %d: it should have raised #GP", bit(bf, x86.FlagIF), bit(af, x86.FlagIF), a.mnemonic(), c, iopl)
+		case x86.Flags(af)&x86.FlagIF != 0:
 			extra := ""
 			if a.s.Inst.Op == x86asm.STI {
 				extra = "; one more instruction runs before the first interrupt is taken"
@@ -34,8 +34,8 @@ func (a *annotator) privilege() {
 			a.note(KindPrivilege, "IF 1 → 0: interrupts disabled")
 		}
 	}
-	if (bf^af)&target.FlagAC != 0 && a.op.kind != opStac && a.op.kind != opClac {
-		a.note(KindPrivilege, "AC %d → %d: %s", bit(bf, target.FlagAC), bit(af, target.FlagAC), acMeaning(af&target.FlagAC != 0, a.b))
+	if x86.Flags(bf^af)&x86.FlagAC != 0 && a.op.kind != opStac && a.op.kind != opClac {
+		a.note(KindPrivilege, "AC %d → %d: %s", bit(bf, x86.FlagAC), bit(af, x86.FlagAC), acMeaning(x86.Flags(af)&x86.FlagAC != 0, a.b))
 	}
 	if from, to := cpl(a.b), cpl(a.a); from >= 0 && to >= 0 && from != to && !a.entered && !a.cplDone {
 		a.note(KindPrivilege, "CPL %d → %d (%s → %s)", from, to, ring(from), ring(to))
@@ -43,9 +43,9 @@ func (a *annotator) privilege() {
 }
 
 // acMeaning says what AC means for kernel accesses to user pages.
-func acMeaning(set bool, st *target.State) string {
-	cr4, ok := st.Get(target.CR4)
-	smapOff := ok && cr4&target.CR4SMAP == 0
+func acMeaning(set bool, st *x86.State) string {
+	cr4, ok := st.Get(x86.CR4)
+	smapOff := ok && x86.CR4Flags(cr4)&x86.CR4SMAP == 0
 	var s string
 	if set {
 		s = "kernel code may now touch user pages (SMAP suspended)"
@@ -60,7 +60,7 @@ func acMeaning(set bool, st *target.State) string {
 
 // smap checks stac and clac.
 func (a *annotator) smap(af uint64, ok bool) {
-	a.explained(target.RFLAGS)
+	a.explained(x86.RFLAGS)
 	if !ok {
 		return
 	}
@@ -68,7 +68,7 @@ func (a *annotator) smap(af uint64, ok bool) {
 	if c := cpl(a.b); c > 0 {
 		a.add(KindPrivilege, Finding, "%s at CPL %d should raise #UD: it is a ring-0 instruction", a.op.name, c)
 	}
-	a.add(KindPrivilege, verdict((af&target.FlagAC != 0) == set), "%s: AC = %d: %s", a.op.name, bit(af, target.FlagAC), acMeaning(set, a.b))
+	a.add(KindPrivilege, verdict((x86.Flags(af)&x86.FlagAC != 0) == set), "%s: AC = %d: %s", a.op.name, bit(af, x86.FlagAC), acMeaning(set, a.b))
 }
 
 // mitigations names speculative-execution mitigations.
@@ -91,7 +91,7 @@ func (a *annotator) mitigations() {
 		}
 		a.note(KindMitigation, "%s", what)
 	case x86asm.CALL, x86asm.JMP:
-		if rip, ok := a.a.Get(target.RIP); ok {
+		if rip, ok := a.a.Get(x86.RIP); ok {
 			if t := thunk(a.symbol(rip)); t != "" {
 				a.note(KindMitigation, "%s %s: %s", strings.ToLower(a.s.Inst.Op.String()), a.sym(rip), t)
 			}

@@ -3,11 +3,11 @@ package annotate
 import (
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func TestPrivilegeAndMitigations(t *testing.T) {
-	k := with(kernel, regs{target.RFLAGS: 0x2})
+	k := with(kernel, regs{x86.RFLAGS: 0x2})
 	tests := []struct {
 		name          string
 		code          []byte
@@ -16,15 +16,15 @@ func TestPrivilegeAndMitigations(t *testing.T) {
 		checks        []check
 		clean         bool
 	}{
-		{"sti", insSti, k, with(k, regs{target.RFLAGS: 0x202}), false,
+		{"sti", insSti, k, with(k, regs{x86.RFLAGS: 0x202}), false,
 			[]check{note(KindPrivilege, "IF 0 → 1: interrupts enabled; one more instruction runs")}, true},
-		{"cli", insCli, with(k, regs{target.RFLAGS: 0x202}), k, false,
+		{"cli", insCli, with(k, regs{x86.RFLAGS: 0x202}), k, false,
 			[]check{note(KindPrivilege, "IF 1 → 0: interrupts disabled")}, true},
-		{"cli in user mode without IOPL", insCli, user, with(user, regs{target.RFLAGS: 0x46}), false,
+		{"cli in user mode without IOPL", insCli, user, with(user, regs{x86.RFLAGS: 0x46}), false,
 			[]check{finding(KindPrivilege, "by cli at CPL 3 with IOPL 0: it should have raised #GP")}, false},
-		{"stac", insStac, k, with(k, regs{target.RFLAGS: 0x40002}), false,
+		{"stac", insStac, k, with(k, regs{x86.RFLAGS: 0x40002}), false,
 			[]check{ok(KindPrivilege, "stac: AC = 1: kernel code may now touch user pages (SMAP suspended)")}, true},
-		{"clac", insClac, with(k, regs{target.RFLAGS: 0x40002}), k, false,
+		{"clac", insClac, with(k, regs{x86.RFLAGS: 0x40002}), k, false,
 			[]check{ok(KindPrivilege, "clac: AC = 0: kernel accesses to user pages fault again")}, true},
 		{"stac that did not set AC", insStac, k, k, false,
 			[]check{finding(KindPrivilege, "stac: AC = 0")}, false},
@@ -34,7 +34,7 @@ func TestPrivilegeAndMitigations(t *testing.T) {
 			[]check{note(KindMitigation, "lfence right after swapgs")}, true},
 		{"lfence", insLfence, k, k, false,
 			[]check{note(KindMitigation, "lfence: a speculation barrier")}, true},
-		{"retpoline", insCallRAX, with(k, regs{target.RAX: 0xffffffff81004000}), with(k, regs{target.RIP: 0xffffffff81004000, target.RSP: k[target.RSP] - 8, target.RAX: 0xffffffff81004000}), false,
+		{"retpoline", insCallRAX, with(k, regs{x86.RAX: 0xffffffff81004000}), with(k, regs{x86.RIP: 0xffffffff81004000, x86.RSP: k[x86.RSP] - 8, x86.RAX: 0xffffffff81004000}), false,
 			[]check{
 				note(KindMitigation, "call 0xffffffff81004000 <__x86_indirect_thunk_rax>: retpoline"),
 				note(KindControl, "call 0xffffffff81004000 <__x86_indirect_thunk_rax> (indirect, through rax); returns to 0xffffffff81c00092"),
@@ -42,10 +42,10 @@ func TestPrivilegeAndMitigations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr := tt.before[target.RIP]
+			addr := tt.before[x86.RIP]
 			after := tt.after
-			if _, set := after[target.RIP]; !set || after[target.RIP] == addr {
-				after = with(after, regs{target.RIP: addr + uint64(len(tt.code))})
+			if _, set := after[x86.RIP]; !set || after[x86.RIP] == addr {
+				after = with(after, regs{x86.RIP: addr + uint64(len(tt.code))})
 			}
 			c := &Context{Symbols: testSyms, Knowledge: NewKnowledge()}
 			if tt.prevSwapgs {

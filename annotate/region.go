@@ -1,6 +1,10 @@
 package annotate
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/sctrace/sctrace/x86"
+)
 
 // RegionKind says what a memory region is for.
 type RegionKind string
@@ -220,7 +224,7 @@ func (c *Context) ExitTrampoline(from, to uint64) bool {
 	if rf, ok := c.StackOf(from); ok {
 		return rf.Kind == RegionKernelStack
 	}
-	return from>>63 == 1
+	return x86.KernelHalf(from)
 }
 
 // where names the region holding addr, e.g. ` in kernel stack "task"`, or "".
@@ -258,7 +262,7 @@ func (a *annotator) stackName(rsp uint64) string {
 	if r, ok := a.stackRegion(rsp); ok {
 		return r.label()
 	}
-	if rsp>>63 != 0 {
+	if x86.KernelHalf(rsp) {
 		return "kernel-half stack"
 	}
 	return "user-half stack"

@@ -3,7 +3,7 @@ package annotate
 import (
 	"fmt"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -11,7 +11,7 @@ import (
 func (a *annotator) pushValue(after uint64) (string, bool) {
 	inst := a.s.Inst
 	if inst.Op == x86asm.PUSHFQ || inst.Op == x86asm.PUSHF {
-		if v, ok := a.b.Get(target.RFLAGS); ok {
+		if v, ok := a.b.Get(x86.RFLAGS); ok {
 			return fmt.Sprintf("rflags %#x", v), true
 		}
 		return "", false
@@ -58,12 +58,12 @@ func (a *annotator) trampolineCopy(at uint64) {
 
 // stack explains an RSP change made by an ordinary instruction.
 func (a *annotator) stack() {
-	before, ok1 := a.b.Get(target.RSP)
-	after, ok2 := a.a.Get(target.RSP)
+	before, ok1 := a.b.Get(x86.RSP)
+	after, ok2 := a.a.Get(x86.RSP)
 	if !ok1 || !ok2 || before == after {
 		return
 	}
-	a.explained(target.RSP)
+	a.explained(x86.RSP)
 	inst := a.s.Inst
 	if a.scratchRSP(before, after) {
 		return
@@ -72,7 +72,7 @@ func (a *annotator) stack() {
 		// The first real stack pointer after RSP served as scratch.
 		a.k.scratchRSP = false
 		defer a.stackSwitch(a.k.stackRSP, after)
-		a.note(KindStack, "rsp is a stack pointer again: %#x (it held %#x, scratch)", after, a.b.Val(target.RSP))
+		a.note(KindStack, "rsp is a stack pointer again: %#x (it held %#x, scratch)", after, a.b.Val(x86.RSP))
 		return
 	}
 	d := int64(after - before)
@@ -174,7 +174,7 @@ func (a *annotator) stackSwitch(before, after uint64) {
 		switched = true
 	default:
 		d := int64(after - before)
-		switched = before>>63 != after>>63 || d > 1<<16 || d < -(1<<16)
+		switched = x86.KernelHalf(before) != x86.KernelHalf(after) || d > 1<<16 || d < -(1<<16)
 	}
 	if switched {
 		a.note(KindStack, "stack switch: %s → %s", a.stackName(before), a.stackName(after))
@@ -241,7 +241,7 @@ func (a *annotator) frameStores() {
 		return
 	}
 	if dst, ok := inst.Args[0].(x86asm.Reg); ok {
-		if r, _, _, ok := regInfo(dst); ok && r != target.RSP {
+		if r, _, _, ok := regInfo(dst); ok && r != x86.RSP {
 			a.explained(r)
 			a.note(KindMemory, "loads from %s%s%s%s", place, a.slot(lin), a.where(lin), a.accessValue(1, "loads from"))
 		}

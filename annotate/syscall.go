@@ -3,12 +3,13 @@ package annotate
 import (
 	"fmt"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // cpl returns the privilege level of a state: the CPL from `info registers`
 // when it was read, else the RPL of CS; -1 when neither is known.
-func cpl(st *target.State) int {
+func cpl(st *x86.State) int {
 	if st.Sys != nil && st.Sys.CPL >= 0 && st.Sys.CPL <= 3 {
 		return st.Sys.CPL
 	}
@@ -63,7 +64,7 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 		prev = &cp
 		if c := a.k.Conflict(m); c != 0 {
 			a.add(KindMSR, Finding, "%s: this step shows %#x in bits %#x, but %s was known (%s); no wrmsr to it was seen in between",
-				MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
+				x86.MSRName(index), value&c, c, old.ValueString(), old.ProvenanceOf(c))
 			prev, conflict = nil, true
 		}
 	}
@@ -75,20 +76,20 @@ func (a *annotator) learnMSR(index uint32, value, known uint64, how string) (pre
 // RIP comes from LSTAR, CS and SS from STAR[47:32], RFLAGS is masked by
 // FMASK, and RSP is left alone.
 func (a *annotator) syscall() {
-	if efer, ok := a.b.Get(target.EFER); ok && efer&target.EFERSCE == 0 {
+	if efer, ok := a.b.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
 		a.note(KindMSR, "EFER.SCE is clear (efer %#x): syscall is disabled and raises #UD", efer)
 		a.enter(6, false, "syscall with EFER.SCE clear")
 		return
 	}
-	a.explained(target.RIP, target.RCX, target.R11, target.RFLAGS, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RCX, x86.R11, x86.RFLAGS, x86.CS, x86.SS)
 	a.privilegeChange("syscall", 0)
 
 	// RIP from LSTAR (CSTAR from compatibility mode).
-	msr, name := MSRLSTAR, "LSTAR"
+	msr, name := x86.MSRLSTAR, "LSTAR"
 	if a.compatMode(a.b) {
-		msr, name = MSRCSTAR, "CSTAR"
+		msr, name = x86.MSRCSTAR, "CSTAR"
 	}
-	if rip, ok := a.a.Get(target.RIP); ok {
+	if rip, ok := a.a.Get(x86.RIP); ok {
 		prev, conflict := a.learnMSR(msr, rip, ^uint64(0), "RIP after syscall")
 		switch {
 		case conflict:
@@ -100,25 +101,25 @@ func (a *annotator) syscall() {
 		}
 	}
 	if a.hasNext {
-		a.expect(KindRegister, target.RCX, a.next, "the address of the next instruction, where sysret will return", "SYSCALL saves the return address in RCX")
+		a.expect(KindRegister, x86.RCX, a.next, "the address of the next instruction, where sysret will return", "SYSCALL saves the return address in RCX")
 	}
-	if fl, ok := a.b.Get(target.RFLAGS); ok {
-		a.expect(KindRegister, target.R11, fl&^target.FlagRF, "RFLAGS before the syscall (RF cleared)", "SYSCALL saves RFLAGS in R11")
+	if fl, ok := a.b.Get(x86.RFLAGS); ok {
+		a.expect(KindRegister, x86.R11, fl&^uint64(x86.FlagRF), "RFLAGS before the syscall (RF cleared)", "SYSCALL saves RFLAGS in R11")
 		a.syscallFlags(fl)
 	}
 	a.syscallSelectors()
 
 	// No stack switch.
 	a.stackDone = true
-	if rsp, ok := a.b.Get(target.RSP); ok {
-		a.expect(KindStack, target.RSP, rsp, "unchanged: SYSCALL does not switch stacks, the kernel still runs on the caller's stack until its entry code loads one", "SYSCALL must not change RSP")
+	if rsp, ok := a.b.Get(x86.RSP); ok {
+		a.expect(KindStack, x86.RSP, rsp, "unchanged: SYSCALL does not switch stacks, the kernel still runs on the caller's stack until its entry code loads one", "SYSCALL must not change RSP")
 	}
-	a.recordEntry("syscall", a.next)
+	a.recordEntry(mechanism.Syscall.Instruction(), a.next)
 }
 
 // compatMode reports whether the state's CS is a 32-bit (compatibility mode)
 // segment, from the cached descriptor attributes (L bit) when they were read.
-func (a *annotator) compatMode(st *target.State) bool {
+func (a *annotator) compatMode(st *x86.State) bool {
 	if st.Sys == nil {
 		return false
 	}
@@ -129,16 +130,16 @@ func (a *annotator) compatMode(st *target.State) bool {
 // syscallFlags checks RFLAGS after SYSCALL against FMASK and learns which
 // bits FMASK certainly holds.
 func (a *annotator) syscallFlags(before uint64) {
-	after, ok := a.a.Get(target.RFLAGS)
+	after, ok := a.a.Get(x86.RFLAGS)
 	if !ok {
 		return
 	}
 	const fixed = 2 // reserved bit 1 always reads 1
-	cleared := before &^ after &^ (target.FlagRF | fixed)
+	cleared := before &^ after &^ uint64(x86.FlagRF|fixed)
 	if extra := after &^ before &^ fixed; extra != 0 {
-		a.add(KindFlags, Finding, "rflags %#x → %#x: %s set, but SYSCALL only clears flags (RFLAGS &= ~FMASK)", before, after, target.Flags(extra))
+		a.add(KindFlags, Finding, "rflags %#x → %#x: %s set, but SYSCALL only clears flags (RFLAGS &= ~FMASK)", before, after, x86.Flags(extra))
 	}
-	if after&target.FlagRF != 0 {
+	if x86.Flags(after)&x86.FlagRF != 0 {
 		a.add(KindFlags, Finding, "RF is set after syscall; SYSCALL clears it")
 	}
 	// Bits set before and clear after are in FMASK; bits set after are
@@ -146,7 +147,7 @@ func (a *annotator) syscallFlags(before uint64) {
 	// SYSCALL helper masks an RFLAGS value that lacks them (TCG keeps them
 	// lazily, apart), so they come out clear whatever FMASK says. With the
 	// accelerator unknown they may be either.
-	known := (cleared | after) &^ (fixed | target.FlagRF)
+	known := (cleared | after) &^ uint64(fixed|x86.FlagRF)
 	fmaskCleared := cleared
 	switch emu := cleared & arithFlags; {
 	case a.c.accel() == "kvm":
@@ -154,26 +155,26 @@ func (a *annotator) syscallFlags(before uint64) {
 		known &^= arithFlags
 		fmaskCleared &^= arithFlags
 		if emu != 0 {
-			a.note(KindFlags, "rflags %#x → %#x: %s cleared by QEMU's TCG, not by FMASK: its SYSCALL helper masks an RFLAGS value that lacks the lazily kept arithmetic flags (a CPU keeps them unless FMASK names them)", before, after, target.Flags(emu))
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by QEMU's TCG, not by FMASK: its SYSCALL helper masks an RFLAGS value that lacks the lazily kept arithmetic flags (a CPU keeps them unless FMASK names them)", before, after, x86.Flags(emu))
 		}
 	default:
 		known &^= arithFlags
 		fmaskCleared &^= arithFlags
 		if emu != 0 {
-			a.note(KindFlags, "rflags %#x → %#x: %s cleared by FMASK or by the emulator (QEMU's TCG clears arithmetic flags on SYSCALL without FMASK naming them; the accelerator is unknown here), so they are left out of what FMASK is known to hold", before, after, target.Flags(emu))
+			a.note(KindFlags, "rflags %#x → %#x: %s cleared by FMASK or by the emulator (QEMU's TCG clears arithmetic flags on SYSCALL without FMASK naming them; the accelerator is unknown here), so they are left out of what FMASK is known to hold", before, after, x86.Flags(emu))
 		}
 	}
 	switch {
 	case cleared == 0:
 		a.note(KindFlags, "rflags %#x unchanged: none of the set flags is in FMASK", after)
 	case fmaskCleared != 0:
-		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, target.Flags(fmaskCleared))
+		a.note(KindFlags, "rflags %#x → %#x: FMASK cleared %s", before, after, x86.Flags(fmaskCleared))
 	}
 	if known == 0 {
 		return
 	}
-	prev, conflict := a.learnMSR(MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
-	m := a.k.MSR(MSRFMASK)
+	prev, conflict := a.learnMSR(x86.MSRFMASK, cleared, known, "RFLAGS bits syscall cleared (1) or kept (0)")
+	m := a.k.MSR(x86.MSRFMASK)
 	switch {
 	case conflict:
 	case prev != nil && prev.Known&known == known:
@@ -184,27 +185,27 @@ func (a *annotator) syscallFlags(before uint64) {
 }
 
 // arithFlags are the status flags an ALU result sets: CF PF AF ZF SF OF.
-const arithFlags = target.FlagCF | target.FlagPF | target.FlagAF | target.FlagZF | target.FlagSF | target.FlagOF
+const arithFlags = uint64(x86.FlagCF | x86.FlagPF | x86.FlagAF | x86.FlagZF | x86.FlagSF | x86.FlagOF)
 
 func flagList(v uint64) string {
 	if v == 0 {
 		return "none"
 	}
-	return target.Flags(v).String()
+	return x86.Flags(v).String()
 }
 
 // syscallSelectors checks CS = STAR[47:32] & 0xfffc and SS = STAR[47:32] + 8.
 func (a *annotator) syscallSelectors() {
-	cs, csOK := a.a.Get(target.CS)
-	ss, ssOK := a.a.Get(target.SS)
+	cs, csOK := a.a.Get(x86.CS)
+	ss, ssOK := a.a.Get(x86.SS)
 	const starKernel = 0xffff << 32
 	switch {
 	case ssOK:
 		base := (ss - 8) & 0xffff
-		prev, conflict := a.learnMSR(MSRSTAR, base<<32, starKernel, "SS after syscall minus 8")
+		prev, conflict := a.learnMSR(x86.MSRSTAR, base<<32, starKernel, "SS after syscall minus 8")
 		if csOK {
 			if cs == base&0xfffc {
-				a.add(KindRegister, OK, "cs = %s, ss = %s: kernel selectors from STAR[47:32] = %#x (SS = CS + 8)", target.Selector(cs), target.Selector(ss), base)
+				a.add(KindRegister, OK, "cs = %s, ss = %s: kernel selectors from STAR[47:32] = %#x (SS = CS + 8)", x86.Selector(cs), x86.Selector(ss), base)
 			} else {
 				a.add(KindRegister, Finding, "cs = %#x, ss = %#x: SYSCALL loads CS = STAR[47:32] & 0xfffc and SS = STAR[47:32] + 8, so SS must be CS + 8", cs, ss)
 			}
@@ -217,8 +218,8 @@ func (a *annotator) syscallSelectors() {
 			a.note(KindMSR, "STAR[47:32] = %#x (inferred from SS after syscall)", base)
 		}
 	case csOK:
-		a.learnMSR(MSRSTAR, (cs&0xfffc)<<32, 0xfffc<<32, "CS after syscall")
-		a.note(KindRegister, "cs = %s: from STAR[47:32] (SS unknown)", target.Selector(cs))
+		a.learnMSR(x86.MSRSTAR, (cs&0xfffc)<<32, 0xfffc<<32, "CS after syscall")
+		a.note(KindRegister, "cs = %s: from STAR[47:32] (SS unknown)", x86.Selector(cs))
 	}
 }
 
@@ -230,15 +231,15 @@ func (a *annotator) sysret() {
 		a.enter(13, false, "sysret outside ring 0")
 		return
 	}
-	rcx, rcxOK := a.b.Get(target.RCX)
-	if a.op.wide && rcxOK && !canonical(rcx) {
+	rcx, rcxOK := a.b.Get(x86.RCX)
+	if a.op.wide && rcxOK && !x86.Canonical(rcx) {
 		a.add(KindControl, Finding, "rcx %#x is not canonical: Intel CPUs raise #GP in ring 0 here with the user RSP already loaded (the CVE-2012-0217 hazard); AMD CPUs return and fault in user mode", rcx)
 		if cpl(a.a) == 0 {
 			a.enter(13, false, "sysret to a non-canonical RCX")
 			return
 		}
 	}
-	a.explained(target.RIP, target.RFLAGS, target.CS, target.SS)
+	a.explained(x86.RIP, x86.RFLAGS, x86.CS, x86.SS)
 	mode := "64-bit"
 	if !a.op.wide {
 		mode = "compatibility (32-bit)"
@@ -254,20 +255,20 @@ func (a *annotator) sysret() {
 		if e := a.k.Entry; e != nil && e.ReturnRIP == want {
 			what += fmt.Sprintf(", right after the %s of step %d", e.Mechanism, e.Step)
 		}
-		a.expect(KindControl, target.RIP, want, what, "SYSRET loads RIP from RCX")
+		a.expect(KindControl, x86.RIP, want, what, "SYSRET loads RIP from RCX")
 	}
-	if r11, ok := a.b.Get(target.R11); ok {
-		a.expect(KindFlags, target.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")
+	if r11, ok := a.b.Get(x86.R11); ok {
+		a.expect(KindFlags, x86.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")
 	}
 	a.ifChange("from R11")
 	a.sysretSelectors()
 	a.stackDone = true
-	if rsp, ok := a.b.Get(target.RSP); ok {
+	if rsp, ok := a.b.Get(x86.RSP); ok {
 		what := "unchanged: SYSRET does not restore RSP, the kernel put the user stack pointer back itself"
 		if e := a.k.Entry; e != nil && e.CallerRSP == rsp {
 			what += fmt.Sprintf(" (the value it had at the %s of step %d)", e.Mechanism, e.Step)
 		}
-		a.expect(KindStack, target.RSP, rsp, what, "SYSRET must not change RSP")
+		a.expect(KindStack, x86.RSP, rsp, what, "SYSRET must not change RSP")
 	}
 	a.k.Entry = nil
 }
@@ -276,8 +277,8 @@ func (a *annotator) sysret() {
 // return) and SS = (STAR[63:48] + 8) | 3, learning STAR[63:48] but for
 // its low two bits, which the RPL 3 forced into the selectors hides.
 func (a *annotator) sysretSelectors() {
-	cs, csOK := a.a.Get(target.CS)
-	ss, ssOK := a.a.Get(target.SS)
+	cs, csOK := a.a.Get(x86.CS)
+	ss, ssOK := a.a.Get(x86.SS)
 	csOff := uint64(16)
 	if !a.op.wide {
 		csOff = 0
@@ -285,16 +286,16 @@ func (a *annotator) sysretSelectors() {
 	const starUser = 0xfffc << 48
 	if !ssOK {
 		if csOK {
-			a.learnMSR(MSRSTAR, ((cs&^3)-csOff)&0xffff<<48, starUser, "CS after sysret")
+			a.learnMSR(x86.MSRSTAR, ((cs&^3)-csOff)&0xffff<<48, starUser, "CS after sysret")
 		}
 		return
 	}
 	base := ((ss &^ 3) - 8) & 0xfffc
-	prev, conflict := a.learnMSR(MSRSTAR, base<<48, starUser, "SS after sysret")
+	prev, conflict := a.learnMSR(x86.MSRSTAR, base<<48, starUser, "SS after sysret")
 	if csOK {
 		want := (base+csOff)&0xffff | 3
 		if cs == want && ss&3 == 3 {
-			a.add(KindRegister, OK, "cs = %s, ss = %s: user selectors from STAR[63:48] (CS = base + %d, SS = base + 8, RPL 3)", target.Selector(cs), target.Selector(ss), csOff)
+			a.add(KindRegister, OK, "cs = %s, ss = %s: user selectors from STAR[63:48] (CS = base + %d, SS = base + 8, RPL 3)", x86.Selector(cs), x86.Selector(ss), csOff)
 		} else {
 			a.add(KindRegister, Finding, "cs = %#x, ss = %#x: SYSRET loads SS = (STAR[63:48] + 8) | 3 and CS = (STAR[63:48] + %d) | 3, so CS should be %#x", cs, ss, csOff, want)
 		}
@@ -311,7 +312,7 @@ func (a *annotator) sysretSelectors() {
 // recordEntry notes a kernel entry so the return can be related to it.
 func (a *annotator) recordEntry(mech string, ret uint64) {
 	e := &Entry{Step: a.s.Index, Mechanism: mech, FromCPL: cpl(a.b), ReturnRIP: ret}
-	if rsp, ok := a.b.Get(target.RSP); ok {
+	if rsp, ok := a.b.Get(x86.RSP); ok {
 		e.CallerRSP = rsp
 	}
 	if e.FromCPL == 3 || a.k.Entry == nil {

@@ -4,13 +4,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // syscallAfter is the state at the first instruction of entry_SYSCALL_64.
 var syscallAfter = with(user, regs{
-	target.RIP: lstar, target.RCX: userRIP + 2, target.R11: 0x246, target.RFLAGS: 0x2,
-	target.CS: 0x10, target.SS: 0x18,
+	x86.RIP: lstar, x86.RCX: userRIP + 2, x86.R11: 0x246, x86.RFLAGS: 0x2,
+	x86.CS: 0x10, x86.SS: 0x18,
 })
 
 func TestSyscall(t *testing.T) {
@@ -37,37 +37,37 @@ func TestSyscall(t *testing.T) {
 		},
 		{
 			name: "rcx is not the next instruction", before: user,
-			after:  with(syscallAfter, regs{target.RCX: userRIP}),
+			after:  with(syscallAfter, regs{x86.RCX: userRIP}),
 			checks: []check{finding(KindRegister, "rcx = 0x401000, expected 0x401002")},
 		},
 		{
 			name: "ss is not cs+8", before: user,
-			after:  with(syscallAfter, regs{target.SS: 0x20}),
+			after:  with(syscallAfter, regs{x86.SS: 0x20}),
 			checks: []check{finding(KindRegister, "SS must be CS + 8")},
 		},
 		{
 			name: "r11 is not rflags", before: user,
-			after:  with(syscallAfter, regs{target.R11: 0x202}),
+			after:  with(syscallAfter, regs{x86.R11: 0x202}),
 			checks: []check{finding(KindRegister, "r11 = 0x202, expected 0x246")},
 		},
 		{
 			name: "rsp switched", before: user,
-			after:  with(syscallAfter, regs{target.RSP: kstackTop}),
+			after:  with(syscallAfter, regs{x86.RSP: kstackTop}),
 			checks: []check{finding(KindStack, "SYSCALL must not change RSP")},
 		},
 		{
 			name: "a flag set by syscall", before: user,
-			after:  with(syscallAfter, regs{target.RFLAGS: 0x402}),
+			after:  with(syscallAfter, regs{x86.RFLAGS: 0x402}),
 			checks: []check{finding(KindFlags, "DF set, but SYSCALL only clears flags")},
 		},
 		{
 			name: "still at cpl 3", before: user,
-			after:  with(syscallAfter, regs{target.CS: 0x13, target.SS: 0x1b}),
+			after:  with(syscallAfter, regs{x86.CS: 0x13, x86.SS: 0x1b}),
 			checks: []check{finding(KindPrivilege, "puts the CPU at CPL 0")},
 		},
 		{
 			name: "unknown rcx after", before: user,
-			after:  without(syscallAfter, target.RCX),
+			after:  without(syscallAfter, x86.RCX),
 			checks: []check{note(KindCheck, "rcx unknown after the step")},
 			clean:  true,
 		},
@@ -90,15 +90,15 @@ func TestSyscallLearnsMSRs(t *testing.T) {
 	c := &Context{Accel: "kvm"}
 	Annotate(mkStep(t, 3, insSyscall, userRIP, user, syscallAfter), c)
 	k := c.Knowledge
-	m := k.MSR(MSRLSTAR)
+	m := k.MSR(x86.MSRLSTAR)
 	if m == nil || m.Value != lstar || m.Known != ^uint64(0) || m.Source != SourceInferred || m.Step != 3 {
 		t.Fatalf("LSTAR = %+v, want %#x inferred at step 3", m, uint64(lstar))
 	}
-	star := k.MSR(MSRSTAR)
+	star := k.MSR(x86.MSRSTAR)
 	if star == nil || star.Known != 0xffff<<32 || star.Value != 0x10<<32 {
 		t.Errorf("STAR = %+v, want bits 47:32 = 0x10", star)
 	}
-	fm := k.MSR(MSRFMASK)
+	fm := k.MSR(x86.MSRFMASK)
 	// IF, ZF, PF cleared (in FMASK); nothing set after except bit 1.
 	if fm == nil || fm.Value != 0x244 || fm.Known != 0x244 {
 		t.Errorf("FMASK = %+v, want value and known 0x244", fm)
@@ -112,9 +112,9 @@ func TestSyscallContradictsKnowledge(t *testing.T) {
 		before regs // state before it
 		want   string
 	}{
-		{"LSTAR changed between two syscalls", with(syscallAfter, regs{target.RIP: lstar + 0x40}), user, "IA32_LSTAR: this step shows"},
-		{"FMASK kept a flag it cleared before", with(syscallAfter, regs{target.RFLAGS: 0x202}), user, "IA32_FMASK: this step shows"},
-		{"STAR kernel selector changed", with(syscallAfter, regs{target.CS: 0x8, target.SS: 0x10}), user, "IA32_STAR: this step shows"},
+		{"LSTAR changed between two syscalls", with(syscallAfter, regs{x86.RIP: lstar + 0x40}), user, "IA32_LSTAR: this step shows"},
+		{"FMASK kept a flag it cleared before", with(syscallAfter, regs{x86.RFLAGS: 0x202}), user, "IA32_FMASK: this step shows"},
+		{"STAR kernel selector changed", with(syscallAfter, regs{x86.CS: 0x8, x86.SS: 0x10}), user, "IA32_STAR: this step shows"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,18 +137,18 @@ func TestSyscallContradictsKnowledge(t *testing.T) {
 	t.Run("a wrmsr in between is no contradiction", func(t *testing.T) {
 		c := &Context{}
 		Annotate(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), c)
-		wr := with(kernel, regs{target.RCX: uint64(MSRLSTAR), target.RAX: 0x81c00100, target.RDX: 0xffffffff})
-		Annotate(mkStep(t, 2, insWrmsr, lstar+0x20, wr, with(wr, regs{target.RIP: lstar + 0x22})), c)
-		effects := Annotate(mkStep(t, 3, insSyscall, userRIP, user, with(syscallAfter, regs{target.RIP: 0xffffffff81c00100})), c)
+		wr := with(kernel, regs{x86.RCX: uint64(x86.MSRLSTAR), x86.RAX: 0x81c00100, x86.RDX: 0xffffffff})
+		Annotate(mkStep(t, 2, insWrmsr, lstar+0x20, wr, with(wr, regs{x86.RIP: lstar + 0x22})), c)
+		effects := Annotate(mkStep(t, 3, insSyscall, userRIP, user, with(syscallAfter, regs{x86.RIP: 0xffffffff81c00100})), c)
 		expectNoFinding(t, effects)
 		expectEffects(t, effects, ok(KindControl, "as known (read at step 2"))
 	})
 }
 
 func TestSyscallDisabled(t *testing.T) {
-	before := with(user, regs{target.EFER: 0xd00})
+	before := with(user, regs{x86.EFER: 0xd00})
 	ud := uint64(0xffffffff81002000)
-	after := with(before, regs{target.RIP: ud, target.CS: 0x10, target.SS: 0, target.RSP: kstackTop - 40, target.RFLAGS: 0x46})
+	after := with(before, regs{x86.RIP: ud, x86.CS: 0x10, x86.SS: 0, x86.RSP: kstackTop - 40, x86.RFLAGS: 0x46})
 	effects := Annotate(mkStep(t, 1, insSyscall, userRIP, before, after,
 		Memory{Addr: kstackTop - 40, Data: qwords(userRIP, 0x33, 0x246, userRSP, 0x2b, 0), After: true}), &Context{Symbols: testSyms})
 	expectEffects(t, effects,
@@ -159,9 +159,9 @@ func TestSyscallDisabled(t *testing.T) {
 }
 
 // sysretBefore is the kernel state just before sysretq.
-var sysretBefore = with(kernel, regs{target.RCX: userRIP + 2, target.R11: 0x246, target.RSP: userRSP, target.GSBase: 0, target.KernelGSBase: percpu})
+var sysretBefore = with(kernel, regs{x86.RCX: userRIP + 2, x86.R11: 0x246, x86.RSP: userRSP, x86.GSBase: 0, x86.KernelGSBase: percpu})
 
-var sysretAfter = with(sysretBefore, regs{target.RIP: userRIP + 2, target.RFLAGS: 0x246, target.CS: 0x33, target.SS: 0x2b})
+var sysretAfter = with(sysretBefore, regs{x86.RIP: userRIP + 2, x86.RFLAGS: 0x246, x86.CS: 0x33, x86.SS: 0x2b})
 
 func TestSysret(t *testing.T) {
 	tests := []struct {
@@ -184,27 +184,27 @@ func TestSysret(t *testing.T) {
 		},
 		{
 			name: "rip is not rcx", code: insSysretq, before: sysretBefore,
-			after:  with(sysretAfter, regs{target.RIP: userRIP + 8}),
+			after:  with(sysretAfter, regs{x86.RIP: userRIP + 8}),
 			checks: []check{finding(KindControl, "rip = 0x401008, expected 0x401002")},
 		},
 		{
-			name: "rflags ignores r11", code: insSysretq, before: with(sysretBefore, regs{target.R11: 0x10246}),
-			after:  with(sysretAfter, regs{target.RFLAGS: 0x10246, target.R11: 0x10246}),
+			name: "rflags ignores r11", code: insSysretq, before: with(sysretBefore, regs{x86.R11: 0x10246}),
+			after:  with(sysretAfter, regs{x86.RFLAGS: 0x10246, x86.R11: 0x10246}),
 			checks: []check{finding(KindFlags, "rflags = 0x10246, expected 0x246")},
 		},
 		{
 			name: "cs is not ss+8", code: insSysretq, before: sysretBefore,
-			after:  with(sysretAfter, regs{target.CS: 0x23}),
+			after:  with(sysretAfter, regs{x86.CS: 0x23}),
 			checks: []check{finding(KindRegister, "so CS should be 0x33")},
 		},
 		{
-			name: "non-canonical rcx", code: insSysretq, before: with(sysretBefore, regs{target.RCX: 0x0000800000000000}),
-			after:  with(sysretAfter, regs{target.RIP: 0x0000800000000000}),
+			name: "non-canonical rcx", code: insSysretq, before: with(sysretBefore, regs{x86.RCX: 0x0000800000000000}),
+			after:  with(sysretAfter, regs{x86.RIP: 0x0000800000000000}),
 			checks: []check{finding(KindControl, "is not canonical")},
 		},
 		{
 			name: "sysretl returns to compatibility mode", code: insSysretl, before: sysretBefore,
-			after: with(sysretAfter, regs{target.CS: 0x23}), clean: true,
+			after: with(sysretAfter, regs{x86.CS: 0x23}), clean: true,
 			checks: []check{ok(KindRegister, "CS = base + 0")},
 		},
 	}
@@ -231,7 +231,7 @@ func TestSysretRelatesToSyscall(t *testing.T) {
 	if c.Knowledge.Entry != nil {
 		t.Errorf("entry %+v still open after sysret", c.Knowledge.Entry)
 	}
-	star := c.Knowledge.MSR(MSRSTAR)
+	star := c.Knowledge.MSR(x86.MSRSTAR)
 	if want := uint64(0xfffc<<48 | 0xffff<<32); star.Known != want {
 		t.Errorf("STAR known bits %#x, want %#x after syscall and sysret", star.Known, want)
 	}
@@ -295,11 +295,11 @@ func TestSyscallFlagsByAccel(t *testing.T) {
 					}
 				}
 			}
-			if m := c.Knowledge.MSR(MSRFMASK); m == nil || m.Value != tt.value || m.Known != tt.knownBits {
+			if m := c.Knowledge.MSR(x86.MSRFMASK); m == nil || m.Value != tt.value || m.Known != tt.knownBits {
 				t.Errorf("FMASK = %+v, want %#x (known bits %#x)", m, tt.value, tt.knownBits)
 			}
 			// The real FMASK, probed, agrees with what was inferred.
-			if c := c.Knowledge.Conflict(MSR{Index: MSRFMASK, Value: 0x47700, Known: ^uint64(0)}); tt.accel != "kvm" && c != 0 {
+			if c := c.Knowledge.Conflict(MSR{Index: x86.MSRFMASK, Value: 0x47700, Known: ^uint64(0)}); tt.accel != "kvm" && c != 0 {
 				t.Errorf("FMASK 0x47700 contradicts the inference in bits %#x", c)
 			}
 		})

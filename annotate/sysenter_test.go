@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 const (
@@ -13,7 +13,7 @@ const (
 )
 
 var sysenterAfter = with(user, regs{
-	target.RIP: sysenterEIP, target.RSP: sysenterESP, target.CS: 0x10, target.SS: 0x18, target.RFLAGS: 0x46,
+	x86.RIP: sysenterEIP, x86.RSP: sysenterESP, x86.CS: 0x10, x86.SS: 0x18, x86.RFLAGS: 0x46,
 })
 
 func TestSysenter(t *testing.T) {
@@ -38,16 +38,16 @@ func TestSysenter(t *testing.T) {
 			},
 		},
 		{
-			name: "ss is not cs+8", after: with(sysenterAfter, regs{target.SS: 0x28}),
+			name: "ss is not cs+8", after: with(sysenterAfter, regs{x86.SS: 0x28}),
 			checks: []check{finding(KindRegister, "SYSENTER loads SS = CS + 8")},
 		},
 		{
-			name: "IF survives", after: with(sysenterAfter, regs{target.RFLAGS: 0x246}),
+			name: "IF survives", after: with(sysenterAfter, regs{x86.RFLAGS: 0x246}),
 			checks: []check{finding(KindFlags, "SYSENTER clears IF")},
 		},
 		{
 			name: "amd: #UD found through the IDT", sys: true, clean: true,
-			after: with(user, regs{target.RIP: udEntry, target.CS: 0x10, target.SS: 0, target.RSP: frameRSP, target.RFLAGS: 0x46}),
+			after: with(user, regs{x86.RIP: udEntry, x86.CS: 0x10, x86.SS: 0, x86.RSP: frameRSP, x86.RFLAGS: 0x46}),
 			mem: []Memory{
 				idtEntry(6, gateBytes(udEntry, 0x10, 0, 0xe, 0)), tssMem(tssRSP0),
 				{Addr: frameRSP, Data: qwords(userRIP, 0x33, 0x246, userRSP, 0x2b, 0), After: true},
@@ -60,7 +60,7 @@ func TestSysenter(t *testing.T) {
 		},
 		{
 			name: "amd: #UD found from the frame alone", clean: true,
-			after: with(user, regs{target.RIP: udEntry, target.CS: 0x10, target.SS: 0, target.RSP: frameRSP, target.RFLAGS: 0x46}),
+			after: with(user, regs{x86.RIP: udEntry, x86.CS: 0x10, x86.SS: 0, x86.RSP: frameRSP, x86.RFLAGS: 0x46}),
 			mem:   []Memory{{Addr: frameRSP, Data: qwords(userRIP, 0x33, 0x246, userRSP, 0x2b, 0), After: true}},
 			checks: []check{
 				note(KindControl, "sysenter raised #UD"),
@@ -93,22 +93,22 @@ func TestSysenterKnowledge(t *testing.T) {
 		index        uint32
 		value, known uint64
 	}{
-		{MSRSysenterEIP, sysenterEIP, ^uint64(0)},
-		{MSRSysenterESP, sysenterESP, ^uint64(0)},
-		{MSRSysenterCS, 0x10, 0xfffc},
+		{x86.MSRSysenterEIP, sysenterEIP, ^uint64(0)},
+		{x86.MSRSysenterESP, sysenterESP, ^uint64(0)},
+		{x86.MSRSysenterCS, 0x10, 0xfffc},
 	} {
 		m := c.Knowledge.MSR(w.index)
 		if m == nil || m.Value != w.value || m.Known != w.known || m.Source != SourceInferred {
-			t.Errorf("%s = %+v, want %#x (known %#x) inferred", MSRName(w.index), m, w.value, w.known)
+			t.Errorf("%s = %+v, want %#x (known %#x) inferred", x86.MSRName(w.index), m, w.value, w.known)
 		}
 	}
-	effects := Annotate(mkStep(t, 2, insSysenter, userRIP, user, with(sysenterAfter, regs{target.RIP: sysenterEIP + 0x100})), c)
+	effects := Annotate(mkStep(t, 2, insSysenter, userRIP, user, with(sysenterAfter, regs{x86.RIP: sysenterEIP + 0x100})), c)
 	expectEffects(t, effects, finding(KindMSR, "IA32_SYSENTER_EIP: this step shows"))
 }
 
 func TestSysexit(t *testing.T) {
-	before := with(kernel, regs{target.RDX: userRIP + 2, target.RCX: userRSP, target.RSP: sysenterESP - 0x100})
-	after := with(before, regs{target.RIP: userRIP + 2, target.RSP: userRSP, target.CS: 0x33, target.SS: 0x3b})
+	before := with(kernel, regs{x86.RDX: userRIP + 2, x86.RCX: userRSP, x86.RSP: sysenterESP - 0x100})
+	after := with(before, regs{x86.RIP: userRIP + 2, x86.RSP: userRSP, x86.CS: 0x33, x86.SS: 0x3b})
 	tests := []struct {
 		name   string
 		after  regs
@@ -121,8 +121,8 @@ func TestSysexit(t *testing.T) {
 			ok(KindStack, "rsp = 0x7ffc00001238: the user stack pointer from RCX"),
 			ok(KindRegister, "ss = 0x3b (GDT[7] RPL3)"),
 		}, true},
-		{"rip is not rdx", with(after, regs{target.RIP: userRIP}), []check{finding(KindControl, "SYSEXIT loads RIP from RDX")}, false},
-		{"ss is not cs+8", with(after, regs{target.SS: 0x2b}), []check{finding(KindRegister, "expected ss 0x3b")}, false},
+		{"rip is not rdx", with(after, regs{x86.RIP: userRIP}), []check{finding(KindControl, "SYSEXIT loads RIP from RDX")}, false},
+		{"ss is not cs+8", with(after, regs{x86.SS: 0x2b}), []check{finding(KindRegister, "expected ss 0x3b")}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,8 +141,8 @@ func TestSysexit(t *testing.T) {
 // a switch from the kernel stack to the user stack that is an event as it is
 // for iretq; the privilege change is reported once.
 func TestSysexitStackAndCPL(t *testing.T) {
-	before := with(kernel, regs{target.RDX: userRIP + 2, target.RCX: userRSP, target.RSP: kstackTop - 0x100})
-	after := with(before, regs{target.RIP: userRIP + 2, target.RSP: userRSP, target.CS: 0x33, target.SS: 0x3b})
+	before := with(kernel, regs{x86.RDX: userRIP + 2, x86.RCX: userRSP, x86.RSP: kstackTop - 0x100})
+	after := with(before, regs{x86.RIP: userRIP + 2, x86.RSP: userRSP, x86.CS: 0x33, x86.SS: 0x3b})
 	s := mkStep(t, 1, insSysexitq, sysenterEIP+0x80, before, after)
 	c := &Context{Regions: taskStack}
 	effects := Annotate(s, c)

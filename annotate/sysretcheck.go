@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -86,9 +86,9 @@ func (a *annotator) operandOf(i int) operand {
 // after this step, and forgets the ones the step changed otherwise.
 func (a *annotator) trackOrigins() {
 	if a.k.origin == nil {
-		a.k.origin = map[target.Reg]string{}
+		a.k.origin = map[x86.Reg]string{}
 	}
-	set := map[target.Reg]string{}
+	set := map[x86.Reg]string{}
 	inst := a.s.Inst
 	if dst, ok := inst.Args[0].(x86asm.Reg); ok && !a.entered {
 		if r, bits, _, ok := regInfo(dst); ok && bits == 64 {
@@ -136,11 +136,11 @@ func (a *annotator) sysretCheck() {
 	if x.field == "" && y.field == "" {
 		return
 	}
-	fl, ok := a.a.Get(target.RFLAGS)
+	fl, ok := a.a.Get(x86.RFLAGS)
 	if !ok {
 		return
 	}
-	zf, cf := fl&target.FlagZF != 0, fl&target.FlagCF != 0
+	zf, cf := x86.Flags(fl)&x86.FlagZF != 0, x86.Flags(fl)&x86.FlagCF != 0
 	pair := func(p, q string) bool { return (x.field == p && y.field == q) || (x.field == q && y.field == p) }
 	var rule sysretRule
 	held := false
@@ -165,7 +165,7 @@ func (a *annotator) sysretCheck() {
 		if isFlags(y.field) {
 			m = x.val
 		}
-		if m&(target.FlagRF|target.FlagTF) != target.FlagRF|target.FlagTF {
+		if x86.Flags(m)&(x86.FlagRF|x86.FlagTF) != x86.FlagRF|x86.FlagTF {
 			return
 		}
 		rule, held = ruleRFTF, zf

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // entryTop is the top of a per-CPU entry stack (Linux's cpu_entry_area
@@ -30,29 +30,29 @@ var exitRegions = []Region{
 func TestExitTrampoline(t *testing.T) {
 	c := &Context{Regions: exitRegions}
 	di := uint64(kstackTop - 8*7) // pt_regs->di: the 7th slot from the top
-	k := with(kernel, regs{target.RSP: di, target.RDI: di, target.GSBase: percpu})
+	k := with(kernel, regs{x86.RSP: di, x86.RDI: di, x86.GSBase: percpu})
 	steps := []struct {
 		code          []byte
 		before, after regs
 		want          string
 	}{
-		{insLoadRSP, k, with(k, regs{target.RSP: entryTop}), "the exit trampoline"},
-		{[]byte{0xff, 0x77, 0x28}, with(k, regs{target.RSP: entryTop}), with(k, regs{target.RSP: entryTop - 8}),
+		{insLoadRSP, k, with(k, regs{x86.RSP: entryTop}), "the exit trampoline"},
+		{[]byte{0xff, 0x77, 0x28}, with(k, regs{x86.RSP: entryTop}), with(k, regs{x86.RSP: entryTop - 8}),
 			"at 0xfffffe0000001ff8 (the trampoline's copy of pt_regs->sp)"}, // pushq 0x28(%rdi)
-		{[]byte{0xff, 0x37}, with(k, regs{target.RSP: entryTop - 8}), with(k, regs{target.RSP: entryTop - 16}),
+		{[]byte{0xff, 0x37}, with(k, regs{x86.RSP: entryTop - 8}), with(k, regs{x86.RSP: entryTop - 16}),
 			"at 0xfffffe0000001ff0 (the trampoline's copy of pt_regs->di)"}, // pushq (%rdi)
-		{insPushRAX, with(k, regs{target.RSP: entryTop - 16}), with(k, regs{target.RSP: entryTop - 24}),
+		{insPushRAX, with(k, regs{x86.RSP: entryTop - 16}), with(k, regs{x86.RSP: entryTop - 24}),
 			"(rax saved on the exit trampoline)"}, // SWITCH_TO_USER_CR3_STACK's push %rax (6.12)
-		{[]byte{0x58}, with(k, regs{target.RSP: entryTop - 24}), with(k, regs{target.RSP: entryTop - 16}),
+		{[]byte{0x58}, with(k, regs{x86.RSP: entryTop - 24}), with(k, regs{x86.RSP: entryTop - 16}),
 			"loads the slot at 0xfffffe0000001fe8 (rax saved on the exit trampoline)"}, // pop %rax
-		{[]byte{0x5f}, with(k, regs{target.RSP: entryTop - 16}), with(k, regs{target.RSP: entryTop - 8, target.RDI: 0}),
+		{[]byte{0x5f}, with(k, regs{x86.RSP: entryTop - 16}), with(k, regs{x86.RSP: entryTop - 8, x86.RDI: 0}),
 			"loads the slot at 0xfffffe0000001ff0 (the trampoline's copy of pt_regs->di)"}, // pop %rdi
-		{[]byte{0x5c}, with(k, regs{target.RSP: entryTop - 8}), with(k, regs{target.RSP: userRSP}),
+		{[]byte{0x5c}, with(k, regs{x86.RSP: entryTop - 8}), with(k, regs{x86.RSP: userRSP}),
 			"loads the slot at 0xfffffe0000001ff8 (the trampoline's copy of pt_regs->sp)"}, // pop %rsp
 	}
 	for i, s := range steps {
 		addr := lstar + 0x200 + uint64(16*i)
-		effects := Annotate(mkStep(t, 80+i, s.code, addr, with(s.before, regs{target.RIP: addr}), with(s.after, regs{target.RIP: addr + uint64(len(s.code))})), c)
+		effects := Annotate(mkStep(t, 80+i, s.code, addr, with(s.before, regs{x86.RIP: addr}), with(s.after, regs{x86.RIP: addr + uint64(len(s.code))})), c)
 		expectEffects(t, effects, check{KindStack, s.want, NoVerdict})
 		for _, e := range effects {
 			if strings.Contains(e.Text, "(pt_regs->") {
@@ -64,7 +64,7 @@ func TestExitTrampoline(t *testing.T) {
 		t.Errorf("still on the trampoline after RSP left it")
 	}
 	// Back on the task stack the frame's slots are pt_regs again.
-	effects := Annotate(mkStep(t, 90, insPopRBX, lstar, with(k, regs{target.RIP: lstar, target.RSP: kstackTop - 8*16}), with(k, regs{target.RIP: lstar + 1, target.RSP: kstackTop - 8*15})), c)
+	effects := Annotate(mkStep(t, 90, insPopRBX, lstar, with(k, regs{x86.RIP: lstar, x86.RSP: kstackTop - 8*16}), with(k, regs{x86.RIP: lstar + 1, x86.RSP: kstackTop - 8*15})), c)
 	expectEffects(t, effects, note(KindStack, "(pt_regs->bx)"))
 }
 
@@ -74,7 +74,7 @@ func TestExitTrampoline(t *testing.T) {
 // labels.
 func TestEntryFrameOnEntryStack(t *testing.T) {
 	c := &Context{Regions: exitRegions}
-	k := with(kernel, regs{target.RIP: lstar, target.RSP: entryTop - 40})
-	effects := Annotate(mkStep(t, 2, insPushRAX, lstar, k, with(k, regs{target.RIP: lstar + 1, target.RSP: entryTop - 48})), c)
+	k := with(kernel, regs{x86.RIP: lstar, x86.RSP: entryTop - 40})
+	effects := Annotate(mkStep(t, 2, insPushRAX, lstar, k, with(k, regs{x86.RIP: lstar + 1, x86.RSP: entryTop - 48})), c)
 	expectEffects(t, effects, note(KindStack, "(pt_regs->orig_ax)"))
 }

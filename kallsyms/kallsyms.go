@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Layout says where the tables were found, as virtual addresses.
@@ -263,7 +264,7 @@ func addresses(img []byte, base uint64, numSyms, ti, n int, lay *Layout) ([]uint
 			continue
 		}
 		rel := le64(img[c.relBase:])
-		if rel>>47 != 0x1ffff {
+		if !x86.CanonicalKernel(rel) {
 			continue // not a kernel-half address
 		}
 		out, enc, ok := decodeOffsets(img[c.offsets:c.offsets+4*n], rel)
@@ -279,7 +280,7 @@ func addresses(img []byte, base uint64, numSyms, ti, n int, lay *Layout) ([]uint
 		for i := range out {
 			out[i] = le64(img[a+8*i:])
 		}
-		if sorted(out) && out[n-1]>>47 == 0x1ffff {
+		if sorted(out) && x86.CanonicalKernel(out[n-1]) {
 			lay.Addresses, lay.Encoding = base+uint64(a), EncodingAbsolute
 			return out, nil
 		}

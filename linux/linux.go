@@ -13,13 +13,12 @@ package linux
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/sctrace/sctrace/kallsyms"
 	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Memory reads guest virtual memory; *target.Target is one.
@@ -28,24 +27,25 @@ type Memory = kallsyms.Memory
 // Stepper is the live target EnterKernel drives.
 type Stepper interface {
 	Memory
-	State(ctx context.Context) (*target.State, error)
-	Step(ctx context.Context) (*target.State, error)
+	State(ctx context.Context) (*x86.State, error)
+	Step(ctx context.Context) (*x86.State, error)
 }
 
 // Gate returns the handler address of IDT vector vec, read from the IDT at
 // idtBase (a 16-byte long-mode gate).
 func Gate(ctx context.Context, mem Memory, idtBase uint64, vec int) (uint64, error) {
-	b, err := mem.ReadMemory(ctx, idtBase+16*uint64(vec), 16)
+	b, err := mem.ReadMemory(ctx, idtBase+x86.GateSize*uint64(vec), x86.GateSize)
 	if err != nil {
 		return 0, fmt.Errorf("IDT gate %#x: %w", vec, err)
 	}
-	if b[5]&0x80 == 0 {
+	g, ok := x86.DecodeGate(b)
+	if !ok {
+		return 0, fmt.Errorf("IDT gate %#x: %d bytes read, want %d", vec, len(b), x86.GateSize)
+	}
+	if !g.Present {
 		return 0, fmt.Errorf("IDT gate %#x is not present", vec)
 	}
-	off := uint64(binary.LittleEndian.Uint16(b[0:])) |
-		uint64(binary.LittleEndian.Uint16(b[6:]))<<16 |
-		uint64(binary.LittleEndian.Uint32(b[8:]))<<32
-	return off, nil
+	return g.Offset, nil
 }
 
 // Anchor returns an address in the kernel's text to search for its tables
@@ -56,7 +56,7 @@ func Anchor(ctx context.Context, mem Memory, idtBase uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if a>>47 != 0x1ffff {
+	if !x86.CanonicalKernel(a) {
 		return 0, fmt.Errorf("IDT gate 0 points to %#x, not a kernel-half address: is this Linux?", a)
 	}
 	return a, nil
@@ -80,7 +80,7 @@ const settleSteps = 64
 // for a kernel without isolation, after a few dozen instructions at CPL 0
 // without such a switch. A user program that makes system calls soon
 // enters the kernel. It returns the state reached.
-func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target.State, error) {
+func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*x86.State, error) {
 	st, err := t.State(ctx)
 	if err != nil {
 		return nil, err
@@ -93,17 +93,17 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target
 			}
 		}
 		if n >= max {
-			return st, fmt.Errorf("%w within %d steps (at CPL %d, rip %#x)", ErrNoKernelContext, max, st.CPL(), st.Val(target.RIP))
+			return st, fmt.Errorf("%w within %d steps (at CPL %d, rip %#x)", ErrNoKernelContext, max, st.CPL(), st.Val(x86.RIP))
 		}
 		next, err := t.Step(ctx)
 		if err != nil {
 			return nil, err
 		}
-		old, nw := st.Val(target.CR3), next.Val(target.CR3)
+		old, nw := st.Val(x86.CR3), next.Val(x86.CR3)
 		switch {
 		case next.CPL() != 0:
 			switched, atZero = false, 0
-		case old != nw && old&target.KPTIUserBit != 0 && nw&target.KPTIUserBit == 0:
+		case old != nw && old&x86.KPTIUserBit != 0 && nw&x86.KPTIUserBit == 0:
 			switched = true
 		case old != nw:
 			switched, atZero = false, 0
@@ -116,9 +116,9 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*target
 
 // KernelGSBase returns the kernel's per-CPU base from a state: whichever of
 // GS base and the parked IA32_KERNEL_GS_BASE is a kernel-half address.
-func KernelGSBase(st *target.State) (uint64, bool) {
-	for _, r := range []target.Reg{target.GSBase, target.KernelGSBase} {
-		if v, ok := st.Get(r); ok && v>>47 == 0x1ffff {
+func KernelGSBase(st *x86.State) (uint64, bool) {
+	for _, r := range []x86.Reg{x86.GSBase, x86.KernelGSBase} {
+		if v, ok := st.Get(r); ok && x86.CanonicalKernel(v) {
 			return v, true
 		}
 	}

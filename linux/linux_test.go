@@ -8,7 +8,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // pages is a sparse fake guest memory.
@@ -92,9 +92,9 @@ func TestRegions(t *testing.T) {
 		gs  = 0xffff88800f800000
 		top = 0xffffc90000014000
 	)
-	tss := make([]byte, TSSSize)
-	binary.LittleEndian.PutUint64(tss[TSSSp0:], tr)
-	binary.LittleEndian.PutUint64(tss[TSSIST:], 0xfffffe000000b000)
+	tss := make([]byte, x86.TSSSize)
+	binary.LittleEndian.PutUint64(tss[x86.TSSRSP0:], tr)
+	binary.LittleEndian.PutUint64(tss[x86.TSSIST1:], 0xfffffe000000b000)
 	hot := make([]byte, 8)
 	binary.LittleEndian.PutUint64(hot, top)
 	mem := pages{tr: tss, gs + 0x1fb50: hot}
@@ -102,7 +102,7 @@ func TestRegions(t *testing.T) {
 		{Name: "cpu_tss_rw", Addr: 0x6000}, {Name: "cpu_current_top_of_stack", Addr: 0x1fb50},
 		{Name: "__per_cpu_start", Addr: 0}, {Name: "__per_cpu_end", Addr: 0x34000},
 	})
-	sys := &target.SysRegs{Segments: map[string]target.Segment{"TR": {Selector: 0x40, Base: tr, Limit: 0x4087}},
+	sys := &x86.SysRegs{Segments: map[string]x86.Segment{"TR": {Selector: 0x40, Base: tr, Limit: 0x4087}},
 		GDTBase: 0xfffffe0000001000, GDTLimit: 0x7f, IDTBase: 0xfffffe0000000000, IDTLimit: 0xfff}
 	regs, err := Regions(context.Background(), mem, tab, sys, gs)
 	if err != nil {
@@ -139,12 +139,12 @@ func TestRegions(t *testing.T) {
 }
 
 func TestKernelGSBase(t *testing.T) {
-	var user, kernel target.State
-	user.Set(target.GSBase, 0)
-	user.Set(target.KernelGSBase, 0xffff88800f800000)
-	kernel.Set(target.GSBase, 0xffff88800f800000)
-	kernel.Set(target.KernelGSBase, 0x7f0000001000)
-	for _, st := range []*target.State{&user, &kernel} {
+	var user, kernel x86.State
+	user.Set(x86.GSBase, 0)
+	user.Set(x86.KernelGSBase, 0xffff88800f800000)
+	kernel.Set(x86.GSBase, 0xffff88800f800000)
+	kernel.Set(x86.KernelGSBase, 0x7f0000001000)
+	for _, st := range []*x86.State{&user, &kernel} {
 		if gs, ok := KernelGSBase(st); !ok || gs != 0xffff88800f800000 {
 			t.Errorf("KernelGSBase = %#x, %v", gs, ok)
 		}

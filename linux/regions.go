@@ -7,16 +7,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/target"
-)
-
-// Offsets in the x86-64 hardware TSS (struct x86_hw_tss).
-const (
-	TSSSp0  = 0x04 // RSP loaded on an interrupt from user mode: Linux's entry stack top
-	TSSSp1  = 0x0c
-	TSSSp2  = 0x14 // unused by the CPU in long mode: Linux parks the user RSP here on syscall entry
-	TSSIST  = 0x24 // ist[0..6]: the tops of the IST stacks
-	TSSSize = 0x68 // the hardware part of the TSS
+	"github.com/sctrace/sctrace/x86"
 )
 
 // ThreadSize is the size of an x86-64 task stack (THREAD_SIZE without KASAN).
@@ -25,29 +16,29 @@ const ThreadSize = 16 << 10
 // istNames names Linux's IST stacks by index (ESTACK_DF, NMI, DB, MC, VC, VC2).
 var istNames = []string{"#DF", "NMI", "#DB", "#MC", "#VC", "#VC2", "ist7"}
 
-// TSS is what sctrace reads of the hardware TSS.
+// TSS is the hardware TSS at TR's base. Linux keeps the top of its entry
+// stack in RSP0 and, on a syscall entry, parks the user RSP in RSP2, which
+// the CPU does not use in long mode.
 type TSS struct {
-	Base uint64    // TR's base: the TSS's address in the cpu_entry_area
-	Sp0  uint64    // the entry stack top
-	Sp2  uint64    // the last user RSP parked there
-	IST  [7]uint64 // IST stack tops; 0 when unused
+	Base uint64 // TR's base: the TSS's address in the cpu_entry_area
+	x86.TSS
 }
 
 // ReadTSS reads the hardware TSS at TR's base.
-func ReadTSS(ctx context.Context, mem Memory, sys *target.SysRegs) (*TSS, error) {
+func ReadTSS(ctx context.Context, mem Memory, sys *x86.SysRegs) (*TSS, error) {
 	if sys == nil {
 		return nil, fmt.Errorf("TSS: TR unknown (no monitor info registers)")
 	}
 	base := sys.TR().Base
-	b, err := mem.ReadMemory(ctx, base, TSSSize)
+	b, err := mem.ReadMemory(ctx, base, x86.TSSSize)
 	if err != nil {
 		return nil, fmt.Errorf("TSS at TR base %#x: %w", base, err)
 	}
-	t := &TSS{Base: base, Sp0: le64(b[TSSSp0:]), Sp2: le64(b[TSSSp2:])}
-	for i := range t.IST {
-		t.IST[i] = le64(b[TSSIST+8*i:])
+	t, ok := x86.DecodeTSS(b)
+	if !ok {
+		return nil, fmt.Errorf("TSS at TR base %#x: %d bytes read, want %d", base, len(b), x86.TSSSize)
 	}
-	return t, nil
+	return &TSS{Base: base, TSS: t}, nil
 }
 
 // Regions returns the memory regions of the system-call path: the TSS at
@@ -55,29 +46,30 @@ func ReadTSS(ctx context.Context, mem Memory, sys *target.SysRegs) (*TSS, error)
 // entry parks the user RSP in), the entry stack under the TSS's sp0, the
 // IST stacks, the per-CPU area at gsBase, and the GDT and IDT. The task
 // stack depends on the running task; TaskStack finds it.
-func Regions(ctx context.Context, mem Memory, tab *symbols.Table, sys *target.SysRegs, gsBase uint64) ([]annotate.Region, error) {
+func Regions(ctx context.Context, mem Memory, tab *symbols.Table, sys *x86.SysRegs, gsBase uint64) ([]annotate.Region, error) {
 	tss, err := ReadTSS(ctx, mem, sys)
 	if err != nil {
 		return nil, err
 	}
 	out := []annotate.Region{
-		{Name: "cpu_entry_area TSS (TR base)", Kind: annotate.RegionTSS, Start: tss.Base, End: tss.Base + TSSSize},
+		{Name: "cpu_entry_area TSS (TR base)", Kind: annotate.RegionTSS, Start: tss.Base, End: tss.Base + x86.TSSSize},
 	}
-	if sp0 := tss.Sp0; sp0>>47 == 0x1ffff {
+	if sp0 := tss.RSP[0]; x86.CanonicalKernel(sp0) {
 		start := (sp0 - 1) &^ 0xfff
 		out = append(out, annotate.Region{Name: "cpu_entry_area entry stack (TSS sp0)", Kind: annotate.RegionEntryStack, Start: start, End: sp0, FrameTop: sp0})
 	}
-	for i, top := range tss.IST {
-		if top>>47 != 0x1ffff {
+	for i := 1; i < len(tss.IST); i++ {
+		top := tss.IST[i]
+		if !x86.CanonicalKernel(top) {
 			continue
 		}
-		out = append(out, annotate.Region{Name: istNames[i] + " stack (TSS ist" + fmt.Sprint(i+1) + ")", Kind: annotate.RegionISTStack, Start: (top - 1) &^ 0xfff, End: top})
+		out = append(out, annotate.Region{Name: istNames[i-1] + " stack (TSS ist" + fmt.Sprint(i) + ")", Kind: annotate.RegionISTStack, Start: (top - 1) &^ 0xfff, End: top})
 	}
 	if s, ok := tab.Find("cpu_tss_rw"); ok && IsPerCPU(s) && gsBase != 0 {
 		a := gsBase + s.Addr
 		out = append(out,
-			annotate.Region{Name: "cpu_tss_rw", Kind: annotate.RegionTSS, Start: a, End: a + TSSSize},
-			annotate.Region{Name: "cpu_tss_rw.sp2, the user RSP while entering", Kind: annotate.RegionScratch, Start: a + TSSSp2, End: a + TSSSp2 + 8},
+			annotate.Region{Name: "cpu_tss_rw", Kind: annotate.RegionTSS, Start: a, End: a + x86.TSSSize},
+			annotate.Region{Name: "cpu_tss_rw.sp2, the user RSP while entering", Kind: annotate.RegionScratch, Start: a + x86.TSSRSP2, End: a + x86.TSSRSP2 + 8},
 		)
 	}
 	if gsBase != 0 {
@@ -132,7 +124,7 @@ func topOfStack(ctx context.Context, mem Memory, tab *symbols.Table, gsBase uint
 		if err != nil {
 			return 0, "", fmt.Errorf("task stack: cpu_current_top_of_stack: %w", err)
 		}
-		if top := le64(b); top>>47 == 0x1ffff {
+		if top := le64(b); x86.CanonicalKernel(top) {
 			return top, "cpu_current_top_of_stack", nil
 		}
 	}
@@ -142,7 +134,7 @@ func topOfStack(ctx context.Context, mem Memory, tab *symbols.Table, gsBase uint
 			return 0, "", fmt.Errorf("task stack: pcpu_hot: %w", err)
 		}
 		for off := 0x10; off <= 0x20; off += 8 {
-			if top := le64(b[off:]); top>>47 == 0x1ffff && top%ThreadSize == 0 {
+			if top := le64(b[off:]); x86.CanonicalKernel(top) && top%ThreadSize == 0 {
 				return top, fmt.Sprintf("pcpu_hot+%#x", off), nil
 			}
 		}

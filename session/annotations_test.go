@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // stepText joins a step's effects, one per line.
@@ -27,12 +28,12 @@ func stepText(s trace.Step) string {
 // path's trampoline.
 func onEntryStackLeaving(tr *trace.Trace, i int) bool {
 	ctx := &annotate.Context{Regions: tr.Header.Regions}
-	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(target.RSP))
+	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(x86.RSP))
 	if !ok || r.Kind != annotate.RegionEntryStack || tr.Steps[i].CPL != 0 {
 		return false
 	}
 	for j := i - 1; j >= 0; j-- {
-		prev := tr.Steps[j].Regs.Val(target.RSP)
+		prev := tr.Steps[j].Regs.Val(x86.RSP)
 		if p, ok := ctx.StackOf(prev); ok && p == r {
 			continue
 		}
@@ -49,7 +50,7 @@ func onEntryStackLeaving(tr *trace.Trace, i int) bool {
 func TestRecordedAnnotations(t *testing.T) {
 	// record records n round trips by m; the last may end in an error (a
 	// kernel that crashes) when it recorded steps.
-	record := func(t *testing.T, m trace.Mechanism, o Options, n int) (*Session, []*trace.Trace) {
+	record := func(t *testing.T, m mechanism.Mechanism, o Options, n int) (*Session, []*trace.Trace) {
 		o.Mechanism = m
 		s := startFixture(t, o)
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -85,7 +86,7 @@ func TestRecordedAnnotations(t *testing.T) {
 	}
 
 	t.Run("syscall", func(t *testing.T) {
-		_, trs := record(t, trace.Syscall, Options{}, 2)
+		_, trs := record(t, mechanism.Syscall, Options{}, 2)
 		tr := trs[0]
 		// FMASK is 0x47700 (defs.h SYSCALL_MASK_VALUE): ZF and PF are not
 		// in it; under TCG QEMU clears them itself.
@@ -125,7 +126,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		}
 	})
 	t.Run("int80", func(t *testing.T) {
-		_, trs := record(t, trace.Int80, Options{}, 1)
+		_, trs := record(t, mechanism.Int80, Options{}, 1)
 		tr := trs[0]
 		st0 := tr.Steps[0]
 		if !slices.Contains(st0.Events, annotate.EventInterrupt) || slices.Contains(st0.Events, annotate.EventException) {
@@ -137,7 +138,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		noPtRegsOnTrampoline(t, tr)
 	})
 	t.Run("ud2", func(t *testing.T) {
-		_, trs := record(t, trace.UD2, Options{}, 1)
+		_, trs := record(t, mechanism.UD2, Options{}, 1)
 		tr := trs[0]
 		st0 := stepText(tr.Steps[0])
 		if strings.Contains(st0, "was not read") || !strings.Contains(st0, "#UD is a fault") {
@@ -153,7 +154,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		}
 	})
 	t.Run("sysenter", func(t *testing.T) {
-		_, trs := record(t, trace.Sysenter, Options{}, 1)
+		_, trs := record(t, mechanism.Sysenter, Options{}, 1)
 		last := trs[0].Steps[len(trs[0].Steps)-1]
 		txt := stepText(last)
 		if !slices.Contains(last.Events, annotate.EventStackSwitch) || strings.Count(txt, "CPL 0 → 3") != 1 {
@@ -163,7 +164,7 @@ func TestRecordedAnnotations(t *testing.T) {
 	t.Run("int80-noswapgs", func(t *testing.T) {
 		// Lesson 5: without the exit swapgs the second entry runs on the
 		// user GS base, and mov %gs:0x1000,%rsp page-faults at CPL 0.
-		_, trs := record(t, trace.Int80, Options{Append: "bug=int80-noswapgs"}, 2)
+		_, trs := record(t, mechanism.Int80, Options{Append: "bug=int80-noswapgs"}, 2)
 		found := false
 		for _, s := range trs[1].Steps {
 			if !slices.Contains(s.Events, annotate.EventException) || s.CPL != 0 {

@@ -21,10 +21,11 @@ import (
 	"github.com/sctrace/sctrace/internal/scratch"
 	"github.com/sctrace/sctrace/kallsyms"
 	"github.com/sctrace/sctrace/linux"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
-	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // LinuxOptions configure a session on a Linux kernel booted by sctrace.
@@ -48,19 +49,19 @@ type LinuxOptions struct {
 // to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
 // the user chose one (chosen). It sets o.Mechanism and returns it.
-func (o *LinuxOptions) ChooseMechanism(m trace.Mechanism, chosen bool) (trace.Mechanism, error) {
+func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
 	switch m {
-	case "", trace.Syscall, trace.Int80, trace.Vdso:
+	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso:
 	default:
 		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
 	}
 	switch {
-	case m == trace.Vdso && o.Mode == "":
+	case m == mechanism.Vdso && o.Mode == "":
 		o.Mode = linuxinit.Vdso
 	case !chosen && o.Mode == linuxinit.Vdso:
-		m = trace.Vdso
+		m = mechanism.Vdso
 	case !chosen && o.Mode == linuxinit.Int80:
-		m = trace.Int80
+		m = mechanism.Int80
 	}
 	o.Mechanism = m
 	return m, nil
@@ -96,7 +97,7 @@ func (o LinuxOptions) mode() string {
 	switch {
 	case o.Mode != "":
 		return o.Mode
-	case o.Mechanism == trace.Int80:
+	case o.Mechanism == mechanism.Int80:
 		return linuxinit.Int80
 	}
 	return linuxinit.Syscall
@@ -459,10 +460,10 @@ func (k kernelMemory) ReadMemory(ctx context.Context, addr uint64, n int) ([]byt
 		return b, nil
 	}
 	st, serr := k.t.State(ctx)
-	if serr != nil || st.Val(target.CR3)&0x1000 == 0 {
+	if serr != nil || st.Val(x86.CR3)&0x1000 == 0 {
 		return nil, err
 	}
-	return k.t.ReadUnder(ctx, st.Val(target.CR3)&^0x1fff, addr, n)
+	return k.t.ReadUnder(ctx, st.Val(x86.CR3)&^0x1fff, addr, n)
 }
 
 // refreshLinux finds the task stack again at the start of a round trip:

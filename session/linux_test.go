@@ -15,8 +15,9 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestLinuxRoundTrip boots Debian cloud kernels of two series with
@@ -26,15 +27,15 @@ import (
 func TestLinuxRoundTrip(t *testing.T) {
 	tests := []struct {
 		series string
-		m      trace.Mechanism
+		m      mechanism.Mechanism
 		entry  []string // the kernel entry point, by name (one of)
 		exit   string   // the instruction that returns to user mode
 		insn   []byte
 	}{
-		{"6.1", trace.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
-		{"6.1", trace.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
-		{"6.12", trace.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
-		{"6.12", trace.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
+		{"6.1", mechanism.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
+		{"6.1", mechanism.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
+		{"6.12", mechanism.Syscall, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05}},
+		{"6.12", mechanism.Int80, []string{"entry_INT80_compat", "asm_int80_emulation"}, "iretq", []byte{0xcd, 0x80}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.series+"/"+string(tt.m), func(t *testing.T) {
@@ -157,8 +158,8 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	if final == nil || final.CPL() != 3 {
 		t.Fatalf("the trace does not end at CPL 3")
 	}
-	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(target.RIP) != want {
-		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(target.RIP), want)
+	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(x86.RIP) != want {
+		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(x86.RIP), want)
 	}
 }
 
@@ -168,7 +169,7 @@ func TestLinuxCommandLine(t *testing.T) {
 		want string
 	}{
 		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
-		{LinuxOptions{Options: Options{Mechanism: trace.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
 		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
 		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
 	}
@@ -278,12 +279,12 @@ func TestLinuxNoPTIAlternatives(t *testing.T) {
 			kernel := testenv.LinuxKernel(t, series)
 			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 			defer cancel()
-			s, err := StartLinux(ctx, LinuxOptions{Options: Options{Accel: "tcg", Mechanism: trace.Syscall}, Kernel: kernel, NoPTI: true})
+			s, err := StartLinux(ctx, LinuxOptions{Options: Options{Accel: "tcg", Mechanism: mechanism.Syscall}, Kernel: kernel, NoPTI: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			tr, err := s.RoundTrip(ctx, trace.Syscall)
+			tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -309,25 +310,25 @@ func TestLinuxNoPTIAlternatives(t *testing.T) {
 // TestChooseMechanism pairs the traced mechanism with what /init loops on.
 func TestChooseMechanism(t *testing.T) {
 	tests := []struct {
-		m        trace.Mechanism
+		m        mechanism.Mechanism
 		chosen   bool
 		mode     string
-		wantM    trace.Mechanism
+		wantM    mechanism.Mechanism
 		wantMode string
 		wantErr  string
 	}{
-		{m: trace.Syscall, wantM: trace.Syscall},
-		{m: trace.Syscall, chosen: true, wantM: trace.Syscall},
-		{m: trace.Int80, chosen: true, wantM: trace.Int80},
-		{m: trace.Vdso, chosen: true, wantM: trace.Vdso, wantMode: linuxinit.Vdso},
-		{m: trace.Vdso, chosen: true, mode: linuxinit.Enosys, wantM: trace.Vdso, wantMode: linuxinit.Enosys},
-		{m: trace.Syscall, mode: linuxinit.Vdso, wantM: trace.Vdso, wantMode: linuxinit.Vdso},
-		{m: trace.Syscall, mode: linuxinit.Int80, wantM: trace.Int80, wantMode: linuxinit.Int80},
-		{m: trace.Syscall, chosen: true, mode: linuxinit.Int80, wantM: trace.Syscall, wantMode: linuxinit.Int80},
-		{m: trace.Syscall, mode: linuxinit.Enosys, wantM: trace.Syscall, wantMode: linuxinit.Enosys},
+		{m: mechanism.Syscall, wantM: mechanism.Syscall},
+		{m: mechanism.Syscall, chosen: true, wantM: mechanism.Syscall},
+		{m: mechanism.Int80, chosen: true, wantM: mechanism.Int80},
+		{m: mechanism.Vdso, chosen: true, wantM: mechanism.Vdso, wantMode: linuxinit.Vdso},
+		{m: mechanism.Vdso, chosen: true, mode: linuxinit.Enosys, wantM: mechanism.Vdso, wantMode: linuxinit.Enosys},
+		{m: mechanism.Syscall, mode: linuxinit.Vdso, wantM: mechanism.Vdso, wantMode: linuxinit.Vdso},
+		{m: mechanism.Syscall, mode: linuxinit.Int80, wantM: mechanism.Int80, wantMode: linuxinit.Int80},
+		{m: mechanism.Syscall, chosen: true, mode: linuxinit.Int80, wantM: mechanism.Syscall, wantMode: linuxinit.Int80},
+		{m: mechanism.Syscall, mode: linuxinit.Enosys, wantM: mechanism.Syscall, wantMode: linuxinit.Enosys},
 		{m: "", wantM: ""},
-		{m: trace.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
-		{m: trace.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
+		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
+		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%v/%s", tt.m, tt.chosen, tt.mode), func(t *testing.T) {

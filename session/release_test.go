@@ -10,9 +10,9 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
-	"github.com/sctrace/sctrace/target"
-	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestQEMUReleases runs the teaching kernel's five ways in and a Linux
@@ -37,7 +37,7 @@ func TestQEMUReleases(t *testing.T) {
 		{"system", func(testing.TB) string { return sys }},
 		{"10.0", testenv.QEMU10},
 	}
-	paths := map[string]map[trace.Mechanism][]uint64{} // release -> mechanism -> RIPs
+	paths := map[string]map[mechanism.Mechanism][]uint64{} // release -> mechanism -> RIPs
 	for _, rel := range releases {
 		t.Run(rel.name, func(t *testing.T) {
 			bin := rel.bin(t)
@@ -46,7 +46,7 @@ func TestQEMUReleases(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s: %s", bin, r.Banner)
-			paths[rel.name] = map[trace.Mechanism][]uint64{}
+			paths[rel.name] = map[mechanism.Mechanism][]uint64{}
 			for _, m := range fixtureMechanisms {
 				t.Run(string(m.mech), func(t *testing.T) {
 					s := startFixture(t, Options{QEMU: bin, Mechanism: m.mech})
@@ -66,10 +66,10 @@ func TestQEMUReleases(t *testing.T) {
 				})
 			}
 			t.Run("monitor", func(t *testing.T) {
-				s := startFixture(t, Options{QEMU: bin, Mechanism: trace.Syscall})
+				s := startFixture(t, Options{QEMU: bin, Mechanism: mechanism.Syscall})
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				if err := s.ToEntry(ctx, trace.Syscall); err != nil {
+				if err := s.ToEntry(ctx, mechanism.Syscall); err != nil {
 					t.Fatal(err)
 				}
 				checkMonitor(ctx, t, s, r)
@@ -78,12 +78,12 @@ func TestQEMUReleases(t *testing.T) {
 				kernel := testenv.LinuxKernel(t, "6.1")
 				ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 				defer cancel()
-				s, err := StartLinux(ctx, LinuxOptions{Options: Options{QEMU: bin, Accel: "tcg", Mechanism: trace.Syscall}, Kernel: kernel})
+				s, err := StartLinux(ctx, LinuxOptions{Options: Options{QEMU: bin, Accel: "tcg", Mechanism: mechanism.Syscall}, Kernel: kernel})
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer s.Close()
-				tr, err := s.RoundTrip(ctx, trace.Syscall)
+				tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -114,7 +114,7 @@ func checkMonitor(ctx context.Context, t *testing.T, s *Session, r qemu.Release)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sr, err := target.ParseInfoRegisters(text)
+	sr, err := x86.ParseInfoRegisters(text)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -22,7 +23,7 @@ type Recorder interface {
 	Init(ctx context.Context) error
 	// ToEntry lets the guest run to the next user instruction that enters
 	// the kernel by m, and starts a fresh trace there.
-	ToEntry(ctx context.Context, m trace.Mechanism) error
+	ToEntry(ctx context.Context, m mechanism.Mechanism) error
 	// Step records one instruction and returns it.
 	Step(ctx context.Context) (*trace.Step, error)
 	// Run records until one of until says stop, the step budget runs out
@@ -51,7 +52,7 @@ const waitNotice = 3 * time.Second
 // kernel by m and records from there until one of until says stop
 // (trace.BackInUser when none is given): ToEntry, then Record. On ctrl-c it
 // returns what was recorded so far with the context's error.
-func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism, until ...trace.Until) (*trace.Trace, error) {
+func (s *Session) RoundTrip(ctx context.Context, m mechanism.Mechanism, until ...trace.Until) (*trace.Trace, error) {
 	if err := s.ToEntry(ctx, m); err != nil {
 		if ctx.Err() != nil {
 			return s.rec.Trace(), err
@@ -66,7 +67,7 @@ func (s *Session) RoundTrip(ctx context.Context, m trace.Mechanism, until ...tra
 // then finds the running task's stack again, since the task may have
 // changed. When the guest takes longer than a moment, Waiting (if set) is
 // told.
-func (s *Session) ToEntry(ctx context.Context, m trace.Mechanism) error {
+func (s *Session) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if s.Waiting != nil {
 		wait := time.AfterFunc(waitNotice, func() { s.Waiting(m) })
 		defer wait.Stop()

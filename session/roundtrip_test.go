@@ -7,8 +7,9 @@ import (
 	"testing"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // fakeRecorder is a Recorder whose steps run straight on, at CPL 0 until
@@ -22,7 +23,7 @@ type fakeRecorder struct {
 
 func (f *fakeRecorder) Init(context.Context) error { f.ops = append(f.ops, "init"); return nil }
 
-func (f *fakeRecorder) ToEntry(_ context.Context, m trace.Mechanism) error {
+func (f *fakeRecorder) ToEntry(_ context.Context, m mechanism.Mechanism) error {
 	f.ops = append(f.ops, "entry "+string(m))
 	f.tr = trace.Trace{}
 	return nil
@@ -36,9 +37,9 @@ func (f *fakeRecorder) Step(context.Context) (*trace.Step, error) {
 		cs = 0x33
 	}
 	f.tr.Steps = append(f.tr.Steps, trace.Step{Index: i, RIP: trace.Hex(0x1000 + i), Bytes: []byte{0x90}})
-	st := &target.State{}
-	st.Set(target.CS, cs)
-	st.Set(target.RIP, uint64(0x1000+i+1))
+	st := &x86.State{}
+	st.Set(x86.CS, cs)
+	st.Set(x86.RIP, uint64(0x1000+i+1))
 	f.tr.Final = st
 	return &f.tr.Steps[i], nil
 }
@@ -107,7 +108,7 @@ func TestRoundTripOrchestration(t *testing.T) {
 			}
 			if tt.cancel {
 				// Cancelled once the entry is reached.
-				if err := s.ToEntry(ctx, trace.Int80); err != nil {
+				if err := s.ToEntry(ctx, mechanism.Int80); err != nil {
 					t.Fatal(err)
 				}
 				cancel()
@@ -118,7 +119,7 @@ func TestRoundTripOrchestration(t *testing.T) {
 			if tt.cancel {
 				tr, err = s.Record(ctx)
 			} else {
-				tr, err = s.RoundTrip(ctx, trace.Int80)
+				tr, err = s.RoundTrip(ctx, mechanism.Int80)
 			}
 			if !errors.Is(err, tt.err) {
 				t.Errorf("error %v, want %v", err, tt.err)

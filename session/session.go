@@ -21,6 +21,7 @@ import (
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/internal/scratch"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
@@ -34,16 +35,16 @@ type Options struct {
 	// KVMCheck decides whether KVM works when it is asked for; nil runs
 	// the teaching kernel's selftest under it (accel.Selftest).
 	KVMCheck  accel.Checker
-	CPU       string          // guest CPU model; "" is qemu.DefaultCPU
-	Mechanism trace.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
-	Append    string          // extra words for the teaching kernel's command line
-	Keep      bool            // leave QEMU running at Close (detached, guest running)
-	Timeout   time.Duration   // per-exchange deadline with the stub (default 5s)
-	WireLog   io.Writer       // records every packet, when set
-	Symbols   string          // a symbol file (ELF, System.map) for Attach
-	Budget    int             // recorder step budget
-	Over      int             // recorder step-over depth
-	AllowIRQ  bool            // let interrupts run while stepping, and record their handlers
+	CPU       string              // guest CPU model; "" is qemu.DefaultCPU
+	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
+	Append    string              // extra words for the teaching kernel's command line
+	Keep      bool                // leave QEMU running at Close (detached, guest running)
+	Timeout   time.Duration       // per-exchange deadline with the stub (default 5s)
+	WireLog   io.Writer           // records every packet, when set
+	Symbols   string              // a symbol file (ELF, System.map) for Attach
+	Budget    int                 // recorder step budget
+	Over      int                 // recorder step-over depth
+	AllowIRQ  bool                // let interrupts run while stepping, and record their handlers
 	// StepFlags, when not zero, are the QEMU single-step flags to ask for
 	// instead of the default (see trace.Recorder.StepFlags).
 	StepFlags  int
@@ -73,7 +74,7 @@ type Session struct {
 	// Waiting, when set, is called once when ToEntry has waited a few
 	// seconds for the guest to reach the entry: the guest may take its
 	// time to make the call, or never make it.
-	Waiting func(m trace.Mechanism)
+	Waiting func(m mechanism.Mechanism)
 
 	// given is set when Symbols came from Options.Symbols; refused says
 	// why a symbol file was not used.

@@ -15,9 +15,11 @@ import (
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 func startFixture(t testing.TB, o Options) *Session {
@@ -62,7 +64,7 @@ func countEvents(tr *trace.Trace) entryEvents {
 		if s.CPL == 0 {
 			ev.cplZero = true
 		}
-		if r, ok := ctx.RegionOf(s.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+		if r, ok := ctx.RegionOf(s.Regs.Val(x86.RSP)); ok && r.Kind == annotate.RegionKernelStack {
 			ev.kernelStack = true
 		}
 	}
@@ -73,16 +75,16 @@ func countEvents(tr *trace.Trace) entryEvents {
 // instruction, the kernel's entry point (an ELF symbol) and its return
 // instruction.
 var fixtureMechanisms = []struct {
-	mech  trace.Mechanism
+	mech  mechanism.Mechanism
 	first string // mnemonic of step 0 (AT&T)
 	entry string // symbol of the first kernel instruction
 	last  string // the kernel's return instruction
 }{
-	{trace.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
-	{trace.Int80, "int $0x80", "entry_INT80", "iretq"},
-	{trace.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
-	{trace.CallGate, "lcall", "entry_CALLGATE", "lretq"},
-	{trace.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
+	{mechanism.Syscall, "syscall", "entry_SYSCALL_64", "sysretq"},
+	{mechanism.Int80, "int $0x80", "entry_INT80", "iretq"},
+	{mechanism.Sysenter, "sysenter", "entry_SYSENTER", "sysexit"},
+	{mechanism.CallGate, "lcall", "entry_CALLGATE", "lretq"},
+	{mechanism.UD2, "ud2", "asm_exc_invalid_op", "iretq"},
 }
 
 // TestRoundTrips records each mechanism on the real teaching kernel under
@@ -108,7 +110,7 @@ func TestRoundTrips(t *testing.T) {
 // twice (the KPTI switch in and out), runs on the kernel stack, returns
 // with last to the next user instruction, and the annotator finds nothing
 // wrong.
-func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace.Mechanism, first, entry, last string) {
+func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mechanism.Mechanism, first, entry, last string) {
 	t.Helper()
 	if len(tr.Steps) < 10 {
 		t.Fatalf("only %d steps", len(tr.Steps))
@@ -121,8 +123,8 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 		return a
 	}
 	st0 := tr.Steps[0]
-	if st0.Symbol != trace.UserLabel(mech) || uint64(st0.RIP) != addr(trace.UserLabel(mech)) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
-		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, trace.UserLabel(mech), addr(trace.UserLabel(mech)))
+	if st0.Symbol != mech.UserLabel() || uint64(st0.RIP) != addr(mech.UserLabel()) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
+		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, mech.UserLabel(), addr(mech.UserLabel()))
 	}
 	if st1 := tr.Steps[1]; uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
 		t.Errorf("step 1 at %#x (%s, CPL %d), want %s %#x at CPL 0", uint64(st1.RIP), st1.Symbol, st1.CPL, entry, addr(entry))
@@ -135,7 +137,7 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 		t.Errorf("final CPL = %d, want 3", tr.Final.CPL())
 	}
 	wantRIP := uint64(st0.RIP) + uint64(len(st0.Bytes))
-	if got := tr.Final.Val(target.RIP); got != wantRIP {
+	if got := tr.Final.Val(x86.RIP); got != wantRIP {
 		t.Errorf("returned to %#x, want %#x (the instruction after %s)", got, wantRIP, first)
 	}
 	ev := countEvents(tr)
@@ -157,10 +159,10 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech trace
 // path: what SYSCALL revealed about LSTAR and STAR, the per-CPU area after
 // swapgs, and the saved user stack pointer.
 func TestSyscallAnnotations(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +202,14 @@ func TestSyscallAnnotations(t *testing.T) {
 // checks that the steps recorded so far are returned, and that the guest
 // is left without breakpoints and still steppable.
 func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := s.Recorder.ToEntry(ctx, trace.Syscall); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	_, err := s.Recorder.Run(ctx, func(*trace.Step, *target.State) trace.StopReason {
+	_, err := s.Recorder.Run(ctx, func(*trace.Step, *x86.State) trace.StopReason {
 		n++
 		if n == 5 {
 			cancel()
@@ -233,8 +235,8 @@ func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
 
 // TestBudget stops a recording at the step budget.
 func TestBudget(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Int80, Budget: 7})
-	tr, err := s.RoundTrip(context.Background(), trace.Int80)
+	s := startFixture(t, Options{Mechanism: mechanism.Int80, Budget: 7})
+	tr, err := s.RoundTrip(context.Background(), mechanism.Int80)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +248,13 @@ func TestBudget(t *testing.T) {
 // TestStepOver skips every call the entry code makes: the C dispatcher is
 // not traced, but the assembly around it is.
 func TestStepOver(t *testing.T) {
-	full := startFixture(t, Options{Mechanism: trace.Syscall})
-	all, err := full.RoundTrip(context.Background(), trace.Syscall)
+	full := startFixture(t, Options{Mechanism: mechanism.Syscall})
+	all, err := full.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	over := startFixture(t, Options{Mechanism: trace.Syscall, Over: 1})
-	tr, err := over.RoundTrip(context.Background(), trace.Syscall)
+	over := startFixture(t, Options{Mechanism: mechanism.Syscall, Over: 1})
+	tr, err := over.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,11 +303,11 @@ func TestAttachBadSymbols(t *testing.T) {
 // kernel and reports the recorder's instructions per second, to compare
 // with the raw `s`+`g` rate of the stub.
 func BenchmarkRoundTrip(b *testing.B) {
-	s := startFixture(b, Options{Mechanism: trace.Syscall})
+	s := startFixture(b, Options{Mechanism: mechanism.Syscall})
 	steps := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+		tr, err := s.RoundTrip(context.Background(), mechanism.Syscall)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -319,8 +321,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 // user steps whose stack ends at an unmapped guard page: the words below
 // the page boundary are kept.
 func TestStackWordsNearTheTop(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall, StackWords: 24})
-	tr, err := s.RoundTrip(context.Background(), trace.Syscall)
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall, StackWords: 24})
+	tr, err := s.RoundTrip(context.Background(), mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,14 +331,14 @@ func TestStackWordsNearTheTop(t *testing.T) {
 		t.Fatal("no user_stack symbol")
 	}
 	first := tr.Steps[0]
-	rsp := first.Regs.Val(target.RSP)
+	rsp := first.Regs.Val(x86.RSP)
 	want := int(min(24, (top.Addr+top.Size-rsp)/8))
 	if len(first.Stack) != want || want == 0 {
 		t.Errorf("step 0 (rsp %#x, stack top %#x): %d stack words, want %d", rsp, top.Addr+top.Size, len(first.Stack), want)
 	}
 	for _, st := range tr.Steps[1:] {
 		if len(st.Stack) == 0 && st.Regs.CPL() == 0 && st.Symbol != "" {
-			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(target.RSP)); ok && r.Kind == annotate.RegionKernelStack {
+			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(x86.RSP)); ok && r.Kind == annotate.RegionKernelStack {
 				t.Errorf("step %d on the kernel stack has no stack words", st.Index)
 			}
 		}
@@ -374,7 +376,7 @@ func TestAttachWithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := attachRunning(ctx, t, Options{Symbols: NoSymbols})
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +401,7 @@ func TestProbeMSRs(t *testing.T) {
 	s := startFixture(t, Options{ProbeMSRs: true}) // the guest loops through every mechanism
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,8 +432,8 @@ func TestProbeMSRs(t *testing.T) {
 	}
 	// The probe put everything back: the round trip ends where it must.
 	first := tr.Steps[0]
-	if tr.Final.CPL() != 3 || tr.Final.Val(target.RIP) != uint64(first.RIP)+2 || len(tr.Steps) < 20 {
-		t.Errorf("after the probe: %d steps, final CPL %d at %#x", len(tr.Steps), tr.Final.CPL(), tr.Final.Val(target.RIP))
+	if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(first.RIP)+2 || len(tr.Steps) < 20 {
+		t.Errorf("after the probe: %d steps, final CPL %d at %#x", len(tr.Steps), tr.Final.CPL(), tr.Final.Val(x86.RIP))
 	}
 	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 {
 		t.Errorf("events after the probe: %+v", ev)
@@ -466,7 +468,7 @@ func TestProbeMSRs(t *testing.T) {
 	// guest as it was there too. (A fault in rdmsr is tested against the
 	// fake stub in package target: QEMU's TCG reads unknown MSRs as 0.)
 	s.Recorder.Reset()
-	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Int80); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Recorder.Step(ctx); err != nil { // into the kernel
@@ -476,7 +478,7 @@ func TestProbeMSRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readings, err := s.Target.ProbeMSRs(ctx, []uint32{annotate.MSRSysenterEIP, annotate.MSRLSTAR})
+	readings, err := s.Target.ProbeMSRs(ctx, []uint32{x86.MSRSysenterEIP, x86.MSRLSTAR})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,11 +502,11 @@ func TestProbeMSRs(t *testing.T) {
 
 // TestProbeNeedsKernel refuses to probe from user mode.
 func TestProbeNeedsKernel(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
-	if err := s.Recorder.ToEntry(context.Background(), trace.Syscall); err != nil {
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
+	if err := s.Recorder.ToEntry(context.Background(), mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Target.ProbeMSRs(context.Background(), []uint32{annotate.MSRLSTAR})
+	_, err := s.Target.ProbeMSRs(context.Background(), []uint32{x86.MSRLSTAR})
 	if !errors.Is(err, target.ErrNotKernel) {
 		t.Fatalf("probe at CPL 3 = %v, want ErrNotKernel", err)
 	}
@@ -518,16 +520,16 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s := attachRunning(ctx, t, Options{Budget: 3, Symbols: NoSymbols})
-	if err := s.Recorder.ToEntry(ctx, trace.Int80); err != nil {
+	if err := s.Recorder.ToEntry(ctx, mechanism.Int80); err != nil {
 		t.Fatal(err)
 	}
 	st := s.Recorder.Current()
-	code, err := s.Target.ReadMemory(ctx, st.Val(target.RIP), 2)
+	code, err := s.Target.ReadMemory(ctx, st.Val(x86.RIP), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.CPL() != 3 || code[0] != 0xcd || code[1] != 0x80 {
-		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(target.RIP), st.CPL(), code)
+		t.Errorf("stopped at %#x (CPL %d, % x), want a user int $0x80", st.Val(x86.RIP), st.CPL(), code)
 	}
 }
 
@@ -543,7 +545,7 @@ func TestAttachInt80WithoutSymbols(t *testing.T) {
 // more, the iretq of asm_exc_nmi. int $0x80 enters through the IDT too,
 // and must not be taken for an interrupt.
 func TestInterruptWhileStepping(t *testing.T) {
-	for _, mech := range []trace.Mechanism{trace.Syscall, trace.Int80} {
+	for _, mech := range []mechanism.Mechanism{mechanism.Syscall, mechanism.Int80} {
 		ref := startFixture(t, Options{Mechanism: mech})
 		want, err := ref.RoundTrip(context.Background(), mech)
 		if err != nil {
@@ -626,8 +628,8 @@ func TestInterruptWhileStepping(t *testing.T) {
 					}
 					t.Errorf("%d findings", ev.findings)
 				}
-				if got.Final.Val(target.RIP) != want.Final.Val(target.RIP) || got.Final.CPL() != 3 {
-					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(target.RIP), got.Final.CPL(), want.Final.Val(target.RIP))
+				if got.Final.Val(x86.RIP) != want.Final.Val(x86.RIP) || got.Final.CPL() != 3 {
+					t.Errorf("ended at %#x CPL %d, want %#x CPL 3", got.Final.Val(x86.RIP), got.Final.CPL(), want.Final.Val(x86.RIP))
 				}
 			})
 		}
@@ -646,7 +648,7 @@ func TestAccelChoice(t *testing.T) {
 		return accel.Verdict{Reason: "kvm present but its selftest failed: unexpected exception #PF"}
 	})
 	for name, check := range map[string]accel.Checker{"kvm works": works, "kvm broken": broken} {
-		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: trace.Syscall})
+		s := startFixture(t, Options{Accel: accel.Auto, KVMCheck: check, Mechanism: mechanism.Syscall})
 		if s.QEMU.Accel != accel.TCG || !strings.HasPrefix(s.Recorder.Trace().Header.Accel, "tcg (auto") {
 			t.Errorf("%s: auto traced under %s (%s), want TCG", name, s.QEMU.Accel, s.Recorder.Trace().Header.Accel)
 		}
@@ -666,10 +668,10 @@ func TestAccelChoice(t *testing.T) {
 // Kernel text (do_syscall_64, not in the entry text) is checked the same
 // way: those bytes are known, and not zero.
 func TestReadUnder(t *testing.T) {
-	s := startFixture(t, Options{Mechanism: trace.Syscall})
+	s := startFixture(t, Options{Mechanism: mechanism.Syscall})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.ToEntry(ctx, trace.Syscall); err != nil {
+	if err := s.ToEntry(ctx, mechanism.Syscall); err != nil {
 		t.Fatal(err)
 	}
 	stack, ok := s.Symbols.Addr("kernel_stack")
@@ -677,7 +679,7 @@ func TestReadUnder(t *testing.T) {
 		t.Fatal("no kernel_stack symbol")
 	}
 	addr := stack + 0x3f00
-	cr3 := s.Recorder.Current().Val(target.CR3)
+	cr3 := s.Recorder.Current().Val(x86.CR3)
 	if cr3&0x1000 == 0 {
 		t.Fatalf("CR3 %#x at the user syscall is not the user PGD", cr3)
 	}
@@ -691,7 +693,7 @@ func TestReadUnder(t *testing.T) {
 	if _, err := s.Target.ReadMemory(ctx, addr, 64); err == nil {
 		t.Fatal("the stub was left in physical mode: a virtual read of an unmapped address worked")
 	}
-	for s.Recorder.Current().Val(target.CR3)&0x1000 != 0 {
+	for s.Recorder.Current().Val(x86.CR3)&0x1000 != 0 {
 		if _, err := s.Recorder.Step(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -730,12 +732,12 @@ func TestAttachRecognisesBundledKernel(t *testing.T) {
 	if s.Kernel != KernelDescription || !strings.Contains(s.Symbols.Source, "recognised in guest memory") {
 		t.Fatalf("kernel %q, symbols %v: want the bundled teaching kernel recognised", s.Kernel, s.Symbols)
 	}
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := s.Symbols.Addr(trace.UserLabel(trace.Syscall))
-	if tr.Steps[0].Symbol != trace.UserLabel(trace.Syscall) || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
-		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), trace.UserLabel(trace.Syscall), want)
+	want, _ := s.Symbols.Addr(mechanism.Syscall.UserLabel())
+	if tr.Steps[0].Symbol != mechanism.Syscall.UserLabel() || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
+		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), mechanism.Syscall.UserLabel(), want)
 	}
 }

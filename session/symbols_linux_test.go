@@ -13,6 +13,7 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/linux"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -27,7 +28,7 @@ import (
 func TestLinuxSymbolNames(t *testing.T) {
 	for _, series := range []string{"6.1", "6.12"} {
 		t.Run(series, func(t *testing.T) {
-			tr, _ := linuxTrace(t, series, trace.Int80, func(*Session) {})
+			tr, _ := linuxTrace(t, series, mechanism.Int80, func(*Session) {})
 			seen := map[string]bool{}
 			for _, st := range tr.Steps {
 				name, _, _ := strings.Cut(st.Symbol, "+")
@@ -65,7 +66,7 @@ func TestLinuxAttachSymbolFiles(t *testing.T) {
 	for _, series := range []string{"6.1", "6.12"} {
 		t.Run(series, func(t *testing.T) {
 			var sysmap string
-			ref, s := linuxTrace(t, series, trace.Syscall, func(s *Session) {
+			ref, s := linuxTrace(t, series, mechanism.Syscall, func(s *Session) {
 				sysmap = writeSystemMap(t, s.linux.tab)
 			})
 			addr := s.QEMU.GDBAddr
@@ -117,7 +118,7 @@ func TestLinuxAttachSymbolFiles(t *testing.T) {
 // once it is ready, records one round trip named from kallsyms, and
 // detaches, leaving the guest running for attachTrace; the test's clean-up
 // ends QEMU.
-func linuxTrace(t *testing.T, series string, m trace.Mechanism, with func(*Session)) (*trace.Trace, *Session) {
+func linuxTrace(t *testing.T, series string, m mechanism.Mechanism, with func(*Session)) (*trace.Trace, *Session) {
 	t.Helper()
 	kernel := testenv.LinuxKernel(t, series)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
@@ -147,12 +148,12 @@ func attachTrace(t *testing.T, addr, symfile string) (*trace.Trace, []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	s, err := Attach(ctx, addr, Options{Symbols: symfile, Mechanism: trace.Syscall})
+	s, err := Attach(ctx, addr, Options{Symbols: symfile, Mechanism: mechanism.Syscall})
 	if err != nil {
 		t.Fatalf("attach with %s: %v", symfile, err)
 	}
 	defer s.Close()
-	tr, err := s.RoundTrip(ctx, trace.Syscall)
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,7 @@
+// Package target is a live x86-64 guest behind QEMU's gdbstub: it reads
+// the registers into x86.States, single-steps the CPU, reads guest memory
+// (under the current page tables or another CR3), probes MSRs with rdmsr,
+// and reports what a stub exposes.
 package target
 
 import (
@@ -8,6 +12,7 @@ import (
 	"fmt"
 
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Target is a live x86-64 guest behind QEMU's gdbstub. It turns the stub's
@@ -38,9 +43,9 @@ func New(conn *gdbremote.Conn) *Target {
 }
 
 // stateRegs maps each State register to its name in the stub's layout.
-var stateRegs = func() [NumRegs]string {
-	var n [NumRegs]string
-	for r := Reg(0); r < NumRegs; r++ {
+var stateRegs = func() [x86.NumRegs]string {
+	var n [x86.NumRegs]string
+	for r := x86.Reg(0); r < x86.NumRegs; r++ {
 		n[r] = r.String()
 	}
 	return n
@@ -48,9 +53,9 @@ var stateRegs = func() [NumRegs]string {
 
 // StateFrom converts the stub's register values into a State. Registers the
 // stub lacks or sent as unknown stay unknown.
-func StateFrom(v gdbremote.Values) *State {
-	s := &State{}
-	for r := Reg(0); r < NumRegs; r++ {
+func StateFrom(v gdbremote.Values) *x86.State {
+	s := &x86.State{}
+	for r := x86.Reg(0); r < x86.NumRegs; r++ {
 		if x, ok := v.Uint64(stateRegs[r]); ok {
 			s.Set(r, x)
 		}
@@ -59,7 +64,7 @@ func StateFrom(v gdbremote.Values) *State {
 }
 
 // State reads all registers.
-func (t *Target) State(ctx context.Context) (*State, error) {
+func (t *Target) State(ctx context.Context) (*x86.State, error) {
 	v, err := t.Conn.ReadRegisters(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read registers: %w", err)
@@ -69,7 +74,7 @@ func (t *Target) State(ctx context.Context) (*State, error) {
 
 // Step executes one instruction and returns the new state. A stop other
 // than the single-step trap (the guest exited, say) is an error.
-func (t *Target) Step(ctx context.Context) (*State, error) {
+func (t *Target) Step(ctx context.Context) (*x86.State, error) {
 	sr, err := t.Conn.Step(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
@@ -131,12 +136,12 @@ func (t *Target) InvalidateCode() { clear(t.code) }
 
 // SysRegs runs `monitor info registers` and parses what the stub does not
 // expose as registers: CPL, TR, GDTR, IDTR and the segment caches.
-func (t *Target) SysRegs(ctx context.Context) (*SysRegs, error) {
+func (t *Target) SysRegs(ctx context.Context) (*x86.SysRegs, error) {
 	text, err := t.Conn.Monitor(ctx, "info registers")
 	if err != nil {
 		return nil, fmt.Errorf("monitor info registers: %w", err)
 	}
-	return ParseInfoRegisters(text)
+	return x86.ParseInfoRegisters(text)
 }
 
 // ReadUnder reads n bytes at a virtual address as the page tables at cr3

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/sctrace/sctrace/x86"
 )
 
 // MSRReading is the result of reading one MSR with the probe.
@@ -24,7 +26,7 @@ var ErrNotKernel = errors.New("the CPU is not at CPL 0")
 var rdmsr = []byte{0x0f, 0x32}
 
 // probeRegs are the registers the probe changes and puts back.
-var probeRegs = []Reg{RAX, RCX, RDX, RIP, RFLAGS, RSP, CS, SS}
+var probeRegs = []x86.Reg{x86.RAX, x86.RCX, x86.RDX, x86.RIP, x86.RFLAGS, x86.RSP, x86.CS, x86.SS}
 
 // stackGuard is how many bytes below RSP the probe saves and puts back: a
 // faulting rdmsr makes the CPU push an exception frame there.
@@ -52,7 +54,7 @@ func (t *Target) ProbeMSRs(ctx context.Context, msrs []uint32) (readings []MSRRe
 			return nil, fmt.Errorf("probe MSRs: register %s unknown, so it could not be put back", r)
 		}
 	}
-	rip, rsp := before.Val(RIP), before.Val(RSP)
+	rip, rsp := before.Val(x86.RIP), before.Val(x86.RSP)
 	code, err := t.ReadMemory(ctx, rip, len(rdmsr))
 	if err != nil {
 		return nil, fmt.Errorf("probe MSRs: %w", err)
@@ -71,7 +73,7 @@ func (t *Target) ProbeMSRs(ctx context.Context, msrs []uint32) (readings []MSRRe
 		}
 	}()
 	for _, msr := range msrs {
-		if err := t.setRegs(ctx, before, map[Reg]uint64{RCX: uint64(msr)}); err != nil {
+		if err := t.setRegs(ctx, before, map[x86.Reg]uint64{x86.RCX: uint64(msr)}); err != nil {
 			return readings, err
 		}
 		if _, err := t.Conn.Step(ctx); err != nil {
@@ -81,18 +83,18 @@ func (t *Target) ProbeMSRs(ctx context.Context, msrs []uint32) (readings []MSRRe
 		if err != nil {
 			return readings, err
 		}
-		if st.Val(RIP) != rip+uint64(len(rdmsr)) {
-			readings = append(readings, MSRReading{Index: msr, Err: fmt.Errorf("rdmsr %#x faulted: the CPU went to %#x", msr, st.Val(RIP))})
+		if st.Val(x86.RIP) != rip+uint64(len(rdmsr)) {
+			readings = append(readings, MSRReading{Index: msr, Err: fmt.Errorf("rdmsr %#x faulted: the CPU went to %#x", msr, st.Val(x86.RIP))})
 			continue
 		}
-		readings = append(readings, MSRReading{Index: msr, Value: st.Val(RDX)<<32 | st.Val(RAX)&0xffffffff})
+		readings = append(readings, MSRReading{Index: msr, Value: st.Val(x86.RDX)<<32 | st.Val(x86.RAX)&0xffffffff})
 	}
 	return readings, nil
 }
 
 // setRegs writes the probe's registers back to their values in st, with
 // the overrides in set.
-func (t *Target) setRegs(ctx context.Context, st *State, set map[Reg]uint64) error {
+func (t *Target) setRegs(ctx context.Context, st *x86.State, set map[x86.Reg]uint64) error {
 	for _, r := range probeRegs {
 		v := st.Val(r)
 		if o, ok := set[r]; ok {
@@ -106,7 +108,7 @@ func (t *Target) setRegs(ctx context.Context, st *State, set map[Reg]uint64) err
 }
 
 // writeReg writes one register with the size the stub's layout gives it.
-func (t *Target) writeReg(ctx context.Context, r Reg, v uint64) error {
+func (t *Target) writeReg(ctx context.Context, r x86.Reg, v uint64) error {
 	for _, l := range t.Conn.Layout() {
 		if l.Name != r.String() {
 			continue
@@ -124,8 +126,8 @@ func (t *Target) writeReg(ctx context.Context, r Reg, v uint64) error {
 }
 
 // restore puts back what the probe changed and checks it took.
-func (t *Target) restore(ctx context.Context, before *State, code, stack []byte) error {
-	rip, rsp := before.Val(RIP), before.Val(RSP)
+func (t *Target) restore(ctx context.Context, before *x86.State, code, stack []byte) error {
+	rip, rsp := before.Val(x86.RIP), before.Val(x86.RSP)
 	var errs []error
 	if err := t.Conn.WriteMemory(ctx, rip, code); err != nil {
 		errs = append(errs, fmt.Errorf("put back the instruction at %#x: %w", rip, err))

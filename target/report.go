@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/sctrace/sctrace/internal/termtext"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // maxNamesShown is how many register names WriteReport lists per target
@@ -59,7 +60,7 @@ func (t *Target) WriteReport(ctx context.Context, w io.Writer) error {
 	}
 	fmt.Fprintln(w, "\nCurrent state:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	show := func(r Reg, decode func(uint64) string) {
+	show := func(r x86.Reg, decode func(uint64) string) {
 		v, ok := st.Get(r)
 		if !ok {
 			fmt.Fprintf(tw, "  %s\tunknown (not sent by the stub)\t\n", r)
@@ -71,19 +72,19 @@ func (t *Target) WriteReport(ctx context.Context, w io.Writer) error {
 		}
 		fmt.Fprintf(tw, "  %s\t0x%016x\t%s\n", r, v, d)
 	}
-	show(RIP, nil)
-	show(CS, func(v uint64) string {
-		if st.Val(CR0)&1 == 0 {
+	show(x86.RIP, nil)
+	show(x86.CS, func(v uint64) string {
+		if st.Val(x86.CR0)&1 == 0 {
 			return "real mode (CR0.PE clear): a segment, not a selector"
 		}
-		return Selector(v).String() + fmt.Sprintf(", CPL %d", st.CPL())
+		return x86.Selector(v).String() + fmt.Sprintf(", CPL %d", st.CPL())
 	})
-	show(CR3, func(v uint64) string {
-		return CR3Fields{Value: v, PCIDE: st.Val(CR4)&CR4PCIDE != 0}.String()
+	show(x86.CR3, func(v uint64) string {
+		return x86.CR3Fields{Value: v, PCIDE: x86.CR4Flags(st.Val(x86.CR4))&x86.CR4PCIDE != 0}.String()
 	})
-	show(GSBase, nil)
-	show(KernelGSBase, nil)
-	show(EFER, func(v uint64) string { return EFERFlags(v).String() })
+	show(x86.GSBase, nil)
+	show(x86.KernelGSBase, nil)
+	show(x86.EFER, func(v uint64) string { return x86.EFERFlags(v).String() })
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}

@@ -5,20 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
-
-// UserLabel is the symbol the teaching kernel puts on the user instruction
-// that enters the kernel by m, e.g. user_syscall_insn; for the vDSO
-// baseline, the user read of the kernel-provided page.
-func UserLabel(m Mechanism) string {
-	if m == Vdso {
-		return "user_vdso_read_insn"
-	}
-	return "user_" + string(m) + "_insn"
-}
 
 // ToEntry lets the guest run until it stops at a user-mode instruction that
 // enters the kernel by mechanism m (by syscall when m is ""), and starts a
@@ -34,9 +25,9 @@ func UserLabel(m Mechanism) string {
 //   - by single-stepping user code until the next entering instruction.
 //
 // Breakpoints are removed on every path, ctrl-c included.
-func (r *Recorder) ToEntry(ctx context.Context, m Mechanism) error {
+func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m == "" {
-		m = Syscall
+		m = mechanism.Syscall
 	}
 	r.Reset()
 	if err := r.findEntry(ctx, m); err != nil {
@@ -45,30 +36,30 @@ func (r *Recorder) ToEntry(ctx context.Context, m Mechanism) error {
 	return r.readSys(ctx)
 }
 
-func (r *Recorder) findEntry(ctx context.Context, m Mechanism) error {
-	if a, ok := r.Symbols.Addr(UserLabel(m)); ok {
+func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
+	if a, ok := r.Symbols.Addr(m.UserLabel()); ok {
 		return r.runTo(ctx, a)
 	}
-	if m == Syscall {
+	if m == mechanism.Syscall {
 		if entry, ok := r.syscallEntry(); ok {
 			if err := r.runTo(ctx, entry); err != nil {
 				return err
 			}
-			site := r.cur.Val(target.RCX) - 2
+			site := r.cur.Val(x86.RCX) - 2
 			code, err := r.T.ReadMemory(ctx, site, 2)
 			if err == nil && code[0] == 0x0f && code[1] == 0x05 {
 				return r.runTo(ctx, site)
 			}
 		}
 	}
-	if m == Int80 {
+	if m == mechanism.Int80 {
 		if handler, ok := r.vectorHandler(ctx, 0x80); ok {
 			if err := r.runTo(ctx, handler); err != nil {
 				return err
 			}
 			// The CPU pushed RIP (the instruction after the int), CS,
 			// RFLAGS, RSP and SS; int $0x80 has no error code.
-			frame, err := r.T.ReadMemory(ctx, r.cur.Val(target.RSP), 16)
+			frame, err := r.T.ReadMemory(ctx, r.cur.Val(x86.RSP), 16)
 			if err == nil && le64(frame[8:])&3 == 3 {
 				site := le64(frame) - 2
 				code, err := r.T.ReadMemory(ctx, site, 2)
@@ -92,7 +83,7 @@ func (r *Recorder) vectorHandler(ctx context.Context, vector int) (uint64, bool)
 	if err != nil {
 		return 0, false
 	}
-	g, ok := annotate.DecodeGate(b)
+	g, ok := x86.DecodeGate(b)
 	if !ok || !g.Present || g.DPL != 3 {
 		return 0, false
 	}
@@ -112,7 +103,7 @@ func (r *Recorder) syscallEntry() (uint64, bool) {
 
 // runTo continues the guest to addr with a hardware breakpoint.
 func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
-	if r.cur != nil && r.cur.Val(target.RIP) == addr {
+	if r.cur != nil && r.cur.Val(x86.RIP) == addr {
 		return nil
 	}
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
@@ -132,7 +123,7 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 	}
 	st.Sys = r.tables
 	r.cur = st
-	if got := st.Val(target.RIP); got != addr {
+	if got := st.Val(x86.RIP); got != addr {
 		return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
 	}
 	return nil
@@ -143,19 +134,19 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 // call, say), it first steps back out to user mode; the budget bounds both
 // parts, so a kernel that never returns (an idle loop) gives an error
 // rather than a hang.
-func (r *Recorder) stepToEntry(ctx context.Context, m Mechanism) error {
+func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	budget := r.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
 	}
-	start := r.cur.Val(target.RIP)
+	start := r.cur.Val(x86.RIP)
 	for n := 0; n < budget; n++ {
 		if r.cur.CPL() == 3 {
 			inst, _, err := r.Decode(ctx, r.cur)
 			if err != nil {
 				return err
 			}
-			if Classify(inst, m == UD2) == m {
+			if mechanism.Classify(inst, m == mechanism.UD2) == m {
 				return nil
 			}
 		}

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Syntax selects the assembly syntax of printed instructions.
@@ -54,11 +54,11 @@ func Summarize(t *Trace) Summary {
 	sum := Summary{Instructions: len(t.Steps), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
 	ctx := &annotate.Context{Regions: t.Header.Regions}
 	lastStack := ""
-	visit := func(st *target.State) {
+	visit := func(st *x86.State) {
 		if st == nil {
 			return
 		}
-		r, ok := ctx.StackOf(st.Val(target.RSP))
+		r, ok := ctx.StackOf(st.Val(x86.RSP))
 		if !ok {
 			// RSP briefly holds something that is not a stack pointer
 			// (entry code uses it as a scratch register): not a stack.

@@ -5,15 +5,15 @@ import (
 	"fmt"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // ProbedMSRs are the MSRs ProbeMSRs reads: those that steer the system-call
 // instructions, EFER, the GS bases and TSC_AUX.
 var ProbedMSRs = []uint32{
-	annotate.MSREFER, annotate.MSRSTAR, annotate.MSRLSTAR, annotate.MSRCSTAR, annotate.MSRFMASK,
-	annotate.MSRSysenterCS, annotate.MSRSysenterESP, annotate.MSRSysenterEIP,
-	annotate.MSRGSBase, annotate.MSRKernelGSBase, annotate.MSRTSCAux,
+	x86.MSREFER, x86.MSRSTAR, x86.MSRLSTAR, x86.MSRCSTAR, x86.MSRFMASK,
+	x86.MSRSysenterCS, x86.MSRSysenterESP, x86.MSRSysenterEIP,
+	x86.MSRGSBase, x86.MSRKernelGSBase, x86.MSRTSCAux,
 }
 
 // ProbeMSRs reads ProbedMSRs with target.ProbeMSRs (rdmsr run in the guest,
@@ -26,12 +26,12 @@ var ProbedMSRs = []uint32{
 // be read while the probe runs.
 func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
 	readings, err := r.T.ProbeMSRs(ctx, ProbedMSRs)
-	at := r.name(r.cur.Val(target.RIP))
+	at := r.name(r.cur.Val(x86.RIP))
 	step := len(r.trace.Steps)
 	k := r.Ctx.Knowledge
 	var effs []annotate.Effect
 	for _, rd := range readings {
-		name := annotate.MSRName(rd.Index)
+		name := x86.MSRName(rd.Index)
 		if rd.Err != nil {
 			effs = append(effs, annotate.Effect{Kind: annotate.KindMSR, Text: fmt.Sprintf("%s: not readable: %v", name, rd.Err)})
 			continue

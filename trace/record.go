@@ -13,66 +13,11 @@ import (
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // DefaultBudget is the default most instructions a recording steps.
 const DefaultBudget = 100_000
-
-// Mechanism names a way into the kernel.
-type Mechanism string
-
-// The mechanisms sctrace knows. Vdso enters no kernel at all: it is the
-// baseline of reading kernel-provided data from user mode.
-const (
-	Syscall  Mechanism = "syscall"
-	Int80    Mechanism = "int80"
-	Sysenter Mechanism = "sysenter"
-	CallGate Mechanism = "callgate"
-	UD2      Mechanism = "ud2"
-	Vdso     Mechanism = "vdso"
-)
-
-// Mechanisms lists every mechanism, in the order the teaching kernel's
-// trace mode calls them.
-var Mechanisms = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso}
-
-// ParseMechanism checks a mechanism name; "" means any.
-func ParseMechanism(s string) (Mechanism, error) {
-	if s == "" || s == "any" {
-		return "", nil
-	}
-	for _, m := range Mechanisms {
-		if string(m) == s {
-			return m, nil
-		}
-	}
-	return "", fmt.Errorf("unknown mechanism %q (want syscall, int80, sysenter, callgate, ud2 or vdso)", s)
-}
-
-// Classify says which mechanism an instruction enters the kernel by, or ""
-// for an instruction that does not (ud2 counts only when asked, since it is
-// an ordinary fault elsewhere). Of the software interrupts only int $0x80
-// is the int80 mechanism: int3 is a breakpoint, int1 (icebp) a debug trap,
-// and another int n is a vector of its own.
-func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
-	switch inst.Op {
-	case x86asm.SYSCALL:
-		return Syscall
-	case x86asm.INT:
-		if imm, ok := inst.Args[0].(x86asm.Imm); ok && imm == 0x80 {
-			return Int80
-		}
-	case x86asm.SYSENTER:
-		return Sysenter
-	case x86asm.LCALL:
-		return CallGate
-	case x86asm.UD2:
-		if withUD2 {
-			return UD2
-		}
-	}
-	return ""
-}
 
 // Recorder single-steps a live target and builds a Trace.
 type Recorder struct {
@@ -103,8 +48,8 @@ type Recorder struct {
 	idtBase uint64         // where idt was read from
 
 	trace  *Trace
-	cur    *target.State
-	tables *target.SysRegs // GDTR, IDTR and TR, attached to every state
+	cur    *x86.State
+	tables *x86.SysRegs // GDTR, IDTR and TR, attached to every state
 	depth  int
 	start  time.Time
 	busy   time.Duration
@@ -224,7 +169,7 @@ func (r *Recorder) readSys(ctx context.Context) error {
 	r.cur.Sys = sys
 	tables := *sys
 	tables.CPL = -1
-	tables.Segments = map[string]target.Segment{}
+	tables.Segments = map[string]x86.Segment{}
 	for _, k := range []string{"TR", "LDT"} {
 		if seg, ok := sys.Segments[k]; ok {
 			tables.Segments[k] = seg
@@ -235,7 +180,7 @@ func (r *Recorder) readSys(ctx context.Context) error {
 }
 
 // Current returns the state at the current stop.
-func (r *Recorder) Current() *target.State { return r.cur }
+func (r *Recorder) Current() *x86.State { return r.cur }
 
 // Trace returns the trace recorded so far, with its header brought up to
 // date.
@@ -265,9 +210,9 @@ func (r *Recorder) Reset() {
 }
 
 // Decode reads and decodes the instruction at the current RIP.
-func (r *Recorder) Decode(ctx context.Context, st *target.State) (x86asm.Inst, []byte, error) {
-	rip := st.Val(target.RIP)
-	code, err := r.T.ReadCode(ctx, st.Val(target.CR3), rip, 15)
+func (r *Recorder) Decode(ctx context.Context, st *x86.State) (x86asm.Inst, []byte, error) {
+	rip := st.Val(x86.RIP)
+	code, err := r.T.ReadCode(ctx, st.Val(x86.CR3), rip, 15)
 	if err != nil {
 		return x86asm.Inst{}, nil, fmt.Errorf("instruction at %s: %w", r.name(rip), err)
 	}
@@ -295,7 +240,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	rip := before.Val(target.RIP)
+	rip := before.Val(x86.RIP)
 	s := Step{
 		Index:    len(r.trace.Steps),
 		RIP:      Hex(rip),
@@ -309,7 +254,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		Regs:     before,
 	}
 	if r.StackWords > 0 {
-		s.Stack = r.ReadStack(ctx, before.Val(target.RSP), r.StackWords)
+		s.Stack = r.ReadStack(ctx, before.Val(x86.RSP), r.StackWords)
 	}
 	var mem []annotate.Memory
 	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
@@ -318,7 +263,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		}
 	}
 
-	var after *target.State
+	var after *x86.State
 	if inst.Op == x86asm.CALL && r.Over > 0 && r.depth+1 >= r.Over {
 		after, err = r.stepOver(ctx, before, rip+uint64(inst.Len))
 		if err == nil {
@@ -333,7 +278,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		if v < 0 {
 			break
 		}
-		what := fmt.Sprintf("interrupt taken while stepping: %s at %s, not caused by this instruction", annotate.VectorName(v), r.name(after.Val(target.RIP)))
+		what := fmt.Sprintf("interrupt taken while stepping: %s at %s, not caused by this instruction", annotate.VectorName(v), r.name(after.Val(x86.RIP)))
 		if r.AllowIRQ {
 			if r.frameRIP(ctx, after) == rip {
 				what += "; it came before the instruction ran, which runs again after the handler"
@@ -370,7 +315,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	}
 	s.Mem = mem
 	for _, reg := range before.Changed(after) {
-		if reg == target.RIP {
+		if reg == x86.RIP {
 			continue
 		}
 		s.Changed = append(s.Changed, Change{Reg: reg.String(), Old: Hex(before.Val(reg)), New: Hex(after.Val(reg))})
@@ -424,7 +369,7 @@ const maxSpurious = 3
 // single-step stop before the instruction has run (TCG retranslating the
 // block, say): every register, RIP included, is as it was. Such a stop is
 // not an instruction, so the step is repeated, and the header counts it.
-func (r *Recorder) stepOnce(ctx context.Context, before *target.State) (*target.State, error) {
+func (r *Recorder) stepOnce(ctx context.Context, before *x86.State) (*x86.State, error) {
 	for i := 0; ; i++ {
 		after, err := r.T.Step(ctx)
 		if err != nil || i == maxSpurious || after.R != before.R || after.Known != before.Known {
@@ -434,7 +379,7 @@ func (r *Recorder) stepOnce(ctx context.Context, before *target.State) (*target.
 	}
 }
 
-func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *target.State) string {
+func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *x86.State) string {
 	if rel, ok := inst.Args[0].(x86asm.Rel); ok {
 		return r.name(rip + uint64(inst.Len) + uint64(int64(rel)))
 	}
@@ -443,15 +388,15 @@ func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *target.State) st
 
 // stepOver runs a call to its return, with the stack pointer as it was
 // before the call.
-func (r *Recorder) stepOver(ctx context.Context, before *target.State, ret uint64) (*target.State, error) {
-	return r.continueTo(ctx, ret, before.Val(target.RSP), fmt.Sprintf("step over the call at %s", r.name(before.Val(target.RIP))))
+func (r *Recorder) stepOver(ctx context.Context, before *x86.State, ret uint64) (*x86.State, error) {
+	return r.continueTo(ctx, ret, before.Val(x86.RSP), fmt.Sprintf("step over the call at %s", r.name(before.Val(x86.RIP))))
 }
 
 // continueTo lets the guest run until it is at ret with RSP equal to rsp: a
 // hardware breakpoint at ret, continue until the CPU is there with that
 // stack pointer (so that a recursive or concurrent use of the same code
 // does not stop it early), and the breakpoint removed on every path.
-func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (_ *target.State, err error) {
+func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (_ *x86.State, err error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
 		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
 	}
@@ -464,11 +409,11 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string)
 		if err != nil {
 			return nil, err
 		}
-		if st.Val(target.RIP) == ret && st.Val(target.RSP) == rsp {
+		if st.Val(x86.RIP) == ret && st.Val(x86.RSP) == rsp {
 			return st, nil
 		}
-		if st.Val(target.RIP) != ret {
-			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(target.RIP)), r.name(ret))
+		if st.Val(x86.RIP) != ret {
+			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(x86.RIP)), r.name(ret))
 		}
 	}
 }
@@ -483,31 +428,31 @@ const maxIRQ = 16
 // interrupt vector (32-255, with interrupts enabled before, and not the
 // vector of an int n) or of an NMI, at CPL 0, with a frame on the stack
 // that returns to the interrupted code's CS.
-func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before, after *target.State) int {
+func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before, after *x86.State) int {
 	if r.flags >= 0 && r.flags&gdbremote.SStepNoIRQ != 0 || after.CPL() != 0 {
 		return -1
 	}
-	v := r.vectorAt(ctx, after.Val(target.RIP))
+	v := r.vectorAt(ctx, after.Val(x86.RIP))
 	switch {
 	case v < 0, v < 32 && v != 2:
 		return -1
-	case v >= 32 && before.Val(target.RFLAGS)&(1<<9) == 0:
+	case v >= 32 && before.Val(x86.RFLAGS)&(1<<9) == 0:
 		return -1
 	case inst.Op == x86asm.INT:
 		if imm, ok := inst.Args[0].(x86asm.Imm); ok && int(imm) == v {
 			return -1
 		}
 	}
-	frame, err := r.T.ReadMemory(ctx, after.Val(target.RSP), 16)
-	if err != nil || len(frame) < 16 || le64(frame[8:])&0xffff != before.Val(target.CS)&0xffff {
+	frame, err := r.T.ReadMemory(ctx, after.Val(x86.RSP), 16)
+	if err != nil || len(frame) < 16 || le64(frame[8:])&0xffff != before.Val(x86.CS)&0xffff {
 		return -1
 	}
 	return v
 }
 
 // frameRIP returns the RIP in the interrupt frame at the state's RSP, or 0.
-func (r *Recorder) frameRIP(ctx context.Context, st *target.State) uint64 {
-	b, err := r.T.ReadMemory(ctx, st.Val(target.RSP), 8)
+func (r *Recorder) frameRIP(ctx context.Context, st *x86.State) uint64 {
+	b, err := r.T.ReadMemory(ctx, st.Val(x86.RSP), 8)
 	if err != nil || len(b) < 8 {
 		return 0
 	}
@@ -516,13 +461,13 @@ func (r *Recorder) frameRIP(ctx context.Context, st *target.State) uint64 {
 
 // returnFromInterrupt runs the handler of an interrupt just taken to its
 // return: to the RIP and RSP in the frame the CPU pushed at RSP.
-func (r *Recorder) returnFromInterrupt(ctx context.Context, at *target.State) (*target.State, uint64, error) {
-	frame, err := r.T.ReadMemory(ctx, at.Val(target.RSP), 40)
+func (r *Recorder) returnFromInterrupt(ctx context.Context, at *x86.State) (*x86.State, uint64, error) {
+	frame, err := r.T.ReadMemory(ctx, at.Val(x86.RSP), 40)
 	if err != nil || len(frame) < 40 {
-		return nil, 0, fmt.Errorf("interrupt frame at %#x: %w", at.Val(target.RSP), cmp.Or(err, errors.New("short read")))
+		return nil, 0, fmt.Errorf("interrupt frame at %#x: %w", at.Val(x86.RSP), cmp.Or(err, errors.New("short read")))
 	}
 	ret, rsp := le64(frame[0:]), le64(frame[24:])
-	st, err := r.continueTo(ctx, ret, rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(target.RIP))))
+	st, err := r.continueTo(ctx, ret, rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -544,7 +489,7 @@ func (r *Recorder) vectorAt(ctx context.Context, addr uint64) int {
 		}
 		r.idt, r.idtBase = make(map[uint64]int), r.tables.IDTBase
 		for v := 0; v < n && 16*v+16 <= len(b); v++ {
-			if g, ok := annotate.DecodeGate(b[16*v:]); ok && g.Present {
+			if g, ok := x86.DecodeGate(b[16*v:]); ok && g.Present {
 				if _, dup := r.idt[g.Offset]; !dup {
 					r.idt[g.Offset] = v
 				}
@@ -572,7 +517,7 @@ const (
 
 // Until is a stop condition for Run, checked after each step; it returns a
 // reason to stop, or "" to go on.
-type Until func(s *Step, now *target.State) StopReason
+type Until func(s *Step, now *x86.State) StopReason
 
 // BackInUser stops when the CPU is at CPL 3 again after having been in the
 // kernel. When the first instruction does not enter the kernel (the vDSO
@@ -581,7 +526,7 @@ type Until func(s *Step, now *target.State) StopReason
 func BackInUser() Until {
 	entered, started := false, false
 	var next uint64
-	return func(s *Step, now *target.State) StopReason {
+	return func(s *Step, now *x86.State) StopReason {
 		if !started {
 			started = true
 			next = uint64(s.RIP) + uint64(len(s.Bytes))
@@ -593,7 +538,7 @@ func BackInUser() Until {
 		if entered {
 			return StopUser
 		}
-		if now.Val(target.RIP) == next {
+		if now.Val(x86.RIP) == next {
 			return StopOnce
 		}
 		return ""

@@ -10,8 +10,10 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // A small 64-bit guest for the fake stub: user code that makes a system
@@ -108,7 +110,7 @@ func rips(steps []Step) string {
 func TestRun(t *testing.T) {
 	all := []gdbstubtest.Stop{afterSyscall, afterSwapgs, afterCall, afterRet, afterSysret}
 	cancelAfter := func(n int, cancel context.CancelFunc) Until {
-		return func(s *Step, _ *target.State) StopReason {
+		return func(s *Step, _ *x86.State) StopReason {
 			if s.Index == n-1 {
 				cancel()
 			}
@@ -130,7 +132,7 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			stub.Script(all...)
@@ -157,8 +159,8 @@ func TestRun(t *testing.T) {
 				if got := rips(tr.Steps); got != want {
 					t.Errorf("steps at %s, want %s", got, want)
 				}
-				if tr.Steps[0].CPL != 3 || tr.Steps[1].CPL != 0 || tr.Final.CPL() != 3 || tr.Final.Val(target.RIP) != userNext {
-					t.Errorf("CPL %d then %d, final CPL %d at %#x; want 3, 0, 3 at %#x", tr.Steps[0].CPL, tr.Steps[1].CPL, tr.Final.CPL(), tr.Final.Val(target.RIP), uint64(userNext))
+				if tr.Steps[0].CPL != 3 || tr.Steps[1].CPL != 0 || tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != userNext {
+					t.Errorf("CPL %d then %d, final CPL %d at %#x; want 3, 0, 3 at %#x", tr.Steps[0].CPL, tr.Steps[1].CPL, tr.Final.CPL(), tr.Final.Val(x86.RIP), uint64(userNext))
 				}
 				if tr.Steps[0].Mnemonic != "syscall" || tr.Steps[4].Mnemonic != "sysretq" {
 					t.Errorf("mnemonics %q, %q; want syscall, sysretq", tr.Steps[0].Mnemonic, tr.Steps[4].Mnemonic)
@@ -195,7 +197,7 @@ func TestSpuriousStop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			stub.Script(make([]gdbstubtest.Stop, tt.empty)...)
@@ -205,9 +207,9 @@ func TestSpuriousStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := r.Trace().Header
-			if s.Index != 0 || len(r.Trace().Steps) != 1 || h.SpuriousStops != tt.spurious || r.Current().Val(target.RIP) != tt.rip {
+			if s.Index != 0 || len(r.Trace().Steps) != 1 || h.SpuriousStops != tt.spurious || r.Current().Val(x86.RIP) != tt.rip {
 				t.Errorf("step %d of %d, %d spurious stops, at %#x; want step 0 of 1, %d, at %#x",
-					s.Index, len(r.Trace().Steps), h.SpuriousStops, r.Current().Val(target.RIP), tt.spurious, tt.rip)
+					s.Index, len(r.Trace().Steps), h.SpuriousStops, r.Current().Val(x86.RIP), tt.spurious, tt.rip)
 			}
 		})
 	}
@@ -234,7 +236,7 @@ func TestStepOver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
 			r.Over = 1
@@ -303,10 +305,10 @@ func TestToEntry(t *testing.T) {
 			stub, r, ctx := newGuest(t, tt.syms)
 			stub.Script(tt.script...)
 			before := len(stub.Requests())
-			if err := r.ToEntry(ctx, Syscall); err != nil {
+			if err := r.ToEntry(ctx, mechanism.Syscall); err != nil {
 				t.Fatal(err)
 			}
-			if got := r.Current().Val(target.RIP); got != userSys || r.Current().CPL() != 3 {
+			if got := r.Current().Val(x86.RIP); got != userSys || r.Current().CPL() != 3 {
 				t.Errorf("stopped at %#x CPL %d, want %#x CPL 3", got, r.Current().CPL(), uint64(userSys))
 			}
 			var bps []uint64
@@ -346,13 +348,13 @@ func TestToEntryFromKernel(t *testing.T) {
 	}
 	r.cur = st
 	r.Budget = 2
-	err = r.ToEntry(ctx, Syscall)
+	err = r.ToEntry(ctx, mechanism.Syscall)
 	if err == nil || !strings.Contains(err.Error(), "still there after 2 steps") || !strings.Contains(err.Error(), "--symbols") {
 		t.Errorf("error %v, want one saying the search stayed in the kernel and naming --symbols", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := r.ToEntry(ctx, Syscall); !errors.Is(err, context.Canceled) {
+	if err := r.ToEntry(ctx, mechanism.Syscall); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled search: %v, want context.Canceled", err)
 	}
 }

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Format is the value of a trace file's "format" field.
@@ -37,8 +37,8 @@ type Trace struct {
 	Header  Header `json:"header"`
 	Steps   []Step `json:"steps"`
 	// Probes are the runs of the opt-in MSR probe, in the order they ran.
-	Probes []Probe       `json:"probes,omitempty"`
-	Final  *target.State `json:"final,omitempty"` // the state after the last step
+	Probes []Probe    `json:"probes,omitempty"`
+	Final  *x86.State `json:"final,omitempty"` // the state after the last step
 }
 
 // Probe is one run of the opt-in MSR probe (Recorder.ProbeMSRs): what
@@ -87,7 +87,7 @@ type Header struct {
 	// IRQs counts the interrupts taken while stepping that were run to
 	// their return and left out of Steps.
 	IRQs    int               `json:"irqs,omitempty"`
-	Sys     *target.SysRegs   `json:"sys,omitempty"` // monitor info registers at the start
+	Sys     *x86.SysRegs      `json:"sys,omitempty"` // monitor info registers at the start
 	Regions []annotate.Region `json:"regions,omitempty"`
 	// MSRs are the model-specific registers learnt while recording, each
 	// with its provenance (read, inferred or probed).
@@ -140,7 +140,7 @@ type Step struct {
 	// rendered Intel or ATT text.
 	Mnemonic string `json:"mnemonic,omitempty"`
 	// Regs is the CPU state before the instruction.
-	Regs    *target.State     `json:"regs"`
+	Regs    *x86.State        `json:"regs"`
 	Changed []Change          `json:"changed,omitempty"`
 	Effects []annotate.Effect `json:"effects,omitempty"`
 	Events  []annotate.Event  `json:"events,omitempty"`
@@ -177,7 +177,7 @@ type Change struct {
 
 // After returns the state after step i: the next step's Regs, or the
 // trace's Final state after the last step.
-func (t *Trace) After(i int) *target.State {
+func (t *Trace) After(i int) *x86.State {
 	if i+1 < len(t.Steps) {
 		return t.Steps[i+1].Regs
 	}
@@ -185,10 +185,10 @@ func (t *Trace) After(i int) *target.State {
 }
 
 // Hex is a uint64 written in JSON as a "0x..." string.
-type Hex = target.Hex
+type Hex = x86.Hex
 
 // Bytes are instruction bytes, written in JSON as a hex string.
-type Bytes = target.HexBytes
+type Bytes = x86.HexBytes
 
 // Write saves t as indented JSON.
 func (t *Trace) Write(w io.Writer) error {

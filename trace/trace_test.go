@@ -10,7 +10,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // The trace in testdata was recorded from the teaching kernel with
@@ -186,41 +186,6 @@ func TestDisasm(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
-	tests := []struct {
-		name string
-		code []byte
-		ud2  bool
-		want Mechanism
-	}{
-		{"syscall", []byte{0x0f, 0x05}, false, Syscall},
-		{"int $0x80", []byte{0xcd, 0x80}, false, Int80},
-		{"int3 is a breakpoint", []byte{0xcc}, false, ""},
-		{"int $0x3 is a breakpoint", []byte{0xcd, 0x03}, false, ""},
-		{"int1 (icebp) is a debug trap", []byte{0xf1}, false, ""},
-		{"int $0x81 is another vector", []byte{0xcd, 0x81}, false, ""},
-		{"int $0x0 is another vector", []byte{0xcd, 0x00}, false, ""},
-		{"sysenter", []byte{0x0f, 0x34}, false, Sysenter},
-		{"lcall through a gate", []byte{0x48, 0xff, 0x1c, 0x25, 0, 0, 0x40, 0}, false, CallGate},
-		{"near call", []byte{0xe8, 0, 0, 0, 0}, false, ""},
-		{"ud2 when asked", []byte{0x0f, 0x0b}, true, UD2},
-		{"ud2 otherwise", []byte{0x0f, 0x0b}, false, ""},
-		{"sysretq leaves the kernel", []byte{0x48, 0x0f, 0x07}, false, ""},
-		{"nop", []byte{0x90}, true, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			inst, err := x86asm.Decode(tt.code, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := Classify(inst, tt.ud2); got != tt.want {
-				t.Errorf("Classify(% x, %v) = %q, want %q", tt.code, tt.ud2, got, tt.want)
-			}
-		})
-	}
-}
-
 // TestReadDerivesOp reads a version 1 file written before steps had a
 // mnemonic: Read decodes the operation and the canonical mnemonic from
 // each step's bytes.
@@ -287,39 +252,28 @@ func TestReadKeepsMnemonic(t *testing.T) {
 	}
 }
 
-func TestParseMechanism(t *testing.T) {
-	for _, m := range Mechanisms {
-		if got, err := ParseMechanism(string(m)); err != nil || got != m {
-			t.Errorf("ParseMechanism(%q) = %q, %v", m, got, err)
-		}
-	}
-	if _, err := ParseMechanism("syscal"); err == nil || !strings.Contains(err.Error(), "want syscall") {
-		t.Errorf("ParseMechanism(syscal) = %v", err)
-	}
-}
-
 func TestBackInUser(t *testing.T) {
-	at := func(cs, rip uint64) *target.State {
-		s := &target.State{}
-		s.Set(target.CS, cs)
-		s.Set(target.RIP, rip)
+	at := func(cs, rip uint64) *x86.State {
+		s := &x86.State{}
+		s.Set(x86.CS, cs)
+		s.Set(x86.RIP, rip)
 		return s
 	}
 	syscall := &Step{Index: 0, CPL: 3, RIP: 0x400011, Bytes: Bytes{0x0f, 0x05}}
 	tests := []struct {
 		name  string
 		steps []*Step
-		nows  []*target.State
+		nows  []*x86.State
 		want  []StopReason
 	}{
 		{"syscall round trip", []*Step{syscall, {Index: 1, CPL: 0}, {Index: 2, CPL: 0}},
-			[]*target.State{at(0x10, 0xffffffff80202000), at(0x10, 0xffffffff80202003), at(0x33, 0x400013)},
+			[]*x86.State{at(0x10, 0xffffffff80202000), at(0x10, 0xffffffff80202003), at(0x33, 0x400013)},
 			[]StopReason{"", "", StopUser}},
 		{"vdso data read", []*Step{{Index: 0, CPL: 3, RIP: 0x400031, Bytes: make(Bytes, 7)}},
-			[]*target.State{at(0x33, 0x400038)},
+			[]*x86.State{at(0x33, 0x400038)},
 			[]StopReason{StopOnce}},
 		{"call into the vdso", []*Step{{Index: 0, CPL: 3, RIP: 0x401000, Bytes: make(Bytes, 5)}, {Index: 1, CPL: 3}, {Index: 2, CPL: 3}},
-			[]*target.State{at(0x33, 0x7fff0000), at(0x33, 0x7fff0004), at(0x33, 0x401005)},
+			[]*x86.State{at(0x33, 0x7fff0000), at(0x33, 0x7fff0004), at(0x33, 0x401005)},
 			[]StopReason{"", "", StopOnce}},
 	}
 	for _, tt := range tests {

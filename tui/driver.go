@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Line is one instruction disassembled from guest memory ahead of the
@@ -51,7 +51,7 @@ type Snapshot struct {
 	Probes []trace.Probe
 	// Current is the state after the last step (before the first one when
 	// no step has been recorded); nil when unknown.
-	Current *target.State
+	Current *x86.State
 	// Stack holds words at Current's RSP when they could be read.
 	Stack []uint64
 	// Upcoming are the instructions at Current's RIP, when live.

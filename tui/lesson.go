@@ -12,6 +12,7 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/walkthrough"
 )
@@ -68,7 +69,7 @@ func newLessonState(cfg LessonConfig) *lessonState {
 
 // SetMechanism changes the mechanism NextEntry runs to, for lessons that
 // compare several.
-func (d *Live) SetMechanism(m trace.Mechanism) { d.Mechanism = m }
+func (d *Live) SetMechanism(m mechanism.Mechanism) { d.Mechanism = m }
 
 // Lesson returns the index of the lesson paragraph on screen, -1 when no
 // lesson runs or none is shown yet.
@@ -237,7 +238,7 @@ func (m *Model) lessonGoOn() (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		mech := ls.segs[seg].Mechanism
-		if d, ok := m.drv.(interface{ SetMechanism(trace.Mechanism) }); ok {
+		if d, ok := m.drv.(interface{ SetMechanism(mechanism.Mechanism) }); ok {
 			d.SetMechanism(mech)
 		}
 		ls.pending = next

@@ -10,9 +10,10 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // StackWords is how many words at RSP the live driver reads for the stack
@@ -29,13 +30,13 @@ const upcomingBytes = 96
 // called concurrently; the model runs one at a time.
 type Live struct {
 	S         *session.Session
-	Mechanism trace.Mechanism
+	Mechanism mechanism.Mechanism
 	snap      Snapshot
 }
 
 // NewLive returns a driver over s that enters the kernel by m. It reads
 // the current state so that Snapshot has something to show at once.
-func NewLive(ctx context.Context, s *session.Session, m trace.Mechanism) *Live {
+func NewLive(ctx context.Context, s *session.Session, m mechanism.Mechanism) *Live {
 	if s.Recorder.StackWords == 0 {
 		s.Recorder.StackWords = StackWords
 	}
@@ -125,7 +126,7 @@ func (d *Live) refresh(ctx context.Context) {
 	hdr.Regions = append([]annotate.Region(nil), hdr.Regions...)
 	snap := Snapshot{Header: hdr, Steps: t.Steps, Probes: t.Probes, Current: r.Current()}
 	if cur := snap.Current; cur != nil {
-		for _, w := range r.ReadStack(ctx, cur.Val(target.RSP), StackWords) {
+		for _, w := range r.ReadStack(ctx, cur.Val(x86.RSP), StackWords) {
 			snap.Stack = append(snap.Stack, uint64(w))
 		}
 		snap.Upcoming = d.upcoming(ctx, cur)
@@ -134,9 +135,9 @@ func (d *Live) refresh(ctx context.Context) {
 }
 
 // upcoming disassembles the code at the current RIP.
-func (d *Live) upcoming(ctx context.Context, st *target.State) []Line {
-	rip := st.Val(target.RIP)
-	code, err := d.S.Target.ReadCode(ctx, st.Val(target.CR3), rip, upcomingBytes)
+func (d *Live) upcoming(ctx context.Context, st *x86.State) []Line {
+	rip := st.Val(x86.RIP)
+	code, err := d.S.Target.ReadCode(ctx, st.Val(x86.CR3), rip, upcomingBytes)
 	if err != nil {
 		return nil
 	}
@@ -177,7 +178,7 @@ func endsFlow(op x86asm.Op) bool {
 // QEMU or attaching), sets up a live driver that enters the kernel by m, and,
 // when toEntry is set, runs the guest to the next such entry so the TUI
 // opens stopped before it. On failure the session is closed.
-func StartLive(open func(ctx context.Context) (*session.Session, error), m trace.Mechanism, toEntry bool) func(ctx context.Context) (Driver, error) {
+func StartLive(open func(ctx context.Context) (*session.Session, error), m mechanism.Mechanism, toEntry bool) func(ctx context.Context) (Driver, error) {
 	return func(ctx context.Context) (Driver, error) {
 		s, err := open(ctx)
 		if err != nil {

@@ -19,8 +19,8 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/outfile"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Config sets up the TUI.
@@ -542,14 +542,14 @@ func (m *Model) stepOver() (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		ret := uint64(s.RIP) + uint64(len(s.Bytes))
-		rsp := s.Regs.Val(target.RSP)
+		rsp := s.Regs.Val(x86.RSP)
 		for k := m.pos + 1; k < len(steps); k++ {
-			if uint64(steps[k].RIP) == ret && steps[k].Regs.Val(target.RSP) == rsp {
+			if uint64(steps[k].RIP) == ret && steps[k].Regs.Val(x86.RSP) == rsp {
 				m.move(k)
 				return m, nil
 			}
 		}
-		if m.snap.Current != nil && m.snap.Current.Val(target.RIP) == ret && m.snap.Current.Val(target.RSP) == rsp {
+		if m.snap.Current != nil && m.snap.Current.Val(x86.RIP) == ret && m.snap.Current.Val(x86.RSP) == rsp {
 			m.move(len(steps))
 			return m, nil
 		}
@@ -562,8 +562,8 @@ func (m *Model) stepOver() (tea.Model, tea.Cmd) {
 }
 
 func returnTo(ret, rsp uint64) trace.Until {
-	return func(_ *trace.Step, now *target.State) trace.StopReason {
-		if now.Val(target.RIP) == ret && now.Val(target.RSP) == rsp {
+	return func(_ *trace.Step, now *x86.State) trace.StopReason {
+		if now.Val(x86.RIP) == ret && now.Val(x86.RSP) == rsp {
 			return trace.StopAddress
 		}
 		return ""
@@ -600,7 +600,7 @@ func (m *Model) toEvent() (tea.Model, tea.Cmd) {
 		m.say("no further event in the trace")
 		return m, nil
 	}
-	return m.guest(op{kind: opRun, label: "running to the next event", cond: func(s *trace.Step, _ *target.State) trace.StopReason {
+	return m.guest(op{kind: opRun, label: "running to the next event", cond: func(s *trace.Step, _ *x86.State) trace.StopReason {
 		if isEvent(s) {
 			return trace.StopEvent
 		}
@@ -628,7 +628,7 @@ func (m *Model) toUser() (tea.Model, tea.Cmd) {
 		m.say("already in user mode: c runs to the next %s, R records it", m.mechanism())
 		return m, nil
 	}
-	return m.guest(op{kind: opRun, label: "running to the return to user mode", cond: func(s *trace.Step, now *target.State) trace.StopReason {
+	return m.guest(op{kind: opRun, label: "running to the return to user mode", cond: func(s *trace.Step, now *x86.State) trace.StopReason {
 		if s.CPL != 3 && now.CPL() == 3 {
 			return trace.StopUser
 		}

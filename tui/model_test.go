@@ -19,8 +19,8 @@ import (
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/charmbracelet/x/exp/teatest/v2"
 
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // press makes a key press message for a key name as bubbletea spells it.
@@ -414,7 +414,7 @@ func TestStackPaneTrampoline(t *testing.T) {
 		if m.Pos() != tt.pos {
 			t.Fatalf("at %d, want %d", m.Pos(), tt.pos)
 		}
-		rsp := m.state().Val(target.RSP)
+		rsp := m.state().Val(x86.RSP)
 		if got := m.onExitTrampoline(rsp); got != tt.tramp {
 			t.Errorf("step %d (rsp %#x): onExitTrampoline = %v, want %v", tt.pos, rsp, got, tt.tramp)
 		}

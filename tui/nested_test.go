@@ -14,6 +14,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -31,15 +32,15 @@ func TestStackPaneNestedFrame(t *testing.T) {
 	testenv.NeedQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := session.StartFixture(ctx, session.Options{Accel: "tcg", Mechanism: trace.Int80, Append: "bug=int80-noswapgs", StackWords: StackWords})
+	s, err := session.StartFixture(ctx, session.Options{Accel: "tcg", Mechanism: mechanism.Int80, Append: "bug=int80-noswapgs", StackWords: StackWords})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.RoundTrip(ctx, trace.Int80); err != nil {
+	if _, err := s.RoundTrip(ctx, mechanism.Int80); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := s.RoundTrip(ctx, trace.Int80)
+	tr, err := s.RoundTrip(ctx, mechanism.Int80)
 	if tr == nil || len(tr.Steps) == 0 {
 		t.Fatalf("second round trip: %v", err)
 	}

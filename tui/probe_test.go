@@ -12,6 +12,7 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -43,7 +44,7 @@ func TestProbeWhileRendering(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &session.Session{Conn: conn, Target: tg, Recorder: rec}
-	m := New(Config{Driver: NewLive(ctx, s, trace.Syscall)})
+	m := New(Config{Driver: NewLive(ctx, s, mechanism.Syscall)})
 	defer m.drv.Close()
 	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
 

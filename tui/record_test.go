@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -21,12 +22,12 @@ func TestRecordTestdata(t *testing.T) {
 	if *record {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		s, err := session.StartFixture(ctx, session.Options{Mechanism: trace.Syscall, StackWords: StackWords})
+		s, err := session.StartFixture(ctx, session.Options{Mechanism: mechanism.Syscall, StackWords: StackWords})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		tr, err := s.RoundTrip(ctx, trace.Syscall)
+		tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 		if err != nil {
 			t.Fatal(err)
 		}

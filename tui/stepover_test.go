@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Addresses of the made-up code the step-over tests run: a caller at
@@ -45,11 +45,11 @@ var overTests = []struct {
 func callTrace(t *testing.T, code []byte, intel string) *trace.Trace {
 	t.Helper()
 	ret := uint64(callSite + len(code))
-	state := func(rip, rsp uint64, cpl int) *target.State {
-		st := &target.State{}
-		st.Set(target.RIP, rip)
-		st.Set(target.RSP, rsp)
-		st.Set(target.CS, uint64(cpl|0x30))
+	state := func(rip, rsp uint64, cpl int) *x86.State {
+		st := &x86.State{}
+		st.Set(x86.RIP, rip)
+		st.Set(x86.RSP, rsp)
+		st.Set(x86.CS, uint64(cpl|0x30))
 		return st
 	}
 	step := func(i int, rip, rsp uint64, b []byte) trace.Step {

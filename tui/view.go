@@ -10,8 +10,8 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // The colour scheme: kernel mode red/orange, user mode green, findings in
@@ -229,7 +229,7 @@ func overlay(screen, box string, w, h int) string {
 
 // state returns the CPU state shown at the current position: before step
 // pos, or the current state after the last step.
-func (m *Model) state() *target.State {
+func (m *Model) state() *x86.State {
 	if m.pos < len(m.snap.Steps) {
 		return m.snap.Steps[m.pos].Regs
 	}
@@ -423,7 +423,7 @@ func (m *Model) drawCode(c *canvas, r rect) {
 func (m *Model) drawRegs(c *canvas, r rect) {
 	st := m.state()
 	title := "Registers"
-	var prev *target.State
+	var prev *x86.State
 	changed := map[string]bool{}
 	if l := m.last(); l != nil {
 		prev = l.Regs
@@ -442,7 +442,7 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 		c.box(r, title, []string{"no state"}, false)
 		return
 	}
-	val := func(reg target.Reg) string {
+	val := func(reg x86.Reg) string {
 		v, ok := show.Get(reg)
 		s := "????????????????"
 		if ok {
@@ -456,23 +456,23 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 		}
 		return s
 	}
-	name := func(reg target.Reg, w int) string {
+	name := func(reg x86.Reg, w int) string {
 		n := reg.String()
-		if reg == target.KernelGSBase {
+		if reg == x86.KernelGSBase {
 			n = "kgs"
 		}
 		return n + strings.Repeat(" ", max(1, w-len(n)))
 	}
 	var lines []string
-	g := target.GPRs
+	g := x86.GPRs
 	for i := 0; i < len(g)/2; i++ {
 		lines = append(lines, name(g[i], 4)+val(g[i])+"  "+name(g[i+8], 4)+val(g[i+8]))
 	}
-	rip := show.Val(target.RIP)
-	lines = append(lines, name(target.RIP, 4)+val(target.RIP)+" "+stDim.Render(m.symbolize(rip)))
-	lines = append(lines, "rfl "+val(target.RFLAGS)+" "+target.Flags(show.Val(target.RFLAGS)).String())
-	lines = append(lines, "gs  "+val(target.GSBase)+" kgs "+val(target.KernelGSBase))
-	lines = append(lines, "cr3 "+val(target.CR3)+" cs "+short(val(target.CS), changed["cs"])+" ss "+short(val(target.SS), changed["ss"]))
+	rip := show.Val(x86.RIP)
+	lines = append(lines, name(x86.RIP, 4)+val(x86.RIP)+" "+stDim.Render(m.symbolize(rip)))
+	lines = append(lines, "rfl "+val(x86.RFLAGS)+" "+x86.Flags(show.Val(x86.RFLAGS)).String())
+	lines = append(lines, "gs  "+val(x86.GSBase)+" kgs "+val(x86.KernelGSBase))
+	lines = append(lines, "cr3 "+val(x86.CR3)+" cs "+short(val(x86.CS), changed["cs"])+" ss "+short(val(x86.SS), changed["ss"]))
 	c.box(r, m.lookTitle("registers", title), lines, m.looking("registers"))
 }
 
@@ -518,7 +518,7 @@ func (m *Model) onExitTrampoline(rsp uint64) bool {
 	}
 	for i := min(m.pos, len(m.snap.Steps)) - 1; i >= 0; i-- {
 		s := m.snap.Steps[i]
-		prev := s.Regs.Val(target.RSP)
+		prev := s.Regs.Val(x86.RSP)
 		if p, ok := c.StackOf(prev); ok && p == r {
 			continue
 		}
@@ -574,7 +574,7 @@ func (m *Model) nestedFrame() (kernelFrame, bool) {
 		if s.CPL != 0 || !slices.Contains(s.Events, annotate.EventException) {
 			continue
 		}
-		var after *target.State
+		var after *x86.State
 		var words []uint64
 		if i+1 < len(steps) {
 			after = steps[i+1].Regs
@@ -587,9 +587,9 @@ func (m *Model) nestedFrame() (kernelFrame, bool) {
 		if after == nil || after.CPL() != 0 {
 			return kernelFrame{}, false
 		}
-		cs := s.Regs.Val(target.CS) & 0xffff
+		cs := s.Regs.Val(x86.CS) & 0xffff
 		errCode := len(words) >= 3 && words[1]&0xffff != cs && words[2]&0xffff == cs
-		f := kernelFrame{addr: after.Val(target.RSP), errCode: errCode, step: s.Index}
+		f := kernelFrame{addr: after.Val(x86.RSP), errCode: errCode, step: s.Index}
 		if i := 3 + btoi(errCode); i < len(words) {
 			f.sp = words[i]
 		}
@@ -631,7 +631,7 @@ func (m *Model) gsRole(v uint64) string {
 	if v == 0 {
 		return stUser.Render("user GS (null)")
 	}
-	if v>>63 != 0 {
+	if x86.KernelHalf(v) {
 		return stKernel.Render("kernel address")
 	}
 	return stUser.Render("user GS")
@@ -651,11 +651,11 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 	add := func(text string, names ...string) { lines = append(lines, paneLine{text, names}) }
 	cpl := st.CPL()
 	add(cplBadge(cpl)+" mode", "cpl")
-	add("cs "+target.Selector(st.Val(target.CS)).String()+"  ss "+target.Selector(st.Val(target.SS)).String(), "cs", "ss")
+	add("cs "+x86.Selector(st.Val(x86.CS)).String()+"  ss "+x86.Selector(st.Val(x86.SS)).String(), "cs", "ss")
 	gs, kgs := st.ActiveGSBase()
 	add(fmt.Sprintf("gs_base   %#x %s", gs, m.gsRole(gs)), "gs_base")
 	add(fmt.Sprintf("k_gs_base %#x %s", kgs, m.gsRole(kgs)), "k_gs_base")
-	cr3 := target.CR3Fields{Value: st.Val(target.CR3), PCIDE: st.Val(target.CR4)&target.CR4PCIDE != 0}
+	cr3 := x86.CR3Fields{Value: st.Val(x86.CR3), PCIDE: x86.CR4Flags(st.Val(x86.CR4))&x86.CR4PCIDE != 0}
 	half := stKernel.Render("kernel PGD")
 	if cr3.KPTIUser() {
 		half = stUser.Render("KPTI user PGD")
@@ -665,8 +665,8 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 		pcid = fmt.Sprintf(" pcid %d", cr3.PCID())
 	}
 	add(fmt.Sprintf("cr3 %#x: pgd %#x%s %s", cr3.Value, cr3.PGD(), pcid, half), "cr3")
-	if e, ok := st.Get(target.EFER); ok {
-		add(fmt.Sprintf("efer %#x %s", e, target.EFERFlags(e)), "efer")
+	if e, ok := st.Get(x86.EFER); ok {
+		add(fmt.Sprintf("efer %#x %s", e, x86.EFERFlags(e)), "efer")
 	}
 	var msrs []paneLine
 	for _, msr := range m.snap.Header.MSRs {
@@ -695,7 +695,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		c.box(r, title, nil, false)
 		return
 	}
-	rsp := st.Val(target.RSP)
+	rsp := st.Val(x86.RSP)
 	var lines []string
 	reg, onStack := m.stackRegion(rsp)
 	if onStack {
@@ -703,7 +703,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 		lines = append(lines, stDim.Render(fmt.Sprintf("  %q [%#x, %#x) %d bytes used", reg.Name, reg.Start, reg.End, reg.End-rsp)))
 	} else {
 		half := "user-half"
-		if rsp>>63 != 0 {
+		if x86.KernelHalf(rsp) {
 			half = "kernel-half"
 		}
 		lines = append(lines, fmt.Sprintf("rsp %#x (%s, no known stack)", rsp, half))

@@ -5,8 +5,8 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Match names the trace step a paragraph talks about. Every field that is
@@ -106,7 +106,7 @@ func (m Match) String() string {
 
 // Matches reports whether step s, which left the CPU in state after (nil
 // when unknown), is the kind of step m names. Nth is not considered.
-func (m Match) Matches(s *trace.Step, after *target.State) bool {
+func (m Match) Matches(s *trace.Step, after *x86.State) bool {
 	if m.At == "start" {
 		return false
 	}
@@ -247,7 +247,7 @@ const StopLesson trace.StopReason = "the lesson's next event"
 // that does not fit the kernel cannot run on forever.
 func UntilStep(m Match, already int) trace.Until {
 	need := max(m.Nth, 1) - already
-	return func(s *trace.Step, now *target.State) trace.StopReason {
+	return func(s *trace.Step, now *x86.State) trace.StopReason {
 		if m.Matches(s, now) {
 			need--
 			if need <= 0 {
@@ -266,7 +266,7 @@ func UntilStep(m Match, already int) trace.Until {
 // returns to user mode.
 func UntilSegment(l *Lesson, seg Segment) trace.Until {
 	j, count := 0, 0
-	return func(s *trace.Step, now *target.State) trace.StopReason {
+	return func(s *trace.Step, now *x86.State) trace.StopReason {
 		for j < len(seg.Steps) {
 			m := l.Steps[seg.Steps[j]].Match
 			if m.At == "start" {

@@ -14,8 +14,8 @@ import (
 	gmhtml "github.com/yuin/goldmark/renderer/html"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // excerptMax is the most trace steps shown under one paragraph; the rest
@@ -122,7 +122,7 @@ func LookValue(look Look, st State) string {
 	if now == nil {
 		return ""
 	}
-	reg := func(r target.Reg) string {
+	reg := func(r x86.Reg) string {
 		if v, ok := now.Get(r); ok {
 			return fmt.Sprintf("`%s` = %#x", r, v)
 		}
@@ -130,9 +130,9 @@ func LookValue(look Look, st State) string {
 	}
 	switch look.Pane {
 	case "stack":
-		rsp, ok := now.Get(target.RSP)
+		rsp, ok := now.Get(x86.RSP)
 		if !ok {
-			return reg(target.RSP)
+			return reg(x86.RSP)
 		}
 		c := &annotate.Context{Regions: st.Regions}
 		if r, ok := c.StackOf(rsp); ok {
@@ -144,10 +144,10 @@ func LookValue(look Look, st State) string {
 		case "cpl":
 			return fmt.Sprintf("CPL %d", now.CPL())
 		case "gs_base", "k_gs_base":
-			return reg(target.GSBase) + ", " + reg(target.KernelGSBase)
+			return reg(x86.GSBase) + ", " + reg(x86.KernelGSBase)
 		case "cr3":
-			v := reg(target.CR3)
-			if cr3, ok := now.Get(target.CR3); ok {
+			v := reg(x86.CR3)
+			if cr3, ok := now.Get(x86.CR3); ok {
 				bit := "clear"
 				if cr3&(1<<12) != 0 {
 					bit = "set"
@@ -157,11 +157,11 @@ func LookValue(look Look, st State) string {
 			return v
 		}
 	case "registers":
-		if r, ok := target.ParseReg(look.Value); ok {
+		if r, ok := x86.ParseReg(look.Value); ok {
 			return reg(r)
 		}
 	}
-	if r, ok := target.ParseReg(look.Value); ok && look.Value != "" {
+	if r, ok := x86.ParseReg(look.Value); ok && look.Value != "" {
 		return reg(r)
 	}
 	return ""

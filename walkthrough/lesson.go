@@ -24,7 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/mechanism"
 )
 
 // Targets a lesson runs on.
@@ -44,7 +44,7 @@ type Lesson struct {
 	Target string `yaml:"target"`
 	// Mechanism is how the first round trip enters the kernel ("" lets the
 	// teaching kernel call every mechanism in turn).
-	Mechanism trace.Mechanism `yaml:"mechanism"`
+	Mechanism mechanism.Mechanism `yaml:"mechanism"`
 	// Kernel are extra words for the kernel's command line, e.g. the
 	// teaching kernel's bug=int80-noswapgs or Linux's pti=on.
 	Kernel string `yaml:"kernel"`
@@ -65,7 +65,7 @@ type Step struct {
 	Match `yaml:",inline"`
 	// Mechanism, when set, starts a fresh round trip by this mechanism at
 	// this step (the record of the previous one is left behind).
-	Mechanism trace.Mechanism `yaml:"mechanism"`
+	Mechanism mechanism.Mechanism `yaml:"mechanism"`
 	// Look says where on the screen to look.
 	Look Look `yaml:"look"`
 	// Question, when set, must be answered before the lesson goes on.
@@ -83,7 +83,7 @@ var Panes = []string{"code", "registers", "system", "stack", "effects"}
 
 // Segment is the run of steps that share one round trip.
 type Segment struct {
-	Mechanism trace.Mechanism
+	Mechanism mechanism.Mechanism
 	First     int // index of its first step in Lesson.Steps
 	Steps     []int
 }
@@ -273,7 +273,7 @@ func (s *Step) check() error {
 		return err
 	}
 	if s.Mechanism != "" {
-		if _, err := trace.ParseMechanism(string(s.Mechanism)); err != nil {
+		if _, err := mechanism.Parse(string(s.Mechanism)); err != nil {
 			return err
 		}
 	}

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Question kinds: what a student types and what it is checked against.
@@ -73,7 +73,7 @@ func (q *Question) check() error {
 // State is what an answer is checked against.
 type State struct {
 	// Now is the CPU state on screen.
-	Now *target.State
+	Now *x86.State
 	// Entry is the first step of the round trip: the user instruction that
 	// entered the kernel.
 	Entry *trace.Step
@@ -83,7 +83,7 @@ type State struct {
 
 // entryRegs is the state at the entering instruction: the first step's,
 // or, before it has run, the state on screen.
-func (st State) entryRegs() *target.State {
+func (st State) entryRegs() *x86.State {
 	if st.Entry != nil && st.Entry.Regs != nil {
 		return st.Entry.Regs
 	}
@@ -120,11 +120,11 @@ func (q *Question) Check(answer string, st State) (bool, string) {
 	case AskRegister:
 		return q.checkRegister(a, st)
 	case AskCR3:
-		cr3, ok := st.Now.Get(target.CR3)
+		cr3, ok := st.Now.Get(x86.CR3)
 		if !ok {
 			return false, "CR3 is unknown at this step"
 		}
-		user := target.CR3Fields{Value: cr3}.KPTIUser()
+		user := x86.CR3Fields{Value: cr3}.KPTIUser()
 		want, why := "kernel", fmt.Sprintf("CR3 is %#x: bit 12 is clear, so the kernel's page tables are loaded", cr3)
 		if user {
 			want, why = "user", fmt.Sprintf("CR3 is %#x: bit 12 is set, so the user page tables (the KPTI user half) are loaded", cr3)
@@ -136,20 +136,20 @@ func (q *Question) Check(answer string, st State) (bool, string) {
 			return false, "CS is unknown at this step"
 		}
 		n, err := strconv.Atoi(strings.TrimPrefix(a, "cpl "))
-		why := fmt.Sprintf("CS is %#x: its low two bits, the CPL, are %d", st.Now.Val(target.CS), cpl)
+		why := fmt.Sprintf("CS is %#x: its low two bits, the CPL, are %d", st.Now.Val(x86.CS), cpl)
 		return err == nil && n == cpl, why
 	case AskGS:
-		gs, ok := st.Now.Get(target.GSBase)
+		gs, ok := st.Now.Get(x86.GSBase)
 		if !ok {
 			return false, "the GS base is unknown at this step"
 		}
-		kgs := st.Now.Val(target.KernelGSBase)
+		kgs := st.Now.Val(x86.KernelGSBase)
 		if isPerCPU(gs, st.Regions) {
 			return oneOf(a, "kernel"), fmt.Sprintf("gs_base is %#x, the kernel's per-CPU area; k_gs_base %#x holds the user's", gs, kgs)
 		}
 		return oneOf(a, "user"), fmt.Sprintf("gs_base is %#x, the user's; the kernel's per-CPU base %#x waits in k_gs_base", gs, kgs)
 	case AskStack:
-		rsp := st.Now.Val(target.RSP)
+		rsp := st.Now.Val(x86.RSP)
 		kind := stackKind(rsp, st.Regions)
 		if kind == "" {
 			return false, fmt.Sprintf("RSP is %#x, on no stack sctrace knows", rsp)
@@ -174,15 +174,15 @@ func (q *Question) Expected(st State) (uint64, string, bool) {
 		}
 		return uint64(e.RIP) + uint64(len(e.Bytes)), fmt.Sprintf("the user return address (after the %d-byte %s at %#x)", len(e.Bytes), e.Mnemonic, uint64(e.RIP)), true
 	case ValueUserRSP:
-		return st.entryRegs().Val(target.RSP), "the user stack pointer at the entry", true
+		return st.entryRegs().Val(x86.RSP), "the user stack pointer at the entry", true
 	case ValueUserFlags:
-		return st.entryRegs().Val(target.RFLAGS), "the user's RFLAGS at the entry", true
+		return st.entryRegs().Val(x86.RFLAGS), "the user's RFLAGS at the entry", true
 	case ValueSyscallNr:
-		return st.entryRegs().Val(target.RAX), "the system call number", true
+		return st.entryRegs().Val(x86.RAX), "the system call number", true
 	case ValueKernelCR3:
-		return st.Now.Val(target.CR3) &^ target.KPTIUserBit, "the kernel's CR3", true
+		return st.Now.Val(x86.CR3) &^ x86.KPTIUserBit, "the kernel's CR3", true
 	case ValueCurrentRSP:
-		return st.Now.Val(target.RSP), "the stack pointer", true
+		return st.Now.Val(x86.RSP), "the stack pointer", true
 	}
 	return 0, "", false
 }
@@ -197,7 +197,7 @@ func (q *Question) checkRegister(a string, st State) (bool, string) {
 	if len(holders) > 0 {
 		hint += "; it is in " + strings.Join(holders, ", ") + " now"
 	}
-	r, ok := target.ParseReg(a)
+	r, ok := x86.ParseReg(a)
 	if !ok {
 		return false, fmt.Sprintf("%q is not a register name; %s", a, hint)
 	}
@@ -205,7 +205,7 @@ func (q *Question) checkRegister(a string, st State) (bool, string) {
 	if !known {
 		return false, fmt.Sprintf("%s is unknown at this step; %s", r, hint)
 	}
-	if v == want && !(q.Value == ValueCurrentRSP && r == target.RSP) {
+	if v == want && !(q.Value == ValueCurrentRSP && r == x86.RSP) {
 		return true, fmt.Sprintf("%s holds %#x: %s", r, v, hint)
 	}
 	return false, fmt.Sprintf("%s holds %#x, not %s (%#x)", r, v, what, want) + holderHint(holders)
@@ -220,10 +220,10 @@ func holderHint(h []string) string {
 
 // Holders lists the general registers (and rip) whose value is v; RSP is
 // left out when exceptRSP is set.
-func Holders(st *target.State, v uint64, exceptRSP bool) []string {
+func Holders(st *x86.State, v uint64, exceptRSP bool) []string {
 	var out []string
-	for _, r := range append(append([]target.Reg(nil), target.GPRs...), target.RIP) {
-		if exceptRSP && r == target.RSP {
+	for _, r := range append(append([]x86.Reg(nil), x86.GPRs...), x86.RIP) {
+		if exceptRSP && r == x86.RSP {
 			continue
 		}
 		if x, ok := st.Get(r); ok && x == v {
@@ -240,7 +240,7 @@ func isPerCPU(v uint64, regions []annotate.Region) bool {
 		}
 	}
 	// Without regions (Linux): a kernel-half GS base is the per-CPU area.
-	return len(regions) == 0 && v>>63 != 0
+	return len(regions) == 0 && x86.KernelHalf(v)
 }
 
 func stackKind(rsp uint64, regions []annotate.Region) string {
@@ -260,7 +260,7 @@ func stackKind(rsp uint64, regions []annotate.Region) string {
 		}
 	}
 	if len(regions) == 0 || !hasKind(regions, annotate.RegionUserStack) {
-		if rsp>>63 == 0 {
+		if !x86.KernelHalf(rsp) {
 			return "user"
 		}
 		return "kernel"

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
@@ -12,13 +13,13 @@ import (
 
 func newAttachCmd() *cobra.Command {
 	var (
-		sf        stubFlags
-		symfile   string
-		mechanism string
-		syntax    string
-		budget    int
-		irq       bool
-		here      bool
+		sf      stubFlags
+		symfile string
+		mech    string
+		syntax  string
+		budget  int
+		irq     bool
+		here    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "attach HOST:PORT",
@@ -34,7 +35,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
   sctrace attach :1234 --symbols vmlinux`,
 		Args: oneArg("the stub's address (HOST:PORT, :PORT or unix:PATH)"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			m, err := trace.ParseMechanism(mechanism)
+			m, err := mechanism.Parse(mech)
 			if err != nil {
 				return err
 			}
@@ -60,7 +61,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 	sf.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no names (default: the guest's kallsyms, or the bundled kernel's when it runs)")
-	fl.StringVarP(&mechanism, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel (t toggles)")
 	fl.IntVar(&budget, "budget", trace.DefaultBudget, "most instructions one run (e, r, R) steps")
 	fl.BoolVar(&irq, "irq", false, "let interrupts and timers run while single-stepping")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
@@ -114,7 +115,7 @@ cloud kernel.`,
 }
 
 // runLinuxTUI boots Linux behind a spinner and opens the interactive view.
-func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m trace.Mechanism, syn trace.Syntax) error {
+func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m mechanism.Mechanism, syn trace.Syntax) error {
 	if err := session.CheckKernelImage(lo.Kernel); err != nil {
 		return err
 	}

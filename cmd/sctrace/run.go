@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
@@ -94,7 +95,7 @@ write what was recorded, and end QEMU.`,
 
 // runTUI boots the teaching kernel behind a spinner and opens the
 // interactive view on it.
-func runTUI(cmd *cobra.Command, o session.Options, m trace.Mechanism, syn trace.Syntax) error {
+func runTUI(cmd *cobra.Command, o session.Options, m mechanism.Mechanism, syn trace.Syntax) error {
 	o.StackWords = tui.StackWords
 	return bootTUI(cmd, o.QEMU, o.Keep, "booting the teaching kernel under QEMU", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartFixture(ctx, o) })
@@ -103,7 +104,7 @@ func runTUI(cmd *cobra.Command, o session.Options, m trace.Mechanism, syn trace.
 // bootTUI opens the interactive view on a guest that start boots under
 // QEMU, behind a spinner saying starting, and says where QEMU is when it
 // is kept running.
-func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m trace.Mechanism, syn trace.Syntax,
+func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m mechanism.Mechanism, syn trace.Syntax,
 	start func(context.Context) (*session.Session, error)) error {
 	if _, err := qemu.Find(qemuBin); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sctrace/sctrace/internal/outfile"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
@@ -40,15 +41,15 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
 	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back; with --trace)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
-		[]string{"syscall", "int80", "sysenter", "callgate", "ud2", "vdso"}, cobra.ShellCompDirectiveNoFileComp))
+		mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
 		[]string{"text", "json", "markdown"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("syntax", cobra.FixedCompletions(
 		[]string{"att", "intel"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
-func (f *recordFlags) check() (trace.Mechanism, trace.Syntax, error) {
-	m, err := trace.ParseMechanism(f.mechanism)
+func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
+	m, err := mechanism.Parse(f.mechanism)
 	if err != nil {
 		return "", 0, err
 	}
@@ -117,10 +118,10 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 
 // roundTrip records one round trip in s and writes it out. On ctrl-c it
 // writes what was recorded and reports the interruption.
-func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m trace.Mechanism, f *recordFlags, syn trace.Syntax) error {
+func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism.Mechanism, f *recordFlags, syn trace.Syntax) error {
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
-	s.Waiting = func(m trace.Mechanism) {
+	s.Waiting = func(m mechanism.Mechanism) {
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", cmp.Or(string(m), "system call"))
 	}
 	t, err := s.RoundTrip(ctx, m)

@@ -78,7 +78,7 @@ func (s *Stub) SetTables(t Tables) {
 // infoRegisters answers `info registers` in the layout of QEMU's
 // x86_cpu_dump_state (target/i386/cpu-dump.c) for a CPU in long mode (EFER
 // LMA) or, before that, at reset, as captured from QEMU 7.2 in
-// target/testdata. CPL is CS's RPL once CR0.PE is set, as it is for code
+// x86/testdata. CPL is CS's RPL once CR0.PE is set, as it is for code
 // that entered through the architecture's gates; the segment caches are
 // those a 64-bit kernel's flat GDT gives (code 0x00a09b00 at DPL 0,
 // 0x00a0fb00 at DPL 3, data 0x00c09300 and 0x00c0f300, a null selector

@@ -8,9 +8,9 @@ import (
 
 // TestInfoRegistersLong sets the stub to the state of a capture of QEMU
 // 7.2's `info registers` (a Linux guest at its user syscall, in
-// target/testdata) and checks the stub prints the same text.
+// x86/testdata) and checks the stub prints the same text.
 func TestInfoRegistersLong(t *testing.T) {
-	want, err := os.ReadFile("../../target/testdata/info-registers-long.txt")
+	want, err := os.ReadFile("../../x86/testdata/info-registers-long.txt")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
-// Package target holds sctrace's typed view of an x86-64 CPU: a State
-// snapshot of the registers QEMU's gdbstub exposes, decoders for the control
-// and flags registers, the extra state `monitor info registers` prints, and
-// a live Target that steps a guest through gdbremote.
-package target
+// Package x86 holds sctrace's typed view of an x86-64 CPU: a State
+// snapshot of the registers QEMU's gdbstub exposes; RFLAGS, CR0, CR3, CR4
+// and EFER with their bits; segment selectors and descriptors, gate
+// descriptors and the 64-bit TSS, decoded from the bytes of the GDT, the
+// IDT and TR's base; the MSR numbers; which half of the address space an
+// address lies in; and the extra state `monitor info registers` prints.
+// It does no I/O: the live connection is package target's.
+package x86
 
 import (
 	"fmt"

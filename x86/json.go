@@ -1,4 +1,4 @@
-package target
+package x86
 
 import (
 	"encoding/hex"

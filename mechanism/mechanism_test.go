@@ -1,0 +1,85 @@
+package mechanism
+
+import (
+	"fmt"
+	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		code []byte
+		ud2  bool
+		want Mechanism
+	}{
+		{"syscall", []byte{0x0f, 0x05}, false, Syscall},
+		{"int $0x80", []byte{0xcd, 0x80}, false, Int80},
+		{"int3 is a breakpoint", []byte{0xcc}, false, ""},
+		{"int $0x3 is a breakpoint", []byte{0xcd, 0x03}, false, ""},
+		{"int1 (icebp) is a debug trap", []byte{0xf1}, false, ""},
+		{"int $0x81 is another vector", []byte{0xcd, 0x81}, false, ""},
+		{"int $0x0 is another vector", []byte{0xcd, 0x00}, false, ""},
+		{"sysenter", []byte{0x0f, 0x34}, false, Sysenter},
+		{"lcall through a gate", []byte{0x48, 0xff, 0x1c, 0x25, 0, 0, 0x40, 0}, false, CallGate},
+		{"near call", []byte{0xe8, 0, 0, 0, 0}, false, ""},
+		{"ud2 when asked", []byte{0x0f, 0x0b}, true, UD2},
+		{"ud2 otherwise", []byte{0x0f, 0x0b}, false, ""},
+		{"sysretq leaves the kernel", []byte{0x48, 0x0f, 0x07}, false, ""},
+		{"nop", []byte{0x90}, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst, err := x86asm.Decode(tt.code, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Classify(inst, tt.ud2); got != tt.want {
+				t.Errorf("Classify(% x, %v) = %q, want %q", tt.code, tt.ud2, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, m := range All {
+		if got, err := Parse(string(m)); err != nil || got != m {
+			t.Errorf("Parse(%q) = %q, %v", m, got, err)
+		}
+	}
+	for _, s := range []string{"", "any"} {
+		if got, err := Parse(s); err != nil || got != "" {
+			t.Errorf("Parse(%q) = %q, %v; want any", s, got, err)
+		}
+	}
+	_, err := Parse("sysret")
+	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2 or vdso)`; err == nil || err.Error() != want {
+		t.Errorf("Parse(sysret) error = %v, want %s", err, want)
+	}
+}
+
+func TestLabels(t *testing.T) {
+	tests := []struct {
+		m                 Mechanism
+		insn, ret, spoken string
+	}{
+		{Syscall, "user_syscall_insn", "user_syscall_ret", "syscall"},
+		{Int80, "user_int80_insn", "user_int80_ret", fmt.Sprintf("int $%#x", 0x80)},
+		{Sysenter, "user_sysenter_insn", "user_sysenter_ret", "sysenter"},
+		{CallGate, "user_callgate_insn", "user_callgate_ret", "call gate"},
+		{UD2, "user_ud2_insn", "user_ud2_ret", "ud2"},
+		{Vdso, "user_vdso_read_insn", "user_vdso_read_ret", ""},
+	}
+	for _, tt := range tests {
+		if got := tt.m.UserLabel(); got != tt.insn {
+			t.Errorf("%s.UserLabel() = %q, want %q", tt.m, got, tt.insn)
+		}
+		if got := tt.m.UserReturnLabel(); got != tt.ret {
+			t.Errorf("%s.UserReturnLabel() = %q, want %q", tt.m, got, tt.ret)
+		}
+		if got := tt.m.Instruction(); got != tt.spoken {
+			t.Errorf("%s.Instruction() = %q, want %q", tt.m, got, tt.spoken)
+		}
+	}
+}
