@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/sctrace/sctrace/gdbremote"
@@ -140,6 +141,9 @@ func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error
 		budget = DefaultBudget
 	}
 	start := r.cur.Val(x86.RIP)
+	if err := notBooted(r.cur); err != nil {
+		return fmt.Errorf("find the next %s: %w", m, err)
+	}
 	for n := 0; n < budget; n++ {
 		if r.cur.CPL() == 3 {
 			inst, _, err := r.Decode(ctx, r.cur)
@@ -164,6 +168,27 @@ func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error
 		return fmt.Errorf("find the next %s: started in the kernel at %s and still there after %d steps; give --symbols so sctrace can break where the user program enters", m, r.name(start), budget)
 	}
 	return fmt.Errorf("find the next %s: no such instruction within %d steps", m, budget)
+}
+
+// ErrNotBooted is returned (wrapped) when the guest is not yet running a
+// 64-bit kernel, as when QEMU was started with -S and sits at the reset
+// vector: there is no system call to find by stepping until it has booted.
+var ErrNotBooted = errors.New("the guest has not booted a 64-bit kernel yet")
+
+// notBooted says why st is not a state a system call can come from: the
+// CPU in real mode (CR0.PE clear), or protected mode without long mode
+// (EFER.LMA clear). Registers the stub did not report prove nothing.
+func notBooted(st *x86.State) error {
+	cr0, ok1 := st.Get(x86.CR0)
+	efer, ok2 := st.Get(x86.EFER)
+	rip := st.Val(x86.RIP)
+	switch {
+	case ok1 && x86.CR0Flags(cr0)&x86.CR0PE == 0:
+		return fmt.Errorf("%w: the CPU is in real mode at %#x (the firmware; QEMU started with -S waits there): let it boot and attach again, or give --symbols so sctrace can continue to the kernel's entry point", ErrNotBooted, rip)
+	case ok2 && x86.EFERFlags(efer)&x86.EFERLMA == 0:
+		return fmt.Errorf("%w: the CPU is in protected mode without long mode at %#x (a boot loader or 32-bit code): let it boot and attach again, or give --symbols so sctrace can continue to the kernel's entry point", ErrNotBooted, rip)
+	}
+	return nil
 }
 
 // le64 reads a little-endian word.

@@ -358,3 +358,42 @@ func TestToEntryFromKernel(t *testing.T) {
 		t.Errorf("cancelled search: %v, want context.Canceled", err)
 	}
 }
+
+// TestToEntryNotBooted: a QEMU started with -S waits at the reset vector
+// in real mode (RIP 0xfff0, CS base 0xf0000, CR0.PE clear: SDM vol. 3,
+// 9.1.4), and a boot loader may be in protected mode without long mode
+// (EFER.LMA clear). No system call can be found by stepping from there, so
+// the search without symbols must say so at once rather than step through
+// the firmware until its budget runs out.
+func TestToEntryNotBooted(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		cr0, efer uint64
+		want      string
+	}{
+		{"real mode", 0x60000010, 0, "the CPU is in real mode at 0xfff0"},
+		{"protected mode", 0x60000011, 0, "protected mode without long mode at 0xfff0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stub, r, ctx := newGuest(t, nil)
+			for name, v := range map[string]uint64{"rip": 0xfff0, "cs": 0xf000, "cr0": tt.cr0, "efer": tt.efer} {
+				stub.SetRegister(name, v)
+			}
+			st, err := r.T.State(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.cur = st
+			steps := len(stub.Requests())
+			err = r.ToEntry(ctx, mechanism.Syscall)
+			if !errors.Is(err, ErrNotBooted) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ToEntry at the reset vector: %v, want ErrNotBooted saying %q", err, tt.want)
+			}
+			for _, req := range stub.Requests()[steps:] {
+				if req == "s" || strings.HasPrefix(req, "vCont;s") {
+					t.Errorf("stepped (%q) before refusing", req)
+				}
+			}
+		})
+	}
+}
