@@ -55,6 +55,10 @@ type Recorder struct {
 	busy   time.Duration
 }
 
+// Tool is what trace headers name as the recording tool; the sctrace
+// command sets it to its version before it records.
+var Tool = "sctrace"
+
 // NewRecorder prepares a recorder; Init must be called before stepping.
 func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Region, hdr Header) *Recorder {
 	if hdr.Symbols == "" && syms != nil {
@@ -65,6 +69,7 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 		sym = syms
 	}
 	hdr.Regions = regions
+	hdr.Tool = cmp.Or(hdr.Tool, Tool)
 	return &Recorder{
 		T:       t,
 		Symbols: syms,
@@ -236,6 +241,9 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	t0 := time.Now()
 	defer func() { r.busy += time.Since(t0) }()
 	before := r.cur
+	if len(r.trace.Steps) == 0 {
+		r.trace.Header.Recorded = time.Now().UTC()
+	}
 	inst, code, err := r.Decode(ctx, before)
 	if err != nil {
 		return nil, err

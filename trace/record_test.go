@@ -397,3 +397,21 @@ func TestToEntryNotBooted(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderToolAndTime: whoever drives the recorder (the CLI, the TUI's
+// save, a lesson export), the header names the tool and when the round
+// trip's first step was taken.
+func TestHeaderToolAndTime(t *testing.T) {
+	old := Tool
+	Tool = "sctrace test-version"
+	defer func() { Tool = old }()
+	_, r, ctx := newGuest(t, nil)
+	before := time.Now().UTC()
+	if _, err := r.Run(ctx, BackInUser()); err != nil {
+		t.Fatal(err)
+	}
+	h := r.Trace().Header
+	if h.Tool != "sctrace test-version" || h.Recorded.Before(before) || h.Recorded.After(time.Now().UTC()) {
+		t.Errorf("header tool %q, recorded %v; want the tool and a time during the run (from %v)", h.Tool, h.Recorded, before)
+	}
+}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/trace"
+
 	"github.com/sctrace/sctrace/internal/scratch"
 )
 
@@ -34,6 +36,7 @@ func main() {
 	// Remove the temporary directories of earlier runs that could not
 	// clean up (killed with SIGKILL, or a kept QEMU that has ended since).
 	_, _ = scratch.Clean()
+	trace.Tool = versionString()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "sctrace:", err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -126,8 +125,6 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 	}
 	t, err := s.RoundTrip(ctx, m)
 	if t != nil && len(t.Steps) > 0 {
-		t.Header.Tool = versionString()
-		t.Header.Recorded = time.Now().UTC().Add(-time.Duration(t.Header.Seconds * float64(time.Second)))
 		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
 			return werr
 		}
