@@ -263,12 +263,20 @@ func TestSignalMidWaitAttach(t *testing.T) {
 			if err := os.WriteFile(kpath, kernel.ELF, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			var console qemu.Output
 			inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
-				CPU: qemu.DefaultCPU, GDB: true, Stopped: true, ExitDevice: true})
+				CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer inst.Stop()
+			// Attach once the kernel runs its loop (before that the CPU is
+			// in the firmware, where sctrace refuses to look for a call).
+			for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
+				if time.Since(start) > 20*time.Second {
+					t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
+				}
+			}
 			wire := filepath.Join(e.work, "wire.log")
 			cmd, _, stderr := e.command(nil, "trace", "--attach", inst.GDBAddr, "-m", "int80", "--wire-log", wire)
 			if err := cmd.Start(); err != nil {
