@@ -154,7 +154,7 @@ func (a *annotator) registers() {
 		case r >= x86.CS && r <= x86.GS:
 			a.note(KindRegister, "%s %#x → %s", name(r), old, x86.Selector(nw))
 		case r == x86.CR2:
-			a.note(KindCR3, "cr2 %#x → %#x: the address that faulted", old, nw)
+			a.note(KindRegister, "cr2 %#x → %#x: the address that faulted", old, nw)
 		case r == x86.EFER:
 			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, x86.EFERFlags(nw))
 		default:

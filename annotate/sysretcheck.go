@@ -185,7 +185,7 @@ func (a *annotator) sysretCheck() {
 	if held {
 		a.k.sysretRules = append(a.k.sysretRules, fmt.Sprintf("%s (step %d)", rule.name, a.s.Index))
 	} else {
-		verdict = "does not hold: Linux returns through IRET instead"
+		verdict = "does not hold: the kernel returns through IRET instead"
 	}
 	a.note(KindCheck, "%s %s with %s: Linux's check before SYSRET that %s (%s): %s", strings.ToLower(inst.Op.String()), name(x), name(y), rule.name, rule.why, verdict)
 }
@@ -200,6 +200,6 @@ func (a *annotator) sysretRulesHeld() {
 	if len(a.k.sysretRules) == 0 {
 		return
 	}
-	a.note(KindCheck, "Linux chose SYSRET after checking that %s", strings.Join(a.k.sysretRules, ", "))
+	a.note(KindCheck, "the kernel chose SYSRET after checking, as Linux's do_syscall_64 does, that %s", strings.Join(a.k.sysretRules, ", "))
 	a.k.sysretRules = nil
 }

@@ -56,7 +56,7 @@ func TestSysretChecks(t *testing.T) {
 		st, pc = after, pc+uint64(n)
 	}
 	sysret := Annotate(mkStep(t, 70, insSysretq, pc, with(sysretBefore, regs{x86.RIP: pc}), sysretAfter), c)
-	expectEffects(t, sysret, note(KindCheck, "Linux chose SYSRET after checking that RCX == RIP (step 52), RIP canonical (step 55), R11 == RFLAGS (step 57), CS == __USER_CS (step 58), no RF or TF (step 59), SS == __USER_DS (step 60), RIP < TASK_SIZE_MAX (step 63)"))
+	expectEffects(t, sysret, note(KindCheck, "the kernel chose SYSRET after checking, as Linux's do_syscall_64 does, that RCX == RIP (step 52), RIP canonical (step 55), R11 == RFLAGS (step 57), CS == __USER_CS (step 58), no RF or TF (step 59), SS == __USER_DS (step 60), RIP < TASK_SIZE_MAX (step 63)"))
 
 	// A check that fails says Linux takes the IRET path.
 	c2 := &Context{Regions: taskStack}
@@ -66,5 +66,5 @@ func TestSysretChecks(t *testing.T) {
 	Annotate(mkStep(t, 2, []byte{0x4c, 0x8b, 0x9c, 0x24, 0x80, 0, 0, 0}, pc+5, b2, with(b2, regs{x86.RIP: pc + 13, x86.R11: 2})), c2)
 	b3 := with(b2, regs{x86.RIP: pc + 13, x86.R11: 2})
 	fail := Annotate(mkStep(t, 3, []byte{0x49, 0x39, 0xcb}, pc+13, b3, with(b3, regs{x86.RIP: pc + 16, x86.RFLAGS: 0x2})), c2)
-	expectEffects(t, fail, note(KindCheck, "RCX == RIP (SYSRET loads RIP from RCX): does not hold: Linux returns through IRET instead"))
+	expectEffects(t, fail, note(KindCheck, "RCX == RIP (SYSRET loads RIP from RCX): does not hold: the kernel returns through IRET instead"))
 }

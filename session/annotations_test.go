@@ -108,7 +108,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		}
 		// entry.S checks RCX == RIP, canonical RCX and R11 == RFLAGS
 		// before syscall_return_via_sysret.
-		for _, want := range []string{"Linux chose SYSRET after checking that RCX == RIP", "RIP canonical", "R11 == RFLAGS", "STAR[63:48] = 0x20"} {
+		for _, want := range []string{"the kernel chose SYSRET after checking, as Linux's do_syscall_64 does, that RCX == RIP", "RIP canonical", "R11 == RFLAGS", "STAR[63:48] = 0x20"} {
 			if !strings.Contains(sysret, want) {
 				t.Errorf("sysretq step lacks %q:\n%s", want, sysret)
 			}

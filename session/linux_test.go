@@ -258,7 +258,7 @@ func checkLinuxAnnotations(t *testing.T, tr *trace.Trace, exit string) {
 		t.Errorf("no step says SWITCH_TO_KERNEL_CR3 clears bits 11 and 12")
 	}
 	if exit == "sysretq" {
-		for _, want := range []string{"Linux chose SYSRET after checking that", "RCX == RIP", "R11 == RFLAGS"} {
+		for _, want := range []string{"the kernel chose SYSRET after checking, as Linux's do_syscall_64 does, that", "RCX == RIP", "R11 == RFLAGS"} {
 			if !strings.Contains(sysret, want) {
 				t.Errorf("sysretq step lacks %q:\n%s", want, sysret)
 			}

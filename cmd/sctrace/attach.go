@@ -23,7 +23,7 @@ func newAttachCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "attach HOST:PORT",
-		Short: "Open the interactive view on a QEMU you started (-s -S or -gdb ...)",
+		Short: "Open the interactive view on a QEMU you started with -s or -gdb",
 		Long: `attach connects to a QEMU gdbstub, runs the guest to the next user
 instruction that enters the kernel by the chosen mechanism (unless --here),
 and opens the interactive view there. Addresses are HOST:PORT, :PORT or
@@ -60,7 +60,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 	}
 	sf.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no names (default: the guest's kallsyms, or the bundled kernel's when it runs)")
+	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel (t toggles)")
 	fl.IntVar(&budget, "budget", trace.DefaultBudget, "most instructions one run (e, r, R) steps")

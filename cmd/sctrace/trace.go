@@ -38,7 +38,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
-	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest once the kernel is entered (writes the guest briefly, puts every byte and register back; with --trace)")
+	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest\nonce the kernel is entered (writes the guest briefly and puts every byte and\nregister back; run needs --trace for it, the interactive view has p)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
 		mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
@@ -192,7 +192,7 @@ what was recorded and detaches the same way.`,
 	rf.register(cmd)
 	sf.register(cmd)
 	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
-	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no names (default: the guest's kallsyms, or the bundled kernel's when it runs)")
+	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	return cmd
 }
 
