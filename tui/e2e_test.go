@@ -172,7 +172,6 @@ func endToEnd(t *testing.T, exe string, w, h int) {
 	if w >= 160 {
 		s.keys("f") // a no-op at the end of the record: the screen stays put
 		t.Logf("160x48 screen in entry_SYSCALL_64:\n%s", scr)
-		os.WriteFile(filepath.Join(os.TempDir(), "sctrace-e2e-160x48.txt"), []byte(scr), 0o644)
 	}
 	// Holding s: keys are coalesced, so the screen settles at once when
 	// they stop.

@@ -113,7 +113,6 @@ func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string
 		})
 		if l.Number == 2 && l.Steps[want-1].ID == "stack" || l.Number == 5 && l.Steps[want-1].ID == "finding" {
 			t.Logf("lesson %d at %q:\n%s", l.Number, l.Steps[want-1].ID, scr)
-			os.WriteFile(filepath.Join(os.TempDir(), fmt.Sprintf("sctrace-lesson%d-%s.txt", l.Number, l.Steps[want-1].ID)), []byte(scr), 0o644)
 		}
 		k = want
 	}
