@@ -2,13 +2,11 @@ package target
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 )
 
 // TestProbeRestoresOnFault runs the probe against the fake stub, whose step
@@ -25,13 +23,7 @@ func TestProbeRestoresOnFault(t *testing.T) {
 	for name, v := range map[string]uint64{"rip": rip, "rsp": rsp, "cs": 0x10, "ss": 0x18, "rax": 1, "rcx": 2, "rdx": 3, "eflags": 0x46} {
 		stub.SetRegister(name, v)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := gdbremote.Dial(ctx, stub.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, conn := testenv.DialStub(t, stub)
 	tg := New(conn)
 	before, err := tg.State(ctx)
 	if err != nil {
@@ -62,13 +54,7 @@ func TestProbeRestoresOnFault(t *testing.T) {
 func TestProbeRefusesUserMode(t *testing.T) {
 	stub := gdbstubtest.New(t)
 	stub.SetRegister("cs", 0x33)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := gdbremote.Dial(ctx, stub.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ctx, conn := testenv.DialStub(t, stub)
 	if _, err := New(conn).ProbeMSRs(ctx, []uint32{0xc0000082}); !errors.Is(err, ErrNotKernel) {
 		t.Fatalf("probe at CPL 3 = %v, want ErrNotKernel", err)
 	}

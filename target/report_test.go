@@ -1,13 +1,11 @@
 package target
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 )
 
 // TestWriteReport checks what the report says of a fake QEMU stub: its
@@ -66,13 +64,7 @@ func TestWriteReport(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			stub := gdbstubtest.New(t)
 			tt.setup(stub)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conn, err := gdbremote.Dial(ctx, stub.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			ctx, conn := testenv.DialStub(t, stub)
 			var b strings.Builder
 			if err := New(conn).WriteReport(ctx, &b); err != nil {
 				t.Fatal(err)

@@ -4,10 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/target"
 )
 
@@ -40,15 +39,9 @@ func TestBreakpointRemoval(t *testing.T) {
 				if refuse {
 					stub.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "z1", Reply: "E22"})
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				conn, err := gdbremote.Dial(ctx, stub.Addr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer conn.Close()
+				ctx, conn := testenv.DialStub(t, stub)
 				r := NewRecorder(target.New(conn), nil, nil, Header{})
-				err = c.run(ctx, r)
+				err := c.run(ctx, r)
 				left := stub.Breakpoints()
 				if !refuse {
 					if err != nil {

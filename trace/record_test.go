@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/target"
@@ -83,13 +83,7 @@ func newGuest(t *testing.T, syms *symbols.Table) (*gdbstubtest.Stub, *Recorder, 
 		stub.SetRegister(name, v)
 	}
 	stub.SetTables(gdbstubtest.Tables{GDTBase: 0xfffffe0000001000, GDTLimit: 0x7f, TRSel: 0x40, TRBase: 0xfffffe0000003000, TRLimit: 0x4087})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	conn, err := gdbremote.Dial(ctx, stub.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	ctx, conn := testenv.DialStub(t, stub)
 	r := NewRecorder(target.New(conn), syms, nil, Header{})
 	if err := r.Init(ctx); err != nil {
 		t.Fatal(err)

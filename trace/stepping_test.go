@@ -1,13 +1,12 @@
 package trace
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/target"
 )
 
@@ -36,13 +35,7 @@ func TestInitStepping(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			stub := gdbstubtest.New(t)
 			stub.SetStepBits(tt.bits)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conn, err := gdbremote.Dial(ctx, stub.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			ctx, conn := testenv.DialStub(t, stub)
 			r := NewRecorder(target.New(conn), nil, nil, Header{})
 			r.AllowIRQ = tt.allowIRQ
 			if err := r.Init(ctx); err != nil {
