@@ -282,13 +282,13 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	}
 	var irqs []string
 	for n := 0; err == nil; n++ {
-		v := r.interruptTaken(ctx, inst, before, after)
-		if v < 0 {
+		v, frame, taken := r.interruptTaken(ctx, inst, before, after)
+		if !taken {
 			break
 		}
 		what := fmt.Sprintf("interrupt taken while stepping: %s at %s, not caused by this instruction", annotate.VectorName(v), r.name(after.Val(x86.RIP)))
 		if r.AllowIRQ {
-			if r.frameRIP(ctx, after) == rip {
+			if frame.rip == rip {
 				what += "; it came before the instruction ran, which runs again after the handler"
 			}
 			irqs = append(irqs, what+"; its handler is recorded (--irq)")
@@ -298,19 +298,18 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 			err = fmt.Errorf("%d interrupts in a row at %s: the guest is flooded with interrupts; try --irq to record them", n, r.name(rip))
 			break
 		}
-		var ret uint64
-		after, ret, err = r.returnFromInterrupt(ctx, after)
+		after, err = r.returnFromInterrupt(ctx, after, frame)
 		if err != nil {
 			break
 		}
 		r.trace.Header.IRQs++
 		if after.R == before.R && after.Known == before.Known {
 			// Taken before the instruction ran: run it now.
-			irqs = append(irqs, what+fmt.Sprintf("; it came before the instruction, its handler ran to the return to %s and is left out", r.name(ret)))
+			irqs = append(irqs, what+fmt.Sprintf("; it came before the instruction, its handler ran to the return to %s and is left out", r.name(frame.rip)))
 			after, err = r.stepOnce(ctx, before)
 			continue
 		}
-		irqs = append(irqs, what+fmt.Sprintf("; its handler ran to the return to %s and is left out", r.name(ret)))
+		irqs = append(irqs, what+fmt.Sprintf("; its handler ran to the return to %s and is left out", r.name(frame.rip)))
 	}
 	if err != nil {
 		return nil, err
@@ -429,58 +428,49 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string)
 // maxIRQ bounds how many interrupts in a row one step may run over.
 const maxIRQ = 16
 
+// irqFrame is where an interrupt returns to: the RIP and RSP of the frame
+// the CPU pushed (an external interrupt or an NMI pushes no error code).
+type irqFrame struct{ rip, rsp uint64 }
+
 // interruptTaken says whether the CPU, in a step from before to after,
 // took an interrupt the instruction did not cause, and returns its vector
-// (else -1). That is possible only where the single-step flags let
-// interrupts in. It is one when RIP landed on the handler of an external
-// interrupt vector (32-255, with interrupts enabled before, and not the
-// vector of an int n) or of an NMI, at CPL 0, with a frame on the stack
-// that returns to the interrupted code's CS.
-func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before, after *x86.State) int {
+// and where it returns to. That is possible only where the single-step
+// flags let interrupts in. It is one when RIP landed on the handler of an
+// external interrupt vector (32-255, with interrupts enabled before, and
+// not the vector of an int n) or of an NMI, at CPL 0, with a frame on the
+// stack that returns to the interrupted code's CS.
+func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before, after *x86.State) (int, irqFrame, bool) {
 	if r.flags >= 0 && r.flags&gdbremote.SStepNoIRQ != 0 || after.CPL() != 0 {
-		return -1
+		return -1, irqFrame{}, false
 	}
 	v := r.vectorAt(ctx, after.Val(x86.RIP))
 	switch {
 	case v < 0, v < 32 && v != 2:
-		return -1
-	case v >= 32 && before.Val(x86.RFLAGS)&(1<<9) == 0:
-		return -1
+		return -1, irqFrame{}, false
+	case v >= 32 && x86.Flags(before.Val(x86.RFLAGS))&x86.FlagIF == 0:
+		return -1, irqFrame{}, false
 	case inst.Op == x86asm.INT:
 		if imm, ok := inst.Args[0].(x86asm.Imm); ok && int(imm) == v {
-			return -1
+			return -1, irqFrame{}, false
 		}
 	}
-	frame, err := r.T.ReadMemory(ctx, after.Val(x86.RSP), 16)
-	if err != nil || len(frame) < 16 || le64(frame[8:])&0xffff != before.Val(x86.CS)&0xffff {
-		return -1
+	// RIP, CS, RFLAGS, RSP, SS.
+	b, err := r.T.ReadMemory(ctx, after.Val(x86.RSP), 40)
+	if err != nil || len(b) < 40 || le64(b[8:])&0xffff != before.Val(x86.CS)&0xffff {
+		return -1, irqFrame{}, false
 	}
-	return v
+	return v, irqFrame{rip: le64(b), rsp: le64(b[24:])}, true
 }
 
-// frameRIP returns the RIP in the interrupt frame at the state's RSP, or 0.
-func (r *Recorder) frameRIP(ctx context.Context, st *x86.State) uint64 {
-	b, err := r.T.ReadMemory(ctx, st.Val(x86.RSP), 8)
-	if err != nil || len(b) < 8 {
-		return 0
-	}
-	return le64(b)
-}
-
-// returnFromInterrupt runs the handler of an interrupt just taken to its
-// return: to the RIP and RSP in the frame the CPU pushed at RSP.
-func (r *Recorder) returnFromInterrupt(ctx context.Context, at *x86.State) (*x86.State, uint64, error) {
-	frame, err := r.T.ReadMemory(ctx, at.Val(x86.RSP), 40)
-	if err != nil || len(frame) < 40 {
-		return nil, 0, fmt.Errorf("interrupt frame at %#x: %w", at.Val(x86.RSP), cmp.Or(err, errors.New("short read")))
-	}
-	ret, rsp := le64(frame[0:]), le64(frame[24:])
-	st, err := r.continueTo(ctx, ret, rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
+// returnFromInterrupt runs the handler of an interrupt just taken (the
+// CPU at its first instruction, at) to its return.
+func (r *Recorder) returnFromInterrupt(ctx context.Context, at *x86.State, f irqFrame) (*x86.State, error) {
+	st, err := r.continueTo(ctx, f.rip, f.rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	st.Sys = r.tables
-	return st, ret, nil
+	return st, nil
 }
 
 // vectorAt returns the vector whose IDT gate points at addr, or -1. The
