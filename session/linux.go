@@ -159,7 +159,7 @@ func CheckKernelImage(path string) error {
 			return fmt.Errorf("kernel %s: an ELF for %v %v, not an x86-64 kernel", path, ef.Class, ef.Machine)
 		}
 		return nil
-	case len(hdr) >= 0x238 && string(hdr[0x202:0x206]) == "HdrS":
+	case len(hdr) >= 0x238 && x86.IsBzImage(hdr):
 		// xloadflags (0x236) bit 0: the kernel has a 64-bit entry point.
 		if hdr[0x236]&1 == 0 {
 			return fmt.Errorf("kernel %s: a bzImage without a 64-bit entry point (a 32-bit kernel?); sctrace traces x86-64 kernels", path)

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/internal/termtext"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // Symbol is one named address.
@@ -303,7 +304,7 @@ func Load(path string) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("symbols: %w", err)
 	}
-	if isBzImage(data) {
+	if x86.IsBzImage(data) {
 		return nil, fmt.Errorf("symbols from %s: a bzImage (a compressed, stripped kernel) holds no symbol table: give its vmlinux (Debian: the -dbg package) or a System.map, or leave --symbols out to read the guest's own kallsyms: %w", path, ErrFormat)
 	}
 	if bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
@@ -320,12 +321,6 @@ func Load(path string) (*Table, error) {
 	}
 	t.Source = "symbol list " + path
 	return t, nil
-}
-
-// isBzImage reports whether data is a Linux bzImage: the x86 boot
-// protocol puts "HdrS" at offset 0x202 (Documentation/arch/x86/boot.rst).
-func isBzImage(data []byte) bool {
-	return len(data) > 0x206 && string(data[0x202:0x206]) == "HdrS"
 }
 
 // FromELF reads the symbol table of an x86-64 ELF file. Section and file

@@ -232,3 +232,26 @@ func TestHexJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestIsBzImage(t *testing.T) {
+	hdr := func(sig string, n int) []byte {
+		b := make([]byte, n)
+		copy(b[0x202:], sig)
+		return b
+	}
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"boot header", hdr("HdrS", 0x240), true},
+		{"just long enough", hdr("HdrS", 0x206), true},
+		{"other signature", hdr("HdrX", 0x240), false},
+		{"too short", []byte("MZ"), false},
+		{"ELF", []byte("\x7fELF"), false},
+	} {
+		if got := IsBzImage(tt.b); got != tt.want {
+			t.Errorf("%s: IsBzImage = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
