@@ -66,6 +66,16 @@ type CheckerFunc func(ctx context.Context) Verdict
 // CheckKVM calls f.
 func (f CheckerFunc) CheckKVM(ctx context.Context) Verdict { return f(ctx) }
 
+// CheckerFor returns check, or, when it is nil, the Selftest of the QEMU
+// binary qemu ("" finds it on $PATH): what a caller that lets its own
+// caller inject a check uses by default.
+func CheckerFor(check Checker, qemu string) Checker {
+	if check != nil {
+		return check
+	}
+	return Selftest{QEMU: qemu}
+}
+
 // Choose turns an accelerator request (Auto or "", TCG, KVM) into the one
 // to use for job. KVM, asked for or chosen by Auto for Bench, is used only
 // when check says it works; asked for and not working, it is an error that

@@ -43,14 +43,7 @@ var BreakdownPaths = []string{"bare", "+swapgs", "+cr3", "+stack", "+regs", "ful
 
 // chooseAccel picks the accelerator for timing: KVM where it works.
 func (cfg Config) chooseAccel(ctx context.Context) (accel.Choice, error) {
-	return accel.Choose(ctx, cfg.Accel, accel.Bench, cfg.kvmCheck())
-}
-
-func (cfg Config) kvmCheck() accel.Checker {
-	if cfg.KVMCheck != nil {
-		return cfg.KVMCheck
-	}
-	return accel.Selftest{QEMU: cfg.QEMU}
+	return accel.Choose(ctx, cfg.Accel, accel.Bench, accel.CheckerFor(cfg.KVMCheck, cfg.QEMU))
 }
 
 // kvmVerdict says what is known of KVM here for the environment block:
@@ -60,7 +53,7 @@ func (cfg Config) kvmVerdict(ctx context.Context, device string) string {
 	if cfg.Accel == accel.TCG {
 		return device + " (not checked further: --accel tcg)"
 	}
-	if v := cfg.kvmCheck().CheckKVM(ctx); v.OK {
+	if v := accel.CheckerFor(cfg.KVMCheck, cfg.QEMU).CheckKVM(ctx); v.OK {
 		return "works: " + v.Reason
 	}
 	return "does not work here (the accelerator line says why)"

@@ -169,11 +169,7 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 // chooseAccel picks the accelerator for a guest sctrace starts to trace:
 // TCG unless KVM is asked for and works (see package accel).
 func (o Options) chooseAccel(ctx context.Context) (accel.Choice, error) {
-	check := o.KVMCheck
-	if check == nil {
-		check = accel.Selftest{QEMU: o.QEMU}
-	}
-	return accel.Choose(ctx, o.Accel, accel.Trace, check)
+	return accel.Choose(ctx, o.Accel, accel.Trace, accel.CheckerFor(o.KVMCheck, o.QEMU))
 }
 
 // NoSymbols, given as Options.Symbols, attaches with no names at all:
