@@ -175,6 +175,21 @@ type Change struct {
 	New Hex    `json:"new"`
 }
 
+// Len returns the number of steps recorded.
+func (t *Trace) Len() int { return len(t.Steps) }
+
+// Step returns step i, 0 <= i < Len(). A step, once recorded, is never
+// changed: the caller must not change it either.
+func (t *Trace) Step(i int) *Step { return &t.Steps[i] }
+
+// Append adds s as the trace's next step, numbering it, and returns the
+// stored step.
+func (t *Trace) Append(s Step) *Step {
+	s.Index = len(t.Steps)
+	t.Steps = append(t.Steps, s)
+	return &t.Steps[s.Index]
+}
+
 // After returns the state after step i: the next step's Regs, or the
 // trace's Final state after the last step.
 func (t *Trace) After(i int) *x86.State {
