@@ -153,17 +153,20 @@ func Parse(line string) (Command, error) {
 	if line == "" || line[0] == '#' {
 		return Command{}, nil
 	}
-	word, rest := line, ""
+	word, rest, slash := line, "", false
 	if i := strings.IndexAny(line, " \t/"); i >= 0 {
-		word, rest = line[:i], strings.TrimSpace(line[i:])
+		word, rest, slash = line[:i], strings.TrimSpace(line[i:]), line[i] == '/'
 	}
 	v, err := lookupVerb(word)
 	if err != nil {
 		return Command{}, err
 	}
 	c := Command{Verb: v.name}
-	if strings.HasPrefix(rest, "/") && v.name != "x" {
+	switch {
+	case slash && v.name != "x":
 		return Command{}, fmt.Errorf("%s takes no /FMT (only x does)", v.name)
+	case !slash && v.name == "x" && strings.HasPrefix(rest, "/"):
+		return Command{}, fmt.Errorf("x: write the format next to it: x/4xg ADDR")
 	}
 	if err := v.parse(&c, rest); err != nil {
 		return Command{}, fmt.Errorf("%s: %w", v.name, err)

@@ -54,7 +54,7 @@ func (e *Engine) examine(ctx context.Context, c Command) error {
 		case 'u':
 			e.printf("\t%d", v)
 		default:
-			e.printf("\t%#0*x", 2+2*size, v)
+			e.printf("\t0x%0*x", 2*size, v)
 		}
 	}
 	e.printf("\n")
@@ -136,7 +136,7 @@ func (e *Engine) info(ctx context.Context, c Command) error {
 		}
 		e.printf("%-4s %-18s %-6s %s\n", "Num", "Address", "Hits", "What")
 		for _, b := range e.bps {
-			e.printf("%-4d %#018x %-6d hardware breakpoint at %s\n", b.ID, b.Addr, b.Hits, b.Spec)
+			e.printf("%-4d 0x%016x %-6d hardware breakpoint at %s\n", b.ID, b.Addr, b.Hits, b.Spec)
 		}
 	case "regions":
 		if len(e.S.Regions) == 0 {
@@ -146,7 +146,7 @@ func (e *Engine) info(ctx context.Context, c Command) error {
 		rs := slices.Clone(e.S.Regions)
 		slices.SortFunc(rs, func(a, b annotate.Region) int { return compareU64(a.Start, b.Start) })
 		for _, r := range rs {
-			e.printf("%#018x-%#018x %-13s %s", r.Start, r.End, r.Kind, r.Name)
+			e.printf("0x%016x-0x%016x %-13s %s", r.Start, r.End, r.Kind, r.Name)
 			if r.FrameTop != 0 {
 				e.printf(" (pt_regs frame below %#x)", r.FrameTop)
 			}
@@ -259,7 +259,7 @@ func (e *Engine) infoSymbols(pattern string) error {
 		if s.Size != 0 {
 			size = fmt.Sprintf(" (%d bytes)", s.Size)
 		}
-		e.printf("%#018x %c %s%s\n", s.Addr, s.Type, s.Name, size)
+		e.printf("0x%016x %c %s%s\n", s.Addr, s.Type, s.Name, size)
 	}
 	switch {
 	case n == 0 && e.syms().Len() == 0:
