@@ -1,15 +1,18 @@
 package command
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/sctrace/sctrace/expr"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/trace"
@@ -32,6 +35,8 @@ type Engine struct {
 	Deadline time.Duration
 	// Syntax is the assembly syntax of disassembly.
 	Syntax trace.Syntax
+	// Mechanism is what trace waits for in user mode ("" is syscall).
+	Mechanism mechanism.Mechanism
 
 	bps    []Breakpoint
 	nextBP int
@@ -183,4 +188,57 @@ func le(v uint64, size int) []byte {
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, v)
 	return b[:size]
+}
+
+// Line is one command of a script, with where it came from ("cmds:3",
+// "--batch 2") for error messages.
+type Line struct {
+	Where, Text string
+}
+
+// ReadScript reads a command file, one command a line; blank lines and
+// lines starting with # are kept out.
+func ReadScript(r io.Reader, name string) ([]Line, error) {
+	var out []Line
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || text[0] == '#' {
+			continue
+		}
+		out = append(out, Line{Where: fmt.Sprintf("%s:%d", name, n), Text: text})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// Batch runs lines in order, each echoed to Out after "(sctrace) ", and
+// stops at the first that fails (a command after a failed break or set
+// would act on a guest the script did not expect). Every line is parsed
+// before any runs, so a typo at the end stops the script before it
+// touches the guest. The error names the line.
+func (e *Engine) Batch(ctx context.Context, lines []Line) error {
+	cmds := make([]Command, len(lines))
+	for i, l := range lines {
+		c, err := Parse(l.Text)
+		if err != nil {
+			return fmt.Errorf("%s: %w (nothing was run)", l.Where, err)
+		}
+		cmds[i] = c
+	}
+	for i, c := range cmds {
+		if c.Verb == "" {
+			continue
+		}
+		e.printf("(sctrace) %s\n", lines[i].Text)
+		if err := e.Exec(ctx, c); err != nil {
+			if left := len(cmds) - i - 1; left > 0 {
+				return fmt.Errorf("%s: %w (%d more not run)", lines[i].Where, err, left)
+			}
+			return fmt.Errorf("%s: %w", lines[i].Where, err)
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package command
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,11 +101,11 @@ func (e *Engine) traceCmd(ctx context.Context, c Command) (err error) {
 				e.prev = nil // it held nothing but those writes
 			}
 		}
-		if err := e.S.ToEntry(ctx, mechanism.Syscall); err != nil {
+		if err := e.S.ToEntry(ctx, cmp.Or(e.Mechanism, mechanism.Syscall)); err != nil {
 			return err
 		}
 		for _, w := range carried {
-			w.What += " (before the guest ran on to this system call)"
+			w.What += " (before the guest ran on to this entry)"
 			if err := rec.AddUserWrite(ctx, w); err != nil {
 				return err
 			}

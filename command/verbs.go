@@ -76,7 +76,8 @@ the state was changed by hand and not by the guest.`,
 			summary: "record to the next return to user mode (from user mode: the next system call)",
 			detail: `In the kernel, records every instruction from here until the CPU is back at
 CPL 3. In user mode, first lets the guest run to its next system call (by
-syscall) and records that round trip. Breakpoints are lifted while it records
+the mechanism attach's --mechanism names, syscall by default) and records
+that round trip. Breakpoints are lifted while it records
 and set again after. save writes the recording.`,
 			parse: noArgs},
 		{name: "save", live: false,
