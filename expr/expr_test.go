@@ -109,7 +109,9 @@ func (m *mapEnv) Read(addr uint64, n int) ([]byte, error) {
 	}
 	return b, nil
 }
-func (m *mapEnv) FrameTop() (uint64, error) { return FrameTop([]annotate.Region{{Kind: annotate.RegionKernelStack, FrameTop: m.top}}) }
+func (m *mapEnv) FrameTop() (uint64, error) {
+	return FrameTop([]annotate.Region{{Kind: annotate.RegionKernelStack, FrameTop: m.top}})
+}
 
 func (m *mapEnv) put(addr, v uint64) {
 	for i := range 8 {
