@@ -147,6 +147,21 @@ func TestTeachingKernel(t *testing.T) {
 		t.Errorf("the recording starts with rax %#x, not the value written", v)
 	}
 
+	// From user mode, trace runs to the next system call and records
+	// its round trip; the first recording is kept for save.
+	first := tr
+	got = do("trace")
+	tr = s.Recorder.Trace()
+	if tr == first || tr.Len() == 0 || tr.Final == nil {
+		t.Fatalf("trace from user mode recorded %d steps:\n%s", tr.Len(), got)
+	}
+	if tr.Step(0).Mnemonic != "syscall" || tr.Final.CPL() != 3 {
+		t.Errorf("trace from user mode: first %q, ends at CPL %d:\n%s", tr.Step(0).Mnemonic, tr.Final.CPL(), got)
+	}
+	if e.prev != first {
+		t.Errorf("the first recording was not kept for save")
+	}
+
 	if err := e.Close(ctx); err != nil {
 		t.Fatal(err)
 	}

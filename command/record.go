@@ -214,7 +214,11 @@ func (e *Engine) set(ctx context.Context, c Command) error {
 		if err != nil {
 			return err
 		}
-		w = trace.UserWrite{What: fmt.Sprintf("*(u%d*)%#x", 8*size, addr), Addr: trace.Hex(addr), Size: size, Old: trace.Hex(old), OldKnown: true, New: trace.Hex(val)}
+		what := fmt.Sprintf("*(u%d*)%#x", 8*size, addr)
+		if f, ok := d.(expr.Field); ok {
+			what = fmt.Sprintf("%s (%s)", f, what)
+		}
+		w = trace.UserWrite{What: what, Addr: trace.Hex(addr), Size: size, Old: trace.Hex(old), OldKnown: true, New: trace.Hex(val)}
 		write = func() error { return e.S.Conn.WriteMemory(ctx, addr, le(val, size)) }
 		readBack = func() (uint64, error) { return expr.ReadUint(env, addr, size) }
 	}

@@ -208,20 +208,25 @@ func (e *Engine) infoRegisters(ctx context.Context, names string) error {
 }
 
 func (e *Engine) infoMSRs(ctx context.Context) error {
-	st, err := e.state(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range []x86.Reg{x86.EFER, x86.FSBase, x86.GSBase, x86.KernelGSBase} {
-		if v, ok := st.Get(r); ok {
-			e.printf("%-22s %#x (read from the stub)\n", strings.ToUpper(r.String()), v)
+	known := e.S.Recorder.Ctx.Knowledge.Sorted()
+	if len(known) == 0 {
+		// Nothing learnt yet: what the stub gives as registers.
+		st, err := e.state(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range []x86.Reg{x86.EFER, x86.FSBase, x86.GSBase, x86.KernelGSBase} {
+			if v, ok := st.Get(r); ok {
+				e.printf("%-22s %#x (read from the stub)\n", strings.ToUpper(r.String()), v)
+			}
 		}
 	}
-	known := e.S.Recorder.Ctx.Knowledge.Sorted()
+	lstar := false
 	for _, m := range known {
 		e.printf("%-22s %s (%s)\n", m.Name, m.ValueString(), m.Provenance())
+		lstar = lstar || m.Name == "IA32_LSTAR"
 	}
-	if len(known) == 0 {
+	if !lstar {
 		e.printf("STAR, LSTAR, FMASK and SYSENTER_* are not given by the stub: they are learnt from the\n" +
 			"transitions a recording sees (stepi or trace through an entry), or read with rdmsr by\n" +
 			"sctrace trace --probe-msrs.\n")
