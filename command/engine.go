@@ -65,6 +65,10 @@ func New(s *session.Session, out io.Writer) *Engine {
 // ErrNotConfirmed is returned by set when the write was not confirmed.
 var ErrNotConfirmed = errors.New("not written: not confirmed")
 
+// ErrInterrupted is matched by the error of a command that ctrl-c (the
+// context's end) stopped.
+var ErrInterrupted = errors.New("interrupted")
+
 // Run parses and runs one command line. Blank lines and comments do
 // nothing.
 func (e *Engine) Run(ctx context.Context, line string) error {
@@ -117,8 +121,8 @@ func (e *Engine) Exec(ctx context.Context, c Command) error {
 		return unknownCommand(c.Verb)
 	}
 	if err := run(ctx, c); err != nil {
-		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-			return fmt.Errorf("%s: interrupted: %w", c.Verb, err)
+		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) && !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("%s: %w: %w", c.Verb, ErrInterrupted, err)
 		}
 		return fmt.Errorf("%s: %w", c.Verb, err)
 	}

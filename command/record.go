@@ -42,7 +42,7 @@ func (e *Engine) stepi(ctx context.Context, c Command) error {
 	rec := e.S.Recorder
 	for i := 0; i < c.Count; i++ {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted after %d of %d instructions", i, c.Count)
+			return fmt.Errorf("%w after %d of %d instructions", ErrInterrupted, i, c.Count)
 		}
 		s, err := rec.Step(ctx)
 		if err != nil {

@@ -169,7 +169,7 @@ func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
 		}
 		switch {
 		case ctx.Err() != nil:
-			return fmt.Errorf("interrupted%s", where)
+			return fmt.Errorf("%w%s", ErrInterrupted, where)
 		case rctx.Err() != nil:
 			return fmt.Errorf("no breakpoint reached within %v%s", e.Deadline, where)
 		}

@@ -128,22 +128,7 @@ func TestBatchFakeStub(t *testing.T) {
 // calls).
 func TestBatchTeachingKernel(t *testing.T) {
 	e := newFaultEnv(t)
-	kpath := filepath.Join(e.work, "kernel.elf")
-	if err := os.WriteFile(kpath, kernel.ELF, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var console qemu.Output
-	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
-		CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Stop()
-	for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
-		}
-	}
+	inst := startLoopingKernel(t, e)
 	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +152,77 @@ func TestBatchTeachingKernel(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("output lacks %q:\n%s", w, out)
 		}
+	}
+	c0 := cpuTicks(t, inst.Pid())
+	time.Sleep(2 * time.Second)
+	if c1 := cpuTicks(t, inst.Pid()); c1-c0 < 5 {
+		t.Errorf("the guest does not run after sctrace left: %d CPU ticks in 2s", c1-c0)
+	}
+	e.checkNothingLeft()
+}
+
+// startLoopingKernel boots the teaching kernel in its trace loop (getpid
+// by syscall over and over) and waits until the loop runs.
+func startLoopingKernel(t *testing.T, e *faultEnv) *qemu.Instance {
+	t.Helper()
+	kpath := filepath.Join(e.work, "kernel.elf")
+	if err := os.WriteFile(kpath, kernel.ELF, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var console qemu.Output
+	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
+		CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Stop() })
+	for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
+		}
+	}
+	return inst
+}
+
+// TestBatchInterrupt stops a batch continue that would wait for ever (no
+// breakpoint, no deadline) with ctrl-c: sctrace must say where the guest
+// stopped, run no further command, detach (the wire log ends with D) and
+// leave the guest running.
+func TestBatchInterrupt(t *testing.T) {
+	e := newFaultEnv(t)
+	inst := startLoopingKernel(t, e)
+	wire := filepath.Join(e.work, "wire.log")
+	cmd, stdout, stderr := e.command(nil, "attach", inst.GDBAddr, "--wire-log", wire, "--deadline", "0", "--batch", "continue", "info registers")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stdout.String(), "(sctrace) continue"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("continue did not start:\n%s%s", stdout.String(), stderr.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	if err := exitWithin(t, cmd, 15*time.Second); err == nil {
+		t.Fatal("sctrace exited 0 after ctrl-c")
+	}
+	msg := stderr.String()
+	if !strings.Contains(msg, "--batch command 1: continue: interrupted; the guest is stopped at 0x") || strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+		t.Errorf("message:\n%s", msg)
+	}
+	if strings.Contains(stdout.String(), "(sctrace) info registers") {
+		t.Errorf("ran a command after ctrl-c:\n%s", stdout.String())
+	}
+	log, _ := os.ReadFile(wire)
+	var sent []string
+	for _, l := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		if _, p, ok := strings.Cut(l, " -> "); ok {
+			sent = append(sent, p)
+		}
+	}
+	if len(sent) == 0 || !strings.HasPrefix(sent[len(sent)-1], "D") {
+		t.Errorf("last packet sent: %q, want D (detach)", sent[max(0, len(sent)-3):])
 	}
 	c0 := cpuTicks(t, inst.Pid())
 	time.Sleep(2 * time.Second)
