@@ -2,8 +2,11 @@ package command
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sctrace/sctrace/symbols"
 )
 
 func TestParse(t *testing.T) {
@@ -130,5 +133,33 @@ func TestHelp(t *testing.T) {
 	b.Reset()
 	if err := Help(&b, "x"); err != nil || !strings.Contains(b.String(), "x/4xgp") {
 		t.Errorf("help x = %v\n%s", err, b.String())
+	}
+}
+
+func TestComplete(t *testing.T) {
+	tab := symbols.New("test", []symbols.Symbol{
+		{Name: "do_syscall_64", Addr: 0x1000, Type: 'T'},
+		{Name: "do_sys_open", Addr: 0x2000, Type: 'T'},
+		{Name: "entry_SYSCALL_64", Addr: 0x3000, Type: 'T'},
+	})
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"br", []string{"break "}},
+		{"s", []string{"save ", "set ", "stepi "}},
+		{"info re", []string{"info regions ", "info registers "}},
+		{"help un", []string{"help until"}},
+		{"break do_sys", []string{"break do_sys_open", "break do_syscall_64"}},
+		{"x/2xg $rs", []string{"x/2xg $rsi", "x/2xg $rsp"}},
+		{"print *(u64*)($gs_b", []string{"print *(u64*)($gs_base"}},
+		{"print pt_regs->o", []string{"print pt_regs->orig_ax"}},
+		{"until entry_S", []string{"until entry_SYSCALL_64"}},
+		{"break zz", nil},
+		{"save fi", nil},
+	} {
+		if got := Complete(tc.line, tab); !slices.Equal(got, tc.want) {
+			t.Errorf("Complete(%q) = %q, want %q", tc.line, got, tc.want)
+		}
 	}
 }

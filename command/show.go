@@ -202,7 +202,7 @@ func (e *Engine) infoRegisters(ctx context.Context, names string) error {
 		case r < x86.RIP:
 			extra = fmt.Sprintf("%d", int64(v))
 		}
-		e.printf("%-10s %-20s %s\n", r, fmt.Sprintf("%#x", v), extra)
+		e.printf("%s\n", strings.TrimRight(fmt.Sprintf("%-10s %-20s %s", r, fmt.Sprintf("%#x", v), extra), " "))
 	}
 	return nil
 }

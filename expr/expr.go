@@ -130,7 +130,7 @@ func (f Field) String() string { return "pt_regs->" + string(f) }
 func (f Field) Addr(env Env) (uint64, error) {
 	top, err := env.FrameTop()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", f, err)
+		return 0, err
 	}
 	for i, name := range annotate.PtRegsFields {
 		if name == string(f) {

@@ -7,7 +7,10 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/expr"
+	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
 )
@@ -91,5 +94,38 @@ func TestListAddRemove(t *testing.T) {
 	c, _ := l.Add("$rcx")
 	if c.ID == b.ID || c.ID == a.ID {
 		t.Errorf("IDs reused: %d", c.ID)
+	}
+}
+
+// TestWatchesLive evaluates watches against a fake stub that plays QEMU's
+// (gdbstubtest): registers from 'g', memory from 'm', and E14 for memory
+// nothing maps, which a watch reports as not mapped under the CR3 in
+// force.
+func TestWatchesLive(t *testing.T) {
+	stub := gdbstubtest.New(t)
+	stub.SetRegister("rsp", 0x8000)
+	stub.SetRegister("cr3", 0x1000)
+	stub.Map(0x8000, []byte{0xef, 0xbe, 0xad, 0xde, 0, 0, 0, 0})
+	ctx, conn := testenv.DialStub(t, stub)
+	tg := target.New(conn)
+	st, err := tg.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l List
+	for _, text := range []string{"$rsp", "*(u32*)$rsp", "*(u64*)0x900000", "pt_regs->ip"} {
+		if _, err := l.Add(text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"$rsp = 0x8000", "*(u32*)$rsp = 0xdeadbeef", "*(u64*)0x900000: 0x900000: not mapped under CR3 0x1000",
+		"pt_regs->ip: the task's kernel stack is not known, so neither is its pt_regs frame"}
+	for i, v := range l.Eval(&expr.Live{Ctx: ctx, T: tg, State: st}) {
+		if got := v.String(); got != want[i] {
+			t.Errorf("watch %d = %q, want %q", i, got, want[i])
+		}
+		if v.Unknown() {
+			t.Errorf("watch %d unknown live: %v", i, v.Err)
+		}
 	}
 }
