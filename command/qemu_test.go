@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,21 @@ func TestTeachingKernel(t *testing.T) {
 	if rip := st.Val(x86.RIP); rip != want {
 		t.Fatalf("RIP %#x, the ELF's do_syscall_64 is %#x", rip, want)
 	}
+	// Continuing from the breakpoint's own address runs on to the next
+	// system call rather than stopping where it is.
+	steps := s.Target.Steps
+	if got := do("continue"); !strings.Contains(got, "Breakpoint 1, ") {
+		t.Errorf("second continue:\n%s", got)
+	}
+	if got := do("info breakpoints"); !strings.Contains(got, fmt.Sprintf("1    0x%016x 2 ", want)) {
+		t.Errorf("info breakpoints after two hits:\n%s", got)
+	}
+	if st, err = s.Target.State(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Target.Steps - steps; n != 1 {
+		t.Errorf("%d steps off the breakpoint before continuing, want 1", n)
+	}
 
 	rsp := st.Val(x86.RSP)
 	mem, err := s.Conn.ReadMemory(ctx, rsp, 16)
@@ -107,6 +123,15 @@ func TestTeachingKernel(t *testing.T) {
 	vals := fmt.Sprintf("\t0x%016x\t0x%016x", binary.LittleEndian.Uint64(mem), binary.LittleEndian.Uint64(mem[8:]))
 	if !strings.HasPrefix(got, line) && !strings.HasPrefix(got, fmt.Sprintf("%#x:", rsp)) || !strings.Contains(got, vals) {
 		t.Errorf("x/2xg $rsp = %q, direct read gives %s", got, vals)
+	}
+
+	// In the kernel, CR3 holds the physical address of kernel_pgd
+	// (setup_page_tables in kernel.c): the same words, read virtually at
+	// the symbol and physically at CR3.
+	virt, phys := do("x/4xg kernel_pgd"), do(fmt.Sprintf("x/4xg -phys %#x", st.Val(x86.CR3)&^0xfff))
+	vwords, pwords := examined(virt), examined(phys)
+	if !strings.HasPrefix(phys, "phys ") || len(vwords) != 4 || !slices.Equal(vwords, pwords) {
+		t.Errorf("kernel_pgd read virtually:\n%s and at CR3 physically:\n%s", virt, phys)
 	}
 
 	// do_syscall_64(struct pt_regs *regs): RDI points at the frame.
@@ -170,6 +195,16 @@ func TestTeachingKernel(t *testing.T) {
 	if err := e2.Run(ctx, "continue"); err == nil || !strings.Contains(err.Error(), "no breakpoint reached within 3s") {
 		t.Errorf("continue after Close: %v (a breakpoint left behind would stop it at do_syscall_64)", err)
 	}
+}
+
+// examined returns the values x printed, without the addresses.
+func examined(out string) []string {
+	var words []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		_, vals, _ := strings.Cut(line, ":\t")
+		words = append(words, strings.Fields(vals)...)
+	}
+	return words
 }
 
 // TestUserBreakpointUnderKernelCR3 stops in the kernel and asks for a

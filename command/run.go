@@ -139,14 +139,7 @@ func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
 	// Resuming at a breakpoint's own address would stop there again at
 	// once: step off it first, as gdb does.
 	if rip := st.Val(x86.RIP); e.bpAt(rip) != nil || rip == until {
-		sr, err := conn.Step(ctx)
-		if err != nil {
-			return err
-		}
-		if sr.Kind == 'W' || sr.Kind == 'X' {
-			return fmt.Errorf("the guest has exited (%s)", sr)
-		}
-		if st, err = e.state(ctx); err != nil {
+		if st, err = e.S.Target.Step(ctx); err != nil {
 			return err
 		}
 		if e.reportStop(st, until, temp) {
