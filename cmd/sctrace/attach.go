@@ -84,6 +84,11 @@ On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 			if err != nil {
 				return err
 			}
+			for _, f := range []string{"yes", "deadline"} {
+				if cmd.Flags().Changed(f) && !bf.active() {
+					return fmt.Errorf("--%s goes with -x FILE or --batch", f)
+				}
+			}
 			if bf.deadline < 0 {
 				return fmt.Errorf("--deadline must be 0 (none) or positive, not %v", bf.deadline)
 			}

@@ -51,6 +51,8 @@ func TestBatchUsageErrors(t *testing.T) {
 		{[]string{"attach", "127.0.0.1:1", "-x", script}, script + `:4: unknown command "continnue"; did you mean continue?`},
 		{[]string{"attach", "127.0.0.1:1", "-x", filepath.Join(t.TempDir(), "none.cmds")}, "-x: open"},
 		{[]string{"attach", "127.0.0.1:1", "--batch", "--deadline", "-1s", "info registers"}, "--deadline must be 0 (none) or positive"},
+		{[]string{"attach", "127.0.0.1:1", "--yes"}, "--yes goes with -x FILE or --batch"},
+		{[]string{"attach", "127.0.0.1:1", "--deadline", "5s"}, "--deadline goes with -x FILE or --batch"},
 	} {
 		_, err := runIn(t, "", tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
