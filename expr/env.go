@@ -140,9 +140,9 @@ func (l *Live) Symbol(name string) (uint64, error) { return LookupSymbol(l.Symbo
 // error that says so, with the CR3 in force.
 func (l *Live) Read(addr uint64, size int) ([]byte, error) {
 	if l.Physical {
-		return ReadPhysical(l.Ctx, l.T, addr, size)
+		return l.T.ReadPhysical(l.Ctx, addr, size)
 	}
-	b, err := l.T.Conn.ReadMemory(l.Ctx, addr, size)
+	b, err := l.T.ReadMemory(l.Ctx, addr, size)
 	if err != nil {
 		return nil, MemoryError(err, addr, l.State)
 	}
@@ -164,29 +164,6 @@ func MemoryError(err error, addr uint64, st *x86.State) error {
 		return fmt.Errorf("%#x: not mapped under the current CR3", addr)
 	}
 	return fmt.Errorf("%#x: %w", addr, err)
-}
-
-// ReadPhysical reads physical memory: the stub is switched to physical
-// addresses for the read and back to virtual ones after it, whatever
-// happens.
-func ReadPhysical(ctx context.Context, t *target.Target, addr uint64, size int) (_ []byte, err error) {
-	if err := t.Conn.SetPhysicalMemoryMode(ctx, true); err != nil {
-		return nil, fmt.Errorf("physical %#x: %w", addr, err)
-	}
-	defer func() {
-		if perr := t.Conn.SetPhysicalMemoryMode(context.WithoutCancel(ctx), false); perr != nil && err == nil {
-			err = fmt.Errorf("physical %#x: back to virtual addresses: %w", addr, perr)
-		}
-	}()
-	b, err := t.Conn.ReadMemory(ctx, addr, size)
-	if err != nil {
-		var se interface{ NotMapped() bool }
-		if errors.As(err, &se) && se.NotMapped() {
-			return nil, fmt.Errorf("physical %#x: no memory there", addr)
-		}
-		return nil, fmt.Errorf("physical %#x: %w", addr, err)
-	}
-	return b, nil
 }
 
 // Replay evaluates against the state before step Index of a recorded
