@@ -12,6 +12,7 @@ import (
 
 	"github.com/sctrace/sctrace/expr"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/symbols"
@@ -122,9 +123,9 @@ func (e *Engine) Exec(ctx context.Context, c Command) error {
 	}
 	if err := run(ctx, c); err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ErrInterrupted) && !errors.Is(err, ctx.Err()) {
-			return fmt.Errorf("%s: %w: %w", c.Verb, ErrInterrupted, err)
+			return clean(fmt.Errorf("%s: %w: %w", c.Verb, ErrInterrupted, err))
 		}
-		return fmt.Errorf("%s: %w", c.Verb, err)
+		return clean(fmt.Errorf("%s: %w", c.Verb, err))
 	}
 	return nil
 }
@@ -150,7 +151,28 @@ func (e *Engine) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (e *Engine) printf(format string, args ...any) { fmt.Fprintf(e.Out, format, args...) }
+// printf writes to Out with control characters escaped: symbol names and
+// the stub's text come from the guest, which may be hostile (see
+// termtext).
+func (e *Engine) printf(format string, args ...any) {
+	fmt.Fprint(e.Out, termtext.Text(fmt.Sprintf(format, args...)))
+}
+
+// cleanError is an error whose message has its control characters
+// escaped, for one that quotes the guest.
+type cleanError struct{ err error }
+
+func (c cleanError) Error() string { return termtext.Line(c.err.Error()) }
+
+func (c cleanError) Unwrap() error { return c.err }
+
+// clean returns err, escaped when its message needs it.
+func clean(err error) error {
+	if err == nil || termtext.IsClean(err.Error()) {
+		return err
+	}
+	return cleanError{err}
+}
 
 func (e *Engine) syms() *symbols.Table { return e.S.Symbols }
 

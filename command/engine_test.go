@@ -15,6 +15,7 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -302,5 +303,22 @@ func TestStepiRecords(t *testing.T) {
 	}
 	if e.prev == nil || e.prev.Len() != 3 {
 		t.Errorf("the first recording was not kept")
+	}
+}
+
+// TestHostileNames: symbol names come from the guest (kallsyms); one
+// with terminal escapes is shown escaped, in output and in errors.
+func TestHostileNames(t *testing.T) {
+	stub := newStub(t)
+	ctx, e, out := attach(t, stub)
+	evil := "do_\x1b]0;owned\x07syscall"
+	e.S.Symbols = symbols.New("hostile", []symbols.Symbol{{Name: evil, Addr: doSyscall, Type: 'T'}})
+	got := run(t, ctx, e, out, "info symbols do_")
+	if strings.ContainsAny(got, "\x1b\x07") || !strings.Contains(got, `do_\x1b]0;owned\x07syscall`) {
+		t.Errorf("info symbols printed %q", got)
+	}
+	err := e.Run(ctx, "break do_")
+	if err == nil || strings.ContainsAny(err.Error(), "\x1b\x07") {
+		t.Errorf("error %q", err)
 	}
 }
