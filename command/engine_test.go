@@ -322,3 +322,31 @@ func TestHostileNames(t *testing.T) {
 		t.Errorf("error %q", err)
 	}
 }
+
+// TestNoSymbols attaches with --symbols none: addresses work, names are
+// refused with a message that says why.
+func TestNoSymbols(t *testing.T) {
+	stub := newStub(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := session.Attach(ctx, stub.Addr(), session.Options{Symbols: session.NoSymbols, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out bytes.Buffer
+	e := New(s, &out)
+	for _, line := range []string{"break 0xffffffff81000100", "continue", "x/2i $rip", "stepi", "info symbols do", "info regions", "info msrs"} {
+		if err := e.Run(ctx, line); err != nil {
+			t.Errorf("%s: %v", line, err)
+		}
+	}
+	for _, want := range []string{"Breakpoint 1, 0xffffffff81000100\n", "No symbols are loaded", "No regions known"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := e.Run(ctx, "break do_syscall_64"); err == nil || !strings.Contains(err.Error(), "no symbols are loaded") {
+		t.Errorf("break on a name without symbols: %v", err)
+	}
+}
