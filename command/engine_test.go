@@ -350,3 +350,26 @@ func TestNoSymbols(t *testing.T) {
 		t.Errorf("break on a name without symbols: %v", err)
 	}
 }
+
+// TestKernelBreakpointFromUserMode: under KPTI the user page tables leave
+// the kernel out, yet a breakpoint on a kernel symbol must be possible
+// from user mode (the kernel's tables map it); an unnamed kernel address
+// nothing maps is refused.
+func TestKernelBreakpointFromUserMode(t *testing.T) {
+	stub := gdbstubtest.New(t)
+	stub.Map(user, bytes.Repeat([]byte{0x90}, 0x1000))
+	for reg, v := range map[string]uint64{"rip": user, "cs": 0x33, "ss": 0x2b, "cr0": 0x80050033, "cr3": 0x2000 | 1<<12, "efer": 0xd01} {
+		stub.SetRegister(reg, v)
+	}
+	ctx, e, out := attach(t, stub)
+	got := run(t, ctx, e, out, "break do_syscall_64")
+	if !strings.Contains(got, "note: 0xffffffff81000100 <do_syscall_64> is not mapped under the user page tables now in force (CR3 0x3000)") {
+		t.Errorf("break on a kernel symbol from user mode: %q", got)
+	}
+	if bps := stub.Breakpoints(); !slices.Equal(bps, []string{"Z1,ffffffff81000100,1"}) {
+		t.Errorf("stub breakpoints %q", bps)
+	}
+	if err := e.Run(ctx, "break 0xffffffff90000000"); err == nil || !strings.Contains(err.Error(), "0xffffffff90000000: not mapped under CR3 0x3000") {
+		t.Errorf("break on an unnamed unmapped kernel address: %v", err)
+	}
+}
