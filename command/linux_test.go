@@ -75,7 +75,22 @@ func TestLinux(t *testing.T) {
 		t.Errorf("orig_ax is not getpid's number: %q", got)
 	}
 	got = do("trace")
-	if tr := s.Recorder.Trace(); tr.Len() == 0 || tr.Final == nil || tr.Final.CPL() != 3 {
-		t.Errorf("trace from do_syscall_64:\n%s", got)
+	tr := s.Recorder.Trace()
+	if tr.Len() == 0 || tr.Final == nil || tr.Final.CPL() != 3 {
+		t.Fatalf("trace from do_syscall_64:\n%s", got)
+	}
+	// Back in user mode on the user half of the KPTI page-table pair
+	// (CR3 bit 12), which leaves do_syscall_64 out: a breakpoint there is
+	// still set, and hit.
+	if cr3 := tr.Final.Val(x86.CR3); cr3&(1<<12) == 0 {
+		t.Fatalf("CR3 %#x in user mode with pti=on: not the user half", cr3)
+	}
+	do("delete 1")
+	got = do("break do_syscall_64")
+	if !strings.Contains(got, "is not mapped under the user page tables now in force") {
+		t.Errorf("break from user mode under KPTI:\n%s", got)
+	}
+	if got := do("continue"); !strings.Contains(got, fmt.Sprintf("Breakpoint 2, %#x <do_syscall_64>", want)) {
+		t.Errorf("continue from user mode:\n%s", got)
 	}
 }
