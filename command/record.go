@@ -125,6 +125,9 @@ func (e *Engine) traceCmd(ctx context.Context, c Command) (err error) {
 		}
 	}
 	if err != nil {
+		if ctx.Err() != nil && t != nil {
+			return fmt.Errorf("%w after %d instructions (save writes them)", ErrInterrupted, t.Len())
+		}
 		return err
 	}
 	return e.showInsn(ctx, rec.Current())
