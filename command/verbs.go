@@ -22,17 +22,17 @@ breakpoints, removed by delete, and all removed when sctrace ends.`,
 			parse: oneExpr("an address: break do_syscall_64, break entry_SYSCALL_64+0x10, break 0xffffffff81000000")},
 		{name: "delete", aliases: []string{"d"}, live: true,
 			usage:   "delete [N...]",
-			summary: "remove breakpoints (all when no number is given)",
+			summary: "remove breakpoints (all, without N)",
 			parse:   parseDelete},
 		{name: "continue", aliases: []string{"c", "cont"}, live: true,
 			usage:   "continue",
-			summary: "let the guest run until a breakpoint, ctrl-c or the deadline",
+			summary: "run until a breakpoint, ctrl-c or the deadline",
 			detail: `Lets the guest run until it reaches a breakpoint. ctrl-c stops it where it
 is; so does the deadline of the front end (sctrace attach --deadline).`,
 			parse: noArgs},
 		{name: "until", aliases: []string{"u", "advance"}, live: true,
 			usage:   "until SYM | ADDR",
-			summary: "run to a location (a breakpoint there for this run only)",
+			summary: "run to a location (a breakpoint for this run only)",
 			detail: `Lets the guest run until it reaches the location, through a hardware
 breakpoint that is removed when the guest stops. A breakpoint of your own hit
 first stops it there instead.`,
@@ -40,7 +40,7 @@ first stops it there instead.`,
 		},
 		{name: "stepi", aliases: []string{"si", "s", "step"}, live: true,
 			usage:   "stepi [N]",
-			summary: "execute N instructions (default 1), recording and annotating each",
+			summary: "execute N instructions (default 1), recorded and annotated",
 			parse:   parseStepi},
 		{name: "x", live: true,
 			usage:   "x[/NFU] [-phys] EXPR",
@@ -52,11 +52,11 @@ b, h, w or g (1, 2, 4, 8 bytes; g by default).`,
 			parse: parseExamine},
 		{name: "print", aliases: []string{"p", "output"}, live: true,
 			usage:   "print EXPR",
-			summary: "evaluate an expression: print $gs_base+0x6014, print pt_regs->ip",
+			summary: "evaluate an expression: print pt_regs->ip",
 			parse:   oneExpr("an expression")},
 		{name: "info", aliases: []string{"i"}, live: true,
 			usage:   "info registers [REG...] | msrs | breakpoints | regions | symbols PATTERN",
-			summary: "show registers, MSRs, breakpoints, memory regions or matching symbols",
+			summary: "registers, MSRs, breakpoints, memory regions, symbols",
 			detail: `info registers shows what the stub gives (general, segment, base and
 control registers, EFER); info msrs the model-specific registers known so
 far and where each value came from; info regions the stacks, per-CPU area,
@@ -64,8 +64,8 @@ TSS, GDT and IDT annotations name; info symbols the symbols whose names
 contain PATTERN (or match it, for a glob such as entry_*).`,
 			parse: parseInfo},
 		{name: "set", live: true,
-			usage:   "set $REG = VALUE | set *(u64*)ADDR = VALUE | set pt_regs->FIELD = VALUE",
-			summary: "write a register or memory (asks first; the trace records it as done by hand)",
+			usage:   "set $REG | *(u64*)ADDR | pt_regs->FIELD = VALUE",
+			summary: "write a register or memory (asks first; recorded as done by hand)",
 			detail: `Writes a register or 1, 2, 4 or 8 bytes of memory in the guest, after
 asking to confirm (sctrace attach --batch --yes confirms without asking). The
 write is recorded in the trace at the step it precedes, so a replay says that
@@ -73,7 +73,7 @@ the state was changed by hand and not by the guest.`,
 			parse: parseSet},
 		{name: "trace", aliases: []string{"record"}, live: true,
 			usage:   "trace",
-			summary: "record to the next return to user mode (from user mode: the next system call)",
+			summary: "record to the next return to user mode",
 			detail: `In the kernel, records every instruction from here until the CPU is back at
 CPL 3. In user mode, first lets the guest run to its next system call (by
 the mechanism attach's --mechanism names, syscall by default) and records
@@ -82,7 +82,7 @@ and set again after. save writes the recording.`,
 			parse: noArgs},
 		{name: "save", live: false,
 			usage:   "save FILE",
-			summary: "write the recording: .json (replay with sctrace view), .txt, .md, or - for text here",
+			summary: "write the recording: .json (sctrace view), .txt, .md; - prints it",
 			parse:   parseSave},
 		{name: "help", aliases: []string{"h", "?"},
 			usage:   "help [COMMAND]",
@@ -109,8 +109,13 @@ func Help(w io.Writer, topic string) error {
 		return nil
 	}
 	fmt.Fprintln(w, "Commands (gdb's words; a unique prefix is enough):")
+	const col = 30
 	for _, v := range verbs {
-		fmt.Fprintf(w, "  %-58s %s\n", v.usage, v.summary)
+		if len(v.usage) > col {
+			fmt.Fprintf(w, "  %s\n  %-*s %s\n", v.usage, col, "", v.summary)
+			continue
+		}
+		fmt.Fprintf(w, "  %-*s %s\n", col, v.usage, v.summary)
 	}
 	fmt.Fprintln(w, `Expressions: 0x1f, 42, $rax, $gs_base, $pc, SYM, SYM+0x10, *(u64*)EXPR,
   *(u32*)($rsp+8), pt_regs->ip (the frame at the top of the task stack).

@@ -150,12 +150,19 @@ func runBatch(cmd *cobra.Command, addr string, args []string, o session.Options,
 		lines = append(lines, command.Line{Where: fmt.Sprintf("--batch command %d", i+1), Text: a})
 	}
 	// Parse everything before attaching: a typo costs no connection.
+	onlyHelp := true
 	for _, l := range lines {
-		if _, err := command.Parse(l.Text); err != nil {
+		c, err := command.Parse(l.Text)
+		if err != nil {
 			return fmt.Errorf("%s: %w (nothing was run)", l.Where, err)
 		}
+		onlyHelp = onlyHelp && (c.Verb == "help" || c.Verb == "")
 	}
 	ctx := cmd.Context()
+	if onlyHelp {
+		// Help needs no guest.
+		return command.New(nil, cmd.OutOrStdout()).Batch(ctx, lines)
+	}
 	s, err := session.Attach(ctx, addr, o)
 	if err != nil {
 		return err

@@ -61,6 +61,19 @@ func TestBatchUsageErrors(t *testing.T) {
 	}
 }
 
+// TestBatchHelp: help alone needs no guest (the address is dead).
+func TestBatchHelp(t *testing.T) {
+	out, err := runIn(t, "", "attach", "127.0.0.1:1", "--batch", "help", "help x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"(sctrace) help\nCommands", "  break SYM[+OFF]", "(sctrace) help x\nx[/NFU] [-phys] EXPR"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // batchStub is a fake stub (playing QEMU's, see gdbstubtest) stopped in a
 // kernel at _text, with a symbol map naming do_syscall_64.
 func batchStub(t *testing.T) (*gdbstubtest.Stub, string) {
