@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/sctrace/sctrace/expr"
 	"github.com/sctrace/sctrace/gdbremote"
@@ -151,6 +152,7 @@ func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
 		rctx, cancel = context.WithTimeout(ctx, e.Deadline)
 	}
 	defer cancel()
+	start := time.Now()
 	sr, err := conn.Continue(rctx)
 	if sr.Kind == 'W' || sr.Kind == 'X' {
 		return fmt.Errorf("the guest has exited (%s)", sr)
@@ -163,7 +165,9 @@ func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
 		switch {
 		case ctx.Err() != nil:
 			return fmt.Errorf("%w%s", ErrInterrupted, where)
-		case rctx.Err() != nil:
+		case rctx.Err() != nil, e.Deadline > 0 && time.Since(start) >= e.Deadline:
+			// The stub's read deadline is the context's, and may pass
+			// a moment before the context says so.
 			return fmt.Errorf("no breakpoint reached within %v%s", e.Deadline, where)
 		}
 		return err
