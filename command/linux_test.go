@@ -20,9 +20,9 @@ import (
 // checks that pt_regs->FIELD, found from the per-CPU top of the task
 // stack, reads the frame the kernel hands do_syscall_64 in RDI: orig_ax
 // at byte 120 and ip at 128 of struct pt_regs
-// (arch/x86/include/asm/ptrace.h), orig_ax being getpid's number, 39
-// (arch/x86/entry/syscalls/syscall_64.tbl). trace then records to the
-// return to user mode.
+// (arch/x86/include/asm/ptrace.h). (Which call it is, is not checked:
+// besides /init's getpid the guest makes others, a write to the console
+// say.) trace then records to the return to user mode.
 func TestLinux(t *testing.T) {
 	k := testenv.LinuxKernel(t, "6.1")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -70,9 +70,6 @@ func TestLinux(t *testing.T) {
 		if want := fmt.Sprintf("pt_regs->%s = %#x ", f.field, binary.LittleEndian.Uint64(b)); !strings.HasPrefix(got, want) {
 			t.Errorf("print pt_regs->%s = %q, the frame at RDI holds %q", f.field, got, want)
 		}
-	}
-	if got := do("print pt_regs->orig_ax"); !strings.HasPrefix(got, "pt_regs->orig_ax = 0x27 (39)") {
-		t.Errorf("orig_ax is not getpid's number: %q", got)
 	}
 	got = do("trace")
 	tr := s.Recorder.Trace()
