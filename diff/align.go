@@ -119,9 +119,10 @@ func prepare(t *trace.Trace, k *keyer, in interner) *side {
 
 // aligner aligns two prepared traces into pairs.
 type aligner struct {
-	a, b  *side
-	pairs []Pair
-	dmp   *diffmatchpatch.DiffMatchPatch
+	a, b   *side
+	places bool // the same build: offsets are comparable
+	pairs  []Pair
+	dmp    *diffmatchpatch.DiffMatchPatch
 }
 
 // align appends the alignment of frames fa and fb.
@@ -161,11 +162,11 @@ func steps(out []int, it item) []int {
 }
 
 // hunk appends the pairs of a run of steps of A (as) that B has in place
-// of the run bs. Where the two runs have places in common (the same
-// function and offset: the same kernel build, patched differently), the
-// steps at the same place pair as Changed. Otherwise (another build moved
-// the code) the runs pair from their start while both are in the same
-// function. The rest is Removed and Added.
+// of the run bs. When both traces ran the same kernel build, steps at the
+// same place (function and offset) pair as Changed: the kernel patched
+// them differently. Across builds, which move code, the runs pair from
+// their start while both are in the same function. The rest is Removed
+// and Added.
 func (al *aligner) hunk(as, bs []int) {
 	type place struct {
 		fn  string
@@ -179,15 +180,8 @@ func (al *aligner) hunk(as, bs []int) {
 			inB[pb(j)] = k
 		}
 	}
-	common := false
-	for _, i := range as {
-		if _, ok := inB[pa(i)]; ok {
-			common = true
-			break
-		}
-	}
 	i, j := 0, 0
-	if common {
+	if al.places {
 		for i < len(as) && j < len(bs) {
 			k, ok := inB[pa(as[i])]
 			switch {

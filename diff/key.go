@@ -81,6 +81,9 @@ func normalize(inst x86asm.Inst) x86asm.Args {
 				// made per-CPU accesses RIP-relative).
 				v.Base, v.Disp = 0, 0
 			}
+			if v.Index == 0 {
+				v.Scale = 0 // a SIB byte with no index says nothing
+			}
 			out[i] = v
 		default:
 			out[i] = a

@@ -138,7 +138,7 @@ func Compare(a, b *trace.Trace) *Result {
 	sa, sb := prepare(a, k, in), prepare(b, k, in)
 	dmp := diffmatchpatch.New()
 	dmp.DiffTimeout = 0 // a shortest script, every time
-	al := &aligner{a: sa, b: sb, dmp: dmp, pairs: make([]Pair, 0, max(a.Len(), b.Len()))}
+	al := &aligner{a: sa, b: sb, places: k.places, dmp: dmp, pairs: make([]Pair, 0, max(a.Len(), b.Len()))}
 	al.align(sa.top, sb.top)
 	r.Pairs = al.pairs
 	r.tally(sa, sb)
@@ -153,8 +153,12 @@ func sameBuild(a, b *trace.Trace) bool {
 	return ka == kb && ka != "" && !strings.HasPrefix(ka, "unknown kernel")
 }
 
-// hasSymbols says whether any step of t has a symbol.
+// hasSymbols says whether any step of t has a symbol (an empty trace
+// lacks none).
 func hasSymbols(t *trace.Trace) bool {
+	if t.Len() == 0 {
+		return true
+	}
 	for i := range t.Len() {
 		if t.Step(i).Symbol != "" {
 			return true
