@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/tui"
 )
 
 // diffFlags are the flags of the diff command.
@@ -267,4 +269,27 @@ func linuxWords(words string) (rest string, noPTI bool) {
 		}
 	}
 	return strings.Join(slices.Clip(keep), " "), noPTI
+}
+
+// viewDiff opens the side-by-side view of a (read from nameA) and the
+// trace in nameB, or prints their diff in format when one is given or
+// standard output is not a terminal.
+func viewDiff(cmd *cobra.Command, a *trace.Trace, nameA, nameB, format string, syn trace.Syntax, expand bool) error {
+	b, err := trace.ReadFileContext(cmd.Context(), nameB)
+	if err != nil {
+		return fmt.Errorf("--diff: %w", err)
+	}
+	if a.Len() == 0 || b.Len() == 0 {
+		return fmt.Errorf("nothing to align: %s has %d steps, %s %d", nameA, a.Len(), nameB, b.Len())
+	}
+	r := diff.Compare(a, b)
+	o := diff.Options{NameA: nameA, NameB: nameB, Syntax: syn, Expand: expand}
+	if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
+		return tui.RunDiff(cmd.Context(), r, o, nil, nil)
+	}
+	write, err := diffWriter(cmp.Or(format, "text"))
+	if err != nil {
+		return err
+	}
+	return write(cmd.OutOrStdout(), r, o)
 }
