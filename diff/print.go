@@ -189,7 +189,7 @@ func WriteText(w io.Writer, r *Result, o Options) error {
 		}
 	}
 	p.f("\nAlignment (= same, ~ same place but another instruction, - only in A, + only in B)\n")
-	p.line("      A      B  %-34s %s", "where", "instruction")
+	p.line("        A       B  %-34s %s", "where", "instruction")
 	for _, run := range r.Runs() {
 		writeRun(p, r, run, o)
 	}
@@ -235,7 +235,7 @@ func writeRun(p *printer, r *Result, run Run, o Options) {
 			}
 			return fmt.Sprintf("%d-%d", i, i+run.N-1)
 		}
-		p.line("%s %6s %6s  %-34s %d instructions, from %s", run.Op, rng(a), rng(b),
+		p.line("%s %7s %7s  %-34s %d instructions, from %s", run.Op, rng(a), rng(b),
 			trace.FitWhere(s.Where(), 34), run.N, s.Asm(o.Syntax))
 		return
 	}
@@ -244,11 +244,11 @@ func writeRun(p *printer, r *Result, run Run, o Options) {
 		sa, sb := step(a, b)
 		s := cmp.Or(sa, sb)
 		if run.Op != Changed {
-			p.line("%s %6s %6s  %-34s %s", run.Op, idx(a), idx(b), trace.FitWhere(s.Where(), 34), s.Asm(o.Syntax))
+			p.line("%s %7s %7s  %-34s %s", run.Op, idx(a), idx(b), trace.FitWhere(s.Where(), 34), s.Asm(o.Syntax))
 			continue
 		}
-		p.line("%s %6s %6s  %-34s A: %s", run.Op, idx(a), idx(b), trace.FitWhere(sa.Where(), 34), sa.Asm(o.Syntax))
-		p.line("  %6s %6s  %-34s B: %s", "", "", trace.FitWhere(sb.Where(), 34), sb.Asm(o.Syntax))
+		p.line("%s %7s %7s  %-34s A: %s", run.Op, idx(a), idx(b), trace.FitWhere(sa.Where(), 34), sa.Asm(o.Syntax))
+		p.line("  %7s %7s  %-34s B: %s", "", "", trace.FitWhere(sb.Where(), 34), sb.Asm(o.Syntax))
 	}
 }
 
