@@ -59,13 +59,14 @@ func KernelName(t *trace.Trace) string {
 	return k
 }
 
-func describe(name string, t *trace.Trace) string {
+// describe says what trace t is: its kernel, mechanism and length.
+func describe(t *trace.Trace) string {
 	parts := []string{cmp.Or(KernelName(t), "unknown kernel")}
 	if m := t.Header.Mechanism; m != "" {
 		parts = append(parts, m)
 	}
 	parts = append(parts, fmt.Sprintf("%d instructions", t.Len()))
-	return cmp.Or(name, "(unnamed)") + ": " + strings.Join(parts, ", ")
+	return strings.Join(parts, ", ")
 }
 
 // MatchedBy says in words how steps were matched.
@@ -133,8 +134,13 @@ func fnName(name string) string { return cmp.Or(name, "(no symbol)") }
 func WriteText(w io.Writer, r *Result, o Options) error {
 	p := &printer{w: w}
 	p.line("sctrace diff")
-	p.line("  A  %s", describe(o.NameA, r.A))
-	p.line("  B  %s", describe(o.NameB, r.B))
+	for _, side := range []struct {
+		label, name string
+		t           *trace.Trace
+	}{{"A", o.NameA, r.A}, {"B", o.NameB, r.B}} {
+		p.line("  %s  %s", side.label, cmp.Or(side.name, "(unnamed)"))
+		p.line("     %s", describe(side.t))
+	}
 	for _, l := range wrapWords(r.MatchedBy(), Width-2) {
 		p.line("  %s", l)
 	}

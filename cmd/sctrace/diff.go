@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -179,7 +180,7 @@ func (f *diffFlags) kernel(i int) string {
 func (f *diffFlags) sideName(i int, words string) string {
 	name := "teaching kernel"
 	if k := f.kernel(i); k != "" {
-		name = k
+		name = filepath.Base(k)
 	}
 	if words != "" {
 		name += " + " + words

@@ -209,6 +209,23 @@ func TestDiffFiles(t *testing.T) {
 			t.Errorf("symbols in A only:\n%s", out)
 		}
 	})
+	t.Run("view --diff", func(t *testing.T) {
+		// Not on a terminal: the diff is printed, as diff prints it.
+		out, err := run(t, "view", sys, "--diff", i80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := run(t, "diff", sys, i80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out != want {
+			t.Errorf("view --diff prints\n%s\ndiff prints\n%s", out, want)
+		}
+		if _, err := run(t, "view", sys, "--diff", filepath.Join(dir, "none.json")); err == nil || !strings.Contains(err.Error(), "--diff: ") {
+			t.Errorf("view --diff of a missing file: %v", err)
+		}
+	})
 	t.Run("out", func(t *testing.T) {
 		p := filepath.Join(dir, "d.md")
 		if _, err := run(t, "diff", sys, i80, "-f", "md", "-o", p); err != nil {
