@@ -231,35 +231,74 @@ type run struct {
 // items and replaced stretches (a deletion and an insertion side by side
 // are one replaced stretch).
 //
-// It runs go-diff's Myers implementation (diff-match-patch), which works
-// on rune strings: each key becomes one rune, skipping the surrogate range,
-// which a Go string cannot hold. With no timeout set, diff-match-patch
-// neither gives up early nor takes its half-match shortcut, so the script
-// is a shortest one.
+// Items whose key the other sequence lacks cannot be matched; they are set
+// aside first (as GNU diff discards lines found in one file only), so that
+// two unrelated stretches cost nothing to align: Myers' algorithm takes
+// time in proportion to the length times the number of differences.
+//
+// The rest is aligned by go-diff's Myers implementation (diff-match-patch),
+// which works on rune strings: each key becomes one rune, skipping the
+// surrogate range, which a Go string cannot hold. With no timeout set,
+// diff-match-patch neither gives up early nor takes its half-match
+// shortcut, so the script is a shortest one.
 func myers(a, b []uint32, dmp *diffmatchpatch.DiffMatchPatch) []run {
+	inA, inB := make(map[uint32]bool, len(a)), make(map[uint32]bool, len(b))
+	for _, k := range a {
+		inA[k] = true
+	}
+	for _, k := range b {
+		inB[k] = true
+	}
+	var ka, kb []uint32 // the keys both have
+	var ia, ib []int    // where they are in a and b
+	for i, k := range a {
+		if inB[k] {
+			ka, ia = append(ka, k), append(ia, i)
+		}
+	}
+	for j, k := range b {
+		if inA[k] {
+			kb, ib = append(kb, k), append(ib, j)
+		}
+	}
 	var out []run
-	i, j := 0, 0
-	for _, d := range dmp.DiffMainRunes(runes(a), runes(b), false) {
-		n := utf8.RuneCountInString(d.Text)
-		switch d.Type {
-		case diffmatchpatch.DiffEqual:
-			out = append(out, run{op: Equal, a: i, b: j, n: n})
-			i, j = i+n, j+n
-			continue
-		case diffmatchpatch.DiffDelete:
-			if l := len(out); l > 0 && out[l-1].op != Equal {
-				out[l-1].na += n
+	// emit adds the stretch up to a[i], b[j] (replaced) and then n
+	// equal items from there.
+	pa, pb := 0, 0
+	emit := func(i, j, n int) {
+		if i > pa || j > pb {
+			out = append(out, run{op: Removed, a: pa, b: pb, na: i - pa, nb: j - pb})
+		}
+		if n > 0 {
+			if l := len(out); l > 0 && out[l-1].op == Equal && out[l-1].a+out[l-1].n == i && out[l-1].b+out[l-1].n == j {
+				out[l-1].n += n
 			} else {
-				out = append(out, run{op: Removed, a: i, b: j, na: n})
+				out = append(out, run{op: Equal, a: i, b: j, n: n})
 			}
-			i += n
-		case diffmatchpatch.DiffInsert:
-			if l := len(out); l > 0 && out[l-1].op != Equal {
-				out[l-1].nb += n
-			} else {
-				out = append(out, run{op: Added, a: i, b: j, nb: n})
+		}
+		pa, pb = i+n, j+n
+	}
+	i, j := 0, 0 // in ka and kb
+	if len(ka) > 0 && len(kb) > 0 {
+		for _, d := range dmp.DiffMainRunes(runes(ka), runes(kb), false) {
+			n := utf8.RuneCountInString(d.Text)
+			switch d.Type {
+			case diffmatchpatch.DiffEqual:
+				for k := range n {
+					emit(ia[i+k], ib[j+k], 1)
+				}
+				i, j = i+n, j+n
+			case diffmatchpatch.DiffDelete:
+				i += n
+			case diffmatchpatch.DiffInsert:
+				j += n
 			}
-			j += n
+		}
+	}
+	emit(len(a), len(b), 0)
+	for k := range out {
+		if out[k].op != Equal && out[k].na == 0 {
+			out[k].op = Added
 		}
 	}
 	return out

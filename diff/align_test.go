@@ -60,7 +60,7 @@ func build(t *testing.T, kernel string, lines ...string) *trace.Trace {
 			fn, off := splitSymbol(where)
 			s.RIP = trace.Hex(base + uint64(len(fn))*0x1000 + off)
 		} else {
-			s.RIP = trace.Hex(0x401000 + uint64(len(tr.Steps)))
+			s.RIP = trace.Hex(0x401000 + uint64(tr.Len()))
 		}
 		if inst, _, err := annotate.Decode(b); err == nil {
 			s.Op = inst.Op

@@ -19,8 +19,9 @@ const benchSteps = 100_000
 // recorded; B, on the same kernel banner (or another one, with
 // otherBuild), leaves the CR3 switch out of every 7th repetition, patches
 // the exit swapgs into a NOP in every 11th and makes the call to
-// do_syscall_64 twice in every 13th.
-func longTraces(b *testing.B, otherBuild bool) (*trace.Trace, *trace.Trace) {
+// do_syscall_64 twice in every 13th. With unrelated, every function of B
+// has another name, so that no step of A matches one of B.
+func longTraces(b *testing.B, otherBuild, unrelated bool) (*trace.Trace, *trace.Trace) {
 	b.Helper()
 	src, err := trace.ReadFile("../trace/testdata/int80.json")
 	if err != nil {
@@ -54,6 +55,9 @@ func longTraces(b *testing.B, otherBuild bool) (*trace.Trace, *trace.Trace) {
 			if rep%11 == 5 && s.Op == x86asm.SWAPGS && s.CPL == 0 && i > src.Len()/2 {
 				s.Bytes, s.Op, s.Mnemonic, s.ATT, s.Intel = trace.Bytes{0x0f, 0x1f, 0x00}, x86asm.NOP, "nop", "nopl (%rax)", "nop DWORD PTR [rax]"
 			}
+			if unrelated && s.Symbol != "" {
+				s.Symbol = "other_" + s.Symbol
+			}
 			bt.Append(s)
 			if rep%13 == 8 && i == ret {
 				for j := call; j <= ret; j++ {
@@ -67,14 +71,16 @@ func longTraces(b *testing.B, otherBuild bool) (*trace.Trace, *trace.Trace) {
 
 // BenchmarkCompare diffs two traces of about 10^5 steps each and prints
 // the result as text: the time per diff (target: at most 2 s) and the
-// memory it allocates and keeps (target: at most 300 MB).
+// memory it allocates and keeps (target: at most 300 MB). The unrelated
+// case, where nothing matches, is the one whose cost Myers' algorithm
+// alone would square.
 func BenchmarkCompare(b *testing.B) {
 	for _, bc := range []struct {
-		name  string
-		other bool
-	}{{"same-build", false}, {"other-build", true}} {
+		name             string
+		other, unrelated bool
+	}{{"same-build", false, false}, {"other-build", true, false}, {"unrelated", false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			ta, tb := longTraces(b, bc.other)
+			ta, tb := longTraces(b, bc.other, bc.unrelated)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
