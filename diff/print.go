@@ -14,7 +14,9 @@ import (
 type Options struct {
 	// NameA and NameB name the two traces (their files).
 	NameA, NameB string
-	Syntax       trace.Syntax
+	// Syntax is the syntax of the instructions listed (the zero value
+	// is trace.Intel). The details of events quote AT&T syntax.
+	Syntax trace.Syntax
 	// Expand lists every step of an inserted or removed run instead of
 	// one line with its count and first instruction.
 	Expand bool
@@ -271,7 +273,8 @@ func WriteMarkdown(w io.Writer, r *Result, o Options) error {
 	}{{"A", o.NameA, r.A}, {"B", o.NameB, r.B}} {
 		p.f("| %s | %s | %s | %s | %d |\n", s.side, md(s.name), md(KernelName(s.t)), md(s.t.Header.Mechanism), s.t.Len())
 	}
-	p.f("\n%s.\n", md(r.MatchedBy()))
+	by := r.MatchedBy()
+	p.f("\n%s%s.\n", strings.ToUpper(by[:1]), md(by[1:]))
 	for _, n := range r.Notes {
 		p.f("\n> %s\n", md(n))
 	}
