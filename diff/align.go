@@ -15,7 +15,10 @@
 // its caller sees as one item keyed by the callee. Frames are aligned with
 // Myers' algorithm, and the frames of matched calls are aligned in turn, so
 // a long call made in one trace only is one insertion in its caller and
-// cannot pull the rest of the path out of line.
+// cannot pull the rest of the path out of line. The steps left unmatched
+// that way (a call only one trace makes, or one made from a caller the
+// other trace lacks) are aligned once more step by step, so that a
+// function both traces call from differently named callers still pairs.
 package diff
 
 import (
@@ -79,13 +82,14 @@ type side struct {
 	// target is the function each step's call or jump went to, when
 	// it left its own ("" otherwise, and without symbols).
 	target []string
+	key    []uint32 // each step's interned key
 	top    *frame
 }
 
 // prepare splits t's steps into frames, keyed through k and in.
 func prepare(t *trace.Trace, k *keyer, in interner) *side {
 	n := t.Len()
-	s := &side{t: t, fn: make([]string, n), off: make([]uint64, n), target: make([]string, n), top: &frame{}}
+	s := &side{t: t, fn: make([]string, n), off: make([]uint64, n), target: make([]string, n), key: make([]uint32, n), top: &frame{}}
 	stack := []*frame{s.top}
 	for i := range n {
 		st := t.Step(i)
@@ -95,9 +99,9 @@ func prepare(t *trace.Trace, k *keyer, in interner) *side {
 		}
 		s.fn[i], s.off[i] = splitSymbol(st.Symbol)
 		key := k.key(st, next)
-		s.target[i] = key.target
+		s.target[i], s.key[i] = key.target, in.id(key)
 		cur := stack[len(stack)-1]
-		cur.items = append(cur.items, item{step: i, key: in.id(key)})
+		cur.items = append(cur.items, item{step: i, key: s.key[i]})
 		op := k.decode(st.Bytes).inst.Op
 		switch {
 		case op == x86asm.CALL && st.Over == nil && next != nil:
@@ -146,7 +150,35 @@ func (al *aligner) align(fa, fb *frame) {
 		for _, it := range fb.items[h.b : h.b+h.nb] {
 			bs = steps(bs, it)
 		}
+		al.unmatched(as, bs)
+	}
+}
+
+// unmatched appends the pairs of steps as of A and bs of B that the calls
+// left unmatched: those of calls made by one trace only, or by callers
+// the other trace does not have (a function renamed or inlined between
+// two kernels). Their steps are aligned once more, one by one, so that
+// the functions both call from there still pair up.
+func (al *aligner) unmatched(as, bs []int) {
+	if len(as) == 0 || len(bs) == 0 {
 		al.hunk(as, bs)
+		return
+	}
+	ka, kb := make([]uint32, len(as)), make([]uint32, len(bs))
+	for k, i := range as {
+		ka[k] = al.a.key[i]
+	}
+	for k, j := range bs {
+		kb[k] = al.b.key[j]
+	}
+	for _, h := range myers(ka, kb, al.dmp) {
+		if h.op == Equal {
+			for k := range h.n {
+				al.pairs = append(al.pairs, Pair{Equal, as[h.a+k], bs[h.b+k]})
+			}
+			continue
+		}
+		al.hunk(as[h.a:h.a+h.na], bs[h.b:h.b+h.nb])
 	}
 }
 
