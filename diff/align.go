@@ -312,7 +312,8 @@ func myers(a, b []uint32, dmp *diffmatchpatch.DiffMatchPatch) []run {
 	}
 	i, j := 0, 0 // in ka and kb
 	if len(ka) > 0 && len(kb) > 0 {
-		for _, d := range dmp.DiffMainRunes(runes(ka), runes(kb), false) {
+		ra, rb := runes(ka, kb)
+		for _, d := range dmp.DiffMainRunes(ra, rb, false) {
 			n := utf8.RuneCountInString(d.Text)
 			switch d.Type {
 			case diffmatchpatch.DiffEqual:
@@ -336,14 +337,28 @@ func myers(a, b []uint32, dmp *diffmatchpatch.DiffMatchPatch) []run {
 	return out
 }
 
-// runes turns keys into runes, one each, none in the surrogate range.
-func runes(keys []uint32) []rune {
-	out := make([]rune, len(keys))
-	for i, k := range keys {
-		if k >= 0xd800 {
-			k += 0x800
+// runes turns two sequences of keys into runes, one for each key,
+// numbered from 0 in the order they first appear, skipping the surrogate
+// range, which a Go string cannot hold. Both sequences hold only keys the
+// other has, so there are no more distinct keys than a trace has steps,
+// and a trace (at most trace.MaxFileSize bytes, about 700,000 steps) has
+// fewer than there are runes.
+func runes(a, b []uint32) ([]rune, []rune) {
+	ids := make(map[uint32]rune)
+	conv := func(keys []uint32) []rune {
+		out := make([]rune, len(keys))
+		for i, k := range keys {
+			r, ok := ids[k]
+			if !ok {
+				r = rune(len(ids))
+				if r >= 0xd800 {
+					r += 0x800
+				}
+				ids[k] = r
+			}
+			out[i] = r
 		}
-		out[i] = rune(k)
+		return out
 	}
-	return out
+	return conv(a), conv(b)
 }
