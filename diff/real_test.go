@@ -3,6 +3,7 @@ package diff_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -310,6 +311,16 @@ func TestLinux61And612(t *testing.T) {
 	}
 	if len(changed) == 0 {
 		t.Error("6.1 and 6.12 differ in no function")
+	}
+	// The printed summary names each of them, marked.
+	var text strings.Builder
+	if err := diff.WriteText(&text, r, diff.Options{NameA: "6.1", NameB: "6.12", Syntax: trace.ATT}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range changed {
+		if !regexp.MustCompile(`(?m)^  \* ` + regexp.QuoteMeta(trace.FitWhere(name, 44)) + ` +\d`).MatchString(text.String()) {
+			t.Errorf("the summary does not mark %s as changed:\n%s", name, text.String())
+		}
 	}
 	t.Logf("functions that changed: %s", strings.Join(changed, ", "))
 }
