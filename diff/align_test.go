@@ -2,6 +2,7 @@ package diff
 
 import (
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -270,4 +271,35 @@ func TestSplitSymbol(t *testing.T) {
 			t.Errorf("splitSymbol(%q) = %q, %#x; want %q, %#x", tt.in, fn, off, tt.fn, tt.off)
 		}
 	}
+}
+
+// FuzzCompare aligns traces made of a few functions and instructions, in
+// the order the input bytes say, and checks that every step of both is
+// paired once, in order, and that the counts add up.
+func FuzzCompare(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 0xff, 1, 3}, false)
+	f.Add([]byte{0x10, 0x21, 0x32, 0x43, 0xff, 0x43, 0x32, 0x21}, true)
+	insns := []string{pushRAX, popRAX, xorEAX, swapgs, nop3, movCR3RSP, callRel, ret}
+	fns := []string{"f", "g", "h"}
+	f.Fuzz(func(t *testing.T, data []byte, rebuilt bool) {
+		if len(data) > 400 {
+			return
+		}
+		var a, b []string
+		cur := &a
+		for _, c := range data {
+			if c == 0xff {
+				cur = &b
+				continue
+			}
+			fn, insn := fns[int(c>>4)%len(fns)], insns[int(c&0xf)%len(insns)]
+			*cur = append(*cur, fmt.Sprintf("%s+%#x %s", fn, int(c&0x70), insn))
+		}
+		kb := "k1"
+		if rebuilt {
+			kb = "k2"
+		}
+		r := Compare(build(t, "k1", a...), build(t, kb, b...))
+		checkCover(t, r)
+	})
 }
