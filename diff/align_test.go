@@ -46,7 +46,8 @@ func build(t *testing.T, kernel string, lines ...string) *trace.Trace {
 	t.Helper()
 	tr := &trace.Trace{Header: trace.Header{Kernel: kernel, Mechanism: "syscall"}}
 	base := uint64(0xffffffff81000000)
-	for _, l := range lines {
+	var steps []trace.Step
+	for i, l := range lines {
 		where, code, ok := strings.Cut(l, " ")
 		if !ok {
 			t.Fatalf("bad line %q", l)
@@ -61,26 +62,27 @@ func build(t *testing.T, kernel string, lines ...string) *trace.Trace {
 			fn, off := splitSymbol(where)
 			s.RIP = trace.Hex(base + uint64(len(fn))*0x1000 + off)
 		} else {
-			s.RIP = trace.Hex(0x401000 + uint64(tr.Len()))
+			s.RIP = trace.Hex(0x401000 + uint64(i))
 		}
-		if inst, _, err := annotate.Decode(b); err == nil {
+		steps = append(steps, s)
+	}
+	for i := range steps {
+		s := &steps[i]
+		// Calls and jumps go to the next step, wherever it is.
+		if i+1 < len(steps) && (s.Bytes[0] == 0xe8 || s.Bytes[0] == 0xe9) {
+			rel := int32(uint64(steps[i+1].RIP) - uint64(s.RIP) - uint64(len(s.Bytes)))
+			s.Bytes = trace.Bytes{s.Bytes[0], byte(rel), byte(rel >> 8), byte(rel >> 16), byte(rel >> 24)}
+		}
+		if inst, _, err := annotate.Decode(s.Bytes); err == nil {
 			s.Op = inst.Op
-			s.Mnemonic = annotate.CanonicalMnemonic(inst, b)
+			s.Mnemonic = annotate.CanonicalMnemonic(inst, s.Bytes)
 			s.ATT = x86asm.GNUSyntax(inst, uint64(s.RIP), nil)
 		}
 		if s.Op == 0 {
 			s.Mnemonic = "endbr64"
 			s.ATT = "endbr64"
 		}
-		tr.Append(s)
-	}
-	// Calls and jumps go to the next step, wherever it is.
-	for i := 0; i+1 < tr.Len(); i++ {
-		s, next := tr.Step(i), tr.Step(i+1)
-		if s.Op == x86asm.CALL || s.Op == x86asm.JMP {
-			rel := int32(uint64(next.RIP) - uint64(s.RIP) - uint64(len(s.Bytes)))
-			s.Bytes = append(trace.Bytes{s.Bytes[0]}, byte(rel), byte(rel>>8), byte(rel>>16), byte(rel>>24))
-		}
+		tr.Append(*s)
 	}
 	return tr
 }
