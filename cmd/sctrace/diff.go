@@ -47,7 +47,9 @@ func newDiffCmd() *cobra.Command {
 interactive view) by what their instructions are, not where they are: each
 step is keyed by the function it runs in and the instruction's operation and
 operands, with addresses left out, so that KASLR, another kernel build or
-other register values do not by themselves make two steps different. The
+other register values do not by themselves make two steps different; two
+traces of one kernel build (the same banner) are keyed by the offset in the
+function as well, so a site patched differently at boot shows as changed. The
 calls each trace makes are aligned one by one (Myers' algorithm on each
 call's steps), so a long call made in one trace only cannot pull the rest
 out of line. Traces without symbols are matched by the instruction alone,
@@ -113,7 +115,8 @@ bug=int80-noswapgs for the teaching kernel, mitigations=off).`,
 			r := diff.Compare(a, b)
 			w := func(w io.Writer) error { return write(w, r, o) }
 			if f.out != "" {
-				return outfile.Save(f.out, "sctrace-diff-*", w)
+				ext := map[string]string{"json": ".json", "markdown": ".md", "md": ".md"}[f.format]
+				return outfile.Save(f.out, "sctrace-diff-*"+cmp.Or(ext, ".txt"), w)
 			}
 			return w(cmd.OutOrStdout())
 		},
