@@ -218,7 +218,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	w := newBannerWatch(serial, linuxinit.Banner)
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu,
+		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu, SMP: o.SMP,
 		Memory: cmp.Or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {

@@ -36,6 +36,9 @@ type Options struct {
 	// the teaching kernel's selftest under it (accel.Selftest).
 	KVMCheck  accel.Checker
 	CPU       string              // guest CPU model; "" is qemu.DefaultCPU
+	// SMP is how many vCPUs a guest sctrace starts gets (QEMU's -smp); 0
+	// or 1 is one. A system call is followed on the vCPU that makes it.
+	SMP int
 	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string              // extra words for the teaching kernel's command line
 	Keep      bool                // leave QEMU running at Close (detached, guest running)
@@ -147,7 +150,7 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	}
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU,
+		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU, SMP: o.SMP,
 		GDB: true, GDBTCP: o.GDBTCP, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {

@@ -34,7 +34,11 @@ func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if err := r.findEntry(ctx, m); err != nil {
 		return err
 	}
-	return r.readSys(ctx)
+	if err := r.readSys(ctx); err != nil {
+		return err
+	}
+	r.noteCPUs(ctx, true)
+	return nil
 }
 
 func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
@@ -111,7 +115,9 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
 	defer r.clearBreakpoint(ctx, addr, &err)
-	sr, err := r.T.Conn.Continue(ctx)
+	// Every vCPU runs: the call may come on any of them, and the one that
+	// hits is followed from here on.
+	sr, err := r.T.ContinueAll(ctx)
 	if err != nil {
 		return fmt.Errorf("continue to %s: %w", r.name(addr), err)
 	}

@@ -117,6 +117,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Symbols != "" {
 		p.f("symbols: %s\n", h.Symbols)
 	}
+	for _, l := range h.CPULines() {
+		p.f("%s\n", l)
+	}
 	p.f("stepping: %s\n\n", h.Stepping)
 	effects := func(effs []annotate.Effect) {
 		for _, e := range effs {
@@ -204,6 +207,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	}
 	if h.Symbols != "" {
 		p.f("- symbols: %s\n", h.Symbols)
+	}
+	for _, l := range h.CPULines() {
+		p.f("- %s\n", mdEscape(l))
 	}
 	p.f("- stepping: %s\n\n", h.Stepping)
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {

@@ -24,6 +24,7 @@ func newRunCmd() *cobra.Command {
 		qbin  string
 		keep  bool
 		cpu   string
+		smp   int
 		tcp   bool
 	)
 	cmd := &cobra.Command{
@@ -55,7 +56,12 @@ write what was recorded, and end QEMU.`,
 			if err != nil {
 				return err
 			}
-			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			if cmd.Flags().Changed("smp") {
+				if err := qemu.CheckSMP(smp); err != nil {
+					return err
+				}
+			}
+			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, Mechanism: m, Keep: keep, Timeout: sf.timeout}
 			o.GDBTCP = tcp
 			warnTCP(cmd.ErrOrStderr(), tcp)
 			rf.options(&o)
@@ -90,6 +96,7 @@ write what was recorded, and end QEMU.`,
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
+	fl.IntVar(&smp, "smp", 1, smpUsage)
 	return cmd
 }
 
@@ -125,6 +132,9 @@ func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m m
 	}
 	return err
 }
+
+// smpUsage is the help of --smp.
+const smpUsage = "vCPUs the guest gets (QEMU's -smp, 1 to 255); the call is followed on the vCPU that makes it"
 
 // errProbeWithoutTrace refuses --probe-msrs where nothing would use it.
 var errProbeWithoutTrace = errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
