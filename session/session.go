@@ -34,11 +34,11 @@ type Options struct {
 	Accel string // tcg, kvm or auto (see package accel; auto is TCG here)
 	// KVMCheck decides whether KVM works when it is asked for; nil runs
 	// the teaching kernel's selftest under it (accel.Selftest).
-	KVMCheck  accel.Checker
-	CPU       string              // guest CPU model; "" is qemu.DefaultCPU
+	KVMCheck accel.Checker
+	CPU      string // guest CPU model; "" is qemu.DefaultCPU
 	// SMP is how many vCPUs a guest sctrace starts gets (QEMU's -smp); 0
 	// or 1 is one. A system call is followed on the vCPU that makes it.
-	SMP int
+	SMP       int
 	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string              // extra words for the teaching kernel's command line
 	Keep      bool                // leave QEMU running at Close (detached, guest running)

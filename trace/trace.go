@@ -90,16 +90,16 @@ type Header struct {
 	Interrupts string `json:"interrupts,omitempty"`
 	// IRQs counts the interrupts taken while stepping that were run to
 	// their return and left out of Steps.
-	IRQs    int               `json:"irqs,omitempty"`
+	IRQs int `json:"irqs,omitempty"`
 	// CPU is the vCPU the trace follows when the guest has several: the
 	// one that made the call. Nil for a guest with one vCPU.
 	CPU *CPU `json:"cpu,omitempty"`
 	// OtherCPUs says where the other vCPUs were, stopped by QEMU, when the
 	// trace started and when it ended; they do not move while the
 	// followed vCPU is stepped.
-	OtherCPUs []OtherCPU   `json:"other_cpus,omitempty"`
-	Sys       *x86.SysRegs `json:"sys,omitempty"` // monitor info registers at the start
-	Regions []annotate.Region `json:"regions,omitempty"`
+	OtherCPUs []OtherCPU        `json:"other_cpus,omitempty"`
+	Sys       *x86.SysRegs      `json:"sys,omitempty"` // monitor info registers at the start
+	Regions   []annotate.Region `json:"regions,omitempty"`
 	// MSRs are the model-specific registers learnt while recording, each
 	// with its provenance (read, inferred or probed).
 	MSRs []annotate.MSR `json:"msrs,omitempty"`
