@@ -111,7 +111,8 @@ type linuxState struct {
 	tab     *symbols.Table // kallsyms, without the per-CPU copies
 	res     *kallsyms.Result
 	gsBase  uint64
-	fixed   []annotate.Region // TSS, entry and IST stacks, per-CPU area, GDT, IDT
+	fixed   []annotate.Region      // TSS, entry and IST stacks, per-CPU area, GDT, IDT
+	perCPU  map[uint64]perCPUNames // by kernel GS base, on a guest with several vCPUs
 	// Timings, for reports.
 	Booted, Ready time.Duration
 	started       time.Time
@@ -406,23 +407,33 @@ func (s *Session) readLinux(ctx context.Context) error {
 	}
 	l := s.linux
 	l.tab, l.res, l.gsBase, l.fixed = tab, res, gs, fixed
-	s.Symbols = tab
-	if gs != 0 {
-		s.Symbols = linux.WithPerCPU(tab, gs)
-	}
-	if l.mode != "" {
-		// sctrace's own /init: its labels mark the loop's system call.
-		init, err := linuxinit.Symbols(l.mode)
-		if err != nil {
-			return err
-		}
-		s.Symbols = s.Symbols.Merge(init)
+	if s.Symbols, err = s.linuxSymbols(gs); err != nil {
+		return err
 	}
 	if task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, tab, gs); err == nil {
 		s.linuxTask = task
 	}
 	l.Ready = time.Since(l.started)
 	return nil
+}
+
+// linuxSymbols returns the kernel's symbols with its per-CPU symbols
+// placed at gs, one CPU's per-CPU area, and sctrace's /init labels when
+// /init is sctrace's own.
+func (s *Session) linuxSymbols(gs uint64) (*symbols.Table, error) {
+	tab := s.linux.tab
+	if gs != 0 {
+		tab = linux.WithPerCPU(tab, gs)
+	}
+	if s.linux.mode != "" {
+		// sctrace's own /init: its labels mark the loop's system call.
+		init, err := linuxinit.Symbols(s.linux.mode)
+		if err != nil {
+			return nil, err
+		}
+		tab = tab.Merge(init)
+	}
+	return tab, nil
 }
 
 // IsLinuxTable reports whether tab names a Linux kernel: it has the entry
@@ -472,14 +483,72 @@ func (s *Session) refreshLinux(ctx context.Context) {
 	if s.linux == nil || s.linux.tab == nil {
 		return
 	}
+	moved := s.followCPU(ctx)
 	task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, s.linux.tab, s.linux.gsBase)
-	if err != nil || task == s.linuxTask {
+	if err == nil && task != s.linuxTask {
+		s.linuxTask, moved = task, true
+	}
+	if !moved || s.Recorder == nil {
 		return
 	}
-	s.linuxTask = task
 	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)
-	s.Recorder.Ctx.Regions = s.Regions
-	s.Recorder.Trace().Header.Regions = s.Regions
+	s.Recorder.SetNames(s.Symbols, s.Regions)
+}
+
+// followCPU names the per-CPU data after the vCPU that made the call, on
+// a guest with several: its kernel GS base (the per-CPU area; GS base or
+// KERNEL_GS_BASE at the stop) places the per-CPU symbols, and its TSS
+// (TR's base, read with the monitor showing that vCPU) gives its entry
+// and IST stacks and cpu_tss_rw. What was found for each vCPU is kept.
+// It reports whether the names changed.
+func (s *Session) followCPU(ctx context.Context) bool {
+	l := s.linux
+	if !s.Target.SMP() || s.Recorder == nil {
+		return false
+	}
+	st := s.Recorder.Current()
+	if st == nil {
+		return false
+	}
+	gs, ok := st.KernelGS()
+	if !ok || gs == l.gsBase {
+		return false
+	}
+	pc, ok := l.perCPU[gs]
+	if !ok {
+		sys := s.Recorder.Trace().Header.Sys
+		if sys == nil {
+			return false
+		}
+		fixed, err := linux.Regions(ctx, kernelMemory{s.Target}, l.tab, sys, gs)
+		if err != nil {
+			s.Notes = append(s.Notes, fmt.Sprintf("the regions of the vCPU with GS base %#x: %v", gs, err))
+			return false
+		}
+		tab, err := s.linuxSymbols(gs)
+		if err != nil {
+			return false
+		}
+		pc = perCPUNames{tab: tab, fixed: fixed}
+		if l.perCPU == nil {
+			l.perCPU = map[uint64]perCPUNames{}
+		}
+		l.perCPU[gs] = pc
+	}
+	if _, seen := l.perCPU[l.gsBase]; !seen && l.gsBase != 0 {
+		if l.perCPU == nil {
+			l.perCPU = map[uint64]perCPUNames{}
+		}
+		l.perCPU[l.gsBase] = perCPUNames{tab: s.Symbols, fixed: l.fixed}
+	}
+	l.gsBase, l.fixed, s.Symbols = gs, pc.fixed, pc.tab
+	return true
+}
+
+// perCPUNames are the names of one vCPU's per-CPU data.
+type perCPUNames struct {
+	tab   *symbols.Table    // symbols with the per-CPU ones at its GS base
+	fixed []annotate.Region // its TSS, entry and IST stacks, per-CPU area
 }
 
 func lastLines(s string, n int) string {

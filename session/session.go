@@ -251,6 +251,11 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	s.Conn = conn
 	s.Target = target.New(conn)
+	// On a guest with several vCPUs, registers, steps and the monitor
+	// follow the one the stub stopped on, until a call comes on another.
+	if err := s.Target.FollowStopped(ctx); err != nil {
+		return err
+	}
 	if err := s.prepareLinux(ctx, o); err != nil {
 		return err
 	}

@@ -78,6 +78,20 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 	}
 }
 
+// SetNames changes the symbols and regions the steps recorded from now on
+// are named with, as when the system call came on another vCPU, whose
+// per-CPU area, TSS and stacks are its own.
+func (r *Recorder) SetNames(syms *symbols.Table, regions []annotate.Region) {
+	r.Symbols = syms
+	r.Ctx.Symbols = nil
+	if syms != nil {
+		r.Ctx.Symbols = syms
+		r.trace.Header.Symbols = syms.Source
+	}
+	r.Ctx.Regions = regions
+	r.trace.Header.Regions = regions
+}
+
 // What happens to interrupts that arrive while stepping (Header.Interrupts).
 const (
 	IRQMasked      = "masked"       // QEMU keeps them pending while stepping
