@@ -64,6 +64,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
+		{[]string{"run", "--trace", "--smp", "0"}, "--smp 0: a guest needs at least one vCPU"},
+		{[]string{"run", "--smp", "-2"}, "--smp -2: a guest needs at least one vCPU"},
+		{[]string{"run", "linux", "--kernel", "x", "--smp", "256"}, "--smp 256: QEMU's pc machine takes at most 255 vCPUs"},
+		{[]string{"run", "--smp", "two"}, `invalid argument "two" for "--smp"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
