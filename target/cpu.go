@@ -82,11 +82,7 @@ func (t *Target) Follow(ctx context.Context, thread string) error {
 		return fmt.Errorf("follow %s: %w", thread, t.gone(thread))
 	}
 	if err := t.Conn.SelectThreadID(ctx, 'g', thread); err != nil {
-		var se *gdbremote.StubError
-		if errors.As(err, &se) {
-			return fmt.Errorf("follow %s: %w (%w)", thread, t.gone(thread), err)
-		}
-		return fmt.Errorf("follow %s: %w", thread, err)
+		return fmt.Errorf("follow %s: %w", thread, t.refused(thread, err))
 	}
 	if _, err := t.Conn.Monitor(ctx, "cpu "+strconv.Itoa(t.cpus[i].Index)); err != nil && !errors.Is(err, gdbremote.ErrUnknownCommand) {
 		var ue *gdbremote.UnsupportedError
@@ -129,6 +125,17 @@ func (t *Target) gone(thread string) error {
 	return fmt.Errorf("%w: the stub has no thread %s (its vCPUs are %s)", ErrNoCPU, thread, strings.Join(have, ", "))
 }
 
+// refused explains the stub's refusal (an error reply) to select a
+// thread it listed: the vCPU went away (QEMU answers E22 for a thread it
+// does not have). Other errors are returned as they are.
+func (t *Target) refused(thread string, err error) error {
+	var se *gdbremote.StubError
+	if !errors.As(err, &se) {
+		return err
+	}
+	return fmt.Errorf("%w: the stub refused thread %s, which it listed before: the vCPU went away (%w)", ErrNoCPU, thread, err)
+}
+
 // ErrNoCPU is returned (wrapped) for a vCPU thread the stub does not have:
 // a wrong number given, or a CPU that went away.
 var ErrNoCPU = errors.New("no such vCPU")
@@ -137,11 +144,7 @@ var ErrNoCPU = errors.New("no such vCPU")
 // again, leaving every vCPU where it was.
 func (t *Target) Peek(ctx context.Context, thread string) (_ *x86.State, err error) {
 	if err := t.Conn.SelectThreadID(ctx, 'g', thread); err != nil {
-		var se *gdbremote.StubError
-		if errors.As(err, &se) {
-			return nil, fmt.Errorf("read %s: %w (%w)", thread, t.gone(thread), err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("read %s: %w", thread, t.refused(thread, err))
 	}
 	defer func() {
 		if t.thread == "" {
