@@ -38,7 +38,10 @@ type Options struct {
 	CPU      string // guest CPU model; "" is qemu.DefaultCPU
 	// SMP is how many vCPUs a guest sctrace starts gets (QEMU's -smp); 0
 	// or 1 is one. A system call is followed on the vCPU that makes it.
-	SMP       int
+	SMP int
+	// UserCPU is the vCPU the teaching kernel runs its user program on
+	// (its cpu=N); 1 needs SMP of at least 2.
+	UserCPU   int
 	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string              // extra words for the teaching kernel's command line
 	Keep      bool                // leave QEMU running at Close (detached, guest running)
@@ -121,6 +124,12 @@ const KernelDescription = "sctrace teaching kernel (bundled)"
 // stopped, attaches to its gdbstub, and prepares a recorder. The caller
 // must Close the session.
 func StartFixture(ctx context.Context, o Options) (*Session, error) {
+	if o.UserCPU != 0 && o.UserCPU != 1 {
+		return nil, fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)
+	}
+	if o.UserCPU >= max(o.SMP, 1) {
+		return nil, fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
+	}
 	tmp, err := scratch.Dir("")
 	if err != nil {
 		return nil, err
@@ -139,6 +148,9 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	cmdline := "trace"
 	if o.Mechanism != "" {
 		cmdline += " mech=" + string(o.Mechanism)
+	}
+	if o.UserCPU != 0 {
+		cmdline += fmt.Sprintf(" cpu=%d", o.UserCPU)
 	}
 	if o.Append != "" {
 		cmdline += " " + o.Append
@@ -389,6 +401,10 @@ func Regions(tab *symbols.Table) []annotate.Region {
 }
 
 func regionKind(name string) (annotate.RegionKind, bool) {
+	// A second CPU's copies carry its number: percpu_cpu1, entry_stack_cpu1.
+	if base, n, ok := strings.Cut(name, "_cpu"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		name = base
+	}
 	switch {
 	case name == "user_stack":
 		return annotate.RegionUserStack, true

@@ -25,6 +25,7 @@ func newRunCmd() *cobra.Command {
 		keep  bool
 		cpu   string
 		smp   int
+		ucpu  int
 		tcp   bool
 	)
 	cmd := &cobra.Command{
@@ -49,7 +50,8 @@ write what was recorded, and end QEMU.`,
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace
   sctrace run --trace --mechanism sysenter --syntax intel
-  sctrace run --trace --format json --out syscall.json`,
+  sctrace run --trace --format json --out syscall.json
+  sctrace run --trace --smp 2 --user-cpu 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
@@ -61,7 +63,7 @@ write what was recorded, and end QEMU.`,
 					return err
 				}
 			}
-			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, UserCPU: ucpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
 			o.GDBTCP = tcp
 			warnTCP(cmd.ErrOrStderr(), tcp)
 			rf.options(&o)
@@ -97,6 +99,7 @@ write what was recorded, and end QEMU.`,
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	fl.IntVar(&smp, "smp", 1, smpUsage)
+	fl.IntVar(&ucpu, "user-cpu", 0, "the vCPU the teaching kernel runs its program on: 0, or 1 with --smp 2 (it wakes CPU 1 with INIT-SIPI-SIPI)")
 	return cmd
 }
 
