@@ -15,6 +15,7 @@ import (
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/linux"
 	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -161,4 +162,79 @@ func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) 
 	}
 	t.Logf("vCPU %d: GS base %#x, TR base %#x, %d steps; vCPU %d at %s", cpu, want, tss.Start, tr.Len(), o.Index, o.Start)
 	return want, tss.Start
+}
+
+// TestFixtureSMPPerCPU traces the same syscall on the teaching kernel's
+// CPU 0 and CPU 1 (cpu=1 wakes the second CPU and runs the program there).
+// The expected per-CPU area of each comes from the ELF symbols: percpu
+// and percpu_cpu1. The kernel GS base at the syscall must be that area,
+// the entry code's store of the user RSP must land in that CPU's TSS.sp2
+// (the TSS is the area's first field) and be named after that CPU's TSS,
+// and the two areas must differ.
+func TestFixtureSMPPerCPU(t *testing.T) {
+	testenv.NeedQEMU(t)
+	gsOf := map[int]uint64{}
+	for cpu, area := range []string{"percpu", "percpu_cpu1"} {
+		t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			s, err := StartFixture(ctx, Options{Accel: "tcg", Mechanism: mechanism.Syscall, SMP: 2, UserCPU: cpu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			want, ok := s.Symbols.Addr(area)
+			if !ok {
+				t.Fatalf("no %s symbol", area)
+			}
+			tss := strings.Replace(area, "percpu", "tss", 1)
+			tr, err := s.RoundTrip(ctx, mechanism.Syscall)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := tr.Header
+			if h.Stop != string(trace.StopUser) {
+				t.Fatalf("stopped: %s", h.Stop)
+			}
+			if h.CPU == nil || h.CPU.Index != cpu || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != want {
+				t.Fatalf("header: followed %+v; want vCPU %d of 2 with GS base %s = %#x", h.CPU, cpu, area, want)
+			}
+			if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
+				t.Errorf("KERNEL_GS_BASE at the syscall %#x, want %s = %#x", kgs, area, want)
+			}
+			sp2 := want + x86.TSSRSP2
+			found := false
+			for i := range tr.Len() {
+				st := tr.Step(i)
+				inst, _, err := annotate.Decode(st.Bytes)
+				if err != nil || inst.Op != x86asm.MOV {
+					continue
+				}
+				m, ok := inst.Args[0].(x86asm.Mem)
+				if !ok || m.Segment != x86asm.GS || st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
+					continue
+				}
+				found = true
+				name := strings.ReplaceAll(tss, "_", " ")
+				named := false
+				for _, e := range st.Effects {
+					named = named || strings.Contains(e.Text, `TSS "`+name+`"`)
+				}
+				if !named {
+					t.Errorf("step %d (%s) stores to %#x without naming the TSS %q: %+v", i, st.Intel, sp2, name, st.Effects)
+				}
+			}
+			if !found {
+				t.Errorf("no step stores to %#x, %s.sp2", sp2, tss)
+			}
+			if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu || h.OtherCPUs[0].Start != h.OtherCPUs[0].End {
+				t.Errorf("other vCPUs %+v: want vCPU %d, where it was at the start", h.OtherCPUs, 1-cpu)
+			}
+			gsOf[cpu] = want
+			t.Logf("vCPU %d: GS base %#x, %d steps; vCPU %d at %s", cpu, want, tr.Len(), 1-cpu, h.OtherCPUs[0].Start)
+		})
+	}
+	if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
+		t.Errorf("both CPUs have the per-CPU area at %#x", gsOf[0])
+	}
 }
