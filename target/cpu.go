@@ -25,13 +25,15 @@ func (c CPU) String() string {
 }
 
 // ListCPUs asks the stub for its threads, one per vCPU in QEMU, and
-// remembers them. A stub without the thread list is taken as one CPU.
+// remembers them. A stub without the thread list (an empty or error
+// reply) is taken as one CPU.
 func (t *Target) ListCPUs(ctx context.Context) ([]CPU, error) {
 	ids, err := t.Conn.Threads(ctx)
 	if err != nil {
 		var ue *gdbremote.UnsupportedError
-		if errors.As(err, &ue) {
-			t.cpus = nil
+		var se *gdbremote.StubError
+		if errors.As(err, &ue) || errors.As(err, &se) {
+			t.cpus = []CPU{}
 			return nil, nil
 		}
 		return nil, fmt.Errorf("list vCPUs: %w", err)
