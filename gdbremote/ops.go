@@ -174,11 +174,12 @@ func (c *Conn) Step(ctx context.Context) (StopReply, error) {
 // *UnsupportedError if the stub does not offer vCont steps.
 //
 // Observed on QEMU 7.2 and 10.0.2 with -smp 2 under TCG (Linux 6.1 with
-// idle=poll, so both vCPUs always execute): after 50 "vCont;s:p01.01"
-// the other vCPU's RIP had not moved, and every stop reply named
-// thread p01.01. A plain 's' (Step) on 7.2 resumes every vCPU while the
-// selected one steps: the other vCPU's RIP moved over the same 50 steps.
-// A thread the stub does not have is refused with E22.
+// idle=poll, so that an idle vCPU keeps executing): over 3 rounds of 30
+// "vCont;s:p01.01" the other vCPU's RIP never moved, and every stop reply
+// named thread p01.01. A plain 's' (Step), even after Hc, resumes every
+// vCPU while the selected one steps: the other vCPU's RIP moved after
+// 20-26 of 30 steps on 7.2 and 8-14 of 30 on 10.0.2. A thread the stub
+// does not have is refused with E22.
 func (c *Conn) StepVCont(ctx context.Context, thread string) (StopReply, error) {
 	sr, err := c.vCont(ctx, 's', thread, waitStep)
 	if err != nil {
