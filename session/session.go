@@ -124,11 +124,8 @@ const KernelDescription = "sctrace teaching kernel (bundled)"
 // stopped, attaches to its gdbstub, and prepares a recorder. The caller
 // must Close the session.
 func StartFixture(ctx context.Context, o Options) (*Session, error) {
-	if o.UserCPU != 0 && o.UserCPU != 1 {
-		return nil, fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)
-	}
-	if o.UserCPU >= max(o.SMP, 1) {
-		return nil, fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
+	if err := o.CheckUserCPU(); err != nil {
+		return nil, err
 	}
 	tmp, err := scratch.Dir("")
 	if err != nil {
@@ -179,6 +176,18 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// CheckUserCPU checks that the teaching kernel can run its program on
+// o.UserCPU: CPU 0, or CPU 1 when the guest has a second vCPU.
+func (o Options) CheckUserCPU() error {
+	switch {
+	case o.UserCPU != 0 && o.UserCPU != 1:
+		return fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)
+	case o.UserCPU >= max(o.SMP, 1):
+		return fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
+	}
+	return nil
 }
 
 // chooseAccel picks the accelerator for a guest sctrace starts to trace:

@@ -68,6 +68,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--smp", "-2"}, "--smp -2: a guest needs at least one vCPU"},
 		{[]string{"run", "linux", "--kernel", "x", "--smp", "256"}, "--smp 256: QEMU's pc machine takes at most 255 vCPUs"},
 		{[]string{"run", "--smp", "two"}, `invalid argument "two" for "--smp"`},
+		{[]string{"run", "--user-cpu", "1"}, "--user-cpu 1 needs a second vCPU: add --smp 2"},
+		{[]string{"run", "--smp", "4", "--user-cpu", "3"}, "--user-cpu 3: the teaching kernel runs its program on CPU 0 or CPU 1"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

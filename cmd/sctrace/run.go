@@ -64,6 +64,9 @@ write what was recorded, and end QEMU.`,
 				}
 			}
 			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, UserCPU: ucpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			if err := o.CheckUserCPU(); err != nil {
+				return err
+			}
 			o.GDBTCP = tcp
 			warnTCP(cmd.ErrOrStderr(), tcp)
 			rf.options(&o)
