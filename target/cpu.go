@@ -178,7 +178,9 @@ func (t *Target) ContinueAll(ctx context.Context) (gdbremote.StopReply, error) {
 // ContinueFollowed lets only the followed vCPU run (vCont;c:thread) until
 // it stops, so that a breakpoint set inside a system call stops the vCPU
 // making it and not another running the same code. With one vCPU it is a
-// plain continue.
+// plain continue. A call that waits for another vCPU (a lock it holds, an
+// IPI it must answer) then waits until the deadline, as it would while
+// single-stepping.
 func (t *Target) ContinueFollowed(ctx context.Context) (gdbremote.StopReply, error) {
 	if _, ok := t.Followed(); !ok {
 		return t.Conn.Continue(ctx)

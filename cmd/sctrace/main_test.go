@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"path/filepath"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/trace"
 )
 
 // run executes sctrace in-process with args and returns its output and
@@ -153,6 +157,49 @@ func TestRunTrace(t *testing.T) {
 	}
 	if !strings.Contains(view, "mechanism callgate") || !strings.Contains(view, "retfq") {
 		t.Errorf("view of the saved trace:\n%s", view)
+	}
+}
+
+// TestRunSMP traces on the teaching kernel's second CPU, as the README
+// shows, and checks that the saved trace and its printed header name the
+// vCPU followed (1 of 2), its kernel GS base (percpu_cpu1 of the bundled
+// ELF) and the other vCPU.
+func TestRunSMP(t *testing.T) {
+	testenv.NeedQEMU(t)
+	saved := filepath.Join(t.TempDir(), "t.json")
+	if _, err := run(t, "run", "--trace", "--accel", "tcg", "--smp", "2", "--user-cpu", "1", "--format", "json", "--out", saved); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := trace.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	area, ok := tab.Addr("percpu_cpu1")
+	if !ok {
+		t.Fatal("no percpu_cpu1 in the bundled kernel")
+	}
+	h := tr.Header
+	if h.CPU == nil || h.CPU.Index != 1 || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != area {
+		t.Fatalf("header follows %+v; want vCPU 1 of 2 with GS base %#x", h.CPU, area)
+	}
+	if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 0 {
+		t.Fatalf("other vCPUs %+v; want vCPU 0", h.OtherCPUs)
+	}
+	view, err := run(t, "view", saved, "--format", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("followed: vCPU 1 of 2 (gdbstub thread %s, kernel GS base %#x)", h.CPU.Thread, area),
+		fmt.Sprintf("vCPU 0 (thread %s): at start %s; at end %s", h.OtherCPUs[0].Thread, h.OtherCPUs[0].Start, h.OtherCPUs[0].End),
+	} {
+		if !strings.Contains(view, want) {
+			t.Errorf("view of the saved trace lacks %q:\n%s", want, view)
+		}
 	}
 }
 
