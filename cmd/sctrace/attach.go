@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ func newAttachCmd() *cobra.Command {
 		budget  int
 		irq     bool
 		here    bool
+		boot    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "attach HOST:PORT",
@@ -30,9 +32,14 @@ and opens the interactive view there. Addresses are HOST:PORT, :PORT or
 unix:/path. Without symbols (--symbols vmlinux or System.map) only the
 syscall path can be found, by its entry point.
 
+A guest that has not booted yet (QEMU started with -S waits at the reset
+vector, in real mode) is recognised at once: with --boot-wait sctrace lets
+it run until a 64-bit kernel is running, then looks for its symbols.
+
 On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		Example: `  qemu-system-x86_64 -s -S -kernel bzImage ... &
-  sctrace attach :1234 --symbols vmlinux`,
+  sctrace attach :1234 --symbols vmlinux
+  sctrace attach :1234 --boot-wait        # QEMU started with -S`,
 		Args: oneArg("the stub's address (HOST:PORT, :PORT or unix:PATH)"),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			m, err := mechanism.Parse(mech)
@@ -43,7 +50,10 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 			if err != nil {
 				return err
 			}
-			o := session.Options{Symbols: symfile, Timeout: sf.timeout, Budget: budget, AllowIRQ: irq, StackWords: tui.StackWords}
+			if err := checkBootWait(boot); err != nil {
+				return err
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout, Budget: budget, AllowIRQ: irq, StackWords: tui.StackWords, BootWait: boot}
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
 				return err
@@ -59,6 +69,7 @@ On quitting, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		},
 	}
 	sf.register(cmd)
+	registerBootWait(cmd, &boot)
 	fl := cmd.Flags()
 	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -148,6 +149,7 @@ func newTraceCmd() *cobra.Command {
 		sf      stubFlags
 		attach  string
 		symfile string
+		boot    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "trace --attach HOST:PORT",
@@ -158,10 +160,13 @@ until the CPU is back in user mode. Every instruction is printed with what it
 did: privilege changes, swapgs, CR3 writes, stack switches, MSRs learnt.
 
 On the way out sctrace detaches, which removes its breakpoints and lets the
-guest run on. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
+guest run on. A guest that has not booted (QEMU started with -S) is
+refused at once, or, with --boot-wait, let run until a 64-bit kernel is
+running. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
 what was recorded and detaches the same way.`,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
-  sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json`,
+  sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json
+  sctrace trace --attach :1234 --boot-wait=30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
@@ -171,7 +176,10 @@ what was recorded and detaches the same way.`,
 			if attach == "" {
 				return errors.New("--attach HOST:PORT is required (or use `sctrace run --trace` for the bundled kernel)")
 			}
-			o := session.Options{Symbols: symfile, Timeout: sf.timeout}
+			if err := checkBootWait(boot); err != nil {
+				return err
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout, BootWait: boot}
 			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
@@ -191,6 +199,7 @@ what was recorded and detaches the same way.`,
 	}
 	rf.register(cmd)
 	sf.register(cmd)
+	registerBootWait(cmd, &boot)
 	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
 	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	return cmd
