@@ -118,36 +118,18 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("symbols: %s\n", h.Symbols)
 	}
 	p.f("stepping: %s\n\n", h.Stepping)
-	effects := func(effs []annotate.Effect) {
-		for _, e := range effs {
-			mark := "   "
-			switch e.Verdict {
-			case annotate.OK:
-				mark = " ok"
-			case annotate.Finding:
-				mark = " !!"
-			}
-			for j, line := range wrap(e.Text, 100-18) {
-				if j == 0 {
-					p.f("    %s %-10s %s\n", mark, e.Kind, line)
-				} else {
-					p.f("%18s%s\n", "", line)
-				}
-			}
-		}
-	}
 	for i := range t.Steps {
 		// A probe's effects follow those of the step it ran after.
-		effects(ProbeEffects(t.Probes, i))
-		s := &t.Steps[i]
-		ring := "U"
-		if s.CPL == 0 {
-			ring = "K"
+		p.effects(ProbeEffects(t.Probes, i))
+		if g, ok := t.GapAt(i); ok {
+			p.gap(g)
 		}
-		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
-		effects(s.Effects)
+		p.step(&t.Steps[i], syn)
 	}
-	effects(ProbeEffects(t.Probes, len(t.Steps)))
+	p.effects(ProbeEffects(t.Probes, len(t.Steps)))
+	if g, ok := t.GapAt(len(t.Steps)); ok {
+		p.gap(g)
+	}
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -180,6 +162,60 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("  recorded in %.2fs (%.0f instructions/s)\n", h.Seconds, h.StepRate)
 	}
 	return p.err
+}
+
+// WriteStepText prints one step as WriteText does: the instruction on a
+// line, its effects below it. A live listing prints each step as it is
+// recorded.
+func WriteStepText(w io.Writer, s *Step, syn Syntax) error {
+	p := &printer{w: w}
+	p.step(s, syn)
+	return p.err
+}
+
+// WriteGapText prints a gap as WriteText does, on a line between steps.
+func WriteGapText(w io.Writer, g *Gap) error {
+	p := &printer{w: w}
+	p.gap(g)
+	return p.err
+}
+
+func (p *printer) step(s *Step, syn Syntax) {
+	ring := "U"
+	if s.CPL == 0 {
+		ring = "K"
+	}
+	p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
+	p.effects(s.Effects)
+}
+
+func (p *printer) gap(g *Gap) {
+	for j, line := range wrap("not recorded: "+g.What, 100-10) {
+		if j == 0 {
+			p.f("  ~~~~~ %s\n", line)
+		} else {
+			p.f("        %s\n", line)
+		}
+	}
+}
+
+func (p *printer) effects(effs []annotate.Effect) {
+	for _, e := range effs {
+		mark := "   "
+		switch e.Verdict {
+		case annotate.OK:
+			mark = " ok"
+		case annotate.Finding:
+			mark = " !!"
+		}
+		for j, line := range wrap(e.Text, 100-18) {
+			if j == 0 {
+				p.f("    %s %-10s %s\n", mark, e.Kind, line)
+			} else {
+				p.f("%18s%s\n", "", line)
+			}
+		}
+	}
 }
 
 // WriteMarkdown prints a trace as a Markdown table of instructions and

@@ -193,6 +193,10 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			if err := dec.Decode(&t.Probes); err != nil {
 				return nil, notTrace(err)
 			}
+		case "gaps":
+			if err := dec.Decode(&t.Gaps); err != nil {
+				return nil, notTrace(err)
+			}
 		case "final":
 			if err := dec.Decode(&t.Final); err != nil {
 				return nil, notTrace(err)
@@ -217,8 +221,14 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, len(t.Steps))
 		}
 	}
+	for i, g := range t.Gaps {
+		if g.Step < 0 || g.Step > len(t.Steps) || i > 0 && g.Step <= t.Gaps[i-1].Step {
+			return nil, fmt.Errorf("corrupt trace: gap %d before step %d of %d, out of order", i, g.Step, len(t.Steps))
+		}
+	}
 	termtext.LineAll(&t.Header)
 	termtext.LineAll(&t.Probes)
+	termtext.LineAll(&t.Gaps)
 	termtext.LineAll(&t.Final)
 	return &t, nil
 }

@@ -37,8 +37,11 @@ type Trace struct {
 	Header  Header `json:"header"`
 	Steps   []Step `json:"steps"`
 	// Probes are the runs of the opt-in MSR probe, in the order they ran.
-	Probes []Probe    `json:"probes,omitempty"`
-	Final  *x86.State `json:"final,omitempty"` // the state after the last step
+	Probes []Probe `json:"probes,omitempty"`
+	// Gaps are the stretches the guest ran unrecorded between steps, in
+	// order (see Gap).
+	Gaps  []Gap      `json:"gaps,omitempty"`
+	Final *x86.State `json:"final,omitempty"` // the state after the last step
 }
 
 // Probe is one run of the opt-in MSR probe (Recorder.ProbeMSRs): what
@@ -191,8 +194,12 @@ func (t *Trace) Append(s Step) *Step {
 }
 
 // After returns the state after step i: the next step's Regs, or the
-// trace's Final state after the last step.
+// trace's Final state after the last step, or, when the guest ran
+// unrecorded after step i, the state the gap began with.
 func (t *Trace) After(i int) *x86.State {
+	if g, ok := t.GapAt(i + 1); ok && g.Before != nil {
+		return g.Before
+	}
 	if i+1 < len(t.Steps) {
 		return t.Steps[i+1].Regs
 	}

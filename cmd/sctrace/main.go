@@ -74,6 +74,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 		newTraceCmd(),
 		newViewCmd(),
 		newAttachCmd(),
+		newProxyCmd(),
 		newBenchCmd(),
 		newLearnCmd(),
 	)
