@@ -39,13 +39,13 @@ func elfSymbol(t *testing.T, name string) uint64 {
 
 // startKernel boots the teaching kernel under QEMU, stopped at the reset
 // vector with its gdbstub on a private socket, as a user's -s -S does.
-func startKernel(t *testing.T, ctx context.Context) *qemu.Instance {
+func startKernel(t *testing.T, ctx context.Context, bin string) *qemu.Instance {
 	t.Helper()
 	path, err := kernel.WriteTemp(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Stopped: true, ExitDevice: true})
+	inst, err := qemu.Start(ctx, qemu.Config{Binary: bin, Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Stopped: true, ExitDevice: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +75,24 @@ var displayedPC = regexp.MustCompile(`(?m)^=> 0x([0-9a-f]+)`)
 // continue to a second breakpoint, more stepi, a detach) against two
 // identical teaching kernel QEMUs, one directly and one through the proxy:
 // gdb's output must be the same, byte for byte, and the trace must hold one
-// step per stepi, at the addresses gdb displayed before each.
+// step per stepi, at the addresses gdb displayed before each. It runs on
+// QEMU 7.2 and 10.0. Neither offers QStartNoAckMode, so acks stay on with
+// both; TestSameAsDirect covers a stub that turns them off.
 func TestGDBSameAsDirect(t *testing.T) {
 	testenv.NeedQEMU(t)
 	testenv.NeedTools(t, "gdb")
+	for _, tt := range []struct {
+		name string
+		bin  func(t *testing.T) string
+	}{
+		{"qemu 7.2", func(*testing.T) string { return "" }},
+		{"qemu 10.0", func(t *testing.T) string { return testenv.QEMU10(t) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) { gdbSameAsDirect(t, tt.bin(t)) })
+	}
+}
+
+func gdbSameAsDirect(t *testing.T, bin string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	sys, int80 := elfSymbol(t, "user_syscall_insn"), elfSymbol(t, "user_int80_insn")
@@ -93,9 +107,9 @@ func TestGDBSameAsDirect(t *testing.T) {
 	stepi(5)
 	cmds = append(cmds, "x/2i $pc", "delete", "detach")
 
-	direct := gdbBatch(t, ctx, strings.TrimPrefix(startKernel(t, ctx).GDBAddr, "unix:"), cmds)
+	direct := gdbBatch(t, ctx, strings.TrimPrefix(startKernel(t, ctx, bin).GDBAddr, "unix:"), cmds)
 
-	inst := startKernel(t, ctx)
+	inst := startKernel(t, ctx, bin)
 	ln, err := Listen("")
 	if err != nil {
 		t.Fatal(err)
