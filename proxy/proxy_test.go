@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -217,4 +219,65 @@ func readOnly(req string) bool {
 		}
 	}
 	return false
+}
+
+// TestListen: the default socket is in a new directory only the user can
+// enter, and is removed with it; a socket given by path is the user's
+// only; a TCP port without a host is on loopback, and any other host is
+// said to be open to others.
+func TestListen(t *testing.T) {
+	l, err := Listen("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(l.Target)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket directory %s: %v, %v; want mode 0700", dir, fi.Mode(), err)
+	}
+	if fi, err := os.Stat(l.Target); err != nil || fi.Mode().Perm() != 0o600 || l.Open != "" {
+		t.Errorf("socket %s: %v, %v (open %q); want a private socket", l.Target, fi.Mode(), err, l.Open)
+	}
+	l.Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after Close, %s: %v; want it removed", dir, err)
+	}
+
+	path := filepath.Join(t.TempDir(), "g.sock")
+	l, err = Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 || l.Target != path {
+		t.Errorf("socket %s: %v, %v; want mode 0600", path, fi.Mode(), err)
+	}
+	l.Close()
+
+	for _, tt := range []struct {
+		addr, host string
+		open       bool
+	}{
+		{":0", "127.0.0.1", false},
+		{"localhost:0", "127.0.0.1", false},
+		{"[::1]:0", "::1", false},
+		{"0.0.0.0:0", "0.0.0.0", true},
+	} {
+		l, err := Listen(tt.addr)
+		if err != nil {
+			if tt.host == "::1" {
+				continue // no IPv6 loopback here
+			}
+			t.Fatal(err)
+		}
+		host, _, _ := net.SplitHostPort(l.Target)
+		if host != tt.host && !(tt.host == "0.0.0.0" && host == "::") || (l.Open != "") != tt.open {
+			t.Errorf("Listen(%q): on %s, open %q; want host %s, open %v", tt.addr, l.Target, l.Open, tt.host, tt.open)
+		}
+		l.Close()
+	}
+	for _, bad := range []string{"unix:", "nonsense", "1234"} {
+		if l, err := Listen(bad); err == nil {
+			l.Close()
+			t.Errorf("Listen(%q) succeeded", bad)
+		}
+	}
 }

@@ -79,7 +79,7 @@ replayed with sctrace view.`,
 				list = nil
 			default:
 				var f *os.File
-				f, err = os.OpenFile(listing, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				f, err = os.OpenFile(listing, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
 				if err != nil {
 					return fmt.Errorf("--listing: %w", err)
 				}
