@@ -263,4 +263,3 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("gap before step 1: %+v, want the interrupted continue", g)
 	}
 }
-
