@@ -106,15 +106,18 @@ type Proxy struct {
 	swallowAck int    // client acks of such replies still to absorb
 
 	// Recording.
-	conn     *gdbremote.Conn
-	connAck  bool // the no-ack state conn was made with
-	tgt      *target.Target
-	rec      *trace.Recorder
-	pend     *trace.Pending
-	lastStop *x86.State // the state at the last stop, while unchanged
-	failed   string     // why the last step could not be recorded
-	closed   chan struct{}
-	stopOnce sync.Once
+	conn      *gdbremote.Conn
+	connAck   bool // the no-ack state conn was made with
+	tgt       *target.Target
+	rec       *trace.Recorder
+	pend      *trace.Pending
+	lastStop  *x86.State // the state at the last stop, while unchanged
+	failed    string     // why the last step could not be recorded
+	nameTries int        // attempts at reading the guest's kallsyms
+	lastWarn  string
+	listedGap string
+	closed    chan struct{}
+	stopOnce  sync.Once
 }
 
 // Serve accepts one client on ln, connects to the stub at cfg.To, and
@@ -361,6 +364,10 @@ func (p *Proxy) beginStep(ctx context.Context) {
 			}
 			before = st
 		}
+		if stage := trace.BootStage(before); stage != "" {
+			// The recorder decodes 64-bit code only.
+			return fmt.Errorf("the CPU is in %s", stage)
+		}
 		pend, err := p.rec.Begin(ctx, before)
 		if err != nil {
 			return err
@@ -370,7 +377,7 @@ func (p *Proxy) beginStep(ctx context.Context) {
 	})
 	if err != nil {
 		p.failed = err.Error()
-		p.warn("a step gdb asked for cannot be recorded: %v", err)
+		p.warn("gdb's steps cannot be recorded here: %v", err)
 	}
 }
 
@@ -389,7 +396,7 @@ func (p *Proxy) endStep(ctx context.Context, stop []byte) {
 		}
 		p.lastStop = after
 		if pend == nil {
-			p.note("gdb stepped an instruction that could not be read (%s); it is now at %s", p.failed, p.where(after))
+			p.note("gdb stepped where sctrace cannot record (%s)", p.failed)
 			return nil
 		}
 		before := pend.Before()
@@ -404,6 +411,9 @@ func (p *Proxy) endStep(ctx context.Context, stop []byte) {
 		if p.cfg.Listing != nil {
 			trace.WriteStepText(p.cfg.Listing, s, p.cfg.Syntax)
 		}
+		// Here, with gdb waiting for a stop reply (as long as it takes)
+		// rather than for the ack of a request (a few seconds).
+		p.findLinux(ctx, after)
 		return nil
 	})
 	if err != nil {
@@ -427,6 +437,7 @@ func (p *Proxy) endRun(ctx context.Context, stop []byte) {
 		if err != nil {
 			return err
 		}
+		p.findLinux(ctx, st)
 		p.lastStop, where = st, p.where(st)
 		return nil
 	})
@@ -436,23 +447,24 @@ func (p *Proxy) endRun(ctx context.Context, stop []byte) {
 	p.note("gdb let the guest run; it stopped (%s) at %s", stopWhy(stop), where)
 }
 
-// note records a gap in the trace and lists it.
+// note records a gap in the trace and lists it, once for each reason.
 func (p *Proxy) note(format string, args ...any) {
 	if p.rec == nil {
 		return
 	}
-	p.rec.NoteGap(fmt.Sprintf(format, args...))
-	if p.cfg.Listing != nil {
-		t := p.rec.Trace()
-		if g, ok := t.GapAt(t.Len()); ok {
-			trace.WriteGapText(p.cfg.Listing, g)
-		}
+	g := p.rec.NoteGap(fmt.Sprintf(format, args...))
+	if p.cfg.Listing != nil && g.What != p.listedGap {
+		p.listedGap = g.What
+		trace.WriteGapText(p.cfg.Listing, g)
 	}
 }
 
+// warn tells the user what the proxy could not do, once until it changes.
 func (p *Proxy) warn(format string, args ...any) {
-	if p.cfg.Warn != nil {
-		p.cfg.Warn(fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	if p.cfg.Warn != nil && msg != p.lastWarn {
+		p.lastWarn = msg
+		p.cfg.Warn(msg)
 	}
 }
 

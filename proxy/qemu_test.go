@@ -5,16 +5,22 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/session"
 )
 
 // elfSymbol returns a symbol's address in the bundled teaching kernel.
@@ -166,5 +172,110 @@ func gdbSameAsDirect(t *testing.T, bin string) {
 	}
 	if !strings.Contains(listing.String(), "swapgs") {
 		t.Errorf("the listing lacks the kernel entry:\n%s", listing.String())
+	}
+}
+
+// consoleWatch closes seen once the guest's console has printed want.
+type consoleWatch struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *consoleWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+// TestGDBOnLinux steps a Debian Linux 6.1 guest (page table isolation on)
+// with gdb through the proxy, from the user syscall of sctrace's /init
+// (a hardware breakpoint at the address its symbols give) into the
+// kernel, with no symbol file: the proxy finds the kernel's kallsyms in
+// guest memory at the first stop, so the kernel steps are named.
+func TestGDBOnLinux(t *testing.T) {
+	testenv.NeedTools(t, "gdb")
+	bz := testenv.LinuxKernel(t, "6.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	img, err := linuxinit.Initramfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(t.TempDir(), "initramfs.cpio")
+	if err := os.WriteFile(initrd, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lo := session.LinuxOptions{Mode: linuxinit.Syscall}
+	w := &consoleWatch{want: linuxinit.Banner, seen: make(chan struct{})}
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: bz, Initrd: initrd, Append: lo.CommandLine(), Memory: "256M", Accel: "tcg", GDB: true, Serial: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	select {
+	case <-w.seen:
+	case <-ctx.Done():
+		t.Fatal("Linux did not reach /init")
+	}
+	init, err := linuxinit.Symbols(linuxinit.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	label, ok := init.Addr(mechanism.Syscall.UserLabel())
+	if !ok {
+		t.Fatalf("/init has no %s", mechanism.Syscall.UserLabel())
+	}
+	ln, err := Listen("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var listing bytes.Buffer
+	done := make(chan served, 1)
+	go func() {
+		tr, err := Serve(ctx, ln, Config{To: inst.GDBAddr, Listing: &listing})
+		done <- served{tr, err}
+	}()
+	const n = 12
+	cmds := []string{"display/i $pc", fmt.Sprintf("hbreak *%#x", label), "continue"}
+	for range n {
+		cmds = append(cmds, "stepi")
+	}
+	out := gdbBatch(t, ctx, ln.Target, append(cmds, "delete", "detach"))
+	r := wait(t, done)
+	if r.err != nil {
+		t.Fatalf("proxy: %v", r.err)
+	}
+	var pcs []uint64
+	for _, m := range displayedPC.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseUint(m[1], 16, 64)
+		pcs = append(pcs, v)
+	}
+	if len(pcs) != n+1 || pcs[0] != label {
+		t.Fatalf("gdb displayed %d pcs from %#x, want %d from %#x:\n%s", len(pcs), pcs, n+1, label, out)
+	}
+	tr := r.t
+	if tr == nil || tr.Len()+tr.Header.SpuriousStops != n {
+		t.Fatalf("trace %v, gdb made %d stepi:\n%s", tr, n, listing.String())
+	}
+	if tr.Header.SpuriousStops == 0 {
+		for i := range n {
+			if got := uint64(tr.Step(i).RIP); got != pcs[i] {
+				t.Errorf("step %d at %#x, gdb stepped from %#x", i, got, pcs[i])
+			}
+		}
+	}
+	if s := tr.Step(1); s.Symbol != "entry_SYSCALL_64" || !strings.Contains(tr.Header.Symbols, "kallsyms") {
+		t.Errorf("step 1 named %q with symbols from %q; want entry_SYSCALL_64 from kallsyms", s.Symbol, tr.Header.Symbols)
+	}
+	if !strings.HasPrefix(tr.Header.Kernel, "Linux version 6.1") {
+		t.Errorf("kernel %q", tr.Header.Kernel)
 	}
 }

@@ -464,6 +464,12 @@ func (s *Session) linuxRegions() []annotate.Region {
 // mode, where a round trip starts.
 type kernelMemory struct{ t *target.Target }
 
+// KernelMemory returns a reader of a Linux guest's kernel memory whatever
+// page tables the CPU is on: under the current CR3 where it maps the
+// address, else, on the user half of a KPTI pair, under the kernel half
+// (through physical memory).
+func KernelMemory(t *target.Target) linux.Memory { return kernelMemory{t} }
+
 func (k kernelMemory) ReadMemory(ctx context.Context, addr uint64, n int) ([]byte, error) {
 	b, err := k.t.ReadMemory(ctx, addr, n)
 	if err == nil {

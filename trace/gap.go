@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -37,19 +41,23 @@ func (t *Trace) GapAt(i int) (*Gap, bool) {
 
 // NoteGap records that the guest ran unrecorded after the last step, for
 // the reason what: the next step appended follows the gap. Two gaps with
-// no step between them are one.
-func (r *Recorder) NoteGap(what string) {
+// no step between them are one, which says each different reason once. It
+// returns the gap.
+func (r *Recorder) NoteGap(what string) *Gap {
 	t := r.trace
 	n := t.Len()
 	if g, ok := t.GapAt(n); ok {
-		g.What += "; " + what
-		return
+		if !slices.Contains(strings.Split(g.What, "; "), what) {
+			g.What += "; " + what
+		}
+		return g
 	}
 	var before *x86.State
 	if n > 0 {
 		before = r.cur
 	}
 	t.Gaps = append(t.Gaps, Gap{Step: n, What: what, Before: before})
+	return &t.Gaps[len(t.Gaps)-1]
 }
 
 // Observe prepares a recorder that watches another debugger step the CPU
@@ -74,4 +82,19 @@ func (r *Recorder) Observe(ctx context.Context, who string) error {
 	}
 	r.cur = st
 	return r.readSys(ctx)
+}
+
+// UseSymbols gives the recorder names and regions found after it was made
+// (a proxy finds a Linux guest's kallsyms once the kernel runs): the steps
+// recorded from then on are named with them. kernel, when not empty,
+// describes the kernel in the header.
+func (r *Recorder) UseSymbols(tab *symbols.Table, regions []annotate.Region, kernel string) {
+	r.Symbols = tab
+	r.Ctx.Symbols = tab
+	r.Ctx.Regions = regions
+	h := &r.trace.Header
+	h.Symbols, h.Regions = tab.Source, regions
+	if kernel != "" {
+		h.Kernel = kernel
+	}
 }
