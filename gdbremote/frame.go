@@ -121,7 +121,3 @@ func (fr *FrameReader) Next() (Frame, error) {
 	}
 	return f, nil
 }
-
-// AppendPacket appends the framed form of payload ("$", the payload with
-// '#', '$', '}' and '*' escaped, "#", the checksum) to dst.
-func AppendPacket(dst, payload []byte) []byte { return appendPacket(dst, payload) }
