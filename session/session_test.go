@@ -355,12 +355,20 @@ func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
+	w := newBannerWatch(&SerialLog{}, "trace ready")
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: w})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inst.Stop() })
-	time.Sleep(200 * time.Millisecond) // let the guest reach its trace loop
+	// Attach once the guest has reached its trace loop: on a loaded
+	// machine it can still be in the firmware a good while after QEMU
+	// starts.
+	select {
+	case <-w.seen:
+	case <-ctx.Done():
+		t.Fatal("the teaching kernel did not reach its trace loop")
+	}
 	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)
