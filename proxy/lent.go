@@ -36,35 +36,44 @@ func (l *lentConn) Read(b []byte) (int, error) {
 		return 0, l.dead
 	}
 	for {
-		l.mu.Lock()
-		dl := l.deadline
-		l.mu.Unlock()
-		var expire <-chan time.Time
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return 0, os.ErrDeadlineExceeded
-			}
-			t := time.NewTimer(d)
-			expire = t.C
-			defer t.Stop()
+		n, again, err := l.wait(b)
+		if !again {
+			return n, err
 		}
-		select {
-		case e := <-l.ch:
-			if e.err != nil {
-				l.dead = e.err
-				if e.err == io.ErrUnexpectedEOF {
-					l.dead = io.EOF
-				}
-				return 0, l.dead
-			}
-			n := copy(b, e.f.Raw)
-			l.pending = e.f.Raw[n:]
-			return n, nil
-		case <-expire:
-			return 0, os.ErrDeadlineExceeded
-		case <-l.kick:
+	}
+}
+
+// wait waits once for a frame, the deadline, or a moved deadline (again).
+func (l *lentConn) wait(b []byte) (n int, again bool, err error) {
+	l.mu.Lock()
+	dl := l.deadline
+	l.mu.Unlock()
+	var expire <-chan time.Time
+	if !dl.IsZero() {
+		d := time.Until(dl)
+		if d <= 0 {
+			return 0, false, os.ErrDeadlineExceeded
 		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		expire = t.C
+	}
+	select {
+	case e := <-l.ch:
+		if e.err != nil {
+			l.dead = e.err
+			if e.err == io.ErrUnexpectedEOF {
+				l.dead = io.EOF
+			}
+			return 0, false, l.dead
+		}
+		n := copy(b, e.f.Raw)
+		l.pending = e.f.Raw[n:]
+		return n, false, nil
+	case <-expire:
+		return 0, false, os.ErrDeadlineExceeded
+	case <-l.kick:
+		return 0, true, nil
 	}
 }
 

@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -216,7 +215,10 @@ func (p *Proxy) run(ctx context.Context) error {
 			return ctx.Err()
 		case e := <-clientCh:
 			if e.err != nil {
-				if e.err == io.EOF || errors.Is(e.err, net.ErrClosed) || errors.Is(e.err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+				switch {
+				case ctx.Err() != nil:
+					return ctx.Err()
+				case e.err == io.EOF || errors.Is(e.err, net.ErrClosed):
 					return nil
 				}
 				return fmt.Errorf("gdb's connection: %w", e.err)
@@ -226,6 +228,9 @@ func (p *Proxy) run(ctx context.Context) error {
 			}
 		case e := <-p.stubCh:
 			if e.err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				return p.stubGone(e.err)
 			}
 			if err := p.fromStub(ctx, e.f); err != nil {
