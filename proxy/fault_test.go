@@ -263,3 +263,24 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("gap before step 1: %+v, want the interrupted continue", g)
 	}
 }
+
+// TestKill: gdb's kill ends QEMU, which closes the stub's connection: an
+// ordinary end of the session, not an error.
+func TestKill(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	stub := newStub(t)
+	addr, done := startProxy(t, ctx, stub, nil)
+	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(ctx)
+	if r := wait(t, done); r.err != nil || r.t == nil || r.t.Len() != 1 {
+		t.Fatalf("proxy after a kill: %v, %v; want a clean end with the step", r.err, r.t)
+	}
+}

@@ -241,6 +241,9 @@ func (p *Proxy) run(ctx context.Context) error {
 }
 
 func (p *Proxy) stubGone(err error) error {
+	if req := string(p.lastReq); req == "k" || strings.HasPrefix(req, "vKill") {
+		return nil // gdb killed the guest: QEMU ends, as asked
+	}
 	if err == io.EOF {
 		return errors.New("the stub closed the connection (QEMU ended?)")
 	}
