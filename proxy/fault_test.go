@@ -284,3 +284,45 @@ func TestKill(t *testing.T) {
 		t.Fatalf("proxy after a kill: %v, %v; want a clean end with the step", r.err, r.t)
 	}
 }
+
+// TestPhysicalModeKept: a client that switched memory accesses to physical
+// addresses (Qqemu.PhyMemMode:1) keeps them so; the proxy reads the
+// instructions at their virtual addresses, switching the mode off around
+// its reads and back on.
+func TestPhysicalModeKept(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	stub := newStub(t)
+	addr, done := startProxy(t, ctx, stub, nil)
+	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetPhysicalMemoryMode(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !stub.PhysicalMemoryMode() {
+		t.Error("the stub is back in virtual mode after the proxy's reads")
+	}
+	phys := false
+	for _, req := range stub.Requests() {
+		switch {
+		case req == "Qqemu.PhyMemMode:1":
+			phys = true
+		case req == "Qqemu.PhyMemMode:0":
+			phys = false
+		case strings.HasPrefix(req, "m") && phys:
+			t.Errorf("the proxy read %q with physical addresses on", req)
+		}
+	}
+	c.Close()
+	if r := wait(t, done); r.err != nil || r.t == nil || r.t.Len() != 2 {
+		t.Fatalf("proxy: %v, %v; want two steps", r.err, r.t)
+	}
+}

@@ -14,6 +14,7 @@ const (
 	reqResume            // the guest runs: 'c', 'C', vCont with no step action
 	reqWriteRegs         // 'G', 'P': the registers change
 	reqWriteMem          // 'M', 'X': memory (maybe code) changes
+	reqThread            // 'H': another thread (vCPU) selected
 	reqPhysOn            // Qqemu.PhyMemMode:1
 	reqPhysOff           // Qqemu.PhyMemMode:0
 )
@@ -32,6 +33,8 @@ func classify(req []byte) reqKind {
 		return reqWriteRegs
 	case 'M', 'X':
 		return reqWriteMem
+	case 'H':
+		return reqThread
 	}
 	switch {
 	case bytes.HasPrefix(req, []byte("vCont;")):

@@ -26,6 +26,7 @@ func TestClassify(t *testing.T) {
 		{"P10=0000", reqWriteRegs},
 		{"M400000,1:90", reqWriteMem},
 		{"X400000,1:\x90", reqWriteMem},
+		{"Hgp1.2", reqThread},
 		{"Qqemu.PhyMemMode:1", reqPhysOn},
 		{"Qqemu.PhyMemMode:0", reqPhysOff},
 		{"Qqemu.sstep=7", reqOther},

@@ -299,7 +299,7 @@ func (p *Proxy) request(ctx context.Context, req []byte) {
 	case reqResume:
 		p.stepping, p.running, p.pend = false, true, nil
 		p.lastStop = nil
-	case reqWriteRegs:
+	case reqWriteRegs, reqThread:
 		p.lastStop = nil
 	case reqWriteMem:
 		p.lastStop = nil
@@ -508,23 +508,33 @@ func (p *Proxy) inject(ctx context.Context, do func(ctx context.Context) error) 
 			}
 		}()
 	}
+	if p.rec == nil {
+		if err := p.record(ctx); err != nil {
+			return err
+		}
+	}
 	return do(ctx)
 }
 
-// join makes the proxy's connection on the session gdb opened, and the
-// recorder on it.
+// join makes the proxy's connection on the session gdb opened.
 func (p *Proxy) join(ctx context.Context) error {
 	conn, err := gdbremote.Join(ctx, p.lent, p.cfg.To, gdbremote.Joined{Features: p.features, NoAck: p.noAck}, gdbremote.WithTimeout(p.cfg.Timeout))
 	if err != nil {
 		return err
 	}
 	p.conn, p.connAck = conn, p.noAck
-	if p.rec != nil {
-		// The no-ack state changed: same recorder, new connection.
+	if p.tgt != nil {
+		// The no-ack state changed: same target, new connection.
 		p.tgt.Conn = conn
 		return nil
 	}
 	p.tgt = target.New(conn)
+	return nil
+}
+
+// record makes the recorder, once the connection is there and memory
+// reads are virtual.
+func (p *Proxy) record(ctx context.Context) error {
 	syms := p.cfg.Symbols
 	kernel := "unknown kernel"
 	if syms == nil {
