@@ -326,3 +326,29 @@ func TestPhysicalModeKept(t *testing.T) {
 		t.Fatalf("proxy: %v, %v; want two steps", r.err, r.t)
 	}
 }
+
+// TestNoStub: nothing listens where --to points: when gdb connects, the
+// proxy says so and closes gdb's connection.
+func TestNoStub(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan served, 1)
+	go func() {
+		tr, err := Serve(ctx, ln, Config{To: "unix:" + t.TempDir() + "/none.sock", Timeout: time.Second})
+		done <- served{tr, err}
+	}()
+	c := dialRaw(t, ln.Addr().String())
+	r := wait(t, done)
+	if r.err == nil || !strings.Contains(r.err.Error(), "connect to the stub") || r.t != nil {
+		t.Fatalf("proxy without a stub: %v, %v", r.err, r.t)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.c.Read(make([]byte, 1)); err == nil {
+		t.Error("gdb's connection is still open")
+	}
+}
