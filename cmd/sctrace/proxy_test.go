@@ -100,4 +100,9 @@ func TestProxySaves(t *testing.T) {
 	if !strings.Contains(stderr.String(), "3 steps saved to "+out) {
 		t.Errorf("stderr:\n%s", stderr.String())
 	}
+	// The saved trace replays with no QEMU and no proxy.
+	text, err := run(t, "view", out, "--format", "text")
+	if err != nil || strings.Count(text, " nop\n") != 3 || !strings.Contains(text, "stepped by gdb through sctrace proxy") {
+		t.Errorf("view of the saved trace (%v):\n%s", err, text)
+	}
 }
