@@ -2,7 +2,6 @@ package trace
 
 import (
 	"bytes"
-	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -24,12 +23,16 @@ func FuzzReadTrace(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		tr.Steps = tr.Steps[:min(len(tr.Steps), 3)]
-		b, err := json.Marshal(tr)
-		if err != nil {
+		tr = withSteps(tr, stepsOf(tr)[:min(tr.Len(), 3)])
+		var js, v2 bytes.Buffer
+		if err := tr.WriteJSON(&js); err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b)
+		if err := tr.Write(&v2); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(js.Bytes())
+		f.Add(v2.Bytes())
 	}
 	f.Add([]byte(`{"format":"sctrace-trace","version":1,"header":{},"steps":[]}`))
 	f.Add([]byte(`{"version":1,"format":"sctrace-trace","steps":null,"x":[{"a":[1,2]}]}`))

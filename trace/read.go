@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,7 +105,15 @@ func Read(r io.Reader) (*Trace, error) { return ReadContext(context.Background()
 // Op, and its Mnemonic when the file has none, are decoded from the
 // step's bytes.
 func ReadContext(ctx context.Context, r io.Reader) (*Trace, error) {
-	lr := &limitReader{r: r, ctx: ctx, max: MaxFileSize}
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(2); isGzip(magic) {
+		b, err := readAllLimited(ctx, br)
+		if err != nil {
+			return nil, err
+		}
+		return readV2(ctx, b)
+	}
+	lr := &limitReader{r: br, ctx: ctx, max: MaxFileSize}
 	dec := json.NewDecoder(lr)
 	t, err := decode(ctx, dec)
 	if err != nil {
@@ -178,7 +187,7 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			}
 			// Steps of another version may not decode as ours: say
 			// which version it is before trying.
-			if seen["format"] && t.Version != Version {
+			if seen["format"] && t.Version != JSONVersion {
 				return nil, versionError(t.Version)
 			}
 		case "header":
@@ -209,12 +218,12 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 	if t.Format != Format {
 		return nil, notTrace(fmt.Errorf("format is %q, want %q", termtext.Line(t.Format), Format))
 	}
-	if t.Version != Version {
+	if t.Version != JSONVersion {
 		return nil, versionError(t.Version)
 	}
 	for i, p := range t.Probes {
-		if p.Step < 0 || p.Step > len(t.Steps) {
-			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, len(t.Steps))
+		if p.Step < 0 || p.Step > t.Len() {
+			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, t.Len())
 		}
 	}
 	termtext.LineAll(&t.Header)
@@ -224,7 +233,10 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 }
 
 func versionError(v int) error {
-	return fmt.Errorf("trace version %d: this sctrace reads version %d", v, Version)
+	if v == Version {
+		return fmt.Errorf("trace version %d written as JSON: version %d files are gzip streams (Write), JSON files are version %d (WriteJSON)", v, v, JSONVersion)
+	}
+	return fmt.Errorf("trace version %d: this sctrace reads versions %d (JSON) and %d", v, JSONVersion, Version)
 }
 
 // decodeSteps reads the steps array one step at a time, checking each.
@@ -239,15 +251,15 @@ func decodeSteps(ctx context.Context, dec *json.Decoder, t *Trace) error {
 	if tok != json.Delim('[') {
 		return notTrace(fmt.Errorf("steps is a JSON %s, not an array", kindOf(tok)))
 	}
-	t.Steps = t.Steps[:0]
+	t.st = nil
 	for i := 0; dec.More(); i++ {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		t.Steps = append(t.Steps, Step{})
-		s := &t.Steps[i]
+		var step Step
+		s := &step
 		if err := dec.Decode(s); err != nil {
 			return notTrace(fmt.Errorf("step %d: %w", i, err))
 		}
@@ -262,6 +274,7 @@ func decodeSteps(ctx context.Context, dec *json.Decoder, t *Trace) error {
 		}
 		s.decodeOp()
 		termtext.LineAll(s)
+		t.Append(step)
 	}
 	_, err = dec.Token() // the closing bracket
 	return notTrace(err)

@@ -13,11 +13,9 @@ import (
 func writeBigTrace(tb testing.TB, dir string, n int) (string, int64) {
 	tb.Helper()
 	src := readTestTrace(tb)
-	big := *src
-	big.Steps = make([]Step, n)
-	for i := range big.Steps {
-		big.Steps[i] = src.Steps[i%len(src.Steps)]
-		big.Steps[i].Index = i
+	big := withSteps(src, nil)
+	for i := range n {
+		big.Append(*src.Step(i % src.Len()))
 	}
 	path := filepath.Join(dir, "big.json")
 	f, err := os.Create(path)
@@ -25,7 +23,7 @@ func writeBigTrace(tb testing.TB, dir string, n int) (string, int64) {
 		tb.Fatal(err)
 	}
 	w := bufio.NewWriter(f)
-	if err := big.Write(w); err != nil {
+	if err := big.WriteJSON(w); err != nil {
 		tb.Fatal(err)
 	}
 	if err := w.Flush(); err != nil {
@@ -56,8 +54,8 @@ func BenchmarkReadFile(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(t.Steps) != 200_000 {
-			b.Fatalf("%d steps", len(t.Steps))
+		if t.Len() != 200_000 {
+			b.Fatalf("%d steps", t.Len())
 		}
 	}
 }

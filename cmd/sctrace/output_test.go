@@ -74,7 +74,7 @@ func TestRunTraceOutFull(t *testing.T) {
 		t.Errorf("kept in %s, want $TMPDIR %s", ke.Kept, tmp)
 	}
 	tr, err := trace.ReadFile(ke.Kept)
-	if err != nil || len(tr.Steps) < 10 {
+	if err != nil || tr.Len() < 10 {
 		t.Fatalf("the kept trace: %v", err)
 	}
 }
