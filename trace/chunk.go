@@ -342,8 +342,10 @@ type chunkOpts struct {
 	verify bool
 	// visit, when set, is called with every step as it is decoded (for
 	// building indexes while verifying): only the fields the indexes
-	// use (Index, RIP, CPL, Symbol, Intel, ATT, Events) are set then.
-	visit func(s *Step)
+	// use (Index, RIP, CPL, Symbol, Intel, ATT, Events, Regs) are set
+	// then, and only until the next step. line holds the numbers of the
+	// step's symbol, Intel and AT&T text in the chunk's string table.
+	visit func(s *Step, line *[3]uint32)
 }
 
 // decodeChunk decodes b, which must hold steps first..first+count-1.
@@ -363,11 +365,6 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 	if len(strs) == 0 || strs[0] != "" {
 		return nil, fmt.Errorf("%w: the string table does not start with the empty string", errChunk)
 	}
-	if o.clean {
-		for i, s := range strs {
-			strs[i] = termtext.Line(s)
-		}
-	}
 	// Per instruction: its operation, decoded once per chunk.
 	type codeInfo struct {
 		bytes Bytes
@@ -381,14 +378,36 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 		}
 		infos[i].bytes = Bytes(c)
 	}
-	str := func() string {
+	// Strings are escaped when first used: checking walks only those
+	// the indexes need.
+	var cleaned []bool
+	if o.clean {
+		cleaned = make([]bool, len(strs))
+	}
+	strIdx := func() uint64 {
 		i := d.u()
 		if i >= uint64(len(strs)) {
 			d.fail("string %d of %d", i, len(strs))
-			return ""
+			return 0
+		}
+		return i
+	}
+	get := func(i uint64) string {
+		if o.clean && !cleaned[i] {
+			strs[i], cleaned[i] = termtext.Line(strs[i]), true
 		}
 		return strs[i]
 	}
+	str := func() string { return get(strIdx()) }
+	// text reads a string only the built steps need.
+	text := func() string {
+		if o.verify {
+			strIdx()
+			return ""
+		}
+		return str()
+	}
+	var line [3]uint32
 	var prev x86.State
 	prev.Known = d.u()
 	for k := prev.Known; k != 0; k &= k - 1 {
@@ -409,12 +428,13 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 		regs = make([]x86.State, count) // one allocation for the chunk's states
 	}
 	var scratch Step
+	var events []annotate.Event
 	for j := 0; j < count && d.err == nil; j++ {
 		s := &scratch
 		if !o.verify {
 			s = &out.steps[j]
 		} else {
-			scratch = Step{}
+			scratch = Step{Regs: &prev}
 		}
 		s.Index = first + j
 		flags := d.u()
@@ -434,7 +454,10 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 			d.fail("step %d: instruction %d of %d", s.Index, ci, len(infos))
 			break
 		}
-		s.Symbol, s.Intel, s.ATT, s.Mnemonic = str(), str(), str(), str()
+		for k := range line {
+			line[k] = uint32(strIdx())
+		}
+		s.Symbol, s.Intel, s.ATT, s.Mnemonic = get(uint64(line[0])), get(uint64(line[1])), get(uint64(line[2])), text()
 		diff := d.u()
 		if flags&stepKnown != 0 {
 			prev.Known = d.u()
@@ -473,7 +496,7 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 		if flags&stepChanged != 0 {
 			n := d.count(maxPerStep, "changed registers")
 			for range n {
-				c := Change{Reg: str(), Old: Hex(d.u()), New: Hex(d.u())}
+				c := Change{Reg: text(), Old: Hex(d.u()), New: Hex(d.u())}
 				if !o.verify {
 					s.Changed = append(s.Changed, c)
 				}
@@ -488,7 +511,7 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 				s.Effects = make([]annotate.Effect, 0, n)
 			}
 			for range n {
-				f := annotate.Effect{Kind: annotate.Kind(str()), Text: str(), Verdict: annotate.Verdict(str()), Event: annotate.Event(str())}
+				f := annotate.Effect{Kind: annotate.Kind(text()), Text: text(), Verdict: annotate.Verdict(text()), Event: annotate.Event(text())}
 				if !o.verify {
 					s.Effects = append(s.Effects, f)
 				}
@@ -499,10 +522,15 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 		}
 		if flags&stepEvents != 0 {
 			n := d.count(maxPerStep, "events")
-			s.Events = make([]annotate.Event, 0, n)
+			if o.verify {
+				s.Events = events[:0] // read by visit before the next step
+			} else {
+				s.Events = make([]annotate.Event, 0, n)
+			}
 			for range n {
 				s.Events = append(s.Events, annotate.Event(str()))
 			}
+			events = s.Events
 			if n == 0 {
 				d.fail("step %d: an empty list", s.Index)
 			}
@@ -541,7 +569,7 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 			}
 		}
 		if flags&stepOver != 0 {
-			ov := &Over{Target: str()}
+			ov := &Over{Target: text()}
 			dep := d.u()
 			if dep > 1<<31 {
 				d.fail("step %d: call depth %d", s.Index, dep)
@@ -552,7 +580,7 @@ func decodeChunk(b []byte, first, count int, o chunkOpts) (*decodedChunk, error)
 			}
 		}
 		if o.visit != nil && d.err == nil {
-			o.visit(s)
+			o.visit(s, &line)
 		}
 	}
 	if d.err != nil {

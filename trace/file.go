@@ -115,10 +115,17 @@ func (t *Trace) Write(w io.Writer) error {
 	}
 	cw.Write(b)
 	var idx fileIndex
-	var chunks []*sealed
+	// The chunks compressed already are written as they are.
+	type done struct {
+		data       []byte
+		raw, count int
+	}
+	var chunks []done
 	if t.st != nil {
 		t.st.mu.Lock()
-		chunks = t.st.chunks
+		for _, c := range t.st.chunks {
+			chunks = append(chunks, done{c.data, c.raw, c.count})
+		}
 		t.st.mu.Unlock()
 	}
 	for first := 0; first < n && cw.err == nil; first += ChunkSteps {
@@ -126,7 +133,7 @@ func (t *Trace) Write(w io.Writer) error {
 		count := min(ChunkSteps, n-first)
 		var data []byte
 		raw := 0
-		if k < len(chunks) && chunks[k].count == count {
+		if k < len(chunks) && chunks[k].count == count && chunks[k].data != nil {
 			data, raw = chunks[k].data, chunks[k].raw
 		} else {
 			enc := t.encodeRange(first, count)
@@ -317,30 +324,28 @@ func readV2(ctx context.Context, b []byte) (*Trace, error) {
 	return t, nil
 }
 
-// checkChunk decompresses and walks one chunk, returning what the indexes
-// need of each step.
-func (st *store) checkChunk(s *sealed) ([]Step, error) {
+// checkChunk decompresses and walks one chunk, returning its steps'
+// index.
+func (st *store) checkChunk(s *sealed) (*index, error) {
 	raw, err := decompress(s.data, s.raw)
 	if err != nil {
 		return nil, errV2("chunk %d: %v", s.first/ChunkSteps, err)
 	}
-	out := make([]Step, 0, s.count)
-	_, err = decodeChunk(raw, s.first, s.count, chunkOpts{clean: true, verify: true, visit: func(p *Step) {
-		out = append(out, Step{Index: p.Index, RIP: p.RIP, CPL: p.CPL, Symbol: p.Symbol, Intel: p.Intel, ATT: p.ATT, Events: p.Events})
-	}})
+	var x index
+	_, err = decodeChunk(raw, s.first, s.count, chunkOpts{clean: true, verify: true, visit: x.addLine})
 	if err != nil {
 		return nil, errV2("chunk %d: %w", s.first/ChunkSteps, err)
 	}
-	return out, nil
+	return &x, nil
 }
 
 // verify checks every full chunk, several at a time, and builds the
 // indexes from them in order, then from the open steps.
 func (st *store) verify(ctx context.Context) error {
 	type result struct {
-		steps []Step
-		err   error
-		done  chan struct{}
+		idx  *index
+		err  error
+		done chan struct{}
 	}
 	res := make([]result, len(st.chunks))
 	for k := range res {
@@ -355,7 +360,7 @@ func (st *store) verify(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for k := range work {
-				res[k].steps, res[k].err = st.checkChunk(st.chunks[k])
+				res[k].idx, res[k].err = st.checkChunk(st.chunks[k])
 				close(res[k].done)
 			}
 		}()
@@ -379,10 +384,8 @@ func (st *store) verify(ctx context.Context) error {
 		if res[k].err != nil {
 			return res[k].err
 		}
-		for j := range res[k].steps {
-			st.idx.add(&res[k].steps[j])
-		}
-		res[k].steps = nil
+		st.idx.merge(res[k].idx)
+		res[k].idx = nil
 	}
 	for j := range st.open {
 		st.idx.add(&st.open[j])

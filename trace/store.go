@@ -31,9 +31,10 @@ type store struct {
 	open   []Step // steps chunks*ChunkSteps.. as appended; cap ChunkSteps
 	// clean is set for stores read from a file: strings are escaped when
 	// chunks are decoded.
-	clean bool
-	cache []*decodedChunk // most recently used last
-	idx   index
+	clean   bool
+	cache   []*decodedChunk // most recently used last
+	idx     index
+	sealing int // chunks being compressed in the background
 }
 
 // sealed is a full chunk, compressed.
@@ -45,6 +46,9 @@ type sealed struct {
 	// which are not saved): runs of steps sharing one pointer. Nil for
 	// chunks read from a file.
 	sys []sysRun
+	// steps are the chunk's steps until it is compressed (data is nil
+	// until then).
+	steps []Step
 }
 
 type sysRun struct {
@@ -77,8 +81,14 @@ func (st *store) append(s Step) *Step {
 	return p
 }
 
-// seal compresses the open steps into a chunk. The steps themselves stay
-// reachable, as the most recently decoded chunk, so the pointers append
+// maxSealing is how many chunks may be compressed in the background at
+// once; past it, appending waits by sealing the next one itself.
+const maxSealing = 2
+
+// seal turns the full open steps into a chunk, compressed in the
+// background so that a recorder appending steps runs alongside. Until the
+// chunk is compressed its steps are read as they are; they also stay
+// reachable as the most recently decoded chunk, so the pointers append
 // handed out keep pointing at what Step returns until the chunk leaves
 // the cache.
 func (st *store) seal() {
@@ -87,15 +97,36 @@ func (st *store) seal() {
 	if first > 0 {
 		// The previous step's state: the chunk's first step then
 		// stores only what changed since.
-		if prev := st.stepLocked(first - 1); prev.Regs != nil {
-			base = prev.Regs
-		}
+		base = st.stepLocked(first - 1).Regs
 	}
-	raw := encodeChunk(base, first, st.open)
+	steps := st.open
+	c := &sealed{first: first, count: len(steps), steps: steps}
+	st.chunks = append(st.chunks, c)
+	st.remember(&decodedChunk{first: first, steps: steps})
+	st.open = make([]Step, 0, ChunkSteps)
+	if st.sealing >= maxSealing {
+		st.mu.Unlock()
+		st.compressChunk(c, base)
+		st.mu.Lock()
+		return
+	}
+	st.sealing++
+	go func() {
+		st.compressChunk(c, base)
+		st.mu.Lock()
+		st.sealing--
+		st.mu.Unlock()
+	}()
+}
+
+// compressChunk encodes and compresses c's steps, without the lock held;
+// the steps never change, and c is updated under the lock.
+func (st *store) compressChunk(c *sealed, base *x86.State) {
+	raw := encodeChunk(base, c.first, c.steps)
 	var runs []sysRun
-	for j := range st.open {
+	for j := range c.steps {
 		var sys *x86.SysRegs
-		if r := st.open[j].Regs; r != nil {
+		if r := c.steps[j].Regs; r != nil {
 			sys = r.Sys
 		}
 		if len(runs) == 0 || runs[len(runs)-1].sys != sys {
@@ -105,9 +136,10 @@ func (st *store) seal() {
 	if len(runs) == 1 && runs[0].sys == nil {
 		runs = nil
 	}
-	st.chunks = append(st.chunks, &sealed{first: first, count: len(st.open), data: compress(raw), raw: len(raw), sys: runs})
-	st.remember(&decodedChunk{first: first, steps: st.open})
-	st.open = make([]Step, 0, ChunkSteps)
+	data := compress(raw)
+	st.mu.Lock()
+	c.data, c.raw, c.sys, c.steps = data, len(raw), runs, nil
+	st.mu.Unlock()
 }
 
 func encodeChunk(base *x86.State, first int, steps []Step) []byte {
@@ -180,7 +212,12 @@ func (st *store) stepLocked(i int) *Step {
 			return &c.steps[i-c.first]
 		}
 	}
-	c := st.decode(st.chunks[k])
+	var c *decodedChunk
+	if s := st.chunks[k]; s.data == nil {
+		c = &decodedChunk{first: s.first, steps: s.steps}
+	} else {
+		c = st.decode(s)
+	}
 	st.remember(c)
 	return &c.steps[i-c.first]
 }
@@ -219,17 +256,23 @@ func (st *store) decode(s *sealed) *decodedChunk {
 // appended or as a file's chunks are checked: steps by event kind, by
 // address, by the text a search matches, and where the privilege level
 // changes. Step numbers are kept as int32: a trace holds far fewer steps.
+// A file's chunks are indexed each on its own, in parallel, and the parts
+// merged in order (merge).
 type index struct {
 	events map[annotate.Event][]int32
 	rips   map[uint64]*ripSteps
-	cpl    []int32 // steps whose CPL differs from the step before's
-	last   int     // the previous step's CPL
-	// lines are the distinct (symbol, Intel, AT&T) texts, lower-cased;
-	// lineOf gives each step's.
-	lineIDs map[string]uint32
-	lines   []string
-	lineOf  []uint32
-	key     []byte
+	// cpl lists the steps whose privilege level (by their registers' CS)
+	// differs from the step before's.
+	cpl               []int32
+	n                 int // steps indexed
+	firstCPL, lastCPL int
+	lineIDs           map[string]uint32
+	keys              []string // distinct (symbol, Intel, AT&T) texts, NUL-separated
+	lines             []string // the same, lower-cased
+	lineOf            []uint32 // each step's line
+	key               []byte
+	// byTable finds lines by string table numbers, in a chunk's part.
+	byTable map[[3]uint32]uint32
 }
 
 type ripSteps struct {
@@ -237,12 +280,27 @@ type ripSteps struct {
 	steps  []int32
 }
 
-func (x *index) add(s *Step) {
+func (x *index) init() {
 	if x.events == nil {
 		x.events = map[annotate.Event][]int32{}
 		x.rips = map[uint64]*ripSteps{}
 		x.lineIDs = map[string]uint32{}
 	}
+}
+
+func stepCPL(s *Step) int {
+	if s.Regs != nil && s.Regs.Has(x86.CS) {
+		return s.Regs.CPL()
+	}
+	return s.CPL
+}
+
+func (x *index) add(s *Step) { x.addLine(s, nil) }
+
+// addLine adds s; tri, when set, numbers its symbol, Intel and AT&T text
+// in the chunk it came from, which finds its line faster.
+func (x *index) addLine(s *Step, tri *[3]uint32) {
+	x.init()
 	i := int32(s.Index)
 	for _, e := range s.Events {
 		l := x.events[e]
@@ -256,17 +314,79 @@ func (x *index) add(s *Step) {
 		x.rips[uint64(s.RIP)] = r
 	}
 	r.steps = append(r.steps, i)
-	if s.Index > 0 && s.CPL != x.last {
+	cpl := stepCPL(s)
+	if x.n == 0 {
+		x.firstCPL = cpl
+	} else if cpl != x.lastCPL {
 		x.cpl = append(x.cpl, i)
 	}
-	x.last = s.CPL
+	x.lastCPL = cpl
+	x.n++
 	x.key = append(append(append(append(append(x.key[:0], s.Symbol...), 0), s.Intel...), 0), s.ATT...)
+	if tri != nil {
+		// A chunk's part: a line per distinct trio of table strings,
+		// found by their numbers; merge lower-cases the new ones.
+		if x.byTable == nil {
+			x.byTable = map[[3]uint32]uint32{}
+		}
+		id, ok := x.byTable[*tri]
+		if !ok {
+			id = uint32(len(x.keys))
+			x.byTable[*tri] = id
+			x.keys = append(x.keys, string(x.key))
+		}
+		x.lineOf = append(x.lineOf, id)
+		return
+	}
 	id, ok := x.lineIDs[string(x.key)]
 	if !ok {
 		id = uint32(len(x.lines))
 		k := string(x.key)
 		x.lineIDs[k] = id
+		x.keys = append(x.keys, k)
 		x.lines = append(x.lines, strings.ToLower(k))
 	}
 	x.lineOf = append(x.lineOf, id)
+}
+
+// merge appends p, the index of the steps that follow x's.
+func (x *index) merge(p *index) {
+	x.init()
+	if p.n == 0 {
+		return
+	}
+	first := int32(len(x.lineOf))
+	for e, l := range p.events {
+		x.events[e] = append(x.events[e], l...)
+	}
+	for rip, r := range p.rips {
+		if g := x.rips[rip]; g != nil {
+			g.steps = append(g.steps, r.steps...)
+		} else {
+			x.rips[rip] = r
+		}
+	}
+	if x.n > 0 && p.firstCPL != x.lastCPL {
+		x.cpl = append(x.cpl, first)
+	}
+	if x.n == 0 {
+		x.firstCPL = p.firstCPL
+	}
+	x.cpl = append(x.cpl, p.cpl...)
+	x.lastCPL = p.lastCPL
+	x.n += p.n
+	remap := make([]uint32, len(p.keys))
+	for id, k := range p.keys {
+		g, ok := x.lineIDs[k]
+		if !ok {
+			g = uint32(len(x.lines))
+			x.lineIDs[k] = g
+			x.keys = append(x.keys, k)
+			x.lines = append(x.lines, strings.ToLower(k))
+		}
+		remap[id] = g
+	}
+	for _, id := range p.lineOf {
+		x.lineOf = append(x.lineOf, remap[id])
+	}
 }
