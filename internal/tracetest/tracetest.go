@@ -22,7 +22,7 @@ func Repeat(src *trace.Trace, n int) *trace.Trace {
 	t.Header, t.Probes, t.Final = src.Header, src.Probes, src.Final
 	m := src.Len()
 	for i := range n {
-		r, s := i/m, *src.Step(i%m)
+		r, s := i/m, *src.Step(i % m)
 		shift := uint64(r%512) << 12
 		regs := *s.Regs
 		regs.Set(x86.RAX, uint64(i))
