@@ -63,6 +63,8 @@ type fileHead struct {
 // fileIndex is the index member of a version 2 file.
 type fileIndex struct {
 	Chunks []chunkEntry `json:"chunks"`
+	// Lookups are what Open loads instead of reading every chunk.
+	Lookups *lookups `json:"lookups,omitempty"`
 }
 
 // chunkEntry locates one chunk: the offset of its gzip member in the
@@ -142,6 +144,12 @@ func (t *Trace) Write(w io.Writer) error {
 		idx.Chunks = append(idx.Chunks, chunkEntry{Off: cw.n, Size: int64(len(data)), Raw: raw, Count: count})
 		cw.Write(data)
 	}
+	if n > 0 {
+		last := stepCPL(t.Step(n - 1))
+		t.st.mu.Lock()
+		idx.Lookups = lookupsOf(&t.st.idx, n, last)
+		t.st.mu.Unlock()
+	}
 	ib, err := gzipJSON(idx)
 	if err != nil {
 		return err
@@ -215,8 +223,11 @@ func readMember(b []byte, off, size int64, max int, what string) ([]byte, error)
 
 func size64(n int64) string { return size(n) }
 
-// readV2 opens a version 2 file held in b.
-func readV2(ctx context.Context, b []byte) (*Trace, error) {
+// readV2 opens a version 2 file held in b. Unless lazy, every chunk is
+// checked and the indexes are built from the steps; when lazy they are
+// loaded from the file's lookups, and a chunk is first decoded when one
+// of its steps is asked for.
+func readV2(ctx context.Context, b []byte, lazy bool) (*Trace, error) {
 	if len(b) < trailerSize {
 		return nil, errV2("the file is cut short (%d bytes, no trailer)", len(b))
 	}
@@ -317,6 +328,15 @@ func readV2(ctx context.Context, b []byte) (*Trace, error) {
 	if st.open == nil {
 		st.open = make([]Step, 0, ChunkSteps)
 	}
+	if lazy && idx.Lookups != nil {
+		x, err := idx.Lookups.index(steps)
+		if err != nil {
+			return nil, err
+		}
+		st.idx = *x
+		t.st = st
+		return t, nil
+	}
 	if err := st.verify(ctx); err != nil {
 		return nil, err
 	}
@@ -397,8 +417,11 @@ func (st *store) verify(ctx context.Context) error {
 }
 
 // readAllLimited reads r to its end, refusing more than MaxFileSize bytes.
-func readAllLimited(ctx context.Context, r io.Reader) ([]byte, error) {
+func readAllLimited(ctx context.Context, r io.Reader, hint int64) ([]byte, error) {
 	var buf bytes.Buffer
+	if hint > 0 && hint <= MaxFileSize {
+		buf.Grow(int(hint) + 1)
+	}
 	p := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {

@@ -49,10 +49,21 @@ func ReadFile(path string) (*Trace, error) {
 // and read with deadlines: ReadFileContext returns when ctx is done or no
 // data came for IdleTimeout. Errors name the file.
 func ReadFileContext(ctx context.Context, path string) (*Trace, error) {
-	return readFile(ctx, path, IdleTimeout)
+	return readFile(ctx, path, IdleTimeout, false)
 }
 
-func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, error) {
+// Open loads a trace from a file to view it. A version 2 file is opened
+// by its head and index: its chunks are read into memory as they are
+// (compressed) and each is decoded when one of its steps is first asked
+// for, so a trace of a million steps opens in a fraction of a second. A
+// chunk that turns out to be damaged then reads as steps that say so in
+// their effects, where ReadFile would have refused the file: use ReadFile
+// to convert or export. A version 1 file is read as ReadFile reads it.
+func Open(ctx context.Context, path string) (*Trace, error) {
+	return readFile(ctx, path, IdleTimeout, true)
+}
+
+func readFile(ctx context.Context, path string, idle time.Duration, lazy bool) (*Trace, error) {
 	// O_NONBLOCK: opening a FIFO with no writer would otherwise block in
 	// the kernel, where neither ctx nor a signal can reach it.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -65,6 +76,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		return nil, err
 	}
 	var r io.Reader = f
+	var hint int64
 	switch {
 	case fi.IsDir():
 		return nil, fmt.Errorf("%s: is a directory, not a trace file", path)
@@ -73,6 +85,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 			return nil, fmt.Errorf("%s: %w: the file is %s, sctrace reads at most %s",
 				path, ErrTooLarge, size(fi.Size()), size(MaxFileSize))
 		}
+		hint = fi.Size()
 	default:
 		pr, err := newPollReader(ctx, f, idle)
 		if err != nil {
@@ -81,7 +94,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		defer pr.stop()
 		r = pr
 	}
-	t, err := ReadContext(ctx, r)
+	t, err := readContext(ctx, r, lazy, hint)
 	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil, fmt.Errorf("%s: reading interrupted: %w", path, err)
 	}
@@ -105,13 +118,19 @@ func Read(r io.Reader) (*Trace, error) { return ReadContext(context.Background()
 // Op, and its Mnemonic when the file has none, are decoded from the
 // step's bytes.
 func ReadContext(ctx context.Context, r io.Reader) (*Trace, error) {
+	return readContext(ctx, r, false, 0)
+}
+
+// readContext reads a trace of either version from r; hint is r's size,
+// when known.
+func readContext(ctx context.Context, r io.Reader, lazy bool, hint int64) (*Trace, error) {
 	br := bufio.NewReader(r)
 	if magic, _ := br.Peek(2); isGzip(magic) {
-		b, err := readAllLimited(ctx, br)
+		b, err := readAllLimited(ctx, br, hint)
 		if err != nil {
 			return nil, err
 		}
-		return readV2(ctx, b)
+		return readV2(ctx, b, lazy)
 	}
 	lr := &limitReader{r: br, ctx: ctx, max: MaxFileSize}
 	dec := json.NewDecoder(lr)

@@ -320,7 +320,7 @@ func TestReadFileFIFO(t *testing.T) {
 			}
 			errc <- err
 		}()
-		tr, err := readFile(context.Background(), name, 5*time.Second)
+		tr, err := readFile(context.Background(), name, 5*time.Second, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,7 +336,7 @@ func TestReadFileFIFO(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		start := time.Now()
-		_, err := readFile(ctx, name, time.Minute)
+		_, err := readFile(ctx, name, time.Minute, false)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("ReadFile = %v, want context.Canceled", err)
 		}
@@ -346,7 +346,7 @@ func TestReadFileFIFO(t *testing.T) {
 	})
 	t.Run("no writer, idle", func(t *testing.T) {
 		name := mkfifo(t)
-		_, err := readFile(context.Background(), name, 200*time.Millisecond)
+		_, err := readFile(context.Background(), name, 200*time.Millisecond, false)
 		if err == nil || !strings.Contains(err.Error(), "no data for 200ms") || !strings.Contains(err.Error(), name) {
 			t.Errorf("ReadFile = %v, want a timeout naming the file", err)
 		}
@@ -364,7 +364,7 @@ func TestReadFileFIFO(t *testing.T) {
 			f.Write(good[:100])
 			<-done
 		}()
-		_, err := readFile(context.Background(), name, 300*time.Millisecond)
+		_, err := readFile(context.Background(), name, 300*time.Millisecond, false)
 		if err == nil || !strings.Contains(err.Error(), "no data for 300ms") {
 			t.Errorf("ReadFile = %v, want a timeout", err)
 		}

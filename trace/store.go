@@ -283,8 +283,16 @@ type ripSteps struct {
 func (x *index) init() {
 	if x.events == nil {
 		x.events = map[annotate.Event][]int32{}
+	}
+	if x.rips == nil {
 		x.rips = map[uint64]*ripSteps{}
-		x.lineIDs = map[string]uint32{}
+	}
+	if x.lineIDs == nil {
+		// Empty, or an index loaded from a file's lookups.
+		x.lineIDs = make(map[string]uint32, len(x.keys))
+		for i, k := range x.keys {
+			x.lineIDs[k] = uint32(i)
+		}
 	}
 }
 

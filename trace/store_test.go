@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -47,7 +48,11 @@ func TestStoreKeepsSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, got := range map[string]*Trace{"in memory": tr, "read back": back} {
+	opened, err := readV2(context.Background(), buf.Bytes(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]*Trace{"in memory": tr, "read back": back, "opened": opened} {
 		if got.Len() != n {
 			t.Fatalf("%s: %d steps, want %d", name, got.Len(), n)
 		}
@@ -63,15 +68,26 @@ func TestStoreKeepsSteps(t *testing.T) {
 			}
 		}
 	}
-	var a, b bytes.Buffer
+	var a bytes.Buffer
 	if err := tr.WriteJSON(&a); err != nil {
 		t.Fatal(err)
 	}
-	if err := back.WriteJSON(&b); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(a.Bytes(), b.Bytes()) {
-		t.Error("the JSON of the trace read back differs from the JSON of the trace written")
+	for name, got := range map[string]*Trace{"read back": back, "opened": opened} {
+		var b bytes.Buffer
+		if err := got.WriteJSON(&b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.Bytes(), b.Bytes()) {
+			t.Errorf("%s: the JSON differs from the JSON of the trace written", name)
+		}
+		// Written again, a trace file is the same file.
+		b.Reset()
+		if err := got.Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf.Bytes(), b.Bytes()) {
+			t.Errorf("%s: written again, the trace file differs", name)
+		}
 	}
 }
 
@@ -143,6 +159,19 @@ func TestReadV2Damaged(t *testing.T) {
 			}
 		})
 	}
+	// Opened to be viewed, a file whose chunk is damaged opens, and the
+	// chunk's steps say what is wrong with them when they are shown.
+	opened, err := readV2(context.Background(), flip(len(good)/3), true)
+	if err != nil {
+		t.Fatalf("Open of a file with a damaged chunk: %v", err)
+	}
+	s := opened.Step(5)
+	if len(s.Effects) != 1 || s.Effects[0].Verdict != annotate.Finding || !strings.Contains(s.Effects[0].Text, "could not be decoded") || s.Regs == nil {
+		t.Errorf("a step of a damaged chunk: %+v", s)
+	}
+	if ok := opened.Step(ChunkSteps + 5); !reflect.DeepEqual(ok, tr.Step(ChunkSteps+5)) {
+		t.Errorf("a step of the undamaged chunk after it differs: %+v", ok)
+	}
 }
 
 // TestIndexes checks the lookups the viewer uses against a scan of the
@@ -153,11 +182,15 @@ func TestIndexes(t *testing.T) {
 	if err := tr.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
+	opened, err := readV2(context.Background(), buf.Bytes(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	back, err := Read(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, tr := range map[string]*Trace{"in memory": tr, "read back": back} {
+	for name, tr := range map[string]*Trace{"in memory": tr, "read back": back, "opened": opened} {
 		for _, from := range []int{0, 7, ChunkSteps + 3, len(want) - 1} {
 			for _, ev := range []string{"cpl-change", "swapgs", "stack-switch", "iret"} {
 				next, prev := -1, -1
@@ -207,7 +240,7 @@ func TestIndexes(t *testing.T) {
 			}
 			cpl := -1
 			for k := max(from, 1); k < len(want) && cpl < 0; k++ {
-				if want[k].CPL != want[k-1].CPL {
+				if want[k].Regs.CPL() != want[k-1].Regs.CPL() {
 					cpl = k
 				}
 			}

@@ -221,12 +221,18 @@ prints the trace instead; --format json or trace converts between the two.`,
 			if err != nil {
 				return err
 			}
+			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
+				// The viewer decodes steps as it shows them.
+				t, err := trace.Open(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
+			}
+			// Printing or converting reads, and checks, every step first.
 			t, err := trace.ReadFileContext(cmd.Context(), args[0])
 			if err != nil {
 				return err
-			}
-			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
-				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
 			}
 			if format == "" {
 				format = "text"
