@@ -1,7 +1,15 @@
 // Package trace records a system call's path through the kernel, one
-// single step at a time, and keeps it as data: a Trace is saved as
-// versioned JSON, read back with no QEMU running, and printed as text or
-// Markdown.
+// single step at a time, and keeps it as data: a Trace is saved to a file
+// (version 2, compact, Write; or version 1, JSON, WriteJSON), read back
+// with no QEMU running (Read, ReadFile, and Open for viewing), and printed
+// as text or Markdown.
+//
+// Steps are read and added through Trace.Len, Step, All and Append. They
+// are kept in chunks of ChunkSteps in the compact encoding the version 2
+// file stores (chunk.go), decoded a chunk at a time when asked for, so
+// that a trace of a million steps takes tens of megabytes, not a
+// gigabyte; indexes built once as steps are added (lookup.go) find events,
+// addresses and text without walking the steps.
 //
 // Each instruction is decoded once. A step keeps its bytes, the text
 // rendered in both syntaxes for people ("intel", "att"), and what code
