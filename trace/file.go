@@ -51,13 +51,14 @@ const (
 
 // fileHead is the first member of a version 2 file.
 type fileHead struct {
-	Format     string     `json:"format"`
-	Version    int        `json:"version"`
-	Steps      int        `json:"steps"`
-	ChunkSteps int        `json:"chunk_steps"`
-	Header     Header     `json:"header"`
-	Probes     []Probe    `json:"probes,omitempty"`
-	Final      *x86.State `json:"final,omitempty"`
+	Format     string      `json:"format"`
+	Version    int         `json:"version"`
+	Steps      int         `json:"steps"`
+	ChunkSteps int         `json:"chunk_steps"`
+	Header     Header      `json:"header"`
+	Probes     []Probe     `json:"probes,omitempty"`
+	UserWrites []UserWrite `json:"user_writes,omitempty"`
+	Final      *x86.State  `json:"final,omitempty"`
 }
 
 // fileIndex is the index member of a version 2 file.
@@ -110,7 +111,7 @@ func (t *Trace) Write(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	cw := &countWriter{w: bw}
 	head := fileHead{Format: Format, Version: Version, Steps: n, ChunkSteps: ChunkSteps,
-		Header: t.Header, Probes: t.Probes, Final: t.Final}
+		Header: t.Header, Probes: t.Probes, UserWrites: t.UserWrites, Final: t.Final}
 	b, err := gzipJSON(head)
 	if err != nil {
 		return err
@@ -295,14 +296,21 @@ func readV2(ctx context.Context, b []byte, lazy bool) (*Trace, error) {
 	if steps != head.Steps {
 		return nil, errV2("the head says %d steps, the chunks hold %d", head.Steps, steps)
 	}
-	t := &Trace{Format: head.Format, Version: head.Version, Header: head.Header, Probes: head.Probes, Final: head.Final, lim: -1}
+	t := &Trace{Format: head.Format, Version: head.Version, Header: head.Header, Probes: head.Probes,
+		UserWrites: head.UserWrites, Final: head.Final, lim: -1}
 	for i, p := range t.Probes {
 		if p.Step < 0 || p.Step > steps {
 			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, steps)
 		}
 	}
+	for i, w := range t.UserWrites {
+		if w.Step < 0 || w.Step > steps {
+			return nil, fmt.Errorf("corrupt trace: write by hand %d made before step %d of %d", i, w.Step, steps)
+		}
+	}
 	termtext.LineAll(&t.Header)
 	termtext.LineAll(&t.Probes)
+	termtext.LineAll(&t.UserWrites)
 	termtext.LineAll(&t.Final)
 	st := &store{clean: true, n: steps}
 	for _, c := range idx.Chunks {

@@ -13,7 +13,7 @@ func stepsOf(t *Trace) []Step {
 // the given steps, renumbered from 0.
 func withSteps(t *Trace, steps []Step) *Trace {
 	n := New(steps...)
-	n.Format, n.Version, n.Header, n.Probes, n.Final = t.Format, t.Version, t.Header, t.Probes, t.Final
+	n.Format, n.Version, n.Header, n.Probes, n.UserWrites, n.Final = t.Format, t.Version, t.Header, t.Probes, t.UserWrites, t.Final
 	return n
 }
 

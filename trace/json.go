@@ -43,7 +43,7 @@ func (t *Trace) WriteJSON(w io.Writer) error {
 		return err
 	}
 	n := t.Len()
-	rest := len(t.Probes) > 0 || t.Final != nil
+	rest := len(t.Probes) > 0 || len(t.UserWrites) > 0 || t.Final != nil
 	if n == 0 {
 		put([]byte(" \"steps\": []"))
 	} else {
@@ -68,7 +68,12 @@ func (t *Trace) WriteJSON(w io.Writer) error {
 		put([]byte("\n"))
 	}
 	if len(t.Probes) > 0 {
-		if err := field("probes", t.Probes, t.Final == nil); err != nil {
+		if err := field("probes", t.Probes, len(t.UserWrites) == 0 && t.Final == nil); err != nil {
+			return err
+		}
+	}
+	if len(t.UserWrites) > 0 {
+		if err := field("user_writes", t.UserWrites, t.Final == nil); err != nil {
 			return err
 		}
 	}

@@ -135,9 +135,15 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			}
 		}
 	}
+	byHand := func(i int) {
+		for _, w := range UserWritesBefore(t.UserWrites, i) {
+			p.f("    !! %-10s %s\n", "by hand", w)
+		}
+	}
 	for i, s := range t.All() {
 		// A probe's effects follow those of the step it ran after.
 		effects(ProbeEffects(t.Probes, i))
+		byHand(i)
 		ring := "U"
 		if s.CPL == 0 {
 			ring = "K"
@@ -146,6 +152,7 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		effects(s.Effects)
 	}
 	effects(ProbeEffects(t.Probes, t.Len()))
+	byHand(t.Len())
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -167,6 +174,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		for _, f := range sum.Findings {
 			p.f("    %s\n", f)
 		}
+	}
+	if n := len(t.UserWrites); n > 0 {
+		p.f("  changed by hand while stopped: %d (marked \"by hand\": the guest did not do it)\n", n)
 	}
 	if h.IRQs > 0 {
 		p.f("  interrupts taken while stepping, run to their return and left out: %d\n", h.IRQs)
@@ -201,6 +211,13 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		}
 		p.f("\n")
 	}
+	if ws := UserWritesBefore(t.UserWrites, 0); len(ws) > 0 {
+		p.f("Changed by hand before the first step:\n\n")
+		for _, w := range ws {
+			p.f("- %s\n", mdEscape(w.String()))
+		}
+		p.f("\n")
+	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
 	for i, s := range t.All() {
 		var effs []string
@@ -210,6 +227,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 				txt = "**finding:** " + txt
 			}
 			effs = append(effs, txt)
+		}
+		for _, w := range UserWritesBefore(t.UserWrites, i+1) {
+			effs = append(effs, "**by hand:** "+mdEscape(w.String()))
 		}
 		p.f("| %d | %d | `%s` | `%s` | %s |\n", s.Index, s.CPL, s.Where(), s.Asm(syn), strings.Join(effs, "<br>"))
 	}

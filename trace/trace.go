@@ -45,8 +45,11 @@ type Trace struct {
 	Version int    `json:"version"`
 	Header  Header `json:"header"`
 	// Probes are the runs of the opt-in MSR probe, in the order they ran.
-	Probes []Probe    `json:"probes,omitempty"`
-	Final  *x86.State `json:"final,omitempty"` // the state after the last step
+	Probes []Probe `json:"probes,omitempty"`
+	// UserWrites are the changes made to the guest by hand while it was
+	// stopped, in the order they were made.
+	UserWrites []UserWrite `json:"user_writes,omitempty"`
+	Final      *x86.State  `json:"final,omitempty"` // the state after the last step
 
 	st *store
 	// lim is the number of steps a view (View) shows; -1 for a trace
@@ -252,13 +255,14 @@ func (t *Trace) Append(s Step) *Step {
 }
 
 // View returns a trace that shares t's steps but shows only the first n
-// (at most Len()), with copies of t's header and probes: what a viewer
+// (at most Len()), with copies of t's header, probes and writes by hand: what a viewer
 // holds while the recorder goes on appending to t.
 func (t *Trace) View(n int) *Trace {
 	v := *t
 	v.Header.Regions = slices.Clone(t.Header.Regions)
 	v.Header.MSRs = slices.Clone(t.Header.MSRs)
 	v.Probes = slices.Clip(t.Probes)
+	v.UserWrites = slices.Clip(t.UserWrites)
 	v.lim, v.view = max(0, min(n, t.Len())), true
 	if v.st == nil {
 		v.st = newStore()
@@ -267,11 +271,12 @@ func (t *Trace) View(n int) *Trace {
 	return &v
 }
 
-// Clear forgets the steps (and the probes and the final state), so that
-// the trace starts afresh. Views taken before keep what they showed.
+// Clear forgets the steps (and the probes, the writes by hand and the
+// final state), so that the trace starts afresh. Views taken before keep
+// what they showed.
 func (t *Trace) Clear() {
 	t.st, t.lim, t.view = nil, 0, false
-	t.Probes, t.Final = nil, nil
+	t.Probes, t.UserWrites, t.Final = nil, nil, nil
 }
 
 // After returns the state after step i: the next step's Regs, or the

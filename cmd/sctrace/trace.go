@@ -202,26 +202,33 @@ func newViewCmd() *cobra.Command {
 	var (
 		format string
 		syntax string
+		other  string
+		expand bool
 	)
 	cmd := &cobra.Command{
-		Use:   "view FILE",
+		Use:   "view FILE [--diff OTHER]",
 		Short: "Open a saved trace in the interactive view, or print it, with no QEMU running",
 		Long: `view reads a trace saved with --format trace or --format json (or with w in
 the interactive view) and opens it in the interactive view: f and b walk the
 steps, e and E jump to the next and previous event, ? lists the keys. A trace
 file (version 2) opens at once whatever its length: steps are decoded as they
 are shown. With --format, or when standard output is not a terminal, it
-prints the trace instead; --format json or trace converts between the two.`,
+prints the trace instead; --format json or trace converts between the two.
+
+With --diff OTHER it shows FILE (A) and OTHER (B) aligned side by side, the
+two code panes scrolling together; e and E jump to the next and previous
+difference (see sctrace diff, which prints the same alignment).`,
 		Example: `  sctrace view syscall.sctrace
   sctrace view syscall.json --format markdown > syscall.md
-  sctrace view execve.sctrace --format json > execve.json`,
+  sctrace view execve.sctrace --format json > execve.json
+  sctrace view pti-on.json --diff pti-off.json`,
 		Args: oneArg("the trace file to view"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			syn, err := parseSyntax(syntax)
 			if err != nil {
 				return err
 			}
-			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
+			if format == "" && other == "" && tui.IsTerminal(cmd.OutOrStdout()) {
 				// The viewer decodes steps as it shows them.
 				t, err := trace.Open(cmd.Context(), args[0])
 				if err != nil {
@@ -234,6 +241,9 @@ prints the trace instead; --format json or trace converts between the two.`,
 			if err != nil {
 				return err
 			}
+			if other != "" {
+				return viewDiff(cmd, t, args[0], other, format, syn, expand)
+			}
 			if format == "" {
 				format = "text"
 			}
@@ -242,5 +252,7 @@ prints the trace instead; --format json or trace converts between the two.`,
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, markdown, json or trace instead of opening the interactive view")
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
+	cmd.Flags().StringVar(&other, "diff", "", "show FILE and this trace (`OTHER`) side by side, aligned")
+	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")
 	return cmd
 }

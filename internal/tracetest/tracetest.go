@@ -19,7 +19,7 @@ import (
 // so that no two steps share that text.
 func Repeat(src *trace.Trace, n int) *trace.Trace {
 	t := trace.New()
-	t.Header, t.Probes, t.Final = src.Header, src.Probes, src.Final
+	t.Header, t.Probes, t.UserWrites, t.Final = src.Header, src.Probes, src.UserWrites, src.Final
 	m := src.Len()
 	for i := range n {
 		r, s := i/m, *src.Step(i % m)
