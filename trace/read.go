@@ -15,11 +15,13 @@ import (
 )
 
 // Limits on what Read accepts. A trace sctrace records is far below them
-// (a Linux round trip is a few hundred steps, about 1.5 KB each); they
-// stop a damaged or hostile file from taking the machine's memory.
+// (a Linux round trip is a few hundred steps, about 1.5 KB each as JSON
+// and 40 bytes in a trace file); they stop a damaged or hostile file from
+// taking the machine's memory.
 const (
 	// MaxFileSize is the largest trace Read accepts: 1 GiB, about
-	// 700,000 steps.
+	// 700,000 steps of JSON (version 1), tens of millions in a trace
+	// file (version 2).
 	MaxFileSize = 1 << 30
 	// MaxField is the longest single JSON string (or number, or other
 	// token) Read accepts in a trace: 1 MiB.
@@ -104,15 +106,20 @@ func readFile(ctx context.Context, path string, idle time.Duration, lazy bool) (
 	return t, nil
 }
 
-// Read loads a trace written by Write. A file of another kind, another
-// version, or with inconsistent steps gets an error that says which.
+// Read loads a trace written by Write (version 2) or WriteJSON (version
+// 1), telling them apart by their first bytes. A file of another kind,
+// another version, or with inconsistent steps gets an error that says
+// which.
 func Read(r io.Reader) (*Trace, error) { return ReadContext(context.Background(), r) }
 
 // ReadContext is Read, giving up when ctx is done.
 //
-// The steps are decoded one at a time as they stream in, so memory holds
-// the decoded trace, not its text. A trace over MaxFileSize bytes or with
-// a single field over MaxField is refused with ErrTooLarge. Every string
+// Version 1 steps are decoded one at a time as they stream in, so memory
+// holds the trace, not its text; a version 2 file is read whole (it is
+// compact), every chunk checked and the indexes built from the steps (see
+// Open for the faster way to view one). A trace over MaxFileSize bytes,
+// with a single JSON field over MaxField, or with a version 2 chunk or
+// index over 64 MiB decompressed, is refused with ErrTooLarge. Every string
 // in the trace has its control characters escaped (see termtext.Line):
 // a trace file is untrusted text that is printed to terminals. Each step's
 // Op, and its Mnemonic when the file has none, are decoded from the
