@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -267,7 +268,6 @@ func TestChunkDecodeNeverPanics(t *testing.T) {
 			t.Fatalf("a chunk cut at byte %d of %d decoded", i, len(raw))
 		}
 	}
-	_ = fmt.Sprint
 }
 
 func eventsOf(names ...string) []annotate.Event {
@@ -276,4 +276,49 @@ func eventsOf(names ...string) []annotate.Event {
 		out = append(out, annotate.Event(n))
 	}
 	return out
+}
+
+// TestAppendWhileReading appends steps across several chunk ends (whose
+// compression runs in the background) while another goroutine takes
+// views, reads their steps and writes them: run with -race, and every
+// step read must be the step appended.
+func TestAppendWhileReading(t *testing.T) {
+	_, want := bigTrace(t, 5*ChunkSteps+3)
+	tr := New()
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			v := tr.View(tr.Len())
+			n := v.Len()
+			for _, i := range []int{0, n / 2, n - 1, n - ChunkSteps} {
+				if i >= 0 && i < n && !reflect.DeepEqual(v.Step(i), &want[i]) {
+					errs <- fmt.Errorf("step %d of a view of %d differs", i, n)
+					return
+				}
+			}
+			if err := v.Write(io.Discard); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for _, s := range want {
+		tr.Append(s)
+	}
+	close(done)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range tr.All() {
+		if !reflect.DeepEqual(s, &want[i]) {
+			t.Fatalf("step %d differs", i)
+		}
+	}
 }
