@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 )
@@ -84,4 +85,24 @@ func (t *Trace) WriteJSON(w io.Writer) error {
 	}
 	put([]byte("}\n"))
 	return bw.Flush()
+}
+
+// MarshalJSON returns what WriteJSON writes, so that a Trace inside other
+// JSON keeps its steps; it holds the whole text in memory.
+func (t *Trace) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.WriteJSON(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON returns, as Read does.
+func (t *Trace) UnmarshalJSON(data []byte) error {
+	r, err := Read(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	*t = *r
+	return nil
 }

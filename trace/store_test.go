@@ -3,6 +3,7 @@ package trace
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -320,5 +321,21 @@ func TestAppendWhileReading(t *testing.T) {
 		if !reflect.DeepEqual(s, &want[i]) {
 			t.Fatalf("step %d differs", i)
 		}
+	}
+}
+
+// TestMarshalJSON: a trace inside other JSON keeps its steps.
+func TestMarshalJSON(t *testing.T) {
+	tr := readTestTrace(t)
+	b, err := json.Marshal(struct{ T *Trace }{tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct{ T *Trace }
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.T.Len() != tr.Len() || !reflect.DeepEqual(back.T.Step(3), tr.Step(3)) {
+		t.Errorf("%d steps back of %d", back.T.Len(), tr.Len())
 	}
 }
