@@ -39,6 +39,17 @@ func (t *Trace) GapAt(i int) (*Gap, bool) {
 	return nil, false
 }
 
+// checkGaps checks the gaps read from a file of n steps: each before a
+// step of the trace (or after the last), in order.
+func checkGaps(gaps []Gap, n int) error {
+	for i, g := range gaps {
+		if g.Step < 0 || g.Step > n || i > 0 && g.Step <= gaps[i-1].Step {
+			return fmt.Errorf("corrupt trace: gap %d before step %d of %d, out of order", i, g.Step, n)
+		}
+	}
+	return nil
+}
+
 // NoteGap records that the guest ran unrecorded after the last step, for
 // the reason what: the next step appended follows the gap. Two gaps with
 // no step between them are one, which says each different reason once. It
@@ -47,10 +58,15 @@ func (r *Recorder) NoteGap(what string) *Gap {
 	t := r.trace
 	n := t.Len()
 	if g, ok := t.GapAt(n); ok {
-		if !slices.Contains(strings.Split(g.What, "; "), what) {
-			g.What += "; " + what
+		if slices.Contains(strings.Split(g.What, "; "), what) {
+			return g
 		}
-		return g
+		// A copy, so that views taken before (Trace.View) keep the
+		// gap as it was.
+		k := len(t.Gaps) - 1
+		t.Gaps = slices.Clone(t.Gaps)
+		t.Gaps[k].What += "; " + what
+		return &t.Gaps[k]
 	}
 	var before *x86.State
 	if n > 0 {

@@ -41,16 +41,32 @@ func TestGaps(t *testing.T) {
 	if a := tr.After(1); a.Val(x86.RIP) != 0x2001 {
 		t.Errorf("After(1) = rip %#x, want the final 0x2001", a.Val(x86.RIP))
 	}
+	for _, f := range []struct {
+		name  string
+		write func(*Trace, *bytes.Buffer) error
+	}{
+		{"version 2", func(t *Trace, b *bytes.Buffer) error { return t.Write(b) }},
+		{"JSON", func(t *Trace, b *bytes.Buffer) error { return t.WriteJSON(b) }},
+	} {
+		var buf bytes.Buffer
+		if err := f.write(tr, &buf); err != nil {
+			t.Fatal(err)
+		}
+		back, err := Read(bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		if len(back.Gaps) != 2 || back.Gaps[1].Step != 1 || back.After(0).Val(x86.RIP) != 0x1001 {
+			t.Errorf("%s read back: %+v", f.name, back.Gaps)
+		}
+	}
 	var buf bytes.Buffer
-	if err := tr.Write(&buf); err != nil {
+	if err := tr.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
 	}
 	back, err := Read(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if len(back.Gaps) != 2 || back.Gaps[1].Step != 1 || back.After(0).Val(x86.RIP) != 0x1001 {
-		t.Errorf("read back: %+v", back.Gaps)
 	}
 	var text bytes.Buffer
 	if err := WriteText(&text, back, ATT); err != nil {

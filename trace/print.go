@@ -51,7 +51,7 @@ type Summary struct {
 
 // Summarize adds a trace up.
 func Summarize(t *Trace) Summary {
-	sum := Summary{Instructions: len(t.Steps), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
+	sum := Summary{Instructions: t.Len(), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
 	ctx := &annotate.Context{Regions: t.Header.Regions}
 	lastStack := ""
 	visit := func(st *x86.State) {
@@ -74,8 +74,7 @@ func Summarize(t *Trace) Summary {
 			sum.Findings = append(sum.Findings, "before step 0: "+e.Text)
 		}
 	}
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		if s.CPL == 0 {
 			sum.Kernel++
 		}
@@ -118,16 +117,23 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("symbols: %s\n", h.Symbols)
 	}
 	p.f("stepping: %s\n\n", h.Stepping)
-	for i := range t.Steps {
+	byHand := func(i int) {
+		for _, w := range UserWritesBefore(t.UserWrites, i) {
+			p.f("    !! %-10s %s\n", "by hand", w)
+		}
+	}
+	for i, s := range t.All() {
 		// A probe's effects follow those of the step it ran after.
 		p.effects(ProbeEffects(t.Probes, i))
+		byHand(i)
 		if g, ok := t.GapAt(i); ok {
 			p.gap(g)
 		}
-		p.step(&t.Steps[i], syn)
+		p.step(s, syn)
 	}
-	p.effects(ProbeEffects(t.Probes, len(t.Steps)))
-	if g, ok := t.GapAt(len(t.Steps)); ok {
+	p.effects(ProbeEffects(t.Probes, t.Len()))
+	byHand(t.Len())
+	if g, ok := t.GapAt(t.Len()); ok {
 		p.gap(g)
 	}
 	sum := Summarize(t)
@@ -151,6 +157,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		for _, f := range sum.Findings {
 			p.f("    %s\n", f)
 		}
+	}
+	if n := len(t.UserWrites); n > 0 {
+		p.f("  changed by hand while stopped: %d (marked \"by hand\": the guest did not do it)\n", n)
 	}
 	if h.IRQs > 0 {
 		p.f("  interrupts taken while stepping, run to their return and left out: %d\n", h.IRQs)
@@ -239,9 +248,15 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		}
 		p.f("\n")
 	}
+	if ws := UserWritesBefore(t.UserWrites, 0); len(ws) > 0 {
+		p.f("Changed by hand before the first step:\n\n")
+		for _, w := range ws {
+			p.f("- %s\n", mdEscape(w.String()))
+		}
+		p.f("\n")
+	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		var effs []string
 		for _, e := range slices.Concat(s.Effects, ProbeEffects(t.Probes, i+1)) {
 			txt := mdEscape(e.Text)
@@ -249,6 +264,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 				txt = "**finding:** " + txt
 			}
 			effs = append(effs, txt)
+		}
+		for _, w := range UserWritesBefore(t.UserWrites, i+1) {
+			effs = append(effs, "**by hand:** "+mdEscape(w.String()))
 		}
 		p.f("| %d | %d | `%s` | `%s` | %s |\n", s.Index, s.CPL, s.Where(), s.Asm(syn), strings.Join(effs, "<br>"))
 	}

@@ -77,6 +77,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 		newProxyCmd(),
 		newBenchCmd(),
 		newLearnCmd(),
+		newDiffCmd(),
 	)
 	return root
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/proxy"
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/trace"
 
 	"github.com/sctrace/sctrace/tui"
 )
@@ -109,7 +110,8 @@ replayed with sctrace view.`,
 				err = nil // ctrl-c: an ordinary end
 			}
 			if out != "" && t != nil {
-				if werr := outfile.Save(out, "sctrace-trace-*.json", t.Write); werr != nil {
+				write, ext := trace.WriterFor(t, out, syn)
+				if werr := outfile.Save(out, "sctrace-trace-*"+ext, write); werr != nil {
 					return errors.Join(err, werr)
 				}
 				fmt.Fprintf(stderr, "sctrace: %d steps saved to %s\n", steps, out)
@@ -124,7 +126,7 @@ replayed with sctrace view.`,
 	fl.StringVar(&to, "to", "", "the QEMU gdbstub to connect gdb to: HOST:PORT, :PORT or unix:PATH")
 	fl.StringVar(&listen, "listen", "", "where gdb connects: unix:PATH, :PORT (loopback) or HOST:PORT\n(default: a Unix socket in a new private directory)")
 	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map (default: the bundled\nkernel's when the guest runs it)")
-	fl.StringVarP(&out, "out", "o", "", "save the trace as JSON to `FILE` when the session ends")
+	fl.StringVarP(&out, "out", "o", "", "save the trace to `FILE` when the session ends: .sctrace for the compact\nformat, .txt or .md to read, anything else JSON")
 	fl.StringVar(&listing, "listing", "-", "write the live listing of the steps to `FILE` (- for standard output, none for none)")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax of the listing: att or intel")
 	return cmd
