@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,7 @@ import (
 
 func newProxyCmd() *cobra.Command {
 	var (
-		sf      stubFlags
+		timeout time.Duration
 		listen  string
 		to      string
 		symfile string
@@ -98,7 +99,7 @@ replayed with sctrace view.`,
 			}
 			fmt.Fprintf(stderr, "sctrace: waiting for gdb: gdb -ex 'target remote %s'\n", ln.Target)
 			t, err := proxy.Serve(cmd.Context(), ln, proxy.Config{
-				To: to, Symbols: syms, Timeout: sf.timeout, StackWords: tui.StackWords,
+				To: to, Symbols: syms, Timeout: timeout, StackWords: tui.StackWords,
 				Listing: list, Syntax: syn,
 				Warn: func(msg string) { fmt.Fprintln(stderr, "sctrace: warning:", msg) },
 			})
@@ -121,11 +122,11 @@ replayed with sctrace view.`,
 			return err
 		},
 	}
-	sf.register(cmd)
 	fl := cmd.Flags()
+	fl.DurationVar(&timeout, "timeout", 5*time.Second, "deadline for each of the proxy's own exchanges with the stub")
 	fl.StringVar(&to, "to", "", "the QEMU gdbstub to connect gdb to: HOST:PORT, :PORT or unix:PATH")
 	fl.StringVar(&listen, "listen", "", "where gdb connects: unix:PATH, :PORT (loopback) or HOST:PORT\n(default: a Unix socket in a new private directory)")
-	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map (default: the bundled\nkernel's when the guest runs it)")
+	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map (default: the bundled\nkernel's when the guest runs it, or a Linux guest's kallsyms)")
 	fl.StringVarP(&out, "out", "o", "", "save the trace to `FILE` when the session ends: .sctrace for the compact\nformat, .txt or .md to read, anything else JSON")
 	fl.StringVar(&listing, "listing", "-", "write the live listing of the steps to `FILE` (- for standard output, none for none)")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax of the listing: att or intel")
