@@ -358,12 +358,13 @@ func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
+	var console qemu.Output
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inst.Stop() })
-	time.Sleep(200 * time.Millisecond) // let the guest reach its trace loop
+	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second) // the guest is in its trace loop
 	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)
