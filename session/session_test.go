@@ -358,20 +358,13 @@ func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newBannerWatch(&SerialLog{}, "trace ready")
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: w})
+	var console qemu.Output
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inst.Stop() })
-	// Attach once the guest has reached its trace loop: on a loaded
-	// machine it can still be in the firmware a good while after QEMU
-	// starts.
-	select {
-	case <-w.seen:
-	case <-ctx.Done():
-		t.Fatal("the teaching kernel did not reach its trace loop")
-	}
+	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second) // the guest is in its trace loop
 	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)
