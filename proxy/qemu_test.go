@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -175,25 +174,6 @@ func gdbSameAsDirect(t *testing.T, bin string) {
 	}
 }
 
-// consoleWatch closes seen once the guest's console has printed want.
-type consoleWatch struct {
-	mu   sync.Mutex
-	buf  strings.Builder
-	want string
-	seen chan struct{}
-	once sync.Once
-}
-
-func (w *consoleWatch) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	if strings.Contains(w.buf.String(), w.want) {
-		w.once.Do(func() { close(w.seen) })
-	}
-	return len(p), nil
-}
-
 // TestGDBOnLinux steps a Debian Linux 6.1 guest (page table isolation on)
 // with gdb through the proxy, from the user syscall of sctrace's /init
 // (a hardware breakpoint at the address its symbols give) into the
@@ -213,17 +193,13 @@ func TestGDBOnLinux(t *testing.T) {
 		t.Fatal(err)
 	}
 	lo := session.LinuxOptions{Mode: linuxinit.Syscall}
-	w := &consoleWatch{want: linuxinit.Banner, seen: make(chan struct{})}
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: bz, Initrd: initrd, Append: lo.CommandLine(), Memory: "256M", Accel: "tcg", GDB: true, Serial: w})
+	var console qemu.Output
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: bz, Initrd: initrd, Append: lo.CommandLine(), Memory: "256M", Accel: "tcg", GDB: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer inst.Stop()
-	select {
-	case <-w.seen:
-	case <-ctx.Done():
-		t.Fatal("Linux did not reach /init")
-	}
+	testenv.WaitOutput(t, console.String, linuxinit.Banner, 120*time.Second) // /init loops
 	init, err := linuxinit.Symbols(linuxinit.Syscall)
 	if err != nil {
 		t.Fatal(err)
