@@ -74,7 +74,7 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 		T:       t,
 		Symbols: syms,
 		Ctx:     &annotate.Context{Symbols: sym, Regions: regions, Knowledge: annotate.NewKnowledge(), Accel: hdr.Accel},
-		trace:   &Trace{Format: Format, Version: Version, Header: hdr},
+		trace:   &Trace{Format: Format, Version: Version, Header: hdr, st: newStore()},
 	}
 }
 

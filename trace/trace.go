@@ -199,7 +199,7 @@ type Change struct {
 // New returns a trace holding steps, numbered from 0: for tests and
 // tools that build a trace in memory.
 func New(steps ...Step) *Trace {
-	t := &Trace{}
+	t := &Trace{st: newStore()}
 	for _, s := range steps {
 		t.Append(s)
 	}
@@ -259,7 +259,8 @@ func (t *Trace) Append(s Step) *Step {
 
 // View returns a trace that shares t's steps but shows only the first n
 // (at most Len()), with copies of t's header, probes and writes by hand: what a viewer
-// holds while the recorder goes on appending to t.
+// holds while the recorder goes on appending to t. View may run while
+// another goroutine appends to t, though not while it clears t.
 func (t *Trace) View(n int) *Trace {
 	v := *t
 	v.Header.Regions = slices.Clone(t.Header.Regions)
@@ -269,8 +270,7 @@ func (t *Trace) View(n int) *Trace {
 	v.Gaps = slices.Clip(t.Gaps)
 	v.lim, v.view = max(0, min(n, t.Len())), true
 	if v.st == nil {
-		v.st = newStore()
-		t.st = v.st // so that the view sees nothing t appends past n
+		v.st = newStore() // an empty view of its own; t is left alone
 	}
 	return &v
 }
@@ -279,7 +279,7 @@ func (t *Trace) View(n int) *Trace {
 // and the final state), so that the trace starts afresh. Views taken before keep
 // what they showed.
 func (t *Trace) Clear() {
-	t.st, t.lim, t.view = nil, 0, false
+	t.st, t.lim, t.view = newStore(), 0, false
 	t.Probes, t.UserWrites, t.Gaps, t.Final = nil, nil, nil, nil
 }
 
