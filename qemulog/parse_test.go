@@ -239,7 +239,9 @@ func TestUnknownLayout(t *testing.T) {
 		{"missing IDT", 15, func(s string) string { return "" }},
 		{"CR line", 16, func(s string) string { return strings.Replace(s, "CR3=", "CR8=", 1) }},
 		{"no EFER", 20, func(s string) string { return "XCR0=0000000000000003\n" }},
-		{"dump without Trace line", 21, func(s string) string { return "RAX=0000000000000027 RBX=0000000000000001 RCX=0000000000000000 RDX=0000000000000000\n" }},
+		{"dump without Trace line", 21, func(s string) string {
+			return "RAX=0000000000000027 RBX=0000000000000001 RCX=0000000000000000 RDX=0000000000000000\n"
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mod := append([]string(nil), lines...)

@@ -3,8 +3,8 @@ package qemulog_test
 import (
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
