@@ -36,6 +36,7 @@ type Logging struct {
 	// instruction per block: "one-insn-per-tb" (QEMU 8.1 and later) or
 	// "singlestep" (earlier releases).
 	OneInsn string
+	oneOn   bool // OneInsn is on and must be put off
 }
 
 // Enable switches QEMU's instruction log on, into a new file in a private
@@ -74,9 +75,9 @@ func Enable(ctx context.Context, conn *gdbremote.Conn) (_ *Logging, err error) {
 		err = l.run(ctx, "singlestep on")
 	}
 	if err != nil {
-		l.OneInsn = ""
 		return l, err
 	}
+	l.oneOn = true
 	if err := l.run(ctx, "log "+Items); err != nil {
 		return l, err
 	}
@@ -99,22 +100,33 @@ func (l *Logging) run(ctx context.Context, cmd string) error {
 	return nil
 }
 
-// Disable switches the log off (`log none`), single-instruction blocks off
-// again, and removes the log file and its directory. It does all three
-// whatever fails, and returns every failure.
-func (l *Logging) Disable(ctx context.Context) error {
+// Off switches the log off (`log none`), so that QEMU has written all of
+// it, and single-instruction blocks off again; the file stays for reading
+// until Disable. It does both whatever fails, and returns every failure.
+func (l *Logging) Off(ctx context.Context) error {
 	var errs []error
 	if l.conn != nil {
 		if err := l.run(ctx, "log none"); err != nil {
 			errs = append(errs, err)
 		}
-		if l.OneInsn != "" {
+		if l.oneOn {
 			if err := l.run(ctx, l.OneInsn+" off"); err != nil {
 				errs = append(errs, err)
 			}
-			l.OneInsn = ""
+			l.oneOn = false
 		}
 		l.conn = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Disable switches the log off as Off does, when that is not done yet, and
+// removes the log file and its directory. It does all of it whatever
+// fails, and returns every failure.
+func (l *Logging) Disable(ctx context.Context) error {
+	var errs []error
+	if err := l.Off(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if l.dir != "" {
 		if err := os.RemoveAll(l.dir); err != nil {

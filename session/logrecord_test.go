@@ -1,0 +1,153 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
+)
+
+// useLog makes s record with QEMU's instruction log.
+func useLog(s *Session) *trace.LogRecorder {
+	l := trace.NewLogRecorder(s.Recorder)
+	s.rec = l
+	return l
+}
+
+// withoutIRQ returns the events of s other than interrupts taken while
+// recording, which only a recorder that lets them in has.
+func withoutIRQ(ev []annotate.Event) []annotate.Event {
+	return slices.DeleteFunc(slices.Clone(ev), func(e annotate.Event) bool { return e == annotate.EventIRQ })
+}
+
+func findings(s *trace.Step) []string {
+	var out []string
+	for _, e := range s.Effects {
+		if e.Verdict == annotate.Finding {
+			out = append(out, e.Text)
+		}
+	}
+	return out
+}
+
+// traceDiffs lists every difference between a stepped trace and a logged
+// one in what both must agree on: the RIP sequence, the bytes and
+// mnemonics, every register of every state, the registers each step
+// changed, the events (interrupts taken while logging aside) and the
+// findings, and the final state. effects lists, apart, the effects that
+// differ (memory the log does not capture changes what some say).
+func traceDiffs(step, log *trace.Trace) (diffs, effects []string) {
+	add := func(format string, args ...any) { diffs = append(diffs, fmt.Sprintf(format, args...)) }
+	if step.Len() != log.Len() {
+		add("%d steps stepped, %d logged", step.Len(), log.Len())
+	}
+	for i := range min(step.Len(), log.Len()) {
+		a, b := step.Step(i), log.Step(i)
+		if a.RIP != b.RIP || string(a.Bytes) != string(b.Bytes) || a.Mnemonic != b.Mnemonic {
+			add("step %d: %s %#x % x stepped, %s %#x % x logged", i, a.Mnemonic, uint64(a.RIP), []byte(a.Bytes), b.Mnemonic, uint64(b.RIP), []byte(b.Bytes))
+			continue
+		}
+		if d := stateDiff(a.Regs, b.Regs); d != "" {
+			add("step %d (%s at %s): before: %s", i, a.Mnemonic, a.Symbol, d)
+		}
+		if !slices.Equal(a.Changed, b.Changed) {
+			add("step %d (%s): changed %v stepped, %v logged", i, a.Mnemonic, a.Changed, b.Changed)
+		}
+		if ea, eb := withoutIRQ(a.Events), withoutIRQ(b.Events); !slices.Equal(ea, eb) {
+			add("step %d (%s): events %v stepped, %v logged", i, a.Mnemonic, ea, eb)
+		}
+		if fa, fb := findings(a), findings(b); !slices.Equal(fa, fb) {
+			add("step %d (%s): findings %q stepped, %q logged", i, a.Mnemonic, fa, fb)
+		}
+		ta, tb := effectTexts(a), effectTexts(b)
+		for _, t := range ta {
+			if !slices.Contains(tb, t) {
+				effects = append(effects, fmt.Sprintf("step %d (%s): stepped only: %s", i, a.Mnemonic, t))
+			}
+		}
+		for _, t := range tb {
+			if !slices.Contains(ta, t) {
+				effects = append(effects, fmt.Sprintf("step %d (%s): logged only: %s", i, a.Mnemonic, t))
+			}
+		}
+	}
+	if d := stateDiff(step.Final, log.Final); d != "" {
+		add("final state: %s", d)
+	}
+	return diffs, effects
+}
+
+func effectTexts(s *trace.Step) []string {
+	var out []string
+	for _, e := range s.Effects {
+		if e.Event != annotate.EventIRQ {
+			out = append(out, e.Text)
+		}
+	}
+	return out
+}
+
+// stateDiff says which registers differ between two states, in value or
+// in being known.
+func stateDiff(a, b *x86.State) string {
+	if a == nil || b == nil {
+		if a != b {
+			return fmt.Sprintf("one state missing (%v, %v)", a != nil, b != nil)
+		}
+		return ""
+	}
+	var out string
+	for r := x86.Reg(0); r < x86.NumRegs; r++ {
+		va, oka := a.Get(r)
+		vb, okb := b.Get(r)
+		if oka != okb || va != vb {
+			out += fmt.Sprintf(" %s %#x/%v vs %#x/%v", r, va, oka, vb, okb)
+		}
+	}
+	return out
+}
+
+// TestLogRecorderEquivalence records the first round trip of each of the
+// teaching kernel's five mechanisms twice, on two guests booted alike: by
+// single steps and from QEMU's instruction log. The traces must agree in
+// every step's address, bytes, registers before it, registers changed,
+// events and findings, and in the final state; every difference is listed.
+func TestLogRecorderEquivalence(t *testing.T) {
+	for _, tt := range fixtureMechanisms {
+		t.Run(string(tt.mech), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			stepped := startFixture(t, Options{Mechanism: tt.mech})
+			st, err := stepped.RoundTrip(ctx, tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			logged := startFixture(t, Options{Mechanism: tt.mech})
+			useLog(logged)
+			lt, err := logged.RoundTrip(ctx, tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFixtureRoundTrip(t, logged, lt, tt.mech, tt.first, tt.entry, tt.last)
+			if got := lt.Header.RecorderOf(1); got != trace.RecorderLog {
+				t.Errorf("step 1 recorded by %q, want %q", got, trace.RecorderLog)
+			}
+			if lt.Header.IRQs > 0 {
+				t.Logf("%d interrupts taken while logging; their handlers are left out and their events not compared", lt.Header.IRQs)
+			}
+			diffs, effects := traceDiffs(st, lt)
+			for _, d := range diffs {
+				t.Error(d)
+			}
+			for _, e := range effects {
+				t.Log(e)
+			}
+			t.Logf("%d steps; stepped %.0f/s, logged %.0f/s; %s", lt.Len(), st.Header.StepRate, lt.Header.StepRate, lt.Header.Recorders[0].Detail)
+		})
+	}
+}
