@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +201,7 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	if from > 0 && len(r.trace.Header.Recorders) == 0 {
 		r.trace.Header.Recorders = append(r.trace.Header.Recorders, RecorderSpan{From: 0, To: from, Recorder: RecorderStep})
 	}
-	c := &converter{l: l, rd: qemulog.NewReader(f), live: live, until: until}
+	c := &converter{l: l, rd: qemulog.NewReader(f), live: live, until: until, budget: from + budget}
 	cwhy, err := c.run(context.WithoutCancel(ctx))
 	span := RecorderSpan{From: from, To: r.trace.Len(), Recorder: RecorderLog, Detail: c.detail(logging)}
 	r.trace.Header.Recorders = append(r.trace.Header.Recorders, span)
@@ -277,7 +278,7 @@ func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc,
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	buf := make([]byte, 1<<20)
-	n, atLineStart := 0, true
+	n, carry := 0, 0 // records counted; bytes kept from the last read
 	for {
 		select {
 		case <-ctx.Done():
@@ -285,11 +286,14 @@ func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc,
 		case <-tick.C:
 		}
 		for {
-			k, err := f.Read(buf)
-			n += countRecords(buf[:k], &atLineStart)
-			if err != nil || k < len(buf) {
+			k, err := f.Read(buf[carry:])
+			if k == 0 || err != nil {
 				break
 			}
+			b := buf[:carry+k]
+			n += bytes.Count(b, recordStart)
+			// Keep the tail that could begin a "\nTrace " the next read ends.
+			carry = copy(buf, b[max(0, len(b)-len(recordStart)+1):])
 		}
 		if n >= budget {
 			cancel(errBudget)
@@ -298,25 +302,16 @@ func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc,
 	}
 }
 
-// countRecords counts the lines of b that start with "Trace " (a record),
-// carrying whether the next byte starts a line.
-func countRecords(b []byte, atLineStart *bool) int {
-	n := 0
-	for i := 0; i < len(b); i++ {
-		if *atLineStart && b[i] == 'T' && i+6 <= len(b) && string(b[i:i+6]) == "Trace " {
-			n++
-		}
-		*atLineStart = b[i] == '\n'
-	}
-	return n
-}
+// recordStart begins every record of the log but the first.
+var recordStart = []byte("\nTrace ")
 
 // converter turns a log's records into steps.
 type converter struct {
 	l     *LogRecorder
 	rd    *qemulog.Reader
-	live  *x86.State // where the guest stopped
-	until []Until
+	live   *x86.State // where the guest stopped
+	until  []Until
+	budget int // the trace length at which the budget is spent
 
 	stopped    bool // a condition said stop; the rest is only counted
 	ranOn      int  // records after that stop
@@ -410,7 +405,19 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 				notes = append(notes, what+"; it came before the instruction")
 			}
 		}
-		inst, code, derr := c.decode(ctx, st)
+		var (
+			inst x86asm.Inst
+			code []byte
+			derr error
+		)
+		if len(skips) > 0 || c.stopped {
+			// Passed over: decoded only when it may be one of the
+			// instructions carryRegs follows, all of which have an
+			// 0x0f opcode byte.
+			inst, derr = c.carryOp(ctx, st)
+		} else {
+			inst, code, derr = c.decode(ctx, st)
+		}
 		prev, prevIns, prevOK = st, inst, derr == nil
 		if n := len(skips); n > 0 {
 			s := skips[n-1]
@@ -445,7 +452,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		notes = nil
 	}
 	if !started {
-		return "", fmt.Errorf("log recorder: the log holds no instruction of the traced code%s", c.truncatedNote())
+		return "", fmt.Errorf("log recorder: the log holds no instruction of the traced code (%d bytes read, %d skipped lines)%s", c.rd.Bytes, c.rd.Skipped, c.truncatedNote())
 	}
 	if cur != nil && !c.stopped {
 		if len(skips) > 0 {
@@ -576,6 +583,20 @@ func (c *converter) decode(ctx context.Context, st *x86.State) (x86asm.Inst, []b
 	return inst, code[:n], nil
 }
 
+// carryOp decodes the instruction at st's RIP when carryRegs might need
+// it; for other instructions it returns the zero Inst.
+func (c *converter) carryOp(ctx context.Context, st *x86.State) (x86asm.Inst, error) {
+	code, err := c.l.read(ctx, st.Val(x86.CR3), st.Val(x86.RIP), 15, c.live)
+	if err != nil {
+		return x86asm.Inst{}, err
+	}
+	if bytes.IndexByte(code[:min(len(code), 5)], 0x0f) < 0 {
+		return x86asm.Inst{}, nil
+	}
+	inst, _, err := annotate.Decode(code)
+	return inst, err
+}
+
 // finish makes the pending instruction a step, with after the state after
 // it, appends it, and checks the stop conditions.
 func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) StopReason {
@@ -623,6 +644,9 @@ func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) St
 		if why := cond(st, after); why != "" {
 			return why
 		}
+	}
+	if r.trace.Len() >= c.budget {
+		return StopBudget
 	}
 	return ""
 }

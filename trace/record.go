@@ -210,6 +210,8 @@ func (r *Recorder) Reset() {
 	r.trace.Final = nil
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
+	r.trace.Header.IRQs = 0
+	r.trace.Header.Recorders = nil
 	r.busy = 0
 	r.depth = 0
 }
