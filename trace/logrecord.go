@@ -307,8 +307,8 @@ var recordStart = []byte("\nTrace ")
 
 // converter turns a log's records into steps.
 type converter struct {
-	l     *LogRecorder
-	rd    *qemulog.Reader
+	l      *LogRecorder
+	rd     *qemulog.Reader
 	live   *x86.State // where the guest stopped
 	until  []Until
 	budget int // the trace length at which the budget is spent
