@@ -106,13 +106,17 @@ func writeCapture(t *testing.T, name string, log []byte, start, end *x86.State) 
 // them as testdata.
 func TestCapture(t *testing.T) {
 	testenv.NeedQEMU(t)
-	for _, q := range []struct{ name, bin, oneInsn string }{
-		{"7.2", "", "singlestep"},
-		{"10.0", testenv.QEMU10(t), "one-insn-per-tb"},
+	for _, q := range []struct {
+		name    string
+		bin     func(testing.TB) string
+		oneInsn string
+	}{
+		{"7.2", func(testing.TB) string { return "" }, "singlestep"},
+		{"10.0", testenv.QEMU10, "one-insn-per-tb"},
 	} {
 		for _, m := range []mechanism.Mechanism{mechanism.Syscall, mechanism.Int80, mechanism.UD2} {
 			t.Run(q.name+"/"+string(m), func(t *testing.T) {
-				log, start, end := captureRoundTrip(t, q.bin, m, q.oneInsn)
+				log, start, end := captureRoundTrip(t, q.bin(t), m, q.oneInsn)
 				checkLog(t, log, string(m), capture{Start: start, End: end})
 				if *update {
 					writeCapture(t, string(m)+"-"+q.name, log, start, end)
