@@ -1,0 +1,187 @@
+package trace
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
+	"github.com/sctrace/sctrace/x86"
+)
+
+// writeDump writes st as QEMU's -d cpu dump (target/i386/cpu-dump.c, the
+// 64-bit layout, in the formats QEMU 7.2 and 10.0 print), after a Trace
+// line, as the exec item logs a block.
+func writeDump(b *strings.Builder, st *x86.State) {
+	fmt.Fprintf(b, "Trace 0: 0x7f0000000000 [0000000000000000/%016x/0000c0b0/ff000201] \n", st.Val(x86.RIP))
+	r := func(x x86.Reg) uint64 { return st.Val(x) }
+	fmt.Fprintf(b, "RAX=%016x RBX=%016x RCX=%016x RDX=%016x\n", r(x86.RAX), r(x86.RBX), r(x86.RCX), r(x86.RDX))
+	fmt.Fprintf(b, "RSI=%016x RDI=%016x RBP=%016x RSP=%016x\n", r(x86.RSI), r(x86.RDI), r(x86.RBP), r(x86.RSP))
+	fmt.Fprintf(b, "R8 =%016x R9 =%016x R10=%016x R11=%016x\n", r(x86.R8), r(x86.R9), r(x86.R10), r(x86.R11))
+	fmt.Fprintf(b, "R12=%016x R13=%016x R14=%016x R15=%016x\n", r(x86.R12), r(x86.R13), r(x86.R14), r(x86.R15))
+	fmt.Fprintf(b, "RIP=%016x RFL=%08x [-------] CPL=%d II=0 A20=1 SMM=0 HLT=0\n", r(x86.RIP), r(x86.RFLAGS), st.CPL())
+	for _, s := range []struct {
+		name string
+		reg  x86.Reg
+		base uint64
+	}{{"ES ", x86.ES, 0}, {"CS ", x86.CS, 0}, {"SS ", x86.SS, 0}, {"DS ", x86.DS, 0}, {"FS ", x86.FS, r(x86.FSBase)}, {"GS ", x86.GS, r(x86.GSBase)}} {
+		fmt.Fprintf(b, "%-3s=%04x %016x %08x %08x\n", s.name, r(s.reg), s.base, 0xffffffff, 0x00a09b00)
+	}
+	fmt.Fprintf(b, "LDT=0000 0000000000000000 0000ffff 00008200 DPL=0 LDT\n")
+	fmt.Fprintf(b, "TR =0040 fffffe0000003000 00004087 00008900 DPL=0 TSS64-avl\n")
+	fmt.Fprintf(b, "GDT=     fffffe0000001000 0000007f\n")
+	fmt.Fprintf(b, "IDT=     0000000000000000 00000000\n")
+	fmt.Fprintf(b, "CR0=%08x CR2=%016x CR3=%016x CR4=%08x\n", r(x86.CR0), r(x86.CR2), r(x86.CR3), r(x86.CR4))
+	fmt.Fprintf(b, "DR0=%016x DR1=%016x DR2=%016x DR3=%016x \n", 0, 0, 0, 0)
+	fmt.Fprintf(b, "DR6=%016x DR7=%016x\n", 0xffff0ff0, 0x400)
+	fmt.Fprintf(b, "CCS=0000000000000000 CCD=0000000000000000 CCO=EFLAGS\n")
+	fmt.Fprintf(b, "EFER=%016x\n", r(x86.EFER))
+}
+
+// scriptedLog is the fake guest's round trip from its syscall (see
+// newGuest) as QEMU's log would show its first n instructions, and the
+// state after them.
+func scriptedLog(t *testing.T, r *Recorder, n int) (string, *x86.State) {
+	t.Helper()
+	st := *r.cur
+	var b strings.Builder
+	for _, stop := range []gdbstubtest.Stop{afterSyscall, afterSwapgs, afterCall, afterRet, afterSysret}[:n] {
+		writeDump(&b, &st)
+		for name, v := range stop.Regs {
+			reg, ok := x86.ParseReg(name)
+			if !ok {
+				t.Fatalf("register %s", name)
+			}
+			st.Set(reg, v)
+		}
+	}
+	return b.String(), &st
+}
+
+// logPath returns the log file the recorder named to the stub, once it has.
+func logPath(stub *gdbstubtest.Stub) (string, bool) {
+	for _, req := range stub.Requests() {
+		if h, ok := strings.CutPrefix(req, "qRcmd,"); ok {
+			b, _ := hex.DecodeString(h)
+			if p, ok := strings.CutPrefix(string(b), "logfile "); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
+// TestLogRecorderStops drives the log recorder on the fake stub, whose
+// continue runs until interrupted (as a guest that has not reached the
+// return breakpoint): QEMU's part is played by writing the log the
+// scripted round trip would give into the file the recorder named. It is
+// stopped by the budget (its watcher counts the log's records) or by
+// ctrl-c; either way the steps logged are kept up to the budget, the
+// breakpoint is removed, the log switched off and its file removed.
+func TestLogRecorderStops(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		budget int
+		cancel bool
+		steps  int
+		stop   StopReason
+	}{
+		{"budget", 3, false, 3, StopBudget},
+		{"ctrl-c", 100, true, 4, StopCancel},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stub, r, ctx := newGuest(t, guestSymbols())
+			stub.SetRegister("rip", userSys)
+			stub.SetRegister("k_gs_base", 0xffff888007c00000) // the per-CPU base swapgs brings in
+			if err := r.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			logged := 5 // the budget stops the run partway
+			if tt.cancel {
+				logged = tt.steps // ctrl-c comes before the guest is back
+			}
+			log, end := scriptedLog(t, r, logged)
+			stub.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Stall, Match: "c"})
+			r.Budget = tt.budget
+			l := NewLogRecorder(r)
+			l.Poll = 5 * time.Millisecond
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			go func() {
+				for {
+					if p, ok := logPath(stub); ok && slices.ContainsFunc(stub.Requests(), func(s string) bool { return s == "c" }) {
+						for reg := x86.Reg(0); reg < x86.NumRegs; reg++ {
+							if v, ok := end.Get(reg); ok {
+								stub.SetRegister(reg.String(), v)
+							}
+						}
+						os.WriteFile(p, []byte(log), 0o600)
+						if tt.cancel {
+							time.Sleep(20 * time.Millisecond)
+							cancel()
+						}
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			why, err := l.Run(rctx, BackInUser())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := l.Trace()
+			if why != tt.stop || tr.Header.Stop != string(tt.stop) || tr.Len() != tt.steps {
+				t.Errorf("stopped %q (header %q) with %d steps, want %q with %d", why, tr.Header.Stop, tr.Len(), tt.stop, tt.steps)
+			}
+			want := []uint64{userSys, kEntry, kCall, kFunc, kRet}[:tt.steps]
+			for i, rip := range want {
+				if s := tr.Step(i); uint64(s.RIP) != rip {
+					t.Errorf("step %d at %#x, want %#x", i, uint64(s.RIP), rip)
+				}
+			}
+			if tr.Len() > 1 {
+				if s := tr.Step(1); s.Mnemonic != "swapgs" || !slices.Contains(s.Events, annotate.EventSwapgs) {
+					t.Errorf("step 1 %s, events %v: want swapgs", s.Mnemonic, s.Events)
+				}
+				// KERNEL_GS_BASE is not in the log: carried from the stop
+				// through swapgs.
+				if kgs, ok := tr.Step(1).Regs.Get(x86.KernelGSBase); !ok || kgs != 0xffff888007c00000 {
+					t.Errorf("k_gs_base before swapgs %#x (known %v), want 0xffff888007c00000 from the stop", kgs, ok)
+				}
+				if kgs := tr.After(1).Val(x86.KernelGSBase); kgs != 0 || !tr.After(1).Has(x86.KernelGSBase) {
+					t.Errorf("k_gs_base after swapgs %#x, want the user GS base it swapped out (0)", kgs)
+				}
+			}
+			if tt.cancel && tr.Final.Val(x86.RIP) != end.Val(x86.RIP) {
+				t.Errorf("final rip %#x, want %#x", tr.Final.Val(x86.RIP), end.Val(x86.RIP))
+			}
+			if got := tr.Header.RecorderOf(0); got != RecorderLog {
+				t.Errorf("step 0 by %q", got)
+			}
+			if bps := stub.Breakpoints(); len(bps) != 0 {
+				t.Errorf("breakpoints left: %v", bps)
+			}
+			p, _ := logPath(stub)
+			if _, err := os.Stat(filepath.Dir(p)); !os.IsNotExist(err) {
+				t.Errorf("log directory left (%v)", err)
+			}
+			var cmds []string
+			for _, req := range stub.Requests() {
+				if h, ok := strings.CutPrefix(req, "qRcmd,"); ok {
+					b, _ := hex.DecodeString(h)
+					cmds = append(cmds, string(b))
+				}
+			}
+			if n := len(cmds); n < 2 || cmds[n-2] != "log none" || cmds[n-1] != "singlestep off" {
+				t.Errorf("last monitor commands %q, want log none, singlestep off", cmds)
+			}
+		})
+	}
+}
