@@ -150,6 +150,13 @@ func (l *LogRecorder) Run(ctx context.Context, until ...Until) (StopReason, erro
 	if err != nil {
 		return "", err
 	}
+	// Guest memory may change between round trips: read it afresh, and
+	// the first instruction's page now, under page tables that may not
+	// outlive the run.
+	l.pages = make(map[pageKey][]byte)
+	if _, err := l.read(ctx, r.cur.Val(x86.CR3), r.cur.Val(x86.RIP), 15, r.cur); err != nil {
+		return "", fmt.Errorf("log recorder: instruction at %s: %w", r.name(r.cur.Val(x86.RIP)), err)
+	}
 	logging, err := qemulog.Enable(ctx, r.T.Conn)
 	if err != nil {
 		return "", fmt.Errorf("log recorder: %w", err)
@@ -229,7 +236,7 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 	defer cancel(nil)
 	done := make(chan struct{})
 	defer func() { <-done }()
-	go l.watch(rctx, cancel, done, path, budget)
+	go l.watch(rctx, cancel, done, path, budget, l.cur.Val(x86.RIP))
 	defer cancel(nil)
 	why = StopUser
 	for {
@@ -238,6 +245,8 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 			switch {
 			case errors.Is(context.Cause(rctx), errBudget):
 				why = StopBudget
+			case errors.Is(context.Cause(rctx), errReturned):
+				why = StopUser
 			case ctx.Err() != nil:
 				why = StopCancel
 			default:
@@ -262,9 +271,13 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 	}
 }
 
-// watch counts the records in the growing log every Poll and cancels the
-// run with errBudget once there are budget of them.
-func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc, done chan<- struct{}, path string, budget int) {
+// watch reads the growing log every Poll and stops the run (cancel) with
+// errBudget once it holds budget records, or with errReturned once a
+// record is back at CPL 3 after one at CPL 0: the return to user mode
+// somewhere other than the breakpoint (execve starts a new program, exit
+// never returns). A return to start, the user instruction the run began
+// at, is an interrupt taken before it ran, not the end.
+func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc, done chan<- struct{}, path string, budget int, start uint64) {
 	defer close(done)
 	poll := l.Poll
 	if poll <= 0 {
@@ -277,8 +290,9 @@ func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc,
 	defer f.Close()
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	sc := logScan{start: fmt.Appendf(nil, "%016x", start)}
 	buf := make([]byte, 1<<20)
-	n, carry := 0, 0 // records counted; bytes kept from the last read
+	carry := copy(buf, "\n") // the first record has no newline before it
 	for {
 		select {
 		case <-ctx.Done():
@@ -291,19 +305,68 @@ func (l *LogRecorder) watch(ctx context.Context, cancel context.CancelCauseFunc,
 				break
 			}
 			b := buf[:carry+k]
-			n += bytes.Count(b, recordStart)
-			// Keep the tail that could begin a "\nTrace " the next read ends.
-			carry = copy(buf, b[max(0, len(b)-len(recordStart)+1):])
+			last := bytes.LastIndexByte(b, '\n')
+			sc.scan(b[:last])
+			carry = copy(buf, b[last:]) // an unfinished line, led by its newline
+			if carry == len(buf) {
+				return // a line of 1 MiB: not QEMU's log; the reader will say so
+			}
 		}
-		if n >= budget {
+		switch {
+		case sc.records >= budget:
 			cancel(errBudget)
+			return
+		case sc.returned:
+			cancel(errReturned)
 			return
 		}
 	}
 }
 
-// recordStart begins every record of the log but the first.
-var recordStart = []byte("\nTrace ")
+// errReturned is the cause with which the run is stopped once the log
+// shows the CPU back in user mode.
+var errReturned = errors.New("back in user mode")
+
+// logScan follows a log as it grows, by the bytes of its lines: QEMU's
+// dumps put "Trace " at the start of each record's first line and the CPL
+// at a fixed column of its RIP line.
+type logScan struct {
+	start    []byte // the RIP the run began at, as the dump prints it
+	records  int
+	entered  bool // a dump at CPL 0 was seen
+	returned bool // then one at CPL 3
+}
+
+var (
+	recordStart = []byte("\nTrace ")
+	ripLine     = []byte("\nRIP=")
+)
+
+// cplColumn is where the CPL digit is in a RIP line, counting its leading
+// newline: "RIP=%016lx RFL=%08x [%c%c%c%c%c%c%c] CPL=%d".
+const cplColumn = 1 + len("RIP=0000000000000000 RFL=00000000 [-------] CPL=")
+
+// scan takes whole lines, each led by its newline.
+func (sc *logScan) scan(b []byte) {
+	sc.records += bytes.Count(b, recordStart)
+	for i := 0; ; {
+		j := bytes.Index(b[i:], ripLine)
+		if j < 0 {
+			return
+		}
+		i += j
+		if i+cplColumn < len(b) {
+			switch b[i+cplColumn] {
+			case '0':
+				sc.entered = true
+			case '3':
+				rip := b[i+len(ripLine) : i+len(ripLine)+16]
+				sc.returned = sc.returned || sc.entered && !bytes.Equal(rip, sc.start)
+			}
+		}
+		i += len(ripLine)
+	}
+}
 
 // converter turns a log's records into steps.
 type converter struct {
@@ -453,6 +516,16 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 	}
 	if !started {
 		return "", fmt.Errorf("log recorder: the log holds no instruction of the traced code (%d bytes read, %d skipped lines)%s", c.rd.Bytes, c.rd.Skipped, c.truncatedNote())
+	}
+	// The last interrupt left out may have returned to where the guest
+	// stopped: the breakpoint caught the CPU back at the interrupted
+	// instruction before it ran again.
+	for n := len(skips); n > 0; n-- {
+		s := skips[n-1]
+		if c.live.Val(x86.RIP) != s.rip || c.live.Val(x86.RSP) != s.rsp || c.live.Val(x86.CS) != s.cs {
+			break
+		}
+		skips = skips[:n-1]
 	}
 	if cur != nil && !c.stopped {
 		if len(skips) > 0 {
@@ -680,26 +753,21 @@ func (c *converter) static(ctx context.Context, rg annotate.Range, st *x86.State
 }
 
 // read returns n bytes of guest memory at addr as mapped under cr3, read a
-// page at a time and cached: under the CPU's current page tables when cr3
-// is the one in force at the stop, else by walking cr3's tables
-// (target.ReadUnder). Fewer than n bytes come back when a page after the
-// first is not mapped.
+// page at a time and cached (see readPage). Fewer than n bytes come back
+// when a page after the first cannot be read.
 func (l *LogRecorder) read(ctx context.Context, cr3, addr uint64, n int, live *x86.State) ([]byte, error) {
 	out := make([]byte, 0, n)
 	for len(out) < n {
 		a := addr + uint64(len(out))
 		page := a &^ (pageSize - 1)
 		k := pageKey{cr3 & x86CR3Frame, page}
+		if x86.KernelHalf(page) {
+			k.cr3 = kernelPages
+		}
 		b, ok := l.pages[k]
 		if !ok {
 			var err error
-			if live != nil && live.Val(x86.CR3)&x86CR3Frame == k.cr3 {
-				b, err = l.T.ReadMemory(ctx, page, pageSize)
-			}
-			if !ok && (b == nil || err != nil) {
-				b, err = l.T.ReadUnder(ctx, cr3, page, pageSize)
-			}
-			if err != nil {
+			if b, err = l.readPage(ctx, cr3, page, live); err != nil {
 				if len(out) > 0 {
 					return out, nil
 				}
@@ -710,6 +778,38 @@ func (l *LogRecorder) read(ctx context.Context, cr3, addr uint64, n int, live *x
 		out = append(out, b[a-page:]...)
 	}
 	return out[:n], nil
+}
+
+// kernelPages is the pageKey.cr3 of kernel-half pages, which every page
+// table maps alike (cached once, whatever CR3 a step ran under).
+const kernelPages = ^uint64(0)
+
+// readPage reads the page at page as the CPU saw it under cr3, after the
+// run. The page tables a step ran under may be gone by then (execve frees
+// the old program's), so kernel-half pages, mapped alike by all of them,
+// are read under the page tables in force at the stop, or under the
+// kernel's half of a KPTI pair when the stop is in user mode; user pages
+// are read under cr3 itself (target.ReadUnder when it is not the CR3 of
+// the stop). The first instruction's page is read before the run (see
+// Run), while its page tables surely exist.
+func (l *LogRecorder) readPage(ctx context.Context, cr3, page uint64, live *x86.State) ([]byte, error) {
+	liveCR3 := live.Val(x86.CR3)
+	kernel := x86.KernelHalf(page)
+	if kernel || liveCR3&x86CR3Frame == cr3&x86CR3Frame {
+		b, err := l.T.ReadMemory(ctx, page, pageSize)
+		if err == nil && len(b) == pageSize {
+			return b, nil
+		}
+		if !kernel {
+			return nil, err
+		}
+	}
+	if kernel && liveCR3&x86.KPTIUserBit != 0 {
+		if b, err := l.T.ReadUnder(ctx, liveCR3&^x86.KPTIUserBit, page, pageSize); err == nil {
+			return b, nil
+		}
+	}
+	return l.T.ReadUnder(ctx, cr3, page, pageSize)
 }
 
 // x86CR3Frame keeps the page-table base of a CR3 value.

@@ -185,3 +185,53 @@ func TestLogRecorderStops(t *testing.T) {
 		})
 	}
 }
+
+// TestLogScan follows logs in QEMU's format as they grow, in pieces cut
+// anywhere: it counts records and sees the return to user mode, but not a
+// return to the instruction the run began at (an interrupt taken before
+// it ran).
+func TestLogScan(t *testing.T) {
+	user := &x86.State{}
+	for r, v := range map[x86.Reg]uint64{x86.RIP: userSys, x86.CS: 0x33, x86.SS: 0x2b, x86.EFER: 0xd01} {
+		user.Set(r, v)
+	}
+	kernel := *user
+	kernel.Set(x86.RIP, kEntry)
+	kernel.Set(x86.CS, 0x10)
+	elsewhere := *user
+	elsewhere.Set(x86.RIP, 0x401234)
+	dumps := func(sts ...*x86.State) string {
+		var b strings.Builder
+		for _, st := range sts {
+			writeDump(&b, st)
+		}
+		return b.String()
+	}
+	for _, tt := range []struct {
+		name     string
+		log      string
+		records  int
+		returned bool
+	}{
+		{"into the kernel", dumps(user, &kernel, &kernel), 3, false},
+		{"back elsewhere", dumps(user, &kernel, &elsewhere), 3, true},
+		{"interrupt before the start", dumps(&kernel, &kernel, user), 3, false},
+		{"user only", dumps(user, &elsewhere), 2, false},
+	} {
+		for _, cut := range []int{1, 7, 100, 1 << 20} {
+			sc := logScan{start: fmt.Appendf(nil, "%016x", uint64(userSys))}
+			buf := "\n"
+			for rest := tt.log; rest != ""; {
+				k := min(cut, len(rest))
+				buf += rest[:k]
+				rest = rest[k:]
+				last := strings.LastIndexByte(buf, '\n')
+				sc.scan([]byte(buf[:last]))
+				buf = buf[last:]
+			}
+			if sc.records != tt.records || sc.returned != tt.returned {
+				t.Errorf("%s, in pieces of %d: %d records, returned %v; want %d, %v", tt.name, cut, sc.records, sc.returned, tt.records, tt.returned)
+			}
+		}
+	}
+}
