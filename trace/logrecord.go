@@ -111,6 +111,11 @@ func (l *LogRecorder) Step(ctx context.Context) (*Step, error) {
 	return l.Recorder.Step(ctx)
 }
 
+// errNothingTraced is returned by the converter when the log holds no
+// instruction of the traced code: an interrupt came before its first one,
+// and the run ended before the CPU was back.
+var errNothingTraced = errors.New("the log holds no instruction of the traced code")
+
 // errBudget is the cause with which the run is stopped once the log holds
 // the budget's worth of instructions.
 var errBudget = errors.New("instruction budget reached")
@@ -210,6 +215,9 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	}
 	c := &converter{l: l, rd: qemulog.NewReader(f), live: live, until: until, budget: from + budget}
 	cwhy, err := c.run(context.WithoutCancel(ctx))
+	if errors.Is(err, errNothingTraced) && why != StopUser {
+		err = nil // stopped by the budget or ctrl-c before the traced code ran again
+	}
 	span := RecorderSpan{From: from, To: r.trace.Len(), Recorder: RecorderLog, Detail: c.detail(logging)}
 	r.trace.Header.Recorders = append(r.trace.Header.Recorders, span)
 	r.cur = live
@@ -379,6 +387,7 @@ type converter struct {
 	stopped    bool // a condition said stop; the rest is only counted
 	ranOn      int  // records after that stop
 	irqs       int  // interrupts whose handlers were left out
+	skipped    int  // records of those handlers, and of what they switched to
 	truncated  error
 	unfinished bool   // the last instruction was left out: the guest stopped inside an interrupt handler after it
 	kgsLost    bool   // KERNEL_GS_BASE could not be carried
@@ -485,9 +494,11 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		if n := len(skips); n > 0 {
 			s := skips[n-1]
 			if st.Val(x86.RIP) != s.rip || st.Val(x86.RSP) != s.rsp || st.Val(x86.CS) != s.cs {
+				c.skipped++
 				continue
 			}
 			if skips = skips[:n-1]; len(skips) > 0 {
+				c.skipped++
 				continue
 			}
 		}
@@ -515,7 +526,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		notes = nil
 	}
 	if !started {
-		return "", fmt.Errorf("log recorder: the log holds no instruction of the traced code (%d bytes read, %d skipped lines)%s", c.rd.Bytes, c.rd.Skipped, c.truncatedNote())
+		return "", fmt.Errorf("log recorder: %w (%d logged instructions, all in interrupt handlers and the tasks they switched to)%s", errNothingTraced, c.skipped, c.truncatedNote())
 	}
 	// The last interrupt left out may have returned to where the guest
 	// stopped: the breakpoint caught the CPU back at the interrupted
@@ -831,7 +842,7 @@ func (c *converter) detail(logging *qemulog.Logging) string {
 		"stack memory %s; interrupts not masked", logging.OneInsn, qemulog.Items, NotCaptured)
 	switch {
 	case c.irqs > 0:
-		d += fmt.Sprintf(", %d taken and their handlers left out", c.irqs)
+		d += fmt.Sprintf(", %d taken and their handlers left out (%d logged instructions, with the tasks they switched to)", c.irqs, c.skipped)
 	case c.l.AllowIRQ:
 		d += ", their handlers recorded"
 	}
