@@ -69,6 +69,12 @@ const NotCaptured = "not captured by the log recorder"
 // step says so, as the stepping Recorder does where QEMU cannot mask them;
 // with AllowIRQ they are recorded.
 //
+// The Recorder's Budget bounds the instructions the guest runs with the
+// log on, those of interrupt handlers left out included, and the steps
+// kept. A run ends at the first return to user mode: at the breakpoint,
+// or wherever the log shows CPL 3 again (execve returns to a new
+// program), the guest then stopped a moment later.
+//
 // Init, ToEntry, Step and ProbeMSRs are the embedded Recorder's: steps
 // before a Run are single steps, and so are the first After steps of each
 // Run.
@@ -197,10 +203,12 @@ func (l *LogRecorder) returnPoint(ctx context.Context) (ret, rsp uint64, err err
 // record runs the guest with the log on and turns the log into steps.
 func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret, rsp uint64, budget int, until []Until) (StopReason, error) {
 	r := l.Recorder
+	t0 := time.Now()
 	why, live, err := l.runLogged(ctx, logging.Path, ret, rsp, budget)
 	if err != nil {
 		return "", err
 	}
+	ran := time.Since(t0)
 	if err := logging.Off(context.WithoutCancel(ctx)); err != nil {
 		return "", fmt.Errorf("log recorder: %w", err)
 	}
@@ -214,7 +222,9 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 		r.trace.Header.Recorders = append(r.trace.Header.Recorders, RecorderSpan{From: 0, To: from, Recorder: RecorderStep})
 	}
 	c := &converter{l: l, rd: qemulog.NewReader(f), live: live, until: until, budget: from + budget}
+	t1 := time.Now()
 	cwhy, err := c.run(context.WithoutCancel(ctx))
+	c.ran, c.converted = ran, time.Since(t1)
 	if errors.Is(err, errNothingTraced) && why != StopUser {
 		err = nil // stopped by the budget or ctrl-c before the traced code ran again
 	}
@@ -384,10 +394,13 @@ type converter struct {
 	until  []Until
 	budget int // the trace length at which the budget is spent
 
-	stopped    bool // a condition said stop; the rest is only counted
-	ranOn      int  // records after that stop
-	irqs       int  // interrupts whose handlers were left out
-	skipped    int  // records of those handlers, and of what they switched to
+	stopped    bool          // a condition said stop; the rest is only counted
+	ranOn      int           // records after that stop
+	irqs       int           // interrupts whose handlers were left out
+	skipped    int           // records of those handlers, and of what they switched to
+	records    int           // records read
+	ran        time.Duration // the guest's run with the log on
+	converted  time.Duration // turning the log into steps
 	truncated  error
 	unfinished bool   // the last instruction was left out: the guest stopped inside an interrupt handler after it
 	kgsLost    bool   // KERNEL_GS_BASE could not be carried
@@ -431,6 +444,9 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		rec, err := c.rd.Next()
 		if err == io.EOF {
 			break
+		}
+		if err == nil {
+			c.records++
 		}
 		var te *qemulog.TruncatedError
 		if errors.As(err, &te) {
@@ -849,6 +865,7 @@ func (c *converter) detail(logging *qemulog.Logging) string {
 	if c.kgsCheck != "" {
 		d += "; " + c.kgsCheck
 	}
+	d += fmt.Sprintf("; the guest ran %d logged instructions in %.3fs, turned into steps in %.3fs", c.records, c.ran.Seconds(), c.converted.Seconds())
 	if c.ranOn > 0 {
 		d += fmt.Sprintf("; the guest ran %d more logged instructions after the stop condition, not kept", c.ranOn)
 	}
