@@ -235,3 +235,31 @@ func TestLogScan(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorderSpans saves and reads back a trace whose steps two
+// recorders made: the header still says which made which, and steps no
+// span names (a trace from before spans) are the stepping recorder's.
+func TestRecorderSpans(t *testing.T) {
+	tr := readTestTrace(t)
+	if got := tr.Header.RecorderOf(0); got != RecorderStep {
+		t.Errorf("a trace without spans: step 0 by %q, want %q", got, RecorderStep)
+	}
+	n := tr.Len()
+	tr.Header.Recorders = []RecorderSpan{{From: 0, To: 5, Recorder: RecorderStep}, {From: 5, To: n, Recorder: RecorderLog, Detail: "QEMU's instruction log"}}
+	var b strings.Builder
+	if err := tr.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range map[int]string{0: RecorderStep, 4: RecorderStep, 5: RecorderLog, n - 1: RecorderLog} {
+		if got := back.Header.RecorderOf(i); got != want {
+			t.Errorf("step %d by %q, want %q", i, got, want)
+		}
+	}
+	if !slices.Equal(back.Header.Recorders, tr.Header.Recorders) {
+		t.Errorf("spans read back as %+v", back.Header.Recorders)
+	}
+}
