@@ -234,6 +234,9 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	if err != nil {
 		return "", err
 	}
+	if c.truncated != nil {
+		return "", fmt.Errorf("log recorder: %w", c.truncated)
+	}
 	if cwhy != "" {
 		return cwhy, nil
 	}
@@ -555,6 +558,12 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		skips = skips[:n-1]
 	}
 	if cur != nil && !c.stopped {
+		if c.truncated != nil {
+			// The log was cut off (QEMU killed, the disk full): what
+			// came after cur is unknown.
+			c.unfinished = true
+			return why, nil
+		}
 		if len(skips) > 0 {
 			c.unfinished = true // the guest stopped inside a handler: the state after cur is unknown
 			return why, nil
@@ -869,7 +878,10 @@ func (c *converter) detail(logging *qemulog.Logging) string {
 	if c.ranOn > 0 {
 		d += fmt.Sprintf("; the guest ran %d more logged instructions after the stop condition, not kept", c.ranOn)
 	}
-	if c.unfinished {
+	switch {
+	case c.unfinished && c.truncated != nil:
+		d += "; the last logged instruction is left out: the log ends before the state after it"
+	case c.unfinished:
 		d += "; the last logged instruction is left out: the guest stopped inside an interrupt handler that followed it"
 	}
 	if c.rd.Dropped > 0 {

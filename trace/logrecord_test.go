@@ -90,11 +90,15 @@ func TestLogRecorderStops(t *testing.T) {
 		name   string
 		budget int
 		cancel bool
+		cut    bool // the log ends mid-line, as when QEMU is killed
 		steps  int
 		stop   StopReason
 	}{
-		{"budget", 3, false, 3, StopBudget},
-		{"ctrl-c", 100, true, 4, StopCancel},
+		{"budget", 3, false, false, 3, StopBudget},
+		{"ctrl-c", 100, true, false, 4, StopCancel},
+		// Four whole records (21 lines each) and part of a fifth, cut
+		// in its RIP line: the fourth's after is unknown, so three steps.
+		{"log cut off", 100, true, true, 3, "error: log recorder: the instruction log ends mid-record at line 90; the 4 complete records before it were kept"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			stub, r, ctx := newGuest(t, guestSymbols())
@@ -104,10 +108,13 @@ func TestLogRecorderStops(t *testing.T) {
 				t.Fatal(err)
 			}
 			logged := 5 // the budget stops the run partway
-			if tt.cancel {
+			if tt.cancel && !tt.cut {
 				logged = tt.steps // ctrl-c comes before the guest is back
 			}
 			log, end := scriptedLog(t, r, logged)
+			if tt.cut {
+				log = log[:strings.Index(log, "RIP=ffffffff81000008")+10]
+			}
 			stub.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Stall, Match: "c"})
 			r.Budget = tt.budget
 			l := NewLogRecorder(r)
@@ -133,7 +140,12 @@ func TestLogRecorderStops(t *testing.T) {
 				}
 			}()
 			why, err := l.Run(rctx, BackInUser())
-			if err != nil {
+			if tt.cut {
+				if err == nil || !strings.Contains(err.Error(), "ends mid-record") {
+					t.Fatalf("a log cut off: error %v", err)
+				}
+				why = tt.stop
+			} else if err != nil {
 				t.Fatal(err)
 			}
 			tr := l.Trace()
@@ -159,7 +171,7 @@ func TestLogRecorderStops(t *testing.T) {
 					t.Errorf("k_gs_base after swapgs %#x, want the user GS base it swapped out (0)", kgs)
 				}
 			}
-			if tt.cancel && tr.Final.Val(x86.RIP) != end.Val(x86.RIP) {
+			if tt.cancel && !tt.cut && tr.Final.Val(x86.RIP) != end.Val(x86.RIP) {
 				t.Errorf("final rip %#x, want %#x", tr.Final.Val(x86.RIP), end.Val(x86.RIP))
 			}
 			if got := tr.Header.RecorderOf(0); got != RecorderLog {
