@@ -103,6 +103,12 @@ type Interrupt struct {
 	RSP    uint64
 	CR2    uint64 // for a page fault (vector 14)
 	HasCR2 bool
+	// State is the CPU state the dump after the line gives: the state
+	// the interrupt or exception came in, before the CPU delivered it.
+	// For a fault on fetching an instruction (a page not present yet)
+	// it is the only record of the state before that instruction.
+	State    x86.State
+	HasState bool
 }
 
 // External reports whether the interrupt came from outside the CPU: a
@@ -155,13 +161,14 @@ type Reader struct {
 	Dropped int
 	kept    int64
 
-	recs  [2]Record   // the record being filled and the pending one
-	cur   int         // index in recs of the record being filled
-	pend  bool        // recs[1-cur] is complete and not yet returned
-	ints  []Interrupt // interrupts being collected for the next record
-	dump  int         // lines of the current dump read; -1 outside one
-	isRec bool        // the current dump belongs to a record (else an interrupt)
-	err   error
+	recs   [2]Record   // the record being filled and the pending one
+	cur    int         // index in recs of the record being filled
+	pend   bool        // recs[1-cur] is complete and not yet returned
+	ints   []Interrupt // interrupts being collected for the next record
+	dump   int         // lines of the current dump read; -1 outside one
+	isRec  bool        // the current dump belongs to a record (else an interrupt)
+	intRec Record      // an interrupt's dump being read
+	err    error
 }
 
 // NewReader returns a Reader of the log r.
@@ -266,6 +273,7 @@ func (r *Reader) feed(line []byte) (*Record, error) {
 		}
 		r.ints = append(r.ints, in)
 		r.dump, r.isRec = 0, false
+		r.intRec = Record{}
 		return nil, nil
 	}
 	if bytes.HasPrefix(line, []byte("RAX=")) || bytes.HasPrefix(line, []byte("EAX=")) {
@@ -356,17 +364,10 @@ func (r *Reader) dumpLine(line []byte) error {
 		n = 19 // the lazy-flags line is there only with CPU_DUMP_CCOP
 	}
 	r.dump = n + 1
-	if !r.isRec {
-		// An interrupt's dump: only its shape is checked.
-		if want := dumpPrefix(n); !bytes.HasPrefix(line, []byte(want)) {
-			return r.layoutErr(line, fmt.Sprintf("line %d of a state dump, starting %q", n+1, want))
-		}
-		if n == dumpLines-1 {
-			r.dump = -1
-		}
-		return nil
-	}
 	rec := &r.recs[r.cur]
+	if !r.isRec {
+		rec = &r.intRec // an interrupt's dump: the state it interrupted
+	}
 	st := &rec.State
 	switch {
 	case n < 4:
@@ -463,6 +464,11 @@ func (r *Reader) dumpLine(line []byte) error {
 		}
 		st.Set(x86.EFER, efer)
 		r.dump = -1
+		if !r.isRec {
+			in := &r.ints[len(r.ints)-1]
+			in.State, in.HasState = rec.State, true
+			return nil
+		}
 		r.pend = true
 		r.cur = 1 - r.cur
 	}

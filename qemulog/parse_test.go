@@ -142,6 +142,11 @@ func checkLog(t *testing.T, log []byte, mech string, c capture) {
 	var got []string
 	for _, in := range ints {
 		got = append(got, fmt.Sprintf("v=%02x soft=%v cpl=%d", in.Vector, in.Soft, in.CPL))
+		// The dump after the line is the state the CPU was in: before the
+		// entering instruction, as the first record and the stub have it.
+		if !in.HasState || in.State != recs[0].State {
+			t.Errorf("interrupt %#x: state %v (read %v), want the first record's", in.Vector, in.State.R, in.HasState)
+		}
 		if in.RIP != c.Start.Val(x86.RIP) || in.RSP != c.Start.Val(x86.RSP) || uint64(in.CS) != c.Start.Val(x86.CS) {
 			t.Errorf("interrupt at %#x:%#x rsp %#x; the stub read the entering instruction at %#x rsp %#x",
 				in.CS, in.RIP, in.RSP, c.Start.Val(x86.RIP), c.Start.Val(x86.RSP))

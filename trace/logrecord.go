@@ -459,6 +459,29 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		if err != nil {
 			return "", fmt.Errorf("log recorder: %w", err)
 		}
+		// An exception on fetching the instruction after cur (its page
+		// not present yet: the first instruction of a new program) has
+		// no record of its own; its interrupt line's dump is the state
+		// before it, and so after cur.
+		for i := range rec.Before {
+			in := &rec.Before[i]
+			if in.External() || !in.HasState || cur == nil || c.stopped || len(skips) > 0 || in.RIP == cur.before.Val(x86.RIP) {
+				continue
+			}
+			v := in.State
+			v.Sys = cur.before.Sys
+			carryRegs(cur.before, cur.inst, true, nil, &v)
+			if why = c.finish(ctx, cur, &v); why != "" {
+				c.stopped, c.l.final, cur = true, &v, nil
+				continue
+			}
+			vinst, vcode, verr := c.decode(ctx, &v)
+			if verr != nil {
+				return "", fmt.Errorf("log recorder: line %d: %w", in.Line, verr)
+			}
+			cur = &pending{before: &v, inst: vinst, code: vcode, line: in.Line}
+			prev, prevIns, prevOK = &v, vinst, true
+		}
 		var st *x86.State
 		if !seen {
 			// Nothing ran between the stop and the first record.

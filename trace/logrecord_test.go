@@ -275,3 +275,58 @@ func TestRecorderSpans(t *testing.T) {
 		t.Errorf("spans read back as %+v", back.Header.Recorders)
 	}
 }
+
+// TestLogRecorderFetchFault plays the log of a return to user mode whose
+// first user instruction faults on fetch (its page not present yet, as
+// after execve): QEMU logs no record for it, only the page fault's line
+// and the state it came in, then the handler. That state is the one after
+// the return, so the trace ends there, back in user mode, as stepping
+// would end it; the watcher stops the guest, which is in the handler.
+func TestLogRecorderFetchFault(t *testing.T) {
+	stub, r, ctx := newGuest(t, guestSymbols())
+	stub.SetRegister("rip", userSys)
+	if err := r.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log, user := scriptedLog(t, r, 5) // user: at userNext, after sysretq
+	var b strings.Builder
+	b.WriteString(log)
+	fmt.Fprintf(&b, "check_exception old: 0xffffffff new 0xe\n")
+	fmt.Fprintf(&b, "     0: v=0e e=0014 i=0 cpl=3 IP=0033:%016x pc=%016x SP=002b:%016x CR2=%016x\n", userNext, userNext, userRSP, userNext)
+	var dump strings.Builder
+	writeDump(&dump, user)
+	b.WriteString(dump.String()[strings.Index(dump.String(), "\n")+1:]) // the dump without its Trace line
+	handler := *user
+	handler.Set(x86.RIP, kFunc)
+	handler.Set(x86.CS, 0x10)
+	writeDump(&b, &handler)
+	stub.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Stall, Match: "c"})
+	go func() {
+		for {
+			if p, ok := logPath(stub); ok && slices.Contains(stub.Requests(), "c") {
+				for name, v := range map[string]uint64{"rip": kFunc, "cs": 0x10} {
+					stub.SetRegister(name, v)
+				}
+				os.WriteFile(p, []byte(b.String()), 0o600)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	l := NewLogRecorder(r)
+	l.Poll = 5 * time.Millisecond
+	why, err := l.Run(ctx, BackInUser())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := l.Trace()
+	if why != StopUser || tr.Len() != 5 || tr.Step(4).Mnemonic != "sysretq" {
+		t.Fatalf("stopped %q after %d steps (last %s), want %q after 5, the last sysretq", why, tr.Len(), tr.Step(tr.Len()-1).Mnemonic, StopUser)
+	}
+	if f := tr.Final; f.Val(x86.RIP) != userNext || f.CPL() != 3 {
+		t.Errorf("final state at %#x, CPL %d; want %#x in user mode", f.Val(x86.RIP), f.CPL(), uint64(userNext))
+	}
+	if d := tr.Header.Recorders[0].Detail; !strings.Contains(d, "1 more logged instructions after the stop condition") {
+		t.Errorf("span does not count the handler's record the guest ran on to: %s", d)
+	}
+}
