@@ -395,7 +395,8 @@ type converter struct {
 	rd     *qemulog.Reader
 	live   *x86.State // where the guest stopped
 	until  []Until
-	budget int // the trace length at which the budget is spent
+	budget int                      // the trace length at which the budget is spent
+	insns  map[pageKey]*decodedInsn // instructions decoded, by CR3 (or kernelPages) and RIP
 
 	stopped    bool          // a condition said stop; the rest is only counted
 	ranOn      int           // records after that stop
@@ -703,16 +704,55 @@ func sameAsStop(stop, first *x86.State) error {
 
 // decode reads and decodes the instruction at st's RIP under its CR3.
 func (c *converter) decode(ctx context.Context, st *x86.State) (x86asm.Inst, []byte, error) {
+	d, err := c.decoded(ctx, st)
+	if err != nil {
+		return x86asm.Inst{}, nil, err
+	}
+	return d.inst, d.code, nil
+}
+
+// decodedInsn is an instruction decoded once and rendered once, for every
+// step that runs it (a path of 10^5 instructions runs the same loops
+// many times).
+type decodedInsn struct {
+	inst                     x86asm.Inst
+	code                     []byte
+	symbol, intel, att, mnem string
+}
+
+// decoded returns the instruction at st's RIP under its CR3, decoding and
+// rendering it the first time.
+func (c *converter) decoded(ctx context.Context, st *x86.State) (*decodedInsn, error) {
 	rip := st.Val(x86.RIP)
+	k := pageKey{st.Val(x86.CR3) & x86CR3Frame, rip}
+	if x86.KernelHalf(rip) {
+		k.cr3 = kernelPages
+	}
+	if d, ok := c.insns[k]; ok {
+		return d, nil
+	}
 	code, err := c.l.read(ctx, st.Val(x86.CR3), rip, 15, c.live)
 	if err != nil {
-		return x86asm.Inst{}, nil, fmt.Errorf("instruction at %s: %w", c.l.name(rip), err)
+		return nil, fmt.Errorf("instruction at %s: %w", c.l.name(rip), err)
 	}
 	inst, n, err := annotate.Decode(code)
 	if err != nil {
-		return x86asm.Inst{}, nil, fmt.Errorf("decode at %s (% x): %w", c.l.name(rip), code[:min(len(code), 8)], err)
+		return nil, fmt.Errorf("decode at %s (% x): %w", c.l.name(rip), code[:min(len(code), 8)], err)
 	}
-	return inst, code[:n], nil
+	code = code[:n]
+	syms := c.l.Symbols
+	ops := OperandSymbols(inst, syms)
+	d := &decodedInsn{
+		inst: inst, code: code, symbol: syms.Symbolize(rip),
+		intel: Disasm(inst, code, rip, ops, Intel),
+		att:   Disasm(inst, code, rip, ops, ATT),
+		mnem:  annotate.CanonicalMnemonic(inst, code),
+	}
+	if c.insns == nil {
+		c.insns = make(map[pageKey]*decodedInsn)
+	}
+	c.insns[k] = d
+	return d, nil
 }
 
 // carryOp decodes the instruction at st's RIP when carryRegs might need
@@ -735,16 +775,19 @@ func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) St
 	r := c.l.Recorder
 	before, inst, code := p.before, p.inst, p.code
 	rip := before.Val(x86.RIP)
-	syms := OperandSymbols(inst, r.Symbols)
+	d, err := c.decoded(ctx, before) // decoded already: from the cache
+	if err != nil {
+		d = &decodedInsn{}
+	}
 	s := Step{
 		RIP:      Hex(rip),
-		Symbol:   r.Symbols.Symbolize(rip),
+		Symbol:   d.symbol,
 		CPL:      before.CPL(),
 		Bytes:    Bytes(code),
-		Intel:    Disasm(inst, code, rip, syms, Intel),
-		ATT:      Disasm(inst, code, rip, syms, ATT),
+		Intel:    d.intel,
+		ATT:      d.att,
 		Op:       inst.Op,
-		Mnemonic: annotate.CanonicalMnemonic(inst, code),
+		Mnemonic: d.mnem,
 		Regs:     before,
 	}
 	var mem []annotate.Memory
