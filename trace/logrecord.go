@@ -69,6 +69,14 @@ const NotCaptured = "not captured by the log recorder"
 // step says so, as the stepping Recorder does where QEMU cannot mask them;
 // with AllowIRQ they are recorded.
 //
+// Logging slows the guest about tenfold; a guest whose clock follows the
+// host's (QEMU without -icount) then takes that many more timer interrupts
+// per instruction, and the kernel reschedules more often inside a long
+// call. QEMU started with `-icount shift=0,sleep=off` keeps guest time in
+// step with instructions: an execve of Linux 6.1 then logs about as many
+// instructions as single-stepping records (with one timer interrupt),
+// against six times as many without it.
+//
 // The Recorder's Budget bounds the instructions the guest runs with the
 // log on, those of interrupt handlers left out included, and the steps
 // kept. A run ends at the first return to user mode: at the breakpoint,
