@@ -208,6 +208,8 @@ func (r *Recorder) Reset() {
 	r.trace.Clear()
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
+	r.trace.Header.IRQs = 0
+	r.trace.Header.Recorders = nil
 	r.busy = 0
 	r.depth = 0
 }

@@ -117,9 +117,12 @@ type Header struct {
 	Stop string `json:"stop,omitempty"`
 	// SpuriousStops counts single steps the stub reported with nothing
 	// executed; they were stepped again and are not in Steps.
-	SpuriousStops int     `json:"spurious_stops,omitempty"`
-	Seconds       float64 `json:"seconds,omitempty"`   // time spent recording
-	StepRate      float64 `json:"step_rate,omitempty"` // instructions per second while recording
+	SpuriousStops int `json:"spurious_stops,omitempty"`
+	// Recorders says which recorder produced which steps; a trace that
+	// lacks it was single-stepped throughout (see RecorderOf).
+	Recorders []RecorderSpan `json:"recorders,omitempty"`
+	Seconds   float64        `json:"seconds,omitempty"`   // time spent recording
+	StepRate  float64        `json:"step_rate,omitempty"` // instructions per second while recording
 }
 
 // SteppingLabel says in a few words how interrupts were handled while
