@@ -118,6 +118,10 @@ type Context struct {
 	// sctrace did not start). Under TCG, QEMU's SYSCALL clears arithmetic
 	// flags that FMASK does not name.
 	Accel string
+	// Unread, when set, says why memory the annotation needed is missing
+	// from a step, such as "not captured by the log recorder"; notes about
+	// memory that was not read end with it.
+	Unread string
 }
 
 // accel says what is known of the accelerator: "tcg", "kvm" or "".
@@ -195,6 +199,14 @@ func (a *annotator) mark(e Event) {
 
 // note appends an effect without a verdict.
 func (a *annotator) note(k Kind, format string, args ...any) { a.add(k, NoVerdict, format, args...) }
+
+// unread notes memory the step lacks, saying why when the Context knows.
+func (a *annotator) unread(k Kind, format string, args ...any) {
+	if a.c.Unread != "" {
+		format += " (" + strings.ReplaceAll(a.c.Unread, "%", "%%") + ")"
+	}
+	a.note(k, format, args...)
+}
 
 // verdict returns OK or Finding.
 func verdict(ok bool) Verdict {

@@ -62,14 +62,14 @@ func (a *annotator) farCall() {
 	a.stackDone = true
 	off, sel, ok := a.farPointer()
 	if !ok {
-		a.note(KindCheck, "the far pointer operand was not read: the gate cannot be decoded")
+		a.unread(KindCheck, "the far pointer operand was not read: the gate cannot be decoded")
 		a.farCallStack(x86.Gate{}, false)
 		return
 	}
 	a.note(KindControl, "far call through the pointer %#x:%#x (%s)", sel, off, x86.Selector(sel))
 	desc, ok := a.gdtEntry(sel, 16)
 	if !ok {
-		a.note(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
+		a.unread(KindCheck, "the GDT entry for selector %#x was not read: the gate cannot be decoded", sel)
 		a.farCallStack(x86.Gate{}, false)
 		return
 	}
@@ -140,7 +140,7 @@ func (a *annotator) farCallStack(g x86.Gate, gate bool) {
 	}
 	w, ok := a.words(after, n, 8, true)
 	if !ok {
-		a.note(KindCheck, "the frame at %#x was not read: cannot check what the call pushed", after)
+		a.unread(KindCheck, "the frame at %#x was not read: cannot check what the call pushed", after)
 		return
 	}
 	names := []string{"rip", "cs", "rsp", "ss"}
@@ -196,7 +196,8 @@ func (a *annotator) farRet() {
 	w, ok := a.words(rsp, 2, size, false)
 	if !ok {
 		a.privilegeChange("far return", -1)
-		a.note(KindCheck, "the return frame at %#x was not read", rsp)
+		a.unread(KindCheck, "the return frame at %#x was not read", rsp)
+		a.iretStack(rsp) // the switch shows in RSP itself
 		return
 	}
 	imm := farRetImm(a.s.Inst)
@@ -214,7 +215,7 @@ func (a *annotator) farRet() {
 	}
 	w2, ok := a.words(rsp+uint64(2*size)+imm, 2, size, false)
 	if !ok {
-		a.note(KindCheck, "the outer RSP and SS at %#x were not read", rsp+uint64(2*size)+imm)
+		a.unread(KindCheck, "the outer RSP and SS at %#x were not read", rsp+uint64(2*size)+imm)
 		a.iretStack(rsp)
 		return
 	}

@@ -128,3 +128,25 @@ func TestFarReturn(t *testing.T) {
 		})
 	}
 }
+
+// TestFarReturnNotCaptured annotates a far RET to user mode whose frame a
+// recorder could not read, as the log recorder cannot: the note says why
+// (Context.Unread), and the stack switch, which RSP itself shows, is still
+// an event.
+func TestFarReturnNotCaptured(t *testing.T) {
+	rsp := uint64(kstackTop - 32)
+	before := with(kernel, regs{x86.RSP: rsp, x86.RIP: gateTarget + 0x20})
+	after := with(before, regs{x86.RIP: userRIP + 3, x86.CS: 0x33, x86.SS: 0x2b, x86.RSP: userRSP})
+	for _, tt := range []struct{ unread, want string }{
+		{"", "the return frame at 0xffffc90000003fe0 was not read"},
+		{"not captured by the log recorder", "the return frame at 0xffffc90000003fe0 was not read (not captured by the log recorder)"},
+	} {
+		s := mkStep(t, 1, insLretq, gateTarget+0x20, before, after)
+		effects := Annotate(s, &Context{Unread: tt.unread})
+		expectEffects(t, effects, note(KindCheck, tt.want), note(KindStack, "stack switch: kernel-half stack → user-half stack"))
+		expectNoFinding(t, effects)
+		if ev := Events(s, effects, nil); !hasEvent(ev, EventStackSwitch) {
+			t.Errorf("events %v lack stack-switch", ev)
+		}
+	}
+}

@@ -226,7 +226,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 			a.add(KindRegister, Finding, "cs = %#x, but the gate's selector is %#x", cs, g.Selector)
 		}
 	case ripOK:
-		a.note(KindControl, "rip = %s: the handler (IDT entry not read)", a.sym(rip))
+		a.unread(KindControl, "rip = %s: the handler (IDT entry not read)", a.sym(rip))
 	}
 
 	// The frame: [error code], RIP, CS, RFLAGS, RSP, SS.
@@ -267,7 +267,7 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	}
 	w, ok := a.words(rsp, 5, 8, true)
 	if !ok {
-		a.note(KindCheck, "the interrupt frame at %#x was not read: cannot check what the CPU pushed", rsp)
+		a.unread(KindCheck, "the interrupt frame at %#x was not read: cannot check what the CPU pushed", rsp)
 		return
 	}
 	// The sixth word is the frame's last when an error code was pushed; a
@@ -276,7 +276,7 @@ func (a *annotator) checkFrame(v int, trap bool, errCode *bool) {
 	if ok {
 		w = append(w, sixth[0])
 	} else if *errCode {
-		a.note(KindCheck, "the interrupt frame's last word at %#x was not read: cannot check what the CPU pushed after the error code", rsp+5*8)
+		a.unread(KindCheck, "the interrupt frame's last word at %#x was not read: cannot check what the CPU pushed after the error code", rsp+5*8)
 		return
 	}
 	wantRIP := a.s.Addr
@@ -361,7 +361,7 @@ func (a *annotator) interruptStack(g x86.Gate, gateOK bool, from, to int, size u
 			want := tss.IST[g.IST]&^15 - size
 			a.add(KindStack, verdict(after == want), "IST%d stack: rsp = %#x (TSS.IST%d %#x, aligned to 16, minus the %d-byte frame; expected %#x) in the %s", g.IST, after, g.IST, tss.IST[g.IST], size, want, a.stackName(after))
 		} else {
-			a.note(KindStack, "switched to the IST%d stack: rsp = %#x in the %s (TSS not read)", g.IST, after, a.stackName(after))
+			a.unread(KindStack, "switched to the IST%d stack: rsp = %#x in the %s (TSS not read)", g.IST, after, a.stackName(after))
 		}
 		a.mark(EventStackSwitch)
 	case from > to && to >= 0:

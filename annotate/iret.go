@@ -29,7 +29,7 @@ func (a *annotator) iret() {
 	w, ok := a.words(rsp, 5, size, false)
 	if !ok {
 		a.privilegeChange(name, -1)
-		a.note(KindCheck, "the frame at %#x was not read: cannot check what %s popped", rsp, name)
+		a.unread(KindCheck, "the frame at %#x was not read: cannot check what %s popped", rsp, name)
 		a.iretStack(rsp)
 		return
 	}

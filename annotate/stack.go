@@ -27,6 +27,9 @@ func (a *annotator) pushValue(after uint64) (string, bool) {
 		if w, ok := a.words(after, 1, 8, true); ok {
 			return fmt.Sprintf("%#x (read from the stack after the step)", w[0]), true
 		}
+		if a.c.Unread != "" {
+			return "a value from memory (" + a.c.Unread + ")", true
+		}
 		return "a value from memory (not read)", true
 	}
 	return "", false

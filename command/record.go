@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"path/filepath"
-	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/expr"
@@ -149,13 +146,7 @@ func (e *Engine) save(ctx context.Context, c Command) error {
 	if c.Arg == "-" {
 		return trace.WriteText(e.Out, t, e.Syntax)
 	}
-	write, ext := t.Write, ".json"
-	switch strings.ToLower(filepath.Ext(c.Arg)) {
-	case ".txt":
-		write, ext = func(w io.Writer) error { return trace.WriteText(w, t, e.Syntax) }, ".txt"
-	case ".md":
-		write, ext = func(w io.Writer) error { return trace.WriteMarkdown(w, t, e.Syntax) }, ".md"
-	}
+	write, ext := trace.WriterFor(t, c.Arg, e.Syntax)
 	if err := outfile.Save(c.Arg, "sctrace-trace-*"+ext, write); err != nil {
 		return err
 	}

@@ -299,28 +299,38 @@ func (s *Session) prepareLinux(ctx context.Context, o Options) error {
 }
 
 // useBundled takes the bundled teaching kernel's symbols when the guest
+// runs that kernel (see Bundled).
+func (s *Session) useBundled(ctx context.Context) bool {
+	tab, ok := Bundled(ctx, s.Target)
+	if !ok {
+		return false
+	}
+	s.Symbols, s.Kernel = tab, KernelDescription
+	return true
+}
+
+// Bundled returns the bundled teaching kernel's symbols when the guest
 // runs that kernel: its entry code is in guest memory where the ELF puts
 // it, byte for byte (a QEMU that `sctrace run --keep` left running, say).
-func (s *Session) useBundled(ctx context.Context) bool {
+func Bundled(ctx context.Context, t *target.Target) (*symbols.Table, bool) {
 	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
 	if err != nil {
-		return false
+		return nil, false
 	}
 	addr, ok := tab.Addr("entry_SYSCALL_64")
 	if !ok {
-		return false
+		return nil, false
 	}
 	want, ok := kernel.Code(addr, 64)
 	if !ok {
-		return false
+		return nil, false
 	}
-	got, err := s.Target.ReadMemory(ctx, addr, len(want))
+	got, err := t.ReadMemory(ctx, addr, len(want))
 	if err != nil || !bytes.Equal(got, want) {
-		return false
+		return nil, false
 	}
 	tab.Source = "ELF symtab of the bundled teaching kernel (recognised in guest memory)"
-	s.Symbols, s.Kernel = tab, KernelDescription
-	return true
+	return tab, true
 }
 
 // bootLinux runs the guest until /init prints its banner, then stops it.
@@ -464,6 +474,12 @@ func (s *Session) linuxRegions() []annotate.Region {
 // per-CPU data that names the running task's stack is not mapped in user
 // mode, where a round trip starts.
 type kernelMemory struct{ t *target.Target }
+
+// KernelMemory returns a reader of a Linux guest's kernel memory whatever
+// page tables the CPU is on: under the current CR3 where it maps the
+// address, else, on the user half of a KPTI pair, under the kernel half
+// (through physical memory).
+func KernelMemory(t *target.Target) linux.Memory { return kernelMemory{t} }
 
 func (k kernelMemory) ReadMemory(ctx context.Context, addr uint64, n int) ([]byte, error) {
 	b, err := k.t.ReadMemory(ctx, addr, n)

@@ -58,6 +58,11 @@ type Options struct {
 	// ProbeMSRs reads the system-call MSRs with rdmsr in the guest right
 	// after the kernel is entered (see target.ProbeMSRs); off by default.
 	ProbeMSRs bool
+	// BootWait, for a guest someone else started that has not booted a
+	// 64-bit kernel yet (QEMU's -S stops it at the reset vector), is how
+	// long Attach lets it run until one is running; 0 attaches where the
+	// CPU is, and says why no system call can be traced there.
+	BootWait time.Duration
 	// GDBTCP puts QEMU's gdbstub on a loopback TCP port instead of a
 	// private Unix socket: any local user can then reach it (see
 	// qemu.Config.GDBTCP).
@@ -277,7 +282,11 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	if err := s.Target.FollowStopped(ctx); err != nil {
 		return err
 	}
-	if err := s.prepareLinux(ctx, o); err != nil {
+	prepare := s.prepareLinux
+	if s.QEMU == nil {
+		prepare = s.prepareAttached
+	}
+	if err := prepare(ctx, o); err != nil {
 		return err
 	}
 	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)

@@ -94,7 +94,7 @@ func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) 
 	if uint64(h.CPU.GSBase) != want {
 		t.Errorf("header: kernel GS base %#x, __per_cpu_offset[%d] = %#x", uint64(h.CPU.GSBase), cpu, want)
 	}
-	if kgs := tr.Steps[0].Regs.Val(x86.KernelGSBase); kgs != want {
+	if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
 		t.Errorf("KERNEL_GS_BASE at the syscall %#x, __per_cpu_offset[%d] = %#x", kgs, cpu, want)
 	}
 

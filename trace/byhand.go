@@ -84,7 +84,7 @@ func (r *Recorder) Restart(ctx context.Context) (*Trace, error) {
 	old := r.Trace()
 	h := old.Header
 	h.Stop, h.SpuriousStops, h.IRQs, h.Seconds, h.StepRate = "", 0, 0, 0, 0
-	r.trace = &Trace{Format: Format, Version: Version, Header: h}
+	r.trace = &Trace{Format: Format, Version: Version, Header: h, st: newStore()}
 	r.busy, r.depth = 0, 0
 	if err := r.Refresh(ctx); err != nil {
 		return old, err

@@ -147,8 +147,8 @@ func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error
 		budget = DefaultBudget
 	}
 	start := r.cur.Val(x86.RIP)
-	if err := notBooted(r.cur); err != nil {
-		return fmt.Errorf("find the next %s: %w", m, err)
+	if err := CheckBooted(r.cur); err != nil {
+		return fmt.Errorf("find the next %s: %w: let it boot and attach again, attach with --boot-wait (sctrace runs it until a 64-bit kernel is running), or give --symbols so sctrace can continue to the kernel's entry point", m, err)
 	}
 	for n := 0; n < budget; n++ {
 		if r.cur.CPL() == 3 {
@@ -181,20 +181,48 @@ func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error
 // vector: there is no system call to find by stepping until it has booted.
 var ErrNotBooted = errors.New("the guest has not booted a 64-bit kernel yet")
 
-// notBooted says why st is not a state a system call can come from: the
-// CPU in real mode (CR0.PE clear), or protected mode without long mode
-// (EFER.LMA clear). Registers the stub did not report prove nothing.
-func notBooted(st *x86.State) error {
+// CheckBooted returns nil when st is a state a system call can come from,
+// and otherwise an error wrapping ErrNotBooted that says what the CPU is
+// running (see BootStage).
+func CheckBooted(st *x86.State) error {
+	if stage := BootStage(st); stage != "" {
+		return fmt.Errorf("%w: the CPU is in %s", ErrNotBooted, stage)
+	}
+	return nil
+}
+
+// BootStage says what the CPU runs when it is not yet under a 64-bit
+// kernel: real mode (CR0.PE clear: the firmware, where QEMU started with -S
+// waits at the reset vector) or protected mode without long mode (EFER.LMA
+// clear: a boot loader or 32-bit code). It returns "" otherwise, and for
+// registers the stub did not report, which prove nothing. Code in
+// compatibility mode (EFER.LMA set, a 32-bit CS) runs under a 64-bit
+// kernel, so it counts as booted.
+func BootStage(st *x86.State) string {
 	cr0, ok1 := st.Get(x86.CR0)
 	efer, ok2 := st.Get(x86.EFER)
 	rip := st.Val(x86.RIP)
 	switch {
 	case ok1 && x86.CR0Flags(cr0)&x86.CR0PE == 0:
-		return fmt.Errorf("%w: the CPU is in real mode at %#x (the firmware; QEMU started with -S waits there): let it boot and attach again, or give --symbols so sctrace can continue to the kernel's entry point", ErrNotBooted, rip)
+		return fmt.Sprintf("real mode at %#x (the firmware; QEMU started with -S waits there)", rip)
 	case ok2 && x86.EFERFlags(efer)&x86.EFERLMA == 0:
-		return fmt.Errorf("%w: the CPU is in protected mode without long mode at %#x (a boot loader or 32-bit code): let it boot and attach again, or give --symbols so sctrace can continue to the kernel's entry point", ErrNotBooted, rip)
+		return fmt.Sprintf("protected mode without long mode at %#x (a boot loader or 32-bit code)", rip)
 	}
-	return nil
+	return ""
+}
+
+// KernelRunning reports whether st shows a 64-bit kernel at work: long
+// mode (EFER.LMA set) with the CPU either in the kernel half of the address
+// space or in user mode. A boot stage that runs in long mode at low,
+// identity-mapped addresses (Linux's decompressor) does not count.
+func KernelRunning(st *x86.State) bool {
+	if CheckBooted(st) != nil {
+		return false
+	}
+	if efer, ok := st.Get(x86.EFER); !ok || x86.EFERFlags(efer)&x86.EFERLMA == 0 {
+		return false
+	}
+	return st.CPL() == 3 || x86.CanonicalKernel(st.Val(x86.RIP))
 }
 
 // le64 reads a little-endian word.

@@ -51,7 +51,7 @@ type Summary struct {
 
 // Summarize adds a trace up.
 func Summarize(t *Trace) Summary {
-	sum := Summary{Instructions: len(t.Steps), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
+	sum := Summary{Instructions: t.Len(), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
 	ctx := &annotate.Context{Regions: t.Header.Regions}
 	lastStack := ""
 	visit := func(st *x86.State) {
@@ -74,8 +74,7 @@ func Summarize(t *Trace) Summary {
 			sum.Findings = append(sum.Findings, "before step 0: "+e.Text)
 		}
 	}
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		if s.CPL == 0 {
 			sum.Kernel++
 		}
@@ -121,43 +120,25 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("%s\n", l)
 	}
 	p.f("stepping: %s\n\n", h.Stepping)
-	effects := func(effs []annotate.Effect) {
-		for _, e := range effs {
-			mark := "   "
-			switch e.Verdict {
-			case annotate.OK:
-				mark = " ok"
-			case annotate.Finding:
-				mark = " !!"
-			}
-			for j, line := range wrap(e.Text, 100-18) {
-				if j == 0 {
-					p.f("    %s %-10s %s\n", mark, e.Kind, line)
-				} else {
-					p.f("%18s%s\n", "", line)
-				}
-			}
-		}
-	}
 	byHand := func(i int) {
 		for _, w := range UserWritesBefore(t.UserWrites, i) {
 			p.f("    !! %-10s %s\n", "by hand", w)
 		}
 	}
-	for i := range t.Steps {
+	for i, s := range t.All() {
 		// A probe's effects follow those of the step it ran after.
-		effects(ProbeEffects(t.Probes, i))
+		p.effects(ProbeEffects(t.Probes, i))
 		byHand(i)
-		s := &t.Steps[i]
-		ring := "U"
-		if s.CPL == 0 {
-			ring = "K"
+		if g, ok := t.GapAt(i); ok {
+			p.gap(g)
 		}
-		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
-		effects(s.Effects)
+		p.step(s, syn)
 	}
-	effects(ProbeEffects(t.Probes, len(t.Steps)))
-	byHand(len(t.Steps))
+	p.effects(ProbeEffects(t.Probes, t.Len()))
+	byHand(t.Len())
+	if g, ok := t.GapAt(t.Len()); ok {
+		p.gap(g)
+	}
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -195,6 +176,60 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	return p.err
 }
 
+// WriteStepText prints one step as WriteText does: the instruction on a
+// line, its effects below it. A live listing prints each step as it is
+// recorded.
+func WriteStepText(w io.Writer, s *Step, syn Syntax) error {
+	p := &printer{w: w}
+	p.step(s, syn)
+	return p.err
+}
+
+// WriteGapText prints a gap as WriteText does, on a line between steps.
+func WriteGapText(w io.Writer, g *Gap) error {
+	p := &printer{w: w}
+	p.gap(g)
+	return p.err
+}
+
+func (p *printer) step(s *Step, syn Syntax) {
+	ring := "U"
+	if s.CPL == 0 {
+		ring = "K"
+	}
+	p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
+	p.effects(s.Effects)
+}
+
+func (p *printer) gap(g *Gap) {
+	for j, line := range wrap("not recorded: "+g.What, 100-10) {
+		if j == 0 {
+			p.f("  ~~~~~ %s\n", line)
+		} else {
+			p.f("        %s\n", line)
+		}
+	}
+}
+
+func (p *printer) effects(effs []annotate.Effect) {
+	for _, e := range effs {
+		mark := "   "
+		switch e.Verdict {
+		case annotate.OK:
+			mark = " ok"
+		case annotate.Finding:
+			mark = " !!"
+		}
+		for j, line := range wrap(e.Text, 100-18) {
+			if j == 0 {
+				p.f("    %s %-10s %s\n", mark, e.Kind, line)
+			} else {
+				p.f("%18s%s\n", "", line)
+			}
+		}
+	}
+}
+
 // WriteMarkdown prints a trace as a Markdown table of instructions and
 // effects, with the summary, for notes and course pages.
 func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
@@ -227,8 +262,7 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("\n")
 	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		var effs []string
 		for _, e := range slices.Concat(s.Effects, ProbeEffects(t.Probes, i+1)) {
 			txt := mdEscape(e.Text)

@@ -74,7 +74,7 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 		T:       t,
 		Symbols: syms,
 		Ctx:     &annotate.Context{Symbols: sym, Regions: regions, Knowledge: annotate.NewKnowledge(), Accel: hdr.Accel},
-		trace:   &Trace{Format: Format, Version: Version, Header: hdr},
+		trace:   &Trace{Format: Format, Version: Version, Header: hdr, st: newStore()},
 	}
 }
 
@@ -211,9 +211,9 @@ func (r *Recorder) Trace() *Trace {
 	h.MSRs = r.Ctx.Knowledge.Sorted()
 	h.Seconds = r.busy.Seconds()
 	if r.busy > 0 {
-		h.StepRate = float64(len(r.trace.Steps)) / r.busy.Seconds()
+		h.StepRate = float64(r.trace.Len()) / r.busy.Seconds()
 	}
-	if len(r.trace.Steps) > 0 {
+	if r.trace.Len() > 0 {
 		r.trace.Final = r.cur
 	}
 	return r.trace
@@ -222,12 +222,11 @@ func (r *Recorder) Trace() *Trace {
 // Reset forgets the steps and probes recorded so far (keeping what was
 // learnt about MSRs), so that the next round trip starts a fresh trace.
 func (r *Recorder) Reset() {
-	r.trace.Steps = nil
-	r.trace.Probes = nil
-	r.trace.UserWrites = nil
-	r.trace.Final = nil
+	r.trace.Clear()
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
+	r.trace.Header.IRQs = 0
+	r.trace.Header.Recorders = nil
 	r.busy = 0
 	r.depth = 0
 }
@@ -253,13 +252,27 @@ func (r *Recorder) name(addr uint64) string {
 	return fmt.Sprintf("%#x", addr)
 }
 
-// Step executes one instruction (or, under Over, a whole call), annotates
-// it and appends it to the trace.
-func (r *Recorder) Step(ctx context.Context) (*Step, error) {
-	t0 := time.Now()
-	defer func() { r.busy += time.Since(t0) }()
-	before := r.cur
-	if len(r.trace.Steps) == 0 {
+// Pending is an instruction about to run: what the recorder read before
+// it (Begin), kept until the state after it is known (Finish).
+type Pending struct {
+	before *x86.State
+	inst   x86asm.Inst
+	code   []byte
+	mem    []annotate.Memory
+	step   Step
+}
+
+// Before returns the state before the instruction.
+func (p *Pending) Before() *x86.State { return p.before }
+
+// Begin reads what recording the instruction at before's RIP needs before
+// it runs: its bytes (decoded once), the memory its operands read or
+// write (annotate.MemoryBefore), and, under StackWords, the words at RSP.
+// Recorder.Step steps the CPU between Begin and Finish; a caller that
+// watches another debugger step (the proxy) calls them around the step it
+// sees.
+func (r *Recorder) Begin(ctx context.Context, before *x86.State) (*Pending, error) {
+	if r.trace.Len() == 0 {
 		r.trace.Header.Recorded = time.Now().UTC()
 	}
 	inst, code, err := r.Decode(ctx, before)
@@ -267,8 +280,8 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		return nil, err
 	}
 	rip := before.Val(x86.RIP)
-	s := Step{
-		Index:    len(r.trace.Steps),
+	p := &Pending{before: before, inst: inst, code: code}
+	p.step = Step{
 		RIP:      Hex(rip),
 		Symbol:   r.Symbols.Symbolize(rip),
 		CPL:      before.CPL(),
@@ -280,25 +293,78 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		Regs:     before,
 	}
 	if r.StackWords > 0 {
-		s.Stack = r.ReadStack(ctx, before.Val(x86.RSP), r.StackWords)
+		p.step.Stack = r.ReadStack(ctx, before.Val(x86.RSP), r.StackWords)
 	}
-	var mem []annotate.Memory
 	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
 		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
-			mem = append(mem, annotate.Memory{Addr: rg.Addr, Data: b})
+			p.mem = append(p.mem, annotate.Memory{Addr: rg.Addr, Data: b})
 		}
 	}
+	return p, nil
+}
+
+// Finish completes the step begun with p now that the CPU is at after: it
+// reads the memory the instruction wrote (annotate.MemoryAfter), lists the
+// registers it changed, annotates it (notes, such as interrupts taken on
+// the way, follow the annotations), appends it to the trace and makes
+// after the current state.
+func (r *Recorder) Finish(ctx context.Context, p *Pending, after *x86.State, notes ...annotate.Effect) *Step {
+	before, inst, rip, s := p.before, p.inst, p.before.Val(x86.RIP), p.step
+	after.Sys = r.tables
+	mem := p.mem
+	for _, rg := range annotate.MemoryAfter(inst, rip, before, after) {
+		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
+			mem = append(mem, annotate.Memory{Addr: rg.Addr, Data: b, After: true})
+		}
+	}
+	s.Mem = mem
+	for _, reg := range before.Changed(after) {
+		if reg == x86.RIP {
+			continue
+		}
+		s.Changed = append(s.Changed, Change{Reg: reg.String(), Old: Hex(before.Val(reg)), New: Hex(after.Val(reg))})
+	}
+	s.Index = r.trace.Len()
+	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: p.code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
+	s.Effects = append(annotate.Annotate(as, r.Ctx), notes...)
+	s.Events = annotate.Events(as, s.Effects, r.Ctx)
+
+	switch {
+	case s.Over != nil:
+	case inst.Op == x86asm.CALL:
+		r.depth++
+	case (inst.Op == x86asm.RET) && r.depth > 0:
+		r.depth--
+	}
+	r.cur = after
+	return r.trace.Append(s)
+}
+
+// Step executes one instruction (or, under Over, a whole call), annotates
+// it and appends it to the trace.
+func (r *Recorder) Step(ctx context.Context) (*Step, error) {
+	t0 := time.Now()
+	defer func() { r.busy += time.Since(t0) }()
+	before := r.cur
+	p, err := r.Begin(ctx, before)
+	if err != nil {
+		return nil, err
+	}
+	inst, rip := p.inst, before.Val(x86.RIP)
 
 	var after *x86.State
 	if inst.Op == x86asm.CALL && r.Over > 0 && r.depth+1 >= r.Over {
 		after, err = r.stepOver(ctx, before, rip+uint64(inst.Len))
 		if err == nil {
-			s.Over = &Over{Target: r.callTarget(inst, rip, before), Depth: r.depth + 1}
+			p.step.Over = &Over{Target: r.callTarget(inst, rip, before), Depth: r.depth + 1}
 		}
 	} else {
 		after, err = r.stepOnce(ctx, before)
 	}
-	var irqs []string
+	var irqs []annotate.Effect
+	note := func(what string) {
+		irqs = append(irqs, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
+	}
 	for n := 0; err == nil; n++ {
 		v, frame, taken := r.interruptTaken(ctx, inst, before, after)
 		if !taken {
@@ -309,7 +375,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 			if frame.rip == rip {
 				what += "; it came before the instruction ran, which runs again after the handler"
 			}
-			irqs = append(irqs, what+"; its handler is recorded (--irq)")
+			note(what + "; its handler is recorded (--irq)")
 			break
 		}
 		if n == maxIRQ {
@@ -323,45 +389,16 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		r.trace.Header.IRQs++
 		if after.R == before.R && after.Known == before.Known {
 			// Taken before the instruction ran: run it now.
-			irqs = append(irqs, what+fmt.Sprintf("; it came before the instruction, its handler ran to the return to %s and is left out", r.name(frame.rip)))
+			note(what + fmt.Sprintf("; it came before the instruction, its handler ran to the return to %s and is left out", r.name(frame.rip)))
 			after, err = r.stepOnce(ctx, before)
 			continue
 		}
-		irqs = append(irqs, what+fmt.Sprintf("; its handler ran to the return to %s and is left out", r.name(frame.rip)))
+		note(what + fmt.Sprintf("; its handler ran to the return to %s and is left out", r.name(frame.rip)))
 	}
 	if err != nil {
 		return nil, err
 	}
-	after.Sys = r.tables
-	for _, rg := range annotate.MemoryAfter(inst, rip, before, after) {
-		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
-			mem = append(mem, annotate.Memory{Addr: rg.Addr, Data: b, After: true})
-		}
-	}
-	s.Mem = mem
-	for _, reg := range before.Changed(after) {
-		if reg == x86.RIP {
-			continue
-		}
-		s.Changed = append(s.Changed, Change{Reg: reg.String(), Old: Hex(before.Val(reg)), New: Hex(after.Val(reg))})
-	}
-	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
-	s.Effects = annotate.Annotate(as, r.Ctx)
-	for _, what := range irqs {
-		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
-	}
-	s.Events = annotate.Events(as, s.Effects, r.Ctx)
-
-	switch {
-	case s.Over != nil:
-	case inst.Op == x86asm.CALL:
-		r.depth++
-	case (inst.Op == x86asm.RET) && r.depth > 0:
-		r.depth--
-	}
-	r.trace.Steps = append(r.trace.Steps, s)
-	r.cur = after
-	return &r.trace.Steps[len(r.trace.Steps)-1], nil
+	return r.Finish(ctx, p, after, irqs...), nil
 }
 
 // ReadStack reads up to n words at rsp. The read is split at the page

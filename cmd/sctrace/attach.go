@@ -40,6 +40,7 @@ func newAttachCmd() *cobra.Command {
 		budget  int
 		irq     bool
 		here    bool
+		boot    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "attach HOST:PORT [--batch COMMAND...]",
@@ -58,11 +59,16 @@ continue, until, stepi, x, print, info, set, trace, save and help (run
 first that fails ends the run with a one-line error. set asks before it writes
 the guest (--yes answers for it).
 
+A guest that has not booted yet (QEMU started with -S waits at the reset
+vector, in real mode) is recognised at once: with --boot-wait sctrace lets
+it run until a 64-bit kernel is running, then looks for its symbols.
+
 On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		Example: `  qemu-system-x86_64 -s -S -kernel bzImage ... &
   sctrace attach :1234 --symbols vmlinux
   sctrace attach :1234 --batch 'break do_syscall_64' 'continue' 'info registers' 'x/4xg $rsp'
-  sctrace attach :1234 -x session.cmds --yes`,
+  sctrace attach :1234 -x session.cmds --yes
+  sctrace attach :1234 --boot-wait        # QEMU started with -S`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if bf.batch && len(args) > 1 {
 				return nil
@@ -92,7 +98,10 @@ On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 			if bf.deadline < 0 {
 				return fmt.Errorf("--deadline must be 0 (none) or positive, not %v", bf.deadline)
 			}
-			o := session.Options{Symbols: symfile, Timeout: sf.timeout, Budget: budget, AllowIRQ: irq, StackWords: tui.StackWords}
+			if err := checkBootWait(boot); err != nil {
+				return err
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout, Budget: budget, AllowIRQ: irq, StackWords: tui.StackWords, BootWait: boot}
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
 				return err
@@ -111,6 +120,7 @@ On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 		},
 	}
 	sf.register(cmd)
+	registerBootWait(cmd, &boot)
 	fl := cmd.Flags()
 	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2 or vdso")

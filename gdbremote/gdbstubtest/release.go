@@ -1,5 +1,10 @@
 package gdbstubtest
 
+import (
+	"os"
+	"strings"
+)
+
 // A Release is the QEMU release whose stub the fake plays where releases
 // differ. Both were observed on this project's machines: Debian 12's QEMU
 // 7.2.22 and QEMU 10.0.2 from Debian's bookworm-backports, each running the
@@ -88,4 +93,46 @@ func cutSpace(s string) (before, after string, found bool) {
 		}
 	}
 	return s, "", false
+}
+
+// SetKVM says whether the guest runs under KVM rather than TCG, for the
+// monitor's `info kvm` and `one-insn-per-tb`.
+func (s *Stub) SetKVM(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kvm = on
+}
+
+// logItems are the -d items QEMU's `log` command knows, of those sctrace
+// uses.
+var logItems = map[string]bool{"none": true, "exec": true, "cpu": true, "nochain": true, "int": true, "in_asm": true}
+
+// logMonitor answers `info kvm`, `logfile PATH` and `log ITEMS` as QEMU
+// 7.2 and 10.0 were seen to: `info kvm` says "kvm support: enabled" or
+// "disabled"; `logfile` names a file QEMU opens at once, and complains
+// "Error opening logfile PATH: No such file or directory" when its
+// directory does not exist; `log` with an item it does not know prints the
+// list of items (here its first line). The fake writes no log.
+func (s *Stub) logMonitor(cmd string) string {
+	name, arg, _ := cutSpace(cmd)
+	switch name {
+	case "info":
+		if s.kvm {
+			return "kvm support: enabled\r\n"
+		}
+		return "kvm support: disabled\r\n"
+	case "logfile":
+		f, err := os.OpenFile(arg, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return "Error opening logfile " + arg + ": No such file or directory\r\n"
+		}
+		f.Close()
+		return ""
+	}
+	for _, item := range strings.Split(arg, ",") {
+		if !logItems[item] {
+			return "Log items (comma separated):\r\n"
+		}
+	}
+	return ""
 }

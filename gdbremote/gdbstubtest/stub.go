@@ -160,6 +160,7 @@ type Stub struct {
 
 	release      Release // see release.go
 	guestRunning bool
+	kvm          bool // the guest runs under KVM (see SetKVM)
 }
 
 const pageSize = 4096
@@ -941,6 +942,10 @@ func (s *Stub) monitorCmd(cmd string) []string {
 		switch {
 		case cmd == "info registers":
 			out = s.infoRegisters()
+		case cmd == "info kvm" || name == "logfile" || name == "log":
+			out = s.logMonitor(cmd)
+		case differs && known && s.kvm && name == "one-insn-per-tb":
+			out = "This accelerator does not support setting one-insn-per-tb\r\n"
 		case differs && known:
 			out = ""
 		case differs:
