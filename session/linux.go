@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,8 +64,28 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 	case !chosen && o.Mode == linuxinit.Int80:
 		m = mechanism.Int80
 	}
+	if o.Mode != "" && m != "" {
+		if err := linuxinit.CheckMode(o.Mode); err != nil {
+			return "", err
+		}
+		if made := linuxinit.Mechanisms(o.Mode); !slices.Contains(made, m) {
+			return "", fmt.Errorf("mechanism %s: /init in mode %s never uses it (it uses %s), so there would be nothing to wait for", m, o.Mode, joinMechanisms(made))
+		}
+	}
 	o.Mechanism = m
 	return m, nil
+}
+
+// joinMechanisms spells a list of mechanisms as "syscall, int80 and vdso".
+func joinMechanisms(ms []mechanism.Mechanism) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = string(m)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 // LinuxDefaultAppend is the start of the kernel command line StartLinux
