@@ -8,6 +8,7 @@ package syscalls
 //go:generate go run gen.go -version 6.19 $LINUX/arch/x86/entry/syscalls/syscall_64.tbl
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strconv"
@@ -51,11 +52,42 @@ func NewTable(source string, size int, calls []Call) *Table {
 			continue
 		}
 		t.byNr[c.Nr] = c
-		if _, dup := t.byName[c.Name]; !dup && c.Name != "" {
-			t.byName[c.Name] = c
+		// A call is found by its name and by its function's name
+		// without prefix (newstat for stat's sys_newstat).
+		for _, name := range []string{c.Name, bareName(c.Entry)} {
+			if _, dup := t.byName[name]; !dup && name != "" && name != "ni_syscall" {
+				t.byName[name] = c
+			}
 		}
 	}
 	return t
+}
+
+// bareName strips a kernel function's name of its __x64_ and sys_
+// prefixes: __x64_sys_read and sys_read are both read.
+func bareName(fn string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(fn, "__x64_"), "sys_")
+}
+
+// Resolve parses s (see Parse) against tab, and explains a name tab does
+// not have but the x86-64 ABI list does: the call exists, this kernel
+// does not implement it.
+func Resolve(s string, tab *Table) (Call, error) {
+	c, err := tab.Parse(s)
+	if err == nil {
+		return c, nil
+	}
+	abi := ABI()
+	if tab.Source == abi.Source {
+		return Call{}, err
+	}
+	if a, aerr := abi.Parse(s); aerr == nil && a.Name != "" {
+		if a.Nr < tab.Size {
+			return Call{}, fmt.Errorf("system call %s (number %d in %s) is not implemented by this kernel: entry %d of %s is %s", a.Name, a.Nr, abi.Source, a.Nr, tab.Source, cmp.Or(tab.byNr[a.Nr].Entry, "missing"))
+		}
+		return Call{}, fmt.Errorf("system call %s (number %d in %s) is newer than this kernel: %s has numbers 0 to %d", a.Name, a.Nr, abi.Source, tab.Source, tab.Size-1)
+	}
+	return Call{}, err
 }
 
 // ABI returns the x86-64 ABI list: the calls of Linux's syscall_64.tbl of
@@ -118,7 +150,7 @@ func (t *Table) Parse(s string) (Call, error) {
 		}
 		return Call{Nr: int(n)}, nil
 	}
-	name := strings.TrimPrefix(strings.TrimPrefix(s, "__x64_"), "sys_")
+	name := bareName(s)
 	if c, ok := t.byName[name]; ok {
 		return c, nil
 	}

@@ -29,9 +29,10 @@ func newRunLinuxCmd() *cobra.Command {
 		lo     session.LinuxOptions
 		doTr   bool
 		timing bool
+		exec   string
 	)
 	cmd := &cobra.Command{
-		Use:   "linux --kernel BZIMAGE",
+		Use:   "linux --kernel BZIMAGE [--exec PROGRAM [-- ARGS...]]",
 		Short: "Boot a Linux kernel under QEMU and trace a system call",
 		Long: `run linux boots a Linux bzImage under QEMU with an initramfs sctrace
 generates, whose /init loops on a system call (getpid by syscall or by
@@ -52,17 +53,39 @@ that; --append adds words. scripts/fetch-kernel.sh downloads a Debian
 cloud kernel.
 
 --init MODE chooses what /init loops on:
-` + initModesHelp(),
+` + initModesHelp() + `
+
+--syscall NAME|NR waits for that system call (by the syscall instruction),
+letting the others through; names come from the kernel's own
+sys_call_table, read through kallsyms. Without --init or --exec, /init
+loops on the call when one of its modes makes it.
+
+--exec PROGRAM packs a static x86-64 or i386 ELF program into the
+initramfs; /init runs it again and again, with the arguments given after
+--, and sctrace traces its next system call (or the one --syscall names; an
+i386 program is traced at its int $0x80). Build it with gcc -static.`,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
   sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
+  sctrace run linux --kernel vmlinuz --syscall read --trace
+  sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two
   sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && (exec == "" || cmd.ArgsLenAtDash() != 0) {
+				return fmt.Errorf("unexpected arguments %q: only --exec's program takes arguments, after --", args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			start := time.Now()
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
+			}
+			if exec != "" {
+				if lo.Program, err = linuxinit.LoadProgram(exec, args); err != nil {
+					return err
+				}
 			}
 			if m, err = lo.ChooseMechanism(m, cmd.Flags().Changed("mechanism")); err != nil {
 				return err
@@ -118,6 +141,8 @@ cloud kernel.
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
 	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.BoolVar(&lo.GDBTCP, "gdb-tcp", false, gdbTCPUsage)
+	fl.StringVar(&lo.Syscall, "syscall", "", "wait for this system call, by `NAME` or number (read, 0, execve...), letting others through")
+	fl.StringVar(&exec, "exec", "", "pack this static x86-64 or i386 `PROGRAM` into the initramfs and trace its system calls;\nits arguments follow --")
 	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
 	fl.BoolVar(&timing, "timing", false, "with --trace, print how long booting and recording took to standard error")
 	return cmd
@@ -139,6 +164,7 @@ func initModesHelp() string {
 	for _, w := range linuxinit.Workloads {
 		fmt.Fprintf(&b, "  %-10s %s\n", w.Mode, w.Summary)
 	}
+	fmt.Fprintf(&b, "  %-10s %s\n", linuxinit.Exec, "the program --exec gives, again and again (--exec chooses it)")
 	fmt.Fprintf(&b, "  %-10s %s", linuxinit.All, "syscall, int80, vdso and enosys in turn")
 	return b.String()
 }

@@ -64,7 +64,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
-		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, `unknown /init mode "exec" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep or all)`},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
 	}
 	for _, tt := range tests {

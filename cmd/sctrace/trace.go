@@ -13,6 +13,7 @@ import (
 	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
 )
@@ -121,7 +122,7 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
 	s.Waiting = func(m mechanism.Mechanism) {
-		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", cmp.Or(string(m), "system call"))
+		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", s.Awaited(m))
 	}
 	t, err := s.RoundTrip(ctx, m)
 	if t != nil && len(t.Steps) > 0 {
@@ -148,6 +149,7 @@ func newTraceCmd() *cobra.Command {
 		sf      stubFlags
 		attach  string
 		symfile string
+		sysc    string
 	)
 	cmd := &cobra.Command{
 		Use:   "trace --attach HOST:PORT",
@@ -171,7 +173,18 @@ what was recorded and detaches the same way.`,
 			if attach == "" {
 				return errors.New("--attach HOST:PORT is required (or use `sctrace run --trace` for the bundled kernel)")
 			}
-			o := session.Options{Symbols: symfile, Timeout: sf.timeout}
+			if sysc != "" {
+				if m != "" && m != mechanism.Syscall && cmd.Flags().Changed("mechanism") {
+					return fmt.Errorf("--syscall waits for the syscall instruction; mechanism %s is not it (x86-64 numbers mean nothing to int $0x80, which takes the i386 ones)", m)
+				}
+				// The guest's own table decides once attached; a name
+				// no kernel has is refused before that.
+				if _, err := syscalls.ABI().Parse(sysc); err != nil {
+					return err
+				}
+				m = mechanism.Syscall
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout, Syscall: sysc}
 			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
@@ -192,6 +205,7 @@ what was recorded and detaches the same way.`,
 	rf.register(cmd)
 	sf.register(cmd)
 	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
+	cmd.Flags().StringVar(&sysc, "syscall", "", "wait for this system call, by `NAME` or number (read, 0, execve...), letting others through;\nnames come from the guest kernel's sys_call_table when kallsyms has it")
 	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	return cmd
 }
