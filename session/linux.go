@@ -320,6 +320,13 @@ func newBannerWatch(log *SerialLog, want string) *bannerWatch {
 
 func (b *bannerWatch) Write(p []byte) (int, error) {
 	n, err := b.log.Write(p)
+	select {
+	case <-b.seen:
+		// Seen already: a program that prints in a loop (--exec) must
+		// not make each write scan all the console said before.
+		return n, err
+	default:
+	}
 	if strings.Contains(b.log.String(), b.want) {
 		b.once.Do(func() { close(b.seen) })
 	}
