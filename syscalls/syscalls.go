@@ -78,7 +78,7 @@ func Resolve(s string, tab *Table) (Call, error) {
 		return c, nil
 	}
 	abi := ABI()
-	if tab.Source == abi.Source {
+	if tab.Source == abi.Source || isNumber(strings.TrimSpace(s)) {
 		return Call{}, err
 	}
 	if a, aerr := abi.Parse(s); aerr == nil && a.Name != "" {
@@ -137,7 +137,7 @@ func (t *Table) Parse(s string) (Call, error) {
 	if s == "" {
 		return Call{}, fmt.Errorf("no system call given (want a name such as read, or a number)")
 	}
-	if s[0] == '-' || s[0] == '+' || (s[0] >= '0' && s[0] <= '9') {
+	if isNumber(s) {
 		n, err := strconv.ParseInt(s, 0, 64)
 		if err != nil {
 			return Call{}, fmt.Errorf("system call %q: not a number nor a name", s)
@@ -159,6 +159,11 @@ func (t *Table) Parse(s string) (Call, error) {
 		msg += " (did you mean " + strings.Join(near, ", ") + "?)"
 	}
 	return Call{}, fmt.Errorf("%s", msg)
+}
+
+// isNumber reports whether s is meant as a number rather than a name.
+func isNumber(s string) bool {
+	return s != "" && (s[0] == '-' || s[0] == '+' || (s[0] >= '0' && s[0] <= '9'))
 }
 
 // near returns up to three names of the table that contain name or that
