@@ -53,7 +53,12 @@ type LinuxOptions struct {
 // loops on, the one following the other: a vDSO loop makes no system call
 // to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
-// the user chose one (chosen). It sets o.Mechanism and returns it.
+// the user chose one (chosen). A call named by o.Syscall is waited for at
+// the syscall instruction, and without a mode or a program /init loops on
+// it when one of its modes makes it. A Program makes the mode exec, and an
+// i386 one is traced at int $0x80. A mechanism the loop never uses, or a
+// call no loop makes, is refused: there would be nothing to wait for. It
+// sets o.Mechanism and returns it.
 func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
 	if o.Program == nil && o.Mode == linuxinit.Exec {
 		return "", errors.New("--init exec runs the program --exec gives: give --exec PROGRAM instead")
@@ -97,6 +102,8 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		}
 	}
 	switch {
+	case o.Syscall != "":
+		// --syscall decided: the syscall instruction.
 	case m == mechanism.Vdso && o.Mode == "":
 		o.Mode = linuxinit.Vdso
 	case !chosen && o.Mode == linuxinit.Vdso:

@@ -376,6 +376,7 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		{name: "by number", o: LinuxOptions{Options: Options{Syscall: "59"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Execve},
 		{name: "getpid is the default loop's", o: LinuxOptions{Options: Options{Syscall: "getpid"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Syscall},
 		{name: "a loop chosen keeps its mode", o: LinuxOptions{Options: Options{Syscall: "lseek"}, Mode: linuxinit.Read}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Read},
+		{name: "a loop that makes no syscall", o: LinuxOptions{Options: Options{Syscall: "read"}, Mode: linuxinit.Vdso}, m: mechanism.Syscall, wantErr: "mechanism syscall: /init in mode vdso never uses it (it uses vdso)"},
 		{name: "no loop makes it", o: LinuxOptions{Options: Options{Syscall: "mount"}}, m: mechanism.Syscall, wantErr: "no built-in /init loop makes mount: give --exec PROGRAM"},
 		{name: "unknown name", o: LinuxOptions{Options: Options{Syscall: "getpidd"}}, m: mechanism.Syscall, wantErr: `unknown system call "getpidd"`},
 		{name: "number out of range", o: LinuxOptions{Options: Options{Syscall: "1000"}}, m: mechanism.Syscall, wantErr: "system call number 1000 is out of range"},
