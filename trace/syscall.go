@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/sctrace/sctrace/gdbremote"
@@ -55,18 +56,19 @@ func (c *Syscall) String() string {
 var ErrSyscallBudget = errors.New("gave up waiting")
 
 // ToSyscall lets the guest run until a user-mode syscall instruction is
-// about to make system call nr (RAX = nr there; what names it in errors), and starts a fresh trace
-// at that instruction. It breaks on the kernel's syscall entry (LSTAR)
-// and reads RAX at each entry, letting the others through; at an entry
-// with the number it learns the user instruction that made it (RCX - 2)
-// and breaks there, so that the next call from that instruction is caught
-// before the kernel runs, where a trace starts. sites are user
-// instructions known beforehand to make system calls (the syscall
-// instructions of a program's ELF): breaking on them catches even a call
-// made only once. A negative nr waits for any call from sites. Without a
-// known entry point it single-steps instead.
-// The budget bounds the calls let through (or the steps taken); ctx
-// cancels the wait. Breakpoints are removed on every path.
+// about to make system call nr (RAX = nr there), and starts a fresh trace
+// at that instruction; what names the call in errors. It breaks on the
+// kernel's syscall entry (LSTAR) and reads RAX at each entry, letting the
+// other calls through; at an entry with the number it learns the user
+// instruction that made it (RCX - 2) and breaks there too, so that the
+// next call from that instruction is caught before the kernel runs, where
+// a trace starts. sites are user instructions known beforehand to make
+// system calls (the syscall instructions of a program's ELF): breaking on
+// them catches even a call made only once. A negative nr waits for any
+// call from sites. Without a known entry point it single-steps instead. A
+// guest already stopped at such an instruction stays put. The budget
+// bounds the calls let through (or the steps taken); ctx cancels the wait.
+// Breakpoints are removed on every path.
 func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []uint64) (err error) {
 	r.Reset()
 	if what == "" {
@@ -85,7 +87,7 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		return r.stepToSyscall(ctx, nr, what, budget)
 	}
 	match := func(rax uint64) bool { return anyNr || rax == uint64(nr) }
-	if st := r.cur; st != nil && st.CPL() == 3 && match(st.Val(x86.RAX)) {
+	if st := r.cur; st != nil && st.CPL() == 3 && match(st.Val(x86.RAX)) && (!anyNr || slices.Contains(sites, st.Val(x86.RIP))) {
 		if inst, _, err := r.Decode(ctx, st); err == nil && mechanism.Classify(inst, false) == mechanism.Syscall {
 			return r.readSys(ctx)
 		}
@@ -156,7 +158,7 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 					return err
 				}
 			}
-		case (anyNr || rip != entry) && st.CPL() == 3 && match(rax):
+		case rip != entry && st.CPL() == 3 && match(rax) && (!anyNr || set[rip]):
 			if inst, _, err := r.Decode(ctx, st); err == nil && mechanism.Classify(inst, false) == mechanism.Syscall {
 				return r.readSys(ctx)
 			}
