@@ -158,11 +158,13 @@ func newTraceCmd() *cobra.Command {
 instruction that enters the kernel by the chosen mechanism, and single-steps
 until the CPU is back in user mode. Every instruction is printed with what it
 did: privilege changes, swapgs, CR3 writes, stack switches, MSRs learnt.
+--syscall NAME|NR waits for one system call, letting the others through.
 
 On the way out sctrace detaches, which removes its breakpoints and lets the
 guest run on. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
 what was recorded and detaches the same way.`,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
+  sctrace trace --attach :1234 --syscall execve
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
