@@ -68,6 +68,9 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 			return "", fmt.Errorf("--exec runs your program, --init %s a built-in loop: give one of them", o.Mode)
 		}
 		o.Mode = linuxinit.Exec
+		if o.Program.Machine == elf.EM_X86_64 && len(o.Program.Sites) == 0 && o.Syscall == "" {
+			return "", errors.New("--exec: the program is position-independent (static-pie), loaded where the kernel chooses, so sctrace cannot break on its syscall instructions beforehand: name the call to trace with --syscall, or link it with -static -no-pie")
+		}
 		if o.Program.Machine == elf.EM_386 {
 			switch {
 			case o.Syscall != "":

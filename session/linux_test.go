@@ -383,6 +383,8 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		{name: "with int80", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Int80, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{name: "a program", o: LinuxOptions{Options: Options{Syscall: "mount"}, Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
 		{name: "a program without --syscall", o: LinuxOptions{Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
+		{name: "a static-pie program needs --syscall", o: LinuxOptions{Program: &linuxinit.Program{Machine: elf.EM_X86_64, Type: elf.ET_DYN}}, m: mechanism.Syscall, wantErr: "--exec: the program is position-independent (static-pie)"},
+		{name: "a static-pie program with --syscall", o: LinuxOptions{Options: Options{Syscall: "write"}, Program: &linuxinit.Program{Machine: elf.EM_X86_64, Type: elf.ET_DYN}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
 		{name: "a program and a loop", o: LinuxOptions{Program: prog64, Mode: linuxinit.Read}, m: mechanism.Syscall, wantErr: "--exec runs your program, --init read a built-in loop: give one of them"},
 		{name: "exec without a program", o: LinuxOptions{Mode: linuxinit.Exec}, m: mechanism.Syscall, wantErr: "--init exec runs the program --exec gives"},
 		{name: "an i386 program is traced at int80", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, wantM: mechanism.Int80, wantMode: linuxinit.Exec},

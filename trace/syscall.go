@@ -57,18 +57,25 @@ var ErrSyscallBudget = errors.New("gave up waiting")
 
 // ToSyscall lets the guest run until a user-mode syscall instruction is
 // about to make system call nr (RAX = nr there), and starts a fresh trace
-// at that instruction; what names the call in errors. It breaks on the
-// kernel's syscall entry (LSTAR) and reads RAX at each entry, letting the
-// other calls through; at an entry with the number it learns the user
-// instruction that made it (RCX - 2) and breaks there too, so that the
-// next call from that instruction is caught before the kernel runs, where
-// a trace starts. sites are user instructions known beforehand to make
-// system calls (the syscall instructions of a program's ELF): breaking on
-// them catches even a call made only once. A negative nr waits for any
-// call from sites. Without a known entry point it single-steps instead. A
-// guest already stopped at such an instruction stays put. The budget
-// bounds the calls let through (or the steps taken); ctx cancels the wait.
-// Breakpoints are removed on every path.
+// at that instruction; what names the call in errors.
+//
+// With no sites it breaks on the kernel's syscall entry (LSTAR) and reads
+// RAX at each entry, letting the other calls through; at an entry with the
+// number it learns the user instruction that made it (RCX - 2) and breaks
+// there too, so that the next call from that instruction is caught before
+// the kernel runs, where a trace starts. Without a known entry point it
+// single-steps instead.
+//
+// sites, when given, are the syscall instructions of the one program
+// whose calls are wanted (an --exec program's, found in its ELF): it
+// breaks on them alone, which catches even a call made once and never one
+// of another program's; a negative nr then takes any call. Where the stub
+// refuses that many hardware breakpoints (KVM has four) it falls back to
+// the entry.
+//
+// A guest already stopped at a wanted instruction stays put. The budget
+// bounds the calls let through (or the steps taken); ctx cancels the
+// wait. Breakpoints are removed on every path.
 func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []uint64) (err error) {
 	r.Reset()
 	if what == "" {
@@ -77,20 +84,6 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 	budget := r.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
-	}
-	anyNr := nr < 0
-	if anyNr && len(sites) == 0 {
-		return fmt.Errorf("wait for %s: no syscall instruction is known to break on", what)
-	}
-	entry, ok := r.syscallEntry()
-	if !ok && !anyNr {
-		return r.stepToSyscall(ctx, nr, what, budget)
-	}
-	match := func(rax uint64) bool { return anyNr || rax == uint64(nr) }
-	if st := r.cur; st != nil && st.CPL() == 3 && match(st.Val(x86.RAX)) && (!anyNr || slices.Contains(sites, st.Val(x86.RIP))) {
-		if inst, _, err := r.Decode(ctx, st); err == nil && mechanism.Classify(inst, false) == mechanism.Syscall {
-			return r.readSys(ctx)
-		}
 	}
 	set := map[uint64]bool{}
 	defer func() {
@@ -108,19 +101,42 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		set[a] = true
 		return nil
 	}
-	if !anyNr {
-		if err := add(entry); err != nil {
-			return err
+	// wanted says whether the guest stopped at a call to trace.
+	wanted := func(ctx context.Context, st *x86.State) bool {
+		if st.CPL() != 3 || (nr >= 0 && st.Val(x86.RAX) != uint64(nr)) || (len(sites) > 0 && !slices.Contains(sites, st.Val(x86.RIP))) {
+			return false
 		}
+		inst, _, err := r.Decode(ctx, st)
+		return err == nil && mechanism.Classify(inst, false) == mechanism.Syscall
 	}
+	if r.cur != nil && wanted(ctx, r.cur) {
+		return r.readSys(ctx)
+	}
+
+	var entry uint64 // breaks on the kernel's entry, when not 0
 	for _, a := range sites {
-		if err := add(a); err != nil {
-			if anyNr {
+		if add(a) != nil {
+			for b := range set {
+				r.clearBreakpoint(ctx, b, &err)
+			}
+			if err != nil {
 				return err
 			}
-			// A stub with few hardware breakpoints (KVM): learn the
-			// sites from the entry instead.
+			clear(set)
+			sites = nil
 			break
+		}
+	}
+	if len(sites) == 0 {
+		if nr < 0 {
+			return fmt.Errorf("wait for %s: no syscall instruction is known to break on", what)
+		}
+		var ok bool
+		if entry, ok = r.syscallEntry(); !ok {
+			return r.stepToSyscall(ctx, nr, what, budget)
+		}
+		if err := add(entry); err != nil {
+			return err
 		}
 	}
 	for seen := 0; ; seen++ {
@@ -147,9 +163,11 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		}
 		st.Sys = r.tables
 		r.cur = st
-		rip, rax := st.Val(x86.RIP), st.Val(x86.RAX)
-		switch {
-		case !anyNr && rip == entry && rax == uint64(nr):
+		switch rip := st.Val(x86.RIP); {
+		case entry != 0 && rip == entry:
+			if st.Val(x86.RAX) != uint64(nr) {
+				continue
+			}
 			// SYSCALL left the address of the next instruction in RCX.
 			site := st.Val(x86.RCX) - 2
 			code, err := r.T.ReadMemory(ctx, site, 2)
@@ -158,10 +176,8 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 					return err
 				}
 			}
-		case rip != entry && st.CPL() == 3 && match(rax) && (!anyNr || set[rip]):
-			if inst, _, err := r.Decode(ctx, st); err == nil && mechanism.Classify(inst, false) == mechanism.Syscall {
-				return r.readSys(ctx)
-			}
+		case wanted(ctx, st):
+			return r.readSys(ctx)
 		}
 	}
 }

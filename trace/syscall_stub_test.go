@@ -92,20 +92,30 @@ func TestToSyscallLearnsTheSite(t *testing.T) {
 
 // TestToSyscallKnownSites catches a call at a site given beforehand (the
 // syscall instructions of an --exec program) before the kernel runs it,
-// the first time, and with a negative number any call from those sites.
+// the first time, breaking on those sites alone; with a negative number,
+// any call from them.
 func TestToSyscallKnownSites(t *testing.T) {
-	for _, nr := range []int{0, -1} {
-		t.Run(fmt.Sprint(nr), func(t *testing.T) {
-			// The program makes read at once: no entry comes first.
-			ctx, r, stub := syscallStubRecorder(t, userStop(siteB, 0))
-			if err := r.ToSyscall(ctx, nr, "", []uint64{siteA, siteB}); err != nil {
+	for _, tt := range []struct {
+		nr   int
+		want uint64
+	}{{0, siteB}, {-1, siteA}} {
+		t.Run(fmt.Sprint(tt.nr), func(t *testing.T) {
+			// The program makes getpid, then read, each the first time;
+			// the step between is ToSyscall's step off the breakpoint.
+			ctx, r, stub := syscallStubRecorder(t, userStop(siteA, 39), gdbstubtest.Stop{Regs: map[string]uint64{"rip": siteA + 2}}, userStop(siteB, 0))
+			if err := r.ToSyscall(ctx, tt.nr, "", []uint64{siteA, siteB}); err != nil {
 				t.Fatal(err)
 			}
-			if got := r.Current().Val(x86.RIP); got != siteB {
-				t.Errorf("stopped at %#x, want %#x", got, siteB)
+			if got := r.Current().Val(x86.RIP); got != tt.want {
+				t.Errorf("stopped at %#x, want %#x", got, tt.want)
 			}
 			if left := stub.Breakpoints(); len(left) != 0 {
 				t.Errorf("breakpoints left: %v", left)
+			}
+			for _, req := range stub.Requests() {
+				if req == fmt.Sprintf("Z1,%x,1", uint64(stubEntry)) {
+					t.Error("broke on the kernel's entry, where another program's calls would stop too")
+				}
 			}
 		})
 	}
