@@ -85,21 +85,38 @@ func TestLinuxWorkloads(t *testing.T) {
 						t.Errorf("RAX = %d at %s, want getpid's %d", got, linuxinit.ExecedInsn, getpid.Nr)
 					}
 				case linuxinit.Fork:
-					// Parent and child both return after the syscall, in
-					// either order: one with the child's pid, one with 0.
+					// Parent and child both come back to the instruction
+					// after the syscall, in either order: one with the
+					// child's pid, one with 0. The child may come back
+					// twice, since its first fetch there can fault (a fork
+					// copies no page-table entries of file-backed text),
+					// and the fault returns to the same instruction.
+					var child, parent bool
 					var got []uint64
-					for range 2 {
+					for i := 0; i < 6 && !(child && parent); i++ {
 						if err := rec.RunTo(ctx, after); err != nil {
 							t.Fatal(err)
 						}
-						got = append(got, rec.Current().Val(x86.RAX))
-						if _, err := rec.T.Step(ctx); err != nil { // off the breakpoint
-							t.Fatal(err)
+						rax := rec.Current().Val(x86.RAX)
+						got = append(got, rax)
+						child = child || rax == 0
+						parent = parent || (rax > 1 && rax < 1<<22)
+						// Off the breakpoint, stepping again when QEMU
+						// reports a step with nothing run.
+						for range 3 {
+							st, err := rec.T.Step(ctx)
+							if err != nil {
+								t.Fatal(err)
+							}
+							if st.Val(x86.RIP) != after {
+								break
+							}
 						}
 					}
-					if !(got[0] == 0 && got[1] > 1 && got[1] < 1<<22) && !(got[1] == 0 && got[0] > 1 && got[0] < 1<<22) {
-						t.Errorf("fork returned %d and %d, want a child pid and 0", got[0], got[1])
+					if !child || !parent {
+						t.Errorf("fork returned %d: want a child pid and 0", got)
 					}
+					t.Logf("fork returned %d", got)
 				case linuxinit.Read:
 					if err := rec.RunTo(ctx, after); err != nil {
 						t.Fatal(err)

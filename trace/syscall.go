@@ -146,7 +146,7 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		if r.cur != nil && set[r.cur.Val(x86.RIP)] {
 			// QEMU stops again at once at a breakpoint it is resumed
 			// on: step off it first.
-			if _, err := r.T.Step(ctx); err != nil {
+			if err := r.stepOff(ctx); err != nil {
 				return err
 			}
 		}
