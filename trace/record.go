@@ -194,9 +194,9 @@ func (r *Recorder) Trace() *Trace {
 	h.MSRs = r.Ctx.Knowledge.Sorted()
 	h.Seconds = r.busy.Seconds()
 	if r.busy > 0 {
-		h.StepRate = float64(len(r.trace.Steps)) / r.busy.Seconds()
+		h.StepRate = float64(r.trace.Len()) / r.busy.Seconds()
 	}
-	if len(r.trace.Steps) > 0 {
+	if r.trace.Len() > 0 {
 		r.trace.Final = r.cur
 	}
 	return r.trace
@@ -205,10 +205,7 @@ func (r *Recorder) Trace() *Trace {
 // Reset forgets the steps and probes recorded so far (keeping what was
 // learnt about MSRs), so that the next round trip starts a fresh trace.
 func (r *Recorder) Reset() {
-	r.trace.Steps = nil
-	r.trace.Probes = nil
-	r.trace.UserWrites = nil
-	r.trace.Final = nil
+	r.trace.Clear()
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
 	r.busy = 0
@@ -242,7 +239,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	t0 := time.Now()
 	defer func() { r.busy += time.Since(t0) }()
 	before := r.cur
-	if len(r.trace.Steps) == 0 {
+	if r.trace.Len() == 0 {
 		r.trace.Header.Recorded = time.Now().UTC()
 	}
 	inst, code, err := r.Decode(ctx, before)
@@ -251,7 +248,7 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	}
 	rip := before.Val(x86.RIP)
 	s := Step{
-		Index:    len(r.trace.Steps),
+		Index:    r.trace.Len(),
 		RIP:      Hex(rip),
 		Symbol:   r.Symbols.Symbolize(rip),
 		CPL:      before.CPL(),
@@ -342,9 +339,9 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	case (inst.Op == x86asm.RET) && r.depth > 0:
 		r.depth--
 	}
-	r.trace.Steps = append(r.trace.Steps, s)
+	p := r.trace.Append(s)
 	r.cur = after
-	return &r.trace.Steps[len(r.trace.Steps)-1], nil
+	return p, nil
 }
 
 // ReadStack reads up to n words at rsp. The read is split at the page
