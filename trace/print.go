@@ -116,6 +116,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Symbols != "" {
 		p.f("symbols: %s\n", h.Symbols)
 	}
+	if h.Syscall != nil {
+		p.f("system call: %s\n  (names from %s)\n", h.Syscall, h.Syscall.Table)
+	}
 	p.f("stepping: %s\n\n", h.Stepping)
 	byHand := func(i int) {
 		for _, w := range UserWritesBefore(t.UserWrites, i) {
@@ -239,6 +242,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	}
 	if h.Symbols != "" {
 		p.f("- symbols: %s\n", h.Symbols)
+	}
+	if h.Syscall != nil {
+		p.f("- system call: `%s` (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
 	p.f("- stepping: %s\n\n", h.Stepping)
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {

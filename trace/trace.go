@@ -96,6 +96,9 @@ type Header struct {
 	Accel     string    `json:"accel,omitempty"`     // tcg or kvm, when sctrace started QEMU
 	Mechanism string    `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso
 	Symbols   string    `json:"symbols,omitempty"`   // where names came from
+	// Syscall names the system call the trace starts at, with its
+	// arguments, when it starts at a user syscall instruction on Linux.
+	Syscall *Syscall `json:"syscall,omitempty"`
 	// Stepping says how the CPU was stepped, in particular whether
 	// interrupts and timers were masked while single-stepping.
 	Stepping string `json:"stepping"`

@@ -47,6 +47,10 @@ func TestUsageErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"format":"something-else"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	script := filepath.Join(t.TempDir(), "prog.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		want string
@@ -64,6 +68,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "1000"}, "system call number 1000 is out of range: the x86-64 ABI list (Linux 6.19's syscall_64.tbl) has numbers 0 to 470"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "-1"}, "system call number -1 is out of range"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "mount"}, "no built-in /init loop makes mount: give --exec PROGRAM (a static program that makes it), or --init MODE"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "--exec", "/nonexistent/prog"}, "--exec: open /nonexistent/prog: no such file or directory"},
+		{[]string{"run", "linux", "--kernel", "x", "--exec", script}, "--exec " + script + `: not an ELF file (it starts with "#!/b"); sctrace runs static x86-64 or i386 ELF programs`},
+		{[]string{"run", "linux", "--kernel", "x", "--", "one"}, `unexpected arguments ["one"]: only --exec's program takes arguments, after --`},
+		{[]string{"trace", "--attach", ":1", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
+		{[]string{"trace", "--attach", ":1", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
