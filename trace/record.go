@@ -241,35 +241,12 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	t0 := time.Now()
 	defer func() { r.busy += time.Since(t0) }()
 	before := r.cur
-	if len(r.trace.Steps) == 0 {
-		r.trace.Header.Recorded = time.Now().UTC()
-	}
-	inst, code, err := r.Decode(ctx, before)
+	p, err := r.begin(ctx, before)
 	if err != nil {
 		return nil, err
 	}
-	rip := before.Val(x86.RIP)
-	s := Step{
-		Index:    len(r.trace.Steps),
-		RIP:      Hex(rip),
-		Symbol:   r.Symbols.Symbolize(rip),
-		CPL:      before.CPL(),
-		Bytes:    Bytes(code),
-		Intel:    Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), Intel),
-		ATT:      Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), ATT),
-		Op:       inst.Op,
-		Mnemonic: annotate.CanonicalMnemonic(inst, code),
-		Regs:     before,
-	}
-	if r.StackWords > 0 {
-		s.Stack = r.ReadStack(ctx, before.Val(x86.RSP), r.StackWords)
-	}
-	var mem []annotate.Memory
-	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
-		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
-			mem = append(mem, annotate.Memory{Addr: rg.Addr, Data: b})
-		}
-	}
+	inst, rip := p.inst, before.Val(x86.RIP)
+	s := &p.step
 
 	var after *x86.State
 	if inst.Op == x86asm.CALL && r.Over > 0 && r.depth+1 >= r.Over {
@@ -314,7 +291,64 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	if err != nil {
 		return nil, err
 	}
+	var extra []annotate.Effect
+	for _, what := range irqs {
+		extra = append(extra, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
+	}
+	return r.finish(ctx, p, after, extra), nil
+}
+
+// pending is a step begun but not yet finished: the instruction at the
+// state before it, decoded, and what was read before it ran.
+type pending struct {
+	step Step
+	inst x86asm.Inst
+	code []byte
+	mem  []annotate.Memory
+}
+
+// begin decodes the instruction at before and reads what the step needs
+// from before it runs: the stack words and the memory it will read.
+func (r *Recorder) begin(ctx context.Context, before *x86.State) (*pending, error) {
+	if r.trace.Len() == 0 {
+		r.trace.Header.Recorded = time.Now().UTC()
+	}
+	inst, code, err := r.Decode(ctx, before)
+	if err != nil {
+		return nil, err
+	}
+	rip := before.Val(x86.RIP)
+	p := &pending{inst: inst, code: code, step: Step{
+		Index:    r.trace.Len(),
+		RIP:      Hex(rip),
+		Symbol:   r.Symbols.Symbolize(rip),
+		CPL:      before.CPL(),
+		Bytes:    Bytes(code),
+		Intel:    Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), Intel),
+		ATT:      Disasm(inst, code, rip, OperandSymbols(inst, r.Symbols), ATT),
+		Op:       inst.Op,
+		Mnemonic: annotate.CanonicalMnemonic(inst, code),
+		Regs:     before,
+	}}
+	if r.StackWords > 0 {
+		p.step.Stack = r.ReadStack(ctx, before.Val(x86.RSP), r.StackWords)
+	}
+	for _, rg := range annotate.MemoryBefore(inst, rip, before) {
+		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
+			p.mem = append(p.mem, annotate.Memory{Addr: rg.Addr, Data: b})
+		}
+	}
+	return p, nil
+}
+
+// finish completes a step begun at p.step.Regs that ended at after:
+// the memory it wrote, the registers it changed and the annotations (with
+// extra added), appended to the trace; after becomes the current state.
+func (r *Recorder) finish(ctx context.Context, p *pending, after *x86.State, extra []annotate.Effect) *Step {
+	s, inst, before := p.step, p.inst, p.step.Regs
+	rip := before.Val(x86.RIP)
 	after.Sys = r.tables
+	mem := p.mem
 	for _, rg := range annotate.MemoryAfter(inst, rip, before, after) {
 		if b, err := r.T.ReadMemory(ctx, rg.Addr, rg.Len); err == nil {
 			mem = append(mem, annotate.Memory{Addr: rg.Addr, Data: b, After: true})
@@ -327,11 +361,8 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 		}
 		s.Changed = append(s.Changed, Change{Reg: reg.String(), Old: Hex(before.Val(reg)), New: Hex(after.Val(reg))})
 	}
-	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
-	s.Effects = annotate.Annotate(as, r.Ctx)
-	for _, what := range irqs {
-		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
-	}
+	as := annotate.Step{Index: s.Index, Addr: rip, Bytes: p.code, Inst: inst, Before: before, After: after, Mem: mem, Over: s.Over != nil}
+	s.Effects = append(annotate.Annotate(as, r.Ctx), extra...)
 	s.Events = annotate.Events(as, s.Effects, r.Ctx)
 
 	switch {
@@ -341,9 +372,8 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	case (inst.Op == x86asm.RET) && r.depth > 0:
 		r.depth--
 	}
-	r.trace.Steps = append(r.trace.Steps, s)
 	r.cur = after
-	return &r.trace.Steps[len(r.trace.Steps)-1], nil
+	return r.trace.Append(s)
 }
 
 // ReadStack reads up to n words at rsp. The read is split at the page
