@@ -279,7 +279,7 @@ func (a *annotator) pageFault(from int) {
 		}
 	}
 	if cr2, ok := a.a.Get(x86.CR2); ok {
-		a.note(KindRegister, "cr2 = %#x: the linear address the access tried to reach (%s); the handler reads it before anything can fault again", cr2, a.sym(cr2))
+		a.note(KindRegister, "cr2 = %s: the linear address the access tried to reach; the handler must read it before anything can fault again", a.sym(cr2))
 	}
 }
 

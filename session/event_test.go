@@ -31,7 +31,7 @@ func TestEventRoundTrips(t *testing.T) {
 		{mechanism.PageFault, "asm_exc_page_fault", "pf_iretq_insn", 48, []string{
 			"#PF page fault delivered",
 			"error code 0x6: not present, write, user",
-			"cr2 = 0x700238",
+			"cr2 = 0x700238: the linear address",
 		}},
 		{mechanism.IRQ, "asm_irq_timer", "irq_iretq_insn", 40, []string{
 			"vector 0x20 delivered",
