@@ -136,9 +136,15 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			}
 		}
 	}
+	byHand := func(i int) {
+		for _, w := range UserWritesBefore(t.UserWrites, i) {
+			p.f("    !! %-10s %s\n", "by hand", w)
+		}
+	}
 	for i := range t.Steps {
 		// A probe's effects follow those of the step it ran after.
 		effects(ProbeEffects(t.Probes, i))
+		byHand(i)
 		s := &t.Steps[i]
 		ring := "U"
 		if s.CPL == 0 {
@@ -148,6 +154,7 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		effects(s.Effects)
 	}
 	effects(ProbeEffects(t.Probes, len(t.Steps)))
+	byHand(len(t.Steps))
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -169,6 +176,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		for _, f := range sum.Findings {
 			p.f("    %s\n", f)
 		}
+	}
+	if n := len(t.UserWrites); n > 0 {
+		p.f("  changed by hand while stopped: %d (marked \"by hand\": the guest did not do it)\n", n)
 	}
 	if h.IRQs > 0 {
 		p.f("  interrupts taken while stepping, run to their return and left out: %d\n", h.IRQs)
@@ -203,6 +213,13 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		}
 		p.f("\n")
 	}
+	if ws := UserWritesBefore(t.UserWrites, 0); len(ws) > 0 {
+		p.f("Changed by hand before the first step:\n\n")
+		for _, w := range ws {
+			p.f("- %s\n", mdEscape(w.String()))
+		}
+		p.f("\n")
+	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
 	for i := range t.Steps {
 		s := &t.Steps[i]
@@ -213,6 +230,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 				txt = "**finding:** " + txt
 			}
 			effs = append(effs, txt)
+		}
+		for _, w := range UserWritesBefore(t.UserWrites, i+1) {
+			effs = append(effs, "**by hand:** "+mdEscape(w.String()))
 		}
 		p.f("| %d | %d | `%s` | `%s` | %s |\n", s.Index, s.CPL, s.Where(), s.Asm(syn), strings.Join(effs, "<br>"))
 	}

@@ -193,6 +193,10 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			if err := dec.Decode(&t.Probes); err != nil {
 				return nil, notTrace(err)
 			}
+		case "user_writes":
+			if err := dec.Decode(&t.UserWrites); err != nil {
+				return nil, notTrace(err)
+			}
 		case "final":
 			if err := dec.Decode(&t.Final); err != nil {
 				return nil, notTrace(err)
@@ -217,8 +221,14 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, len(t.Steps))
 		}
 	}
+	for i, w := range t.UserWrites {
+		if w.Step < 0 || w.Step > len(t.Steps) {
+			return nil, fmt.Errorf("corrupt trace: write by hand %d made before step %d of %d", i, w.Step, len(t.Steps))
+		}
+	}
 	termtext.LineAll(&t.Header)
 	termtext.LineAll(&t.Probes)
+	termtext.LineAll(&t.UserWrites)
 	termtext.LineAll(&t.Final)
 	return &t, nil
 }

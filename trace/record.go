@@ -207,6 +207,7 @@ func (r *Recorder) Trace() *Trace {
 func (r *Recorder) Reset() {
 	r.trace.Steps = nil
 	r.trace.Probes = nil
+	r.trace.UserWrites = nil
 	r.trace.Final = nil
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0

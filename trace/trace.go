@@ -37,8 +37,11 @@ type Trace struct {
 	Header  Header `json:"header"`
 	Steps   []Step `json:"steps"`
 	// Probes are the runs of the opt-in MSR probe, in the order they ran.
-	Probes []Probe    `json:"probes,omitempty"`
-	Final  *x86.State `json:"final,omitempty"` // the state after the last step
+	Probes []Probe `json:"probes,omitempty"`
+	// UserWrites are the changes made to the guest by hand while it was
+	// stopped, in the order they were made.
+	UserWrites []UserWrite `json:"user_writes,omitempty"`
+	Final      *x86.State  `json:"final,omitempty"` // the state after the last step
 }
 
 // Probe is one run of the opt-in MSR probe (Recorder.ProbeMSRs): what

@@ -76,6 +76,7 @@ machine: MSRs, the GS base, CR3, the privilege level and the stacks.`,
 		newAttachCmd(),
 		newBenchCmd(),
 		newLearnCmd(),
+		newDiffCmd(),
 	)
 	return root
 }

@@ -41,6 +41,8 @@ func TestOutputCheckedFirst(t *testing.T) {
 			{"trace", "--attach", "127.0.0.1:1", "--out", b.path},
 			{"learn", "1", "--qemu", fakeQEMU, "--export", b.path},
 			{"bench", "--qemu", fakeQEMU, "--svg", b.path},
+			{"diff", "--qemu", fakeQEMU, "--b-append", "pti=off", "--out", b.path},
+			{"diff", "--qemu", fakeQEMU, "--b-append", "pti=off", "--b-out", b.path},
 		} {
 			t.Run(strings.Join(args[:2], " ")+" "+b.path, func(t *testing.T) {
 				start := time.Now()

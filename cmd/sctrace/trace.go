@@ -200,16 +200,23 @@ func newViewCmd() *cobra.Command {
 	var (
 		format string
 		syntax string
+		other  string
+		expand bool
 	)
 	cmd := &cobra.Command{
-		Use:   "view FILE",
+		Use:   "view FILE [--diff OTHER]",
 		Short: "Open a saved trace (JSON) in the interactive view, or print it, with no QEMU running",
 		Long: `view reads a trace saved with --format json (or with w in the interactive
 view) and opens it in the interactive view: f and b walk the steps, e jumps
 to the next event, ? lists the keys. With --format, or when standard output
-is not a terminal, it prints the trace instead.`,
+is not a terminal, it prints the trace instead.
+
+With --diff OTHER it shows FILE (A) and OTHER (B) aligned side by side, the
+two code panes scrolling together; e and E jump to the next and previous
+difference (see sctrace diff, which prints the same alignment).`,
 		Example: `  sctrace view syscall.json
-  sctrace view syscall.json --format markdown > syscall.md`,
+  sctrace view syscall.json --format markdown > syscall.md
+  sctrace view pti-on.json --diff pti-off.json`,
 		Args: oneArg("the trace file to view"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			syn, err := parseSyntax(syntax)
@@ -219,6 +226,9 @@ is not a terminal, it prints the trace instead.`,
 			t, err := trace.ReadFileContext(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if other != "" {
+				return viewDiff(cmd, t, args[0], other, format, syn, expand)
 			}
 			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
 				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
@@ -231,5 +241,7 @@ is not a terminal, it prints the trace instead.`,
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, json or markdown instead of opening the interactive view")
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
+	cmd.Flags().StringVar(&other, "diff", "", "show FILE and this trace (`OTHER`) side by side, aligned")
+	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")
 	return cmd
 }
