@@ -79,9 +79,14 @@ func checkEventRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mechani
 			t.Errorf("step 0 at %s %#x, want %s %#x", st0.Symbol, from, mech.UserLabel(), addr(mech.UserLabel()))
 		}
 	case mechanism.IRQ:
+		// Normally the wait loop; after a host stall that made the timer
+		// expire earlier, any instruction of the user program.
 		if from != addr(mech.UserLabel()) && from != addr(mech.UserReturnLabel()) {
-			t.Errorf("step 0 at %s %#x, want the wait loop: %s %#x or %s %#x", st0.Symbol, from,
+			t.Logf("step 0 at %s %#x, not in the wait loop (%s %#x, %s %#x)", st0.Symbol, from,
 				mech.UserLabel(), addr(mech.UserLabel()), mech.UserReturnLabel(), addr(mech.UserReturnLabel()))
+			if from < kernel.UserText || from >= kernel.VDSOData {
+				t.Errorf("step 0 at %#x, not in the user program's text", from)
+			}
 		}
 	}
 	if st0.CPL != 3 || st1.CPL != 0 || uint64(st1.RIP) != addr(entry) {

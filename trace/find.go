@@ -215,13 +215,20 @@ var TimerHandlers = []string{"asm_irq_timer", "asm_sysvec_apic_timer_interrupt"}
 // outside the labelled wait loop) ToInterrupt lets pass before it gives up.
 const maxKernelIRQs = 10_000
 
+// loopTries is how many interrupts from user mode outside the labelled
+// wait loop ToInterrupt lets pass before it takes one anyway.
+const loopTries = 20
+
 // ToInterrupt lets the guest run until a timer interrupt arrives in user
 // mode, and starts a fresh trace whose first step is that arrival. A
 // hardware breakpoint on the handler (TimerHandlers, found by symbol)
 // stops the guest as the handler is entered; the frame the CPU pushed says
-// where the interrupt came from, and one that did not come from CPL 3 (or,
-// when the guest program labels its wait loop, user_irq_insn to
-// user_irq_ret, not from that loop) is let go. The first step is the
+// where the interrupt came from, and one that did not come from CPL 3 is
+// let go. When the guest program labels its wait loop (user_irq_insn,
+// user_irq_ret), an interrupt from elsewhere in user mode is let go too,
+// up to loopTries times: a host that stalls the guest can make the timer
+// expire before the program reaches the loop, and then any user
+// instruction will do. The first step is the
 // interrupted user instruction: the state before it is the one the CPU
 // saved in the frame (an interrupt changes nothing else), the state after
 // it the handler's first instruction. The instruction itself has not run;
@@ -243,6 +250,7 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 	loopFrom, ok1 := r.Symbols.Addr(mechanism.IRQ.UserLabel())
 	loopTo, ok2 := r.Symbols.Addr(mechanism.IRQ.UserReturnLabel())
 	inLoop := func(rip uint64) bool { return !ok1 || !ok2 || rip == loopFrom || rip == loopTo }
+	outside := 0 // interrupts from user mode outside the loop
 
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, handler, 1); err != nil {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(handler), err)
@@ -274,8 +282,11 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("read the interrupt frame at %#x: %w", st.Val(x86.RSP), err)
 		}
-		if le64(frame[8:])&3 == 3 && inLoop(le64(frame)) {
-			break
+		if le64(frame[8:])&3 == 3 {
+			if inLoop(le64(frame)) || outside == loopTries {
+				break
+			}
+			outside++
 		}
 		// Not this one. QEMU would stop again at once on a breakpoint
 		// at the instruction it resumes from, so step past it first.
