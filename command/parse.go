@@ -338,7 +338,7 @@ func parseDelete(c *Command, rest string) error {
 
 func parseSave(c *Command, rest string) error {
 	if rest == "" {
-		return fmt.Errorf("needs a FILE (.json replays in sctrace view; .txt and .md are for reading; - prints text)")
+		return fmt.Errorf("needs a FILE (.json or .sctrace replays in sctrace view; .txt and .md are for reading; - prints text)")
 	}
 	c.Arg = rest
 	return nil

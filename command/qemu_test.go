@@ -37,11 +37,7 @@ func startTeachingKernel(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inst.Stop() })
-	for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
-		}
-	}
+	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second)
 	return inst.GDBAddr
 }
 

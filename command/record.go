@@ -149,8 +149,10 @@ func (e *Engine) save(ctx context.Context, c Command) error {
 	if c.Arg == "-" {
 		return trace.WriteText(e.Out, t, e.Syntax)
 	}
-	write, ext := t.Write, ".json"
+	write, ext := t.WriteJSON, ".json"
 	switch strings.ToLower(filepath.Ext(c.Arg)) {
+	case ".sctrace":
+		write, ext = t.Write, ".sctrace"
 	case ".txt":
 		write, ext = func(w io.Writer) error { return trace.WriteText(w, t, e.Syntax) }, ".txt"
 	case ".md":

@@ -14,7 +14,7 @@ import (
 )
 
 // stepText joins a step's effects, one per line.
-func stepText(s trace.Step) string {
+func stepText(s *trace.Step) string {
 	var b strings.Builder
 	for _, e := range s.Effects {
 		b.WriteString(e.Text + "\n")
@@ -28,18 +28,18 @@ func stepText(s trace.Step) string {
 // path's trampoline.
 func onEntryStackLeaving(tr *trace.Trace, i int) bool {
 	ctx := &annotate.Context{Regions: tr.Header.Regions}
-	r, ok := ctx.StackOf(tr.Steps[i].Regs.Val(x86.RSP))
-	if !ok || r.Kind != annotate.RegionEntryStack || tr.Steps[i].CPL != 0 {
+	r, ok := ctx.StackOf(tr.Step(i).Regs.Val(x86.RSP))
+	if !ok || r.Kind != annotate.RegionEntryStack || tr.Step(i).CPL != 0 {
 		return false
 	}
 	for j := i - 1; j >= 0; j-- {
-		prev := tr.Steps[j].Regs.Val(x86.RSP)
+		prev := tr.Step(j).Regs.Val(x86.RSP)
 		if p, ok := ctx.StackOf(prev); ok && p == r {
 			continue
 		}
 		// Step j moved RSP onto the entry stack: by the CPU entering
 		// from user mode, or by the kernel leaving from its own stack.
-		return tr.Steps[j].CPL == 0 && prev>>63 == 1
+		return tr.Step(j).CPL == 0 && prev>>63 == 1
 	}
 	return false
 }
@@ -71,7 +71,7 @@ func TestRecordedAnnotations(t *testing.T) {
 	noPtRegsOnTrampoline := func(t *testing.T, tr *trace.Trace) {
 		t.Helper()
 		n := 0
-		for i, s := range tr.Steps {
+		for i, s := range tr.All() {
 			if !onEntryStackLeaving(tr, i) {
 				continue
 			}
@@ -90,7 +90,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		tr := trs[0]
 		// FMASK is 0x47700 (defs.h SYSCALL_MASK_VALUE): ZF and PF are not
 		// in it; under TCG QEMU clears them itself.
-		st0 := stepText(tr.Steps[0])
+		st0 := stepText(tr.Step(0))
 		if !strings.Contains(st0, "ZF PF cleared by QEMU's TCG, not by FMASK") || strings.Contains(st0, "FMASK cleared IF ZF") {
 			t.Errorf("syscall's flags:\n%s", st0)
 		}
@@ -101,7 +101,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		}
 		noPtRegsOnTrampoline(t, tr)
 		var sysret string
-		for _, st := range tr.Steps {
+		for _, st := range tr.All() {
 			if strings.HasPrefix(st.ATT, "sysretq") {
 				sysret = stepText(st)
 			}
@@ -116,7 +116,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		// STAR[63:48] is 0x23 (kernel.go User32CS): SS 0x2b shows 0x20 in
 		// bits 63:50; the second sysret quotes the first sysret for it.
 		var second string
-		for _, st := range trs[1].Steps {
+		for _, st := range trs[1].All() {
 			if strings.HasPrefix(st.ATT, "sysretq") {
 				second = stepText(st)
 			}
@@ -128,7 +128,7 @@ func TestRecordedAnnotations(t *testing.T) {
 	t.Run("int80", func(t *testing.T) {
 		_, trs := record(t, mechanism.Int80, Options{}, 1)
 		tr := trs[0]
-		st0 := tr.Steps[0]
+		st0 := tr.Step(0)
 		if !slices.Contains(st0.Events, annotate.EventInterrupt) || slices.Contains(st0.Events, annotate.EventException) {
 			t.Errorf("int $0x80 events %v: a software interrupt, not an exception", st0.Events)
 		}
@@ -140,13 +140,13 @@ func TestRecordedAnnotations(t *testing.T) {
 	t.Run("ud2", func(t *testing.T) {
 		_, trs := record(t, mechanism.UD2, Options{}, 1)
 		tr := trs[0]
-		st0 := stepText(tr.Steps[0])
+		st0 := stepText(tr.Step(0))
 		if strings.Contains(st0, "was not read") || !strings.Contains(st0, "#UD is a fault") {
 			t.Errorf("ud2:\n%s", st0)
 		}
 		// exc_invalid_op (kernel.c) stores pt_regs->ip + 2.
 		all := ""
-		for _, s := range tr.Steps {
+		for _, s := range tr.All() {
 			all += stepText(s)
 		}
 		if !strings.Contains(all, "advanced by 2, past the instruction that raised the fault at step 0") {
@@ -155,7 +155,7 @@ func TestRecordedAnnotations(t *testing.T) {
 	})
 	t.Run("sysenter", func(t *testing.T) {
 		_, trs := record(t, mechanism.Sysenter, Options{}, 1)
-		last := trs[0].Steps[len(trs[0].Steps)-1]
+		last := trs[0].Step(trs[0].Len() - 1)
 		txt := stepText(last)
 		if !slices.Contains(last.Events, annotate.EventStackSwitch) || strings.Count(txt, "CPL 0 → 3") != 1 {
 			t.Errorf("sysexit events %v, effects:\n%s", last.Events, txt)
@@ -166,7 +166,7 @@ func TestRecordedAnnotations(t *testing.T) {
 		// user GS base, and mov %gs:0x1000,%rsp page-faults at CPL 0.
 		_, trs := record(t, mechanism.Int80, Options{Append: "bug=int80-noswapgs"}, 2)
 		found := false
-		for _, s := range trs[1].Steps {
+		for _, s := range trs[1].All() {
 			if !slices.Contains(s.Events, annotate.EventException) || s.CPL != 0 {
 				continue
 			}

@@ -59,12 +59,12 @@ func TestLinuxRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s: ready in %.2fs (booted in %.2fs), %d instructions recorded in %.2fs; %d kallsyms symbols (%s)",
-				s.Kernel, ready.Seconds(), s.Linux().BootTime.Seconds(), len(tr.Steps), time.Since(t1).Seconds(),
+				s.Kernel, ready.Seconds(), s.Linux().BootTime.Seconds(), tr.Len(), time.Since(t1).Seconds(),
 				s.Linux().Kallsyms.Count, s.Linux().Kallsyms.Encoding)
 			checkLinuxTrace(t, tr, tt.entry, tt.exit, tt.insn)
 
 			// The same path counted by gdb on the same guest.
-			site := uint64(tr.Steps[0].RIP)
+			site := uint64(tr.Step(0).RIP)
 			addr := strings.TrimPrefix(s.QEMU.GDBAddr, "unix:") // gdb takes a socket's bare path
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -77,8 +77,8 @@ func TestLinuxRoundTrip(t *testing.T) {
 				t.Fatalf("gdb stepi count: %v\n%s", err, out)
 			}
 			n, _ := strconv.Atoi(string(m[1]))
-			if n != len(tr.Steps) {
-				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", len(tr.Steps), n)
+			if n != tr.Len() {
+				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", tr.Len(), n)
 			}
 			t.Logf("gdb stepi count: %d", n)
 		})
@@ -98,7 +98,7 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
 		t.Errorf("stacks visited %q: the task stack is not among them", stacks)
 	}
-	first := tr.Steps[0]
+	first := tr.Step(0)
 	if first.CPL != 3 || string(first.Bytes[:len(insn)]) != string(insn) {
 		t.Errorf("first step %s (% x) at CPL %d: want the user instruction % x", first.Intel, first.Bytes, first.CPL, insn)
 	}
@@ -106,7 +106,7 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	seen := map[string]bool{}
 	fields := map[string]bool{}
 	last := ""
-	for _, st := range tr.Steps {
+	for _, st := range tr.All() {
 		name, _, _ := strings.Cut(st.Symbol, "+")
 		seen[name] = true
 		if st.CPL == 0 {
@@ -236,7 +236,7 @@ func checkLinuxAnnotations(t *testing.T, tr *trace.Trace, exit string) {
 	t.Helper()
 	tramp, bits := 0, false
 	var sysret string
-	for i, st := range tr.Steps {
+	for i, st := range tr.All() {
 		txt := stepText(st)
 		if onEntryStackLeaving(tr, i) {
 			tramp++
@@ -289,7 +289,7 @@ func TestLinuxNoPTIAlternatives(t *testing.T) {
 				t.Fatal(err)
 			}
 			var skips []string
-			for _, st := range tr.Steps {
+			for _, st := range tr.All() {
 				if slices.Contains(st.Events, annotate.EventCR3Write) {
 					t.Errorf("step %d (%s) writes CR3 with pti=off", st.Index, st.Symbol)
 				}

@@ -58,11 +58,11 @@ func TestQEMUReleases(t *testing.T) {
 					}
 					checkFixtureRoundTrip(t, s, tr, m.mech, m.first, m.entry, m.last)
 					var rips []uint64
-					for _, st := range tr.Steps {
+					for _, st := range tr.All() {
 						rips = append(rips, uint64(st.RIP))
 					}
 					paths[rel.name][m.mech] = rips
-					t.Logf("%s on %s: %d instructions", m.mech, r, len(tr.Steps))
+					t.Logf("%s on %s: %d instructions", m.mech, r, tr.Len())
 				})
 			}
 			t.Run("monitor", func(t *testing.T) {
@@ -88,7 +88,7 @@ func TestQEMUReleases(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkLinuxTrace(t, tr, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05})
-				t.Logf("%s getpid on %s: %d instructions", s.Kernel, r, len(tr.Steps))
+				t.Logf("%s getpid on %s: %d instructions", s.Kernel, r, tr.Len())
 			})
 		})
 	}

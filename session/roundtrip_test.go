@@ -31,17 +31,17 @@ func (f *fakeRecorder) ToEntry(_ context.Context, m mechanism.Mechanism) error {
 
 func (f *fakeRecorder) Step(context.Context) (*trace.Step, error) {
 	f.ops = append(f.ops, "step")
-	i := len(f.tr.Steps)
+	i := f.tr.Len()
 	cs := uint64(0x10)
 	if i+1 >= f.n {
 		cs = 0x33
 	}
-	f.tr.Steps = append(f.tr.Steps, trace.Step{Index: i, RIP: trace.Hex(0x1000 + i), Bytes: []byte{0x90}})
+	f.tr.Append(trace.Step{Index: i, RIP: trace.Hex(0x1000 + i), Bytes: []byte{0x90}})
 	st := &x86.State{}
 	st.Set(x86.CS, cs)
 	st.Set(x86.RIP, uint64(0x1000+i+1))
 	f.tr.Final = st
-	return &f.tr.Steps[i], nil
+	return f.tr.Step(i), nil
 }
 
 func (f *fakeRecorder) Run(ctx context.Context, until ...trace.Until) (trace.StopReason, error) {

@@ -47,7 +47,7 @@ type entryEvents struct {
 func countEvents(tr *trace.Trace) entryEvents {
 	var ev entryEvents
 	ctx := &annotate.Context{Regions: tr.Header.Regions}
-	for _, s := range tr.Steps {
+	for _, s := range tr.All() {
 		for _, e := range s.Events {
 			switch e {
 			case annotate.EventSwapgs:
@@ -112,8 +112,8 @@ func TestRoundTrips(t *testing.T) {
 // wrong.
 func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mechanism.Mechanism, first, entry, last string) {
 	t.Helper()
-	if len(tr.Steps) < 10 {
-		t.Fatalf("only %d steps", len(tr.Steps))
+	if tr.Len() < 10 {
+		t.Fatalf("only %d steps", tr.Len())
 	}
 	addr := func(name string) uint64 {
 		a, ok := s.Symbols.Addr(name)
@@ -122,14 +122,14 @@ func checkFixtureRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mecha
 		}
 		return a
 	}
-	st0 := tr.Steps[0]
+	st0 := tr.Step(0)
 	if st0.Symbol != mech.UserLabel() || uint64(st0.RIP) != addr(mech.UserLabel()) || st0.CPL != 3 || !strings.HasPrefix(st0.ATT, first) {
 		t.Errorf("step 0 = %s at %s %#x (CPL %d), want %q at %s %#x, CPL 3", st0.ATT, st0.Symbol, uint64(st0.RIP), st0.CPL, first, mech.UserLabel(), addr(mech.UserLabel()))
 	}
-	if st1 := tr.Steps[1]; uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
+	if st1 := tr.Step(1); uint64(st1.RIP) != addr(entry) || st1.CPL != 0 {
 		t.Errorf("step 1 at %#x (%s, CPL %d), want %s %#x at CPL 0", uint64(st1.RIP), st1.Symbol, st1.CPL, entry, addr(entry))
 	}
-	end := tr.Steps[len(tr.Steps)-1]
+	end := tr.Step(tr.Len() - 1)
 	if !strings.HasPrefix(end.ATT, last) || end.CPL != 0 {
 		t.Errorf("last step = %s at CPL %d, want %s at CPL 0", end.ATT, end.CPL, last)
 	}
@@ -177,7 +177,7 @@ func TestSyscallAnnotations(t *testing.T) {
 		t.Errorf("LSTAR learnt = %+v, want %#x inferred", lstar, entry)
 	}
 	var text strings.Builder
-	for _, s := range tr.Steps {
+	for _, s := range tr.All() {
 		text.WriteString(s.ATT + "\n")
 		for _, e := range s.Effects {
 			text.WriteString(e.Text + "\n")
@@ -220,8 +220,8 @@ func TestInterruptKeepsWhatWasRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := s.Recorder.Trace()
-	if len(tr.Steps) != 5 || tr.Header.Stop != string(trace.StopCancel) {
-		t.Fatalf("after cancel: %d steps, stop %q; want 5 and %q", len(tr.Steps), tr.Header.Stop, trace.StopCancel)
+	if tr.Len() != 5 || tr.Header.Stop != string(trace.StopCancel) {
+		t.Fatalf("after cancel: %d steps, stop %q; want 5 and %q", tr.Len(), tr.Header.Stop, trace.StopCancel)
 	}
 	// The guest still answers and is still in the kernel where we stopped.
 	st, err := s.Target.State(context.Background())
@@ -240,8 +240,8 @@ func TestBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tr.Steps) != 7 || tr.Header.Stop != string(trace.StopBudget) {
-		t.Errorf("%d steps, stop %q; want 7, %q", len(tr.Steps), tr.Header.Stop, trace.StopBudget)
+	if tr.Len() != 7 || tr.Header.Stop != string(trace.StopBudget) {
+		t.Errorf("%d steps, stop %q; want 7, %q", tr.Len(), tr.Header.Stop, trace.StopBudget)
 	}
 }
 
@@ -259,7 +259,7 @@ func TestStepOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	var skipped []string
-	for _, s := range tr.Steps {
+	for _, s := range tr.All() {
 		if s.Over != nil {
 			skipped = append(skipped, s.Over.Target)
 		}
@@ -270,8 +270,8 @@ func TestStepOver(t *testing.T) {
 	if len(skipped) == 0 || !strings.Contains(skipped[0], "do_syscall_64") {
 		t.Errorf("stepped over %v, want do_syscall_64", skipped)
 	}
-	if len(tr.Steps) >= len(all.Steps) {
-		t.Errorf("--over 1 recorded %d steps, stepping into everything %d", len(tr.Steps), len(all.Steps))
+	if tr.Len() >= all.Len() {
+		t.Errorf("--over 1 recorded %d steps, stepping into everything %d", tr.Len(), all.Len())
 	}
 	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
 		t.Errorf("events with --over 1: %+v", ev)
@@ -311,7 +311,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		steps += len(tr.Steps)
+		steps += tr.Len()
 	}
 	b.ReportMetric(float64(steps)/b.Elapsed().Seconds(), "insns/s")
 	b.ReportMetric(float64(steps)/float64(b.N), "insns/op")
@@ -330,13 +330,16 @@ func TestStackWordsNearTheTop(t *testing.T) {
 	if !ok {
 		t.Fatal("no user_stack symbol")
 	}
-	first := tr.Steps[0]
+	first := tr.Step(0)
 	rsp := first.Regs.Val(x86.RSP)
 	want := int(min(24, (top.Addr+top.Size-rsp)/8))
 	if len(first.Stack) != want || want == 0 {
 		t.Errorf("step 0 (rsp %#x, stack top %#x): %d stack words, want %d", rsp, top.Addr+top.Size, len(first.Stack), want)
 	}
-	for _, st := range tr.Steps[1:] {
+	for i, st := range tr.All() {
+		if i == 0 {
+			continue
+		}
 		if len(st.Stack) == 0 && st.Regs.CPL() == 0 && st.Symbol != "" {
 			if r, ok := (&annotate.Context{Regions: tr.Header.Regions}).RegionOf(st.Regs.Val(x86.RSP)); ok && r.Kind == annotate.RegionKernelStack {
 				t.Errorf("step %d on the kernel stack has no stack words", st.Index)
@@ -355,12 +358,13 @@ func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true})
+	var console qemu.Output
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inst.Stop() })
-	time.Sleep(200 * time.Millisecond) // let the guest reach its trace loop
+	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second) // the guest is in its trace loop
 	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +384,7 @@ func TestAttachWithoutSymbols(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := tr.Steps[0]
+	first := tr.Step(0)
 	if first.ATT != "syscall" || first.CPL != 3 || first.Symbol != "" {
 		t.Errorf("step 0 = %q at CPL %d (symbol %q), want an unnamed user syscall", first.ATT, first.CPL, first.Symbol)
 	}
@@ -431,9 +435,9 @@ func TestProbeMSRs(t *testing.T) {
 		}
 	}
 	// The probe put everything back: the round trip ends where it must.
-	first := tr.Steps[0]
-	if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(first.RIP)+2 || len(tr.Steps) < 20 {
-		t.Errorf("after the probe: %d steps, final CPL %d at %#x", len(tr.Steps), tr.Final.CPL(), tr.Final.Val(x86.RIP))
+	first := tr.Step(0)
+	if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(first.RIP)+2 || tr.Len() < 20 {
+		t.Errorf("after the probe: %d steps, final CPL %d at %#x", tr.Len(), tr.Final.CPL(), tr.Final.Val(x86.RIP))
 	}
 	if ev := countEvents(tr); ev.swapgs != 2 || ev.cr3 != 2 {
 		t.Errorf("events after the probe: %+v", ev)
@@ -443,7 +447,7 @@ func TestProbeMSRs(t *testing.T) {
 	// did, and leaves them out of what it infers of FMASK, so nothing
 	// contradicts the probed 0x47700.
 	const arith = 0x8d5 // CF PF AF ZF SF OF
-	for _, st := range tr.Steps {
+	for _, st := range tr.All() {
 		for _, e := range st.Effects {
 			if e.Verdict == annotate.Finding {
 				t.Errorf("step %d: unexpected finding %q", st.Index, e.Text)
@@ -585,7 +589,7 @@ func TestInterruptWhileStepping(t *testing.T) {
 					t.Errorf("header step flags %q, interrupts %q; want ENABLE|NOTIMER, %q (%s)", h.StepFlags, h.Interrupts, wantIRQ, h.Stepping)
 				}
 				var marked []int
-				for _, st := range got.Steps {
+				for _, st := range got.All() {
 					if slices.Contains(st.Events, annotate.EventIRQ) {
 						marked = append(marked, st.Index)
 					}
@@ -599,7 +603,7 @@ func TestInterruptWhileStepping(t *testing.T) {
 				}
 				rips := func(tr *trace.Trace) []uint64 {
 					var out []uint64
-					for _, st := range tr.Steps {
+					for _, st := range tr.All() {
 						if uint64(st.RIP) != nmi {
 							out = append(out, uint64(st.RIP))
 						}
@@ -610,17 +614,17 @@ func TestInterruptWhileStepping(t *testing.T) {
 					// The CPU takes the NMI before the instruction at step
 					// 12 runs: that step is the delivery, 13 the handler's
 					// iretq back to it, 14 the instruction itself.
-					if len(got.Steps) != len(want.Steps)+2 || uint64(got.Steps[at+1].RIP) != nmi || got.Steps[at+2].RIP != got.Steps[at].RIP || h.IRQs != 0 {
-						t.Errorf("recorded: %d steps (want %d), step %d at %s, %d stepped over; want the NMI handler's iretq recorded", len(got.Steps), len(want.Steps)+2, at+1, got.Steps[at+1].Symbol, h.IRQs)
+					if got.Len() != want.Len()+2 || uint64(got.Step(at+1).RIP) != nmi || got.Step(at+2).RIP != got.Step(at).RIP || h.IRQs != 0 {
+						t.Errorf("recorded: %d steps (want %d), step %d at %s, %d stepped over; want the NMI handler's iretq recorded", got.Len(), want.Len()+2, at+1, got.Step(at+1).Symbol, h.IRQs)
 					}
 					if !slices.Equal(rips(got)[:at], rips(want)[:at]) || !slices.Equal(rips(got)[at+1:], rips(want)[at:]) {
 						t.Errorf("recorded: the RIPs around the NMI differ from an undisturbed trace")
 					}
 				} else if !slices.Equal(rips(got), rips(want)) {
-					t.Errorf("the trace with the NMI left out differs from an undisturbed one: %d steps, want %d", len(got.Steps), len(want.Steps))
+					t.Errorf("the trace with the NMI left out differs from an undisturbed one: %d steps, want %d", got.Len(), want.Len())
 				}
-				if !record && (len(got.Steps) != len(want.Steps) || h.IRQs != 1) {
-					t.Errorf("stepped over: %d steps, want %d; %d interrupts stepped over, want 1", len(got.Steps), len(want.Steps), h.IRQs)
+				if !record && (got.Len() != want.Len() || h.IRQs != 1) {
+					t.Errorf("stepped over: %d steps, want %d; %d interrupts stepped over, want 1", got.Len(), want.Len(), h.IRQs)
 				}
 				if ev := countEvents(got); ev.findings != 0 {
 					for _, f := range trace.Summarize(got).Findings {
@@ -737,7 +741,7 @@ func TestAttachRecognisesBundledKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := s.Symbols.Addr(mechanism.Syscall.UserLabel())
-	if tr.Steps[0].Symbol != mechanism.Syscall.UserLabel() || uint64(tr.Steps[0].RIP) != want || len(tr.Header.Regions) == 0 {
-		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Steps[0].Symbol, uint64(tr.Steps[0].RIP), len(tr.Header.Regions), mechanism.Syscall.UserLabel(), want)
+	if tr.Step(0).Symbol != mechanism.Syscall.UserLabel() || uint64(tr.Step(0).RIP) != want || len(tr.Header.Regions) == 0 {
+		t.Errorf("step 0 at %s (%#x), %d regions; want %s at %#x and the kernel's stacks", tr.Step(0).Symbol, uint64(tr.Step(0).RIP), len(tr.Header.Regions), mechanism.Syscall.UserLabel(), want)
 	}
 }

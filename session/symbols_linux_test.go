@@ -30,7 +30,7 @@ func TestLinuxSymbolNames(t *testing.T) {
 		t.Run(series, func(t *testing.T) {
 			tr, _ := linuxTrace(t, series, mechanism.Int80, func(*Session) {})
 			seen := map[string]bool{}
-			for _, st := range tr.Steps {
+			for _, st := range tr.All() {
 				name, _, _ := strings.Cut(st.Symbol, "+")
 				seen[name] = true
 				if symbols.IsMarker(name) {
@@ -99,7 +99,7 @@ func TestLinuxAttachSymbolFiles(t *testing.T) {
 				t.Errorf("stacks with System.map %q, with kallsyms %q", got, want)
 			}
 			pushed := false
-			for _, st := range tr.Steps {
+			for _, st := range tr.All() {
 				if st.CPL == 0 && string(st.Bytes) == "\x6a\x2b" {
 					pushed = true
 					if st.ATT != "pushq $0x2b" {
@@ -164,12 +164,12 @@ func attachTrace(t *testing.T, addr, symfile string) (*trace.Trace, []string) {
 // (the same path, named from kallsyms).
 func sameKernelNames(t *testing.T, what string, ref, got *trace.Trace, field func(*trace.Step) string) {
 	t.Helper()
-	if len(got.Steps) != len(ref.Steps) {
-		t.Fatalf("%s: %d steps, %d with kallsyms", what, len(got.Steps), len(ref.Steps))
+	if got.Len() != ref.Len() {
+		t.Fatalf("%s: %d steps, %d with kallsyms", what, got.Len(), ref.Len())
 	}
 	bad := 0
-	for i := range ref.Steps {
-		r, g := &ref.Steps[i], &got.Steps[i]
+	for i := range ref.Len() {
+		r, g := ref.Step(i), got.Step(i)
 		if r.CPL == 0 && field(g) != field(r) {
 			if bad++; bad <= 5 {
 				t.Errorf("%s: step %d reads %q, with kallsyms %q", what, i, field(g), field(r))

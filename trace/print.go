@@ -51,7 +51,7 @@ type Summary struct {
 
 // Summarize adds a trace up.
 func Summarize(t *Trace) Summary {
-	sum := Summary{Instructions: len(t.Steps), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
+	sum := Summary{Instructions: t.Len(), MSRs: t.Header.MSRs, Stop: t.Header.Stop}
 	ctx := &annotate.Context{Regions: t.Header.Regions}
 	lastStack := ""
 	visit := func(st *x86.State) {
@@ -74,8 +74,7 @@ func Summarize(t *Trace) Summary {
 			sum.Findings = append(sum.Findings, "before step 0: "+e.Text)
 		}
 	}
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		if s.CPL == 0 {
 			sum.Kernel++
 		}
@@ -141,11 +140,10 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 			p.f("    !! %-10s %s\n", "by hand", w)
 		}
 	}
-	for i := range t.Steps {
+	for i, s := range t.All() {
 		// A probe's effects follow those of the step it ran after.
 		effects(ProbeEffects(t.Probes, i))
 		byHand(i)
-		s := &t.Steps[i]
 		ring := "U"
 		if s.CPL == 0 {
 			ring = "K"
@@ -153,8 +151,8 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("%5d %s %-34s %s\n", s.Index, ring, FitWhere(s.Where(), 34), s.Asm(syn))
 		effects(s.Effects)
 	}
-	effects(ProbeEffects(t.Probes, len(t.Steps)))
-	byHand(len(t.Steps))
+	effects(ProbeEffects(t.Probes, t.Len()))
+	byHand(t.Len())
 	sum := Summarize(t)
 	p.f("\nSummary\n")
 	p.f("  instructions: %d (%d in the kernel)\n", sum.Instructions, sum.Kernel)
@@ -221,8 +219,7 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("\n")
 	}
 	p.f("| # | CPL | where | instruction | effects |\n|---:|:---:|---|---|---|\n")
-	for i := range t.Steps {
-		s := &t.Steps[i]
+	for i, s := range t.All() {
 		var effs []string
 		for _, e := range slices.Concat(s.Effects, ProbeEffects(t.Probes, i+1)) {
 			txt := mdEscape(e.Text)

@@ -27,7 +27,7 @@ var ProbedMSRs = []uint32{
 func (r *Recorder) ProbeMSRs(ctx context.Context) ([]annotate.Effect, error) {
 	readings, err := r.T.ProbeMSRs(ctx, ProbedMSRs)
 	at := r.name(r.cur.Val(x86.RIP))
-	step := len(r.trace.Steps)
+	step := r.trace.Len()
 	k := r.Ctx.Knowledge
 	var effs []annotate.Effect
 	for _, rd := range readings {

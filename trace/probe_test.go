@@ -20,7 +20,7 @@ func TestProbePrinted(t *testing.T) {
 	probed := readTestTrace(t)
 	probed.Probes = []Probe{{Step: 3, At: "0x1000", Effects: effs}}
 	inline := readTestTrace(t)
-	inline.Steps[2].Effects = slices.Concat(inline.Steps[2].Effects, effs)
+	inline = edit(inline, 2, func(s *Step) { s.Effects = slices.Concat(s.Effects, effs) })
 
 	for _, f := range []struct {
 		name  string
@@ -52,7 +52,7 @@ func TestProbePrinted(t *testing.T) {
 // a probe placed beyond the steps is refused as corrupt.
 func TestProbeReadWrite(t *testing.T) {
 	tr := readTestTrace(t)
-	tr.Probes = []Probe{{Step: len(tr.Steps), At: "0x1000 <entry>", Effects: []annotate.Effect{{Kind: annotate.KindMSR, Text: "IA32_STAR = 0x1"}}}}
+	tr.Probes = []Probe{{Step: tr.Len(), At: "0x1000 <entry>", Effects: []annotate.Effect{{Kind: annotate.KindMSR, Text: "IA32_STAR = 0x1"}}}}
 	var b bytes.Buffer
 	if err := tr.Write(&b); err != nil {
 		t.Fatal(err)
@@ -61,10 +61,10 @@ func TestProbeReadWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Probes) != 1 || back.Probes[0].Step != len(tr.Steps) || back.Probes[0].Effects[0].Text != "IA32_STAR = 0x1" {
+	if len(back.Probes) != 1 || back.Probes[0].Step != tr.Len() || back.Probes[0].Effects[0].Text != "IA32_STAR = 0x1" {
 		t.Errorf("probes read back: %+v", back.Probes)
 	}
-	tr.Probes[0].Step = len(tr.Steps) + 1
+	tr.Probes[0].Step = tr.Len() + 1
 	b.Reset()
 	if err := tr.Write(&b); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,11 +15,13 @@ import (
 )
 
 // Limits on what Read accepts. A trace sctrace records is far below them
-// (a Linux round trip is a few hundred steps, about 1.5 KB each); they
-// stop a damaged or hostile file from taking the machine's memory.
+// (a Linux round trip is a few hundred steps, about 1.5 KB each as JSON
+// and 40 bytes in a trace file); they stop a damaged or hostile file from
+// taking the machine's memory.
 const (
 	// MaxFileSize is the largest trace Read accepts: 1 GiB, about
-	// 700,000 steps.
+	// 700,000 steps of JSON (version 1), tens of millions in a trace
+	// file (version 2).
 	MaxFileSize = 1 << 30
 	// MaxField is the longest single JSON string (or number, or other
 	// token) Read accepts in a trace: 1 MiB.
@@ -48,10 +51,21 @@ func ReadFile(path string) (*Trace, error) {
 // and read with deadlines: ReadFileContext returns when ctx is done or no
 // data came for IdleTimeout. Errors name the file.
 func ReadFileContext(ctx context.Context, path string) (*Trace, error) {
-	return readFile(ctx, path, IdleTimeout)
+	return readFile(ctx, path, IdleTimeout, false)
 }
 
-func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, error) {
+// Open loads a trace from a file to view it. A version 2 file is opened
+// by its head and index: its chunks are read into memory as they are
+// (compressed) and each is decoded when one of its steps is first asked
+// for, so a trace of a million steps opens in a fraction of a second. A
+// chunk that turns out to be damaged then reads as steps that say so in
+// their effects, where ReadFile would have refused the file: use ReadFile
+// to convert or export. A version 1 file is read as ReadFile reads it.
+func Open(ctx context.Context, path string) (*Trace, error) {
+	return readFile(ctx, path, IdleTimeout, true)
+}
+
+func readFile(ctx context.Context, path string, idle time.Duration, lazy bool) (*Trace, error) {
 	// O_NONBLOCK: opening a FIFO with no writer would otherwise block in
 	// the kernel, where neither ctx nor a signal can reach it.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -64,6 +78,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		return nil, err
 	}
 	var r io.Reader = f
+	var hint int64
 	switch {
 	case fi.IsDir():
 		return nil, fmt.Errorf("%s: is a directory, not a trace file", path)
@@ -72,6 +87,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 			return nil, fmt.Errorf("%s: %w: the file is %s, sctrace reads at most %s",
 				path, ErrTooLarge, size(fi.Size()), size(MaxFileSize))
 		}
+		hint = fi.Size()
 	default:
 		pr, err := newPollReader(ctx, f, idle)
 		if err != nil {
@@ -80,7 +96,7 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 		defer pr.stop()
 		r = pr
 	}
-	t, err := ReadContext(ctx, r)
+	t, err := readContext(ctx, r, lazy, hint)
 	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil, fmt.Errorf("%s: reading interrupted: %w", path, err)
 	}
@@ -90,21 +106,40 @@ func readFile(ctx context.Context, path string, idle time.Duration) (*Trace, err
 	return t, nil
 }
 
-// Read loads a trace written by Write. A file of another kind, another
-// version, or with inconsistent steps gets an error that says which.
+// Read loads a trace written by Write (version 2) or WriteJSON (version
+// 1), telling them apart by their first bytes. A file of another kind,
+// another version, or with inconsistent steps gets an error that says
+// which.
 func Read(r io.Reader) (*Trace, error) { return ReadContext(context.Background(), r) }
 
 // ReadContext is Read, giving up when ctx is done.
 //
-// The steps are decoded one at a time as they stream in, so memory holds
-// the decoded trace, not its text. A trace over MaxFileSize bytes or with
-// a single field over MaxField is refused with ErrTooLarge. Every string
+// Version 1 steps are decoded one at a time as they stream in, so memory
+// holds the trace, not its text; a version 2 file is read whole (it is
+// compact), every chunk checked and the indexes built from the steps (see
+// Open for the faster way to view one). A trace over MaxFileSize bytes,
+// with a single JSON field over MaxField, or with a version 2 chunk or
+// index over 64 MiB decompressed, is refused with ErrTooLarge. Every string
 // in the trace has its control characters escaped (see termtext.Line):
 // a trace file is untrusted text that is printed to terminals. Each step's
 // Op, and its Mnemonic when the file has none, are decoded from the
 // step's bytes.
 func ReadContext(ctx context.Context, r io.Reader) (*Trace, error) {
-	lr := &limitReader{r: r, ctx: ctx, max: MaxFileSize}
+	return readContext(ctx, r, false, 0)
+}
+
+// readContext reads a trace of either version from r; hint is r's size,
+// when known.
+func readContext(ctx context.Context, r io.Reader, lazy bool, hint int64) (*Trace, error) {
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(2); isGzip(magic) {
+		b, err := readAllLimited(ctx, br, hint)
+		if err != nil {
+			return nil, err
+		}
+		return readV2(ctx, b, lazy)
+	}
+	lr := &limitReader{r: br, ctx: ctx, max: MaxFileSize}
 	dec := json.NewDecoder(lr)
 	t, err := decode(ctx, dec)
 	if err != nil {
@@ -178,7 +213,7 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 			}
 			// Steps of another version may not decode as ours: say
 			// which version it is before trying.
-			if seen["format"] && t.Version != Version {
+			if seen["format"] && t.Version != JSONVersion {
 				return nil, versionError(t.Version)
 			}
 		case "header":
@@ -213,17 +248,17 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 	if t.Format != Format {
 		return nil, notTrace(fmt.Errorf("format is %q, want %q", termtext.Line(t.Format), Format))
 	}
-	if t.Version != Version {
+	if t.Version != JSONVersion {
 		return nil, versionError(t.Version)
 	}
 	for i, p := range t.Probes {
-		if p.Step < 0 || p.Step > len(t.Steps) {
-			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, len(t.Steps))
+		if p.Step < 0 || p.Step > t.Len() {
+			return nil, fmt.Errorf("corrupt trace: probe %d ran before step %d of %d", i, p.Step, t.Len())
 		}
 	}
 	for i, w := range t.UserWrites {
-		if w.Step < 0 || w.Step > len(t.Steps) {
-			return nil, fmt.Errorf("corrupt trace: write by hand %d made before step %d of %d", i, w.Step, len(t.Steps))
+		if w.Step < 0 || w.Step > t.Len() {
+			return nil, fmt.Errorf("corrupt trace: write by hand %d made before step %d of %d", i, w.Step, t.Len())
 		}
 	}
 	termtext.LineAll(&t.Header)
@@ -234,7 +269,10 @@ func decode(ctx context.Context, dec *json.Decoder) (*Trace, error) {
 }
 
 func versionError(v int) error {
-	return fmt.Errorf("trace version %d: this sctrace reads version %d", v, Version)
+	if v == Version {
+		return fmt.Errorf("trace version %d written as JSON: version %d files are gzip streams (Write), JSON files are version %d (WriteJSON)", v, v, JSONVersion)
+	}
+	return fmt.Errorf("trace version %d: this sctrace reads versions %d (JSON) and %d", v, JSONVersion, Version)
 }
 
 // decodeSteps reads the steps array one step at a time, checking each.
@@ -249,15 +287,15 @@ func decodeSteps(ctx context.Context, dec *json.Decoder, t *Trace) error {
 	if tok != json.Delim('[') {
 		return notTrace(fmt.Errorf("steps is a JSON %s, not an array", kindOf(tok)))
 	}
-	t.Steps = t.Steps[:0]
+	t.st = nil
 	for i := 0; dec.More(); i++ {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		t.Steps = append(t.Steps, Step{})
-		s := &t.Steps[i]
+		var step Step
+		s := &step
 		if err := dec.Decode(s); err != nil {
 			return notTrace(fmt.Errorf("step %d: %w", i, err))
 		}
@@ -272,6 +310,7 @@ func decodeSteps(ctx context.Context, dec *json.Decoder, t *Trace) error {
 		}
 		s.decodeOp()
 		termtext.LineAll(s)
+		t.Append(step)
 	}
 	_, err = dec.Token() // the closing bracket
 	return notTrace(err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,13 +63,20 @@ func poison(v reflect.Value) {
 // there too.
 func hostileTrace(t testing.TB) []byte {
 	tr := readTestTrace(t)
-	tr.Steps[1].Over = &Over{Target: "do_int80", Depth: 1}
+	tr = edit(tr, 1, func(s *Step) { s.Over = &Over{Target: "do_int80", Depth: 1} })
 	tr.Probes = []Probe{{Step: 2, At: "0x1000 <entry>", Effects: []annotate.Effect{{Kind: annotate.KindMSR, Text: "IA32_LSTAR = 0x1000 (probed)", Verdict: annotate.Finding}}}}
 	tr.Header.Stop = "back in user mode"
-	tr.Steps[2].Effects = append(tr.Steps[2].Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
+	tr = edit(tr, 2, func(s *Step) {
+		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
+	})
+	steps := stepsOf(tr)
 	poison(reflect.ValueOf(tr))
+	for i := range steps {
+		poison(reflect.ValueOf(&steps[i]))
+	}
+	tr = withSteps(tr, steps)
 	var b bytes.Buffer
-	if err := tr.Write(&b); err != nil {
+	if err := tr.WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -136,7 +144,39 @@ func TestReadEscapesControlCharacters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same trace saved as version 2 with its strings as they were
+	// before reading (the payload's control characters included) must be
+	// escaped the same way when read.
+	raw := withSteps(tr, nil)
+	raw.Header.Stop = "\x1b]0;pwned\x07 \x1b]0;pwned\x07"
+	for _, s := range tr.All() {
+		c := *s
+		c.Symbol = strings.ReplaceAll(c.Symbol, `\x1b]0;pwned\x07`, "\x1b]0;pwned\x07")
+		c.Effects = slices.Clone(c.Effects)
+		for i := range c.Effects {
+			c.Effects[i].Text = strings.ReplaceAll(c.Effects[i].Text, `\x1b]0;pwned\x07`, "\x1b]0;pwned\x07")
+		}
+		raw.Append(c)
+	}
+	var v2 bytes.Buffer
+	if err := raw.Write(&v2); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(&v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []*Trace{tr, back} {
+		checkEscaped(t, tr)
+	}
+}
+
+func checkEscaped(t *testing.T, tr *Trace) {
+	t.Helper()
 	all := stringsIn(reflect.ValueOf(tr))
+	for _, s := range tr.All() {
+		all = append(all, stringsIn(reflect.ValueOf(s))...)
+	}
 	poisoned := 0
 	for _, s := range all {
 		if hasControl(s) {
@@ -155,7 +195,7 @@ func TestReadEscapesControlCharacters(t *testing.T) {
 	}{
 		{"text", func(b *bytes.Buffer) error { return WriteText(b, tr, ATT) }},
 		{"markdown", func(b *bytes.Buffer) error { return WriteMarkdown(b, tr, Intel) }},
-		{"json", func(b *bytes.Buffer) error { return tr.Write(b) }},
+		{"json", func(b *bytes.Buffer) error { return tr.WriteJSON(b) }},
 	} {
 		var b bytes.Buffer
 		if err := f.write(&b); err != nil {
@@ -280,12 +320,12 @@ func TestReadFileFIFO(t *testing.T) {
 			}
 			errc <- err
 		}()
-		tr, err := readFile(context.Background(), name, 5*time.Second)
+		tr, err := readFile(context.Background(), name, 5*time.Second, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(tr.Steps) != 81 {
-			t.Errorf("%d steps", len(tr.Steps))
+		if tr.Len() != 81 {
+			t.Errorf("%d steps", tr.Len())
 		}
 		if err := <-errc; err != nil {
 			t.Fatal(err)
@@ -296,7 +336,7 @@ func TestReadFileFIFO(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		start := time.Now()
-		_, err := readFile(ctx, name, time.Minute)
+		_, err := readFile(ctx, name, time.Minute, false)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("ReadFile = %v, want context.Canceled", err)
 		}
@@ -306,7 +346,7 @@ func TestReadFileFIFO(t *testing.T) {
 	})
 	t.Run("no writer, idle", func(t *testing.T) {
 		name := mkfifo(t)
-		_, err := readFile(context.Background(), name, 200*time.Millisecond)
+		_, err := readFile(context.Background(), name, 200*time.Millisecond, false)
 		if err == nil || !strings.Contains(err.Error(), "no data for 200ms") || !strings.Contains(err.Error(), name) {
 			t.Errorf("ReadFile = %v, want a timeout naming the file", err)
 		}
@@ -324,7 +364,7 @@ func TestReadFileFIFO(t *testing.T) {
 			f.Write(good[:100])
 			<-done
 		}()
-		_, err := readFile(context.Background(), name, 300*time.Millisecond)
+		_, err := readFile(context.Background(), name, 300*time.Millisecond, false)
 		if err == nil || !strings.Contains(err.Error(), "no data for 300ms") {
 			t.Errorf("ReadFile = %v, want a timeout", err)
 		}

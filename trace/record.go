@@ -194,9 +194,9 @@ func (r *Recorder) Trace() *Trace {
 	h.MSRs = r.Ctx.Knowledge.Sorted()
 	h.Seconds = r.busy.Seconds()
 	if r.busy > 0 {
-		h.StepRate = float64(len(r.trace.Steps)) / r.busy.Seconds()
+		h.StepRate = float64(r.trace.Len()) / r.busy.Seconds()
 	}
-	if len(r.trace.Steps) > 0 {
+	if r.trace.Len() > 0 {
 		r.trace.Final = r.cur
 	}
 	return r.trace
@@ -205,10 +205,7 @@ func (r *Recorder) Trace() *Trace {
 // Reset forgets the steps and probes recorded so far (keeping what was
 // learnt about MSRs), so that the next round trip starts a fresh trace.
 func (r *Recorder) Reset() {
-	r.trace.Steps = nil
-	r.trace.Probes = nil
-	r.trace.UserWrites = nil
-	r.trace.Final = nil
+	r.trace.Clear()
 	r.trace.Header.Stop = ""
 	r.trace.Header.SpuriousStops = 0
 	r.busy = 0

@@ -91,9 +91,9 @@ func newGuest(t *testing.T, syms *symbols.Table) (*gdbstubtest.Stub, *Recorder, 
 	return stub, r, ctx
 }
 
-func rips(steps []Step) string {
+func rips(tr *Trace) string {
 	var out []string
-	for _, s := range steps {
+	for _, s := range tr.All() {
 		out = append(out, fmt.Sprintf("%#x", uint64(s.RIP)))
 	}
 	return strings.Join(out, " ")
@@ -145,22 +145,22 @@ func TestRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			tr := r.Trace()
-			if why != tt.why || len(tr.Steps) != tt.steps || tr.Header.Stop != string(tt.why) {
-				t.Errorf("stopped for %q (header %q) after %d steps, want %q after %d", why, tr.Header.Stop, len(tr.Steps), tt.why, tt.steps)
+			if why != tt.why || tr.Len() != tt.steps || tr.Header.Stop != string(tt.why) {
+				t.Errorf("stopped for %q (header %q) after %d steps, want %q after %d", why, tr.Header.Stop, tr.Len(), tt.why, tt.steps)
 			}
 			if tt.why == StopUser {
 				want := fmt.Sprintf("%#x %#x %#x %#x %#x", uint64(userSys), uint64(kEntry), uint64(kCall), uint64(kFunc), uint64(kRet))
-				if got := rips(tr.Steps); got != want {
+				if got := rips(tr); got != want {
 					t.Errorf("steps at %s, want %s", got, want)
 				}
-				if tr.Steps[0].CPL != 3 || tr.Steps[1].CPL != 0 || tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != userNext {
-					t.Errorf("CPL %d then %d, final CPL %d at %#x; want 3, 0, 3 at %#x", tr.Steps[0].CPL, tr.Steps[1].CPL, tr.Final.CPL(), tr.Final.Val(x86.RIP), uint64(userNext))
+				if tr.Step(0).CPL != 3 || tr.Step(1).CPL != 0 || tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != userNext {
+					t.Errorf("CPL %d then %d, final CPL %d at %#x; want 3, 0, 3 at %#x", tr.Step(0).CPL, tr.Step(1).CPL, tr.Final.CPL(), tr.Final.Val(x86.RIP), uint64(userNext))
 				}
-				if tr.Steps[0].Mnemonic != "syscall" || tr.Steps[4].Mnemonic != "sysretq" {
-					t.Errorf("mnemonics %q, %q; want syscall, sysretq", tr.Steps[0].Mnemonic, tr.Steps[4].Mnemonic)
+				if tr.Step(0).Mnemonic != "syscall" || tr.Step(4).Mnemonic != "sysretq" {
+					t.Errorf("mnemonics %q, %q; want syscall, sysretq", tr.Step(0).Mnemonic, tr.Step(4).Mnemonic)
 				}
-				if tr.Steps[1].Regs.Sys == nil || tr.Steps[1].Regs.Sys.TR().Base != 0xfffffe0000003000 {
-					t.Errorf("the states after the first do not carry TR from info registers: %+v", tr.Steps[1].Regs.Sys)
+				if tr.Step(1).Regs.Sys == nil || tr.Step(1).Regs.Sys.TR().Base != 0xfffffe0000003000 {
+					t.Errorf("the states after the first do not carry TR from info registers: %+v", tr.Step(1).Regs.Sys)
 				}
 			}
 			if n := stub.Breakpoints(); len(n) != 0 {
@@ -201,9 +201,9 @@ func TestSpuriousStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := r.Trace().Header
-			if s.Index != 0 || len(r.Trace().Steps) != 1 || h.SpuriousStops != tt.spurious || r.Current().Val(x86.RIP) != tt.rip {
+			if s.Index != 0 || r.Trace().Len() != 1 || h.SpuriousStops != tt.spurious || r.Current().Val(x86.RIP) != tt.rip {
 				t.Errorf("step %d of %d, %d spurious stops, at %#x; want step 0 of 1, %d, at %#x",
-					s.Index, len(r.Trace().Steps), h.SpuriousStops, r.Current().Val(x86.RIP), tt.spurious, tt.rip)
+					s.Index, r.Trace().Len(), h.SpuriousStops, r.Current().Val(x86.RIP), tt.spurious, tt.rip)
 			}
 		})
 	}
@@ -265,10 +265,10 @@ func TestStepOver(t *testing.T) {
 			}
 			tr := r.Trace()
 			want := fmt.Sprintf("%#x %#x %#x %#x", uint64(userSys), uint64(kEntry), uint64(kCall), uint64(kRet))
-			if got := rips(tr.Steps); got != want {
+			if got := rips(tr); got != want {
 				t.Errorf("steps at %s, want %s", got, want)
 			}
-			if o := tr.Steps[2].Over; o == nil || !strings.Contains(o.Target, "helper") || o.Depth != 1 {
+			if o := tr.Step(2).Over; o == nil || !strings.Contains(o.Target, "helper") || o.Depth != 1 {
 				t.Errorf("the call step's Over is %+v, want helper at depth 1", o)
 			}
 		})
@@ -322,8 +322,8 @@ func TestToEntry(t *testing.T) {
 			if n := stub.Breakpoints(); len(n) != 0 {
 				t.Errorf("breakpoints left: %v", n)
 			}
-			if len(r.Trace().Steps) != 0 || r.Trace().Header.Sys == nil {
-				t.Errorf("after ToEntry: %d steps, header sys %v; want a fresh trace with info registers", len(r.Trace().Steps), r.Trace().Header.Sys)
+			if r.Trace().Len() != 0 || r.Trace().Header.Sys == nil {
+				t.Errorf("after ToEntry: %d steps, header sys %v; want a fresh trace with info registers", r.Trace().Len(), r.Trace().Header.Sys)
 			}
 		})
 	}

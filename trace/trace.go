@@ -1,7 +1,15 @@
 // Package trace records a system call's path through the kernel, one
-// single step at a time, and keeps it as data: a Trace is saved as
-// versioned JSON, read back with no QEMU running, and printed as text or
-// Markdown.
+// single step at a time, and keeps it as data: a Trace is saved to a file
+// (version 2, compact, Write; or version 1, JSON, WriteJSON), read back
+// with no QEMU running (Read, ReadFile, and Open for viewing), and printed
+// as text or Markdown.
+//
+// Steps are read and added through Trace.Len, Step, All and Append. They
+// are kept in chunks of ChunkSteps in the compact encoding the version 2
+// file stores (chunk.go), decoded a chunk at a time when asked for, so
+// that a trace of a million steps takes tens of megabytes, not a
+// gigabyte; indexes built once as steps are added (lookup.go) find events,
+// addresses and text without walking the steps.
 //
 // Each instruction is decoded once. A step keeps its bytes, the text
 // rendered in both syntaxes for people ("intel", "att"), and what code
@@ -13,8 +21,9 @@
 package trace
 
 import (
-	"encoding/json"
-	"io"
+	"fmt"
+	"iter"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,21 +36,27 @@ import (
 // Format is the value of a trace file's "format" field.
 const Format = "sctrace-trace"
 
-// Version is the trace file version this package writes and reads.
-const Version = 1
-
-// Trace is one recording.
+// Trace is one recording. Its steps are read and added through Len, Step,
+// All and Append; they are kept compactly (see ChunkSteps), so that a
+// trace of a million steps fits in a few hundred megabytes, and a step is
+// decoded when it is asked for.
 type Trace struct {
 	Format  string `json:"format"`
 	Version int    `json:"version"`
 	Header  Header `json:"header"`
-	Steps   []Step `json:"steps"`
 	// Probes are the runs of the opt-in MSR probe, in the order they ran.
 	Probes []Probe `json:"probes,omitempty"`
 	// UserWrites are the changes made to the guest by hand while it was
 	// stopped, in the order they were made.
 	UserWrites []UserWrite `json:"user_writes,omitempty"`
 	Final      *x86.State  `json:"final,omitempty"` // the state after the last step
+
+	st *store
+	// lim is the number of steps a view (View) shows; -1 for a trace
+	// that owns its store.
+	lim int
+	// view is set on a trace made by View.
+	view bool
 }
 
 // Probe is one run of the opt-in MSR probe (Recorder.ProbeMSRs): what
@@ -178,26 +193,97 @@ type Change struct {
 	New Hex    `json:"new"`
 }
 
+// New returns a trace holding steps, numbered from 0: for tests and
+// tools that build a trace in memory.
+func New(steps ...Step) *Trace {
+	t := &Trace{}
+	for _, s := range steps {
+		t.Append(s)
+	}
+	return t
+}
+
 // Len returns the number of steps recorded.
-func (t *Trace) Len() int { return len(t.Steps) }
+func (t *Trace) Len() int {
+	if t.st == nil {
+		return 0
+	}
+	n := t.st.len()
+	if t.view {
+		n = min(n, t.lim)
+	}
+	return n
+}
 
 // Step returns step i, 0 <= i < Len(). A step, once recorded, is never
-// changed: the caller must not change it either.
-func (t *Trace) Step(i int) *Step { return &t.Steps[i] }
+// changed: the caller must not change it either. Steps are decoded a
+// chunk at a time and a few chunks are kept, so the pointer may differ
+// from one call to the next; the step it points to does not.
+func (t *Trace) Step(i int) *Step {
+	if i < 0 || i >= t.Len() {
+		panic(fmt.Sprintf("trace: step %d of %d", i, t.Len()))
+	}
+	return t.st.step(i)
+}
+
+// All returns the steps in order with their indexes.
+func (t *Trace) All() iter.Seq2[int, *Step] {
+	return func(yield func(int, *Step) bool) {
+		for i, n := 0, t.Len(); i < n; i++ {
+			if !yield(i, t.Step(i)) {
+				return
+			}
+		}
+	}
+}
 
 // Append adds s as the trace's next step, numbering it, and returns the
-// stored step.
+// stored step. Appending to a view (View) first copies the view's steps
+// into a store of its own, leaving the trace it was taken from as it was.
 func (t *Trace) Append(s Step) *Step {
-	s.Index = len(t.Steps)
-	t.Steps = append(t.Steps, s)
-	return &t.Steps[s.Index]
+	switch {
+	case t.st == nil:
+		t.st = newStore()
+	case t.view:
+		own := newStore()
+		for i := range t.lim {
+			own.append(*t.st.step(i))
+		}
+		t.st, t.lim, t.view = own, 0, false
+	}
+	return t.st.append(s)
+}
+
+// View returns a trace that shares t's steps but shows only the first n
+// (at most Len()), with copies of t's header, probes and writes by hand: what a viewer
+// holds while the recorder goes on appending to t.
+func (t *Trace) View(n int) *Trace {
+	v := *t
+	v.Header.Regions = slices.Clone(t.Header.Regions)
+	v.Header.MSRs = slices.Clone(t.Header.MSRs)
+	v.Probes = slices.Clip(t.Probes)
+	v.UserWrites = slices.Clip(t.UserWrites)
+	v.lim, v.view = max(0, min(n, t.Len())), true
+	if v.st == nil {
+		v.st = newStore()
+		t.st = v.st // so that the view sees nothing t appends past n
+	}
+	return &v
+}
+
+// Clear forgets the steps (and the probes, the writes by hand and the
+// final state), so that the trace starts afresh. Views taken before keep
+// what they showed.
+func (t *Trace) Clear() {
+	t.st, t.lim, t.view = nil, 0, false
+	t.Probes, t.UserWrites, t.Final = nil, nil, nil
 }
 
 // After returns the state after step i: the next step's Regs, or the
 // trace's Final state after the last step.
 func (t *Trace) After(i int) *x86.State {
-	if i+1 < len(t.Steps) {
-		return t.Steps[i+1].Regs
+	if i+1 < t.Len() {
+		return t.Step(i + 1).Regs
 	}
 	return t.Final
 }
@@ -207,11 +293,3 @@ type Hex = x86.Hex
 
 // Bytes are instruction bytes, written in JSON as a hex string.
 type Bytes = x86.HexBytes
-
-// Write saves t as indented JSON.
-func (t *Trace) Write(w io.Writer) error {
-	t.Format, t.Version = Format, Version
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", " ")
-	return enc.Encode(t)
-}

@@ -26,14 +26,14 @@ func readTestTrace(t testing.TB) *Trace {
 
 func TestReadRecorded(t *testing.T) {
 	tr := readTestTrace(t)
-	if tr.Header.Mechanism != "int80" || len(tr.Steps) < 20 || tr.Final == nil {
-		t.Fatalf("header %+v, %d steps, final %v", tr.Header, len(tr.Steps), tr.Final)
+	if tr.Header.Mechanism != "int80" || tr.Len() < 20 || tr.Final == nil {
+		t.Fatalf("header %+v, %d steps, final %v", tr.Header, tr.Len(), tr.Final)
 	}
-	first := tr.Steps[0]
+	first := tr.Step(0)
 	if first.Symbol != "user_int80_insn" || first.ATT != "int $0x80" || first.CPL != 3 {
 		t.Errorf("step 0 = %s %q CPL %d", first.Symbol, first.ATT, first.CPL)
 	}
-	if tr.After(0).CPL() != 0 || tr.After(len(tr.Steps)-1) != tr.Final {
+	if tr.After(0).CPL() != 0 || tr.After(tr.Len()-1) != tr.Final {
 		t.Error("After does not follow the steps to the final state")
 	}
 	if tr.Header.Sys == nil || tr.Header.Sys.TR().Selector != 0x40 {
@@ -109,7 +109,9 @@ func TestSummarize(t *testing.T) {
 
 func TestSummarizeFinding(t *testing.T) {
 	tr := readTestTrace(t)
-	tr.Steps[3].Effects = append(tr.Steps[3].Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
+	tr = edit(tr, 3, func(s *Step) {
+		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindCheck, Text: "made up", Verdict: annotate.Finding})
+	})
 	sum := Summarize(tr)
 	if len(sum.Findings) != 1 || !strings.Contains(sum.Findings[0], "step 3") {
 		t.Errorf("findings %v", sum.Findings)
@@ -200,7 +202,7 @@ func TestReadDerivesOp(t *testing.T) {
 	tr := readTestTrace(t)
 	want := map[string]x86asm.Op{"int": x86asm.INT, "swapgs": x86asm.SWAPGS, "iretq": x86asm.IRETQ}
 	seen := map[string]bool{}
-	for _, s := range tr.Steps {
+	for _, s := range tr.All() {
 		if s.Mnemonic == "" {
 			t.Errorf("step %d (%s): no mnemonic", s.Index, s.ATT)
 			continue
@@ -224,7 +226,7 @@ func TestReadDerivesOp(t *testing.T) {
 			t.Errorf("no %s step in the int80 trace", m)
 		}
 	}
-	if first := tr.Steps[0]; first.Mnemonic != "int" || first.Op != x86asm.INT {
+	if first := tr.Step(0); first.Mnemonic != "int" || first.Op != x86asm.INT {
 		t.Errorf("step 0 = %q, Op %v; want int, INT", first.Mnemonic, first.Op)
 	}
 }
@@ -233,11 +235,11 @@ func TestReadDerivesOp(t *testing.T) {
 // every string read), and the operation still comes from the bytes.
 func TestReadKeepsMnemonic(t *testing.T) {
 	tr := readTestTrace(t)
-	tr.Steps = tr.Steps[:1]
-	tr.Steps[0].Mnemonic = "int\x1b"
-	tr.Steps[0].Op = 0
+	s0 := *tr.Step(0)
+	s0.Mnemonic, s0.Op = "int\x1b", 0
+	tr = withSteps(tr, []Step{s0})
 	var buf bytes.Buffer
-	if err := tr.Write(&buf); err != nil {
+	if err := tr.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Contains(buf.Bytes(), []byte(`"mnemonic": "int\u001b"`)) {
@@ -247,7 +249,7 @@ func TestReadKeepsMnemonic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := back.Steps[0]; s.Mnemonic != `int\x1b` || s.Op != x86asm.INT {
+	if s := back.Step(0); s.Mnemonic != `int\x1b` || s.Op != x86asm.INT {
 		t.Errorf("read back %q, Op %v; want the stored mnemonic, escaped, and INT", s.Mnemonic, s.Op)
 	}
 }

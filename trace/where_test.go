@@ -43,10 +43,10 @@ func TestFitWhere(t *testing.T) {
 // TestWriteTextKeepsOffsets prints steps in long Linux symbols and checks
 // every offset is printed whole.
 func TestWriteTextKeepsOffsets(t *testing.T) {
-	tr := &Trace{Steps: []Step{
+	tr := New([]Step{
 		{Index: 0, RIP: 0xffffffff81c000f2, Symbol: "entry_SYSCALL_64_after_hwframe+0x4a", ATT: "push %rax"},
 		{Index: 1, RIP: 0xffffffff8113770c, Symbol: "syscall_exit_to_user_mode_prepare+0x1c", ATT: "mov %rdi,%rbp"},
-	}}
+	}...)
 	var b strings.Builder
 	if err := WriteText(&b, tr, ATT); err != nil {
 		t.Fatal(err)
@@ -65,8 +65,8 @@ func TestWriteTextKeepsOffsets(t *testing.T) {
 // survives in a Markdown table: outside a code span, Markdown takes
 // <entry_SYSCALL_64> for an HTML tag and a renderer drops it.
 func TestWriteMarkdownEscapesSymbols(t *testing.T) {
-	tr := &Trace{Steps: []Step{{Index: 0, RIP: 0x400011, Symbol: "user_syscall_insn", ATT: "syscall",
-		Effects: []annotate.Effect{{Kind: annotate.KindControl, Text: "rip = 0xffffffff80202000 <entry_SYSCALL_64>: the kernel entry point | from LSTAR"}}}}}
+	tr := New([]Step{{Index: 0, RIP: 0x400011, Symbol: "user_syscall_insn", ATT: "syscall",
+		Effects: []annotate.Effect{{Kind: annotate.KindControl, Text: "rip = 0xffffffff80202000 <entry_SYSCALL_64>: the kernel entry point | from LSTAR"}}}}...)
 	var b strings.Builder
 	if err := WriteMarkdown(&b, tr, ATT); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,10 @@ func (l Line) Asm(syn trace.Syntax) string {
 // steps and probes past the snapshot's length).
 type Snapshot struct {
 	Header trace.Header
-	Steps  []trace.Step
+	// Trace holds the steps recorded so far: a view (trace.Trace.View)
+	// that the steps the recorder appends later do not change. Nil when
+	// nothing has been recorded.
+	Trace *trace.Trace
 	// Probes are the MSR probes run so far (see trace.Probe).
 	Probes []trace.Probe
 	// Current is the state after the last step (before the first one when
@@ -57,6 +60,17 @@ type Snapshot struct {
 	// Upcoming are the instructions at Current's RIP, when live.
 	Upcoming []Line
 }
+
+// Len returns the number of steps in the snapshot.
+func (s Snapshot) Len() int {
+	if s.Trace == nil {
+		return 0
+	}
+	return s.Trace.Len()
+}
+
+// Step returns step i, 0 <= i < Len().
+func (s Snapshot) Step(i int) *trace.Step { return s.Trace.Step(i) }
 
 // Driver is what the model steps and reads. Step, Run and NextEntry may
 // block on the guest; the model calls them from a tea.Cmd, one at a time.
@@ -105,7 +119,7 @@ func (r *Replay) Live() bool { return false }
 
 // Snapshot returns the whole trace; the current state is its final one.
 func (r *Replay) Snapshot() Snapshot {
-	return Snapshot{Header: r.T.Header, Steps: r.T.Steps, Probes: r.T.Probes, Current: r.T.Final}
+	return Snapshot{Header: r.T.Header, Trace: r.T, Probes: r.T.Probes, Current: r.T.Final}
 }
 
 // Step fails: a replay has no guest.

@@ -52,16 +52,16 @@ func TestSaveKeepsElsewhere(t *testing.T) {
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: "/nonexistent/dir",
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
 	do(m, press("w"))
-	kept, _ := filepath.Glob(filepath.Join(tmp, "sctrace-syscall-*.json"))
+	kept, _ := filepath.Glob(filepath.Join(tmp, "sctrace-syscall-*"+SaveExt))
 	if len(kept) != 1 {
 		t.Fatalf("kept %v in %s, status %q", kept, tmp, m.status)
 	}
-	if !m.warn || !strings.Contains(m.status, "/nonexistent/dir/sctrace-syscall-20261122-103000.json") ||
+	if !m.warn || !strings.Contains(m.status, "/nonexistent/dir/sctrace-syscall-20261122-103000"+SaveExt) ||
 		!strings.Contains(m.status, "written to "+kept[0]+" instead") {
 		t.Errorf("status %q does not say what failed and where the trace went", m.status)
 	}
 	tr, err := trace.ReadFile(kept[0])
-	if err != nil || len(tr.Steps) != 87 {
+	if err != nil || tr.Len() != 87 {
 		t.Fatalf("kept trace: %v", err)
 	}
 	if _, err := os.Stat("/nonexistent/dir"); err == nil {

@@ -82,7 +82,12 @@ func (m *Model) Lesson() int {
 
 // lessonTrace is the snapshot as a trace, for binding.
 func (m *Model) lessonTrace() *trace.Trace {
-	return &trace.Trace{Header: m.snap.Header, Steps: m.snap.Steps, Final: m.snap.Current}
+	t := trace.New()
+	if m.snap.Trace != nil {
+		t = m.snap.Trace.View(m.snap.Len())
+	}
+	t.Header, t.Final = m.snap.Header, m.snap.Current
+	return t
 }
 
 // lessonRebind binds the current segment to the steps on screen.
@@ -174,7 +179,7 @@ func (m *Model) lessonStarted() {
 		return
 	}
 	m.lessonRebind()
-	if b := m.ls.bind; len(b.Pos) > 0 && b.Pos[0] >= 0 && b.Pos[0] <= len(m.snap.Steps) && m.drv.Live() {
+	if b := m.ls.bind; len(b.Pos) > 0 && b.Pos[0] >= 0 && b.Pos[0] <= m.snap.Len() && m.drv.Live() {
 		m.move(b.Pos[0])
 	}
 	m.lessonSync()

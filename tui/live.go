@@ -124,7 +124,7 @@ func (d *Live) refresh(ctx context.Context) {
 	t := r.Trace()
 	hdr := t.Header
 	hdr.Regions = append([]annotate.Region(nil), hdr.Regions...)
-	snap := Snapshot{Header: hdr, Steps: t.Steps, Probes: t.Probes, Current: r.Current()}
+	snap := Snapshot{Header: hdr, Trace: t.View(t.Len()), Probes: t.Probes, Current: r.Current()}
 	if cur := snap.Current; cur != nil {
 		for _, w := range r.ReadStack(ctx, cur.Val(x86.RSP), StackWords) {
 			snap.Stack = append(snap.Stack, uint64(w))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,7 +139,7 @@ type Model struct {
 
 	drv      Driver
 	snap     Snapshot
-	pos      int // 0..len(snap.Steps): the state before step pos
+	pos      int // 0..snap.Len(): the state before step pos
 	syn      trace.Syntax
 	width    int
 	height   int
@@ -197,10 +196,10 @@ func (m *Model) setDriver(d Driver) {
 	m.snap = d.Snapshot()
 	m.pos = 0
 	if d.Live() {
-		m.pos = len(m.snap.Steps)
+		m.pos = m.snap.Len()
 		m.status = "stopped before the system call: s steps, ? shows every key"
 	} else {
-		m.status = fmt.Sprintf("replay of %d steps: f/b walk, e next event, ? every key", len(m.snap.Steps))
+		m.status = fmt.Sprintf("replay of %d steps: f/b walk, e next event, ? every key", m.snap.Len())
 	}
 	m.lessonStarted()
 }
@@ -305,7 +304,7 @@ func (m *Model) Driver() Driver { return m.hold.get() }
 func (m *Model) Pos() int { return m.pos }
 
 // Steps returns how many steps have been recorded.
-func (m *Model) Steps() int { return len(m.snap.Steps) }
+func (m *Model) Steps() int { return m.snap.Len() }
 
 func (m *Model) say(format string, args ...any) {
 	m.status, m.warn = fmt.Sprintf(format, args...), false
@@ -359,7 +358,7 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			return mdl, cmd
 		}
 	}
-	n := len(m.snap.Steps)
+	n := m.snap.Len()
 	switch ks {
 	case "?":
 		m.help = true
@@ -382,6 +381,8 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		return m.stepOver()
 	case "e":
 		return m.toEvent()
+	case "E":
+		m.toPrevEvent()
 	case "r":
 		return m.toUser()
 	case "c":
@@ -448,7 +449,7 @@ func (m *Model) mechanism() string {
 }
 
 func (m *Model) move(p int) {
-	m.pos = max(0, min(p, len(m.snap.Steps)))
+	m.pos = max(0, min(p, m.snap.Len()))
 	m.scroll, m.effTop = 0, 0
 }
 
@@ -462,7 +463,7 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.busy = &o
-	m.move(len(m.snap.Steps))
+	m.move(m.snap.Len())
 	d, ctx := m.drv, m.ctx
 	return m, func() tea.Msg {
 		done := opDoneMsg{op: o}
@@ -485,9 +486,9 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 
 func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 	m.busy = nil
-	old := len(m.snap.Steps)
+	old := m.snap.Len()
 	m.snap = d.snap
-	n := len(m.snap.Steps)
+	n := m.snap.Len()
 	switch {
 	case d.op.kind == opEntry || (d.op.kind == opRoundTrip && d.op.entry):
 		m.move(0)
@@ -534,23 +535,25 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 // whatever its prefixes (notrack, bnd) or operand; a far call (lcall
 // through a gate) is stepped into, as the recorder does.
 func (m *Model) stepOver() (tea.Model, tea.Cmd) {
-	steps := m.snap.Steps
-	if m.pos < len(steps) {
-		s := &steps[m.pos]
+	n := m.snap.Len()
+	if m.pos < n {
+		s := m.snap.Step(m.pos)
 		if s.Op != x86asm.CALL {
 			m.move(m.pos + 1)
 			return m, nil
 		}
 		ret := uint64(s.RIP) + uint64(len(s.Bytes))
 		rsp := s.Regs.Val(x86.RSP)
-		for k := m.pos + 1; k < len(steps); k++ {
-			if uint64(steps[k].RIP) == ret && steps[k].Regs.Val(x86.RSP) == rsp {
+		// The steps at the return address, by the trace's index: a deep
+		// recursion aside, the first is the return.
+		for k := m.snap.Trace.NextAt(m.pos+1, ret); k >= 0; k = m.snap.Trace.NextAt(k+1, ret) {
+			if m.snap.Step(k).Regs.Val(x86.RSP) == rsp {
 				m.move(k)
 				return m, nil
 			}
 		}
 		if m.snap.Current != nil && m.snap.Current.Val(x86.RIP) == ret && m.snap.Current.Val(x86.RSP) == rsp {
-			m.move(len(steps))
+			m.move(n)
 			return m, nil
 		}
 		return m.guest(op{kind: opRun, label: "running to the return of the call", cond: returnTo(ret, rsp)})
@@ -585,18 +588,16 @@ func isEvent(s *trace.Step) bool {
 }
 
 // toEvent is `e`: to just after the next step with an event, in the record
-// or, past its end, in the guest.
+// (found by the trace's event index) or, past its end, in the guest.
 func (m *Model) toEvent() (tea.Model, tea.Cmd) {
-	steps := m.snap.Steps
-	for k := m.pos; k < len(steps); k++ {
-		if isEvent(&steps[k]) {
-			m.move(k + 1)
-			m.say("after step %d: %s", k, eventNames(steps[k].Events))
-			return m, nil
-		}
+	n := m.snap.Len()
+	if k := m.nextEvent(m.pos); k >= 0 {
+		m.move(k + 1)
+		m.say("after step %d: %s", k, eventNames(m.snap.Step(k).Events))
+		return m, nil
 	}
 	if !m.drv.Live() {
-		m.move(len(steps))
+		m.move(n)
 		m.say("no further event in the trace")
 		return m, nil
 	}
@@ -608,23 +609,57 @@ func (m *Model) toEvent() (tea.Model, tea.Cmd) {
 	}})
 }
 
-// toUser is `r`: to just after the next return to user mode.
+// nextEvent returns the first step at or after from with one of
+// EventKeys, -1 for none.
+func (m *Model) nextEvent(from int) int {
+	if m.snap.Trace == nil {
+		return -1
+	}
+	return m.snap.Trace.NextEvent(from, EventKeys...)
+}
+
+// toPrevEvent is `E`: back to just after the previous step with an event.
+func (m *Model) toPrevEvent() {
+	k := -1
+	if m.snap.Trace != nil {
+		k = m.snap.Trace.PrevEvent(m.pos-1, EventKeys...)
+	}
+	if k < 0 {
+		m.move(0)
+		m.say("no earlier event in the trace")
+		return
+	}
+	m.move(k + 1)
+	m.say("after step %d: %s", k, eventNames(m.snap.Step(k).Events))
+}
+
+// toUser is `r`: to just after the next return to user mode: a step not
+// at CPL 3 whose next state is. The candidates are where the trace's
+// index says the privilege level changes, and the last step, whose next
+// state is the current one.
 func (m *Model) toUser() (tea.Model, tea.Cmd) {
-	steps := m.snap.Steps
-	t := &trace.Trace{Steps: steps, Final: m.snap.Current}
-	for k := m.pos; k < len(steps); k++ {
-		if a := t.After(k); steps[k].CPL != 3 && a != nil && a.CPL() == 3 {
-			m.move(k + 1)
-			m.say("back in user mode after step %d", k)
-			return m, nil
+	n := m.snap.Len()
+	back := func(k int) (tea.Model, tea.Cmd) {
+		m.move(k + 1)
+		m.say("back in user mode after step %d", k)
+		return m, nil
+	}
+	if n > 0 {
+		for j := m.snap.Trace.NextCPLChange(m.pos + 1); j >= 0; j = m.snap.Trace.NextCPLChange(j + 1) {
+			if m.snap.Step(j-1).CPL != 3 && m.snap.Step(j).Regs.CPL() == 3 {
+				return back(j - 1)
+			}
+		}
+		if c := m.snap.Current; m.pos < n && m.snap.Step(n-1).CPL != 3 && c != nil && c.CPL() == 3 {
+			return back(n - 1)
 		}
 	}
 	if !m.drv.Live() {
-		m.move(len(steps))
+		m.move(n)
 		m.say("the trace does not return to user mode after this step")
 		return m, nil
 	}
-	if c := m.snap.Current; c != nil && c.CPL() == 3 && m.pos == len(steps) && len(steps) > 0 {
+	if c := m.snap.Current; c != nil && c.CPL() == 3 && m.pos == n && n > 0 {
 		m.say("already in user mode: c runs to the next %s, R records it", m.mechanism())
 		return m, nil
 	}
@@ -684,8 +719,8 @@ func (m *Model) gotoStep(v string) {
 		m.fail(fmt.Errorf("go to step: %q is not a step number", v))
 		return
 	}
-	if i > len(m.snap.Steps) {
-		m.fail(fmt.Errorf("step %d has not been recorded (0-%d)", i, len(m.snap.Steps)))
+	if i > m.snap.Len() {
+		m.fail(fmt.Errorf("step %d has not been recorded (0-%d)", i, m.snap.Len()))
 		return
 	}
 	m.move(i)
@@ -698,19 +733,16 @@ func (m *Model) search(q string) {
 	if q == "" {
 		return
 	}
-	lq := strings.ToLower(q)
-	steps := m.snap.Steps
-	for i := 1; i <= len(steps); i++ {
-		k := (m.pos + i) % len(steps)
-		s := &steps[k]
-		if strings.Contains(strings.ToLower(s.Symbol), lq) || strings.Contains(strings.ToLower(s.Intel), lq) ||
-			strings.Contains(strings.ToLower(s.ATT), lq) {
-			m.move(k)
-			m.say("/%s: step %d", q, k)
-			return
-		}
+	if m.snap.Trace == nil {
+		m.fail(fmt.Errorf("/%s: nothing recorded yet", q))
+		return
 	}
-	m.fail(fmt.Errorf("/%s: not in the %d recorded steps", q, len(steps)))
+	if k := m.snap.Trace.Search(m.pos, q); k >= 0 {
+		m.move(k)
+		m.say("/%s: step %d", q, k)
+		return
+	}
+	m.fail(fmt.Errorf("/%s: not in the %d recorded steps", q, m.snap.Len()))
 }
 
 // SaveName returns the file name `w` writes to.
@@ -723,25 +755,28 @@ func (m *Model) SaveName() string {
 	if mech == "" {
 		mech = "trace"
 	}
-	return filepath.Join(m.cfg.SaveDir, fmt.Sprintf("sctrace-%s-%s.json", mech, now().Format("20060102-150405")))
+	return filepath.Join(m.cfg.SaveDir, fmt.Sprintf("sctrace-%s-%s%s", mech, now().Format("20060102-150405"), SaveExt))
 }
 
-// save starts writing the trace recorded so far to a new JSON file named
+// SaveExt is the extension of the files `w` writes: trace files of
+// version 2 (trace.Trace.Write), which `sctrace view` opens.
+const SaveExt = ".sctrace"
+
+// save starts writing the trace recorded so far to a new trace file named
 // by SaveName. The write runs as a command; a savedMsg reports it.
 func (m *Model) save() {
 	t := m.drv.Trace()
-	if len(t.Steps) == 0 {
+	if t.Len() == 0 {
 		m.say("nothing recorded yet: step first")
 		return
 	}
-	// A copy to write from: the recorder may append steps and probes
+	// A view to write from: the recorder may append steps and probes
 	// while the file is written, but never changes one it has recorded.
-	snap := *t
-	snap.Steps, snap.Probes = slices.Clip(t.Steps), slices.Clip(t.Probes)
+	snap := t.View(t.Len())
 	name := m.SaveName()
-	pattern := "sctrace-" + cmp.Or(t.Header.Mechanism, "trace") + "-*.json"
+	pattern := "sctrace-" + cmp.Or(t.Header.Mechanism, "trace") + "-*" + SaveExt
 	m.write(func() error { return outfile.Save(name, pattern, snap.Write) },
-		func(err error) tea.Msg { return savedMsg{name: name, steps: len(snap.Steps), err: err} })
+		func(err error) tea.Msg { return savedMsg{name: name, steps: snap.Len(), err: err} })
 }
 
 func (m *Model) wheel(ms tea.Mouse) {

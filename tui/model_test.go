@@ -178,7 +178,7 @@ func TestSave(t *testing.T) {
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
 	do(m, press("w"))
-	name := filepath.Join(dir, "sctrace-syscall-20261122-103000.json")
+	name := filepath.Join(dir, "sctrace-syscall-20261122-103000"+SaveExt)
 	if !strings.Contains(m.status, name) {
 		t.Errorf("status %q does not name %s", m.status, name)
 	}
@@ -186,8 +186,8 @@ func TestSave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tr.Steps) != 87 {
-		t.Errorf("saved %d steps, want 87", len(tr.Steps))
+	if tr.Len() != 87 {
+		t.Errorf("saved %d steps, want 87", tr.Len())
 	}
 }
 
@@ -207,7 +207,7 @@ func (f *fakeLive) Live() bool { return true }
 func (f *fakeLive) Snapshot() Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Snapshot{Header: f.src.Header, Steps: f.src.Steps[:f.n], Current: f.src.After(f.n - 1)}
+	return Snapshot{Header: f.src.Header, Trace: f.src.View(f.n), Current: f.src.After(f.n - 1)}
 }
 
 func (f *fakeLive) op(ctx context.Context, steps int) error {
@@ -219,7 +219,7 @@ func (f *fakeLive) op(ctx context.Context, steps int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	f.n = min(f.n+steps, len(f.src.Steps))
+	f.n = min(f.n+steps, f.src.Len())
 	return nil
 }
 
@@ -435,7 +435,7 @@ func TestSaveOffUpdate(t *testing.T) {
 	dir := t.TempDir()
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
-	name := filepath.Join(dir, "sctrace-syscall-20261122-103000.json")
+	name := filepath.Join(dir, "sctrace-syscall-20261122-103000"+SaveExt)
 	_, save := m.Update(press("w"))
 	if save == nil {
 		t.Fatal("w returned no command")

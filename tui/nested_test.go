@@ -41,14 +41,18 @@ func TestStackPaneNestedFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr, err := s.RoundTrip(ctx, mechanism.Int80)
-	if tr == nil || len(tr.Steps) == 0 {
+	if tr == nil || tr.Len() == 0 {
 		t.Fatalf("second round trip: %v", err)
 	}
-	fault := slices.IndexFunc(tr.Steps, func(st trace.Step) bool {
-		return st.CPL == 0 && slices.Contains(st.Events, annotate.EventException)
-	})
-	if fault < 0 || fault+1 >= len(tr.Steps) {
-		t.Fatalf("no kernel-mode exception with a step after it in %d steps (%v)", len(tr.Steps), err)
+	fault := -1
+	for i, st := range tr.All() {
+		if st.CPL == 0 && slices.Contains(st.Events, annotate.EventException) {
+			fault = i
+			break
+		}
+	}
+	if fault < 0 || fault+1 >= tr.Len() {
+		t.Fatalf("no kernel-mode exception with a step after it in %d steps (%v)", tr.Len(), err)
 	}
 	m := New(Config{Driver: NewReplay(tr), Syntax: trace.ATT})
 	m.Update(tea.WindowSizeMsg{Width: 160, Height: 48})

@@ -58,7 +58,7 @@ func TestProbeWhileRendering(t *testing.T) {
 		t.Fatalf("after s: position %d of %d, want 1 of 1", m.Pos(), m.Steps())
 	}
 	before := m.snap
-	effects := slices.Clone(before.Steps[0].Effects)
+	effects := slices.Clone(before.Step(0).Effects)
 
 	_, cmd = m.Update(press("p"))
 	if cmd == nil {
@@ -74,7 +74,7 @@ func TestProbeWhileRendering(t *testing.T) {
 		default:
 		}
 	}
-	if got := before.Steps[0].Effects; !slices.Equal(got, effects) {
+	if got := before.Step(0).Effects; !slices.Equal(got, effects) {
 		t.Errorf("the snapshot shown while probing changed: step 0 had %d effects, now %d", len(effects), len(got))
 	}
 	m.Update(msg)

@@ -39,7 +39,7 @@ func TestRecordTestdata(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.Write(f); err != nil {
+		if err := tr.WriteJSON(f); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.Close(); err != nil {
@@ -48,13 +48,13 @@ func TestRecordTestdata(t *testing.T) {
 	}
 	tr := loadTrace(t)
 	withStack := 0
-	for _, s := range tr.Steps {
+	for _, s := range tr.All() {
 		if len(s.Stack) > 0 {
 			withStack++
 		}
 	}
-	if len(tr.Steps) < 10 || withStack < len(tr.Steps)/2 {
-		t.Fatalf("testdata trace: %d steps, %d with stack words", len(tr.Steps), withStack)
+	if tr.Len() < 10 || withStack < tr.Len()/2 {
+		t.Fatalf("testdata trace: %d steps, %d with stack words", tr.Len(), withStack)
 	}
 }
 

@@ -60,17 +60,19 @@ func callTrace(t *testing.T, code []byte, intel string) *trace.Trace {
 		return trace.Step{Index: i, RIP: trace.Hex(rip), CPL: 3, Bytes: b, Regs: state(rip, rsp, 3),
 			Intel: trace.Disasm(in, b, rip, nil, trace.Intel), ATT: trace.Disasm(in, b, rip, nil, trace.ATT)}
 	}
-	tr := &trace.Trace{Steps: []trace.Step{
-		step(0, callSite, stackTop, code),
+	first := step(0, callSite, stackTop, code)
+	if intel != "" {
+		first.Intel = intel
+	}
+	tr := trace.New(
+		first,
 		step(1, callee, stackTop-8, []byte{0x90}),
 		step(2, callee+1, stackTop-8, []byte{0xc3}),
 		step(3, ret, stackTop, []byte{0x90}),
-	}, Final: state(ret+1, stackTop, 3)}
-	if intel != "" {
-		tr.Steps[0].Intel = intel
-	}
-	if strings.HasPrefix(tr.Steps[0].ATT, "bnd") && !strings.HasPrefix(tr.Steps[0].Intel, "bnd call") {
-		t.Fatalf("a bnd call renders as %q: the test no longer has a call whose text starts otherwise", tr.Steps[0].Intel)
+	)
+	tr.Final = state(ret+1, stackTop, 3)
+	if strings.HasPrefix(first.ATT, "bnd") && !strings.HasPrefix(first.Intel, "bnd call") {
+		t.Fatalf("a bnd call renders as %q: the test no longer has a call whose text starts otherwise", first.Intel)
 	}
 	var buf bytes.Buffer
 	if err := tr.Write(&buf); err != nil {
@@ -97,7 +99,7 @@ func TestStepOverRecorded(t *testing.T) {
 				want = 3
 			}
 			if m.Pos() != want {
-				t.Errorf("n on %q (% x): position %d, want %d", tr.Steps[0].Intel, tt.code, m.Pos(), want)
+				t.Errorf("n on %q (% x): position %d, want %d", tr.Step(0).Intel, tt.code, m.Pos(), want)
 			}
 		})
 	}

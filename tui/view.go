@@ -230,24 +230,24 @@ func overlay(screen, box string, w, h int) string {
 // state returns the CPU state shown at the current position: before step
 // pos, or the current state after the last step.
 func (m *Model) state() *x86.State {
-	if m.pos < len(m.snap.Steps) {
-		return m.snap.Steps[m.pos].Regs
+	if m.pos < m.snap.Len() {
+		return m.snap.Step(m.pos).Regs
 	}
 	if m.snap.Current != nil {
 		return m.snap.Current
 	}
-	if n := len(m.snap.Steps); n > 0 {
-		return m.snap.Steps[n-1].Regs
+	if n := m.snap.Len(); n > 0 {
+		return m.snap.Step(n - 1).Regs
 	}
 	return nil
 }
 
 // last returns the step that led to the current position, nil at step 0.
 func (m *Model) last() *trace.Step {
-	if m.pos == 0 || m.pos > len(m.snap.Steps) {
+	if m.pos == 0 || m.pos > m.snap.Len() {
 		return nil
 	}
-	return &m.snap.Steps[m.pos-1]
+	return m.snap.Step(m.pos - 1)
 }
 
 func cplBadge(cpl int) string {
@@ -271,7 +271,7 @@ func (m *Model) statusLine() string {
 	}
 	// Most important first: a narrow terminal cuts the end of the line,
 	// so the operation in flight comes early and the stub's address last.
-	parts := []string{stBold.Render("sctrace"), cplBadge(cpl), fmt.Sprintf("step %d of %d", m.pos, len(m.snap.Steps))}
+	parts := []string{stBold.Render("sctrace"), cplBadge(cpl), fmt.Sprintf("step %d of %d", m.pos, m.snap.Len())}
 	if m.drv.Live() {
 		parts = append(parts, stUser.Render("live"))
 	} else {
@@ -327,25 +327,29 @@ type codeItem struct {
 	events   []annotate.Event
 }
 
-func (m *Model) codeItems() []codeItem {
-	var out []codeItem
-	for i := range m.snap.Steps {
-		s := &m.snap.Steps[i]
-		out = append(out, codeItem{idx: i, cpl: s.CPL, where: s.Where(), bytes: s.Bytes, asm: s.Asm(m.syn), events: s.Events})
+// codeItems returns the lines of the code pane: the recorded steps, then
+// the upcoming instructions.
+func (m *Model) codeItems() int { return m.snap.Len() + len(m.snap.Upcoming) }
+
+// codeItem returns line i of the code pane. Only the lines on screen are
+// made: a trace of a million steps costs no more to show than a short one.
+func (m *Model) codeItem(i int) codeItem {
+	if n := m.snap.Len(); i < n {
+		s := m.snap.Step(i)
+		return codeItem{idx: i, cpl: s.CPL, where: s.Where(), bytes: s.Bytes, asm: s.Asm(m.syn), events: s.Events}
+	} else {
+		i -= n
 	}
 	cpl := -1
-	if m.snap.Current != nil {
-		cpl = m.snap.Current.CPL()
+	if m.snap.Current != nil && i == 0 {
+		cpl = m.snap.Current.CPL() // only the first upcoming one is known to run at this CPL
 	}
-	for _, l := range m.snap.Upcoming {
-		w := l.Symbol
-		if w == "" {
-			w = fmt.Sprintf("%#x", l.Addr)
-		}
-		out = append(out, codeItem{idx: -1, cpl: cpl, where: w, bytes: l.Bytes, asm: l.Asm(m.syn), upcoming: true})
-		cpl = -1 // only the first upcoming one is known to run at this CPL
+	l := m.snap.Upcoming[i]
+	w := l.Symbol
+	if w == "" {
+		w = fmt.Sprintf("%#x", l.Addr)
 	}
-	return out
+	return codeItem{idx: -1, cpl: cpl, where: w, bytes: l.Bytes, asm: l.Asm(m.syn), upcoming: true}
 }
 
 func (m *Model) drawCode(c *canvas, r rect) {
@@ -358,7 +362,7 @@ func (m *Model) drawCode(c *canvas, r rect) {
 	}
 	cur := m.pos
 	top := cur - rows/3 + m.scroll
-	top = max(0, min(top, len(items)-rows+1))
+	top = max(0, min(top, items-rows+1))
 	if m.scroll != 0 {
 		// Keep a wheel scroll within what can be shown, so that scrolling
 		// back takes effect at once; an unscrolled pane stays centred on
@@ -368,8 +372,8 @@ func (m *Model) drawCode(c *canvas, r rect) {
 	showBytes := inner >= 96
 	whereW := min(34, max(16, inner/3-2))
 	var lines []string
-	for i := top; i < len(items) && len(lines) < rows; i++ {
-		it := items[i]
+	for i := top; i < items && len(lines) < rows; i++ {
+		it := m.codeItem(i)
 		mark := "  "
 		if i == cur {
 			mark = "▶ "
@@ -406,7 +410,7 @@ func (m *Model) drawCode(c *canvas, r rect) {
 		}
 		lines = append(lines, line)
 	}
-	if cur >= len(items) && len(lines) < rows {
+	if cur >= items && len(lines) < rows {
 		end := "— end of the trace"
 		if st := m.snap.Header.Stop; st != "" {
 			end += ": " + st
@@ -487,10 +491,8 @@ func short(s string, changed bool) string {
 }
 
 func (m *Model) symbolize(addr uint64) string {
-	for i := range m.snap.Steps {
-		if uint64(m.snap.Steps[i].RIP) == addr {
-			return m.snap.Steps[i].Symbol
-		}
+	if m.snap.Trace != nil && m.snap.Trace.NextAt(0, addr) >= 0 {
+		return m.snap.Trace.SymbolAt(addr)
 	}
 	for _, l := range m.snap.Upcoming {
 		if l.Addr == addr {
@@ -516,8 +518,11 @@ func (m *Model) onExitTrampoline(rsp uint64) bool {
 	if !ok || r.Kind != annotate.RegionEntryStack {
 		return false
 	}
-	for i := min(m.pos, len(m.snap.Steps)) - 1; i >= 0; i-- {
-		s := m.snap.Steps[i]
+	// Back to the step that moved RSP onto this stack, within a bound: a
+	// trampoline runs a few dozen instructions, and the pane must cost
+	// the same whatever the trace's length.
+	for i := min(m.pos, m.snap.Len()) - 1; i >= max(0, m.pos-maxTrampoline); i-- {
+		s := m.snap.Step(i)
 		prev := s.Regs.Val(x86.RSP)
 		if p, ok := c.StackOf(prev); ok && p == r {
 			continue
@@ -527,6 +532,10 @@ func (m *Model) onExitTrampoline(rsp uint64) bool {
 	}
 	return false
 }
+
+// maxTrampoline is how far back onExitTrampoline looks for the step that
+// moved RSP onto the entry stack.
+const maxTrampoline = 4096
 
 // kernelFrame is the frame the CPU pushed for an exception taken in kernel
 // mode: on the stack the kernel was on, below whatever frame is above it.
@@ -564,21 +573,32 @@ func (f kernelFrame) slot(addr uint64) (string, bool) {
 // are named for what they are rather than by their position below the
 // stack's top. Whether it has an error code is read from the frame: the
 // saved CS, the kernel's, is the second word without one, the third with.
+//
+// The steps are found by the trace's event index, not by walking back.
 func (m *Model) nestedFrame() (kernelFrame, bool) {
-	steps := m.snap.Steps
-	for i := min(m.pos, len(steps)) - 1; i >= 0; i-- {
-		s := steps[i]
-		if slices.Contains(s.Events, annotate.EventIret) {
+	n := m.snap.Len()
+	if n == 0 {
+		return kernelFrame{}, false
+	}
+	t := m.snap.Trace
+	end := min(m.pos, n) // the steps before the shown position
+	iret := t.PrevEvent(end, annotate.EventIret)
+	for i := t.PrevEvent(end, annotate.EventException); i >= 0; i = t.PrevEvent(i, annotate.EventException) {
+		if i <= iret {
+			// An iret at or after it: returned from, or a step that
+			// did both, which the iret settles.
 			return kernelFrame{}, false
 		}
-		if s.CPL != 0 || !slices.Contains(s.Events, annotate.EventException) {
+		s := t.Step(i)
+		if s.CPL != 0 {
 			continue
 		}
 		var after *x86.State
 		var words []uint64
-		if i+1 < len(steps) {
-			after = steps[i+1].Regs
-			for _, w := range steps[i+1].Stack {
+		if i+1 < n {
+			next := t.Step(i + 1)
+			after = next.Regs
+			for _, w := range next.Stack {
 				words = append(words, uint64(w))
 			}
 		} else {
@@ -670,7 +690,7 @@ func (m *Model) drawSystem(c *canvas, r rect, tabbed bool) {
 	}
 	var msrs []paneLine
 	for _, msr := range m.snap.Header.MSRs {
-		if msr.Step >= m.pos && m.pos < len(m.snap.Steps) {
+		if msr.Step >= m.pos && m.pos < m.snap.Len() {
 			continue // not learnt yet at this point of the trace
 		}
 		name := strings.TrimPrefix(msr.Name, "IA32_")
@@ -710,8 +730,8 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 	}
 	var words []uint64
 	switch {
-	case m.pos < len(m.snap.Steps):
-		for _, w := range m.snap.Steps[m.pos].Stack {
+	case m.pos < m.snap.Len():
+		for _, w := range m.snap.Step(m.pos).Stack {
 			words = append(words, uint64(w))
 		}
 	default:
@@ -826,14 +846,14 @@ var helpText = [][2]string{
 	{"s", "step into (through the record first, then the guest)"},
 	{"n", "step over a call"},
 	{"b / f  ↑ ↓", "back / forward through the record (never touches the guest)"},
-	{"e", "to the next CPL change, CR3 write, swapgs or stack switch"},
+	{"e / E", "next / previous CPL change, CR3 write, swapgs, stack switch"},
 	{"r", "run to the return to user mode"},
 	{"c", "continue to the next system call (starts a fresh recording)"},
 	{"R", "record a whole round trip"},
 	{"/", "search a symbol or instruction"},
 	{"g", "go to step N"},
 	{"home / end", "first step / last step"},
-	{"w", "save the trace as JSON"},
+	{"w", "save the trace (a .sctrace file that sctrace view opens)"},
 	{"t", "toggle Intel / AT&T syntax"},
 	{"o", "show register values before the last step"},
 	{"p", "read the MSRs with rdmsr in the guest (CPL 0; all put back)"},

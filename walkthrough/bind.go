@@ -188,8 +188,8 @@ func Bind(l *Lesson, seg Segment, t *trace.Trace) Binding {
 // or -1.
 func find(m Match, t *trace.Trace, from int) int {
 	nth := max(m.Nth, 1)
-	for k := max(from, 0); k < len(t.Steps); k++ {
-		if m.Matches(&t.Steps[k], t.After(k)) {
+	for k := max(from, 0); k < t.Len(); k++ {
+		if m.Matches(t.Step(k), t.After(k)) {
 			nth--
 			if nth == 0 {
 				return k
@@ -203,8 +203,8 @@ func find(m Match, t *trace.Trace, from int) int {
 // live guest on until the Nth.
 func Count(m Match, t *trace.Trace, from int) int {
 	n := 0
-	for k := max(from, 0); k < len(t.Steps); k++ {
-		if m.Matches(&t.Steps[k], t.After(k)) {
+	for k := max(from, 0); k < t.Len(); k++ {
+		if m.Matches(t.Step(k), t.After(k)) {
 			n++
 		}
 	}

@@ -42,7 +42,7 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 		// The stub's address is left out: it was a throwaway port on the
 		// machine that recorded the trace, and means nothing to a reader.
 		fmt.Fprintf(&b, "> Round trip %d of %d: %s, %s; recorded by sctrace, %d instructions.\n\n",
-			k+1, len(segs), cmp.Or(h.Mechanism, "syscall"), cmp.Or(h.Kernel, "unknown kernel"), len(t.Steps))
+			k+1, len(segs), cmp.Or(h.Mechanism, "syscall"), cmp.Or(h.Kernel, "unknown kernel"), t.Len())
 		bind := Bind(l, seg, t)
 		shown := 0 // trace steps already shown
 		for j, i := range seg.Steps {
@@ -53,7 +53,7 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 				fmt.Fprintf(&b, "*(%s did not occur in this trace)*\n\n%s\n\n", s.Match, s.Text)
 				continue
 			}
-			end := min(pos, len(t.Steps))
+			end := min(pos, t.Len())
 			if end > shown {
 				excerpt(&b, t, shown, end, syn)
 				shown = end
@@ -74,8 +74,8 @@ func WriteMarkdown(w io.Writer, l *Lesson, traces []*trace.Trace, syn trace.Synt
 				}
 			}
 		}
-		if shown < len(t.Steps) {
-			excerpt(&b, t, shown, len(t.Steps), syn)
+		if shown < t.Len() {
+			excerpt(&b, t, shown, t.Len(), syn)
 		}
 	}
 	_, err := w.Write(b.Bytes())
@@ -92,7 +92,7 @@ func excerpt(b *bytes.Buffer, t *trace.Trace, from, to int, syn trace.Syntax) {
 			i += skip - 1
 			continue
 		}
-		s := &t.Steps[i]
+		s := t.Step(i)
 		var effs []string
 		for _, e := range slices.Concat(s.Effects, trace.ProbeEffects(t.Probes, i+1)) {
 			txt := mdCell(e.Text)

@@ -72,7 +72,7 @@ func TestBugLessonFindings(t *testing.T) {
 	traces := recordLesson(t, l)
 	var found []string
 	for _, tr := range traces {
-		for _, s := range tr.Steps {
+		for _, s := range tr.All() {
 			for _, e := range s.Effects {
 				if e.Verdict == annotate.Finding {
 					found = append(found, s.Symbol+": "+e.Text)
@@ -85,9 +85,9 @@ func TestBugLessonFindings(t *testing.T) {
 		t.Fatalf("findings %q; want the iretq at int80_iretq_insn, then a GS access in entry_INT80", found)
 	}
 	var before *trace.Step
-	for i, s := range traces[0].Steps {
+	for i, s := range traces[0].All() {
 		if strings.HasPrefix(s.Symbol, "int80_iretq_insn") {
-			before = &traces[0].Steps[i-1]
+			before = traces[0].Step(i - 1)
 		}
 	}
 	if before == nil || before.Symbol != "int80_exit_swapgs" || before.Mnemonic != "nop" {

@@ -94,16 +94,17 @@ func (st State) entryRegs() *x86.State {
 // or the final state after the last one.
 func StateAt(t *trace.Trace, pos int) State {
 	s := State{Regions: t.Header.Regions}
-	if len(t.Steps) > 0 {
-		s.Entry = &t.Steps[0]
+	n := t.Len()
+	if n > 0 {
+		s.Entry = t.Step(0)
 	}
 	switch {
-	case pos < len(t.Steps):
-		s.Now = t.Steps[pos].Regs
+	case pos < n:
+		s.Now = t.Step(pos).Regs
 	case t.Final != nil:
 		s.Now = t.Final
-	case len(t.Steps) > 0:
-		s.Now = t.Steps[len(t.Steps)-1].Regs
+	case n > 0:
+		s.Now = t.Step(n - 1).Regs
 	}
 	return s
 }

@@ -65,9 +65,8 @@ func Record(ctx context.Context, l *Lesson, s *session.Session) ([]*trace.Trace,
 		if err != nil {
 			return out, fmt.Errorf("lesson %s, round trip %d (%s): %w", l.Name(), i+1, cmp.Or(string(seg.Mechanism), "syscall"), err)
 		}
-		cp := *t
-		cp.Steps = append([]trace.Step(nil), t.Steps...)
-		out = append(out, &cp)
+		// A view: the recorder starts its next round trip on fresh steps.
+		out = append(out, t.View(t.Len()))
 	}
 	return out, nil
 }
@@ -87,7 +86,7 @@ func Check(l *Lesson, traces []*trace.Trace) error {
 		for j, i := range seg.Steps {
 			st := &l.Steps[i]
 			if b.Pos[j] == Unbound {
-				errs = append(errs, fmt.Errorf("step %q: %s not found in round trip %d (%d instructions) after the previous step", st.ID, st.Match, k+1, len(t.Steps)))
+				errs = append(errs, fmt.Errorf("step %q: %s not found in round trip %d (%d instructions) after the previous step", st.ID, st.Match, k+1, t.Len()))
 				continue
 			}
 			if q := st.Question; q != nil {

@@ -228,8 +228,8 @@ func TestUntil(t *testing.T) {
 	// binds, as a live run would.
 	until := UntilSegment(l, l.Segments()[0])
 	stop := -1
-	for k := range tr.Steps {
-		if r := until(&tr.Steps[k], tr.After(k)); r != "" {
+	for k, s := range tr.All() {
+		if r := until(s, tr.After(k)); r != "" {
 			stop = k
 			if r != StopLesson {
 				t.Errorf("stopped at %d for %q", k, r)
@@ -242,9 +242,9 @@ func TestUntil(t *testing.T) {
 	}
 	// UntilStep counts matches already recorded.
 	m := Match{Event: "swapgs", Nth: 2}
-	u := UntilStep(m, Count(m, &trace.Trace{Steps: tr.Steps[:10]}, 0))
-	for k := 10; k < len(tr.Steps); k++ {
-		if r := u(&tr.Steps[k], tr.After(k)); r != "" {
+	u := UntilStep(m, Count(m, tr.View(10), 0))
+	for k := 10; k < tr.Len(); k++ {
+		if r := u(tr.Step(k), tr.After(k)); r != "" {
 			if k != 85 || r != StopLesson {
 				t.Errorf("UntilStep stopped at %d (%q), want 85", k, r)
 			}
@@ -287,7 +287,7 @@ func TestQuestions(t *testing.T) {
 		}
 	}
 	// Before the first step has run, the entry state is the one on screen.
-	st := State{Now: tr.Steps[0].Regs}
+	st := State{Now: tr.Step(0).Regs}
 	q := Question{Kind: AskRegister, Value: ValueSyscallNr}
 	if ok, why := q.Check("rax", st); !ok {
 		t.Errorf("syscall number before the first step: %s", why)

@@ -217,7 +217,7 @@ func (f *diffFlags) record(cmd *cobra.Command) (*trace.Trace, *trace.Trace, erro
 			return nil, nil, fmt.Errorf("%s: %w", "AB"[i:i+1], err)
 		}
 		if path := []string{f.aOut, f.bOut}[i]; path != "" {
-			if err := outfile.Save(path, "sctrace-trace-*.json", t.Write); err != nil {
+			if err := outfile.Save(path, "sctrace-trace-*.json", t.WriteJSON); err != nil {
 				return nil, nil, err
 			}
 		}

@@ -187,7 +187,7 @@ func TestDiffFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Write(f); err != nil {
+			if err := c.WriteJSON(f); err != nil {
 				t.Fatal(err)
 			}
 			f.Close()

@@ -228,8 +228,8 @@ func TestSignalMidRecord(t *testing.T) {
 			if rerr != nil {
 				t.Fatalf("saved trace: %v", rerr)
 			}
-			if len(tr.Steps) < 5 || tr.Steps[0].Symbol != "user_syscall_insn" {
-				t.Errorf("saved trace has %d steps", len(tr.Steps))
+			if tr.Len() < 5 || tr.Step(0).Symbol != "user_syscall_insn" {
+				t.Errorf("saved trace has %d steps", tr.Len())
 			}
 			e.checkNothingLeft()
 		})
@@ -470,7 +470,7 @@ func TestQEMUFaults(t *testing.T) {
 			}
 			if tt.steps || tt.want == nil {
 				tr, err := trace.ReadFile(out)
-				if err != nil || len(tr.Steps) == 0 {
+				if err != nil || tr.Len() == 0 {
 					t.Errorf("saved trace: %v", err)
 				}
 			}

@@ -76,7 +76,7 @@ func TestRunTraceOutFull(t *testing.T) {
 		t.Errorf("kept in %s, want $TMPDIR %s", ke.Kept, tmp)
 	}
 	tr, err := trace.ReadFile(ke.Kept)
-	if err != nil || len(tr.Steps) < 10 {
+	if err != nil || tr.Len() < 10 {
 		t.Fatalf("the kept trace: %v", err)
 	}
 }
@@ -115,5 +115,47 @@ func TestProbeHostileStub(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("probe output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestViewConverts converts a JSON trace (version 1) to a trace file
+// (version 2) and back with view --format: the JSON that comes back is
+// the JSON that went in, and the trace file prints as the JSON did.
+func TestViewConverts(t *testing.T) {
+	src := filepath.Join("..", "..", "trace", "testdata", "int80.json")
+	want, err := run(t, "view", src, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed, err := run(t, "view", src, "--format", "trace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(packed) >= len(want)/5 || !strings.HasPrefix(packed, "\x1f\x8b") {
+		t.Errorf("the trace file is %d bytes (gzip magic %v) for %d bytes of JSON: not compact", len(packed), strings.HasPrefix(packed, "\x1f\x8b"), len(want))
+	}
+	file := filepath.Join(t.TempDir(), "int80.sctrace")
+	if err := os.WriteFile(file, []byte(packed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"json", "text", "markdown"} {
+		fromJSON, err := run(t, "view", src, "--format", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromFile, err := run(t, "view", file, "--format", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fromFile != fromJSON {
+			t.Errorf("--format %s of the trace file differs from that of the JSON it was made from", format)
+		}
+	}
+	// A trace file cut short is refused, saying so.
+	if err := os.WriteFile(file, []byte(packed[:len(packed)-5]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "view", file, "--format", "text"); err == nil || !strings.Contains(err.Error(), "cut short") || !strings.Contains(err.Error(), file) {
+		t.Errorf("view of a cut trace file: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ type recordFlags struct {
 func (f *recordFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, or the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode)")
-	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, json or markdown")
+	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
@@ -42,7 +42,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
 		mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
-		[]string{"text", "json", "markdown"}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{"text", "json", "markdown", "trace"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("syntax", cobra.FixedCompletions(
 		[]string{"att", "intel"}, cobra.ShellCompDirectiveNoFileComp))
 }
@@ -57,9 +57,9 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 		return "", 0, err
 	}
 	switch f.format {
-	case "text", "json", "markdown", "md":
+	case "text", "json", "markdown", "md", "trace":
 	default:
-		return "", 0, fmt.Errorf("unknown format %q (want text, json or markdown)", f.format)
+		return "", 0, fmt.Errorf("unknown format %q (want text, markdown, trace or json)", f.format)
 	}
 	if f.budget <= 0 {
 		return "", 0, fmt.Errorf("--budget must be positive, not %d", f.budget)
@@ -78,7 +78,7 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 
 func (f *recordFlags) options(o *session.Options) {
 	o.Budget, o.Over, o.AllowIRQ, o.ProbeMSRs = f.budget, f.over, f.irq, f.probe
-	if f.format == "json" {
+	if f.format == "json" || f.format == "trace" {
 		// A saved trace is replayed in the TUI, whose stack pane shows
 		// the words at RSP: record them (one more read per step).
 		o.StackWords = tui.StackWords
@@ -102,7 +102,9 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 	write, ext := func(w io.Writer) error { return trace.WriteText(w, t, syn) }, ".txt"
 	switch format {
 	case "json":
-		write, ext = t.Write, ".json"
+		write, ext = t.WriteJSON, ".json"
+	case "trace":
+		write, ext = t.Write, ".sctrace"
 	case "markdown", "md":
 		write, ext = func(w io.Writer) error { return trace.WriteMarkdown(w, t, syn) }, ".md"
 	}
@@ -124,7 +126,7 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", cmp.Or(string(m), "system call"))
 	}
 	t, err := s.RoundTrip(ctx, m)
-	if t != nil && len(t.Steps) > 0 {
+	if t != nil && t.Len() > 0 {
 		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
 			return werr
 		}
@@ -132,8 +134,8 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			saved := "nothing had been recorded"
-			if t != nil && len(t.Steps) > 0 {
-				saved = fmt.Sprintf("the %d steps recorded are written to %s", len(t.Steps), cmp.Or(f.out, "standard output"))
+			if t != nil && t.Len() > 0 {
+				saved = fmt.Sprintf("the %d steps recorded are written to %s", t.Len(), cmp.Or(f.out, "standard output"))
 			}
 			return fmt.Errorf("interrupted (%v); %s: %w", context.Cause(ctx), saved, err)
 		}
@@ -205,17 +207,20 @@ func newViewCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "view FILE [--diff OTHER]",
-		Short: "Open a saved trace (JSON) in the interactive view, or print it, with no QEMU running",
-		Long: `view reads a trace saved with --format json (or with w in the interactive
-view) and opens it in the interactive view: f and b walk the steps, e jumps
-to the next event, ? lists the keys. With --format, or when standard output
-is not a terminal, it prints the trace instead.
+		Short: "Open a saved trace in the interactive view, or print it, with no QEMU running",
+		Long: `view reads a trace saved with --format trace or --format json (or with w in
+the interactive view) and opens it in the interactive view: f and b walk the
+steps, e and E jump to the next and previous event, ? lists the keys. A trace
+file (version 2) opens at once whatever its length: steps are decoded as they
+are shown. With --format, or when standard output is not a terminal, it
+prints the trace instead; --format json or trace converts between the two.
 
 With --diff OTHER it shows FILE (A) and OTHER (B) aligned side by side, the
 two code panes scrolling together; e and E jump to the next and previous
 difference (see sctrace diff, which prints the same alignment).`,
-		Example: `  sctrace view syscall.json
+		Example: `  sctrace view syscall.sctrace
   sctrace view syscall.json --format markdown > syscall.md
+  sctrace view execve.sctrace --format json > execve.json
   sctrace view pti-on.json --diff pti-off.json`,
 		Args: oneArg("the trace file to view"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -223,6 +228,15 @@ difference (see sctrace diff, which prints the same alignment).`,
 			if err != nil {
 				return err
 			}
+			if format == "" && other == "" && tui.IsTerminal(cmd.OutOrStdout()) {
+				// The viewer decodes steps as it shows them.
+				t, err := trace.Open(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
+			}
+			// Printing or converting reads, and checks, every step first.
 			t, err := trace.ReadFileContext(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -230,16 +244,13 @@ difference (see sctrace diff, which prints the same alignment).`,
 			if other != "" {
 				return viewDiff(cmd, t, args[0], other, format, syn, expand)
 			}
-			if format == "" && tui.IsTerminal(cmd.OutOrStdout()) {
-				return tui.Run(cmd.Context(), tui.Config{Driver: tui.NewReplay(t), Syntax: syn}, nil, nil)
-			}
 			if format == "" {
 				format = "text"
 			}
 			return emit(cmd.OutOrStdout(), t, format, "", syn)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, json or markdown instead of opening the interactive view")
+	cmd.Flags().StringVarP(&format, "format", "f", "", "print as text, markdown, json or trace instead of opening the interactive view")
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
 	cmd.Flags().StringVar(&other, "diff", "", "show FILE and this trace (`OTHER`) side by side, aligned")
 	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // qemuBinary is the emulator the integration tests run (qemu.BinaryName;
@@ -135,4 +136,17 @@ func FirstDiff(a, b []byte) string {
 		}
 	}
 	return fmt.Sprintf("sizes %d (rebuilt) and %d (committed)", len(a), len(b))
+}
+
+// WaitOutput waits until output() contains want, failing t with what it
+// holds when that takes longer than limit. A guest's console is how a test
+// knows it got somewhere: a fixed sleep is too short on a loaded machine,
+// where QEMU may still be in its firmware.
+func WaitOutput(t testing.TB, output func() string, want string, limit time.Duration) {
+	t.Helper()
+	for start := time.Now(); !strings.Contains(output(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > limit {
+			t.Fatalf("no %q on the console after %v; it holds:\n%s", want, limit, output())
+		}
+	}
 }
