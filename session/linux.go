@@ -49,7 +49,8 @@ type LinuxOptions struct {
 }
 
 // ChooseMechanism checks that m is an entry mechanism Linux's /init uses
-// (syscall, int80 or vdso; "" for any) and pairs it with o.Mode, what /init
+// (syscall, int80 or vdso; "" for any; irq, the timer's interrupt, comes
+// whatever it loops on) and pairs it with o.Mode, what /init
 // loops on, the one following the other: a vDSO loop makes no system call
 // to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
@@ -83,7 +84,7 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		}
 	}
 	switch m {
-	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso:
+	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
 	default:
 		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
 	}
@@ -114,7 +115,7 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 	case !chosen && o.Mode == linuxinit.Int80:
 		m = mechanism.Int80
 	}
-	if o.Mode != "" && m != "" {
+	if o.Mode != "" && m != "" && m != mechanism.IRQ {
 		if err := linuxinit.CheckMode(o.Mode); err != nil {
 			return "", err
 		}

@@ -332,6 +332,9 @@ func TestChooseMechanism(t *testing.T) {
 		{m: mechanism.Syscall, chosen: true, mode: linuxinit.Int80, wantErr: "/init in mode int80 never uses it (it uses int80)"},
 		{m: mechanism.Syscall, mode: linuxinit.Enosys, wantM: mechanism.Syscall, wantMode: linuxinit.Enosys},
 		{m: "", wantM: ""},
+		{m: mechanism.IRQ, chosen: true, wantM: mechanism.IRQ},
+		{m: mechanism.IRQ, chosen: true, mode: linuxinit.Int80, wantM: mechanism.IRQ, wantMode: linuxinit.Int80},
+		{m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}

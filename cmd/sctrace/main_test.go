@@ -81,6 +81,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trace", "--attach", ":1", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
 		{[]string{"trace", "--attach", ":1", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault"}, "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -196,5 +197,39 @@ func TestRunAccel(t *testing.T) {
 		t.Errorf("--accel kvm ran, but not under KVM:\n%s", out)
 	default:
 		t.Logf("--accel kvm traced under KVM:\n%s", out)
+	}
+}
+
+// TestRunEvents runs `run --trace -m pagefault` and `-m irq` on the bundled
+// kernel: the two entries that are no system call, each traced from the
+// user instruction to the handler's iretq back to it. The names are the
+// kernel's ELF symbols; the error code 0x6 is the SDM's reading of a user
+// write to a page that is not present, what the labelled store does.
+func TestRunEvents(t *testing.T) {
+	testenv.NeedQEMU(t)
+	tests := []struct {
+		mech string
+		want []string
+	}{
+		{"pagefault", []string{"mechanism pagefault", "user_pagefault_insn", "asm_exc_page_fault", "error code 0x6: not present, write, user",
+			"cr2 = 0x700238", "pf_iretq_insn", "returned to user mode", "findings: none"}},
+		{"irq", []string{"mechanism irq", "user_irq_", "asm_irq_timer", "vector 0x20 delivered before", "IDT[0x20] has IST 0",
+			"EOI: out 0x20 to port 0x20", "irq_iretq_insn", "returned to user mode", "findings: none"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mech, func(t *testing.T) {
+			out, err := run(t, "run", "--trace", "--accel", "tcg", "-m", tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("run --trace -m %s lacks %q", tt.mech, want)
+				}
+			}
+			if t.Failed() {
+				t.Log(out)
+			}
+		})
 	}
 }

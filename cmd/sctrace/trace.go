@@ -33,7 +33,7 @@ type recordFlags struct {
 
 func (f *recordFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, or the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode)")
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
