@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what sctrace needs at run and test time when it is missing:
 # QEMU (qemu-system-x86_64), and for the tests tmux (the TUI end-to-end
-# tests) and gdb (the Linux tests count instructions with it too), from
-# Debian's packages. Safe to run again: it does nothing when everything is
+# tests), gdb (the Linux tests count instructions with it too), and gcc,
+# binutils and the static C library (the /init rebuild and the test
+# programs for --exec), from Debian's packages. Safe to run again: it does nothing when everything is
 # there.
 set -euo pipefail
 
@@ -10,6 +11,10 @@ need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v gdb >/dev/null 2>&1 || need+=(gdb)
+# The /init rebuild test and the --exec tests build static programs.
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v as >/dev/null 2>&1 || need+=(binutils)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ "${#need[@]}" -eq 0 ]; then
 	exit 0
 fi

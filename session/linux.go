@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/x86"
 )
@@ -41,21 +43,71 @@ type LinuxOptions struct {
 	Memory string
 	// BootTimeout bounds the wait for /init to start looping (default 120s).
 	BootTimeout time.Duration
+	// Program, when set, is packed into the initramfs and run by /init
+	// again and again (mode exec); the trace waits for its system calls.
+	Program *linuxinit.Program
 }
 
 // ChooseMechanism checks that m is an entry mechanism Linux's /init uses
-// (syscall, int80 or vdso; "" for any) and pairs it with o.Mode, what /init
+// (syscall, int80 or vdso; "" for any; irq, the timer's interrupt, comes
+// whatever it loops on) and pairs it with o.Mode, what /init
 // loops on, the one following the other: a vDSO loop makes no system call
 // to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
-// the user chose one (chosen). It sets o.Mechanism and returns it.
+// the user chose one (chosen). A call named by o.Syscall is waited for at
+// the syscall instruction, and without a mode or a program /init loops on
+// it when one of its modes makes it. A Program makes the mode exec, and an
+// i386 one is traced at int $0x80. A mechanism the loop never uses, or a
+// call no loop makes, is refused: there would be nothing to wait for. It
+// sets o.Mechanism and returns it.
 func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
+	if o.Program == nil && o.Mode == linuxinit.Exec {
+		return "", errors.New("--init exec runs the program --exec gives: give --exec PROGRAM instead")
+	}
+	if o.Program != nil {
+		if o.Mode != "" && o.Mode != linuxinit.Exec {
+			return "", fmt.Errorf("--exec runs your program, --init %s a built-in loop: give one of them", o.Mode)
+		}
+		o.Mode = linuxinit.Exec
+		if o.Program.Machine == elf.EM_X86_64 && len(o.Program.Sites) == 0 && o.Syscall == "" {
+			return "", errors.New("--exec: the program is position-independent (static-pie), loaded where the kernel chooses, so sctrace cannot break on its syscall instructions beforehand: name the call to trace with --syscall, or link it with -static -no-pie")
+		}
+		if o.Program.Machine == elf.EM_386 {
+			switch {
+			case o.Syscall != "":
+				return "", errors.New("--syscall names x86-64 system calls; an i386 program's calls use the i386 numbers: trace it with -m int80")
+			case !chosen:
+				m = mechanism.Int80
+			case m != mechanism.Int80:
+				return "", fmt.Errorf("mechanism %s: an i386 program enters the kernel by int $0x80 here (its vDSO's sysenter or syscall are not traced yet): use -m int80", cmp.Or(string(m), "any"))
+			}
+		}
+	}
 	switch m {
-	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso:
+	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
 	default:
 		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
 	}
+	if o.Syscall != "" {
+		if chosen && m != mechanism.Syscall {
+			return "", fmt.Errorf("--syscall waits for the syscall instruction; mechanism %s is not it (x86-64 numbers mean nothing to int $0x80, which takes the i386 ones)", cmp.Or(string(m), "any"))
+		}
+		m = mechanism.Syscall
+		c, err := syscalls.ABI().Parse(o.Syscall)
+		if err != nil {
+			return "", err
+		}
+		if o.Mode == "" {
+			mode, ok := linuxinit.ModeFor(c.Name)
+			if !ok {
+				return "", fmt.Errorf("no built-in /init loop makes %s: give --exec PROGRAM (a static program that makes it), or --init MODE if you know that loop makes it", syscalls.ABI().Name(c.Nr))
+			}
+			o.Mode = mode
+		}
+	}
 	switch {
+	case o.Syscall != "":
+		// --syscall decided: the syscall instruction.
 	case m == mechanism.Vdso && o.Mode == "":
 		o.Mode = linuxinit.Vdso
 	case !chosen && o.Mode == linuxinit.Vdso:
@@ -63,8 +115,28 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 	case !chosen && o.Mode == linuxinit.Int80:
 		m = mechanism.Int80
 	}
+	if o.Mode != "" && m != "" && m != mechanism.IRQ {
+		if err := linuxinit.CheckMode(o.Mode); err != nil {
+			return "", err
+		}
+		if made := linuxinit.Mechanisms(o.Mode); len(made) > 0 && !slices.Contains(made, m) {
+			return "", fmt.Errorf("mechanism %s: /init in mode %s never uses it (it uses %s), so there would be nothing to wait for", m, o.Mode, joinMechanisms(made))
+		}
+	}
 	o.Mechanism = m
 	return m, nil
+}
+
+// joinMechanisms spells a list of mechanisms as "syscall, int80 and vdso".
+func joinMechanisms(ms []mechanism.Mechanism) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = string(m)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 // LinuxDefaultAppend is the start of the kernel command line StartLinux
@@ -95,6 +167,8 @@ func (o LinuxOptions) CommandLine() string {
 
 func (o LinuxOptions) mode() string {
 	switch {
+	case o.Program != nil:
+		return linuxinit.Exec
 	case o.Mode != "":
 		return o.Mode
 	case o.Mechanism == mechanism.Int80:
@@ -105,8 +179,9 @@ func (o LinuxOptions) mode() string {
 
 // linuxState is what a session knows of a Linux guest.
 type linuxState struct {
-	boot    <-chan struct{} // closed once /init loops; nil when attached
-	mode    string          // what sctrace's /init loops on; "" when attached
+	boot    <-chan struct{}    // closed once /init loops; nil when attached
+	mode    string             // what sctrace's /init loops on; "" when attached
+	prog    *linuxinit.Program // the user's program /init runs (mode exec)
 	bootMax time.Duration
 	tab     *symbols.Table // kallsyms, without the per-CPU copies
 	res     *kallsyms.Result
@@ -205,7 +280,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := linuxinit.Initramfs()
+	img, err := linuxinit.InitramfsWith(o.Program)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("initramfs: %w", err)
@@ -227,9 +302,12 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{QEMU: inst, Serial: serial, Kernel: "Linux " + filepath.Base(o.Kernel), keep: o.Keep, tmp: tmp,
-		linux: &linuxState{boot: w.seen, mode: o.mode(), bootMax: o.BootTimeout, started: started}}
+		linux: &linuxState{boot: w.seen, mode: o.mode(), prog: o.Program, bootMax: o.BootTimeout, started: started}}
 	if err := s.started(); err != nil {
 		return nil, err
+	}
+	if o.Program != nil {
+		s.syscallSites = o.Program.Sites
 	}
 	if err := s.attach(ctx, inst.GDBAddr, o.Options); err != nil {
 		err = s.explain(err) // before Close ends QEMU
@@ -254,6 +332,13 @@ func newBannerWatch(log *SerialLog, want string) *bannerWatch {
 
 func (b *bannerWatch) Write(p []byte) (int, error) {
 	n, err := b.log.Write(p)
+	select {
+	case <-b.seen:
+		// Seen already: a program that prints in a loop (--exec) must
+		// not make each write scan all the console said before.
+		return n, err
+	default:
+	}
 	if strings.Contains(b.log.String(), b.want) {
 		b.once.Do(func() { close(b.seen) })
 	}
@@ -428,16 +513,26 @@ func (s *Session) readLinux(ctx context.Context) error {
 }
 
 // linuxSymbols returns the kernel's symbols with its per-CPU symbols
-// placed at gs, one CPU's per-CPU area, and sctrace's /init labels when
-// /init is sctrace's own.
+// placed at gs, one CPU's per-CPU area, and the labels of the program
+// traced: the --exec program's own symbols, or sctrace's /init's.
 func (s *Session) linuxSymbols(gs uint64) (*symbols.Table, error) {
-	tab := s.linux.tab
+	l := s.linux
+	tab := l.tab
 	if gs != 0 {
 		tab = linux.WithPerCPU(tab, gs)
 	}
-	if s.linux.mode != "" {
+	switch {
+	case l.prog != nil && l.prog.Type == elf.ET_EXEC:
+		// The user's program is the one traced: its symbols, where it
+		// has them, name its code (/init's would name the same
+		// addresses).
+		if prog, err := symbols.FromELF(bytes.NewReader(l.prog.ELF)); err == nil {
+			prog.Source = "ELF symtab of the program given to --exec"
+			tab = tab.Merge(prog)
+		}
+	case l.mode != "" && l.prog == nil:
 		// sctrace's own /init: its labels mark the loop's system call.
-		init, err := linuxinit.Symbols(s.linux.mode)
+		init, err := linuxinit.Symbols(l.mode)
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -321,12 +322,19 @@ func TestChooseMechanism(t *testing.T) {
 		{m: mechanism.Syscall, chosen: true, wantM: mechanism.Syscall},
 		{m: mechanism.Int80, chosen: true, wantM: mechanism.Int80},
 		{m: mechanism.Vdso, chosen: true, wantM: mechanism.Vdso, wantMode: linuxinit.Vdso},
-		{m: mechanism.Vdso, chosen: true, mode: linuxinit.Enosys, wantM: mechanism.Vdso, wantMode: linuxinit.Enosys},
+		{m: mechanism.Vdso, chosen: true, mode: linuxinit.Enosys, wantErr: "mechanism vdso: /init in mode enosys never uses it (it uses syscall)"},
+		{m: mechanism.Vdso, chosen: true, mode: linuxinit.All, wantM: mechanism.Vdso, wantMode: linuxinit.All},
+		{m: mechanism.Int80, chosen: true, mode: linuxinit.Execve, wantErr: "/init in mode execve never uses it (it uses syscall)"},
+		{m: mechanism.Syscall, mode: linuxinit.Execve, wantM: mechanism.Syscall, wantMode: linuxinit.Execve},
+		{m: mechanism.Syscall, mode: "nosuch", wantErr: `unknown /init mode "nosuch"`},
 		{m: mechanism.Syscall, mode: linuxinit.Vdso, wantM: mechanism.Vdso, wantMode: linuxinit.Vdso},
 		{m: mechanism.Syscall, mode: linuxinit.Int80, wantM: mechanism.Int80, wantMode: linuxinit.Int80},
-		{m: mechanism.Syscall, chosen: true, mode: linuxinit.Int80, wantM: mechanism.Syscall, wantMode: linuxinit.Int80},
+		{m: mechanism.Syscall, chosen: true, mode: linuxinit.Int80, wantErr: "/init in mode int80 never uses it (it uses int80)"},
 		{m: mechanism.Syscall, mode: linuxinit.Enosys, wantM: mechanism.Syscall, wantMode: linuxinit.Enosys},
 		{m: "", wantM: ""},
+		{m: mechanism.IRQ, chosen: true, wantM: mechanism.IRQ},
+		{m: mechanism.IRQ, chosen: true, mode: linuxinit.Int80, wantM: mechanism.IRQ, wantMode: linuxinit.Int80},
+		{m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}
@@ -345,6 +353,62 @@ func TestChooseMechanism(t *testing.T) {
 			}
 			if m != tt.wantM || o.Mechanism != tt.wantM || o.Mode != tt.wantMode {
 				t.Errorf("got mechanism %q (options %q), mode %q; want %q, %q", m, o.Mechanism, o.Mode, tt.wantM, tt.wantMode)
+			}
+		})
+	}
+}
+
+// TestChooseMechanismSyscallAndProgram pairs --syscall and --exec with
+// the mechanism and /init's mode, and refuses what could never be traced.
+func TestChooseMechanismSyscallAndProgram(t *testing.T) {
+	prog64, err := linuxinit.NewProgram(linuxinit.ELF, []string{"prog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog32 := &linuxinit.Program{Machine: elf.EM_386, Args: []string{"prog32"}}
+	tests := []struct {
+		name     string
+		o        LinuxOptions
+		m        mechanism.Mechanism
+		chosen   bool
+		wantM    mechanism.Mechanism
+		wantMode string
+		wantErr  string
+	}{
+		{name: "a call a loop makes picks the loop", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Read},
+		{name: "by number", o: LinuxOptions{Options: Options{Syscall: "59"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Execve},
+		{name: "getpid is the default loop's", o: LinuxOptions{Options: Options{Syscall: "getpid"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Syscall},
+		{name: "a loop chosen keeps its mode", o: LinuxOptions{Options: Options{Syscall: "lseek"}, Mode: linuxinit.Read}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Read},
+		{name: "a loop that makes no syscall", o: LinuxOptions{Options: Options{Syscall: "read"}, Mode: linuxinit.Vdso}, m: mechanism.Syscall, wantErr: "mechanism syscall: /init in mode vdso never uses it (it uses vdso)"},
+		{name: "no loop makes it", o: LinuxOptions{Options: Options{Syscall: "mount"}}, m: mechanism.Syscall, wantErr: "no built-in /init loop makes mount: give --exec PROGRAM"},
+		{name: "unknown name", o: LinuxOptions{Options: Options{Syscall: "getpidd"}}, m: mechanism.Syscall, wantErr: `unknown system call "getpidd"`},
+		{name: "number out of range", o: LinuxOptions{Options: Options{Syscall: "1000"}}, m: mechanism.Syscall, wantErr: "system call number 1000 is out of range"},
+		{name: "with int80", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Int80, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism int80 is not it"},
+		{name: "a program", o: LinuxOptions{Options: Options{Syscall: "mount"}, Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
+		{name: "a program without --syscall", o: LinuxOptions{Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
+		{name: "a static-pie program needs --syscall", o: LinuxOptions{Program: &linuxinit.Program{Machine: elf.EM_X86_64, Type: elf.ET_DYN}}, m: mechanism.Syscall, wantErr: "--exec: the program is position-independent (static-pie)"},
+		{name: "a static-pie program with --syscall", o: LinuxOptions{Options: Options{Syscall: "write"}, Program: &linuxinit.Program{Machine: elf.EM_X86_64, Type: elf.ET_DYN}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
+		{name: "a program and a loop", o: LinuxOptions{Program: prog64, Mode: linuxinit.Read}, m: mechanism.Syscall, wantErr: "--exec runs your program, --init read a built-in loop: give one of them"},
+		{name: "exec without a program", o: LinuxOptions{Mode: linuxinit.Exec}, m: mechanism.Syscall, wantErr: "--init exec runs the program --exec gives"},
+		{name: "an i386 program is traced at int80", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, wantM: mechanism.Int80, wantMode: linuxinit.Exec},
+		{name: "an i386 program by syscall", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, chosen: true, wantErr: "mechanism syscall: an i386 program enters the kernel by int $0x80 here"},
+		{name: "an i386 program with --syscall", o: LinuxOptions{Options: Options{Syscall: "read"}, Program: prog32}, m: mechanism.Syscall, wantErr: "--syscall names x86-64 system calls; an i386 program's calls use the i386 numbers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			m, err := o.ChooseMechanism(tt.m, tt.chosen)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m != tt.wantM || o.Mode != tt.wantMode {
+				t.Errorf("got mechanism %q, mode %q; want %q, %q", m, o.Mode, tt.wantM, tt.wantMode)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,9 +71,17 @@ func (s *Session) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 		wait := time.AfterFunc(waitNotice, func() { s.Waiting(m) })
 		defer wait.Stop()
 	}
-	if err := s.rec.ToEntry(ctx, m); err != nil {
+	find := func() error { return s.rec.ToEntry(ctx, m) }
+	switch {
+	case s.syscall != nil:
+		m, find = mechanism.Syscall, func() error { return s.toSyscall(ctx, s.syscall.Nr) }
+	case len(s.syscallSites) > 0 && (m == "" || m == mechanism.Syscall):
+		// A program of the user's: its own next call, not /init's.
+		m, find = mechanism.Syscall, func() error { return s.toSyscall(ctx, -1) }
+	}
+	if err := find(); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted before the %s was reached: %w", cmp.Or(string(m), "system call"), ctx.Err())
+			return fmt.Errorf("interrupted before the %s was reached: %w", s.describeCall(m), ctx.Err())
 		}
 		return s.explain(err)
 	}
@@ -82,6 +89,7 @@ func (s *Session) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m != "" {
 		s.rec.Trace().Header.Mechanism = string(m)
 	}
+	s.nameSyscall(ctx)
 	return nil
 }
 

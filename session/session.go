@@ -24,6 +24,7 @@ import (
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -67,6 +68,11 @@ type Options struct {
 	// private Unix socket: any local user can then reach it (see
 	// qemu.Config.GDBTCP).
 	GDBTCP bool
+	// Syscall, when set, is the system call ToEntry waits for, by name or
+	// number (see syscalls.Table.Parse): the guest runs on through other
+	// calls. Names come from the kernel's sys_call_table on Linux, else the
+	// x86-64 ABI list.
+	Syscall string
 }
 
 // Session is an attached target with a recorder.
@@ -100,6 +106,10 @@ type Session struct {
 	noSymbols bool            // Options.Symbols was NoSymbols
 	linux     *linuxState     // set for a Linux guest (see linux.go)
 	linuxTask annotate.Region // the running task's stack on Linux
+
+	sysTable     *syscalls.Table // the kernel's system-call table; nil: the ABI list
+	syscall      *syscalls.Call  // the call ToEntry waits for (Options.Syscall)
+	syscallSites []uint64        // user syscall instructions known beforehand (--exec)
 }
 
 // SerialLog collects a guest's serial output safely across goroutines.
@@ -287,6 +297,9 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 		prepare = s.prepareAttached
 	}
 	if err := prepare(ctx, o); err != nil {
+		return err
+	}
+	if err := s.setupSyscalls(ctx, o); err != nil {
 		return err
 	}
 	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)

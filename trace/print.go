@@ -116,6 +116,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Symbols != "" {
 		p.f("symbols: %s\n", h.Symbols)
 	}
+	if h.Syscall != nil {
+		p.f("system call: %s\n  (names from %s)\n", h.Syscall, h.Syscall.Table)
+	}
 	for _, l := range h.CPULines() {
 		p.f("%s\n", l)
 	}
@@ -242,6 +245,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	}
 	if h.Symbols != "" {
 		p.f("- symbols: %s\n", h.Symbols)
+	}
+	if h.Syscall != nil {
+		p.f("- system call: `%s` (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
 	for _, l := range h.CPULines() {
 		p.f("- %s\n", mdEscape(l))

@@ -94,8 +94,11 @@ type Header struct {
 	Target    string    `json:"target"`              // e.g. "qemu gdbstub at 127.0.0.1:40123"
 	Kernel    string    `json:"kernel,omitempty"`    // e.g. "sctrace teaching kernel"
 	Accel     string    `json:"accel,omitempty"`     // tcg or kvm, when sctrace started QEMU
-	Mechanism string    `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso
+	Mechanism string    `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
 	Symbols   string    `json:"symbols,omitempty"`   // where names came from
+	// Syscall names the system call the trace starts at, with its
+	// arguments, when it starts at a user syscall instruction on Linux.
+	Syscall *Syscall `json:"syscall,omitempty"`
 	// Stepping says how the CPU was stepped, in particular whether
 	// interrupts and timers were masked while single-stepping.
 	Stepping string `json:"stepping"`

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/session"
@@ -27,13 +29,16 @@ func newRunLinuxCmd() *cobra.Command {
 		lo     session.LinuxOptions
 		doTr   bool
 		timing bool
+		exec   string
 	)
 	cmd := &cobra.Command{
-		Use:   "linux --kernel BZIMAGE",
+		Use:   "linux --kernel BZIMAGE [--exec PROGRAM [-- ARGS...]]",
 		Short: "Boot a Linux kernel under QEMU and trace a system call",
 		Long: `run linux boots a Linux bzImage under QEMU with an initramfs sctrace
 generates, whose /init loops on a system call (getpid by syscall or by
-int $0x80, a vDSO clock_gettime, or an unimplemented number). Once /init
+int $0x80, a vDSO clock_gettime, an unimplemented number, or one of the
+calls that run long in the kernel: execve, fork, read, mmap with a page
+fault, nanosleep). Once /init
 loops, sctrace stops the CPU, reads the kernel's symbols from its kallsyms
 tables in guest memory (no vmlinux or System.map needed), finds the TSS, the
 entry and IST stacks from TR's base and the task stack from per-CPU data,
@@ -45,16 +50,42 @@ The kernel command line starts with
 from run to run, and pti=on forces page table isolation so that the CR3
 switches are there to see. --no-pti and --kaslr change
 that; --append adds words. scripts/fetch-kernel.sh downloads a Debian
-cloud kernel.`,
+cloud kernel.
+
+--init MODE chooses what /init loops on:
+` + initModesHelp() + `
+
+--syscall NAME|NR waits for that system call (by the syscall instruction),
+letting the others through; names come from the kernel's own
+sys_call_table, read through kallsyms. Without --init or --exec, /init
+loops on the call when one of its modes makes it.
+
+--exec PROGRAM packs a static x86-64 or i386 ELF program into the
+initramfs; /init runs it again and again, with the arguments given after
+--, and sctrace traces its next system call (or the one --syscall names; an
+i386 program is traced at its int $0x80). Build it with gcc -static.`,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
+  sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
+  sctrace run linux --kernel vmlinuz --syscall read --trace
+  sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two
   sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && (exec == "" || cmd.ArgsLenAtDash() != 0) {
+				return fmt.Errorf("unexpected arguments %q: only --exec's program takes arguments, after --", args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			start := time.Now()
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
+			}
+			if exec != "" {
+				if lo.Program, err = linuxinit.LoadProgram(exec, args); err != nil {
+					return err
+				}
 			}
 			if m, err = lo.ChooseMechanism(m, cmd.Flags().Changed("mechanism")); err != nil {
 				return err
@@ -106,7 +137,8 @@ cloud kernel.`,
 	fl.StringVar(&lo.Append, "append", "", "more words for the kernel command line")
 	fl.BoolVar(&lo.NoPTI, "no-pti", false, "boot with pti=off (no KPTI CR3 switches)")
 	fl.BoolVar(&lo.KASLR, "kaslr", false, "leave kernel address randomisation on (drop nokaslr)")
-	fl.StringVar(&lo.Mode, "init", "", "what /init loops on: syscall, int80, vdso, enosys or all (default: follows --mechanism)")
+	fl.StringVar(&lo.Mode, "init", "", "what /init loops on: "+linuxinit.ModeList()+"\n(default: follows --mechanism; the modes are listed above)")
+	_ = cmd.RegisterFlagCompletionFunc("init", cobra.FixedCompletions(linuxinit.Modes, cobra.ShellCompDirectiveNoFileComp))
 	accelFlag(fl, &lo.Accel)
 	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+")")
@@ -115,6 +147,8 @@ cloud kernel.`,
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
 	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.BoolVar(&lo.GDBTCP, "gdb-tcp", false, gdbTCPUsage)
+	fl.StringVar(&lo.Syscall, "syscall", "", "wait for this system call, by `NAME` or number (read, 0, execve...), letting others through")
+	fl.StringVar(&exec, "exec", "", "pack this static x86-64 or i386 `PROGRAM` into the initramfs and trace its system calls;\nits arguments follow --")
 	fl.BoolVar(&doTr, "trace", false, "print the recorded round trip instead of opening the interactive view")
 	fl.BoolVar(&timing, "timing", false, "with --trace, print how long booting and recording took to standard error")
 	return cmd
@@ -128,4 +162,15 @@ func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m mechanism.Mechan
 	lo.StackWords = tui.StackWords
 	return bootTUI(cmd, lo.QEMU, lo.Keep, "booting Linux under QEMU and reading its kallsyms", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartLinux(ctx, lo) })
+}
+
+// initModesHelp lists /init's modes, one a line, for run linux's help.
+func initModesHelp() string {
+	var b strings.Builder
+	for _, w := range linuxinit.Workloads {
+		fmt.Fprintf(&b, "  %-10s %s\n", w.Mode, w.Summary)
+	}
+	fmt.Fprintf(&b, "  %-10s %s\n", linuxinit.Exec, "the program --exec gives, again and again (--exec chooses it)")
+	fmt.Fprintf(&b, "  %-10s %s", linuxinit.All, "syscall, int80, vdso and enosys in turn")
+	return b.String()
 }

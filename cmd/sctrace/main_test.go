@@ -51,6 +51,10 @@ func TestUsageErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"format":"something-else"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	script := filepath.Join(t.TempDir(), "prog.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		want string
@@ -74,6 +78,20 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--smp", "two"}, `invalid argument "two" for "--smp"`},
 		{[]string{"run", "--user-cpu", "1"}, "--user-cpu 1 needs a second vCPU: add --smp 2"},
 		{[]string{"run", "--smp", "4", "--user-cpu", "3"}, "--user-cpu 3: the teaching kernel runs its program on CPU 0 or CPU 1"},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "1000"}, "system call number 1000 is out of range: the x86-64 ABI list (Linux 6.19's syscall_64.tbl) has numbers 0 to 470"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "-1"}, "system call number -1 is out of range"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "mount"}, "no built-in /init loop makes mount: give --exec PROGRAM (a static program that makes it), or --init MODE"},
+		{[]string{"run", "linux", "--kernel", "x", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "--exec", "/nonexistent/prog"}, "--exec: open /nonexistent/prog: no such file or directory"},
+		{[]string{"run", "linux", "--kernel", "x", "--exec", script}, "--exec " + script + `: not an ELF file (it starts with "#!/b"); sctrace runs static x86-64 or i386 ELF programs`},
+		{[]string{"run", "linux", "--kernel", "x", "--", "one"}, `unexpected arguments ["one"]: only --exec's program takes arguments, after --`},
+		{[]string{"trace", "--attach", ":1", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
+		{[]string{"trace", "--attach", ":1", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault"}, "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -232,5 +250,39 @@ func TestRunAccel(t *testing.T) {
 		t.Errorf("--accel kvm ran, but not under KVM:\n%s", out)
 	default:
 		t.Logf("--accel kvm traced under KVM:\n%s", out)
+	}
+}
+
+// TestRunEvents runs `run --trace -m pagefault` and `-m irq` on the bundled
+// kernel: the two entries that are no system call, each traced from the
+// user instruction to the handler's iretq back to it. The names are the
+// kernel's ELF symbols; the error code 0x6 is the SDM's reading of a user
+// write to a page that is not present, what the labelled store does.
+func TestRunEvents(t *testing.T) {
+	testenv.NeedQEMU(t)
+	tests := []struct {
+		mech string
+		want []string
+	}{
+		{"pagefault", []string{"mechanism pagefault", "user_pagefault_insn", "asm_exc_page_fault", "error code 0x6: not present, write, user",
+			"cr2 = 0x700238", "pf_iretq_insn", "returned to user mode", "findings: none"}},
+		{"irq", []string{"mechanism irq", "user_irq_", "asm_irq_timer", "vector 0x20 delivered before", "IDT[0x20] has IST 0",
+			"EOI: out 0x20 to port 0x20", "irq_iretq_insn", "returned to user mode", "findings: none"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mech, func(t *testing.T) {
+			out, err := run(t, "run", "--trace", "--accel", "tcg", "-m", tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("run --trace -m %s lacks %q", tt.mech, want)
+				}
+			}
+			if t.Failed() {
+				t.Log(out)
+			}
+		})
 	}
 }

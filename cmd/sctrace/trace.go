@@ -14,6 +14,7 @@ import (
 	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
 )
@@ -32,7 +33,7 @@ type recordFlags struct {
 
 func (f *recordFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, or the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode)")
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
@@ -124,7 +125,7 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
 	s.Waiting = func(m mechanism.Mechanism) {
-		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", cmp.Or(string(m), "system call"))
+		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", s.Awaited(m))
 	}
 	t, err := s.RoundTrip(ctx, m)
 	if t != nil && t.Len() > 0 {
@@ -152,6 +153,7 @@ func newTraceCmd() *cobra.Command {
 		attach  string
 		symfile string
 		boot    time.Duration
+		sysc    string
 	)
 	cmd := &cobra.Command{
 		Use:   "trace --attach HOST:PORT",
@@ -160,6 +162,7 @@ func newTraceCmd() *cobra.Command {
 instruction that enters the kernel by the chosen mechanism, and single-steps
 until the CPU is back in user mode. Every instruction is printed with what it
 did: privilege changes, swapgs, CR3 writes, stack switches, MSRs learnt.
+--syscall NAME|NR waits for one system call, letting the others through.
 
 On the way out sctrace detaches, which removes its breakpoints and lets the
 guest run on. A guest that has not booted (QEMU started with -S) is
@@ -167,6 +170,7 @@ refused at once, or, with --boot-wait, let run until a 64-bit kernel is
 running. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
 what was recorded and detaches the same way.`,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
+  sctrace trace --attach :1234 --syscall execve
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json
   sctrace trace --attach :1234 --boot-wait=30s`,
 		Args: cobra.NoArgs,
@@ -181,7 +185,18 @@ what was recorded and detaches the same way.`,
 			if err := checkBootWait(boot); err != nil {
 				return err
 			}
-			o := session.Options{Symbols: symfile, Timeout: sf.timeout, BootWait: boot}
+			if sysc != "" {
+				if m != "" && m != mechanism.Syscall && cmd.Flags().Changed("mechanism") {
+					return fmt.Errorf("--syscall waits for the syscall instruction; mechanism %s is not it (x86-64 numbers mean nothing to int $0x80, which takes the i386 ones)", m)
+				}
+				// The guest's own table decides once attached; a name
+				// no kernel has is refused before that.
+				if _, err := syscalls.ABI().Parse(sysc); err != nil {
+					return err
+				}
+				m = mechanism.Syscall
+			}
+			o := session.Options{Symbols: symfile, Timeout: sf.timeout, BootWait: boot, Syscall: sysc}
 			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
@@ -203,6 +218,7 @@ what was recorded and detaches the same way.`,
 	sf.register(cmd)
 	registerBootWait(cmd, &boot)
 	cmd.Flags().StringVarP(&attach, "attach", "a", "", "gdbstub address: HOST:PORT, :PORT or unix:/path")
+	cmd.Flags().StringVar(&sysc, "syscall", "", "wait for this system call, by `NAME` or number (read, 0, execve...), letting others through;\nnames come from the guest kernel's sys_call_table when kallsyms has it")
 	cmd.Flags().StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
 	return cmd
 }

@@ -27,6 +27,9 @@ var packages = map[string]string{
 	qemuBinary: "qemu-system-x86",
 	"tmux":     "tmux",
 	"gdb":      "gdb",
+	"gcc":      "gcc",
+	"as":       "binutils",
+	"ld":       "binutils",
 }
 
 // NeedTools fails t when one of the programs is not on $PATH, and skips it

@@ -1,0 +1,50 @@
+package testenv
+
+import (
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// BuildHello builds testdata/hello.c, a static x86-64 program that prints
+// its arguments and calls getppid, with gcc -static into a temporary
+// directory and returns its path. A missing gcc or static C library fails
+// t (skipped under -short), as a missing tool does.
+func BuildHello(t testing.TB) string {
+	t.Helper()
+	NeedTools(t, "gcc")
+	out := filepath.Join(t.TempDir(), "hello")
+	cmd := exec.Command("gcc", "-static", "-O2", "-o", out, filepath.Join(testdata(t), "hello.c"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v\n%s(the static C library comes with `apt-get install -y libc6-dev`; scripts/setup.sh installs it)", err, b)
+	}
+	return out
+}
+
+// BuildHello32 assembles testdata/hello32.s, a static i386 program that
+// writes a line and calls getppid through int $0x80, with binutils into a
+// temporary directory and returns its path.
+func BuildHello32(t testing.TB) string {
+	t.Helper()
+	NeedTools(t, "as", "ld")
+	dir := t.TempDir()
+	obj, out := filepath.Join(dir, "hello32.o"), filepath.Join(dir, "hello32")
+	for _, args := range [][]string{
+		{"as", "--32", "-o", obj, filepath.Join(testdata(t), "hello32.s")},
+		{"ld", "-m", "elf_i386", "-static", "-o", out, obj},
+	} {
+		if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, b)
+		}
+	}
+	return out
+}
+
+// testdata is this package's testdata directory.
+func testdata(t testing.TB) string {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "internal", "testenv", "testdata")
+}
