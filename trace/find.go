@@ -45,6 +45,12 @@ func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if err := r.findEntry(ctx, m); err != nil {
 		return err
 	}
+	return r.atStart(ctx)
+}
+
+// atStart reads the system registers where a trace starts and, on a guest
+// with several vCPUs, notes which one it follows and where the others are.
+func (r *Recorder) atStart(ctx context.Context) error {
 	if err := r.readSys(ctx); err != nil {
 		return err
 	}
@@ -295,7 +301,8 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 		if n == maxKernelIRQs {
 			return fmt.Errorf("find the next irq: %d interrupts reached %s, none from the user program", n, name)
 		}
-		sr, err := r.T.Conn.Continue(ctx)
+		// Every vCPU runs; the one whose interrupt stops is followed.
+		sr, err := r.T.ContinueAll(ctx)
 		if err != nil {
 			return fmt.Errorf("continue to %s: %w", r.name(handler), err)
 		}
@@ -328,7 +335,7 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := r.readSys(ctx); err != nil {
+	if err := r.atStart(ctx); err != nil {
 		return err
 	}
 	before := *r.cur
