@@ -142,9 +142,13 @@ func joinMechanisms(ms []mechanism.Mechanism) string {
 // LinuxDefaultAppend is the start of the kernel command line StartLinux
 // gives, before --no-pti and --kaslr change it: the serial console, no
 // address randomisation (so addresses match between runs), page table
-// isolation forced on (so the CR3 switches are there to see), and no boot
-// messages.
-const LinuxDefaultAppend = "console=ttyS0 nokaslr pti=on quiet"
+// isolation forced on (so the CR3 switches are there to see), no boot
+// messages, and no_timer_check: the kernel's boot-time check that the
+// timer interrupt ticks through the IO-APIC counts ticks against a
+// busy-wait, which an emulated CPU on a loaded host can fail ("MP-BIOS
+// bug: 8254 timer not connected to IO-APIC"), after which Linux 6.1 was
+// seen to hang; virtual machines' kernels are commonly booted with it.
+const LinuxDefaultAppend = "console=ttyS0 nokaslr pti=on quiet no_timer_check"
 
 // CommandLine returns the kernel command line for o: the defaults as
 // --no-pti and --kaslr change them, o.Append, and "-- MODE" for /init.

@@ -169,10 +169,10 @@ func TestLinuxCommandLine(t *testing.T) {
 		o    LinuxOptions
 		want string
 	}{
-		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
-		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
-		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
-		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
+		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- int80"},
+		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet no_timer_check mitigations=off -- enosys"},
 	}
 	for _, tt := range tests {
 		if got := tt.o.CommandLine(); got != tt.want {
