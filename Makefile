@@ -24,9 +24,9 @@ run: setup build
 # real teaching kernel), the tests that need no QEMU again under the race
 # detector (-short skips the others), and a short fuzz run of the packet
 # decoders, the trace reader, the annotator, the debugger commands and the
-# diff alignment. The Linux tests boot Debian
-# kernels under an emulated CPU many times over, which takes longer than go
-# test's default ten minutes per package on a two-core machine.
+# diff alignment. The Linux tests boot Debian kernels under an emulated CPU
+# many times over, which takes longer than go test's default ten minutes
+# per package on a two-core machine.
 test: setup check
 	$(GO) test -count=1 -timeout 60m ./...
 	$(GO) test -race -short -count=1 ./...
