@@ -171,6 +171,7 @@ func TestLinuxCommandLine(t *testing.T) {
 	}{
 		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
 		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.PageFault}}, "console=ttyS0 nokaslr pti=on quiet -- mmap"},
 		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
 		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
 	}
@@ -334,8 +335,12 @@ func TestChooseMechanism(t *testing.T) {
 		{m: "", wantM: ""},
 		{m: mechanism.IRQ, chosen: true, wantM: mechanism.IRQ},
 		{m: mechanism.IRQ, chosen: true, mode: linuxinit.Int80, wantM: mechanism.IRQ, wantMode: linuxinit.Int80},
-		{m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
-		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
+		{m: mechanism.PageFault, chosen: true, wantM: mechanism.PageFault, wantMode: linuxinit.Mmap},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.Mmap, wantM: mechanism.PageFault, wantMode: linuxinit.Mmap},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.Read, wantErr: "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.All, wantErr: "mechanism pagefault: /init in mode all never uses it"},
+		{m: mechanism.Syscall, mode: linuxinit.Mmap, wantM: mechanism.Syscall, wantMode: linuxinit.Mmap},
+		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80, vdso or pagefault"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}
 	for _, tt := range tests {
@@ -383,6 +388,8 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		{name: "no loop makes it", o: LinuxOptions{Options: Options{Syscall: "mount"}}, m: mechanism.Syscall, wantErr: "no built-in /init loop makes mount: give --exec PROGRAM"},
 		{name: "unknown name", o: LinuxOptions{Options: Options{Syscall: "getpidd"}}, m: mechanism.Syscall, wantErr: `unknown system call "getpidd"`},
 		{name: "number out of range", o: LinuxOptions{Options: Options{Syscall: "1000"}}, m: mechanism.Syscall, wantErr: "system call number 1000 is out of range"},
+		{name: "with pagefault", o: LinuxOptions{Options: Options{Syscall: "mmap"}}, m: mechanism.PageFault, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
+		{name: "a program's page faults", o: LinuxOptions{Program: prog64}, m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: the page fault traced is the one /init's mmap loop makes"},
 		{name: "with int80", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Int80, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{name: "a program", o: LinuxOptions{Options: Options{Syscall: "mount"}, Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
 		{name: "a program without --syscall", o: LinuxOptions{Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
