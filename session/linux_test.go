@@ -66,24 +66,40 @@ func TestLinuxRoundTrip(t *testing.T) {
 
 			// The same path counted by gdb on the same guest.
 			site := uint64(tr.Step(0).RIP)
-			addr := strings.TrimPrefix(s.QEMU.GDBAddr, "unix:") // gdb takes a socket's bare path
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			out, err := exec.CommandContext(ctx, "gdb", "-q", "-batch", "-nx",
-				"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x", addr, site),
-				"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
-			m := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindSubmatch(out)
-			if err != nil || m == nil {
-				t.Fatalf("gdb stepi count: %v\n%s", err, out)
-			}
-			n, _ := strconv.Atoi(string(m[1]))
+			counts, _ := gdbStepiCount(ctx, t, s.QEMU.GDBAddr, site, 1)
+			n := counts[0]
 			if n != tr.Len() {
 				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", tr.Len(), n)
 			}
 			t.Logf("gdb stepi count: %d", n)
 		})
 	}
+}
+
+// gdbStepiCount runs gdb alone against the gdbstub at addr (left running
+// by a session opened with Keep and closed): a hardware breakpoint on the
+// user instruction at site, then stepi until the CPU is back at CPL 3
+// (testdata/gdb-stepi-count.py), times round trips in a row. It returns
+// how many instructions gdb counted in each and the RIP each ended at.
+func gdbStepiCount(ctx context.Context, t *testing.T, addr string, site uint64, times int) (counts []int, ends []uint64) {
+	t.Helper()
+	addr = strings.TrimPrefix(addr, "unix:") // gdb takes a socket's bare path
+	out, err := exec.CommandContext(ctx, "gdb", "-q", "-batch", "-nx",
+		"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x; TIMES=%d", addr, site, times),
+		"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
+	ms := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindAllSubmatch(out, -1)
+	if err != nil || len(ms) != times {
+		t.Fatalf("gdb stepi count: %v\n%s", err, out)
+	}
+	for _, m := range ms {
+		n, _ := strconv.Atoi(string(m[1]))
+		end, _ := strconv.ParseUint(string(m[2]), 0, 64)
+		counts, ends = append(counts, n), append(ends, end)
+	}
+	return counts, ends
 }
 
 // checkLinuxTrace checks a round trip recorded on Linux with pti=on.

@@ -28,7 +28,11 @@ import (
 //   - by single-stepping user code until the next entering instruction.
 //
 // A page fault is found like any labelled instruction: the store at
-// user_pagefault_insn, whose step then delivers the #PF. An interrupt
+// user_pagefault_insn, whose step then delivers the #PF. A page fault's
+// round trip ends back at that store, which has yet to run again: the next
+// ToEntry runs it first (unrecorded; the page is mapped now), so that it
+// waits for the next fault rather than starting at a store that no longer
+// faults. An interrupt
 // cannot be stepped into (the recorder masks interrupts while stepping), so
 // for irq the guest runs until the timer interrupt's handler is entered
 // with a frame from user mode; see ToInterrupt.
@@ -38,7 +42,14 @@ func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m == "" {
 		m = mechanism.Syscall
 	}
+	again := m == mechanism.PageFault && r.trace.Len() > 0 && r.cur != nil && r.cur.CPL() == 3 &&
+		r.cur.Val(x86.RIP) == uint64(r.trace.Step(0).RIP)
 	r.Reset()
+	if again {
+		if err := r.stepOff(ctx); err != nil {
+			return err
+		}
+	}
 	if m == mechanism.IRQ {
 		return r.ToInterrupt(ctx)
 	}
