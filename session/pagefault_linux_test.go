@@ -97,6 +97,10 @@ func TestLinuxPageFault(t *testing.T) {
 			for _, st := range tr.All() {
 				name, _, _ := strings.Cut(st.Symbol, "+")
 				seen[name] = true
+				if st.Index > 0 && st.CPL != 0 {
+					t.Errorf("step %d %s at CPL %d: between the fault and iretq the CPU stays at CPL 0", st.Index, st.Symbol, st.CPL)
+					break
+				}
 			}
 			for _, fn := range []string{"exc_page_fault", "handle_mm_fault"} {
 				if !seen[fn] {
