@@ -137,8 +137,8 @@ func TestLinuxPageFault(t *testing.T) {
 			// fault after boot finds the counters as boot left them. (From
 			// one boot to the next the length changes more: on 6.1, 6622
 			// or 7900 instructions, the second when the page is alone in
-			// its 1 GiB region and __pud_alloc runs as well, which user
-			// address randomisation decides.) So
+			// its 512 GiB region, one top-level entry, and __pud_alloc
+			// runs as well, which user address randomisation decides.) So
 			// sctrace records faults until two in a row agree (the path
 			// of a fault that folds nothing) and gdb counts three more,
 			// which must agree with it but for one fold at most.
