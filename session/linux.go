@@ -37,7 +37,8 @@ type LinuxOptions struct {
 	// NoPTI boots with pti=off instead of pti=on; KASLR drops nokaslr.
 	NoPTI, KASLR bool
 	// Mode is what /init loops on (see linuxinit.Modes); "" follows
-	// Options.Mechanism (int80 for int80, syscall otherwise).
+	// Options.Mechanism (int80 for int80, mmap for pagefault, syscall
+	// otherwise).
 	Mode string
 	// Memory is QEMU's -m (default 256M).
 	Memory string
@@ -49,10 +50,12 @@ type LinuxOptions struct {
 }
 
 // ChooseMechanism checks that m is an entry mechanism Linux's /init uses
-// (syscall, int80 or vdso; "" for any; irq, the timer's interrupt, comes
-// whatever it loops on) and pairs it with o.Mode, what /init
-// loops on, the one following the other: a vDSO loop makes no system call
-// to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
+// (syscall, int80, vdso or pagefault; "" for any; irq, the timer's
+// interrupt, comes whatever it loops on) and pairs it with o.Mode, what
+// /init loops on, the one following the other: a vDSO loop makes no system
+// call to wait for, so tracing vdso makes /init loop on the vDSO, tracing
+// pagefault makes it loop on mmap, whose first write to the fresh page
+// faults, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
 // the user chose one (chosen). A call named by o.Syscall is waited for at
 // the syscall instruction, and without a mode or a program /init loops on
@@ -85,8 +88,12 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 	}
 	switch m {
 	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
+	case mechanism.PageFault:
+		if o.Program != nil {
+			return "", errors.New("mechanism pagefault: the page fault traced is the one /init's mmap loop makes, not a program's: drop --exec")
+		}
 	default:
-		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
+		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80, vdso or pagefault (and irq comes in any loop)", m)
 	}
 	if o.Syscall != "" {
 		if chosen && m != mechanism.Syscall {
@@ -110,6 +117,8 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		// --syscall decided: the syscall instruction.
 	case m == mechanism.Vdso && o.Mode == "":
 		o.Mode = linuxinit.Vdso
+	case m == mechanism.PageFault && o.Mode == "":
+		o.Mode = linuxinit.PageFaultMode
 	case !chosen && o.Mode == linuxinit.Vdso:
 		m = mechanism.Vdso
 	case !chosen && o.Mode == linuxinit.Int80:
@@ -177,6 +186,8 @@ func (o LinuxOptions) mode() string {
 		return o.Mode
 	case o.Mechanism == mechanism.Int80:
 		return linuxinit.Int80
+	case o.Mechanism == mechanism.PageFault:
+		return linuxinit.PageFaultMode
 	}
 	return linuxinit.Syscall
 }

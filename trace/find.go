@@ -28,7 +28,11 @@ import (
 //   - by single-stepping user code until the next entering instruction.
 //
 // A page fault is found like any labelled instruction: the store at
-// user_pagefault_insn, whose step then delivers the #PF. An interrupt
+// user_pagefault_insn, whose step then delivers the #PF, once the page it
+// writes is seen not to be mapped: a store reached again after its fault
+// (where the last round trip ended, or where the guest was stopped in the
+// middle of the fault) runs unrecorded, and the next one is waited for.
+// An interrupt
 // cannot be stepped into (the recorder masks interrupts while stepping), so
 // for irq the guest runs until the timer interrupt's handler is entered
 // with a frame from user mode; see ToInterrupt.
@@ -60,6 +64,9 @@ func (r *Recorder) atStart(ctx context.Context) error {
 
 func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if a, ok := r.Symbols.Addr(m.UserLabel()); ok {
+		if m == mechanism.PageFault {
+			return r.toFault(ctx, a)
+		}
 		return r.runTo(ctx, a)
 	}
 	if m == mechanism.Syscall {
@@ -92,6 +99,44 @@ func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
 		}
 	}
 	return r.stepToEntry(ctx, m)
+}
+
+// faultTries bounds how often toFault lets a labelled access that no
+// longer faults run before it gives up.
+const faultTries = 3
+
+// toFault runs the guest to the labelled access at addr that is to page-fault,
+// and checks that it will: the page it reaches must not be mapped yet (the
+// stub cannot read it). A guest stopped while the kernel was handling that
+// very fault comes back to the access once the page is mapped, and it then
+// runs without a fault; such an access is let run and the next one waited
+// for.
+func (r *Recorder) toFault(ctx context.Context, addr uint64) error {
+	for try := 1; ; try++ {
+		if err := r.runTo(ctx, addr); err != nil {
+			return err
+		}
+		inst, code, err := r.Decode(ctx, r.cur)
+		if err != nil {
+			return err
+		}
+		target, ok := annotate.MemoryAddress(inst, len(code), r.cur)
+		if !ok {
+			return nil // not a memory access: nothing to check
+		}
+		if _, err := r.T.ReadMemory(ctx, target, 1); err != nil {
+			if se := (*gdbremote.StubError)(nil); errors.As(err, &se) && se.NotMapped() {
+				return nil // not mapped: the access will fault
+			}
+			return err
+		}
+		if try == faultTries {
+			return fmt.Errorf("the access at %s reaches %#x, which is mapped already, %d times in a row: it will not page-fault", r.name(addr), target, try)
+		}
+		if err := r.stepOff(ctx); err != nil {
+			return err
+		}
+	}
 }
 
 // vectorHandler returns the handler of an interrupt vector from the IDT,

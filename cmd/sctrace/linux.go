@@ -55,6 +55,12 @@ cloud kernel.
 --init MODE chooses what /init loops on:
 ` + initModesHelp() + `
 
+-m pagefault makes /init loop on mmap and traces the page fault of its
+first write to the fresh page, from that store through asm_exc_page_fault
+and the kernel allocating the page to the iretq back to the same store
+(thousands of instructions). -m irq waits, in any loop, for the local APIC
+timer's interrupt to arrive in user mode.
+
 --syscall NAME|NR waits for that system call (by the syscall instruction),
 letting the others through; names come from the kernel's own
 sys_call_table, read through kallsyms. Without --init or --exec, /init
@@ -66,6 +72,7 @@ initramfs; /init runs it again and again, with the arguments given after
 i386 program is traced at its int $0x80). Build it with gcc -static.`,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
+  sctrace run linux --kernel vmlinuz --trace -m pagefault
   sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
   sctrace run linux --kernel vmlinuz --syscall read --trace
   sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two

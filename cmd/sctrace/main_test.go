@@ -91,7 +91,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trace", "--attach", ":1", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
 		{[]string{"trace", "--attach", ":1", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
-		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault"}, "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--init", "read"}, "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--syscall", "mmap"}, "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux's /init uses syscall, int80, vdso or pagefault"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
