@@ -268,3 +268,15 @@ func (e *Engine) Batch(ctx context.Context, lines []Line) error {
 	}
 	return nil
 }
+
+// Following tells the engine that the recorder's view of the CPU is
+// current: a front end that drives the recorder itself between commands
+// (the TUI) has it at the current stop, so the next command that records
+// or writes goes on from there instead of starting afresh.
+func (e *Engine) Following() { e.moved = false }
+
+// Sync starts a new recording at the current stop when the guest ran on
+// outside the recorder since the last one (continue, until), so that a
+// front end showing the recorder sees where the CPU is. The recording set
+// aside stays for save.
+func (e *Engine) Sync(ctx context.Context) error { return e.fresh(ctx) }
