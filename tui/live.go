@@ -12,11 +12,11 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/command"
 	"github.com/sctrace/sctrace/expr"
-	"github.com/sctrace/sctrace/symbols"
-	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/x86"
 )
 

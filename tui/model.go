@@ -60,23 +60,23 @@ const (
 // op is a guest operation to run in a tea.Cmd.
 type op struct {
 	kind  opKind
-	label string      // shown while it runs, e.g. "running to the next event"
-	cond  trace.Until // for opRun
-	entry bool        // opRoundTrip: go to the next entry first
-	count int         // opStep: how many steps
-	line  string      // opCommand: the command line; opFind: the query
+	label string                                    // shown while it runs, e.g. "running to the next event"
+	cond  trace.Until                               // for opRun
+	entry bool                                      // opRoundTrip: go to the next entry first
+	count int                                       // opStep: how many steps
+	line  string                                    // opCommand: the command line; opFind: the query
 	run   func(ctx context.Context) (string, error) // opCommand, opFind: the work
 }
 
 // opDoneMsg reports a finished guest operation.
 type opDoneMsg struct {
-	op     op
-	snap   Snapshot
-	reason trace.StopReason
-	probed int    // opProbe: MSRs read
-	stepped int   // opStep: steps made
-	out    string // opCommand: what the command printed; opFind: the answer
-	err    error
+	op      op
+	snap    Snapshot
+	reason  trace.StopReason
+	probed  int    // opProbe: MSRs read
+	stepped int    // opStep: steps made
+	out     string // opCommand: what the command printed; opFind: the answer
+	err     error
 }
 
 // startedMsg reports the end of start-up.
@@ -158,13 +158,13 @@ type Model struct {
 	spin     spinner.Model
 	startErr error
 
-	busy     *op // the operation in flight
-	queued   *tea.KeyPressMsg
+	busy   *op // the operation in flight
+	queued *tea.KeyPressMsg
 	// queuedSteps counts the s presses made while a step was in flight:
 	// they run as one operation when it returns.
 	queuedSteps int
 	keys        KeyMap
-	quitting bool
+	quitting    bool
 	// writing counts the file writes in flight (saves, lesson progress):
 	// they run as commands, off the update loop, and quitting waits for
 	// them.

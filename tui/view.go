@@ -13,8 +13,8 @@ import (
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/expr"
 	"github.com/sctrace/sctrace/internal/termtext"
-	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -939,28 +939,34 @@ func wrap(text string, n int) []string {
 }
 
 func (m *Model) helpBox() string {
-	var b strings.Builder
-	rows := m.helpKeys()
+	w := min(m.width-4, 90)
+	// Each key's description is wrapped to the box, under its column.
+	descW := max(10, w-4-12)
+	var lines []string
+	for _, kv := range m.helpKeys() {
+		for j, d := range wrap(kv[1], descW) {
+			k := ""
+			if j == 0 {
+				k = kv[0]
+			}
+			lines = append(lines, stAccent.Render(fmt.Sprintf("%-11s", k))+" "+d)
+		}
+	}
 	// The box holds what the screen does, less its border and title; the
 	// rest scrolls.
 	fit := max(3, m.height-4)
-	m.helpTop = min(m.helpTop, max(0, len(rows)-fit+1))
-	if len(rows) > fit {
-		rest := len(rows) - m.helpTop - (fit - 1)
-		rows = rows[m.helpTop : m.helpTop+fit-1]
+	if len(lines) > fit {
+		m.helpTop = min(m.helpTop, len(lines)-fit+1)
+		rest := len(lines) - m.helpTop - (fit - 1)
+		lines = lines[m.helpTop : m.helpTop+fit-1]
+		more := stAccent.Render(fmt.Sprintf("%-11s", "↑")) + " scrolls back (any other key closes)"
 		if rest > 0 {
-			rows = append(rows, [2]string{"↓", fmt.Sprintf("%d more (↓ ↑ scroll, any other key closes)", rest)})
-		} else {
-			rows = append(rows, [2]string{"↑", "scrolls back (any other key closes)"})
+			more = stAccent.Render(fmt.Sprintf("%-11s", "↓")) + fmt.Sprintf(" %d more lines (↓ ↑ scroll, any other key closes)", rest)
 		}
+		lines = append(lines, more)
+	} else {
+		m.helpTop = 0
 	}
-	for i, kv := range rows {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		fmt.Fprintf(&b, "%s %s", stAccent.Render(fmt.Sprintf("%-11s", kv[0])), kv[1])
-	}
-	w := min(m.width-4, 90)
 	return lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colAccent).
-		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + b.String())
+		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + strings.Join(lines, "\n"))
 }
