@@ -308,7 +308,7 @@ func oneLine(err error) error {
 }
 
 func (m *Model) showOutput(title, text string) {
-	text = termtext.Text(strings.TrimRight(text, "\n"))
+	text = termtext.Text(strings.ReplaceAll(strings.TrimRight(text, "\n"), "\t", "  "))
 	m.out = &output{title: title, lines: strings.Split(text, "\n")}
 }
 

@@ -40,16 +40,19 @@ func (s *tmuxScreen) keys(k ...string) {
 	s.tmux(append([]string{"send-keys", "-t", s.name}, k...)...)
 }
 
-// wait polls the screen until ok accepts it, and returns it.
+// wait polls the screen until ok accepts it, and returns it. A screen
+// counts once two captures in a row are equal: tmux may capture a pane
+// mid-repaint, with parts of two screens.
 func (s *tmuxScreen) wait(what string, d time.Duration, ok func(string) bool) string {
 	s.t.Helper()
 	deadline := time.Now().Add(d)
-	var scr string
+	var scr, prev string
 	for time.Now().Before(deadline) {
 		scr = s.capture()
-		if ok(scr) {
+		if scr == prev && ok(scr) {
 			return scr
 		}
+		prev = scr
 		time.Sleep(50 * time.Millisecond)
 	}
 	s.t.Fatalf("waiting for %s: not on the screen after %v:\n%s", what, d, scr)
