@@ -280,3 +280,9 @@ func (e *Engine) Following() { e.moved = false }
 // front end showing the recorder sees where the CPU is. The recording set
 // aside stays for save.
 func (e *Engine) Sync(ctx context.Context) error { return e.fresh(ctx) }
+
+// Lift removes the engine's breakpoints from the stub while a front end
+// lets the guest run by other means (the TUI's run to the next system
+// call), so they do not stop it there; the function it returns puts them
+// back.
+func (e *Engine) Lift(ctx context.Context) (func() error, error) { return e.lift(ctx) }

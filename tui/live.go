@@ -96,9 +96,24 @@ func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, err
 
 // NextEntry runs the guest to the next user instruction that enters the
 // kernel by the driver's mechanism and starts a fresh recording there.
-func (d *Live) NextEntry(ctx context.Context) error {
+func (d *Live) NextEntry(ctx context.Context) (err error) {
 	defer d.refresh(ctx)
+	restore, err := d.lift(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
 	return d.S.ToEntry(ctx, d.Mechanism)
+}
+
+// lift takes the command line's breakpoints out of the stub while the
+// driver lets the guest run to an entry: they are the user's stops, not
+// the entry's.
+func (d *Live) lift(ctx context.Context) (func() error, error) {
+	if d.eng == nil || len(d.eng.Breakpoints()) == 0 {
+		return func() error { return nil }, nil
+	}
+	return d.eng.Lift(ctx)
 }
 
 // RoundTrip records a round trip through the session (Session.ToEntry,
@@ -107,7 +122,12 @@ func (d *Live) NextEntry(ctx context.Context) error {
 func (d *Live) RoundTrip(ctx context.Context, entry bool) (trace.StopReason, error) {
 	defer d.refresh(ctx)
 	if entry {
-		if err := d.S.ToEntry(ctx, d.Mechanism); err != nil {
+		restore, err := d.lift(ctx)
+		if err != nil {
+			return "", err
+		}
+		err = d.S.ToEntry(ctx, d.Mechanism)
+		if err = errors.Join(err, restore()); err != nil {
 			return "", err
 		}
 	}
