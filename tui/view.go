@@ -528,9 +528,9 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 	show := st
 	if m.showOld && prev != nil {
 		show = prev
-		title = "Registers before the last step (o)"
+		title = "Registers before the last step (O)"
 	} else if len(changed) > 0 {
-		title = "Registers (changed highlighted; o: old)"
+		title = "Registers (changed highlighted; O: old)"
 	}
 	if show == nil {
 		c.box(r, title, []string{"no state"}, false)
@@ -799,7 +799,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 	st := m.state()
 	title := "Stack"
 	if tabbed {
-		title = "Stack (tab: effects)"
+		title = "Stack (tab: watches)"
 	}
 	if st == nil {
 		c.box(r, title, nil, false)
