@@ -268,3 +268,21 @@ func (e *Engine) Batch(ctx context.Context, lines []Line) error {
 	}
 	return nil
 }
+
+// Following tells the engine that the recorder's view of the CPU is
+// current: a front end that drives the recorder itself between commands
+// (the TUI) has it at the current stop, so the next command that records
+// or writes goes on from there instead of starting afresh.
+func (e *Engine) Following() { e.moved = false }
+
+// Sync starts a new recording at the current stop when the guest ran on
+// outside the recorder since the last one (continue, until), so that a
+// front end showing the recorder sees where the CPU is. The recording set
+// aside stays for save.
+func (e *Engine) Sync(ctx context.Context) error { return e.fresh(ctx) }
+
+// Lift removes the engine's breakpoints from the stub while a front end
+// lets the guest run by other means (the TUI's run to the next system
+// call), so they do not stop it there; the function it returns puts them
+// back.
+func (e *Engine) Lift(ctx context.Context) (func() error, error) { return e.lift(ctx) }

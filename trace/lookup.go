@@ -115,35 +115,48 @@ func (t *Trace) NextCPLChange(from int) int {
 // ending at from itself, whose symbol, Intel or AT&T text contains q,
 // ignoring case.
 func (t *Trace) Search(from int, q string) int {
-	n := t.Len()
-	if t.st == nil || n == 0 || q == "" {
+	if q == "" {
 		return -1
 	}
 	lq := strings.ToLower(q)
+	return t.SearchFunc(from, false, func(sym, intel, att string) bool {
+		return strings.Contains(sym, lq) || strings.Contains(intel, lq) || strings.Contains(att, lq)
+	})
+}
+
+// SearchFunc returns the first step after from (with back, the last step
+// before from), wrapping around and ending at from itself, whose
+// lower-cased symbol, Intel and AT&T text match accepts. match is called
+// once for each distinct text, not once a step.
+func (t *Trace) SearchFunc(from int, back bool, match func(symbol, intel, att string) bool) int {
+	n := t.Len()
+	if t.st == nil || n == 0 {
+		return -1
+	}
 	t.st.mu.Lock()
 	defer t.st.mu.Unlock()
 	x := &t.st.idx
 	// Which distinct texts match: each is tested once.
-	match := make([]bool, len(x.lines))
+	ok := make([]bool, len(x.lines))
 	any := false
 	for i, l := range x.lines {
-		for part := range strings.SplitSeq(l, "\x00") {
-			if strings.Contains(part, lq) {
-				match[i], any = true, true
-				break
-			}
+		sym, rest, _ := strings.Cut(l, "\x00")
+		intel, att, _ := strings.Cut(rest, "\x00")
+		if match(sym, intel, att) {
+			ok[i], any = true, true
 		}
 	}
 	if !any {
 		return -1
 	}
 	from = min(max(from, 0), n-1)
+	d := 1
+	if back {
+		d = n - 1
+	}
 	for i := 1; i <= n; i++ {
-		k := from + i
-		if k >= n {
-			k -= n
-		}
-		if match[x.lineOf[k]] {
+		k := (from + i*d) % n
+		if ok[x.lineOf[k]] {
 			return k
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -59,6 +60,8 @@ type Snapshot struct {
 	Stack []uint64
 	// Upcoming are the instructions at Current's RIP, when live.
 	Upcoming []Line
+	// Watches are the watches evaluated at Current in the live guest.
+	Watches []watch.Value
 }
 
 // Len returns the number of steps in the snapshot.

@@ -52,6 +52,7 @@ func TestSaveKeepsElsewhere(t *testing.T) {
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: "/nonexistent/dir",
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
 	do(m, press("w"))
+	do(m, press("enter"))
 	kept, _ := filepath.Glob(filepath.Join(tmp, "sctrace-syscall-*"+SaveExt))
 	if len(kept) != 1 {
 		t.Fatalf("kept %v in %s, status %q", kept, tmp, m.status)

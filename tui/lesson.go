@@ -399,7 +399,11 @@ func (m *Model) lessonLayout(l layout) layout {
 		return l
 	}
 	if m.lower == paneEffects && l.effects.w > 0 && !m.ls.hidden {
-		l.lesson, l.effects = l.lo, rect{}
+		// The lesson gets the lower pane the full width of the screen,
+		// over the registers: prose needs the width; tab shows the
+		// registers with the other panes.
+		l.lesson = rect{0, l.lo.y, l.code.w, l.lo.h}
+		l.effects, l.regs = rect{}, rect{}
 	}
 	return l
 }
@@ -512,7 +516,7 @@ var lessonHelp = [][2]string{
 // runs.
 func (m *Model) helpKeys() [][2]string {
 	if m.ls == nil {
-		return helpText
+		return m.keys.helpRows()
 	}
-	return append(append([][2]string(nil), lessonHelp...), helpText...)
+	return append(append([][2]string(nil), lessonHelp...), m.keys.helpRows()...)
 }

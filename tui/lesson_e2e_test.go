@@ -93,12 +93,12 @@ func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string
 				if !triedWrong {
 					triedWrong = true
 					s.keys("a")
-					s.waitText(5*time.Second, "answer: ")
+					s.wait("the answer prompt", 5*time.Second, promptOpen("answer:"))
 					s.keys(wrongAnswer(q), "Enter")
 					s.waitText(5*time.Second, "✗ not", "not quite")
 				}
 				s.keys("a")
-				s.waitText(5*time.Second, "answer: ")
+				s.wait("the answer prompt", 5*time.Second, promptOpen("answer:"))
 				s.keys(q.Answer, "Enter")
 				s.waitText(5*time.Second, "✓ right", "right: space goes on")
 			}
@@ -142,5 +142,14 @@ func lessonEndToEnd(t *testing.T, exe string, l *walkthrough.Lesson, args string
 	p := f.Lessons[l.Name()]
 	if !p.Done || p.Reached != n {
 		t.Errorf("progress of %s: %+v, want done with %d paragraphs reached", l.Name(), p, n)
+	}
+}
+
+// promptOpen accepts a screen whose bottom line is the prompt, with nothing
+// typed yet.
+func promptOpen(prompt string) func(string) bool {
+	return func(scr string) bool {
+		lines := strings.Split(strings.TrimRight(scr, "\n"), "\n")
+		return strings.TrimSpace(lines[len(lines)-1]) == prompt
 	}
 }

@@ -10,9 +10,13 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/command"
+	"github.com/sctrace/sctrace/expr"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/session"
+	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -32,7 +36,27 @@ type Live struct {
 	S         *session.Session
 	Mechanism mechanism.Mechanism
 	snap      Snapshot
+	eng       *command.Engine
+	watches   *watch.List
+	ahead     []Line // the answer of the last /> search
 }
+
+// engine returns the command engine on the driver's session, made on
+// first use.
+func (d *Live) engine() *command.Engine {
+	if d.eng == nil {
+		d.eng = command.New(d.S, nil)
+		d.eng.Mechanism = d.Mechanism
+		// The TUI steps the recorder itself: it is at the current stop.
+		d.eng.Following()
+	}
+	return d.eng
+}
+
+func (d *Live) symbols() *symbols.Table { return d.S.Symbols }
+
+// setWatches sets the watches the next refresh evaluates.
+func (d *Live) setWatches(l *watch.List) { d.watches = l }
 
 // NewLive returns a driver over s that enters the kernel by m. It reads
 // the current state so that Snapshot has something to show at once.
@@ -72,9 +96,24 @@ func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, err
 
 // NextEntry runs the guest to the next user instruction that enters the
 // kernel by the driver's mechanism and starts a fresh recording there.
-func (d *Live) NextEntry(ctx context.Context) error {
+func (d *Live) NextEntry(ctx context.Context) (err error) {
 	defer d.refresh(ctx)
+	restore, err := d.lift(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
 	return d.S.ToEntry(ctx, d.Mechanism)
+}
+
+// lift takes the command line's breakpoints out of the stub while the
+// driver lets the guest run to an entry: they are the user's stops, not
+// the entry's.
+func (d *Live) lift(ctx context.Context) (func() error, error) {
+	if d.eng == nil || len(d.eng.Breakpoints()) == 0 {
+		return func() error { return nil }, nil
+	}
+	return d.eng.Lift(ctx)
 }
 
 // RoundTrip records a round trip through the session (Session.ToEntry,
@@ -83,7 +122,12 @@ func (d *Live) NextEntry(ctx context.Context) error {
 func (d *Live) RoundTrip(ctx context.Context, entry bool) (trace.StopReason, error) {
 	defer d.refresh(ctx)
 	if entry {
-		if err := d.S.ToEntry(ctx, d.Mechanism); err != nil {
+		restore, err := d.lift(ctx)
+		if err != nil {
+			return "", err
+		}
+		err = d.S.ToEntry(ctx, d.Mechanism)
+		if err = errors.Join(err, restore()); err != nil {
 			return "", err
 		}
 	}
@@ -106,8 +150,14 @@ func (d *Live) ProbeMSRs(ctx context.Context) (int, error) {
 // Trace returns the recording so far.
 func (d *Live) Trace() *trace.Trace { return d.S.Recorder.Trace() }
 
-// Close ends the session.
-func (d *Live) Close() error { return d.S.Close() }
+// Close removes the breakpoints commands set and ends the session.
+func (d *Live) Close() error {
+	var err error
+	if d.eng != nil {
+		err = d.eng.Close(context.Background())
+	}
+	return errors.Join(err, d.S.Close())
+}
 
 // refresh rebuilds the snapshot from the recorder and the guest: the steps,
 // the current state, the words at RSP and the code ahead of RIP. Errors
@@ -130,14 +180,25 @@ func (d *Live) refresh(ctx context.Context) {
 			snap.Stack = append(snap.Stack, uint64(w))
 		}
 		snap.Upcoming = d.upcoming(ctx, cur)
+		if d.watches != nil && d.watches.Len() > 0 {
+			env := &expr.Live{Ctx: ctx, T: d.S.Target, State: cur, Symbols: d.S.Symbols, Regions: hdr.Regions}
+			snap.Watches = d.watches.Eval(env)
+		}
 	}
 	d.snap = snap
 }
 
-// upcoming disassembles the code at the current RIP.
+// upcoming disassembles the code at the current RIP, to the first
+// instruction after which the bytes that follow are not the next to run.
 func (d *Live) upcoming(ctx context.Context, st *x86.State) []Line {
+	return d.decode(ctx, st, upcomingBytes, true)
+}
+
+// decode disassembles size bytes at st's RIP, stopping at the end of the
+// straight-line code when flow is set.
+func (d *Live) decode(ctx context.Context, st *x86.State, size int, flow bool) []Line {
 	rip := st.Val(x86.RIP)
-	code, err := d.S.Target.ReadCode(ctx, st.Val(x86.CR3), rip, upcomingBytes)
+	code, err := d.S.Target.ReadCode(ctx, st.Val(x86.CR3), rip, size)
 	if err != nil {
 		return nil
 	}
@@ -157,7 +218,7 @@ func (d *Live) upcoming(ctx context.Context, st *x86.State) []Line {
 			Op:    inst.Op,
 		})
 		off += n
-		if endsFlow(inst.Op) {
+		if flow && endsFlow(inst.Op) {
 			break
 		}
 	}

@@ -29,7 +29,7 @@ const viewBenchEnv = "SCTRACE_VIEW_BENCH_FILE"
 // to events both ways, to the end and back, to a step in the middle,
 // searches, stepping over a call, to user mode, and the panes.
 var viewBenchKeys = keys("f f f f f f f f f f b b b b b e e e e e e e e e e E E E E E G E E b b g 5 0 0 0 0 0 enter " +
-	"f f e e / s w a p g s enter / s w a p g s enter / i r e t q enter n n n r r tab tab tab t o o t " +
+	"f f e e / s w a p g s enter / s w a p g s enter / i r e t q enter o o o r r tab tab tab t O O t " +
 	"g 9 9 9 9 9 9 enter b b b g 0 enter f f f")
 
 // BenchmarkViewMillion saves a trace of a million steps (tracetest.Repeat

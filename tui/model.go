@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"charm.land/bubbles/v2/key"
 	"charm.land/bubbles/v2/spinner"
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
@@ -52,23 +53,30 @@ const (
 	opEntry
 	opRoundTrip
 	opProbe
+	opCommand
+	opFind
 )
 
 // op is a guest operation to run in a tea.Cmd.
 type op struct {
 	kind  opKind
-	label string      // shown while it runs, e.g. "running to the next event"
-	cond  trace.Until // for opRun
-	entry bool        // opRoundTrip: go to the next entry first
+	label string                                    // shown while it runs, e.g. "running to the next event"
+	cond  trace.Until                               // for opRun
+	entry bool                                      // opRoundTrip: go to the next entry first
+	count int                                       // opStep: how many steps
+	line  string                                    // opCommand: the command line; opFind: the query
+	run   func(ctx context.Context) (string, error) // opCommand, opFind: the work
 }
 
 // opDoneMsg reports a finished guest operation.
 type opDoneMsg struct {
-	op     op
-	snap   Snapshot
-	reason trace.StopReason
-	probed int // opProbe: MSRs read
-	err    error
+	op      op
+	snap    Snapshot
+	reason  trace.StopReason
+	probed  int    // opProbe: MSRs read
+	stepped int    // opStep: steps made
+	out     string // opCommand: what the command printed; opFind: the answer
+	err     error
 }
 
 // startedMsg reports the end of start-up.
@@ -99,6 +107,9 @@ const (
 	inputNone inputMode = iota
 	inputSearch
 	inputGoto
+	inputSave
+	inputCommand
+	inputConfirm
 )
 
 // pane names the lower-right pane shown on small screens.
@@ -108,6 +119,7 @@ const (
 	paneEffects pane = iota
 	paneSystem
 	paneStack
+	paneWatch
 	numPanes
 )
 
@@ -146,9 +158,13 @@ type Model struct {
 	spin     spinner.Model
 	startErr error
 
-	busy     *op // the operation in flight
-	queued   *tea.KeyPressMsg
-	quitting bool
+	busy   *op // the operation in flight
+	queued *tea.KeyPressMsg
+	// queuedSteps counts the s presses made while a step was in flight:
+	// they run as one operation when it returns.
+	queuedSteps int
+	keys        KeyMap
+	quitting    bool
 	// writing counts the file writes in flight (saves, lesson progress):
 	// they run as commands, off the update loop, and quitting waits for
 	// them.
@@ -160,12 +176,17 @@ type Model struct {
 	status  string // the last message
 	warn    bool   // status is an error
 	help    bool
+	helpTop int // first help row shown
 	showOld bool
 	lower   pane
 	input   inputMode
 	prompt  textinput.Model
 	scroll  int // code pane offset from centred, by mouse wheel
 	effTop  int // first effect line shown
+
+	cmd  cmdState // the command line, its history and its engine
+	out  *output  // the command output pane, nil when closed
+	find findState
 
 	ls *lessonState // the lesson pane, nil without a lesson
 }
@@ -180,6 +201,7 @@ func New(cfg Config) *Model {
 		syn:    cfg.Syntax,
 		spin:   spinner.New(spinner.WithSpinner(spinner.Dot)),
 		prompt: ti,
+		keys:   DefaultKeyMap(),
 	}
 	if cfg.Lesson != nil && cfg.Lesson.Lesson != nil {
 		m.ls = newLessonState(*cfg.Lesson)
@@ -287,9 +309,19 @@ func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.wheel(msg.Mouse())
 		return m, nil
 	case tea.KeyPressMsg:
+		status, pos := m.status, m.pos
 		mdl, cmd := m.key(msg)
+		if m.pos != pos && m.status == status && m.busy == nil {
+			// What the status said was about the step left behind.
+			m.status, m.warn = "", false
+		}
 		m.lessonSync()
 		return mdl, cmd
+	case confirmMsg:
+		return m.askConfirm(msg)
+	case foundMsg:
+		m.foundReg(msg)
+		return m, nil
 	}
 	return m, nil
 }
@@ -317,6 +349,13 @@ func (m *Model) fail(err error) {
 func (m *Model) quit() (tea.Model, tea.Cmd) {
 	m.quitting = true
 	m.cancel()
+	if reply, wait := m.cmd.reply, m.cmd.wait; reply != nil {
+		// A command waits for an answer: no, and wait for its end.
+		m.cmd.reply, m.cmd.wait, m.input = nil, nil, inputNone
+		reply <- false
+		m.say("stopping…")
+		return m, tea.Batch(wait, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} }))
+	}
 	if m.busy != nil || m.writing > 0 || (m.drv == nil && m.startErr == nil && m.cfg.Start != nil) {
 		m.say("stopping…")
 		return m, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} })
@@ -325,6 +364,7 @@ func (m *Model) quit() (tea.Model, tea.Cmd) {
 }
 
 func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	km := &m.keys
 	ks := k.String()
 	if ks == "ctrl+c" {
 		return m.quit()
@@ -333,21 +373,43 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		return m.inputKey(k)
 	}
 	if m.help {
-		m.help = false
-		if ks != "q" {
+		switch ks {
+		case "down", "J", "pgdown", "space":
+			m.helpTop++
+			return m, nil
+		case "up", "K", "pgup":
+			m.helpTop = max(0, m.helpTop-1)
+			return m, nil
+		}
+		m.help, m.helpTop = false, 0
+		if !key.Matches(k, km.Quit) {
 			return m, nil
 		}
 	}
-	if ks == "q" {
+	if m.out != nil {
+		if ok, mdl, cmd := m.outputKey(k); ok {
+			return mdl, cmd
+		}
+	}
+	if ks == "esc" && m.busy != nil && m.cmd.cancel != nil {
+		m.cmd.cancel()
+		return m, nil
+	}
+	if key.Matches(k, km.Quit) {
 		return m.quit()
 	}
 	if m.drv == nil {
 		return m, nil
 	}
 	if m.busy != nil {
-		switch ks {
-		case "s", "n", "f", "down", "e", "r":
-			// Coalesce: at most one step waits behind the one in flight.
+		switch {
+		case key.Matches(k, km.Step) && m.busy.kind == opStep:
+			// Every press counts: the steps queued behind the one in
+			// flight run as one operation, drawn once.
+			m.queuedSteps++
+			return m, nil
+		case key.Matches(k, km.Step, km.Over, km.Forward, km.Event, km.ToUser):
+			// At most one other move waits behind the one in flight.
 			kk := k
 			m.queued = &kk
 			return m, nil
@@ -359,64 +421,84 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		}
 	}
 	n := m.snap.Len()
-	switch ks {
-	case "?":
+	switch {
+	case key.Matches(k, km.Help):
 		m.help = true
-	case "s", "f", "down":
+	case key.Matches(k, km.Step, km.Forward):
 		if m.pos < n {
 			m.move(m.pos + 1)
 			return m, nil
 		}
-		if ks == "s" {
-			return m.guest(op{kind: opStep, label: "stepping"})
+		if key.Matches(k, km.Step) {
+			return m.guest(op{kind: opStep, label: "stepping", count: 1})
 		}
 		m.say("at the last recorded step: s steps the guest")
-	case "b", "up":
+	case key.Matches(k, km.Back):
 		if m.pos == 0 {
 			m.say("at the first recorded step")
 			return m, nil
 		}
 		m.move(m.pos - 1)
-	case "n":
+	case key.Matches(k, km.Over):
 		return m.stepOver()
-	case "e":
+	case key.Matches(k, km.Event):
 		return m.toEvent()
-	case "E":
+	case key.Matches(k, km.PrevEvent):
 		m.toPrevEvent()
-	case "r":
+	case key.Matches(k, km.ToUser):
 		return m.toUser()
-	case "c":
+	case key.Matches(k, km.Continue):
 		if m.busy != nil {
 			return m, nil
 		}
 		return m.guest(op{kind: opEntry, label: "running to the next " + m.mechanism()})
-	case "R":
+	case key.Matches(k, km.RoundTrip):
 		if m.busy != nil {
 			return m, nil
 		}
 		cur := m.snap.Current
 		return m.guest(op{kind: opRoundTrip, label: "recording a round trip",
 			entry: cur != nil && cur.CPL() == 3 && n > 0})
-	case "p":
+	case key.Matches(k, km.Probe):
 		if m.busy != nil {
 			return m, nil
 		}
-		if cur := m.snap.Current; m.drv.Live() && (cur == nil || cur.CPL() != 0) {
+		if !m.drv.Live() {
+			m.say("p runs rdmsr in the guest: it needs a live guest stopped at CPL 0 (sctrace run or attach), not a replay")
+			return m, nil
+		}
+		if m.pos < n {
+			m.say("p probes the live guest where it is now, at the last step (end goes there), not a recorded step")
+			return m, nil
+		}
+		if cur := m.snap.Current; cur == nil || cur.CPL() != 0 {
 			m.say("p runs rdmsr in the guest, which needs CPL 0: step into the kernel first")
 			return m, nil
 		}
 		return m.guest(op{kind: opProbe, label: "probing the MSRs with rdmsr"})
-	case "/":
-		m.openPrompt(inputSearch, "search: ", "symbol or instruction")
-	case "g":
-		m.openPrompt(inputGoto, "go to step: ", fmt.Sprintf("0-%d", n))
-	case "w":
+	case key.Matches(k, km.Search):
+		m.openPrompt(inputSearch, "search (/? for the syntax): ", "")
+	case key.Matches(k, km.SearchNext):
+		return m.repeatSearch(false)
+	case key.Matches(k, km.SearchP):
+		return m.repeatSearch(true)
+	case key.Matches(k, km.Goto):
+		m.openPrompt(inputGoto, fmt.Sprintf("go to step (0-%d): ", n), "")
+	case key.Matches(k, km.Command):
+		m.openCommand()
+	case key.Matches(k, km.Save):
 		if m.busy != nil {
 			m.say("busy %s: save when it is done", m.busy.label)
 			return m, nil
 		}
-		m.save()
-	case "t":
+		if m.drv.Trace().Len() == 0 {
+			m.say("nothing recorded yet: step first")
+			return m, nil
+		}
+		m.openPrompt(inputSave, "save to: ", "")
+		m.prompt.SetValue(m.SaveName())
+		m.prompt.CursorEnd()
+	case key.Matches(k, km.Syntax):
 		if m.syn == trace.ATT {
 			m.syn = trace.Intel
 			m.say("Intel syntax")
@@ -424,21 +506,33 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			m.syn = trace.ATT
 			m.say("AT&T syntax")
 		}
-	case "o":
+	case key.Matches(k, km.Old):
 		m.showOld = !m.showOld
 		if m.showOld {
 			m.say("registers show their values before the last step")
 		} else {
 			m.say("registers show their current values")
 		}
-	case "tab":
+	case key.Matches(k, km.Pane):
 		m.lower = (m.lower + 1) % numPanes
-	case "home":
+	case key.Matches(k, km.EffUp):
+		m.effTop = max(0, m.effTop-m.effPage())
+	case key.Matches(k, km.EffDown):
+		m.effTop += m.effPage()
+	case key.Matches(k, km.First):
 		m.move(0)
-	case "end", "G":
+	case key.Matches(k, km.Last):
 		m.move(n)
 	}
 	return m, nil
+}
+
+// effPage is how far J/K scroll the effects pane: its height less a line.
+func (m *Model) effPage() int {
+	if r := m.layout().effects; r.h > 3 {
+		return r.h - 3
+	}
+	return 5
 }
 
 func (m *Model) mechanism() string {
@@ -455,7 +549,7 @@ func (m *Model) move(p int) {
 
 // guest starts a guest operation, or explains why it cannot.
 func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
-	if !m.drv.Live() {
+	if !m.drv.Live() && o.kind != opCommand {
 		m.say("replay: no guest attached; that key needs `sctrace run` or `sctrace attach`")
 		return m, nil
 	}
@@ -463,13 +557,31 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.busy = &o
-	m.move(m.snap.Len())
+	if o.kind != opCommand && o.kind != opFind {
+		m.move(m.snap.Len())
+	}
+	if w, ok := m.drv.(watcher); ok {
+		w.setWatches(m.cmd.watches.Clone())
+	}
 	d, ctx := m.drv, m.ctx
+	if o.kind == opCommand || o.kind == opFind {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		m.cmd.cancel = cancel
+	}
 	return m, func() tea.Msg {
 		done := opDoneMsg{op: o}
 		switch o.kind {
-		case opStep, opOver:
-			done.err = d.Step(ctx, o.kind == opOver)
+		case opStep:
+			for done.stepped < max(o.count, 1) && done.err == nil {
+				if done.err = d.Step(ctx, false); done.err == nil {
+					done.stepped++
+				}
+			}
+		case opOver:
+			done.err = d.Step(ctx, true)
+		case opCommand, opFind:
+			done.out, done.err = o.run(ctx)
 		case opRun:
 			done.reason, done.err = d.Run(ctx, o.cond)
 		case opEntry:
@@ -486,10 +598,20 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 
 func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 	m.busy = nil
+	if m.cmd.cancel != nil {
+		m.cmd.cancel()
+		m.cmd.cancel = nil
+	}
 	old := m.snap.Len()
 	m.snap = d.snap
 	n := m.snap.Len()
 	switch {
+	case d.op.kind == opFind:
+		// Nothing moved: the answer is about the code ahead.
+	case d.op.kind == opCommand:
+		if n != old || m.pos > n {
+			m.move(n)
+		}
 	case d.op.kind == opEntry || (d.op.kind == opRoundTrip && d.op.entry):
 		m.move(0)
 	case d.op.kind == opRoundTrip:
@@ -501,11 +623,15 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		return m, m.idle()
 	}
 	switch {
+	case d.op.kind == opCommand:
+		m.commandDone(d)
+	case d.op.kind == opFind:
+		m.findDone(d)
 	case d.err != nil && errors.Is(d.err, context.Canceled):
 		m.say("interrupted")
 	case d.err != nil:
 		m.fail(d.err)
-		m.queued = nil
+		m.queued, m.queuedSteps = nil, 0
 	case d.op.kind == opEntry:
 		m.say("stopped before the next %s; the previous recording was replaced", m.mechanism())
 	case d.op.kind == opRoundTrip:
@@ -517,12 +643,19 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		m.say("%s: %s after %d steps", d.op.label, d.reason, n-old)
 	case d.op.kind == opProbe:
 		m.say("read %d MSRs with rdmsr and put everything back: the system pane lists them, the effects pane compares them with what was inferred", d.probed)
+	case d.op.kind == opStep && d.stepped > 1:
+		m.say("stepped %d instructions", d.stepped)
 	default:
 		m.status = ""
 	}
 	if m.ls != nil {
 		m.lessonFinish(d)
 	}
+	if q := m.queuedSteps; q > 0 && m.pos == n {
+		m.queuedSteps = 0
+		return m.guest(op{kind: opStep, label: fmt.Sprintf("stepping %d", q), count: q})
+	}
+	m.queuedSteps = 0
 	if q := m.queued; q != nil {
 		m.queued = nil
 		return m.key(*q)
@@ -679,19 +812,36 @@ func eventNames(ev []annotate.Event) string {
 	return strings.Join(s, ", ")
 }
 
-func (m *Model) openPrompt(mode inputMode, prompt, placeholder string) {
+// openPrompt opens the one-line prompt. The hint goes in the prompt
+// itself, never as a placeholder: the cursor sits on a placeholder's first
+// character, which a terminal that does not show the cursor's style
+// shows as if typed.
+func (m *Model) openPrompt(mode inputMode, prompt, _ string) {
 	m.input = mode
 	m.prompt.Prompt = prompt
-	m.prompt.Placeholder = placeholder
+	m.prompt.Placeholder = ""
+	m.prompt.CharLimit = 64
+	if mode == inputCommand || mode == inputSave {
+		m.prompt.CharLimit = 512
+	}
 	m.prompt.SetValue("")
 	m.prompt.Focus()
 }
 
 func (m *Model) inputKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if m.input == inputConfirm {
+		return m.confirmKey(k)
+	}
+	if m.input == inputCommand {
+		if ok, mdl, cmd := m.commandKey(k); ok {
+			return mdl, cmd
+		}
+	}
 	switch k.String() {
 	case "esc":
 		m.input = inputNone
 		m.prompt.Blur()
+		m.cmd.completions = nil
 		return m, nil
 	case "enter":
 		v := strings.TrimSpace(m.prompt.Value())
@@ -703,8 +853,12 @@ func (m *Model) inputKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 			m.gotoStep(v)
 		case inputAnswer:
 			m.lessonAnswer(v)
+		case inputSave:
+			m.save(v)
+		case inputCommand:
+			return m.runCommand(v)
 		default:
-			m.search(v)
+			return m.search(v)
 		}
 		return m, nil
 	}
@@ -727,24 +881,6 @@ func (m *Model) gotoStep(v string) {
 	m.say("step %d", i)
 }
 
-// search finds the next step, after the current one and wrapping around,
-// whose symbol or instruction contains q.
-func (m *Model) search(q string) {
-	if q == "" {
-		return
-	}
-	if m.snap.Trace == nil {
-		m.fail(fmt.Errorf("/%s: nothing recorded yet", q))
-		return
-	}
-	if k := m.snap.Trace.Search(m.pos, q); k >= 0 {
-		m.move(k)
-		m.say("/%s: step %d", q, k)
-		return
-	}
-	m.fail(fmt.Errorf("/%s: not in the %d recorded steps", q, m.snap.Len()))
-}
-
 // SaveName returns the file name `w` writes to.
 func (m *Model) SaveName() string {
 	now := time.Now
@@ -762,20 +898,27 @@ func (m *Model) SaveName() string {
 // version 2 (trace.Trace.Write), which `sctrace view` opens.
 const SaveExt = ".sctrace"
 
-// save starts writing the trace recorded so far to a new trace file named
-// by SaveName. The write runs as a command; a savedMsg reports it.
-func (m *Model) save() {
+// save starts writing the trace recorded so far to a new trace file,
+// name ("" is SaveName). The write runs as a command; a savedMsg reports
+// it.
+func (m *Model) save(name string) {
 	t := m.drv.Trace()
 	if t.Len() == 0 {
 		m.say("nothing recorded yet: step first")
 		return
 	}
+	if name == "" {
+		name = m.SaveName()
+	}
 	// A view to write from: the recorder may append steps and probes
 	// while the file is written, but never changes one it has recorded.
 	snap := t.View(t.Len())
-	name := m.SaveName()
 	pattern := "sctrace-" + cmp.Or(t.Header.Mechanism, "trace") + "-*" + SaveExt
-	m.write(func() error { return outfile.Save(name, pattern, snap.Write) },
+	write := snap.Write
+	if strings.EqualFold(filepath.Ext(name), ".json") {
+		write, pattern = snap.WriteJSON, strings.TrimSuffix(pattern, SaveExt)+".json"
+	}
+	m.write(func() error { return outfile.Save(name, pattern, write) },
 		func(err error) tea.Msg { return savedMsg{name: name, steps: snap.Len(), err: err} })
 }
 

@@ -145,8 +145,8 @@ func TestReplayKeys(t *testing.T) {
 		{"r r", 87, "does not return", false},
 		{"end s", 87, "needs `sctrace run`", false},
 		{"c", 0, "needs `sctrace run`", false},
-		{"g 4 2 enter n", 51, "", false},
-		{"g 5 enter n", 6, "", false},
+		{"g 4 2 enter o", 51, "", false},
+		{"g 5 enter o", 6, "", false},
 		{"g 9 9 9 enter", 0, "has not been recorded", true},
 		{"g x enter", 0, "not a step number", true},
 		{"/ d o _ s y s c a l l enter", 42, "step 42", false},
@@ -179,6 +179,10 @@ func TestSave(t *testing.T) {
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
 	do(m, press("w"))
 	name := filepath.Join(dir, "sctrace-syscall-20261122-103000"+SaveExt)
+	if m.input != inputSave || m.prompt.Value() != name {
+		t.Fatalf("w: prompt %v with %q, want the save prompt offering %s", m.input, m.prompt.Value(), name)
+	}
+	do(m, press("enter"))
 	if !strings.Contains(m.status, name) {
 		t.Errorf("status %q does not name %s", m.status, name)
 	}
@@ -251,8 +255,9 @@ func (f *fakeLive) ProbeMSRs(ctx context.Context) (int, error) { return 11, f.op
 func (f *fakeLive) Trace() *trace.Trace { return f.src }
 func (f *fakeLive) Close() error        { f.closed = true; return nil }
 
-// TestLiveCoalescing holds `s` down while a step is in flight: at most one
-// more step is queued, so the guest never falls behind the keyboard.
+// TestLiveCoalescing holds `s` down while a step is in flight: every press
+// counts, and the steps queued behind the one in flight run as one more
+// operation, drawn once.
 func TestLiveCoalescing(t *testing.T) {
 	f := &fakeLive{src: loadTrace(t), release: make(chan struct{}, 100), n: 0}
 	m := New(Config{Driver: f})
@@ -266,16 +271,18 @@ func TestLiveCoalescing(t *testing.T) {
 			t.Fatal("a step key while busy started another operation")
 		}
 	}
+	for range 11 {
+		f.release <- struct{}{}
+	}
 	ops := 0
 	for cmd != nil {
-		f.release <- struct{}{}
 		msg := cmd()
 		ops++
 		_, cmd = m.Update(msg)
 		m.Render()
 	}
-	if ops != 2 || f.calls != 2 || m.Pos() != 2 || m.Steps() != 2 {
-		t.Errorf("after 11 presses: %d operations, %d guest calls, position %d of %d; want 2, 2, 2 of 2", ops, f.calls, m.Pos(), m.Steps())
+	if ops != 2 || f.calls != 11 || m.Pos() != 11 || m.Steps() != 11 {
+		t.Errorf("after 11 presses: %d operations, %d guest steps, position %d of %d; want 2, 11, 11 of 11", ops, f.calls, m.Pos(), m.Steps())
 	}
 	// Time travel never touches the guest, and s replays the record first.
 	for _, k := range keys("b b s") {
@@ -283,8 +290,8 @@ func TestLiveCoalescing(t *testing.T) {
 			t.Errorf("%q with recorded steps ahead started a guest operation", k)
 		}
 	}
-	if m.Pos() != 1 || f.calls != 2 {
-		t.Errorf("b b s: position %d, %d guest calls; want 1, 2", m.Pos(), f.calls)
+	if m.Pos() != 10 || f.calls != 11 {
+		t.Errorf("b b s: position %d, %d guest calls; want 10, 11", m.Pos(), f.calls)
 	}
 }
 
@@ -318,7 +325,7 @@ func TestLiveKeysStartOperations(t *testing.T) {
 		kind opKind
 	}{
 		{"s", opStep},
-		{"n", opStep},
+		{"o", opStep},
 		{"e", opRun},
 		{"r", opRun},
 		{"c", opEntry},
@@ -385,8 +392,15 @@ func TestProbeKey(t *testing.T) {
 	}
 	r := replayModel(t, 160, 48)
 	r.Update(press("f"))
-	if _, cmd := r.Update(press("p")); cmd != nil || !strings.Contains(r.status, "replay") {
-		t.Errorf("p in a replay: status %q", r.status)
+	if _, cmd := r.Update(press("p")); cmd != nil || !strings.Contains(r.status, "replay") ||
+		!strings.Contains(r.status, "live guest") || !strings.Contains(r.status, "CPL 0") {
+		t.Errorf("p on a replayed CPL-0 step: status %q, want it to say the probe needs the live guest at CPL 0", r.status)
+	}
+	// Live, on a recorded step behind the guest: the probe is of the
+	// guest where it is, which that step is not.
+	m.Update(press("b"))
+	if _, cmd := m.Update(press("p")); cmd != nil || !strings.Contains(m.status, "live guest") {
+		t.Errorf("p on a recorded step of a live session: status %q", m.status)
 	}
 }
 
@@ -436,7 +450,8 @@ func TestSaveOffUpdate(t *testing.T) {
 	m := New(Config{Driver: NewReplay(loadTrace(t)), SaveDir: dir,
 		Now: func() time.Time { return time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC) }})
 	name := filepath.Join(dir, "sctrace-syscall-20261122-103000"+SaveExt)
-	_, save := m.Update(press("w"))
+	m.Update(press("w"))
+	_, save := m.Update(press("enter"))
 	if save == nil {
 		t.Fatal("w returned no command")
 	}

@@ -93,7 +93,7 @@ func TestStepOverRecorded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := callTrace(t, tt.code, tt.intel)
 			m := New(Config{Driver: NewReplay(tr)})
-			m.Update(press("n"))
+			m.Update(press("o"))
 			want := 1
 			if tt.over {
 				want = 3
@@ -136,7 +136,7 @@ func TestStepOverUpcoming(t *testing.T) {
 			}
 			f := &upcomingLive{fakeLive: fakeLive{src: loadTrace(t), release: make(chan struct{}, 1)}, next: line}
 			m := New(Config{Driver: f})
-			_, cmd := m.Update(press("n"))
+			_, cmd := m.Update(press("o"))
 			if cmd == nil || m.busy == nil {
 				t.Fatal("n at the end of the record started nothing")
 			}

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,7 +11,10 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/expr"
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/watch"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -52,6 +56,7 @@ type layout struct {
 	wide                                bool
 	code, regs, sys, stack, effects, lo rect
 	lesson                              rect // the lesson pane, when a lesson runs
+	watch                               rect // the watch pane
 }
 
 // wideMin is the smallest screen that gets every pane at once.
@@ -75,7 +80,7 @@ func (m *Model) baseLayout() layout {
 		effH := min(14, body/3)
 		regH := 14
 		sysH := (body - regH) / 2
-		return layout{
+		l := layout{
 			wide:    true,
 			code:    rect{0, 1, lw, body - effH},
 			effects: rect{0, 1 + body - effH, lw, effH},
@@ -83,6 +88,14 @@ func (m *Model) baseLayout() layout {
 			sys:     rect{lw, 1 + regH, rw, sysH},
 			stack:   rect{lw, 1 + regH + sysH, rw, body - regH - sysH},
 		}
+		if nw := m.cmd.watches.Len(); nw > 0 {
+			// The watches take the top of the stack pane.
+			wh := min(nw+2, l.stack.h/2)
+			l.watch = rect{l.stack.x, l.stack.y, l.stack.w, wh}
+			l.stack.y += wh
+			l.stack.h -= wh
+		}
+		return l
 	}
 	lowH := min(14, max(body-6, 6))
 	if body-lowH < 6 {
@@ -99,6 +112,8 @@ func (m *Model) baseLayout() layout {
 		l.sys = l.lo
 	case paneStack:
 		l.stack = l.lo
+	case paneWatch:
+		l.watch = l.lo
 	default:
 		l.effects = l.lo
 	}
@@ -140,8 +155,18 @@ func (m *Model) Render() string {
 	if l.effects.w > 0 {
 		m.drawEffects(screen, l.effects, !l.wide)
 	}
+	if l.watch.w > 0 {
+		m.drawWatches(screen, l.watch, !l.wide)
+	}
 	if l.lesson.w > 0 {
 		m.drawLesson(screen, l.lesson)
+	}
+	if m.out != nil {
+		m.drawOutput(screen, m.outRect())
+	}
+	if cs := m.cmd.completions; len(cs) > 0 && m.input == inputCommand {
+		line := fmt.Sprintf("%d completions: %s", len(cs), strings.Join(cs, "  "))
+		screen.put(0, m.height-2, stStatusBG.Render(ansi.Truncate(line, m.width, "…")+strings.Repeat(" ", max(0, m.width-ansi.StringWidth(line)))))
 	}
 	screen.put(0, m.height-1, m.bottomLine())
 	out := screen.String()
@@ -149,6 +174,74 @@ func (m *Model) Render() string {
 		out = overlay(out, m.helpBox(), m.width, m.height)
 	}
 	return out
+}
+
+// outRect is where the command output pane goes: over the code pane,
+// the full width of the screen.
+func (m *Model) outRect() rect {
+	H := max(m.height, 12)
+	h := min(H-2, max(8, (H-2)*3/5))
+	return rect{0, 1, max(m.width, 40), h}
+}
+
+// drawOutput draws what the last command printed, scrolled to out.top.
+func (m *Model) drawOutput(c *canvas, r rect) {
+	o := m.out
+	rows := r.h - 2
+	o.top = min(o.top, max(0, len(o.lines)-rows))
+	lines := o.lines[o.top:]
+	title := o.title
+	if len(o.lines) > rows {
+		title = fmt.Sprintf("%s (lines %d-%d of %d; pgup/pgdn scroll, esc closes)", o.title, o.top+1, min(o.top+rows, len(o.lines)), len(o.lines))
+	} else {
+		title += " (esc closes)"
+	}
+	c.box(r, title, lines, true)
+}
+
+// drawWatches draws the watch pane: each watch's value at the position
+// shown, from the live guest at its current stop, else from the recorded
+// state (unknown in replay when the recording did not keep it).
+func (m *Model) drawWatches(c *canvas, r rect, tabbed bool) {
+	title := "Watches"
+	if tabbed {
+		title = "Watches (tab: effects)"
+	}
+	ws := m.cmd.watches.Watches()
+	if len(ws) == 0 {
+		c.box(r, title, []string{stDim.Render(":watch EXPR adds one: :watch $rsp, :watch pt_regs->ip")}, false)
+		return
+	}
+	live := map[int]watch.Value{}
+	if m.drv.Live() && m.pos >= m.snap.Len() {
+		for _, v := range m.snap.Watches {
+			live[v.ID] = v
+		}
+	}
+	var lines []string
+	for _, w := range ws {
+		v, ok := live[w.ID]
+		switch {
+		case ok:
+		case m.snap.Trace != nil:
+			env := &expr.Replay{Trace: m.snap.Trace, Index: m.pos, Symbols: m.syms()}
+			val, err := expr.Eval(w.Expr, env)
+			v = watch.Value{Watch: w, Val: val, Err: err}
+			if err != nil && !v.Unknown() && m.drv.Live() && m.pos >= m.snap.Len() {
+				v.Err = errors.New("not read yet")
+			}
+		default:
+			v = watch.Value{Watch: w, Err: errors.New("nothing recorded yet")}
+		}
+		s := fmt.Sprintf("%d ", w.ID) + termtext.Line(v.String())
+		if v.Unknown() {
+			s = stDim.Render(s)
+		} else if v.Err != nil {
+			s = stWarn.Render(s)
+		}
+		lines = append(lines, s)
+	}
+	c.box(r, title, lines, false)
 }
 
 // canvas is a screen of styled lines.
@@ -303,15 +396,12 @@ func (m *Model) statusLine() string {
 	return stStatusBG.Render(s + strings.Repeat(" ", max(0, m.width-ansi.StringWidth(s))))
 }
 
-// keyHints is the bottom line when there is nothing to say.
-const keyHints = "s step  n over  b/f back/fwd  e event  r to user  c next call  R round trip  / search  g goto  w save  t syntax  tab pane  ? help  q quit"
-
 func (m *Model) bottomLine() string {
 	if m.input != inputNone {
 		return m.prompt.View()
 	}
 	if m.status == "" {
-		return stDim.Render(keyHints)
+		return stDim.Render(m.keys.bar(m.width))
 	}
 	if m.warn {
 		return stBad.Render("! ") + m.status
@@ -441,9 +531,9 @@ func (m *Model) drawRegs(c *canvas, r rect) {
 	show := st
 	if m.showOld && prev != nil {
 		show = prev
-		title = "Registers before the last step (o)"
+		title = "Registers before the last step (O)"
 	} else if len(changed) > 0 {
-		title = "Registers (changed highlighted; o: old)"
+		title = "Registers (changed highlighted; O: old)"
 	}
 	if show == nil {
 		c.box(r, title, []string{"no state"}, false)
@@ -712,7 +802,7 @@ func (m *Model) drawStack(c *canvas, r rect, tabbed bool) {
 	st := m.state()
 	title := "Stack"
 	if tabbed {
-		title = "Stack (tab: effects)"
+		title = "Stack (tab: watches)"
 	}
 	if st == nil {
 		c.box(r, title, nil, false)
@@ -818,8 +908,15 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 	if tabbed {
 		title += " (tab: system)"
 	}
-	top := min(m.effTop, max(0, len(lines)-(r.h-2)))
-	c.box(r, m.lookTitle("effects", title), lines[top:], m.looking("effects"))
+	rows := r.h - 2
+	top := min(m.effTop, max(0, len(lines)-rows))
+	m.effTop = top
+	shown := lines[top:]
+	if len(shown) > rows && rows > 1 {
+		more := len(shown) - (rows - 1)
+		shown = append(shown[:rows-1:rows-1], stDim.Render(fmt.Sprintf("… %d more lines (J/K or pgdn/pgup scroll)", more)))
+	}
+	c.box(r, m.lookTitle("effects", title), shown, m.looking("effects"))
 }
 
 func colorize(s string, v annotate.Verdict) string {
@@ -844,37 +941,35 @@ func wrap(text string, n int) []string {
 	return out
 }
 
-// helpText lists the keys.
-var helpText = [][2]string{
-	{"s", "step into (through the record first, then the guest)"},
-	{"n", "step over a call"},
-	{"b / f  ↑ ↓", "back / forward through the record (never touches the guest)"},
-	{"e / E", "next / previous CPL change, CR3 write, swapgs, stack switch"},
-	{"r", "run to the return to user mode"},
-	{"c", "continue to the next system call (starts a fresh recording)"},
-	{"R", "record a whole round trip"},
-	{"/", "search a symbol or instruction"},
-	{"g", "go to step N"},
-	{"home / end", "first step / last step"},
-	{"w", "save the trace (a .sctrace file that sctrace view opens)"},
-	{"t", "toggle Intel / AT&T syntax"},
-	{"o", "show register values before the last step"},
-	{"p", "read the MSRs with rdmsr in the guest (CPL 0; all put back)"},
-	{"tab", "switch the lower pane on small screens"},
-	{"wheel", "scroll the code or effects pane"},
-	{"?", "this help (any key closes it)"},
-	{"q  ctrl-c", "quit: breakpoints removed, QEMU ended if sctrace started it"},
-}
-
 func (m *Model) helpBox() string {
-	var b strings.Builder
-	for i, kv := range m.helpKeys() {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		fmt.Fprintf(&b, "%s %s", stAccent.Render(fmt.Sprintf("%-11s", kv[0])), kv[1])
-	}
 	w := min(m.width-4, 90)
+	// Each key's description is wrapped to the box, under its column.
+	descW := max(10, w-4-12)
+	var lines []string
+	for _, kv := range m.helpKeys() {
+		for j, d := range wrap(kv[1], descW) {
+			k := ""
+			if j == 0 {
+				k = kv[0]
+			}
+			lines = append(lines, stAccent.Render(fmt.Sprintf("%-11s", k))+" "+d)
+		}
+	}
+	// The box holds what the screen does, less its border and title; the
+	// rest scrolls.
+	fit := max(3, m.height-4)
+	if len(lines) > fit {
+		m.helpTop = min(m.helpTop, len(lines)-fit+1)
+		rest := len(lines) - m.helpTop - (fit - 1)
+		lines = lines[m.helpTop : m.helpTop+fit-1]
+		more := stAccent.Render(fmt.Sprintf("%-11s", "↑")) + " scrolls back (any other key closes)"
+		if rest > 0 {
+			more = stAccent.Render(fmt.Sprintf("%-11s", "↓")) + fmt.Sprintf(" %d more lines (↓ ↑ scroll, any other key closes)", rest)
+		}
+		lines = append(lines, more)
+	} else {
+		m.helpTop = 0
+	}
 	return lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colAccent).
-		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + b.String())
+		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + strings.Join(lines, "\n"))
 }

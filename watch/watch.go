@@ -85,3 +85,8 @@ func (l *List) Eval(env expr.Env) []Value {
 	}
 	return out
 }
+
+// Clone returns a copy of the list that later changes to l do not touch.
+func (l *List) Clone() *List {
+	return &List{items: append([]Watch(nil), l.items...), next: l.next}
+}
