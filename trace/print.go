@@ -119,7 +119,11 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Syscall != nil {
 		p.f("system call: %s\n  (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
-	p.f("stepping: %s\n\n", h.Stepping)
+	p.f("stepping: %s\n", h.Stepping)
+	for _, l := range h.RecorderLines() {
+		p.f("recorder: %s\n", l)
+	}
+	p.f("\n")
 	byHand := func(i int) {
 		for _, w := range UserWritesBefore(t.UserWrites, i) {
 			p.f("    !! %-10s %s\n", "by hand", w)
@@ -246,7 +250,11 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Syscall != nil {
 		p.f("- system call: `%s` (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
-	p.f("- stepping: %s\n\n", h.Stepping)
+	p.f("- stepping: %s\n", h.Stepping)
+	for _, l := range h.RecorderLines() {
+		p.f("- recorder: %s\n", l)
+	}
+	p.f("\n")
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {
 		p.f("MSRs probed before the first step:\n\n")
 		for _, e := range effs {

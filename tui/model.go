@@ -397,6 +397,8 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		cur := m.snap.Current
 		return m.guest(op{kind: opRoundTrip, label: "recording a round trip",
 			entry: cur != nil && cur.CPL() == 3 && n > 0})
+	case fastKey:
+		return m.recordFast()
 	case "p":
 		if m.busy != nil {
 			return m, nil
@@ -478,6 +480,8 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 			done.reason, done.err = d.RoundTrip(ctx, o.entry)
 		case opProbe:
 			done.probed, done.err = d.ProbeMSRs(ctx)
+		case opFast:
+			done.reason, done.err = runFast(ctx, d)
 		}
 		done.snap = d.Snapshot()
 		return done
@@ -513,7 +517,7 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		if d.op.entry {
 			m.say("recorded a round trip of %d steps (%s): f/b walk it", n, d.reason)
 		}
-	case d.op.kind == opRun:
+	case d.op.kind == opRun || d.op.kind == opFast:
 		m.say("%s: %s after %d steps", d.op.label, d.reason, n-old)
 	case d.op.kind == opProbe:
 		m.say("read %d MSRs with rdmsr and put everything back: the system pane lists them, the effects pane compares them with what was inferred", d.probed)

@@ -280,6 +280,9 @@ func (m *Model) statusLine() string {
 	if m.busy != nil {
 		parts = append(parts, stWarn.Render(m.busy.label+"…"))
 	}
+	if l := m.recorderLabel(); l != "" {
+		parts = append(parts, l)
+	}
 	parts = append(parts, m.mechanism())
 	if h.Accel != "" {
 		accel, _, _ := strings.Cut(h.Accel, " (")
@@ -850,6 +853,7 @@ var helpText = [][2]string{
 	{"r", "run to the return to user mode"},
 	{"c", "continue to the next system call (starts a fresh recording)"},
 	{"R", "record a whole round trip"},
+	fastHelp,
 	{"/", "search a symbol or instruction"},
 	{"g", "go to step N"},
 	{"home / end", "first step / last step"},
