@@ -58,6 +58,27 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 		session.Recorders, cobra.ShellCompDirectiveNoFileComp))
 }
 
+// recordHelp is the paragraph on --record in the help of the commands
+// that record.
+const recordHelp = `
+
+--record chooses how instructions are recorded: step single-steps each
+through the gdbstub (every detail, a few thousand a second); log has QEMU
+write each instruction's registers to its instruction log (far faster; TCG
+only; stack memory is not captured, interrupts are not masked and their
+handlers are left out); auto, the default, steps the first --log-after
+instructions (2000) and hands the rest to the log where the guest runs
+under TCG, and otherwise steps on and says why. With log or auto the
+default --budget is 2000000. The header says which recorder made which
+steps.`
+
+// recordHelpStarted adds, for the commands that start QEMU, what the log
+// changes in how QEMU is started.
+const recordHelpStarted = recordHelp + ` With log or auto, a TCG QEMU is started with
+-icount shift=0,sleep=off, so that guest time follows instructions and a
+logged call takes no more timer interrupts than a free one; --record step
+starts QEMU without it.`
+
 // recordUsage is the help of --record.
 const recordUsage = `how to record: step (single-step every instruction through the gdbstub),
 log (QEMU's instruction log: far faster, TCG only, no stack memory), or
@@ -204,7 +225,7 @@ On the way out sctrace detaches, which removes its breakpoints and lets the
 guest run on. A guest that has not booted (QEMU started with -S) is
 refused at once, or, with --boot-wait, let run until a 64-bit kernel is
 running. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
-what was recorded and detaches the same way.`,
+what was recorded and detaches the same way.` + recordHelp,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
   sctrace trace --attach :1234 --syscall execve
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json
