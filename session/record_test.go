@@ -117,7 +117,7 @@ func TestCheckRecord(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct {
-		record, accel string
+		record, accel  string
 		icount, kvmErr bool
 	}{
 		{RecordStep, "tcg", false, false},
