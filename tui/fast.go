@@ -15,7 +15,7 @@ const opFast opKind = 100
 const fastKey = "L"
 
 // fastHelp is fastKey's line in the help.
-var fastHelp = [2]string{fastKey, "record the rest of the round trip fast, from QEMU's instruction log (TCG only)"}
+var fastHelp = [2]string{fastKey, "record the rest of the round trip fast, from QEMU's log"}
 
 // fastRecorder is a Driver that can record the rest of a round trip from
 // QEMU's instruction log.
