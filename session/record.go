@@ -92,14 +92,20 @@ type logRecorder struct {
 	// stepBudget is the budget single-stepping keeps after a fall-back.
 	stepBudget int
 	// unavailable is why the log could not be switched on, once it was
-	// tried (or known beforehand: a guest under KVM).
+	// tried.
 	unavailable error
-	notice      func(string)
+	// kvm is set for a guest sctrace started under KVM: the log is known
+	// to be unavailable before it is tried.
+	kvm    bool
+	notice func(string)
 }
 
 // Run records with the log, or, when the log is unavailable and the
 // recorder is auto, by single steps; the steps already recorded stay.
 func (l *logRecorder) Run(ctx context.Context, until ...trace.Until) (trace.StopReason, error) {
+	if l.unavailable == nil && l.kvm {
+		l.fallBack(qemulog.ErrNotTCG)
+	}
 	if l.unavailable == nil {
 		why, err := l.LogRecorder.Run(ctx, until...)
 		var ue *trace.LogUnavailableError
@@ -145,11 +151,9 @@ func (s *Session) useRecorder(r *trace.Recorder, o Options) {
 	if o.Budget <= 0 {
 		r.Budget = DefaultLogBudget
 	}
-	if s.QEMU != nil && s.QEMU.Accel == "kvm" {
-		// Known before anything is tried: say so at the first round
-		// trip rather than ask the monitor.
-		l.unavailable = qemulog.ErrNotTCG
-	}
+	// Known before anything is tried: said at the first round trip
+	// rather than asked of the monitor.
+	l.kvm = s.QEMU != nil && s.QEMU.Accel == "kvm"
 	s.rec, s.log = l, l
 }
 
@@ -173,9 +177,7 @@ func (s *Session) RecordFast(ctx context.Context, until ...trace.Until) (*trace.
 	}
 	l := trace.NewLogRecorder(s.Recorder)
 	saved := s.Recorder.Budget
-	if saved <= 0 || saved < DefaultLogBudget {
-		s.Recorder.Budget = DefaultLogBudget
-	}
+	s.Recorder.Budget = max(saved, DefaultLogBudget)
 	defer func() { s.Recorder.Budget = saved }()
 	_, err := l.Run(ctx, until...)
 	if err == nil && ctx.Err() != nil {

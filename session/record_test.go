@@ -8,6 +8,7 @@ import (
 
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/qemulog"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
@@ -48,6 +49,10 @@ func fakeKVMSession(t *testing.T, o Options) (*Session, *gdbstubtest.Stub, conte
 		t.Fatal(err)
 	}
 	s := &Session{Conn: conn}
+	if o.Accel == "kvm" {
+		// As a QEMU sctrace started under KVM: known without asking.
+		s.QEMU = &qemu.Instance{Accel: "kvm"}
+	}
 	s.useRecorder(r, o)
 	return s, stub, ctx
 }
@@ -57,28 +62,9 @@ func fakeKVMSession(t *testing.T, o Options) (*Session, *gdbstubtest.Stub, conte
 // trace's recorder line; log refuses with qemulog.ErrNotTCG and records
 // nothing.
 func TestRecordAutoFallsBack(t *testing.T) {
-	t.Run("auto", func(t *testing.T) {
-		s, _, ctx := fakeKVMSession(t, Options{Record: RecordAuto})
-		var notices []string
-		s.Notice = func(msg string) { notices = append(notices, msg) }
-		tr, err := s.Record(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tr.Len() != 2 || tr.Header.Stop != string(trace.StopUser) {
-			t.Errorf("%d steps, stopped %q: want the 2-instruction round trip back to user mode", tr.Len(), tr.Header.Stop)
-		}
-		if len(notices) != 1 || !strings.Contains(notices[0], "single-steps throughout") || !strings.Contains(notices[0], "KVM") {
-			t.Errorf("notices %q: want one saying why auto steps", notices)
-		}
-		lines := tr.Header.RecorderLines()
-		if len(lines) != 1 || !strings.Contains(lines[0], "steps 0-1 (2): single steps") || !strings.Contains(lines[0], "KVM") {
-			t.Errorf("recorder lines %q", lines)
-		}
-		if !errors.Is(s.LogUnavailable(), qemulog.ErrNotTCG) {
-			t.Errorf("LogUnavailable() = %v, want ErrNotTCG", s.LogUnavailable())
-		}
-	})
+	for _, accel := range []string{"", "kvm"} {
+		t.Run("auto"+accel, func(t *testing.T) { testAutoFallsBack(t, accel) })
+	}
 	t.Run("log", func(t *testing.T) {
 		s, _, ctx := fakeKVMSession(t, Options{Record: RecordLog})
 		tr, err := s.Record(ctx)
@@ -89,6 +75,31 @@ func TestRecordAutoFallsBack(t *testing.T) {
 			t.Errorf("%d steps recorded after the refusal", tr.Len())
 		}
 	})
+}
+
+// testAutoFallsBack records with auto on the fake KVM guest, told by the
+// monitor (accel "") or known from how sctrace started QEMU ("kvm").
+func testAutoFallsBack(t *testing.T, accel string) {
+	s, _, ctx := fakeKVMSession(t, Options{Record: RecordAuto, Accel: accel})
+	var notices []string
+	s.Notice = func(msg string) { notices = append(notices, msg) }
+	tr, err := s.Record(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Len() != 2 || tr.Header.Stop != string(trace.StopUser) {
+		t.Errorf("%d steps, stopped %q: want the 2-instruction round trip back to user mode", tr.Len(), tr.Header.Stop)
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "single-steps throughout") || !strings.Contains(notices[0], "KVM") {
+		t.Errorf("notices %q: want one saying why auto steps", notices)
+	}
+	lines := tr.Header.RecorderLines()
+	if len(lines) != 1 || !strings.Contains(lines[0], "steps 0-1 (2): single steps") || !strings.Contains(lines[0], "KVM") {
+		t.Errorf("recorder lines %q", lines)
+	}
+	if !errors.Is(s.LogUnavailable(), qemulog.ErrNotTCG) {
+		t.Errorf("LogUnavailable() = %v, want ErrNotTCG", s.LogUnavailable())
+	}
 }
 
 // TestCheckRecord covers the checks of --record and --log-after, what a
