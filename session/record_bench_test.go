@@ -132,7 +132,7 @@ func BenchmarkRecordersExecve(b *testing.B) {
 		l := trace.NewLogRecorder(stepper)
 		stepper.Budget = DefaultLogBudget
 		a.rec = l
-		n := 0
+		n, lastDetail := 0, ""
 		for range b.N {
 			toEntry(b)
 			tr, err := a.Record(ctx)
@@ -142,16 +142,30 @@ func BenchmarkRecordersExecve(b *testing.B) {
 			if tr.Header.Stop != string(trace.StopUser) {
 				b.Fatalf("stopped: %s after %d steps", tr.Header.Stop, tr.Len())
 			}
+			if sp := tr.Header.Recorders; len(sp) > 0 {
+				lastDetail = sp[len(sp)-1].Detail
+			}
 			n += tr.Len()
 		}
 		rate := float64(n) / b.Elapsed().Seconds()
 		b.ReportMetric(rate, "insns/s")
+		// Where the time went, as the log's span says it.
+		if m := logTimes.FindStringSubmatch(lastDetail); m != nil {
+			run, _ := strconv.ParseFloat(m[1], 64)
+			conv, _ := strconv.ParseFloat(m[2], 64)
+			b.ReportMetric(run, "last-logged-run-s")
+			b.ReportMetric(conv, "last-convert-s")
+		}
 		b.ReportMetric(float64(n)/float64(b.N), "insns/op")
 		if gdbRate > 0 {
 			b.ReportMetric(rate/gdbRate, "x-gdb-stepi")
 		}
 	})
 }
+
+// logTimes finds, in a log span's Detail, how long the guest ran logged
+// and how long the log took to turn into steps.
+var logTimes = regexp.MustCompile(`logged instructions in ([0-9.]+)s, turned into steps in ([0-9.]+)s`)
 
 // gdbStepi runs gdb on the stub at addr: a hardware breakpoint at site,
 // continue, then n stepi commands, timed in gdb's Python. It returns the
