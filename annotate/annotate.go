@@ -299,6 +299,7 @@ func (a *annotator) run() {
 	if !handled {
 		a.exceptionCheck()
 	}
+	a.ioPort()
 	a.segmentAccesses()
 	a.frameStores()
 	a.cr3EditNote()

@@ -209,6 +209,12 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		// and the saved RIP is the next instruction.
 		a.privilegeChange(fmt.Sprintf("%s: software interrupt, %s delivered", cause, vec), -1)
 		a.mark(EventInterrupt)
+	} else if v >= 32 && a.op.kind != opInt {
+		// Not raised by the instruction: an external interrupt arrives
+		// between two instructions, and the frame's RIP is the one that
+		// has not run yet.
+		a.privilegeChange(fmt.Sprintf("%s delivered before %s ran: an external interrupt (vectors 32-255 come from the interrupt controller, not from an instruction); %s runs after the handler returns", vec, cause, cause), -1)
+		a.mark(EventException)
 	} else {
 		a.privilegeChange(fmt.Sprintf("%s: %s delivered", cause, vec), -1)
 		a.mark(EventException)
@@ -237,6 +243,12 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		size = 48
 	}
 	a.interruptStack(g, gateOK, from, to, size)
+	if gateOK && g.IST == 0 && from > to && to >= 0 {
+		a.note(KindStack, "IDT[%#x] has IST 0: the CPU takes the stack of the new privilege level, TSS.RSP%d; a gate with IST n would switch to TSS.IST%[3]s whatever the privilege level (for NMI, #DF, #MC, which may arrive on a broken stack)", v, to, "n")
+	}
+	if v == 14 && errCode {
+		a.pageFault(from)
+	}
 	a.interruptFlags(g, gateOK)
 	ret := a.s.Addr
 	if trap {
@@ -248,6 +260,35 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 			e.Fault, e.InsnLen = true, a.op.length(a.s.Inst)
 		}
 	}
+}
+
+// pageFault explains what a #PF reports: the error code the CPU pushed
+// (at RSP after the step) bit by bit, and CR2, the linear address the
+// access tried to reach.
+func (a *annotator) pageFault(from int) {
+	if rsp, ok := a.a.Get(x86.RSP); ok {
+		if w, ok := a.words(rsp, 1, 8, true); ok {
+			e := x86.PFError(w[0])
+			a.note(KindFrame, "error code %#x: %s (bit 0 P: %s; bit 1 W/R: %s; bit 2 U/S: %s)", w[0], e,
+				pick(e&x86.PFProtection != 0, "a protection violation on a present page", "the page is not present"),
+				pick(e&x86.PFWrite != 0, "a write", "a read"),
+				pick(e&x86.PFUser != 0, "the access was made at CPL 3", "the access was made at CPL 0-2"))
+			if user := e&x86.PFUser != 0; user != (from == 3) && from >= 0 {
+				a.add(KindFrame, Finding, "the error code's U/S bit says %s, but the CPU was at CPL %d", pick(user, "user", "supervisor"), from)
+			}
+		}
+	}
+	if cr2, ok := a.a.Get(x86.CR2); ok {
+		a.note(KindRegister, "cr2 = %s: the linear address the access tried to reach; the handler must read it before anything can fault again", a.sym(cr2))
+	}
+}
+
+// pick returns yes when cond holds, else no.
+func pick(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
 }
 
 // softwareInterrupt reports whether the step delivered vector v as the

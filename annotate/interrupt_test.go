@@ -351,3 +351,68 @@ func TestNestedKernelFault(t *testing.T) {
 	push := Annotate(mkStep(t, 9, insPushRAX, pfEntry, h, with(h, regs{x86.RIP: pfEntry + 1, x86.RSP: frameAt - 8})), c)
 	expectEffects(t, push, note(KindStack, "(nested #PF frame: di)"))
 }
+
+// TestUserPageFaultAndInterrupt checks what is said of the two entries from
+// user mode that no instruction asks for: a store that page-faults (the
+// frame gets an error code, whose bits the SDM defines, Vol. 3A §4.7; CR2
+// the address) and an external interrupt that arrives before an
+// instruction (vector 0x20, no error code, the frame's RIP that
+// instruction). Both go through IST-0 gates, so the stack is TSS.RSP0's.
+func TestUserPageFaultAndInterrupt(t *testing.T) {
+	const timer = 0xffffffff81004000
+	insStore := []byte{0x48, 0x89, 0x37} // mov %rsi,(%rdi)
+	insCmp := []byte{0x48, 0x39, 0x3d, 0, 0, 0, 0}
+	pfAfter := with(int80After, regs{x86.RIP: pfEntry, x86.RSP: frameRSP - 8, x86.CR2: 0x700238})
+	irqAfter := with(int80After, regs{x86.RIP: timer})
+	tests := []struct {
+		name   string
+		code   []byte
+		after  regs
+		mem    []Memory
+		checks []check
+		clean  bool
+	}{
+		{
+			name: "a user store to a page not present", code: insStore, after: pfAfter, clean: true,
+			mem: []Memory{idtEntry(14, gateBytes(pfEntry, 0x10, 0, 0xe, 0)), tssMem(tssRSP0),
+				{Addr: frameRSP - 8, Data: qwords(0x6, userRIP, 0x33, 0x246, userRSP, 0x2b), After: true}},
+			checks: []check{
+				note(KindPrivilege, "#PF page fault delivered: CPL 3 → 0"),
+				note(KindFrame, "error code 0x6: not present, write, user (bit 0 P: the page is not present; bit 1 W/R: a write; bit 2 U/S: the access was made at CPL 3)"),
+				note(KindRegister, "cr2 = 0x700238: the linear address the access tried to reach"),
+				note(KindStack, "IDT[0xe] has IST 0: the CPU takes the stack of the new privilege level, TSS.RSP0"),
+				ok(KindStack, "minus the 48-byte frame"),
+			},
+		},
+		{
+			name: "an error code that says supervisor for a user fault", code: insStore, after: pfAfter,
+			mem: []Memory{idtEntry(14, gateBytes(pfEntry, 0x10, 0, 0xe, 0)), tssMem(tssRSP0),
+				{Addr: frameRSP - 8, Data: qwords(0x2, userRIP, 0x33, 0x246, userRSP, 0x2b), After: true}},
+			checks: []check{finding(KindFrame, "the error code's U/S bit says supervisor, but the CPU was at CPL 3")},
+		},
+		{
+			name: "the timer's interrupt before a cmp", code: insCmp, after: irqAfter, clean: true,
+			mem: []Memory{idtEntry(0x20, gateBytes(timer, 0x10, 0, 0xe, 0)), tssMem(tssRSP0),
+				{Addr: frameRSP, Data: qwords(userRIP, 0x33, 0x246, userRSP, 0x2b, 0), After: true}},
+			checks: []check{
+				note(KindPrivilege, "vector 0x20 delivered before cmp"),
+				note(KindPrivilege, "an external interrupt"),
+				ok(KindControl, "the handler in IDT[0x20]"),
+				ok(KindFrame, "rip 0x401000"),
+				ok(KindStack, "minus the 40-byte frame"),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := withSys(mkStep(t, 1, tt.code, userRIP, user, tt.after, tt.mem...))
+			effects := Annotate(s, &Context{})
+			expectEffects(t, effects, tt.checks...)
+			if tt.clean {
+				expectNoFinding(t, effects)
+			} else {
+				expectFinding(t, effects)
+			}
+		})
+	}
+}

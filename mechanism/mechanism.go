@@ -1,6 +1,8 @@
 // Package mechanism names the ways into the kernel that sctrace traces and
 // times: syscall, int $0x80, sysenter, a far call through a call gate, ud2
-// used as a system call, and the vDSO read that enters no kernel at all.
+// used as a system call, the vDSO read that enters no kernel at all, and two
+// entries that are no system call: a page fault on a page not yet mapped
+// and a timer interrupt arriving in user mode.
 // The recorder, the teaching kernel, the Linux /init and the annotator all
 // take the names, the labels and the spellings from here.
 package mechanism
@@ -17,19 +19,37 @@ import (
 type Mechanism string
 
 // The mechanisms sctrace knows. Vdso enters no kernel at all: it is the
-// baseline of reading kernel-provided data from user mode.
+// baseline of reading kernel-provided data from user mode. PageFault and
+// IRQ are not system calls: the first is a user store to a page that is
+// not mapped yet (#PF, vector 14), which the kernel maps before the store
+// runs again; the second an external interrupt (the timer) taken while
+// user code runs.
 const (
-	Syscall  Mechanism = "syscall"
-	Int80    Mechanism = "int80"
-	Sysenter Mechanism = "sysenter"
-	CallGate Mechanism = "callgate"
-	UD2      Mechanism = "ud2"
-	Vdso     Mechanism = "vdso"
+	Syscall   Mechanism = "syscall"
+	Int80     Mechanism = "int80"
+	Sysenter  Mechanism = "sysenter"
+	CallGate  Mechanism = "callgate"
+	UD2       Mechanism = "ud2"
+	Vdso      Mechanism = "vdso"
+	PageFault Mechanism = "pagefault"
+	IRQ       Mechanism = "irq"
 )
 
 // All lists every mechanism, in the order the teaching kernel's trace mode
 // calls them.
-var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso}
+var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso, PageFault, IRQ}
+
+// SystemCall reports whether m is a way to make a system call (or, for the
+// vDSO, to get a system call's answer without one): every mechanism but
+// the page fault and the interrupt, which enter the kernel without a
+// system call number and come back to the instruction they stopped.
+func (m Mechanism) SystemCall() bool { return m != PageFault && m != IRQ }
+
+// Event reports whether the kernel is entered by something that happens to
+// the user instruction rather than by what it does: a page fault raised by
+// an ordinary memory access, or an external interrupt arriving between two
+// instructions. Either returns to the same instruction, which then runs.
+func (m Mechanism) Event() bool { return m == PageFault || m == IRQ }
 
 // Parse checks a mechanism name; "" and "any" mean any and return "".
 func Parse(s string) (Mechanism, error) {
@@ -65,7 +85,9 @@ func (m Mechanism) stem() string {
 // UserLabel is the symbol the guest programs sctrace ships (the teaching
 // kernel and Linux's /init) put on the user instruction that enters the
 // kernel by m, e.g. user_syscall_insn; for the vDSO baseline, the user
-// read of the kernel-provided page, user_vdso_read_insn.
+// read of the kernel-provided page, user_vdso_read_insn; for a page fault,
+// the store that faults, user_pagefault_insn; for an interrupt, the first
+// instruction of the loop the program waits in, user_irq_insn.
 func (m Mechanism) UserLabel() string { return "user_" + m.stem() + "_insn" }
 
 // UserReturnLabel is the symbol on the user instruction right after the one
@@ -74,7 +96,8 @@ func (m Mechanism) UserReturnLabel() string { return "user_" + m.stem() + "_ret"
 
 // Instruction spells the instruction that enters the kernel by m as
 // annotations name it: "syscall", "int $0x80", "sysenter", "call gate",
-// "ud2"; "" for the vDSO read, which enters nothing.
+// "ud2"; "" for the vDSO read, which enters nothing, and for a page fault
+// or an interrupt, which any instruction may meet.
 func (m Mechanism) Instruction() string {
 	switch m {
 	case Syscall, Sysenter, UD2:

@@ -54,7 +54,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	_, err := Parse("sysret")
-	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2 or vdso)`; err == nil || err.Error() != want {
+	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault or irq)`; err == nil || err.Error() != want {
 		t.Errorf("Parse(sysret) error = %v, want %s", err, want)
 	}
 }
@@ -70,6 +70,8 @@ func TestLabels(t *testing.T) {
 		{CallGate, "user_callgate_insn", "user_callgate_ret", "call gate"},
 		{UD2, "user_ud2_insn", "user_ud2_ret", "ud2"},
 		{Vdso, "user_vdso_read_insn", "user_vdso_read_ret", ""},
+		{PageFault, "user_pagefault_insn", "user_pagefault_ret", ""},
+		{IRQ, "user_irq_insn", "user_irq_ret", ""},
 	}
 	for _, tt := range tests {
 		if got := tt.m.UserLabel(); got != tt.insn {
@@ -80,6 +82,15 @@ func TestLabels(t *testing.T) {
 		}
 		if got := tt.m.Instruction(); got != tt.spoken {
 			t.Errorf("%s.Instruction() = %q, want %q", tt.m, got, tt.spoken)
+		}
+	}
+}
+
+func TestKinds(t *testing.T) {
+	for _, m := range All {
+		event := m == PageFault || m == IRQ
+		if m.Event() != event || m.SystemCall() == event {
+			t.Errorf("%s: Event() = %v, SystemCall() = %v; want %v, %v", m, m.Event(), m.SystemCall(), event, !event)
 		}
 	}
 }

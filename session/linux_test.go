@@ -169,10 +169,10 @@ func TestLinuxCommandLine(t *testing.T) {
 		o    LinuxOptions
 		want string
 	}{
-		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
-		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
-		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
-		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
+		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- int80"},
+		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet no_timer_check mitigations=off -- enosys"},
 	}
 	for _, tt := range tests {
 		if got := tt.o.CommandLine(); got != tt.want {
@@ -332,6 +332,9 @@ func TestChooseMechanism(t *testing.T) {
 		{m: mechanism.Syscall, chosen: true, mode: linuxinit.Int80, wantErr: "/init in mode int80 never uses it (it uses int80)"},
 		{m: mechanism.Syscall, mode: linuxinit.Enosys, wantM: mechanism.Syscall, wantMode: linuxinit.Enosys},
 		{m: "", wantM: ""},
+		{m: mechanism.IRQ, chosen: true, wantM: mechanism.IRQ},
+		{m: mechanism.IRQ, chosen: true, mode: linuxinit.Int80, wantM: mechanism.IRQ, wantMode: linuxinit.Int80},
+		{m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80 or vdso"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}

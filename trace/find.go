@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/target"
@@ -25,16 +27,35 @@ import (
 //     pushed;
 //   - by single-stepping user code until the next entering instruction.
 //
+// A page fault is found like any labelled instruction: the store at
+// user_pagefault_insn, whose step then delivers the #PF. An interrupt
+// cannot be stepped into (the recorder masks interrupts while stepping), so
+// for irq the guest runs until the timer interrupt's handler is entered
+// with a frame from user mode; see ToInterrupt.
+//
 // Breakpoints are removed on every path, ctrl-c included.
 func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m == "" {
 		m = mechanism.Syscall
 	}
 	r.Reset()
+	if m == mechanism.IRQ {
+		return r.ToInterrupt(ctx)
+	}
 	if err := r.findEntry(ctx, m); err != nil {
 		return err
 	}
-	return r.readSys(ctx)
+	return r.atStart(ctx)
+}
+
+// atStart reads the system registers where a trace starts and, on a guest
+// with several vCPUs, notes which one it follows and where the others are.
+func (r *Recorder) atStart(ctx context.Context) error {
+	if err := r.readSys(ctx); err != nil {
+		return err
+	}
+	r.noteCPUs(ctx, true)
+	return nil
 }
 
 func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
@@ -111,7 +132,9 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
 	defer r.clearBreakpoint(ctx, addr, &err)
-	sr, err := r.T.Conn.Continue(ctx)
+	// Every vCPU runs: the call may come on any of them, and the one that
+	// hits is followed from here on.
+	sr, err := r.T.ContinueAll(ctx)
 	if err != nil {
 		return fmt.Errorf("continue to %s: %w", r.name(addr), err)
 	}
@@ -221,3 +244,129 @@ func KernelRunning(st *x86.State) bool {
 
 // le64 reads a little-endian word.
 func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
+
+// TimerHandlers names the handlers a timer interrupt enters, in order of
+// preference: the teaching kernel's asm_irq_timer (the PIT on IRQ0, vector
+// 0x20) and Linux's asm_sysvec_apic_timer_interrupt (the local APIC timer,
+// vector 0xec).
+var TimerHandlers = []string{"asm_irq_timer", "asm_sysvec_apic_timer_interrupt"}
+
+// maxKernelIRQs bounds how many interrupts that came in kernel mode (or
+// outside the labelled wait loop) ToInterrupt lets pass before it gives up.
+const maxKernelIRQs = 10_000
+
+// loopTries is how many interrupts from user mode outside the labelled
+// wait loop ToInterrupt lets pass before it takes one anyway.
+const loopTries = 20
+
+// ToInterrupt lets the guest run until a timer interrupt arrives in user
+// mode, and starts a fresh trace whose first step is that arrival. A
+// hardware breakpoint on the handler (TimerHandlers, found by symbol)
+// stops the guest as the handler is entered; the frame the CPU pushed says
+// where the interrupt came from, and one that did not come from CPL 3 is
+// let go. When the guest program labels its wait loop (user_irq_insn,
+// user_irq_ret), an interrupt from elsewhere in user mode is let go too,
+// up to loopTries times: a host that stalls the guest can make the timer
+// expire before the program reaches the loop, and then any user
+// instruction will do. The first step is the
+// interrupted user instruction: the state before it is the one the CPU
+// saved in the frame (an interrupt changes nothing else), the state after
+// it the handler's first instruction. The instruction itself has not run;
+// it runs after the handler's iretq, where a recording with BackInUser
+// stops.
+func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
+	r.Reset()
+	var handler uint64
+	var name string
+	for _, n := range TimerHandlers {
+		if a, ok := r.Symbols.Addr(n); ok {
+			handler, name = a, n
+			break
+		}
+	}
+	if name == "" {
+		return fmt.Errorf("find the next irq: no timer interrupt handler among the symbols (%s); give --symbols for the guest kernel", strings.Join(TimerHandlers, ", "))
+	}
+	loopFrom, ok1 := r.Symbols.Addr(mechanism.IRQ.UserLabel())
+	loopTo, ok2 := r.Symbols.Addr(mechanism.IRQ.UserReturnLabel())
+	inLoop := func(rip uint64) bool { return !ok1 || !ok2 || rip == loopFrom || rip == loopTo }
+	outside := 0 // interrupts from user mode outside the loop
+
+	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, handler, 1); err != nil {
+		return fmt.Errorf("breakpoint at %s: %w", r.name(handler), err)
+	}
+	defer r.clearBreakpoint(ctx, handler, &err)
+	var frame []byte
+	for n := 0; ; n++ {
+		if n == maxKernelIRQs {
+			return fmt.Errorf("find the next irq: %d interrupts reached %s, none from the user program", n, name)
+		}
+		// Every vCPU runs; the one whose interrupt stops is followed.
+		sr, err := r.T.ContinueAll(ctx)
+		if err != nil {
+			return fmt.Errorf("continue to %s: %w", r.name(handler), err)
+		}
+		if sr.Kind == 'W' || sr.Kind == 'X' {
+			return fmt.Errorf("continue to %s: %w (%s)", r.name(handler), target.ErrExited, sr)
+		}
+		st, err := r.T.State(ctx)
+		if err != nil {
+			return err
+		}
+		r.cur = st
+		if got := st.Val(x86.RIP); got != handler {
+			return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(handler), r.name(got), sr)
+		}
+		// An external interrupt pushes no error code: RIP, CS, RFLAGS,
+		// RSP, SS.
+		frame, err = r.T.ReadMemory(ctx, st.Val(x86.RSP), 40)
+		if err != nil {
+			return fmt.Errorf("read the interrupt frame at %#x: %w", st.Val(x86.RSP), err)
+		}
+		if le64(frame[8:])&3 == 3 {
+			if inLoop(le64(frame)) || outside == loopTries {
+				break
+			}
+			outside++
+		}
+		// Not this one. QEMU would stop again at once on a breakpoint
+		// at the instruction it resumes from, so step past it first.
+		if err := r.stepOffBreakpoint(ctx, handler); err != nil {
+			return err
+		}
+	}
+	if err := r.atStart(ctx); err != nil {
+		return err
+	}
+	before := *r.cur
+	before.Sys = r.tables
+	for i, reg := range []x86.Reg{x86.RIP, x86.CS, x86.RFLAGS, x86.RSP, x86.SS} {
+		before.Set(reg, le64(frame[8*i:]))
+	}
+	p, err := r.Begin(ctx, &before)
+	if err != nil {
+		return err
+	}
+	after := *r.cur
+	note := annotate.Effect{Kind: annotate.KindControl, Event: annotate.EventIRQ, Text: fmt.Sprintf(
+		"caught at %s by a breakpoint: this step is the interrupt's arrival, not a single step; the state before it is the one the CPU saved in the frame (an interrupt changes only RIP, CS, RFLAGS, RSP and SS), and %s has not run yet", name, p.step.Mnemonic)}
+	r.Finish(ctx, p, &after, note)
+	return nil
+}
+
+// stepOffBreakpoint moves the guest, stopped on the hardware breakpoint at
+// addr, one instruction on: the breakpoint is lifted for a single step and
+// set again.
+func (r *Recorder) stepOffBreakpoint(ctx context.Context, addr uint64) error {
+	if err := r.T.Conn.ClearBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
+		return fmt.Errorf("lift the breakpoint at %s: %w", r.name(addr), err)
+	}
+	_, serr := r.T.Step(ctx)
+	if err := r.T.Conn.SetBreakpoint(context.WithoutCancel(ctx), gdbremote.Hardware, addr, 1); err != nil {
+		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
+	}
+	if serr != nil {
+		return fmt.Errorf("step off the breakpoint at %s: %w", r.name(addr), serr)
+	}
+	return nil
+}

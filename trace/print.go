@@ -119,6 +119,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Syscall != nil {
 		p.f("system call: %s\n  (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
+	for _, l := range h.CPULines() {
+		p.f("%s\n", l)
+	}
 	p.f("stepping: %s\n", h.Stepping)
 	for _, l := range h.RecorderLines() {
 		p.f("recorder: %s\n", l)
@@ -250,9 +253,12 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Syscall != nil {
 		p.f("- system call: `%s` (names from %s)\n", h.Syscall, h.Syscall.Table)
 	}
+	for _, l := range h.CPULines() {
+		p.f("- %s\n", mdEscape(l))
+	}
 	p.f("- stepping: %s\n", h.Stepping)
 	for _, l := range h.RecorderLines() {
-		p.f("- recorder: %s\n", l)
+		p.f("- recorder: %s\n", mdEscape(l))
 	}
 	p.f("\n")
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {

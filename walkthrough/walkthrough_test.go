@@ -27,10 +27,10 @@ func TestBundledLessons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lessons) != 5 {
-		t.Fatalf("%d lessons, want 5", len(lessons))
+	if len(lessons) != 6 {
+		t.Fatalf("%d lessons, want 6", len(lessons))
 	}
-	wantSegs := []int{1, 1, 5, 1, 2}
+	wantSegs := []int{1, 1, 5, 1, 2, 1}
 	for i, l := range lessons {
 		if l.Number != i+1 {
 			t.Errorf("lesson %d is numbered %d", i+1, l.Number)

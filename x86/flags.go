@@ -237,3 +237,58 @@ func (s Selector) String() string {
 	}
 	return fmt.Sprintf("%#x (%s[%d] RPL%d)", uint16(s), t, s.Index(), s.RPL())
 }
+
+// PFError is the error code a page fault (#PF, vector 14) pushes, as the
+// Intel SDM, Vol. 3A, §4.7 "Page-Fault Exceptions", defines its bits. The
+// faulting linear address is in CR2, not in the error code.
+type PFError uint64
+
+// The bits of a #PF error code.
+const (
+	PFProtection PFError = 1 << 0  // P: 0 the page was not present, 1 a protection violation
+	PFWrite      PFError = 1 << 1  // W/R: 0 a read, 1 a write
+	PFUser       PFError = 1 << 2  // U/S: 0 a supervisor-mode access, 1 a user-mode (CPL 3) access
+	PFReserved   PFError = 1 << 3  // RSVD: a reserved bit was set in a paging-structure entry
+	PFInstr      PFError = 1 << 4  // I/D: an instruction fetch
+	PFPK         PFError = 1 << 5  // PK: a protection-key violation
+	PFShadow     PFError = 1 << 6  // SS: a shadow-stack access
+	PFHLAT       PFError = 1 << 7  // HLAT: during HLAT paging
+	PFSGX        PFError = 1 << 15 // SGX: an SGX access-control violation
+)
+
+// pfNames spells each bit set as the SDM's meaning, and lists the clear
+// meaning of the first three bits (not present, read, supervisor) too.
+var pfNames = []struct {
+	bit       PFError
+	set, zero string
+}{
+	{PFProtection, "protection violation", "not present"},
+	{PFWrite, "write", "read"},
+	{PFUser, "user", "supervisor"},
+	{PFReserved, "reserved bit set", ""},
+	{PFInstr, "instruction fetch", ""},
+	{PFPK, "protection key", ""},
+	{PFShadow, "shadow stack", ""},
+	{PFHLAT, "HLAT paging", ""},
+	{PFSGX, "SGX", ""},
+}
+
+// Meanings says what the error code reports, the first three bits always
+// (each has a meaning when clear), the rest when set: e.g. 0x6 is "not
+// present", "write", "user".
+func (e PFError) Meanings() []string {
+	var out []string
+	for _, b := range pfNames {
+		switch {
+		case e&b.bit != 0:
+			out = append(out, b.set)
+		case b.zero != "":
+			out = append(out, b.zero)
+		}
+	}
+	return out
+}
+
+// String renders the meanings separated by commas, e.g. "not present,
+// write, user".
+func (e PFError) String() string { return strings.Join(e.Meanings(), ", ") }

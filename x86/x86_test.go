@@ -255,3 +255,28 @@ func TestIsBzImage(t *testing.T) {
 		}
 	}
 }
+
+// TestPFError checks the #PF error code's reading against the SDM's
+// definition (Vol. 3A, §4.7): bit 0 P, 1 W/R, 2 U/S, 3 RSVD, 4 I/D, 5 PK,
+// 6 SS, 15 SGX.
+func TestPFError(t *testing.T) {
+	tests := []struct {
+		code PFError
+		want string
+	}{
+		{0x0, "not present, read, supervisor"},
+		{0x4, "not present, read, user"},
+		{0x6, "not present, write, user"},
+		{0x7, "protection violation, write, user"},
+		{0x15, "protection violation, read, user, instruction fetch"},
+		{0x9, "protection violation, read, supervisor, reserved bit set"},
+		{0x20 | 0x4, "not present, read, user, protection key"},
+		{0x40 | 0x7, "protection violation, write, user, shadow stack"},
+		{0x8000 | 0x1, "protection violation, read, supervisor, SGX"},
+	}
+	for _, tt := range tests {
+		if got := tt.code.String(); got != tt.want {
+			t.Errorf("PFError(%#x) = %q, want %q", uint64(tt.code), got, tt.want)
+		}
+	}
+}

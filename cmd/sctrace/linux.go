@@ -91,6 +91,11 @@ i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHe
 			if m, err = lo.ChooseMechanism(m, cmd.Flags().Changed("mechanism")); err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("smp") {
+				if err := qemu.CheckSMP(lo.SMP); err != nil {
+					return err
+				}
+			}
 			if lo.Kernel == "" {
 				return fmt.Errorf("--kernel is required (scripts/fetch-kernel.sh downloads a Debian cloud kernel)")
 			}
@@ -138,6 +143,7 @@ i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHe
 	accelFlag(fl, &lo.Accel)
 	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+")")
+	fl.IntVar(&lo.SMP, "smp", 1, smpUsage)
 	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
 	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")

@@ -1,0 +1,221 @@
+package session
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
+)
+
+// TestEventRoundTrips records the teaching kernel's two entries that are no
+// system call, a demand page fault and the timer interrupt, under QEMU. Each
+// starts at a user instruction (the store at user_pagefault_insn; for the
+// interrupt, the instruction of the wait loop it arrived at), enters the
+// handler its IDT gate names at CPL 0 on the entry stack (TSS.RSP0, IST 0:
+// the top of entry_stack minus the frame the CPU pushed, with an error code
+// for #PF and none for an interrupt), runs on the kernel stack, and returns
+// with the handler's iretq to the same user instruction, which then runs.
+func TestEventRoundTrips(t *testing.T) {
+	tests := []struct {
+		mech  mechanism.Mechanism
+		entry string // the handler, an ELF symbol
+		exit  string // its iretq, an ELF symbol
+		frame uint64 // bytes the CPU pushed
+		text  []string
+	}{
+		{mechanism.PageFault, "asm_exc_page_fault", "pf_iretq_insn", 48, []string{
+			"#PF page fault delivered",
+			"error code 0x6: not present, write, user",
+			"cr2 = 0x700238: the linear address",
+		}},
+		{mechanism.IRQ, "asm_irq_timer", "irq_iretq_insn", 40, []string{
+			"vector 0x20 delivered",
+			"external interrupt",
+			"EOI",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mech), func(t *testing.T) {
+			s := startFixture(t, Options{Mechanism: tt.mech})
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			tr, err := s.RoundTrip(ctx, tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkEventRoundTrip(t, s, tr, tt.mech, tt.entry, tt.exit, tt.frame, tt.text)
+		})
+	}
+}
+
+func checkEventRoundTrip(t *testing.T, s *Session, tr *trace.Trace, mech mechanism.Mechanism, entry, exit string, frame uint64, text []string) {
+	t.Helper()
+	addr := func(name string) uint64 {
+		t.Helper()
+		a, ok := s.Symbols.Addr(name)
+		if !ok {
+			t.Fatalf("the teaching kernel has no symbol %s", name)
+		}
+		return a
+	}
+	if tr.Len() < 10 {
+		t.Fatalf("only %d steps", tr.Len())
+	}
+	st0, st1, end := tr.Step(0), tr.Step(1), tr.Step(tr.Len()-1)
+	from := uint64(st0.RIP)
+	switch mech {
+	case mechanism.PageFault:
+		if from != addr(mech.UserLabel()) {
+			t.Errorf("step 0 at %s %#x, want %s %#x", st0.Symbol, from, mech.UserLabel(), addr(mech.UserLabel()))
+		}
+	case mechanism.IRQ:
+		// Normally the wait loop; after a host stall that made the timer
+		// expire earlier, any instruction of the user program.
+		if from != addr(mech.UserLabel()) && from != addr(mech.UserReturnLabel()) {
+			t.Logf("step 0 at %s %#x, not in the wait loop (%s %#x, %s %#x)", st0.Symbol, from,
+				mech.UserLabel(), addr(mech.UserLabel()), mech.UserReturnLabel(), addr(mech.UserReturnLabel()))
+			if from < kernel.UserText || from >= kernel.VDSOData {
+				t.Errorf("step 0 at %#x, not in the user program's text", from)
+			}
+		}
+	}
+	if st0.CPL != 3 || st1.CPL != 0 || uint64(st1.RIP) != addr(entry) {
+		t.Errorf("step 0 at CPL %d, step 1 at %s %#x CPL %d; want CPL 3, then %s %#x at CPL 0",
+			st0.CPL, st1.Symbol, uint64(st1.RIP), st1.CPL, entry, addr(entry))
+	}
+	// The stack switch: IST 0 from ring 3 takes TSS.RSP0, the top of
+	// entry_stack (4 KiB), and the CPU pushes its frame there.
+	if got, want := st1.Regs.Val(x86.RSP), addr("entry_stack")+4096-frame; got != want {
+		t.Errorf("rsp at %s = %#x, want %#x (top of entry_stack minus the %d-byte frame)", entry, got, want, frame)
+	}
+	if mech == mechanism.PageFault {
+		if cr2, ok := st1.Regs.Get(x86.CR2); ok && cr2 != kernel.PageFaultAddr {
+			t.Errorf("cr2 at %s = %#x, want %#x", entry, cr2, kernel.PageFaultAddr)
+		}
+	}
+	if uint64(end.RIP) != addr(exit) || end.CPL != 0 {
+		t.Errorf("last step at %s %#x CPL %d, want %s %#x at CPL 0", end.Symbol, uint64(end.RIP), end.CPL, exit, addr(exit))
+	}
+	if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != from {
+		t.Errorf("ended at %#x CPL %d, want %#x CPL 3: the same user instruction, to run again", tr.Final.Val(x86.RIP), tr.Final.CPL(), from)
+	}
+	if got, want := tr.Final.Val(x86.RSP), st0.Regs.Val(x86.RSP); got != want {
+		t.Errorf("user rsp after = %#x, want %#x as before", got, want)
+	}
+	ev := countEvents(tr)
+	if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
+		t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
+	}
+	if ev.findings != 0 {
+		for _, f := range trace.Summarize(tr).Findings {
+			t.Log(f)
+		}
+		t.Errorf("%d findings on a correct kernel", ev.findings)
+	}
+	if tr.Header.Stop != string(trace.StopUser) || tr.Header.Mechanism != string(mech) {
+		t.Errorf("stop reason %q, mechanism %q", tr.Header.Stop, tr.Header.Mechanism)
+	}
+	var all strings.Builder
+	for i := range tr.Len() {
+		for _, e := range tr.Step(i).Effects {
+			all.WriteString(e.Text + "\n")
+		}
+	}
+	for _, want := range text {
+		if !strings.Contains(all.String(), want) {
+			t.Errorf("no annotation says %q", want)
+		}
+	}
+	if t.Failed() {
+		var b strings.Builder
+		tr.Write(&b)
+		t.Logf("trace:\n%s", b.String())
+	}
+}
+
+// TestLinuxIRQ boots Debian's Linux 6.1 and 6.12 with pti=on and records a
+// timer interrupt arriving while /init runs in user mode: the first step
+// is the interrupted user instruction, the second the local APIC timer's
+// handler the IDT names (asm_sysvec_apic_timer_interrupt, found in
+// kallsyms) on the entry stack TSS.RSP0 gives, minus the five-word frame;
+// the handler moves to the task stack, and the trace ends with iretq back
+// at the interrupted instruction, the user stack pointer as it was, and no
+// finding. Unlike a system call, the path is not counted again with gdb's
+// stepi: what the handler does (which timers expire, whether a softirq
+// runs) differs from one interrupt to the next, so no two recordings need
+// take the same path. Soon after boot an interrupt may also preempt /init
+// on its way out (6.12 has been seen to switch to a kernel thread busy
+// checking signatures for far longer than a step budget): such a
+// recording runs out of steps, and the test takes the next interrupt, up
+// to three times.
+func TestLinuxIRQ(t *testing.T) {
+	for _, series := range []string{"6.1", "6.12"} {
+		t.Run(series, func(t *testing.T) {
+			kernel := testenv.LinuxKernel(t, series)
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Second)
+			defer cancel()
+			s, err := StartLinux(ctx, LinuxOptions{Options: Options{Accel: "tcg", Mechanism: mechanism.IRQ}, Kernel: kernel})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var tr *trace.Trace
+			for try := 1; ; try++ {
+				tr, err = s.RoundTrip(ctx, mechanism.IRQ)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tr.Header.Stop != string(trace.StopBudget) || try == 3 {
+					break
+				}
+				t.Logf("interrupt %d: no return to user mode within %d steps (last at %s); taking the next", try, tr.Len(), tr.Step(tr.Len()-1).Symbol)
+			}
+			t.Logf("%s: %d instructions from the interrupt to iretq", s.Kernel, tr.Len())
+			handler, ok := s.Symbols.Addr("asm_sysvec_apic_timer_interrupt")
+			if !ok {
+				t.Fatal("no asm_sysvec_apic_timer_interrupt in kallsyms")
+			}
+			if tr.Header.Stop != string(trace.StopUser) || tr.Len() < 10 {
+				t.Fatalf("stopped: %s after %d steps", tr.Header.Stop, tr.Len())
+			}
+			st0, st1 := tr.Step(0), tr.Step(1)
+			if st0.CPL != 3 || st1.CPL != 0 || uint64(st1.RIP) != handler {
+				t.Errorf("step 0 at CPL %d, step 1 %s %#x at CPL %d; want CPL 3, then asm_sysvec_apic_timer_interrupt %#x at CPL 0",
+					st0.CPL, st1.Symbol, uint64(st1.RIP), st1.CPL, handler)
+			}
+			ctx2 := &annotate.Context{Regions: tr.Header.Regions}
+			if r, ok := ctx2.RegionOf(st1.Regs.Val(x86.RSP)); !ok || r.Kind != annotate.RegionEntryStack {
+				t.Errorf("rsp at the handler %#x is not on the entry stack (%+v)", st1.Regs.Val(x86.RSP), r)
+			} else if got, want := st1.Regs.Val(x86.RSP), r.End-40; got != want {
+				t.Errorf("rsp at the handler %#x, want %#x: the entry stack's top minus the 40-byte frame", got, want)
+			}
+			if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
+				t.Errorf("stacks visited %q: the task stack is not among them", stacks)
+			}
+			ev := countEvents(tr)
+			if ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
+				for _, f := range trace.Summarize(tr).Findings {
+					t.Log(f)
+				}
+				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes and no finding", ev)
+			}
+			if end := tr.Step(tr.Len() - 1); end.Op != x86asm.IRETQ || end.CPL != 0 {
+				t.Errorf("last step %s at CPL %d, want iretq at CPL 0", end.ATT, end.CPL)
+			}
+			if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(st0.RIP) || tr.Final.Val(x86.RSP) != st0.Regs.Val(x86.RSP) {
+				t.Errorf("ended at %#x (rsp %#x) CPL %d, want %#x (rsp %#x) CPL 3: the interrupted instruction",
+					tr.Final.Val(x86.RIP), tr.Final.Val(x86.RSP), tr.Final.CPL(), uint64(st0.RIP), st0.Regs.Val(x86.RSP))
+			}
+		})
+	}
+}
