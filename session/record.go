@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemulog"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -174,6 +175,9 @@ func (s *Session) LogUnavailable() error {
 func (s *Session) RecordFast(ctx context.Context, until ...trace.Until) (*trace.Trace, error) {
 	if len(until) == 0 {
 		until = []trace.Until{trace.BackInUser()}
+	}
+	if m := mechanism.Mechanism(s.Recorder.Trace().Header.Mechanism); m.Event() {
+		return s.Recorder.Trace(), fmt.Errorf("the log recorder follows a system call to the instruction after it; a %s returns to the interrupted instruction itself: record it by single steps", m)
 	}
 	l := trace.NewLogRecorder(s.Recorder)
 	saved := s.Recorder.Budget

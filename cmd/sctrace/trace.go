@@ -39,12 +39,12 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	f.flags = fl
 	fl.StringVar(&f.record, "record", session.RecordAuto, recordUsage)
-	fl.IntVar(&f.logAfter, "log-after", session.DefaultLogAfter, "with --record auto, single-step this many instructions of a round trip before\nhanding the rest to QEMU's instruction log (with --record log: steps before the log; default 0)")
+	fl.IntVar(&f.logAfter, "log-after", session.DefaultLogAfter, "with --record auto, single-step this many instructions of a round trip before\nhanding the rest to QEMU's instruction log (with --record log: the steps before the log, none unless given)")
 	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, or the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode)")
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
-	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, fmt.Sprintf("most instructions to record in a round trip (default %d when the log may record: --record log or auto)", session.DefaultLogBudget))
+	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, fmt.Sprintf("most instructions to record in a round trip; with --record log or auto, %d unless given", session.DefaultLogBudget))
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
 	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest\nonce the kernel is entered (writes the guest briefly and puts every byte and\nregister back; run needs --trace for it, the interactive view has p)")
@@ -111,6 +111,9 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 	if f.record == session.RecordLog && f.over > 0 {
 		return "", 0, errors.New("--record log records every instruction: --over needs --record step")
 	}
+	if f.record == session.RecordLog && m.Event() {
+		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s returns to the interrupted instruction itself: use --record step", m)
+	}
 	if f.out != "" {
 		// Before QEMU boots and the round trip is recorded, not after.
 		if err := outfile.Check(f.out); err != nil {
@@ -127,8 +130,9 @@ func (f *recordFlags) options(o *session.Options) {
 	o.Budget, o.Over, o.AllowIRQ, o.ProbeMSRs = f.budget, f.over, f.irq, f.probe
 	o.Record = f.record
 	switch {
-	case f.record == session.RecordAuto && f.over > 0:
-		// Stepping over calls is the stepping recorder's.
+	case f.record == session.RecordAuto && (f.over > 0 || mechanism.Mechanism(f.mechanism).Event()):
+		// Stepping over calls is the stepping recorder's, and so are
+		// round trips that return to the instruction they interrupted.
 		o.Record = session.RecordStep
 	case f.record == session.RecordAuto || f.changed("log-after"):
 		o.LogAfter = f.logAfter
