@@ -291,6 +291,9 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := o.checkAccel(choice.Name); err != nil {
+		return nil, err
+	}
 	tmp, err := scratch.Dir("linux-")
 	if err != nil {
 		return nil, err
@@ -311,6 +314,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu, SMP: o.SMP,
 		Memory: cmp.Or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
+		Extra: o.qemuExtra(choice.Name),
 	})
 	if err != nil {
 		os.RemoveAll(tmp)

@@ -73,6 +73,14 @@ type Options struct {
 	// calls. Names come from the kernel's sys_call_table on Linux, else the
 	// x86-64 ABI list.
 	Syscall string
+	// Record is the recorder: RecordStep ("" too), RecordLog or
+	// RecordAuto. With log or auto, a QEMU sctrace starts under TCG gets
+	// ICountArgs, and the budget is DefaultLogBudget unless Budget is set.
+	Record string
+	// LogAfter is how many instructions of a round trip are single-stepped
+	// before the log takes over (RecordAuto: DefaultLogAfter is the usual
+	// choice; RecordLog: 0, the log from the first instruction).
+	LogAfter int
 }
 
 // Session is an attached target with a recorder.
@@ -92,13 +100,18 @@ type Session struct {
 	// seconds for the guest to reach the entry: the guest may take its
 	// time to make the call, or never make it.
 	Waiting func(m mechanism.Mechanism)
+	// Notice, when set, is told once what a user should know that
+	// sctrace decided while recording, such as why --record auto
+	// single-steps throughout.
+	Notice func(msg string)
 
 	// given is set when Symbols came from Options.Symbols; refused says
 	// why a symbol file was not used.
 	given   bool
 	refused string
 
-	rec       Recorder // what round trips drive: Recorder, unless a test gives another
+	rec       Recorder     // what round trips drive: Recorder, unless a test gives another
+	log       *logRecorder // rec, when it records from the log (Options.Record)
 	keep      bool
 	probeMSRs bool
 	tmp       string
@@ -172,10 +185,15 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
+	if err := o.checkAccel(choice.Name); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU, SMP: o.SMP,
 		GDB: true, GDBTCP: o.GDBTCP, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
+		Extra: o.qemuExtra(choice.Name),
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -317,7 +335,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	if err := r.Init(ctx); err != nil {
 		return err
 	}
-	s.Recorder, s.rec = r, r
+	s.useRecorder(r, o)
 	return nil
 }
 

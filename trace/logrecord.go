@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -44,6 +45,32 @@ func (h *Header) RecorderOf(i int) string {
 		}
 	}
 	return RecorderStep
+}
+
+// RecorderLines says, a line per span, which recorder produced which
+// steps: "steps 0-1999 (2000): single steps through the gdbstub", then
+// the log's span with its Detail. A trace without spans (single-stepped
+// throughout) has none.
+func (h *Header) RecorderLines() []string {
+	var out []string
+	for _, s := range h.Recorders {
+		what := "single steps through the gdbstub"
+		if s.Recorder == RecorderLog {
+			what = "QEMU's instruction log"
+		}
+		l := fmt.Sprintf("steps %d-%d (%d): %s", s.From, s.To-1, s.To-s.From, what)
+		if s.To <= s.From {
+			l = fmt.Sprintf("no steps: %s", what)
+		}
+		switch {
+		case strings.HasPrefix(s.Detail, what):
+			l = strings.Replace(l, what, s.Detail, 1)
+		case s.Detail != "":
+			l += ": " + s.Detail
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // NotCaptured is what a log-recorded step's annotations say of memory they
@@ -125,6 +152,18 @@ func (l *LogRecorder) Step(ctx context.Context) (*Step, error) {
 	return l.Recorder.Step(ctx)
 }
 
+// LogUnavailableError is returned by LogRecorder.Run when QEMU's
+// instruction log could not be switched on (a guest under KVM, a monitor
+// that refuses the commands, a log file that cannot be made): nothing ran
+// with the log on, the guest is stopped where it was, and the steps
+// recorded before stay in the trace, so a caller can go on by single
+// steps.
+type LogUnavailableError struct{ Err error }
+
+func (e *LogUnavailableError) Error() string { return "log recorder: " + e.Err.Error() }
+
+func (e *LogUnavailableError) Unwrap() error { return e.Err }
+
 // errNothingTraced is returned by the converter when the log holds no
 // instruction of the traced code: an interrupt came before its first one,
 // and the run ended before the CPU was back.
@@ -178,7 +217,7 @@ func (l *LogRecorder) Run(ctx context.Context, until ...Until) (StopReason, erro
 	}
 	logging, err := qemulog.Enable(ctx, r.T.Conn)
 	if err != nil {
-		return "", fmt.Errorf("log recorder: %w", err)
+		return "", &LogUnavailableError{Err: err}
 	}
 	why, err := l.record(ctx, logging, ret, rsp, budget, until)
 	if derr := logging.Disable(context.WithoutCancel(ctx)); derr != nil {
@@ -553,6 +592,12 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			if skips = skips[:n-1]; len(skips) > 0 {
 				c.skipped++
 				continue
+			}
+			if !c.stopped {
+				// Back from the handlers: the instruction they
+				// interrupted is traced, with its bytes.
+				inst, code, derr = c.decode(ctx, st)
+				prevIns, prevOK = inst, derr == nil
 			}
 		}
 		if c.stopped {

@@ -122,7 +122,11 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	for _, l := range h.CPULines() {
 		p.f("%s\n", l)
 	}
-	p.f("stepping: %s\n\n", h.Stepping)
+	p.f("stepping: %s\n", h.Stepping)
+	for _, l := range h.RecorderLines() {
+		p.f("recorder: %s\n", l)
+	}
+	p.f("\n")
 	byHand := func(i int) {
 		for _, w := range UserWritesBefore(t.UserWrites, i) {
 			p.f("    !! %-10s %s\n", "by hand", w)
@@ -252,7 +256,11 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	for _, l := range h.CPULines() {
 		p.f("- %s\n", mdEscape(l))
 	}
-	p.f("- stepping: %s\n\n", h.Stepping)
+	p.f("- stepping: %s\n", h.Stepping)
+	for _, l := range h.RecorderLines() {
+		p.f("- recorder: %s\n", mdEscape(l))
+	}
+	p.f("\n")
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {
 		p.f("MSRs probed before the first step:\n\n")
 		for _, e := range effs {

@@ -12,7 +12,8 @@ import (
 type KeyMap struct {
 	Step, Over, Back, Forward   key.Binding
 	Event, PrevEvent, ToUser    key.Binding
-	Continue, RoundTrip, Probe  key.Binding
+	Continue, RoundTrip, Fast   key.Binding
+	Probe                       key.Binding
 	Search, SearchNext, SearchP key.Binding
 	Goto, First, Last           key.Binding
 	Command, Save, Syntax, Old  key.Binding
@@ -37,6 +38,7 @@ func DefaultKeyMap() KeyMap {
 		ToUser:     b([]string{"r"}, "r", "run to the return to user mode"),
 		Continue:   b([]string{"c"}, "c", "continue to the next system call (starts a fresh recording)"),
 		RoundTrip:  b([]string{"R"}, "R", "record a whole round trip"),
+		Fast:       b([]string{"L"}, "L", "record the rest of the round trip fast, from QEMU's instruction log (TCG)"),
 		Probe:      b([]string{"p"}, "p", "read the MSRs with rdmsr in the live guest (CPL 0; all put back)"),
 		Search:     b([]string{"/"}, "/", "search (see below)"),
 		SearchNext: b([]string{"n"}, "n", "repeat the search forward"),
@@ -69,7 +71,7 @@ func (k *KeyMap) entries() []struct {
 	return []e{
 		{&k.Step, "step"}, {&k.Over, "over"}, {&k.Back, "back"}, {&k.Forward, "fwd"},
 		{&k.Event, "event"}, {&k.PrevEvent, ""}, {&k.ToUser, "to user"}, {&k.Continue, "next call"},
-		{&k.RoundTrip, "round trip"}, {&k.Probe, ""}, {&k.Search, "search"}, {&k.SearchNext, ""},
+		{&k.RoundTrip, "round trip"}, {&k.Fast, ""}, {&k.Probe, ""}, {&k.Search, "search"}, {&k.SearchNext, ""},
 		{&k.SearchP, ""}, {&k.Goto, "goto"}, {&k.First, ""}, {&k.Last, ""}, {&k.Command, "command"},
 		{&k.Save, "save"}, {&k.Syntax, "syntax"}, {&k.Old, ""}, {&k.Pane, "pane"},
 		{&k.EffUp, ""}, {&k.EffDown, ""}, {&k.Help, "help"}, {&k.Quit, "quit"},

@@ -459,6 +459,8 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		cur := m.snap.Current
 		return m.guest(op{kind: opRoundTrip, label: "recording a round trip",
 			entry: cur != nil && cur.CPL() == 3 && n > 0})
+	case key.Matches(k, km.Fast):
+		return m.recordFast()
 	case key.Matches(k, km.Probe):
 		if m.busy != nil {
 			return m, nil
@@ -590,6 +592,8 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 			done.reason, done.err = d.RoundTrip(ctx, o.entry)
 		case opProbe:
 			done.probed, done.err = d.ProbeMSRs(ctx)
+		case opFast:
+			done.reason, done.err = runFast(ctx, d)
 		}
 		done.snap = d.Snapshot()
 		return done
@@ -639,7 +643,7 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		if d.op.entry {
 			m.say("recorded a round trip of %d steps (%s): f/b walk it", n, d.reason)
 		}
-	case d.op.kind == opRun:
+	case d.op.kind == opRun || d.op.kind == opFast:
 		m.say("%s: %s after %d steps", d.op.label, d.reason, n-old)
 	case d.op.kind == opProbe:
 		m.say("read %d MSRs with rdmsr and put everything back: the system pane lists them, the effects pane compares them with what was inferred", d.probed)

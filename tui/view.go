@@ -373,6 +373,9 @@ func (m *Model) statusLine() string {
 	if m.busy != nil {
 		parts = append(parts, stWarn.Render(m.busy.label+"…"))
 	}
+	if l := m.recorderLabel(); l != "" {
+		parts = append(parts, l)
+	}
 	parts = append(parts, m.mechanism())
 	if h.CPU != nil {
 		parts = append(parts, fmt.Sprintf("vCPU %d/%d", h.CPU.Index, h.CPU.Count))

@@ -69,11 +69,12 @@ loops on the call when one of its modes makes it.
 --exec PROGRAM packs a static x86-64 or i386 ELF program into the
 initramfs; /init runs it again and again, with the arguments given after
 --, and sctrace traces its next system call (or the one --syscall names; an
-i386 program is traced at its int $0x80). Build it with gcc -static.`,
+i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHelpStarted,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
   sctrace run linux --kernel vmlinuz --trace -m pagefault
   sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
+  sctrace run linux --kernel vmlinuz --init execve --record log --trace --format trace -o execve.sctrace
   sctrace run linux --kernel vmlinuz --syscall read --trace
   sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two
   sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,

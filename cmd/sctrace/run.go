@@ -45,7 +45,7 @@ leaves QEMU running afterwards and prints its gdbstub socket, for gdb or
 'sctrace trace --attach'.
 
 ctrl-c, SIGHUP (a closed terminal), SIGTERM and SIGQUIT stop recording,
-write what was recorded, and end QEMU.`,
+write what was recorded, and end QEMU.` + recordHelpStarted,
 		Example: `  sctrace run
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/mechanism"
@@ -29,15 +30,21 @@ type recordFlags struct {
 	over      int
 	irq       bool
 	probe     bool
+	record    string
+	logAfter  int
+	flags     *pflag.FlagSet
 }
 
 func (f *recordFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	f.flags = fl
+	fl.StringVar(&f.record, "record", session.RecordAuto, recordUsage)
+	fl.IntVar(&f.logAfter, "log-after", session.DefaultLogAfter, "with --record auto, single-step this many instructions of a round trip before\nhanding the rest to QEMU's instruction log (with --record log: the steps before the log, none unless given)")
 	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, or the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode)")
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
-	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step")
+	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, fmt.Sprintf("most instructions to record in a round trip; with --record log or auto, %d unless given", session.DefaultLogBudget))
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
 	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest\nonce the kernel is entered (writes the guest briefly and puts every byte and\nregister back; run needs --trace for it, the interactive view has p)")
@@ -47,7 +54,36 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 		[]string{"text", "json", "markdown", "trace"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("syntax", cobra.FixedCompletions(
 		[]string{"att", "intel"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("record", cobra.FixedCompletions(
+		session.Recorders, cobra.ShellCompDirectiveNoFileComp))
 }
+
+// recordHelp is the paragraph on --record in the help of the commands
+// that record.
+const recordHelp = `
+
+--record chooses how instructions are recorded: step single-steps each
+through the gdbstub (every detail, a few thousand a second); log has QEMU
+write each instruction's registers to its instruction log (far faster; TCG
+only; stack memory is not captured, interrupts are not masked and their
+handlers are left out); auto, the default, steps the first --log-after
+instructions (2000) and hands the rest to the log where the guest runs
+under TCG, and otherwise steps on and says why. With log or auto the
+default --budget is 2000000. The header says which recorder made which
+steps.`
+
+// recordHelpStarted adds, for the commands that start QEMU, what the log
+// changes in how QEMU is started.
+const recordHelpStarted = recordHelp + ` With log or auto, a TCG QEMU is started with
+-icount shift=0,sleep=off, so that guest time follows instructions and a
+logged call takes no more timer interrupts than a free one; --record step
+starts QEMU without it.`
+
+// recordUsage is the help of --record.
+const recordUsage = `how to record: step (single-step every instruction through the gdbstub),
+log (QEMU's instruction log: far faster, TCG only, no stack memory), or
+auto (step the first --log-after instructions, hand the rest to the log
+where the guest runs under TCG, else step on)`
 
 func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 	m, err := mechanism.Parse(f.mechanism)
@@ -69,6 +105,15 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 	if f.over < 0 {
 		return "", 0, fmt.Errorf("--over must be 0 or more, not %d", f.over)
 	}
+	if err := session.CheckRecord(f.record, f.logAfter, f.changed("log-after")); err != nil {
+		return "", 0, fmt.Errorf("--record: %w", err)
+	}
+	if f.record == session.RecordLog && f.over > 0 {
+		return "", 0, errors.New("--record log records every instruction: --over needs --record step")
+	}
+	if f.record == session.RecordLog && m.Event() {
+		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s returns to the interrupted instruction itself: use --record step", m)
+	}
 	if f.out != "" {
 		// Before QEMU boots and the round trip is recorded, not after.
 		if err := outfile.Check(f.out); err != nil {
@@ -78,8 +123,23 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 	return m, syn, nil
 }
 
+// changed says whether the user gave the flag name.
+func (f *recordFlags) changed(name string) bool { return f.flags != nil && f.flags.Changed(name) }
+
 func (f *recordFlags) options(o *session.Options) {
 	o.Budget, o.Over, o.AllowIRQ, o.ProbeMSRs = f.budget, f.over, f.irq, f.probe
+	o.Record = f.record
+	switch {
+	case f.record == session.RecordAuto && (f.over > 0 || mechanism.Mechanism(f.mechanism).Event()):
+		// Stepping over calls is the stepping recorder's, and so are
+		// round trips that return to the instruction they interrupted.
+		o.Record = session.RecordStep
+	case f.record == session.RecordAuto || f.changed("log-after"):
+		o.LogAfter = f.logAfter
+	}
+	if o.Record != session.RecordStep && !f.changed("budget") {
+		o.Budget = 0 // the session's budget for the log
+	}
 	if f.format == "json" || f.format == "trace" {
 		// A saved trace is replayed in the TUI, whose stack pane shows
 		// the words at RSP: record them (one more read per step).
@@ -127,6 +187,7 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 	s.Waiting = func(m mechanism.Mechanism) {
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", s.Awaited(m))
 	}
+	s.Notice = func(msg string) { fmt.Fprintln(os.Stderr, "sctrace:", msg) }
 	t, err := s.RoundTrip(ctx, m)
 	if t != nil && t.Len() > 0 {
 		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
@@ -168,7 +229,7 @@ On the way out sctrace detaches, which removes its breakpoints and lets the
 guest run on. A guest that has not booted (QEMU started with -S) is
 refused at once, or, with --boot-wait, let run until a 64-bit kernel is
 running. ctrl-c (or SIGHUP, SIGTERM, SIGQUIT) stops recording, prints
-what was recorded and detaches the same way.`,
+what was recorded and detaches the same way.` + recordHelp,
 		Example: `  sctrace trace --attach :1234 --symbols vmlinux
   sctrace trace --attach :1234 --syscall execve
   sctrace trace --attach :1234 --mechanism int80 --format json --out int80.json
