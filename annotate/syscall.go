@@ -83,6 +83,7 @@ func (a *annotator) syscall() {
 	}
 	a.explained(x86.RIP, x86.RCX, x86.R11, x86.RFLAGS, x86.CS, x86.SS)
 	a.privilegeChange("syscall", 0)
+	a.compatEntry("syscall")
 
 	// RIP from LSTAR (CSTAR from compatibility mode).
 	msr, name := x86.MSRLSTAR, "LSTAR"
@@ -119,13 +120,7 @@ func (a *annotator) syscall() {
 
 // compatMode reports whether the state's CS is a 32-bit (compatibility mode)
 // segment, from the cached descriptor attributes (L bit) when they were read.
-func (a *annotator) compatMode(st *x86.State) bool {
-	if st.Sys == nil {
-		return false
-	}
-	cs, ok := st.Sys.Segments["CS"]
-	return ok && cs.Attr&(1<<21) == 0 && cs.Attr&(1<<15) != 0
-}
+func (a *annotator) compatMode(st *x86.State) bool { return st.Sys.CompatMode() }
 
 // syscallFlags checks RFLAGS after SYSCALL against FMASK and learns which
 // bits FMASK certainly holds.
@@ -256,6 +251,7 @@ func (a *annotator) sysret() {
 			what += fmt.Sprintf(", right after the %s of step %d", e.Mechanism, e.Step)
 		}
 		a.expect(KindControl, x86.RIP, want, what, "SYSRET loads RIP from RCX")
+		a.compatLanding(want)
 	}
 	if r11, ok := a.b.Get(x86.R11); ok {
 		a.expect(KindFlags, x86.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")
