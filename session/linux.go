@@ -76,8 +76,13 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		if o.Program.Machine == elf.EM_386 {
 			return o.chooseCompat(m, chosen)
 		}
-	} else if m == mechanism.Sysenter {
-		return "", errors.New("mechanism sysenter: a 64-bit kernel takes sysenter only from 32-bit (compatibility-mode) code, and Linux's /init is x86-64: give --exec with a static i386 program that makes it")
+	}
+	if m == mechanism.Sysenter {
+		what := "Linux's /init is an x86-64 program"
+		if o.Program != nil {
+			what = "the program is an x86-64 one"
+		}
+		return "", fmt.Errorf("mechanism sysenter: Linux takes sysenter only from 32-bit code (compatibility mode, on an Intel CPU; in 64-bit mode it is not an entry Linux sets up), and %s: give --exec with a static i386 program that makes it", what)
 	}
 	switch m {
 	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
