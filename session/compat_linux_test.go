@@ -166,4 +166,3 @@ func elfSymbols(t *testing.T, path string) map[string]uint64 {
 	}
 	return out
 }
-
