@@ -60,6 +60,12 @@ func TestCompatEntry(t *testing.T) {
 			compat: true,
 			checks: []check{note(KindFrame, "int $0x80 from compatibility mode")},
 		},
+		{
+			name:   "syscall from compatibility mode to CSTAR = 0",
+			step:   withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23), with(syscallAfter, regs{x86.RIP: 0})), cs32),
+			compat: true,
+			checks: []check{finding(KindControl, "rip = 0: CSTAR is 0, no entry point")},
+		},
 		{name: "syscall from 64-bit mode", step: withCS(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), cs64)},
 		{name: "sysenter from 64-bit mode", step: withCS(mkStep(t, 1, insSysenter, userRIP, user, sysenterAfter), cs64)},
 	}

@@ -89,6 +89,11 @@ func (a *annotator) syscall() {
 	msr, name := x86.MSRLSTAR, "LSTAR"
 	if a.compatMode(a.b) {
 		msr, name = x86.MSRCSTAR, "CSTAR"
+		if rip, ok := a.a.Get(x86.RIP); ok && rip == 0 {
+			// Observed with QEMU 7.2's TCG on an Intel vendor under Linux,
+			// which writes CSTAR on other vendors only.
+			a.add(KindControl, Finding, "rip = 0: CSTAR is 0, no entry point, so the kernel runs from address 0 at CPL 0. An Intel CPU raises #UD on syscall outside 64-bit mode and never uses CSTAR (Linux leaves it unset on Intel CPUs); an emulator that jumps here (QEMU's TCG with an Intel vendor) does not model that #UD")
+		}
 	}
 	if rip, ok := a.a.Get(x86.RIP); ok {
 		prev, conflict := a.learnMSR(msr, rip, ^uint64(0), "RIP after syscall")
