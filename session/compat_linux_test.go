@@ -105,8 +105,8 @@ func TestLinuxCompat(t *testing.T) {
 				}
 				checkLinuxPath(t, tr, tt.entries, tt.exit, tt.insn)
 				last := tr.Step(tr.Len() - 1)
-				if last.Op != x86asm.SYSRET || last.Mnemonic != "sysretl" {
-					t.Errorf("the last step is %s, want sysretl, the return to compatibility mode", last.Mnemonic)
+				if last.Op != x86asm.SYSRET || last.Mnemonic != "sysretl" || !strings.HasPrefix(last.Symbol, "entry_SYSRETL_compat") {
+					t.Errorf("the last step is %s in %s, want sysretl in entry_SYSRETL_compat_unsafe_stack (entry_64_compat.S), the return to compatibility mode", last.Mnemonic, last.Symbol)
 				}
 				if txt := stepText(last); !strings.Contains(txt, "int80_landing_pad") || !strings.Contains(txt, "do_fast_syscall_32") {
 					t.Errorf("the sysretl step does not explain the return to the vDSO:\n%s", txt)
