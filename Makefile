@@ -23,9 +23,12 @@ run: setup build
 # The whole test suite: vet, format, unit and integration tests (real QEMU,
 # real teaching kernel), the tests that need no QEMU again under the race
 # detector (-short skips the others), and a short fuzz run of the packet
-# decoders, the trace reader and the annotator.
+# decoders, the trace reader, the annotator, the debugger commands and the
+# diff alignment. The Linux tests boot Debian kernels under an emulated CPU
+# many times over, which takes longer than go test's default ten minutes
+# per package on a two-core machine.
 test: setup check
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 60m ./...
 	$(GO) test -race -short -count=1 ./...
 	$(MAKE) fuzz
 
@@ -34,7 +37,7 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-FUZZPKGS := ./gdbremote ./trace ./annotate
+FUZZPKGS := ./gdbremote ./trace ./annotate ./command ./diff
 
 fuzz:
 	@for p in $(FUZZPKGS); do \

@@ -174,3 +174,16 @@ func memArg(inst x86asm.Inst) (x86asm.Mem, int, bool) {
 	}
 	return x86asm.Mem{}, -1, false
 }
+
+// MemoryAddress returns the linear address of inst's memory operand when
+// it runs at st (length is the instruction's length in bytes, for a
+// RIP-relative operand), or false when inst has none or a register it
+// needs is unknown.
+func MemoryAddress(inst x86asm.Inst, length int, st *x86.State) (uint64, bool) {
+	m, _, ok := memArg(inst)
+	if !ok {
+		return 0, false
+	}
+	rip, ok := st.Get(x86.RIP)
+	return linear(inst, m, st, rip+uint64(length), ok)
+}

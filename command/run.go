@@ -131,7 +131,6 @@ func (e *Engine) untilCmd(ctx context.Context, c Command) (err error) {
 // cont lets the guest run until it stops at a breakpoint (or at until,
 // when not zero), ctrl-c, or the deadline; it reports where it stopped.
 func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
-	conn := e.S.Conn
 	st, err := e.state(ctx)
 	if err != nil {
 		return err
@@ -153,7 +152,8 @@ func (e *Engine) cont(ctx context.Context, until uint64, temp bool) error {
 	}
 	defer cancel()
 	start := time.Now()
-	sr, err := conn.Continue(rctx)
+	// Every vCPU runs; the one that stops is followed from here on.
+	sr, err := e.S.Target.ContinueAll(rctx)
 	if sr.Kind == 'W' || sr.Kind == 'X' {
 		return fmt.Errorf("the guest has exited (%s)", sr)
 	}

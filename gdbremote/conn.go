@@ -103,6 +103,7 @@ type Conn struct {
 	packetSize int
 	layout     *layout
 	initial    StopReply
+	lastThread string // the thread of the last stop reply that named one
 	vcont      string // reply to "vCont?", once asked
 	vcontAsked bool
 
@@ -327,6 +328,17 @@ func (c *Conn) Addr() string { return c.addr }
 
 // InitialStop returns the stub's answer to the '?' request Dial sent.
 func (c *Conn) InitialStop() StopReply { return c.initial }
+
+// StoppedThread returns the thread named by the last stop reply that named
+// one (the initial stop's before any resume), or "". QEMU stops every vCPU
+// at once and names the one that caused the stop; its register reads apply
+// to that one until an Hg says otherwise.
+func (c *Conn) StoppedThread() string {
+	if c.lastThread != "" {
+		return c.lastThread
+	}
+	return c.initial.Thread
+}
 
 // Console returns the console output ('O' packets) received since the last
 // call, one string per packet, and forgets it.

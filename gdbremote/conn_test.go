@@ -1047,3 +1047,57 @@ func BenchmarkStepReadRegistersFake(b *testing.B) {
 		}
 	}
 }
+
+func TestContinueVContRunsOneThread(t *testing.T) {
+	s, c := dialStub(t)
+	ctx := context.Background()
+	if err := c.SetBreakpoint(ctx, gdbremote.Hardware, 0x401000, 1); err != nil {
+		t.Fatal(err)
+	}
+	sr, err := c.ContinueVCont(ctx, gdbstubtest.Thread)
+	if err != nil || sr.Signal != 5 || sr.Thread != gdbstubtest.Thread {
+		t.Fatalf("ContinueVCont: %v, %v", sr, err)
+	}
+	if got := c.StoppedThread(); got != gdbstubtest.Thread {
+		t.Errorf("StoppedThread after the stop = %q, want %q", got, gdbstubtest.Thread)
+	}
+	if reqs := s.Requests(); !slices.Contains(reqs, "vCont;c:"+gdbstubtest.Thread) {
+		t.Errorf("requests %q lack vCont;c:thread", reqs)
+	}
+}
+
+func TestContinueVContUnsupported(t *testing.T) {
+	s, c := dialStub(t)
+	// A stub that steps with vCont but does not continue with it.
+	s.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Reply, Match: "vCont?", Reply: "vCont;s;S"})
+	_, err := c.ContinueVCont(context.Background(), gdbstubtest.Thread)
+	var ue *gdbremote.UnsupportedError
+	if !errors.As(err, &ue) || ue.Request != "vCont;c" {
+		t.Errorf("ContinueVCont without vCont;c: %v, want *UnsupportedError for vCont;c", err)
+	}
+}
+
+func TestThreadCPU(t *testing.T) {
+	tests := []struct {
+		id   string
+		cpu  int
+		fail bool
+	}{
+		{"p01.01", 0, false},
+		{"p01.02", 1, false},
+		{"p1.10", 15, false},
+		{"3", 2, false},
+		{"p01", 0, true},
+		{"p01.00", 0, true},
+		{"0", 0, true},
+		{"-1", 0, true},
+		{"p01.zz", 0, true},
+		{"", 0, true},
+	}
+	for _, tt := range tests {
+		cpu, err := gdbremote.ThreadCPU(tt.id)
+		if (err != nil) != tt.fail || (!tt.fail && cpu != tt.cpu) {
+			t.Errorf("ThreadCPU(%q) = %d, %v; want %d, fail %v", tt.id, cpu, err, tt.cpu, tt.fail)
+		}
+	}
+}

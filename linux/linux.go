@@ -116,14 +116,7 @@ func EnterKernel(ctx context.Context, t Stepper, probe uint64, max int) (*x86.St
 
 // KernelGSBase returns the kernel's per-CPU base from a state: whichever of
 // GS base and the parked IA32_KERNEL_GS_BASE is a kernel-half address.
-func KernelGSBase(st *x86.State) (uint64, bool) {
-	for _, r := range []x86.Reg{x86.GSBase, x86.KernelGSBase} {
-		if v, ok := st.Get(r); ok && x86.CanonicalKernel(v) {
-			return v, true
-		}
-	}
-	return 0, false
-}
+func KernelGSBase(st *x86.State) (uint64, bool) { return st.KernelGS() }
 
 // Symbols reads the kernel's kallsyms tables, searching from anchor, and
 // returns them as a table.

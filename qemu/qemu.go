@@ -116,6 +116,7 @@ type Config struct {
 	AccelNote  string    // why that accelerator, for Instance.Note
 	CPU        string    // -cpu; "" means DefaultCPU
 	Memory     string    // -m; "" means 128M
+	SMP        int       // -smp: how many vCPUs; 0 leaves QEMU's default of one (see CheckSMP)
 	GDB        bool      // open the gdbstub on a Unix socket in a private directory (Instance.GDBAddr)
 	GDBTCP     bool      // with GDB, a free 127.0.0.1 port instead: any local user can connect (and run host commands through the monitor)
 	Stopped    bool      // -S: start with the CPU stopped, waiting for the debugger
@@ -125,6 +126,21 @@ type Config struct {
 	// the process that started it dies, however it dies.
 	Keep  bool
 	Extra []string // more arguments, appended last
+}
+
+// MaxSMP is the most vCPUs QEMU's default x86 machine (pc, i440FX) takes:
+// QEMU refuses more with "The max CPUs supported by machine ... is 255".
+const MaxSMP = 255
+
+// CheckSMP checks a vCPU count for -smp: at least one, at most MaxSMP.
+func CheckSMP(n int) error {
+	switch {
+	case n < 1:
+		return fmt.Errorf("--smp %d: a guest needs at least one vCPU", n)
+	case n > MaxSMP:
+		return fmt.Errorf("--smp %d: QEMU's pc machine takes at most %d vCPUs", n, MaxSMP)
+	}
+	return nil
 }
 
 // Exit is how a QEMU run ended.
@@ -229,6 +245,14 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 		"-display", "none", "-nodefaults", "-no-reboot",
 		"-monitor", "none",
 		"-serial", "stdio",
+	}
+	if cfg.SMP != 0 {
+		if err := CheckSMP(cfg.SMP); err != nil {
+			return nil, err
+		}
+		if cfg.SMP > 1 {
+			args = append(args, "-smp", strconv.Itoa(cfg.SMP))
+		}
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)

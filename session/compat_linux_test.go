@@ -82,8 +82,8 @@ func TestLinuxCompat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := cmp.Or(tt.cpu, qemu.DefaultCPU); tr.Header.CPU != want {
-				t.Errorf("header names the CPU %q, want %q", tr.Header.CPU, want)
+			if want := cmp.Or(tt.cpu, qemu.DefaultCPU); tr.Header.CPUModel != want {
+				t.Errorf("header names the CPU model %q, want %q", tr.Header.CPUModel, want)
 			}
 			first := tr.Step(0)
 			if first.Op != tt.op || (tt.label != "" && uint64(first.RIP) != site[tt.label]) || !first.Regs.Sys.CompatMode() {
@@ -135,7 +135,11 @@ func TestLinuxCompat(t *testing.T) {
 					break
 				}
 			}
-			n := gdbStepiCount(t, ctx, s, uint64(first.RIP))
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			counts, _ := gdbStepiCount(ctx, t, s.QEMU.GDBAddr, uint64(first.RIP), 1)
+			n := counts[0]
 			if n != tr.Len() {
 				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", tr.Len(), n)
 			}

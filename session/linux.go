@@ -37,7 +37,8 @@ type LinuxOptions struct {
 	// NoPTI boots with pti=off instead of pti=on; KASLR drops nokaslr.
 	NoPTI, KASLR bool
 	// Mode is what /init loops on (see linuxinit.Modes); "" follows
-	// Options.Mechanism (int80 for int80, syscall otherwise).
+	// Options.Mechanism (int80 for int80, mmap for pagefault, syscall
+	// otherwise).
 	Mode string
 	// Memory is QEMU's -m (default 256M).
 	Memory string
@@ -49,10 +50,12 @@ type LinuxOptions struct {
 }
 
 // ChooseMechanism checks that m is an entry mechanism Linux's /init uses
-// (syscall, int80 or vdso; "" for any; irq, the timer's interrupt, comes
-// whatever it loops on) and pairs it with o.Mode, what /init
-// loops on, the one following the other: a vDSO loop makes no system call
-// to wait for, so tracing vdso makes /init loop on the vDSO, and an /init
+// (syscall, int80, vdso or pagefault; "" for any; irq, the timer's
+// interrupt, comes whatever it loops on) and pairs it with o.Mode, what
+// /init loops on, the one following the other: a vDSO loop makes no system
+// call to wait for, so tracing vdso makes /init loop on the vDSO, tracing
+// pagefault makes it loop on mmap, whose first write to the fresh page
+// faults, and an /init
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
 // the user chose one (chosen). A call named by o.Syscall is waited for at
 // the syscall instruction, and without a mode or a program /init loops on
@@ -86,8 +89,12 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 	}
 	switch m {
 	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
+	case mechanism.PageFault:
+		if o.Program != nil {
+			return "", errors.New("mechanism pagefault: the page fault traced is the one /init's mmap loop makes, not a program's: drop --exec")
+		}
 	default:
-		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80 or vdso", m)
+		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80, vdso or pagefault (and irq comes in any loop)", m)
 	}
 	if o.Syscall != "" {
 		if chosen && m != mechanism.Syscall {
@@ -111,6 +118,8 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		// --syscall decided: the syscall instruction.
 	case m == mechanism.Vdso && o.Mode == "":
 		o.Mode = linuxinit.Vdso
+	case m == mechanism.PageFault && o.Mode == "":
+		o.Mode = linuxinit.PageFaultMode
 	case !chosen && o.Mode == linuxinit.Vdso:
 		m = mechanism.Vdso
 	case !chosen && o.Mode == linuxinit.Int80:
@@ -213,9 +222,13 @@ func joinMechanisms(ms []mechanism.Mechanism) string {
 // LinuxDefaultAppend is the start of the kernel command line StartLinux
 // gives, before --no-pti and --kaslr change it: the serial console, no
 // address randomisation (so addresses match between runs), page table
-// isolation forced on (so the CR3 switches are there to see), and no boot
-// messages.
-const LinuxDefaultAppend = "console=ttyS0 nokaslr pti=on quiet"
+// isolation forced on (so the CR3 switches are there to see), no boot
+// messages, and no_timer_check: the kernel's boot-time check that the
+// timer interrupt ticks through the IO-APIC counts ticks against a
+// busy-wait, which an emulated CPU on a loaded host can fail ("MP-BIOS
+// bug: 8254 timer not connected to IO-APIC"), after which Linux 6.1 was
+// seen to hang; virtual machines' kernels are commonly booted with it.
+const LinuxDefaultAppend = "console=ttyS0 nokaslr pti=on quiet no_timer_check"
 
 // CommandLine returns the kernel command line for o: the defaults as
 // --no-pti and --kaslr change them, o.Append, and "-- MODE" for /init.
@@ -244,6 +257,8 @@ func (o LinuxOptions) mode() string {
 		return o.Mode
 	case o.Mechanism == mechanism.Int80:
 		return linuxinit.Int80
+	case o.Mechanism == mechanism.PageFault:
+		return linuxinit.PageFaultMode
 	}
 	return linuxinit.Syscall
 }
@@ -257,7 +272,8 @@ type linuxState struct {
 	tab     *symbols.Table // kallsyms, without the per-CPU copies
 	res     *kallsyms.Result
 	gsBase  uint64
-	fixed   []annotate.Region // TSS, entry and IST stacks, per-CPU area, GDT, IDT
+	fixed   []annotate.Region      // TSS, entry and IST stacks, per-CPU area, GDT, IDT
+	perCPU  map[uint64]perCPUNames // by kernel GS base, on a guest with several vCPUs
 	// Timings, for reports.
 	Booted, Ready time.Duration
 	started       time.Time
@@ -364,7 +380,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	w := newBannerWatch(serial, linuxinit.Banner)
 	cpu := o.CPU
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu,
+		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu, SMP: o.SMP,
 		Memory: cmp.Or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
 	})
 	if err != nil {
@@ -573,9 +589,24 @@ func (s *Session) readLinux(ctx context.Context) error {
 	}
 	l := s.linux
 	l.tab, l.res, l.gsBase, l.fixed = tab, res, gs, fixed
-	s.Symbols = tab
+	if s.Symbols, err = s.linuxSymbols(gs); err != nil {
+		return err
+	}
+	if task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, tab, gs); err == nil {
+		s.linuxTask = task
+	}
+	l.Ready = time.Since(l.started)
+	return nil
+}
+
+// linuxSymbols returns the kernel's symbols with its per-CPU symbols
+// placed at gs, one CPU's per-CPU area, and the labels of the program
+// traced: the --exec program's own symbols, or sctrace's /init's.
+func (s *Session) linuxSymbols(gs uint64) (*symbols.Table, error) {
+	l := s.linux
+	tab := l.tab
 	if gs != 0 {
-		s.Symbols = linux.WithPerCPU(tab, gs)
+		tab = linux.WithPerCPU(tab, gs)
 	}
 	switch {
 	case l.prog != nil && l.prog.Type == elf.ET_EXEC:
@@ -584,21 +615,17 @@ func (s *Session) readLinux(ctx context.Context) error {
 		// addresses).
 		if prog, err := symbols.FromELF(bytes.NewReader(l.prog.ELF)); err == nil {
 			prog.Source = "ELF symtab of the program given to --exec"
-			s.Symbols = s.Symbols.Merge(prog)
+			tab = tab.Merge(prog)
 		}
 	case l.mode != "" && l.prog == nil:
 		// sctrace's own /init: its labels mark the loop's system call.
 		init, err := linuxinit.Symbols(l.mode)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		s.Symbols = s.Symbols.Merge(init)
+		tab = tab.Merge(init)
 	}
-	if task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, tab, gs); err == nil {
-		s.linuxTask = task
-	}
-	l.Ready = time.Since(l.started)
-	return nil
+	return tab, nil
 }
 
 // IsLinuxTable reports whether tab names a Linux kernel: it has the entry
@@ -654,14 +681,72 @@ func (s *Session) refreshLinux(ctx context.Context) {
 	if s.linux == nil || s.linux.tab == nil {
 		return
 	}
+	moved := s.followCPU(ctx)
 	task, err := linux.TaskStack(ctx, kernelMemory{s.Target}, s.linux.tab, s.linux.gsBase)
-	if err != nil || task == s.linuxTask {
+	if err == nil && task != s.linuxTask {
+		s.linuxTask, moved = task, true
+	}
+	if !moved || s.Recorder == nil {
 		return
 	}
-	s.linuxTask = task
 	s.Regions = append(Regions(s.Symbols), s.linuxRegions()...)
-	s.Recorder.Ctx.Regions = s.Regions
-	s.Recorder.Trace().Header.Regions = s.Regions
+	s.Recorder.SetNames(s.Symbols, s.Regions)
+}
+
+// followCPU names the per-CPU data after the vCPU that made the call, on
+// a guest with several: its kernel GS base (the per-CPU area; GS base or
+// KERNEL_GS_BASE at the stop) places the per-CPU symbols, and its TSS
+// (TR's base, read with the monitor showing that vCPU) gives its entry
+// and IST stacks and cpu_tss_rw. What was found for each vCPU is kept.
+// It reports whether the names changed.
+func (s *Session) followCPU(ctx context.Context) bool {
+	l := s.linux
+	if !s.Target.SMP() || s.Recorder == nil {
+		return false
+	}
+	st := s.Recorder.Current()
+	if st == nil {
+		return false
+	}
+	gs, ok := st.KernelGS()
+	if !ok || gs == l.gsBase {
+		return false
+	}
+	pc, ok := l.perCPU[gs]
+	if !ok {
+		sys := s.Recorder.Trace().Header.Sys
+		if sys == nil {
+			return false
+		}
+		fixed, err := linux.Regions(ctx, kernelMemory{s.Target}, l.tab, sys, gs)
+		if err != nil {
+			s.Notes = append(s.Notes, fmt.Sprintf("the regions of the vCPU with GS base %#x: %v", gs, err))
+			return false
+		}
+		tab, err := s.linuxSymbols(gs)
+		if err != nil {
+			return false
+		}
+		pc = perCPUNames{tab: tab, fixed: fixed}
+		if l.perCPU == nil {
+			l.perCPU = map[uint64]perCPUNames{}
+		}
+		l.perCPU[gs] = pc
+	}
+	if _, seen := l.perCPU[l.gsBase]; !seen && l.gsBase != 0 {
+		if l.perCPU == nil {
+			l.perCPU = map[uint64]perCPUNames{}
+		}
+		l.perCPU[l.gsBase] = perCPUNames{tab: s.Symbols, fixed: l.fixed}
+	}
+	l.gsBase, l.fixed, s.Symbols = gs, pc.fixed, pc.tab
+	return true
+}
+
+// perCPUNames are the names of one vCPU's per-CPU data.
+type perCPUNames struct {
+	tab   *symbols.Table    // symbols with the per-CPU ones at its GS base
+	fixed []annotate.Region // its TSS, entry and IST stacks, per-CPU area
 }
 
 func lastLines(s string, n int) string {

@@ -65,7 +65,12 @@ func TestLinuxRoundTrip(t *testing.T) {
 			checkLinuxTrace(t, tr, tt.entry, tt.exit, tt.insn)
 
 			// The same path counted by gdb on the same guest.
-			n := gdbStepiCount(t, ctx, s, uint64(tr.Step(0).RIP))
+			site := uint64(tr.Step(0).RIP)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			counts, _ := gdbStepiCount(ctx, t, s.QEMU.GDBAddr, site, 1)
+			n := counts[0]
 			if n != tr.Len() {
 				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", tr.Len(), n)
 			}
@@ -74,25 +79,27 @@ func TestLinuxRoundTrip(t *testing.T) {
 	}
 }
 
-// gdbStepiCount closes s, leaving its QEMU running (the session must have
-// been started with Keep), and counts the round trip from the user
-// instruction at site back to CPL 3 with gdb's stepi on the same guest
-// (testdata/gdb-stepi-count.py): the count sctrace's trace must match.
-func gdbStepiCount(t *testing.T, ctx context.Context, s *Session, site uint64) int {
+// gdbStepiCount runs gdb alone against the gdbstub at addr (left running
+// by a session opened with Keep and closed): a hardware breakpoint on the
+// user instruction at site, then stepi until the CPU is back at CPL 3
+// (testdata/gdb-stepi-count.py), times round trips in a row. It returns
+// how many instructions gdb counted in each and the RIP each ended at.
+func gdbStepiCount(ctx context.Context, t *testing.T, addr string, site uint64, times int) (counts []int, ends []uint64) {
 	t.Helper()
-	addr := strings.TrimPrefix(s.QEMU.GDBAddr, "unix:") // gdb takes a socket's bare path
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	addr = strings.TrimPrefix(addr, "unix:") // gdb takes a socket's bare path
 	out, err := exec.CommandContext(ctx, "gdb", "-q", "-batch", "-nx",
-		"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x", addr, site),
+		"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x; TIMES=%d", addr, site, times),
 		"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
-	m := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindSubmatch(out)
-	if err != nil || m == nil {
+	ms := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindAllSubmatch(out, -1)
+	if err != nil || len(ms) != times {
 		t.Fatalf("gdb stepi count: %v\n%s", err, out)
 	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	for _, m := range ms {
+		n, _ := strconv.Atoi(string(m[1]))
+		end, _ := strconv.ParseUint(string(m[2]), 0, 64)
+		counts, ends = append(counts, n), append(ends, end)
+	}
+	return counts, ends
 }
 
 // checkLinuxTrace checks a round trip recorded on Linux with pti=on, back
@@ -187,10 +194,11 @@ func TestLinuxCommandLine(t *testing.T) {
 		o    LinuxOptions
 		want string
 	}{
-		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet -- syscall"},
-		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet -- int80"},
-		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet -- syscall"},
-		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet mitigations=off -- enosys"},
+		{LinuxOptions{}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.Int80}}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- int80"},
+		{LinuxOptions{Options: Options{Mechanism: mechanism.PageFault}}, "console=ttyS0 nokaslr pti=on quiet no_timer_check -- mmap"},
+		{LinuxOptions{NoPTI: true, KASLR: true}, "console=ttyS0 pti=off quiet no_timer_check -- syscall"},
+		{LinuxOptions{Options: Options{Append: "mitigations=off"}, Mode: "enosys"}, "console=ttyS0 nokaslr pti=on quiet no_timer_check mitigations=off -- enosys"},
 	}
 	for _, tt := range tests {
 		if got := tt.o.CommandLine(); got != tt.want {
@@ -356,7 +364,11 @@ func TestChooseMechanism(t *testing.T) {
 		{m: "", wantM: ""},
 		{m: mechanism.IRQ, chosen: true, wantM: mechanism.IRQ},
 		{m: mechanism.IRQ, chosen: true, mode: linuxinit.Int80, wantM: mechanism.IRQ, wantMode: linuxinit.Int80},
-		{m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
+		{m: mechanism.PageFault, chosen: true, wantM: mechanism.PageFault, wantMode: linuxinit.Mmap},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.Mmap, wantM: mechanism.PageFault, wantMode: linuxinit.Mmap},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.Read, wantErr: "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
+		{m: mechanism.PageFault, chosen: true, mode: linuxinit.All, wantErr: "mechanism pagefault: /init in mode all never uses it"},
+		{m: mechanism.Syscall, mode: linuxinit.Mmap, wantM: mechanism.Syscall, wantMode: linuxinit.Mmap},
 		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux takes sysenter only from 32-bit code (compatibility mode, on an Intel CPU; in 64-bit mode it is not an entry Linux sets up), and Linux's /init is an x86-64 program"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}
@@ -410,6 +422,8 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		{name: "no loop makes it", o: LinuxOptions{Options: Options{Syscall: "mount"}}, m: mechanism.Syscall, wantErr: "no built-in /init loop makes mount: give --exec PROGRAM"},
 		{name: "unknown name", o: LinuxOptions{Options: Options{Syscall: "getpidd"}}, m: mechanism.Syscall, wantErr: `unknown system call "getpidd"`},
 		{name: "number out of range", o: LinuxOptions{Options: Options{Syscall: "1000"}}, m: mechanism.Syscall, wantErr: "system call number 1000 is out of range"},
+		{name: "with pagefault", o: LinuxOptions{Options: Options{Syscall: "mmap"}}, m: mechanism.PageFault, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
+		{name: "a program's page faults", o: LinuxOptions{Program: prog64}, m: mechanism.PageFault, chosen: true, wantErr: "mechanism pagefault: the page fault traced is the one /init's mmap loop makes"},
 		{name: "with int80", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Int80, chosen: true, wantErr: "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{name: "a program", o: LinuxOptions{Options: Options{Syscall: "mount"}, Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},
 		{name: "a program without --syscall", o: LinuxOptions{Program: prog64}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Exec},

@@ -35,8 +35,14 @@ type Options struct {
 	Accel string // tcg, kvm or auto (see package accel; auto is TCG here)
 	// KVMCheck decides whether KVM works when it is asked for; nil runs
 	// the teaching kernel's selftest under it (accel.Selftest).
-	KVMCheck  accel.Checker
-	CPU       string              // guest CPU model; "" is qemu.DefaultCPU
+	KVMCheck accel.Checker
+	CPU      string // guest CPU model; "" is qemu.DefaultCPU
+	// SMP is how many vCPUs a guest sctrace starts gets (QEMU's -smp); 0
+	// or 1 is one. A system call is followed on the vCPU that makes it.
+	SMP int
+	// UserCPU is the vCPU the teaching kernel runs its user program on
+	// (its cpu=N); 1 needs SMP of at least 2.
+	UserCPU   int
 	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string              // extra words for the teaching kernel's command line
 	Keep      bool                // leave QEMU running at Close (detached, guest running)
@@ -136,6 +142,9 @@ const KernelDescription = "sctrace teaching kernel (bundled)"
 // stopped, attaches to its gdbstub, and prepares a recorder. The caller
 // must Close the session.
 func StartFixture(ctx context.Context, o Options) (*Session, error) {
+	if err := o.CheckUserCPU(); err != nil {
+		return nil, err
+	}
 	tmp, err := scratch.Dir("")
 	if err != nil {
 		return nil, err
@@ -155,6 +164,9 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if o.Mechanism != "" {
 		cmdline += " mech=" + string(o.Mechanism)
 	}
+	if o.UserCPU != 0 {
+		cmdline += fmt.Sprintf(" cpu=%d", o.UserCPU)
+	}
 	if o.Append != "" {
 		cmdline += " " + o.Append
 	}
@@ -165,7 +177,7 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	}
 	serial := &SerialLog{}
 	inst, err := qemu.Start(ctx, qemu.Config{
-		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU,
+		Binary: o.QEMU, Kernel: path, Append: cmdline, Accel: choice.Name, AccelNote: choice.Note, CPU: o.CPU, SMP: o.SMP,
 		GDB: true, GDBTCP: o.GDBTCP, Stopped: true, ExitDevice: true, Serial: serial, Keep: o.Keep,
 	})
 	if err != nil {
@@ -182,6 +194,18 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// CheckUserCPU checks that the teaching kernel can run its program on
+// o.UserCPU: CPU 0, or CPU 1 when the guest has a second vCPU.
+func (o Options) CheckUserCPU() error {
+	switch {
+	case o.UserCPU != 0 && o.UserCPU != 1:
+		return fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)
+	case o.UserCPU >= max(o.SMP, 1):
+		return fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
+	}
+	return nil
 }
 
 // chooseAccel picks the accelerator for a guest sctrace starts to trace:
@@ -266,6 +290,11 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	s.Conn = conn
 	s.Target = target.New(conn)
+	// On a guest with several vCPUs, registers, steps and the monitor
+	// follow the one the stub stopped on, until a call comes on another.
+	if err := s.Target.FollowStopped(ctx); err != nil {
+		return err
+	}
 	prepare := s.prepareLinux
 	if s.QEMU == nil {
 		prepare = s.prepareAttached
@@ -283,7 +312,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 		Mechanism: string(o.Mechanism),
 	}
 	if s.QEMU != nil {
-		hdr.Accel, hdr.CPU = s.QEMU.Note, s.QEMU.CPU
+		hdr.Accel, hdr.CPUModel = s.QEMU.Note, s.QEMU.CPU
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
 	r.Budget, r.Over, r.AllowIRQ, r.StackWords, r.StepFlags = o.Budget, o.Over, o.AllowIRQ, o.StackWords, o.StepFlags
@@ -406,6 +435,10 @@ func Regions(tab *symbols.Table) []annotate.Region {
 }
 
 func regionKind(name string) (annotate.RegionKind, bool) {
+	// A second CPU's copies carry its number: percpu_cpu1, entry_stack_cpu1.
+	if base, n, ok := strings.Cut(name, "_cpu"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		name = base
+	}
 	switch {
 	case name == "user_stack":
 		return annotate.RegionUserStack, true

@@ -23,6 +23,9 @@ type Target struct {
 	Conn *gdbremote.Conn
 	code map[codeKey][]byte
 
+	cpus   []CPU  // the vCPUs, from ListCPUs
+	thread string // the vCPU followed (Follow), when there are several
+
 	// Reads counts memory round trips, Steps single steps, for benchmarks
 	// and the trace header.
 	Reads, Steps int
@@ -75,7 +78,7 @@ func (t *Target) State(ctx context.Context) (*x86.State, error) {
 // Step executes one instruction and returns the new state. A stop other
 // than the single-step trap (the guest exited, say) is an error.
 func (t *Target) Step(ctx context.Context) (*x86.State, error) {
-	sr, err := t.Conn.Step(ctx)
+	sr, err := t.step(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("step: %w", err)
 	}
@@ -84,6 +87,23 @@ func (t *Target) Step(ctx context.Context) (*x86.State, error) {
 		return nil, fmt.Errorf("step: %w (%s)", ErrExited, sr)
 	}
 	return t.State(ctx)
+}
+
+// step single-steps the followed vCPU alone (vCont;s:thread), the others
+// kept stopped; with one vCPU, or a stub without vCont steps, it sends 's'.
+func (t *Target) step(ctx context.Context) (gdbremote.StopReply, error) {
+	if _, ok := t.Followed(); !ok {
+		return t.Conn.Step(ctx)
+	}
+	sr, err := t.Conn.StepVCont(ctx, t.thread)
+	var ue *gdbremote.UnsupportedError
+	if errors.As(err, &ue) {
+		return t.Conn.Step(ctx)
+	}
+	if err == nil && sr.Thread != "" && sr.Thread != t.thread {
+		return sr, fmt.Errorf("stepped %s but the stub reports a stop of %s", t.thread, sr.Thread)
+	}
+	return sr, err
 }
 
 // ErrExited is returned when the guest ended while sctrace was driving it.

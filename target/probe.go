@@ -76,7 +76,7 @@ func (t *Target) ProbeMSRs(ctx context.Context, msrs []uint32) (readings []MSRRe
 		if err := t.setRegs(ctx, before, map[x86.Reg]uint64{x86.RCX: uint64(msr)}); err != nil {
 			return readings, err
 		}
-		if _, err := t.Conn.Step(ctx); err != nil {
+		if _, err := t.step(ctx); err != nil {
 			return readings, fmt.Errorf("probe MSRs: step rdmsr: %w", err)
 		}
 		st, err := t.State(ctx)

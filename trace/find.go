@@ -28,7 +28,11 @@ import (
 //   - by single-stepping user code until the next entering instruction.
 //
 // A page fault is found like any labelled instruction: the store at
-// user_pagefault_insn, whose step then delivers the #PF. An interrupt
+// user_pagefault_insn, whose step then delivers the #PF, once the page it
+// writes is seen not to be mapped: a store reached again after its fault
+// (where the last round trip ended, or where the guest was stopped in the
+// middle of the fault) runs unrecorded, and the next one is waited for.
+// An interrupt
 // cannot be stepped into (the recorder masks interrupts while stepping), so
 // for irq the guest runs until the timer interrupt's handler is entered
 // with a frame from user mode; see ToInterrupt.
@@ -45,11 +49,24 @@ func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if err := r.findEntry(ctx, m); err != nil {
 		return err
 	}
-	return r.readSys(ctx)
+	return r.atStart(ctx)
+}
+
+// atStart reads the system registers where a trace starts and, on a guest
+// with several vCPUs, notes which one it follows and where the others are.
+func (r *Recorder) atStart(ctx context.Context) error {
+	if err := r.readSys(ctx); err != nil {
+		return err
+	}
+	r.noteCPUs(ctx, true)
+	return nil
 }
 
 func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if a, ok := r.Symbols.Addr(m.UserLabel()); ok {
+		if m == mechanism.PageFault {
+			return r.toFault(ctx, a)
+		}
 		return r.runTo(ctx, a)
 	}
 	if m == mechanism.Syscall {
@@ -82,6 +99,44 @@ func (r *Recorder) findEntry(ctx context.Context, m mechanism.Mechanism) error {
 		}
 	}
 	return r.stepToEntry(ctx, m)
+}
+
+// faultTries bounds how often toFault lets a labelled access that no
+// longer faults run before it gives up.
+const faultTries = 3
+
+// toFault runs the guest to the labelled access at addr that is to page-fault,
+// and checks that it will: the page it reaches must not be mapped yet (the
+// stub cannot read it). A guest stopped while the kernel was handling that
+// very fault comes back to the access once the page is mapped, and it then
+// runs without a fault; such an access is let run and the next one waited
+// for.
+func (r *Recorder) toFault(ctx context.Context, addr uint64) error {
+	for try := 1; ; try++ {
+		if err := r.runTo(ctx, addr); err != nil {
+			return err
+		}
+		inst, code, err := r.Decode(ctx, r.cur)
+		if err != nil {
+			return err
+		}
+		target, ok := annotate.MemoryAddress(inst, len(code), r.cur)
+		if !ok {
+			return nil // not a memory access: nothing to check
+		}
+		if _, err := r.T.ReadMemory(ctx, target, 1); err != nil {
+			if se := (*gdbremote.StubError)(nil); errors.As(err, &se) && se.NotMapped() {
+				return nil // not mapped: the access will fault
+			}
+			return err
+		}
+		if try == faultTries {
+			return fmt.Errorf("the access at %s reaches %#x, which is mapped already, %d times in a row: it will not page-fault", r.name(addr), target, try)
+		}
+		if err := r.stepOff(ctx); err != nil {
+			return err
+		}
+	}
 }
 
 // vectorHandler returns the handler of an interrupt vector from the IDT,
@@ -122,7 +177,9 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
 	defer r.clearBreakpoint(ctx, addr, &err)
-	sr, err := r.T.Conn.Continue(ctx)
+	// Every vCPU runs: the call may come on any of them, and the one that
+	// hits is followed from here on.
+	sr, err := r.T.ContinueAll(ctx)
 	if err != nil {
 		return fmt.Errorf("continue to %s: %w", r.name(addr), err)
 	}
@@ -289,7 +346,8 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 		if n == maxKernelIRQs {
 			return fmt.Errorf("find the next irq: %d interrupts reached %s, none from the user program", n, name)
 		}
-		sr, err := r.T.Conn.Continue(ctx)
+		// Every vCPU runs; the one whose interrupt stops is followed.
+		sr, err := r.T.ContinueAll(ctx)
 		if err != nil {
 			return fmt.Errorf("continue to %s: %w", r.name(handler), err)
 		}
@@ -322,7 +380,7 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := r.readSys(ctx); err != nil {
+	if err := r.atStart(ctx); err != nil {
 		return err
 	}
 	before := *r.cur

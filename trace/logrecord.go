@@ -269,7 +269,9 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 	defer cancel(nil)
 	why = StopUser
 	for {
-		sr, cerr := r.T.Conn.Continue(rctx)
+		// Only the followed vCPU runs: the log then holds its
+		// instructions alone, and no other vCPU reaches the breakpoint.
+		sr, cerr := r.T.ContinueFollowed(rctx)
 		if cerr != nil {
 			switch {
 			case errors.Is(context.Cause(rctx), errBudget):

@@ -113,14 +113,17 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Accel != "" {
 		p.f("accelerator: %s\n", h.Accel)
 	}
-	if h.CPU != "" {
-		p.f("cpu: %s\n", h.CPU)
+	if h.CPUModel != "" {
+		p.f("cpu model: %s\n", h.CPUModel)
 	}
 	if h.Symbols != "" {
 		p.f("symbols: %s\n", h.Symbols)
 	}
 	if h.Syscall != nil {
 		p.f("system call: %s\n  (names from %s)\n", h.Syscall, h.Syscall.Table)
+	}
+	for _, l := range h.CPULines() {
+		p.f("%s\n", l)
 	}
 	p.f("stepping: %s\n\n", h.Stepping)
 	byHand := func(i int) {
@@ -248,6 +251,9 @@ func WriteMarkdown(w io.Writer, t *Trace, syn Syntax) error {
 	}
 	if h.Syscall != nil {
 		p.f("- system call: `%s` (names from %s)\n", h.Syscall, h.Syscall.Table)
+	}
+	for _, l := range h.CPULines() {
+		p.f("- %s\n", mdEscape(l))
 	}
 	p.f("- stepping: %s\n\n", h.Stepping)
 	if effs := ProbeEffects(t.Probes, 0); len(effs) > 0 {

@@ -78,6 +78,20 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 	}
 }
 
+// SetNames changes the symbols and regions the steps recorded from now on
+// are named with, as when the system call came on another vCPU, whose
+// per-CPU area, TSS and stacks are its own.
+func (r *Recorder) SetNames(syms *symbols.Table, regions []annotate.Region) {
+	r.Symbols = syms
+	r.Ctx.Symbols = nil
+	if syms != nil {
+		r.Ctx.Symbols = syms
+		r.trace.Header.Symbols = syms.Source
+	}
+	r.Ctx.Regions = regions
+	r.trace.Header.Regions = regions
+}
+
 // What happens to interrupts that arrive while stepping (Header.Interrupts).
 const (
 	IRQMasked      = "masked"       // QEMU keeps them pending while stepping
@@ -106,6 +120,9 @@ func (r *Recorder) Init(ctx context.Context) error {
 	}
 	r.flags = flags
 	r.describeStepping()
+	if err := r.T.FollowStopped(ctx); err != nil {
+		return err
+	}
 	st, err := r.T.State(ctx)
 	if err != nil {
 		return err
@@ -447,7 +464,9 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string)
 	}
 	defer r.clearBreakpoint(ctx, ret, &err)
 	for {
-		if _, err := r.T.Conn.Continue(ctx); err != nil {
+		// Only the followed vCPU runs, so that another vCPU running the
+		// same code cannot stop it.
+		if _, err := r.T.ContinueFollowed(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		st, err := r.T.State(ctx)
@@ -585,6 +604,7 @@ func BackInUser() Until {
 // ctx is cancelled (ctrl-c); what was recorded stays in the trace either
 // way, and the reason is stored in its header.
 func (r *Recorder) Run(ctx context.Context, conds ...Until) (StopReason, error) {
+	defer r.noteCPUs(ctx, false)
 	budget := r.Budget
 	if budget <= 0 {
 		budget = DefaultBudget
@@ -615,4 +635,49 @@ func (r *Recorder) Run(ctx context.Context, conds ...Until) (StopReason, error) 
 func (r *Recorder) stop(why StopReason) StopReason {
 	r.trace.Header.Stop = string(why)
 	return why
+}
+
+// noteCPUs names, for a guest with several vCPUs, the one followed and
+// where the others are: at the start of the trace (start) or at its end.
+// The others are read through Hg while QEMU holds them stopped; one that
+// cannot be read is said so, not left out.
+func (r *Recorder) noteCPUs(ctx context.Context, start bool) {
+	me, ok := r.T.Followed()
+	if !ok {
+		return
+	}
+	h := &r.trace.Header
+	if start {
+		h.CPU = &CPU{Index: me.Index, Thread: me.Thread, Count: len(r.T.CPUs())}
+		if r.cur != nil {
+			if gs, ok := r.cur.KernelGS(); ok {
+				h.CPU.GSBase = Hex(gs)
+			}
+		}
+		h.OtherCPUs = nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for _, c := range r.T.CPUs() {
+		if c.Thread == me.Thread {
+			continue
+		}
+		var p CPUPlace
+		st, err := r.T.Peek(ctx, c.Thread)
+		if err != nil {
+			p = CPUPlace{CPL: -1, Err: err.Error()}
+		} else {
+			rip := st.Val(x86.RIP)
+			p = CPUPlace{RIP: Hex(rip), Symbol: r.Symbols.Symbolize(rip), CPL: int(st.Val(x86.CS) & 3)}
+		}
+		if start {
+			h.OtherCPUs = append(h.OtherCPUs, OtherCPU{Index: c.Index, Thread: c.Thread, Start: p, End: p})
+			continue
+		}
+		for i := range h.OtherCPUs {
+			if h.OtherCPUs[i].Thread == c.Thread {
+				h.OtherCPUs[i].End = p
+			}
+		}
+	}
 }

@@ -110,7 +110,7 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		return err == nil && mechanism.Classify(inst, false) == mechanism.Syscall
 	}
 	if r.cur != nil && wanted(ctx, r.cur) {
-		return r.readSys(ctx)
+		return r.atStart(ctx)
 	}
 
 	var entry uint64 // breaks on the kernel's entry, when not 0
@@ -150,7 +150,8 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 				return err
 			}
 		}
-		sr, err := r.T.Conn.Continue(ctx)
+		// Every vCPU runs; the one that stops is followed.
+		sr, err := r.T.ContinueAll(ctx)
 		if err != nil {
 			return fmt.Errorf("wait for %s: %w", what, err)
 		}
@@ -177,7 +178,7 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 				}
 			}
 		case wanted(ctx, st):
-			return r.readSys(ctx)
+			return r.atStart(ctx)
 		}
 	}
 }
@@ -195,7 +196,7 @@ func (r *Recorder) stepToSyscall(ctx context.Context, nr int, what string, budge
 				return err
 			}
 			if mechanism.Classify(inst, false) == mechanism.Syscall {
-				return r.readSys(ctx)
+				return r.atStart(ctx)
 			}
 		}
 		st, err := r.T.Step(ctx)

@@ -94,9 +94,9 @@ type Header struct {
 	Target   string    `json:"target"`           // e.g. "qemu gdbstub at 127.0.0.1:40123"
 	Kernel   string    `json:"kernel,omitempty"` // e.g. "sctrace teaching kernel"
 	Accel    string    `json:"accel,omitempty"`  // tcg or kvm, when sctrace started QEMU
-	// CPU is QEMU's -cpu model, when sctrace started QEMU: its vendor
+	// CPUModel is QEMU's -cpu model, when sctrace started QEMU: its vendor
 	// decides whether sysenter and syscall work outside 64-bit mode.
-	CPU       string `json:"cpu,omitempty"`
+	CPUModel  string `json:"cpu_model,omitempty"`
 	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
 	Symbols   string `json:"symbols,omitempty"`   // where names came from
 	// Syscall names the system call the trace starts at, with its
@@ -113,9 +113,16 @@ type Header struct {
 	Interrupts string `json:"interrupts,omitempty"`
 	// IRQs counts the interrupts taken while stepping that were run to
 	// their return and left out of Steps.
-	IRQs    int               `json:"irqs,omitempty"`
-	Sys     *x86.SysRegs      `json:"sys,omitempty"` // monitor info registers at the start
-	Regions []annotate.Region `json:"regions,omitempty"`
+	IRQs int `json:"irqs,omitempty"`
+	// CPU is the vCPU the trace follows when the guest has several: the
+	// one that made the call. Nil for a guest with one vCPU.
+	CPU *CPU `json:"cpu,omitempty"`
+	// OtherCPUs says where the other vCPUs were, stopped by QEMU, when the
+	// trace started and when it ended; they do not move while the
+	// followed vCPU is stepped.
+	OtherCPUs []OtherCPU        `json:"other_cpus,omitempty"`
+	Sys       *x86.SysRegs      `json:"sys,omitempty"` // monitor info registers at the start
+	Regions   []annotate.Region `json:"regions,omitempty"`
 	// MSRs are the model-specific registers learnt while recording, each
 	// with its provenance (read, inferred or probed).
 	MSRs []annotate.MSR `json:"msrs,omitempty"`
@@ -129,6 +136,68 @@ type Header struct {
 	Recorders []RecorderSpan `json:"recorders,omitempty"`
 	Seconds   float64        `json:"seconds,omitempty"`   // time spent recording
 	StepRate  float64        `json:"step_rate,omitempty"` // instructions per second while recording
+}
+
+// CPU names the vCPU a trace follows.
+type CPU struct {
+	Index  int    `json:"index"`  // QEMU's CPU index, as -smp counts (0 is the boot CPU)
+	Thread string `json:"thread"` // the gdbstub thread, e.g. "p01.02"
+	Count  int    `json:"count"`  // how many vCPUs the guest has
+	// GSBase is the kernel GS base of this vCPU (its per-CPU area, read
+	// from GS base or KERNEL_GS_BASE at the start), when known.
+	GSBase Hex `json:"gs_base,omitempty"`
+}
+
+// String is "vCPU 1 of 2".
+func (c CPU) String() string { return fmt.Sprintf("vCPU %d of %d", c.Index, c.Count) }
+
+// OtherCPU is where a vCPU the trace does not follow was at its start and
+// end.
+type OtherCPU struct {
+	Index  int      `json:"index"`
+	Thread string   `json:"thread"`
+	Start  CPUPlace `json:"start"`
+	End    CPUPlace `json:"end"`
+}
+
+// CPUPlace is one vCPU's RIP and privilege level at a stop.
+type CPUPlace struct {
+	RIP    Hex    `json:"rip"`
+	Symbol string `json:"symbol,omitempty"`
+	// CPL is CS's requested privilege level (the CPL in long mode); -1
+	// when the registers could not be read.
+	CPL int `json:"cpl"`
+	// Err says why the registers could not be read.
+	Err string `json:"error,omitempty"`
+}
+
+// String is "0xffffffff81a17a51 <default_idle+0x11> CPL 0".
+func (p CPUPlace) String() string {
+	if p.Err != "" {
+		return "unknown (" + p.Err + ")"
+	}
+	s := fmt.Sprintf("%#x", uint64(p.RIP))
+	if p.Symbol != "" {
+		s += " <" + p.Symbol + ">"
+	}
+	return s + fmt.Sprintf(" CPL %d", p.CPL)
+}
+
+// CPULines describes the followed vCPU and what the others did, one line
+// each, for printed headers; none for a guest with one vCPU.
+func (h Header) CPULines() []string {
+	if h.CPU == nil {
+		return nil
+	}
+	l := fmt.Sprintf("followed: %s (gdbstub thread %s", h.CPU, h.CPU.Thread)
+	if h.CPU.GSBase != 0 {
+		l += fmt.Sprintf(", kernel GS base %#x", uint64(h.CPU.GSBase))
+	}
+	out := []string{l + "); the other vCPUs stay stopped while it steps"}
+	for _, o := range h.OtherCPUs {
+		out = append(out, fmt.Sprintf("vCPU %d (thread %s): at start %s; at end %s", o.Index, o.Thread, o.Start, o.End))
+	}
+	return out
 }
 
 // SteppingLabel says in a few words how interrupts were handled while

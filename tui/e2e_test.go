@@ -1,8 +1,11 @@
 package tui
 
 import (
+	"bytes"
 	"fmt"
+	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/symbols"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,7 +170,12 @@ func endToEnd(t *testing.T, exe string, w, h int) {
 		// p reads the MSRs in the guest and puts everything back: the
 		// system pane then shows LSTAR as probed, and stepping goes on.
 		s.keys("p")
-		s.waitText(10*time.Second, "read 11 MSRs", "LSTAR 0xffffffff80202000 probed")
+		tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lstar, _ := tab.Addr("entry_SYSCALL_64") // what the kernel writes to LSTAR
+		s.waitText(10*time.Second, "read 11 MSRs", fmt.Sprintf("LSTAR %#x probed", lstar))
 	}
 	if w >= 160 {
 		s.keys("f") // a no-op at the end of the record: the screen stays put

@@ -281,6 +281,9 @@ func (m *Model) statusLine() string {
 		parts = append(parts, stWarn.Render(m.busy.label+"…"))
 	}
 	parts = append(parts, m.mechanism())
+	if h.CPU != nil {
+		parts = append(parts, fmt.Sprintf("vCPU %d/%d", h.CPU.Index, h.CPU.Count))
+	}
 	if h.Accel != "" {
 		accel, _, _ := strings.Cut(h.Accel, " (")
 		parts = append(parts, accel)

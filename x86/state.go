@@ -158,3 +158,15 @@ func (s *State) Changed(next *State) []Reg {
 func (s *State) ActiveGSBase() (active, parked uint64) {
 	return s.R[GSBase], s.R[KernelGSBase]
 }
+
+// KernelGS returns the kernel's GS base (its per-CPU base) from the state:
+// whichever of GS base and the parked IA32_KERNEL_GS_BASE is a kernel-half
+// address, since swapgs exchanges the two on the way in and out.
+func (s *State) KernelGS() (uint64, bool) {
+	for _, r := range []Reg{GSBase, KernelGSBase} {
+		if v, ok := s.Get(r); ok && CanonicalKernel(v) {
+			return v, true
+		}
+	}
+	return 0, false
+}

@@ -30,6 +30,7 @@ type diffFlags struct {
 	aAppend        string
 	bAppend        string
 	mechanism      string
+	syscall        string
 	accel, qemu    string
 	budget         int
 	bootTimeout    time.Duration
@@ -66,11 +67,14 @@ Instead of two files, diff can record both round trips itself: --linux
 boots a Linux kernel for each side (give it twice for two kernels, once for
 one kernel twice), with no --linux the teaching kernel; --a-append and
 --b-append add words to one side's kernel command line (pti=off, a
-bug=int80-noswapgs for the teaching kernel, mitigations=off).`,
+bug=int80-noswapgs for the teaching kernel, mitigations=off). On Linux,
+--syscall NAME|NR records that system call on both sides instead of
+getpid, its /init loop chosen as run linux chooses it.`,
 		Example: `  sctrace diff on.json off.json
   sctrace diff 6.1.json 6.12.json --format markdown > entry.md
   sctrace diff --linux "$(scripts/fetch-kernel.sh 6.12)" --b-append pti=off
   sctrace diff --linux "$(scripts/fetch-kernel.sh 6.1)" --linux "$(scripts/fetch-kernel.sh 6.12)"
+  sctrace diff --linux "$(scripts/fetch-kernel.sh 6.12)" --syscall read --b-append pti=off
   sctrace diff -m int80 --b-append bug=int80-noswapgs`,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			o := diff.Options{Expand: f.expand}
@@ -130,6 +134,7 @@ bug=int80-noswapgs for the teaching kernel, mitigations=off).`,
 	fl.StringVar(&f.aAppend, "a-append", "", "words for A's kernel command line (pti=off, mitigations=off, bug=...)")
 	fl.StringVar(&f.bAppend, "b-append", "", "words for B's kernel command line")
 	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to record: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVar(&f.syscall, "syscall", "", "with --linux: record this system call, by `NAME` or number, on both sides")
 	accelFlag(fl, &f.accel)
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, "most instructions to step in each round trip")
@@ -137,7 +142,7 @@ bug=int80-noswapgs for the teaching kernel, mitigations=off).`,
 	fl.DurationVar(&f.stubTimeout, "stub-timeout", 0, "how long to wait for each reply of QEMU's gdbstub (default 5s)")
 	fl.StringVar(&f.aOut, "a-out", "", "save the recorded trace A as JSON in `FILE`")
 	fl.StringVar(&f.bOut, "b-out", "", "save the recorded trace B as JSON in `FILE`")
-	f.recordingFlags = []string{"linux", "a-append", "b-append", "mechanism", "accel", "qemu", "budget", "boot-timeout", "stub-timeout", "a-out", "b-out"}
+	f.recordingFlags = []string{"linux", "a-append", "b-append", "mechanism", "syscall", "accel", "qemu", "budget", "boot-timeout", "stub-timeout", "a-out", "b-out"}
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json", "markdown"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -203,6 +208,9 @@ func (f *diffFlags) record(cmd *cobra.Command) (*trace.Trace, *trace.Trace, erro
 	if f.budget <= 0 {
 		return nil, nil, fmt.Errorf("--budget must be positive, not %d", f.budget)
 	}
+	if f.syscall != "" && len(f.linux) == 0 {
+		return nil, nil, errors.New("--syscall goes with --linux: the teaching kernel makes no system call by number but its own getpid")
+	}
 	for _, p := range []struct{ flag, path string }{{"--a-out", f.aOut}, {"--b-out", f.bOut}} {
 		if p.path != "" {
 			if err := outfile.Check(p.path); err != nil {
@@ -237,6 +245,7 @@ func (f *diffFlags) recordSide(ctx context.Context, log io.Writer, i int, words 
 	)
 	if k := f.kernel(i); k != "" {
 		lo := session.LinuxOptions{Options: o, Kernel: k, BootTimeout: f.bootTimeout}
+		lo.Syscall = f.syscall
 		lo.Append, lo.NoPTI = linuxWords(words)
 		if m, err = lo.ChooseMechanism(m, chosen); err != nil {
 			return nil, err

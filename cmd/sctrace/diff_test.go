@@ -30,6 +30,8 @@ func TestDiffUsage(t *testing.T) {
 		{[]string{"diff", "--linux", "a", "--linux", "b", "--linux", "c"}, "--linux given 3 times"},
 		{[]string{"diff", "--b-append", "x", "-m", "sysret"}, `unknown mechanism "sysret"`},
 		{[]string{"diff", "--b-append", "x", "--budget", "0"}, "--budget must be positive"},
+		{[]string{"diff", "--b-append", "x", "--syscall", "read"}, "--syscall goes with --linux"},
+		{[]string{"diff", "--linux", "k", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
 		{[]string{"diff", filepath.Join(t.TempDir(), "none.json"), a}, "A: "},
 	}
 	for _, tt := range tests {

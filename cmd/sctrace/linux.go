@@ -55,6 +55,12 @@ cloud kernel.
 --init MODE chooses what /init loops on:
 ` + initModesHelp() + `
 
+-m pagefault makes /init loop on mmap and traces the page fault of its
+first write to the fresh page, from that store through asm_exc_page_fault
+and the kernel allocating the page to the iretq back to the same store
+(thousands of instructions). -m irq waits, in any loop, for the local APIC
+timer's interrupt to arrive in user mode.
+
 --syscall NAME|NR waits for that system call (by the syscall instruction),
 letting the others through; names come from the kernel's own
 sys_call_table, read through kallsyms. Without --init or --exec, /init
@@ -66,7 +72,8 @@ initramfs; /init runs it again and again, with the arguments given after
 Build it with gcc -static.
 
 An i386 program runs in compatibility mode (32-bit code under the 64-bit
-kernel) and is traced at its int $0x80 (entry_INT80_compat), or with
+kernel) and is traced at its int $0x80 (asm_int80_emulation; entry_INT80_compat
+in older kernels), or with
 -m sysenter at its own sysenter (entry_SYSENTER_compat) and with -m syscall
 at its own syscall (entry_SYSCALL_compat, the CSTAR entry), made as the
 32-bit vDSO's __kernel_vsyscall makes them: push ecx, edx and ebp, then
@@ -78,6 +85,7 @@ and ` + session.AMDCPU + ` for syscall, and refuses a --cpu of
 the other vendor; the trace header names the CPU.`,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
+  sctrace run linux --kernel vmlinuz --trace -m pagefault
   sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
   sctrace run linux --kernel vmlinuz --syscall read --trace
   sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two
@@ -102,6 +110,11 @@ the other vendor; the trace header names the CPU.`,
 			}
 			if m, err = lo.ChooseMechanism(m, cmd.Flags().Changed("mechanism")); err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("smp") {
+				if err := qemu.CheckSMP(lo.SMP); err != nil {
+					return err
+				}
 			}
 			if lo.Kernel == "" {
 				return fmt.Errorf("--kernel is required (scripts/fetch-kernel.sh downloads a Debian cloud kernel)")
@@ -150,6 +163,7 @@ the other vendor; the trace header names the CPU.`,
 	accelFlag(fl, &lo.Accel)
 	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
 	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+"; "+session.AMDCPU+" to trace an i386 program's syscall)")
+	fl.IntVar(&lo.SMP, "smp", 1, smpUsage)
 	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")
 	fl.BoolVar(&lo.Keep, "keep", false, "leave QEMU running when sctrace exits")

@@ -104,7 +104,7 @@ func TestTraceAttachSyscall(t *testing.T) {
 	var console lockedBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 nokaslr quiet -- " + linuxinit.Read,
+	inst, err := qemu.Start(ctx, qemu.Config{Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 nokaslr quiet no_timer_check -- " + linuxinit.Read,
 		Accel: "tcg", Memory: "256M", GDB: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"os"
 	"path/filepath"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/symbols"
+	"github.com/sctrace/sctrace/trace"
 )
 
 // run executes sctrace in-process with args and returns its output and
@@ -68,6 +72,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
+		{[]string{"run", "--trace", "--smp", "0"}, "--smp 0: a guest needs at least one vCPU"},
+		{[]string{"run", "--smp", "-2"}, "--smp -2: a guest needs at least one vCPU"},
+		{[]string{"run", "linux", "--kernel", "x", "--smp", "256"}, "--smp 256: QEMU's pc machine takes at most 255 vCPUs"},
+		{[]string{"run", "--smp", "two"}, `invalid argument "two" for "--smp"`},
+		{[]string{"run", "--user-cpu", "1"}, "--user-cpu 1 needs a second vCPU: add --smp 2"},
+		{[]string{"run", "--smp", "4", "--user-cpu", "3"}, "--user-cpu 3: the teaching kernel runs its program on CPU 0 or CPU 1"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
 		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},
@@ -81,7 +91,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trace", "--attach", ":1", "--syscall", "nosuch"}, `unknown system call "nosuch"`},
 		{[]string{"trace", "--attach", ":1", "--syscall", "read", "-m", "int80"}, "--syscall waits for the syscall instruction; mechanism int80 is not it"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
-		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault"}, "mechanism pagefault: Linux's /init uses syscall, int80 or vdso"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--init", "read"}, "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--syscall", "mmap"}, "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux takes sysenter only from 32-bit code"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -165,6 +177,49 @@ func TestRunTrace(t *testing.T) {
 	}
 	if !strings.Contains(view, "mechanism callgate") || !strings.Contains(view, "retfq") {
 		t.Errorf("view of the saved trace:\n%s", view)
+	}
+}
+
+// TestRunSMP traces on the teaching kernel's second CPU, as the README
+// shows, and checks that the saved trace and its printed header name the
+// vCPU followed (1 of 2), its kernel GS base (percpu_cpu1 of the bundled
+// ELF) and the other vCPU.
+func TestRunSMP(t *testing.T) {
+	testenv.NeedQEMU(t)
+	saved := filepath.Join(t.TempDir(), "t.json")
+	if _, err := run(t, "run", "--trace", "--accel", "tcg", "--smp", "2", "--user-cpu", "1", "--format", "json", "--out", saved); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := trace.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	area, ok := tab.Addr("percpu_cpu1")
+	if !ok {
+		t.Fatal("no percpu_cpu1 in the bundled kernel")
+	}
+	h := tr.Header
+	if h.CPU == nil || h.CPU.Index != 1 || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != area {
+		t.Fatalf("header follows %+v; want vCPU 1 of 2 with GS base %#x", h.CPU, area)
+	}
+	if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 0 {
+		t.Fatalf("other vCPUs %+v; want vCPU 0", h.OtherCPUs)
+	}
+	view, err := run(t, "view", saved, "--format", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("followed: vCPU 1 of 2 (gdbstub thread %s, kernel GS base %#x)", h.CPU.Thread, area),
+		fmt.Sprintf("vCPU 0 (thread %s): at start %s; at end %s", h.OtherCPUs[0].Thread, h.OtherCPUs[0].Start, h.OtherCPUs[0].End),
+	} {
+		if !strings.Contains(view, want) {
+			t.Errorf("view of the saved trace lacks %q:\n%s", want, view)
+		}
 	}
 }
 

@@ -24,6 +24,8 @@ func newRunCmd() *cobra.Command {
 		qbin  string
 		keep  bool
 		cpu   string
+		smp   int
+		ucpu  int
 		tcp   bool
 	)
 	cmd := &cobra.Command{
@@ -48,14 +50,23 @@ write what was recorded, and end QEMU.`,
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace
   sctrace run --trace --mechanism sysenter --syntax intel
-  sctrace run --trace --format json --out syscall.json`,
+  sctrace run --trace --format json --out syscall.json
+  sctrace run --trace --smp 2 --user-cpu 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
 			if err != nil {
 				return err
 			}
-			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			if cmd.Flags().Changed("smp") {
+				if err := qemu.CheckSMP(smp); err != nil {
+					return err
+				}
+			}
+			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, UserCPU: ucpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			if err := o.CheckUserCPU(); err != nil {
+				return err
+			}
 			o.GDBTCP = tcp
 			warnTCP(cmd.ErrOrStderr(), tcp)
 			rf.options(&o)
@@ -90,6 +101,8 @@ write what was recorded, and end QEMU.`,
 	fl.BoolVar(&keep, "keep", false, "leave QEMU running when sctrace exits")
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
+	fl.IntVar(&smp, "smp", 1, smpUsage)
+	fl.IntVar(&ucpu, "user-cpu", 0, "the vCPU the teaching kernel runs its program on: 0, or 1 with --smp 2 (it wakes CPU 1 with INIT-SIPI-SIPI)")
 	return cmd
 }
 
@@ -125,6 +138,9 @@ func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m m
 	}
 	return err
 }
+
+// smpUsage is the help of --smp.
+const smpUsage = "vCPUs the guest gets (QEMU's -smp, 1 to 255); the call is followed on the vCPU that makes it"
 
 // errProbeWithoutTrace refuses --probe-msrs where nothing would use it.
 var errProbeWithoutTrace = errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")

@@ -1,0 +1,240 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/linux"
+	"github.com/sctrace/sctrace/mechanism"
+	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
+)
+
+// TestLinuxSMPPerCPU boots Linux 6.1 with two vCPUs on QEMU 7.2 and 10.0,
+// pins /init to one vCPU with isolcpus= (the scheduler moves init off the
+// isolated CPUs), and records getpid there. The trace must follow that
+// vCPU, and its per-CPU accesses must resolve against that vCPU's own
+// per-CPU area: the kernel GS base must equal __per_cpu_offset[cpu] read
+// from guest memory, the store of the user RSP must land in that area's
+// cpu_tss_rw.sp2 and be named so, and the two vCPUs' areas and TSSs must
+// differ. The other vCPU, which QEMU keeps stopped while the followed one
+// steps, must be where it was at the start when the trace ends: idle=poll
+// keeps an idle vCPU executing (a halted one would prove nothing).
+func TestLinuxSMPPerCPU(t *testing.T) {
+	kernel := testenv.LinuxKernel(t, "6.1")
+	qemus := []struct{ name, bin string }{{"7.2", ""}, {"10.0", testenv.QEMU10(t)}}
+	for _, q := range qemus {
+		t.Run("qemu"+q.name, func(t *testing.T) {
+			gsOf := map[int]uint64{}
+			trOf := map[int]uint64{}
+			for cpu := range 2 {
+				t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
+					gs, tr := traceOnCPU(t, q.bin, kernel, cpu)
+					gsOf[cpu], trOf[cpu] = gs, tr
+				})
+			}
+			if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
+				t.Errorf("both vCPUs have the per-CPU area at %#x", gsOf[0])
+			}
+			if len(trOf) == 2 && trOf[0] == trOf[1] {
+				t.Errorf("both vCPUs have their TSS at %#x", trOf[0])
+			}
+		})
+	}
+}
+
+// traceOnCPU records getpid with /init pinned to cpu and checks the
+// trace's per-CPU names; it returns the vCPU's kernel GS base and TR base.
+func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	s, err := StartLinux(ctx, LinuxOptions{
+		Options: Options{QEMU: qemuBin, Accel: "tcg", Mechanism: mechanism.Syscall, SMP: 2, Append: fmt.Sprintf("isolcpus=%d idle=poll", 1-cpu)},
+		Kernel:  kernel,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(s.tmp)
+	}()
+	tr, err := s.RoundTrip(ctx, mechanism.Syscall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLinuxTrace(t, tr, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05})
+	h := tr.Header
+	if h.CPU == nil || h.CPU.Index != cpu || h.CPU.Count != 2 {
+		t.Fatalf("header names %v as the vCPU followed; /init runs on vCPU %d of 2", h.CPU, cpu)
+	}
+
+	// The source of truth: the kernel's own __per_cpu_offset[cpu].
+	tab := s.linux.tab
+	offs, ok := tab.Addr("__per_cpu_offset")
+	if !ok {
+		t.Fatal("kallsyms has no __per_cpu_offset")
+	}
+	b, err := kernelMemory{s.Target}.ReadMemory(ctx, offs+8*uint64(cpu), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := binary.LittleEndian.Uint64(b)
+	if uint64(h.CPU.GSBase) != want {
+		t.Errorf("header: kernel GS base %#x, __per_cpu_offset[%d] = %#x", uint64(h.CPU.GSBase), cpu, want)
+	}
+	if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
+		t.Errorf("KERNEL_GS_BASE at the syscall %#x, __per_cpu_offset[%d] = %#x", kgs, cpu, want)
+	}
+
+	// Regions: the per-CPU area starts at this vCPU's offset.
+	start := uint64(0)
+	if ps, ok := tab.Find("__per_cpu_start"); ok && linux.IsPerCPU(ps) {
+		start = ps.Addr
+	}
+	var area, tss *annotate.Region
+	for i, r := range h.Regions {
+		switch {
+		case r.Kind == annotate.RegionPerCPU:
+			area = &h.Regions[i]
+		case r.Kind == annotate.RegionTSS && strings.HasPrefix(r.Name, "cpu_entry_area TSS"):
+			tss = &h.Regions[i]
+		}
+	}
+	if area == nil || area.Start != want+start {
+		t.Errorf("per-CPU region %+v, want it at __per_cpu_offset[%d] + __per_cpu_start = %#x", area, cpu, want+start)
+	}
+	if tss == nil || h.Sys == nil || tss.Start != h.Sys.TR().Base {
+		t.Fatalf("TSS region %+v: want it at this vCPU's TR base", tss)
+	}
+
+	// The entry code parks the user RSP in this vCPU's cpu_tss_rw.sp2.
+	rw, ok := tab.Find("cpu_tss_rw")
+	if !ok || !linux.IsPerCPU(rw) {
+		t.Fatal("kallsyms has no per-CPU cpu_tss_rw")
+	}
+	sp2 := want + rw.Addr + x86.TSSRSP2
+	found := false
+	for i := range tr.Len() {
+		st := tr.Step(i)
+		inst, _, err := annotate.Decode(st.Bytes)
+		if err != nil || inst.Op != x86asm.MOV {
+			continue
+		}
+		m, ok := inst.Args[0].(x86asm.Mem)
+		if !ok || m.Segment != x86asm.GS || m.Base != 0 || m.Index != 0 {
+			continue
+		}
+		if st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
+			continue
+		}
+		found = true
+		named := false
+		for _, e := range st.Effects {
+			named = named || strings.Contains(e.Text, "cpu_tss_rw.sp2")
+		}
+		if !named {
+			t.Errorf("step %d (%s) stores to %#x, this vCPU's cpu_tss_rw.sp2, but no effect names it", i, st.Intel, sp2)
+		}
+	}
+	if !found {
+		t.Errorf("no step stores to %#x, vCPU %d's cpu_tss_rw.sp2 (__per_cpu_offset[%d] + cpu_tss_rw + sp2)", sp2, cpu, cpu)
+	}
+
+	// The other vCPU stayed stopped while this one stepped.
+	if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu {
+		t.Fatalf("other vCPUs %+v: want vCPU %d", h.OtherCPUs, 1-cpu)
+	}
+	o := h.OtherCPUs[0]
+	if o.Start.Err != "" || o.Start != o.End {
+		t.Errorf("vCPU %d at start %s, at end %s: it should not move while vCPU %d steps", o.Index, o.Start, o.End, cpu)
+	}
+	t.Logf("vCPU %d: GS base %#x, TR base %#x, %d steps; vCPU %d at %s", cpu, want, tss.Start, tr.Len(), o.Index, o.Start)
+	return want, tss.Start
+}
+
+// TestFixtureSMPPerCPU traces the same syscall on the teaching kernel's
+// CPU 0 and CPU 1 (cpu=1 wakes the second CPU and runs the program there).
+// The expected per-CPU area of each comes from the ELF symbols: percpu
+// and percpu_cpu1. The kernel GS base at the syscall must be that area,
+// the entry code's store of the user RSP must land in that CPU's TSS.sp2
+// (the TSS is the area's first field) and be named after that CPU's TSS,
+// and the two areas must differ.
+func TestFixtureSMPPerCPU(t *testing.T) {
+	testenv.NeedQEMU(t)
+	gsOf := map[int]uint64{}
+	for cpu, area := range []string{"percpu", "percpu_cpu1"} {
+		t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			s, err := StartFixture(ctx, Options{Accel: "tcg", Mechanism: mechanism.Syscall, SMP: 2, UserCPU: cpu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			want, ok := s.Symbols.Addr(area)
+			if !ok {
+				t.Fatalf("no %s symbol", area)
+			}
+			tss := strings.Replace(area, "percpu", "tss", 1)
+			tr, err := s.RoundTrip(ctx, mechanism.Syscall)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := tr.Header
+			if h.Stop != string(trace.StopUser) {
+				t.Fatalf("stopped: %s", h.Stop)
+			}
+			if h.CPU == nil || h.CPU.Index != cpu || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != want {
+				t.Fatalf("header: followed %+v; want vCPU %d of 2 with GS base %s = %#x", h.CPU, cpu, area, want)
+			}
+			if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
+				t.Errorf("KERNEL_GS_BASE at the syscall %#x, want %s = %#x", kgs, area, want)
+			}
+			sp2 := want + x86.TSSRSP2
+			found := false
+			for i := range tr.Len() {
+				st := tr.Step(i)
+				inst, _, err := annotate.Decode(st.Bytes)
+				if err != nil || inst.Op != x86asm.MOV {
+					continue
+				}
+				m, ok := inst.Args[0].(x86asm.Mem)
+				if !ok || m.Segment != x86asm.GS || st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
+					continue
+				}
+				found = true
+				name := strings.ReplaceAll(tss, "_", " ")
+				named := false
+				for _, e := range st.Effects {
+					named = named || strings.Contains(e.Text, `TSS "`+name+`"`)
+				}
+				if !named {
+					t.Errorf("step %d (%s) stores to %#x without naming the TSS %q: %+v", i, st.Intel, sp2, name, st.Effects)
+				}
+			}
+			if !found {
+				t.Errorf("no step stores to %#x, %s.sp2", sp2, tss)
+			}
+			if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu || h.OtherCPUs[0].Start != h.OtherCPUs[0].End {
+				t.Errorf("other vCPUs %+v: want vCPU %d, where it was at the start", h.OtherCPUs, 1-cpu)
+			}
+			gsOf[cpu] = want
+			t.Logf("vCPU %d: GS base %#x, %d steps; vCPU %d at %s", cpu, want, tr.Len(), 1-cpu, h.OtherCPUs[0].Start)
+		})
+	}
+	if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
+		t.Errorf("both CPUs have the per-CPU area at %#x", gsOf[0])
+	}
+}
