@@ -20,17 +20,17 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// TestLinuxCompat traces the three ways into a 64-bit Linux kernel from a
-// 32-bit process, on Debian's 6.1 and 6.12 (built with IA32 emulation):
-// int $0x80, back by iretq to the next instruction, and the two fast ones,
-// sysenter on an Intel-vendor CPU (entry_SYSENTER_compat) and syscall on
-// an AMD-vendor one (entry_SYSCALL_compat, through CSTAR), made the way the
-// 32-bit vDSO's __kernel_vsyscall makes them (testdata/compat32.s). Each
-// starts at the program's instruction (its ELF symbol), in compatibility
-// mode, goes through the compat entry, returns with sysretl to the vDSO's
-// int80_landing_pad (the bytes vdso32/system_call.S puts there) on the
-// stack the program left, names no finding, and has as many instructions
-// as gdb's stepi counts on the same guest.
+// TestLinuxCompat traces getppid by the three ways into a 64-bit Linux
+// kernel from a 32-bit process, on Debian's 6.1 and 6.12 (built with IA32
+// emulation): int $0x80, back by iretq to the next instruction; sysenter
+// on an Intel-vendor CPU (entry_SYSENTER_compat) and syscall on an
+// AMD-vendor one (entry_SYSCALL_compat, through CSTAR), made the way the
+// 32-bit vDSO's __kernel_vsyscall makes them (testdata/compat32.s), which
+// start at the program's instruction (its ELF symbol) and return with
+// sysretl to the vDSO's int80_landing_pad (the bytes vdso32/system_call.S
+// puts there) on the stack the program left. Each starts in compatibility
+// mode, names no finding, and has as many instructions as gdb's stepi
+// counts on the same guest.
 func TestLinuxCompat(t *testing.T) {
 	intEntries := []string{"entry_INT80_compat", "asm_int80_emulation"}
 	tests := []struct {
@@ -97,12 +97,12 @@ func TestLinuxCompat(t *testing.T) {
 				t.Errorf("step 0 does not explain the compatibility-mode entry:\n%s", txt)
 			}
 			rip := tr.Final.Val(x86.RIP)
+			if got := first.Regs.Val(x86.RAX); got != getppid {
+				t.Errorf("EAX = %d at the %s, want getppid's i386 number %d", got, tt.m, getppid)
+			}
 			if tt.m == mechanism.Int80 {
 				checkLinuxTrace(t, tr, tt.entries, tt.exit, tt.insn)
 			} else {
-				if got := first.Regs.Val(x86.RAX); got != getppid {
-					t.Errorf("EAX = %d at the %s, want getppid's i386 number %d", got, tt.m, getppid)
-				}
 				checkLinuxPath(t, tr, tt.entries, tt.exit, tt.insn)
 				last := tr.Step(tr.Len() - 1)
 				if last.Op != x86asm.SYSRET || last.Mnemonic != "sysretl" || !strings.HasPrefix(last.Symbol, "entry_SYSRETL_compat") {

@@ -1,4 +1,5 @@
-# An i386 program for the compatibility-mode tests: it writes a line, then
+# An i386 program for the compatibility-mode tests: with argv[1] "int80"
+# it calls getppid by int $0x80 and exits; otherwise it writes a line, then
 # calls getppid the way the 32-bit vDSO's __kernel_vsyscall does on the
 # CPU it runs on (arch/x86/entry/vdso/vdso32/system_call.S): ecx, edx and
 # ebp pushed, then "mov %esp, %ebp; sysenter" (Intel) or
@@ -9,7 +10,15 @@
 	.text
 	.globl	_start
 _start:
-	mov	$4, %eax		# write(1, msg, len), i386 number 4
+	cmpl	$2, (%esp)		# argc
+	jb	0f
+	mov	8(%esp), %esi		# argv[1]: "int80" makes getppid by int $0x80 alone
+	cmpb	$'8', 3(%esi)
+	jne	0f
+	mov	$64, %eax		# getppid, i386 number 64
+	int	$0x80
+	jmp	2f
+0:	mov	$4, %eax		# write(1, msg, len), i386 number 4
 	mov	$1, %ebx
 	mov	$msg, %ecx
 	mov	$len, %edx
