@@ -209,6 +209,7 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 		// and the saved RIP is the next instruction.
 		a.privilegeChange(fmt.Sprintf("%s: software interrupt, %s delivered", cause, vec), -1)
 		a.mark(EventInterrupt)
+		a.compatEntry(cause)
 	} else if v >= 32 && a.op.kind != opInt {
 		// Not raised by the instruction: an external interrupt arrives
 		// between two instructions, and the frame's RIP is the one that

@@ -83,11 +83,17 @@ func (a *annotator) syscall() {
 	}
 	a.explained(x86.RIP, x86.RCX, x86.R11, x86.RFLAGS, x86.CS, x86.SS)
 	a.privilegeChange("syscall", 0)
+	a.compatEntry("syscall")
 
 	// RIP from LSTAR (CSTAR from compatibility mode).
 	msr, name := x86.MSRLSTAR, "LSTAR"
 	if a.compatMode(a.b) {
 		msr, name = x86.MSRCSTAR, "CSTAR"
+		if rip, ok := a.a.Get(x86.RIP); ok && rip == 0 {
+			// Observed with QEMU 7.2's TCG on an Intel vendor under Linux,
+			// which writes CSTAR on other vendors only.
+			a.add(KindControl, Finding, "rip = 0: CSTAR is 0, no entry point, so the kernel runs from address 0 at CPL 0. An Intel CPU raises #UD on syscall outside 64-bit mode and never uses CSTAR (Linux leaves it unset on Intel CPUs); an emulator that jumps here (QEMU's TCG with an Intel vendor) does not model that #UD")
+		}
 	}
 	if rip, ok := a.a.Get(x86.RIP); ok {
 		prev, conflict := a.learnMSR(msr, rip, ^uint64(0), "RIP after syscall")
@@ -119,13 +125,7 @@ func (a *annotator) syscall() {
 
 // compatMode reports whether the state's CS is a 32-bit (compatibility mode)
 // segment, from the cached descriptor attributes (L bit) when they were read.
-func (a *annotator) compatMode(st *x86.State) bool {
-	if st.Sys == nil {
-		return false
-	}
-	cs, ok := st.Sys.Segments["CS"]
-	return ok && cs.Attr&(1<<21) == 0 && cs.Attr&(1<<15) != 0
-}
+func (a *annotator) compatMode(st *x86.State) bool { return st.Sys.CompatMode() }
 
 // syscallFlags checks RFLAGS after SYSCALL against FMASK and learns which
 // bits FMASK certainly holds.
@@ -256,6 +256,7 @@ func (a *annotator) sysret() {
 			what += fmt.Sprintf(", right after the %s of step %d", e.Mechanism, e.Step)
 		}
 		a.expect(KindControl, x86.RIP, want, what, "SYSRET loads RIP from RCX")
+		a.compatLanding(want)
 	}
 	if r11, ok := a.b.Get(x86.R11); ok {
 		a.expect(KindFlags, x86.RFLAGS, r11&0x3c7fd7|2, fmt.Sprintf("from R11 %#x (RF, VM and reserved bits cleared, bit 1 set)", r11), "SYSRET loads RFLAGS = (R11 & 0x3c7fd7) | 2")

@@ -40,6 +40,7 @@ func (a *annotator) sysenter() {
 	}
 	a.explained(x86.RIP, x86.RSP, x86.CS, x86.SS, x86.RFLAGS)
 	a.privilegeChange("sysenter", 0)
+	a.compatEntry("sysenter")
 	if rip, ok := a.a.Get(x86.RIP); ok {
 		a.msrCheck(x86.MSRSysenterEIP, rip, ^uint64(0), "RIP after sysenter", fmt.Sprintf("rip = %s", a.sym(rip)))
 	}

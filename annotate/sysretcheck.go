@@ -41,6 +41,7 @@ var (
 	ruleRIP     = sysretRule{"RCX == RIP", "SYSRET loads RIP from RCX"}
 	ruleFlags   = sysretRule{"R11 == RFLAGS", "SYSRET loads RFLAGS from R11"}
 	ruleCS      = sysretRule{"CS == __USER_CS", "SYSRET loads CS from STAR[63:48] + 16, whatever pt_regs->cs says"}
+	ruleCS32    = sysretRule{"CS == __USER32_CS", "SYSRETL, back to compatibility mode, loads CS from STAR[63:48], whatever pt_regs->cs says"}
 	ruleSS      = sysretRule{"SS == __USER_DS", "SYSRET loads SS from STAR[63:48] + 8, whatever pt_regs->ss says"}
 	ruleCanon   = sysretRule{"RIP canonical", "on Intel CPUs SYSRET to a non-canonical RCX raises #GP in ring 0 with the user RSP already loaded"}
 	ruleTaskMax = sysretRule{"RIP < TASK_SIZE_MAX", "a user RIP is canonical only below the top of the user half; on Intel CPUs SYSRET to a non-canonical RCX raises #GP in ring 0"}
@@ -153,6 +154,9 @@ func (a *annotator) sysretCheck() {
 		rule, held = ruleFlags, zf
 	case inst.Op == x86asm.CMP && (x.field == "cs" && y.isVal || y.field == "cs" && x.isVal):
 		rule, held = ruleCS, zf
+		if x.val == user32CS || y.val == user32CS {
+			rule = ruleCS32
+		}
 	case inst.Op == x86asm.CMP && (x.field == "ss" && y.isVal || y.field == "ss" && x.isVal):
 		rule, held = ruleSS, zf
 	case inst.Op == x86asm.CMP && (x.field == "ip" || x.field == "cx") && y.isVal && (y.val == taskSizeMax4 || y.val == taskSizeMax5):
@@ -190,6 +194,11 @@ func (a *annotator) sysretCheck() {
 	a.note(KindCheck, "%s %s with %s: Linux's check before SYSRET that %s (%s): %s", strings.ToLower(inst.Op.String()), name(x), name(y), rule.name, rule.why, verdict)
 }
 
+// user32CS is Linux's __USER32_CS, GDT entry 4 at RPL 3 (segment.h), the
+// code segment of 32-bit user processes on a 64-bit kernel: its L bit is
+// clear, so the CPU runs them in compatibility mode.
+const user32CS = 4*8 + 3
+
 // isFlags reports whether a field is the saved RFLAGS: pt_regs->flags, or
 // pt_regs->r11, where SYSCALL put them (Linux tests R11 after checking
 // R11 == RFLAGS).
@@ -200,6 +209,12 @@ func (a *annotator) sysretRulesHeld() {
 	if len(a.k.sysretRules) == 0 {
 		return
 	}
-	a.note(KindCheck, "the kernel chose SYSRET after checking, as Linux's do_syscall_64 does, that %s", strings.Join(a.k.sysretRules, ", "))
+	checker := "do_syscall_64"
+	if !a.op.wide {
+		// A 32-bit call entered by sysenter or syscall from
+		// compatibility mode (entry_64_compat.S, common.c).
+		checker = "do_fast_syscall_32"
+	}
+	a.note(KindCheck, "the kernel chose SYSRET after checking, as Linux's %s does, that %s", checker, strings.Join(a.k.sysretRules, ", "))
 	a.k.sysretRules = nil
 }

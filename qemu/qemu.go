@@ -202,6 +202,7 @@ type Instance struct {
 	Dir       string   // the socket's private directory (0700), removed when QEMU ends while this process runs
 	Accel     string   // the accelerator in use
 	Note      string   // why that accelerator was chosen
+	CPU       string   // the -cpu model QEMU runs
 	Args      []string // the full command line, binary first
 
 	cfg      Config
@@ -236,7 +237,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 			return nil, fmt.Errorf("kernel: %w", err)
 		}
 	}
-	inst := &Instance{Accel: accel, Note: note, cfg: cfg, done: make(chan struct{}), stderr: &Output{}}
+	inst := &Instance{Accel: accel, Note: note, CPU: cmp.Or(cfg.CPU, DefaultCPU), cfg: cfg, done: make(chan struct{}), stderr: &Output{}}
 	args := []string{
 		"-accel", accel,
 		"-cpu", cmp.Or(cfg.CPU, DefaultCPU),

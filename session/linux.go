@@ -59,8 +59,9 @@ type LinuxOptions struct {
 // looping on the vDSO or on int $0x80 is traced by that mechanism unless
 // the user chose one (chosen). A call named by o.Syscall is waited for at
 // the syscall instruction, and without a mode or a program /init loops on
-// it when one of its modes makes it. A Program makes the mode exec, and an
-// i386 one is traced at int $0x80. A mechanism the loop never uses, or a
+// it when one of its modes makes it. A Program makes the mode exec; an
+// i386 one is traced at int $0x80 unless sysenter or syscall is chosen
+// (see chooseCompat). A mechanism the loop never uses, or a
 // call no loop makes, is refused: there would be nothing to wait for. It
 // sets o.Mechanism and returns it.
 func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
@@ -76,15 +77,15 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 			return "", errors.New("--exec: the program is position-independent (static-pie), loaded where the kernel chooses, so sctrace cannot break on its syscall instructions beforehand: name the call to trace with --syscall, or link it with -static -no-pie")
 		}
 		if o.Program.Machine == elf.EM_386 {
-			switch {
-			case o.Syscall != "":
-				return "", errors.New("--syscall names x86-64 system calls; an i386 program's calls use the i386 numbers: trace it with -m int80")
-			case !chosen:
-				m = mechanism.Int80
-			case m != mechanism.Int80:
-				return "", fmt.Errorf("mechanism %s: an i386 program enters the kernel by int $0x80 here (its vDSO's sysenter or syscall are not traced yet): use -m int80", cmp.Or(string(m), "any"))
-			}
+			return o.chooseCompat(m, chosen)
 		}
+	}
+	if m == mechanism.Sysenter {
+		what := "Linux's /init is an x86-64 program"
+		if o.Program != nil {
+			what = "the program is an x86-64 one"
+		}
+		return "", fmt.Errorf("mechanism sysenter: Linux takes sysenter only from 32-bit code (compatibility mode, on an Intel CPU; in 64-bit mode it is not an entry Linux sets up), and %s: give --exec with a static i386 program that makes it", what)
 	}
 	switch m {
 	case "", mechanism.Syscall, mechanism.Int80, mechanism.Vdso, mechanism.IRQ: // irq: the timer interrupts any loop
@@ -131,6 +132,76 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		if made := linuxinit.Mechanisms(o.Mode); len(made) > 0 && !slices.Contains(made, m) {
 			return "", fmt.Errorf("mechanism %s: /init in mode %s never uses it (it uses %s), so there would be nothing to wait for", m, o.Mode, joinMechanisms(made))
 		}
+	}
+	o.Mechanism = m
+	return m, nil
+}
+
+// The guest CPUs a 32-bit program's entry needs: QEMU, like the CPUs it
+// models, decides by the vendor string whether SYSENTER and SYSCALL are
+// legal outside 64-bit mode. Intel's SYSENTER works from compatibility
+// mode, AMD's raises #UD in long mode; AMD's SYSCALL works from
+// compatibility mode (to the CSTAR entry), Intel's raises #UD outside
+// 64-bit mode.
+const (
+	IntelCPU = qemu.DefaultCPU
+	AMDCPU   = "qemu64,vendor=AuthenticAMD"
+)
+
+// CPUVendor returns the vendor a -cpu model string names: "GenuineIntel",
+// "AuthenticAMD", or "" when it names none (QEMU then takes the model's
+// own, AMD for qemu64).
+func CPUVendor(cpu string) string {
+	for _, f := range strings.Split(cpu, ",")[1:] {
+		if v, ok := strings.CutPrefix(f, "vendor="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// chooseCompat chooses how an i386 program is traced: by int $0x80 unless
+// the user chose sysenter or syscall, which a 64-bit kernel takes from
+// compatibility mode on one vendor's CPUs only. With no -cpu given, it
+// picks the CPU that runs the instruction (Intel for sysenter, AMD for
+// syscall). A -cpu whose vendor raises #UD on it is refused with the
+// reason; a program with no such
+// instruction in its code is refused too, as there would be nothing to
+// break on.
+func (o *LinuxOptions) chooseCompat(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
+	if o.Syscall != "" {
+		return "", errors.New("--syscall names x86-64 system calls; an i386 program's calls use the i386 numbers: trace it with -m int80, sysenter or syscall")
+	}
+	if !chosen || m == "" {
+		m = mechanism.Int80
+	}
+	var want, refuse string
+	switch m {
+	case mechanism.Int80:
+		o.Mechanism = m
+		return m, nil
+	case mechanism.Sysenter:
+		want, refuse = IntelCPU, "AuthenticAMD"
+	case mechanism.Syscall:
+		want, refuse = AMDCPU, "GenuineIntel"
+	default:
+		return "", fmt.Errorf("mechanism %s: an i386 program enters the kernel by int80, sysenter or syscall", m)
+	}
+	if len(o.Program.Compat[m]) == 0 {
+		return "", fmt.Errorf("mechanism %s: the program has no %s instruction in its code to break on (one reached through the vDSO's __kernel_vsyscall is not traced): use -m int80, or make the call with your own %s", m, m.Instruction(), m.Instruction())
+	}
+	vendor := CPUVendor(o.CPU)
+	if o.CPU != "" && vendor == "" && strings.HasPrefix(o.CPU, "qemu64") {
+		vendor = "AuthenticAMD" // qemu64's own vendor
+	}
+	switch {
+	case o.CPU == "":
+		o.CPU = want
+	case vendor == refuse:
+		if m == mechanism.Sysenter {
+			return "", fmt.Errorf("mechanism sysenter with -cpu %s: an AMD CPU raises #UD on sysenter in long mode, compatibility mode included, so the program would die of SIGILL before entering the kernel; leave -cpu out (sctrace then runs %s)", o.CPU, IntelCPU)
+		}
+		return "", fmt.Errorf("mechanism syscall from compatibility mode with -cpu %s: an Intel CPU raises #UD on syscall outside 64-bit mode, and Linux, knowing it, leaves CSTAR (the compatibility-mode entry point) unset on Intel CPUs; QEMU's TCG does not raise that #UD but jumps to CSTAR = 0 in ring 0, which crashes the kernel. Leave -cpu out (sctrace then runs %s, whose syscall enters entry_SYSCALL_compat) or trace -m sysenter, the Intel way", o.CPU, AMDCPU)
 	}
 	o.Mechanism = m
 	return m, nil
@@ -327,6 +398,7 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	}
 	if o.Program != nil {
 		s.syscallSites = o.Program.Sites
+		s.compatSites = o.Program.Compat
 	}
 	if err := s.attach(ctx, inst.GDBAddr, o.Options); err != nil {
 		err = s.explain(err) // before Close ends QEMU

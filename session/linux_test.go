@@ -102,8 +102,21 @@ func gdbStepiCount(ctx context.Context, t *testing.T, addr string, site uint64, 
 	return counts, ends
 }
 
-// checkLinuxTrace checks a round trip recorded on Linux with pti=on.
+// checkLinuxTrace checks a round trip recorded on Linux with pti=on, back
+// at the instruction after the entering one.
 func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit string, insn []byte) {
+	t.Helper()
+	checkLinuxPath(t, tr, entries, exit, insn)
+	first := tr.Step(0)
+	if want := uint64(first.RIP) + uint64(len(insn)); tr.Final.Val(x86.RIP) != want {
+		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", tr.Final.Val(x86.RIP), want)
+	}
+}
+
+// checkLinuxPath checks the shape of a round trip recorded on Linux with
+// pti=on, from the user instruction insn through one of entries to exit and
+// back at CPL 3, with no finding.
+func checkLinuxPath(t *testing.T, tr *trace.Trace, entries []string, exit string, insn []byte) {
 	t.Helper()
 	if tr.Header.Stop != string(trace.StopUser) {
 		t.Fatalf("stopped: %s", tr.Header.Stop)
@@ -171,12 +184,8 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 		t.Errorf("last kernel instruction %q, want %s", last, exit)
 	}
 	checkLinuxAnnotations(t, tr, exit)
-	final := tr.Final
-	if final == nil || final.CPL() != 3 {
+	if tr.Final == nil || tr.Final.CPL() != 3 {
 		t.Fatalf("the trace does not end at CPL 3")
-	}
-	if want := uint64(first.RIP) + uint64(len(insn)); final.Val(x86.RIP) != want {
-		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", final.Val(x86.RIP), want)
 	}
 }
 
@@ -269,7 +278,11 @@ func checkLinuxAnnotations(t *testing.T, tr *trace.Trace, exit string) {
 			sysret = txt
 		}
 	}
-	if tramp == 0 {
+	// A 32-bit call returned by SYSRETL ("sysret" in Intel syntax, against
+	// the 64-bit "sysretq") needs no trampoline:
+	// sysret32_from_system_call (entry_64_compat.S) loads the user RSP
+	// straight from pt_regs and switches CR3 on the user stack.
+	if tramp == 0 && exit != "sysret" {
 		t.Errorf("no step ran on the exit trampoline")
 	}
 	if !bits {
@@ -356,7 +369,7 @@ func TestChooseMechanism(t *testing.T) {
 		{m: mechanism.PageFault, chosen: true, mode: linuxinit.Read, wantErr: "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
 		{m: mechanism.PageFault, chosen: true, mode: linuxinit.All, wantErr: "mechanism pagefault: /init in mode all never uses it"},
 		{m: mechanism.Syscall, mode: linuxinit.Mmap, wantM: mechanism.Syscall, wantMode: linuxinit.Mmap},
-		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux's /init uses syscall, int80, vdso or pagefault"},
+		{m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux takes sysenter only from 32-bit code (compatibility mode, on an Intel CPU; in 64-bit mode it is not an entry Linux sets up), and Linux's /init is an x86-64 program"},
 		{m: mechanism.CallGate, chosen: true, mode: linuxinit.Int80, wantErr: "Linux's /init uses"},
 	}
 	for _, tt := range tests {
@@ -386,7 +399,11 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog32 := &linuxinit.Program{Machine: elf.EM_386, Args: []string{"prog32"}}
+	prog32 := &linuxinit.Program{Machine: elf.EM_386, Args: []string{"prog32"}, Compat: map[mechanism.Mechanism][]uint64{}}
+	// An i386 program with its own sysenter and syscall, as compat32.s.
+	prog32c := &linuxinit.Program{Machine: elf.EM_386, Args: []string{"compat32"}, Compat: map[mechanism.Mechanism][]uint64{
+		mechanism.Sysenter: {0x8049045}, mechanism.Syscall: {0x804904e},
+	}}
 	tests := []struct {
 		name     string
 		o        LinuxOptions
@@ -394,6 +411,7 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		chosen   bool
 		wantM    mechanism.Mechanism
 		wantMode string
+		wantCPU  string
 		wantErr  string
 	}{
 		{name: "a call a loop makes picks the loop", o: LinuxOptions{Options: Options{Syscall: "read"}}, m: mechanism.Syscall, wantM: mechanism.Syscall, wantMode: linuxinit.Read},
@@ -414,7 +432,15 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		{name: "a program and a loop", o: LinuxOptions{Program: prog64, Mode: linuxinit.Read}, m: mechanism.Syscall, wantErr: "--exec runs your program, --init read a built-in loop: give one of them"},
 		{name: "exec without a program", o: LinuxOptions{Mode: linuxinit.Exec}, m: mechanism.Syscall, wantErr: "--init exec runs the program --exec gives"},
 		{name: "an i386 program is traced at int80", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, wantM: mechanism.Int80, wantMode: linuxinit.Exec},
-		{name: "an i386 program by syscall", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, chosen: true, wantErr: "mechanism syscall: an i386 program enters the kernel by int $0x80 here"},
+		{name: "an i386 program without a syscall instruction", o: LinuxOptions{Program: prog32}, m: mechanism.Syscall, chosen: true, wantErr: "mechanism syscall: the program has no syscall instruction in its code to break on"},
+		{name: "an i386 program by sysenter runs on Intel", o: LinuxOptions{Program: prog32c}, m: mechanism.Sysenter, chosen: true, wantM: mechanism.Sysenter, wantMode: linuxinit.Exec, wantCPU: IntelCPU},
+		{name: "an i386 program by syscall runs on AMD", o: LinuxOptions{Program: prog32c}, m: mechanism.Syscall, chosen: true, wantM: mechanism.Syscall, wantMode: linuxinit.Exec, wantCPU: AMDCPU},
+		{name: "an i386 program by int80 keeps the default CPU", o: LinuxOptions{Program: prog32c}, m: mechanism.Int80, chosen: true, wantM: mechanism.Int80, wantMode: linuxinit.Exec},
+		{name: "sysenter on a CPU of the user's", o: LinuxOptions{Program: prog32c, Options: Options{CPU: "Skylake-Client,vendor=GenuineIntel"}}, m: mechanism.Sysenter, chosen: true, wantM: mechanism.Sysenter, wantMode: linuxinit.Exec, wantCPU: "Skylake-Client,vendor=GenuineIntel"},
+		{name: "compat syscall on Intel", o: LinuxOptions{Program: prog32c, Options: Options{CPU: "qemu64,vendor=GenuineIntel"}}, m: mechanism.Syscall, chosen: true, wantErr: "an Intel CPU raises #UD on syscall outside 64-bit mode"},
+		{name: "sysenter on AMD", o: LinuxOptions{Program: prog32c, Options: Options{CPU: "qemu64"}}, m: mechanism.Sysenter, chosen: true, wantErr: "an AMD CPU raises #UD on sysenter in long mode"},
+		{name: "sysenter from an x86-64 program", o: LinuxOptions{Program: prog64}, m: mechanism.Sysenter, chosen: true, wantErr: "mechanism sysenter: Linux takes sysenter only from 32-bit code (compatibility mode, on an Intel CPU; in 64-bit mode it is not an entry Linux sets up), and the program is an x86-64 one"},
+		{name: "an i386 program by callgate", o: LinuxOptions{Program: prog32c}, m: mechanism.CallGate, chosen: true, wantErr: "mechanism callgate: an i386 program enters the kernel by int80, sysenter or syscall"},
 		{name: "an i386 program with --syscall", o: LinuxOptions{Options: Options{Syscall: "read"}, Program: prog32}, m: mechanism.Syscall, wantErr: "--syscall names x86-64 system calls; an i386 program's calls use the i386 numbers"},
 	}
 	for _, tt := range tests {
@@ -430,8 +456,8 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m != tt.wantM || o.Mode != tt.wantMode {
-				t.Errorf("got mechanism %q, mode %q; want %q, %q", m, o.Mode, tt.wantM, tt.wantMode)
+			if m != tt.wantM || o.Mode != tt.wantMode || o.CPU != tt.wantCPU {
+				t.Errorf("got mechanism %q, mode %q, -cpu %q; want %q, %q, %q", m, o.Mode, o.CPU, tt.wantM, tt.wantMode, tt.wantCPU)
 			}
 		})
 	}

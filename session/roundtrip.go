@@ -33,6 +33,12 @@ type Recorder interface {
 	Trace() *trace.Trace
 }
 
+// siteFinder is a Recorder that can run to one of a few user instructions
+// known beforehand (trace.Recorder.ToSites).
+type siteFinder interface {
+	ToSites(ctx context.Context, m mechanism.Mechanism, sites []uint64, what string) error
+}
+
 // msrProber is a Recorder that can read the MSRs in the guest
 // (trace.Recorder.ProbeMSRs), which --probe-msrs asks for.
 type msrProber interface {
@@ -73,6 +79,17 @@ func (s *Session) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	}
 	find := func() error { return s.rec.ToEntry(ctx, m) }
 	switch {
+	case len(s.compatSites[m]) > 0:
+		// An i386 program's own sysenter or syscall, from compatibility
+		// mode: known from its ELF, since neither leaves a return address
+		// at an entry sctrace breaks on.
+		find = func() error {
+			f, ok := s.rec.(siteFinder)
+			if !ok {
+				return fmt.Errorf("this recorder cannot break on the program's %s", m.Instruction())
+			}
+			return f.ToSites(ctx, m, s.compatSites[m], s.describeCall(m))
+		}
 	case s.syscall != nil:
 		m, find = mechanism.Syscall, func() error { return s.toSyscall(ctx, s.syscall.Nr) }
 	case len(s.syscallSites) > 0 && (m == "" || m == mechanism.Syscall):

@@ -123,6 +123,9 @@ type Session struct {
 	sysTable     *syscalls.Table // the kernel's system-call table; nil: the ABI list
 	syscall      *syscalls.Call  // the call ToEntry waits for (Options.Syscall)
 	syscallSites []uint64        // user syscall instructions known beforehand (--exec)
+	// compatSites are an i386 program's sysenter and syscall instructions
+	// (--exec), by mechanism.
+	compatSites map[mechanism.Mechanism][]uint64
 }
 
 // SerialLog collects a guest's serial output safely across goroutines.
@@ -327,7 +330,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 		Mechanism: string(o.Mechanism),
 	}
 	if s.QEMU != nil {
-		hdr.Accel = s.QEMU.Note
+		hdr.Accel, hdr.CPUModel = s.QEMU.Note, s.QEMU.CPU
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
 	r.Budget, r.Over, r.AllowIRQ, r.StackWords, r.StepFlags = o.Budget, o.Over, o.AllowIRQ, o.StackWords, o.StepFlags

@@ -106,7 +106,9 @@ func (s *Session) nameSyscall(ctx context.Context) {
 		return
 	}
 	st := c.Current()
-	if st.CPL() != 3 {
+	if st.CPL() != 3 || st.Sys.CompatMode() {
+		// A 32-bit program's syscall takes the i386 numbers, which the
+		// x86-64 tables would misname.
 		return
 	}
 	if s.Recorder != nil {

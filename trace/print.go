@@ -113,6 +113,9 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 	if h.Accel != "" {
 		p.f("accelerator: %s\n", h.Accel)
 	}
+	if h.CPUModel != "" {
+		p.f("cpu model: %s\n", h.CPUModel)
+	}
 	if h.Symbols != "" {
 		p.f("symbols: %s\n", h.Symbols)
 	}

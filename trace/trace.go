@@ -89,13 +89,16 @@ func ProbeEffects(probes []Probe, i int) []annotate.Effect {
 
 // Header describes where and how a trace was recorded.
 type Header struct {
-	Tool      string    `json:"tool"`                // sctrace's version
-	Recorded  time.Time `json:"recorded"`            // when recording started
-	Target    string    `json:"target"`              // e.g. "qemu gdbstub at 127.0.0.1:40123"
-	Kernel    string    `json:"kernel,omitempty"`    // e.g. "sctrace teaching kernel"
-	Accel     string    `json:"accel,omitempty"`     // tcg or kvm, when sctrace started QEMU
-	Mechanism string    `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
-	Symbols   string    `json:"symbols,omitempty"`   // where names came from
+	Tool     string    `json:"tool"`             // sctrace's version
+	Recorded time.Time `json:"recorded"`         // when recording started
+	Target   string    `json:"target"`           // e.g. "qemu gdbstub at 127.0.0.1:40123"
+	Kernel   string    `json:"kernel,omitempty"` // e.g. "sctrace teaching kernel"
+	Accel    string    `json:"accel,omitempty"`  // tcg or kvm, when sctrace started QEMU
+	// CPUModel is QEMU's -cpu model, when sctrace started QEMU: its vendor
+	// decides whether sysenter and syscall work outside 64-bit mode.
+	CPUModel  string `json:"cpu_model,omitempty"`
+	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
+	Symbols   string `json:"symbols,omitempty"`   // where names came from
 	// Syscall names the system call the trace starts at, with its
 	// arguments, when it starts at a user syscall instruction on Linux.
 	Syscall *Syscall `json:"syscall,omitempty"`

@@ -35,6 +35,18 @@ type SysRegs struct {
 // TR returns the task register's cache: the TSS selector, base and limit.
 func (s *SysRegs) TR() Segment { return s.Segments["TR"] }
 
+// CompatMode reports whether the CPU runs 32-bit code under a 64-bit
+// kernel (IA-32e compatibility mode): the cached CS descriptor has its L
+// bit (attribute bit 21) clear and is present (bit 15). False when CS was
+// not read.
+func (s *SysRegs) CompatMode() bool {
+	if s == nil {
+		return false
+	}
+	cs, ok := s.Segments["CS"]
+	return ok && cs.Attr&(1<<21) == 0 && cs.Attr&(1<<15) != 0
+}
+
 // ParseInfoRegisters parses the text of QEMU's `info registers` for one CPU,
 // in either its 32-bit or 64-bit layout. It returns an error naming the first
 // line it cannot read; fields it does not use are ignored.

@@ -280,3 +280,39 @@ func TestPFError(t *testing.T) {
 		}
 	}
 }
+
+// TestCompatMode reads the mode from the CS line of `info registers`: a
+// 64-bit code segment (QEMU's CS64, L set) and the 32-bit one a 32-bit
+// Linux process runs in: __USER32_CS, GDT_ENTRY_INIT(0xc0fb, 0, 0xfffff)
+// in Linux's segment.h (L clear, D and G set), 00cffb00 as QEMU shows the
+// descriptor's flags.
+func TestCompatMode(t *testing.T) {
+	long, err := os.ReadFile("testdata/info-registers-long.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs64 := "CS =0033 0000000000000000 ffffffff 00a0fb00 DPL=3 CS64 [-RA]"
+	if !strings.Contains(string(long), cs64) {
+		t.Fatalf("testdata/info-registers-long.txt lacks %q", cs64)
+	}
+	compat := strings.Replace(string(long), cs64, "CS =0023 0000000000000000 ffffffff 00cffb00 DPL=3 CS32 [-RA]", 1)
+	for _, tt := range []struct {
+		name, text string
+		want       bool
+	}{
+		{"64-bit", string(long), false},
+		{"compatibility", compat, true},
+	} {
+		s, err := ParseInfoRegisters(tt.text)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := s.CompatMode(); got != tt.want {
+			t.Errorf("%s: CompatMode() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	var none *SysRegs
+	if none.CompatMode() {
+		t.Error("CompatMode of no registers read")
+	}
+}

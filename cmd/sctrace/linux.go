@@ -68,8 +68,20 @@ loops on the call when one of its modes makes it.
 
 --exec PROGRAM packs a static x86-64 or i386 ELF program into the
 initramfs; /init runs it again and again, with the arguments given after
---, and sctrace traces its next system call (or the one --syscall names; an
-i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHelpStarted,
+--, and sctrace traces its next system call (or the one --syscall names).
+Build it with gcc -static.
+
+An i386 program runs in compatibility mode (32-bit code under the 64-bit
+kernel) and is traced at its int $0x80 (asm_int80_emulation; entry_INT80_compat
+in older kernels), or with -m sysenter at its own sysenter (entry_SYSENTER_compat) and with -m syscall
+at its own syscall (entry_SYSCALL_compat, the CSTAR entry), made as the
+32-bit vDSO's __kernel_vsyscall makes them: push ecx, edx and ebp, then
+"mov %esp,%ebp; sysenter" or "mov %ecx,%ebp; syscall"; Linux returns from
+both to the vDSO's int80_landing_pad. Only an Intel CPU takes sysenter and
+only an AMD one takes syscall from compatibility mode (the other raises
+#UD), so without --cpu sctrace runs ` + session.IntelCPU + ` for sysenter
+and ` + session.AMDCPU + ` for syscall, and refuses a --cpu of
+the other vendor; the trace header names the CPU.` + recordHelpStarted,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
   sctrace run linux --kernel vmlinuz --trace -m pagefault
@@ -77,6 +89,7 @@ i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHe
   sctrace run linux --kernel vmlinuz --init execve --record log --trace --format trace -o execve.sctrace
   sctrace run linux --kernel vmlinuz --syscall read --trace
   sctrace run linux --kernel vmlinuz --exec ./hello --syscall write --trace -- one two
+  sctrace run linux --kernel vmlinuz --exec ./prog32 -m sysenter --trace
   sctrace run linux --kernel vmlinuz --trace --no-pti --over 1`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 && (exec == "" || cmd.ArgsLenAtDash() != 0) {
@@ -149,7 +162,7 @@ i386 program is traced at its int $0x80). Build it with gcc -static.` + recordHe
 	_ = cmd.RegisterFlagCompletionFunc("init", cobra.FixedCompletions(linuxinit.Modes, cobra.ShellCompDirectiveNoFileComp))
 	accelFlag(fl, &lo.Accel)
 	fl.StringVar(&lo.QEMU, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")
-	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+")")
+	fl.StringVar(&lo.CPU, "cpu", "", "guest CPU model (default "+qemu.DefaultCPU+"; "+session.AMDCPU+" to trace an i386 program's syscall)")
 	fl.IntVar(&lo.SMP, "smp", 1, smpUsage)
 	fl.StringVar(&lo.Memory, "memory", "", "guest memory, as QEMU's -m (default 256M)")
 	fl.DurationVar(&lo.BootTimeout, "boot-timeout", 120*time.Second, "how long to wait for /init to start looping")

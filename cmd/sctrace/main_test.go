@@ -93,7 +93,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "linux", "--kernel", "x", "--init", "execve", "-m", "int80"}, "mechanism int80: /init in mode execve never uses it (it uses syscall)"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--init", "read"}, "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--syscall", "mmap"}, "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
-		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux's /init uses syscall, int80, vdso or pagefault"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux takes sysenter only from 32-bit code"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -284,6 +284,33 @@ func TestRunEvents(t *testing.T) {
 			}
 			if t.Failed() {
 				t.Log(out)
+			}
+		})
+	}
+}
+
+// TestRunLinuxCompatErrors refuses the 32-bit entries that cannot be
+// traced, before anything starts: sysenter from x86-64 code, an
+// instruction the program does not have, and a CPU vendor that raises #UD
+// on the instruction.
+func TestRunLinuxCompatErrors(t *testing.T) {
+	compat, hello := testenv.BuildCompat32(t), testenv.BuildHello32(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-m", "sysenter"}, "mechanism sysenter: Linux takes sysenter only from 32-bit code"},
+		{[]string{"--exec", hello, "-m", "sysenter"}, "mechanism sysenter: the program has no sysenter instruction in its code to break on"},
+		{[]string{"--exec", compat, "-m", "syscall", "--cpu", "qemu64,vendor=GenuineIntel"}, "an Intel CPU raises #UD on syscall outside 64-bit mode"},
+		{[]string{"--exec", compat, "-m", "sysenter", "--cpu", "qemu64"}, "an AMD CPU raises #UD on sysenter in long mode"},
+		{[]string{"--exec", compat, "-m", "callgate"}, "mechanism callgate: an i386 program enters the kernel by int80, sysenter or syscall"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"run", "linux", "--kernel", "x"}, tt.args...)
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := run(t, args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("sctrace %v: err = %v, want %q", args, err, tt.want)
 			}
 		})
 	}

@@ -40,6 +40,26 @@ func BuildHello32(t testing.TB) string {
 	return out
 }
 
+// BuildCompat32 assembles testdata/compat32.s, a static i386 program that
+// calls getppid the way the 32-bit vDSO does, by sysenter or by syscall as
+// its first argument says, with binutils into a temporary directory and
+// returns its path.
+func BuildCompat32(t testing.TB) string {
+	t.Helper()
+	NeedTools(t, "as", "ld")
+	dir := t.TempDir()
+	obj, out := filepath.Join(dir, "compat32.o"), filepath.Join(dir, "compat32")
+	for _, args := range [][]string{
+		{"as", "--32", "-o", obj, filepath.Join(testdata(t), "compat32.s")},
+		{"ld", "-m", "elf_i386", "-static", "-o", out, obj},
+	} {
+		if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, b)
+		}
+	}
+	return out
+}
+
 // testdata is this package's testdata directory.
 func testdata(t testing.TB) string {
 	root, err := moduleRoot()
