@@ -68,6 +68,10 @@ type Config struct {
 	// Warn, when set, is told of what the proxy could not do (a step it
 	// could not read, say); gdb's session goes on regardless.
 	Warn func(msg string)
+	// Recorded, when set, is called after each step or gap is added to
+	// the trace, on the proxy's goroutine: it must return at once (take
+	// a View of the trace to save it elsewhere).
+	Recorded func(t *trace.Trace)
 }
 
 // Side names an end of the proxy.
@@ -419,6 +423,7 @@ func (p *Proxy) endStep(ctx context.Context, stop []byte) {
 		if p.cfg.Listing != nil {
 			trace.WriteStepText(p.cfg.Listing, s, p.cfg.Syntax)
 		}
+		p.recorded()
 		// Here, with gdb waiting for a stop reply (as long as it takes)
 		// rather than for the ack of a request (a few seconds).
 		p.findLinux(ctx, after)
@@ -464,6 +469,14 @@ func (p *Proxy) note(format string, args ...any) {
 	if p.cfg.Listing != nil && g.What != p.listedGap {
 		p.listedGap = g.What
 		trace.WriteGapText(p.cfg.Listing, g)
+	}
+	p.recorded()
+}
+
+// recorded tells Config.Recorded that the trace grew.
+func (p *Proxy) recorded() {
+	if p.cfg.Recorded != nil {
+		p.cfg.Recorded(p.rec.Trace())
 	}
 }
 

@@ -220,6 +220,8 @@ func (m *Model) setDriver(d Driver) {
 	if d.Live() {
 		m.pos = m.snap.Len()
 		m.status = "stopped before the system call: s steps, ? shows every key"
+	} else if f, ok := d.(*Follow); ok {
+		m.status = fmt.Sprintf("following %s: %d steps; it is read again when it changes", filepath.Base(f.Path), m.snap.Len())
 	} else {
 		m.status = fmt.Sprintf("replay of %d steps: f/b walk, e next event, ? every key", m.snap.Len())
 	}
@@ -229,7 +231,7 @@ func (m *Model) setDriver(d Driver) {
 // Init starts the spinner and start-up when there is no driver yet.
 func (m *Model) Init() tea.Cmd {
 	if m.drv != nil || m.cfg.Start == nil {
-		return nil
+		return m.followTick()
 	}
 	start, ctx, hold := m.cfg.Start, m.ctx, m.hold
 	return tea.Batch(m.spin.Tick, func() tea.Msg {
@@ -322,6 +324,8 @@ func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case foundMsg:
 		m.foundReg(msg)
 		return m, nil
+	case followMsg:
+		return m.followed(msg)
 	}
 	return m, nil
 }

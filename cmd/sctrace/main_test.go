@@ -70,6 +70,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trace", "--attach", "1234"}, "is a port alone: write :1234"},
 		{[]string{"probe"}, "sctrace probe needs the stub's address (HOST:PORT, :PORT or unix:PATH)"},
 		{[]string{"view", "a.json", "b.json"}, "sctrace view takes one argument, the trace file to view; got 2"},
+		{[]string{"view", "a.json", "--follow", "--format", "text"}, "--follow opens the interactive view: it goes with neither --format nor --diff"},
+		{[]string{"view", "a.json", "--follow"}, "--follow opens the interactive view, and standard output is not a terminal"},
 		{[]string{"run", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "linux", "--kernel", "x", "--probe-msrs"}, "--probe-msrs goes with --trace"},
 		{[]string{"run", "--trace", "--smp", "0"}, "--smp 0: a guest needs at least one vCPU"},

@@ -48,10 +48,14 @@ nothing gdb relies on.
 By default the proxy listens on a Unix socket in a new private directory
 and prints the gdb command that connects to it; --listen :PORT uses a
 loopback TCP port. The session ends when gdb disconnects, the stub goes
-away, or on ctrl-c; with --out the trace is then saved as JSON, to be
-replayed with sctrace view.`,
+away, or on ctrl-c. With --out FILE the trace is saved there as gdb steps
+(at most twice a second, each time whole) and once more at the end:
+sctrace view --follow FILE in a second terminal shows it in the interactive
+view as it grows; .sctrace saves the compact format, .txt and .md text,
+anything else JSON.`,
 		Example: `  qemu-system-x86_64 -s -S -kernel bzImage ... &
-  sctrace proxy --to :1234 --out session.json
+  sctrace proxy --to :1234 --out session.sctrace
+  sctrace view --follow session.sctrace                        # in a second terminal
   gdb -ex 'target remote /tmp/sctrace-proxy-123/gdb.sock'      # as printed
   sctrace proxy --to :1234 --listen :2345 --listing steps.txt`,
 		Args: cobra.NoArgs,
@@ -98,11 +102,16 @@ replayed with sctrace view.`,
 				fmt.Fprintln(stderr, "sctrace: warning: --listen:", ln.Open)
 			}
 			fmt.Fprintf(stderr, "sctrace: waiting for gdb: gdb -ex 'target remote %s'\n", ln.Target)
+			warn := func(msg string) { fmt.Fprintln(stderr, "sctrace: warning:", msg) }
+			var live *liveSave
+			if out != "" {
+				live = startLiveSave(out, syn, warn)
+			}
 			t, err := proxy.Serve(cmd.Context(), ln, proxy.Config{
 				To: to, Symbols: syms, Timeout: timeout, StackWords: tui.StackWords,
-				Listing: list, Syntax: syn,
-				Warn: func(msg string) { fmt.Fprintln(stderr, "sctrace: warning:", msg) },
+				Listing: list, Syntax: syn, Warn: warn, Recorded: live.recorded,
 			})
+			live.stop()
 			steps := 0
 			if t != nil {
 				steps = t.Len()
@@ -131,4 +140,61 @@ replayed with sctrace view.`,
 	fl.StringVar(&listing, "listing", "-", "write the live listing of the steps to `FILE` (- for standard output, none for none)")
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax of the listing: att or intel")
 	return cmd
+}
+
+// liveSave keeps saving the trace the proxy records to one file while gdb
+// steps, at most every tui.FollowInterval and each time whole (written
+// beside it and renamed over it), so that `sctrace view --follow FILE` in
+// another terminal shows the steps as they come and never reads a file
+// half written.
+type liveSave struct {
+	path string
+	syn  trace.Syntax
+	warn func(string)
+	next chan *trace.Trace // the latest view not yet saved
+	done chan struct{}
+}
+
+func startLiveSave(path string, syn trace.Syntax, warn func(string)) *liveSave {
+	l := &liveSave{path: path, syn: syn, warn: warn, next: make(chan *trace.Trace, 1), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// recorded hands the saver a view of t, in place of one it has not saved
+// yet. It is called on the proxy's goroutine only, so after the drain
+// there is room for the send. A nil l does nothing.
+func (l *liveSave) recorded(t *trace.Trace) {
+	if l == nil {
+		return
+	}
+	v := t.View(t.Len())
+	select {
+	case <-l.next:
+	default:
+	}
+	l.next <- v
+}
+
+func (l *liveSave) run() {
+	defer close(l.done)
+	warned := false
+	for v := range l.next {
+		write, _ := trace.WriterFor(v, l.path, l.syn)
+		if err := outfile.Write(l.path, write); err != nil && !warned {
+			l.warn(fmt.Sprintf("saving the steps so far to %s: %v (it is tried again at the end)", l.path, err))
+			warned = true
+		}
+		time.Sleep(tui.FollowInterval)
+	}
+}
+
+// stop ends the saving, after the save under way; the caller then saves
+// the whole trace one last time. A nil l does nothing.
+func (l *liveSave) stop() {
+	if l == nil {
+		return
+	}
+	close(l.next)
+	<-l.done
 }

@@ -39,7 +39,8 @@ func TestProxyUsageErrors(t *testing.T) {
 // TestProxySaves runs `sctrace proxy` against the fake stub (playing
 // QEMU 7.2's), has a client step three times through it, and stops the
 // proxy as SIGTERM does (the command's context ends): the trace is saved
-// with the three steps, and the listing file lists them.
+// with the three steps, first while the session runs and again at its
+// end, and the listing file lists them.
 func TestProxySaves(t *testing.T) {
 	stub := gdbstubtest.New(t)
 	stub.Map(0x400000, bytes.Repeat([]byte{0x90}, 0x100))
@@ -76,6 +77,16 @@ func TestProxySaves(t *testing.T) {
 		if _, err := c.Step(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// While gdb is still connected, --out already holds the steps made, as
+	// sctrace view --follow reads it.
+	for i := 0; ; i++ {
+		if tr, err := trace.ReadFile(out); err == nil && tr.Len() == 3 {
+			break
+		} else if i == 100 {
+			t.Fatalf("while the session runs, %s has not the 3 steps made: %v", out, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
 	select {

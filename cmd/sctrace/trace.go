@@ -290,9 +290,10 @@ func newViewCmd() *cobra.Command {
 		syntax string
 		other  string
 		expand bool
+		follow bool
 	)
 	cmd := &cobra.Command{
-		Use:   "view FILE [--diff OTHER]",
+		Use:   "view FILE [--diff OTHER | --follow]",
 		Short: "Open a saved trace in the interactive view, or print it, with no QEMU running",
 		Long: `view reads a trace saved with --format trace or --format json (or with w in
 the interactive view) and opens it in the interactive view: f and b walk the
@@ -303,8 +304,13 @@ prints the trace instead; --format json or trace converts between the two.
 
 With --diff OTHER it shows FILE (A) and OTHER (B) aligned side by side, the
 two code panes scrolling together; e and E jump to the next and previous
-difference (see sctrace diff, which prints the same alignment).`,
+difference (see sctrace diff, which prints the same alignment).
+
+With --follow it reads FILE again whenever it changes, for a trace another
+sctrace keeps saving while it records (sctrace proxy --out FILE, in a second
+terminal): the view stays on the step it shows, or follows the last one.`,
 		Example: `  sctrace view syscall.sctrace
+  sctrace view --follow gdb-session.sctrace
   sctrace view syscall.json --format markdown > syscall.md
   sctrace view execve.sctrace --format json > execve.json
   sctrace view pti-on.json --diff pti-off.json`,
@@ -313,6 +319,19 @@ difference (see sctrace diff, which prints the same alignment).`,
 			syn, err := parseSyntax(syntax)
 			if err != nil {
 				return err
+			}
+			if follow {
+				if format != "" || other != "" {
+					return errors.New("--follow opens the interactive view: it goes with neither --format nor --diff")
+				}
+				if !tui.IsTerminal(cmd.OutOrStdout()) {
+					return errors.New("--follow opens the interactive view, and standard output is not a terminal")
+				}
+				f, err := tui.NewFollow(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return tui.Run(cmd.Context(), tui.Config{Driver: f, Syntax: syn}, nil, nil)
 			}
 			if format == "" && other == "" && tui.IsTerminal(cmd.OutOrStdout()) {
 				// The viewer decodes steps as it shows them.
@@ -340,5 +359,6 @@ difference (see sctrace diff, which prints the same alignment).`,
 	cmd.Flags().StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel")
 	cmd.Flags().StringVar(&other, "diff", "", "show FILE and this trace (`OTHER`) side by side, aligned")
 	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")
+	cmd.Flags().BoolVar(&follow, "follow", false, "read FILE again whenever it changes (a trace sctrace proxy --out keeps saving)")
 	return cmd
 }
