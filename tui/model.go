@@ -33,6 +33,12 @@ type Config struct {
 	Start func(ctx context.Context) (Driver, error)
 	// Starting is the spinner's text, e.g. "booting the teaching kernel".
 	Starting string
+	// BootWait, when set, is offered when Start fails because the guest
+	// has not booted yet (trace.ErrNotBooted: QEMU started with -S): it
+	// lets the guest run until a 64-bit kernel is running, then attaches
+	// as Start does. BootWaitFor says for how long at most.
+	BootWait    func(ctx context.Context) (Driver, error)
+	BootWaitFor time.Duration
 	// Syntax is the initial assembly syntax.
 	Syntax trace.Syntax
 	// SaveDir is where `w` writes traces ("" is the working directory).
@@ -149,14 +155,16 @@ type Model struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	drv      Driver
-	snap     Snapshot
-	pos      int // 0..snap.Len(): the state before step pos
-	syn      trace.Syntax
-	width    int
-	height   int
-	spin     spinner.Model
-	startErr error
+	drv       Driver
+	snap      Snapshot
+	pos       int // 0..snap.Len(): the state before step pos
+	syn       trace.Syntax
+	width     int
+	height    int
+	spin      spinner.Model
+	startErr  error
+	bootErr   error // Start found the guest not booted; BootWait is offered
+	bootTried bool  // BootWait was started
 
 	busy   *op // the operation in flight
 	queued *tea.KeyPressMsg
@@ -283,6 +291,10 @@ func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.spin, cmd = m.spin.Update(msg)
 		return m, cmd
 	case startedMsg:
+		if msg.err != nil && errors.Is(msg.err, trace.ErrNotBooted) && m.cfg.BootWait != nil && !m.bootTried {
+			m.bootErr = msg.err
+			return m, nil
+		}
 		if msg.err != nil {
 			m.startErr = msg.err
 			return m, tea.Quit
@@ -360,6 +372,11 @@ func (m *Model) quit() (tea.Model, tea.Cmd) {
 		m.say("stopping…")
 		return m, tea.Batch(wait, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} }))
 	}
+	if m.drv == nil && m.bootErr != nil && !m.bootTried {
+		// Nothing runs while the offer to boot waits for an answer.
+		m.startErr = m.bootErr
+		return m, tea.Quit
+	}
 	if m.busy != nil || m.writing > 0 || (m.drv == nil && m.startErr == nil && m.cfg.Start != nil) {
 		m.say("stopping…")
 		return m, tea.Tick(5*time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} })
@@ -403,7 +420,7 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		return m.quit()
 	}
 	if m.drv == nil {
-		return m, nil
+		return m.bootKey(k)
 	}
 	if m.busy != nil {
 		switch {
@@ -945,4 +962,30 @@ func (m *Model) wheel(ms tea.Mouse) {
 		return
 	}
 	m.scroll += d
+}
+
+// bootKey answers the offer to let a guest that has not booted run until
+// a 64-bit kernel is running: y (or enter) starts Config.BootWait, n (or
+// esc) gives up with Start's error.
+func (m *Model) bootKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
+	if m.bootErr == nil || m.bootTried || m.startErr != nil {
+		return m, nil
+	}
+	switch k.String() {
+	case "y", "enter":
+		m.bootTried = true
+		m.cfg.Starting = "letting the guest boot until a 64-bit kernel runs"
+		start, ctx, hold := m.cfg.BootWait, m.ctx, m.hold
+		return m, tea.Batch(m.spin.Tick, func() tea.Msg {
+			d, err := start(ctx)
+			if d != nil {
+				hold.set(d)
+			}
+			return startedMsg{drv: d, err: err}
+		})
+	case "n", "esc":
+		m.startErr = m.bootErr
+		return m, tea.Quit
+	}
+	return m, nil
 }

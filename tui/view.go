@@ -136,8 +136,11 @@ func (m *Model) Render() string {
 	}
 	if m.drv == nil {
 		msg := m.spin.View() + " " + m.cfg.Starting + "…"
-		if m.startErr != nil {
+		switch {
+		case m.startErr != nil:
 			msg = stBad.Render("start-up failed: ") + m.startErr.Error()
+		case m.bootErr != nil && !m.bootTried:
+			msg = m.bootOffer()
 		}
 		return lipgloss.Place(m.width, m.height, lipgloss.Center, lipgloss.Center, msg)
 	}
@@ -975,4 +978,20 @@ func (m *Model) helpBox() string {
 	}
 	return lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(colAccent).
 		Padding(0, 1).Width(w).Render(stTitle.Render("Keys") + "\n" + strings.Join(lines, "\n"))
+}
+
+// bootOffer is the screen that offers to let a guest that has not booted
+// run until a 64-bit kernel is running: one left-aligned block, so that
+// centring it on the screen keeps its lines together.
+func (m *Model) bootOffer() string {
+	w := max(20, min(m.width-4, 90))
+	lines := wrap(m.bootErr.Error(), w)
+	limit := ""
+	if m.cfg.BootWaitFor > 0 {
+		limit = fmt.Sprintf(" (at most %s)", m.cfg.BootWaitFor)
+	}
+	lines = append(lines, "",
+		stAccent.Render("y")+" let it run until a 64-bit kernel is running"+limit+", then attach",
+		stAccent.Render("n")+" quit (sctrace has detached: the guest runs on, as after any detach)")
+	return lipgloss.NewStyle().Width(w).Render(strings.Join(lines, "\n"))
 }

@@ -112,11 +112,20 @@ On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 				return runBatch(cmd, addr, args[1:], o, bf, m, syn)
 			}
 			open := func(ctx context.Context) (*session.Session, error) { return session.Attach(ctx, addr, o) }
-			return tui.Run(cmd.Context(), tui.Config{
+			cfg := tui.Config{
 				Start:    tui.StartLive(open, m, !here),
 				Starting: "attaching to " + addr,
 				Syntax:   syn,
-			}, nil, nil)
+			}
+			if boot == 0 {
+				// A guest found not booted gets the offer --boot-wait
+				// would have given.
+				ob := o
+				ob.BootWait = session.DefaultBootWait
+				openBooted := func(ctx context.Context) (*session.Session, error) { return session.Attach(ctx, addr, ob) }
+				cfg.BootWait, cfg.BootWaitFor = tui.StartLive(openBooted, m, !here), ob.BootWait
+			}
+			return tui.Run(cmd.Context(), cfg, nil, nil)
 		},
 	}
 	sf.register(cmd)
