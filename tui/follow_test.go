@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/sctrace/sctrace/internal/outfile"
 	"github.com/sctrace/sctrace/trace"
@@ -92,5 +93,23 @@ func TestFollowNotATrace(t *testing.T) {
 	}
 	if _, err := NewFollow(context.Background(), path); err == nil {
 		t.Fatal("NewFollow of a file that is no trace: no error")
+	}
+}
+
+// TestUserWritesInReplay: a change made by hand with :set shows in the
+// effects pane at the stop where it was made, marked as not the guest's
+// doing, and nowhere else.
+func TestUserWritesInReplay(t *testing.T) {
+	tr := loadTrace(t)
+	tr.UserWrites = []trace.UserWrite{{Step: 3, What: "rax", Size: 8, Old: 0x27, OldKnown: true, New: 5}}
+	m := New(Config{Driver: NewReplay(tr), Syntax: trace.ATT})
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+	want := "rax changed by hand from 0x27 to 0x5 (not by the guest)"
+	for _, pos := range []int{2, 3, 4} {
+		m.move(pos)
+		got := strings.Contains(ansi.Strip(m.Render()), want)
+		if got != (pos == 3) {
+			t.Errorf("at step %d: the write by hand shown %v, want %v", pos, got, pos == 3)
+		}
 	}
 }

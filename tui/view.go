@@ -908,6 +908,19 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 			}
 		}
 	}
+	if t := m.snap.Trace; t != nil {
+		// Changes made with :set at this stop: the state after the step
+		// above is not only the guest's doing.
+		for _, w := range trace.UserWritesBefore(t.UserWrites, m.pos) {
+			for j, x := range wrap(w.String(), inner-12) {
+				if j == 0 {
+					lines = append(lines, stBad.Render("!!")+stWarn.Render(fmt.Sprintf("%-9s", "by hand"))+" "+x)
+				} else {
+					lines = append(lines, strings.Repeat(" ", 12)+x)
+				}
+			}
+		}
+	}
 	if l != nil && len(l.Events) > 0 {
 		lines = append(lines, stWarn.Render("◆ events: "+eventNames(l.Events)))
 	}
