@@ -241,7 +241,13 @@ func (m *Model) Init() tea.Cmd {
 	if m.drv != nil || m.cfg.Start == nil {
 		return m.followTick()
 	}
-	start, ctx, hold := m.cfg.Start, m.ctx, m.hold
+	return m.startWith(m.cfg.Start)
+}
+
+// startWith turns the spinner while start attaches, off the update loop;
+// a startedMsg reports it.
+func (m *Model) startWith(start func(ctx context.Context) (Driver, error)) tea.Cmd {
+	ctx, hold := m.ctx, m.hold
 	return tea.Batch(m.spin.Tick, func() tea.Msg {
 		d, err := start(ctx)
 		if d != nil {
@@ -975,14 +981,7 @@ func (m *Model) bootKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	case "y", "enter":
 		m.bootTried = true
 		m.cfg.Starting = "letting the guest boot until a 64-bit kernel runs"
-		start, ctx, hold := m.cfg.BootWait, m.ctx, m.hold
-		return m, tea.Batch(m.spin.Tick, func() tea.Msg {
-			d, err := start(ctx)
-			if d != nil {
-				hold.set(d)
-			}
-			return startedMsg{drv: d, err: err}
-		})
+		return m, m.startWith(m.cfg.BootWait)
 	case "n", "esc":
 		m.startErr = m.bootErr
 		return m, tea.Quit
