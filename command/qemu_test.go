@@ -5,40 +5,23 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sctrace/sctrace/fixtures/kernel"
-	"github.com/sctrace/sctrace/internal/testenv"
-	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/session"
 	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/x86"
 )
 
 // startTeachingKernel boots the bundled teaching kernel in its trace loop
-// (it makes syscalls over and over) under QEMU with TCG, and returns the
-// gdbstub's address once the loop runs. QEMU is ended when the test ends.
+// and returns the gdbstub's address once the loop runs.
 func startTeachingKernel(t *testing.T) string {
 	t.Helper()
-	testenv.NeedQEMU(t)
-	kpath := filepath.Join(t.TempDir(), "kernel.elf")
-	if err := os.WriteFile(kpath, kernel.ELF, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var console qemu.Output
-	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
-		CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inst.Stop() })
-	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second)
-	return inst.GDBAddr
+	return kerneltest.StartLoop(t, t.TempDir(), 60*time.Second).GDBAddr
 }
 
 // TestTeachingKernel breaks on the teaching kernel's system-call

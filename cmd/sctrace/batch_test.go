@@ -15,7 +15,7 @@ import (
 
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
-	"github.com/sctrace/sctrace/qemu"
+	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/symbols"
 )
 
@@ -143,7 +143,7 @@ func TestBatchFakeStub(t *testing.T) {
 // calls).
 func TestBatchTeachingKernel(t *testing.T) {
 	e := newFaultEnv(t)
-	inst := startLoopingKernel(t, e)
+	inst := kerneltest.StartLoop(t, e.work, 60*time.Second)
 	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
 	if err != nil {
 		t.Fatal(err)
@@ -176,36 +176,13 @@ func TestBatchTeachingKernel(t *testing.T) {
 	e.checkNothingLeft()
 }
 
-// startLoopingKernel boots the teaching kernel in its trace loop (getpid
-// by syscall over and over) and waits until the loop runs.
-func startLoopingKernel(t *testing.T, e *faultEnv) *qemu.Instance {
-	t.Helper()
-	kpath := filepath.Join(e.work, "kernel.elf")
-	if err := os.WriteFile(kpath, kernel.ELF, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var console qemu.Output
-	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
-		CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inst.Stop() })
-	for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
-		}
-	}
-	return inst
-}
-
 // TestBatchInterrupt stops a batch continue that would wait for ever (no
 // breakpoint, no deadline) with ctrl-c: sctrace must say where the guest
 // stopped, run no further command, detach (the wire log ends with D) and
 // leave the guest running.
 func TestBatchInterrupt(t *testing.T) {
 	e := newFaultEnv(t)
-	inst := startLoopingKernel(t, e)
+	inst := kerneltest.StartLoop(t, e.work, 60*time.Second)
 	wire := filepath.Join(e.work, "wire.log")
 	cmd, stdout, stderr := e.command(nil, "attach", inst.GDBAddr, "--wire-log", wire, "--deadline", "0", "--batch", "continue", "info registers")
 	if err := cmd.Start(); err != nil {

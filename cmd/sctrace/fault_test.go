@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sctrace/sctrace/fixtures/kernel"
+	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/trace"
@@ -259,24 +258,9 @@ func TestSignalMidWaitAttach(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGQUIT} {
 		t.Run(signalCause[sig], func(t *testing.T) {
 			e := newFaultEnv(t)
-			kpath := filepath.Join(e.work, "kernel.elf")
-			if err := os.WriteFile(kpath, kernel.ELF, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			var console qemu.Output
-			inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
-				CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer inst.Stop()
 			// Attach once the kernel runs its loop (before that the CPU is
 			// in the firmware, where sctrace refuses to look for a call).
-			for start := time.Now(); !strings.Contains(console.String(), "trace ready"); time.Sleep(20 * time.Millisecond) {
-				if time.Since(start) > 20*time.Second {
-					t.Fatalf("the teaching kernel did not reach its trace loop; console:\n%s", console.String())
-				}
-			}
+			inst := kerneltest.StartLoop(t, e.work, 20*time.Second)
 			wire := filepath.Join(e.work, "wire.log")
 			cmd, _, stderr := e.command(nil, "trace", "--attach", inst.GDBAddr, "-m", "int80", "--wire-log", wire)
 			if err := cmd.Start(); err != nil {
