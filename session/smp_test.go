@@ -19,34 +19,39 @@ import (
 	"github.com/sctrace/sctrace/x86"
 )
 
-// TestLinuxSMPPerCPU boots Linux 6.1 with two vCPUs on QEMU 7.2 and 10.0,
-// pins /init to one vCPU with isolcpus= (the scheduler moves init off the
-// isolated CPUs), and records getpid there. The trace must follow that
-// vCPU, and its per-CPU accesses must resolve against that vCPU's own
-// per-CPU area: the kernel GS base must equal __per_cpu_offset[cpu] read
-// from guest memory, the store of the user RSP must land in that area's
-// cpu_tss_rw.sp2 and be named so, and the two vCPUs' areas and TSSs must
-// differ. The other vCPU, which QEMU keeps stopped while the followed one
-// steps, must be where it was at the start when the trace ends: idle=poll
-// keeps an idle vCPU executing (a halted one would prove nothing).
+// TestLinuxSMPPerCPU boots Linux 6.1 and 6.12, each on QEMU 7.2 and 10.0,
+// with two vCPUs, pins /init to one vCPU with isolcpus= (the scheduler
+// moves init off the isolated CPUs), and records getpid there. The trace
+// must follow that vCPU, and its per-CPU accesses must resolve against
+// that vCPU's own per-CPU area: the kernel GS base must equal
+// __per_cpu_offset[cpu] read from guest memory, the store of the user RSP
+// must land in that area's cpu_tss_rw.sp2 and be named so, and the two
+// vCPUs' areas and TSSs must differ. The other vCPU, which QEMU keeps
+// stopped while the followed one steps, must be where it was at the start
+// when the trace ends: idle=poll keeps an idle vCPU executing (a halted
+// one would prove nothing).
 func TestLinuxSMPPerCPU(t *testing.T) {
-	kernel := testenv.LinuxKernel(t, "6.1")
-	qemus := []struct{ name, bin string }{{"7.2", ""}, {"10.0", testenv.QEMU10(t)}}
-	for _, q := range qemus {
-		t.Run("qemu"+q.name, func(t *testing.T) {
-			gsOf := map[int]uint64{}
-			trOf := map[int]uint64{}
-			for cpu := range 2 {
-				t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
-					gs, tr := traceOnCPU(t, q.bin, kernel, cpu)
-					gsOf[cpu], trOf[cpu] = gs, tr
+	for _, series := range []string{"6.1", "6.12"} {
+		t.Run(series, func(t *testing.T) {
+			kernel := testenv.LinuxKernel(t, series)
+			qemus := []struct{ name, bin string }{{"7.2", ""}, {"10.0", testenv.QEMU10(t)}}
+			for _, q := range qemus {
+				t.Run("qemu"+q.name, func(t *testing.T) {
+					gsOf := map[int]uint64{}
+					trOf := map[int]uint64{}
+					for cpu := range 2 {
+						t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
+							gs, tr := traceOnCPU(t, q.bin, kernel, cpu)
+							gsOf[cpu], trOf[cpu] = gs, tr
+						})
+					}
+					if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
+						t.Errorf("both vCPUs have the per-CPU area at %#x", gsOf[0])
+					}
+					if len(trOf) == 2 && trOf[0] == trOf[1] {
+						t.Errorf("both vCPUs have their TSS at %#x", trOf[0])
+					}
 				})
-			}
-			if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
-				t.Errorf("both vCPUs have the per-CPU area at %#x", gsOf[0])
-			}
-			if len(trOf) == 2 && trOf[0] == trOf[1] {
-				t.Errorf("both vCPUs have their TSS at %#x", trOf[0])
 			}
 		})
 	}
@@ -133,10 +138,20 @@ func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) 
 			continue
 		}
 		m, ok := inst.Args[0].(x86asm.Mem)
-		if !ok || m.Segment != x86asm.GS || m.Base != 0 || m.Index != 0 {
+		if !ok || m.Segment != x86asm.GS || m.Index != 0 {
 			continue
 		}
-		if st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
+		// 6.1 addresses per-CPU data absolutely (%gs:0x6014), 6.12
+		// relative to the next instruction (%gs:cpu_tss_rw+0x14(%rip)).
+		ea := uint64(m.Disp)
+		switch m.Base {
+		case 0:
+		case x86asm.RIP:
+			ea += uint64(st.RIP) + uint64(inst.Len)
+		default:
+			continue
+		}
+		if st.Regs.Val(x86.GSBase)+ea != sp2 {
 			continue
 		}
 		found = true
