@@ -33,6 +33,8 @@ var guestSeries = []struct {
 	{"syscall", "+cr3", "+ CR3 switch to kernel tables and back", nil},
 	{"syscall", "+stack", "+ kernel stack switch (via trampoline)", nil},
 	{"syscall", "+regs", "+ save and restore of pt_regs", nil},
+	{"pagefault", "full", "store to a fresh page: #PF, page mapped, iretq, store again", nil},
+	{"irq", "full", "timer interrupt at CPL 3: handler and iretq, as the gap it leaves in a user loop", nil},
 }
 
 // BreakdownPaths is the order in which the syscall breakdown adds one part
@@ -182,6 +184,8 @@ func fillFromGuest(s *Series, gs *GuestSeries, out *GuestOutput, interrupted boo
 func fixtureNotes(env *Environment, iters int) []string {
 	notes := []string{
 		fmt.Sprintf("%d samples per series after a 100-call warm-up; each window is lfence;rdtsc .. %s, and the median of the same window around an empty call is subtracted.", iters, guestTimer(env)),
+		"pagefault times the store into a page that is not mapped (the handler maps a zeroed one, iretq runs the store again); the page is given back by a system call outside the window, so each sample faults on a fresh page, and the base is the same store to the mapped page.",
+		"irq cannot be called, it arrives: each sample arms the PIT for about 170 µs (outside the window) and spins reading the TSC until the handler has counted the interrupt; the sample is the gap between the two readings around it (delivery, handler, iretq), and the base is that loop's gap with no interrupt.",
 	}
 	switch {
 	case env.Guest != nil && env.Guest.TCG():
