@@ -41,8 +41,12 @@ type Options struct {
 	// or 1 is one. A system call is followed on the vCPU that makes it.
 	SMP int
 	// UserCPU is the vCPU the teaching kernel runs its user program on
-	// (its cpu=N); 1 needs SMP of at least 2.
-	UserCPU   int
+	// (its cpu=N), or BothCPUs; 1 and BothCPUs need SMP of at least 2.
+	UserCPU int
+	// OnCPU, when not nil, is the vCPU (QEMU's index) whose call is
+	// recorded: a call made first on another vCPU is let through. Nil
+	// records the first call made on any.
+	OnCPU     *int
 	Mechanism mechanism.Mechanism // what the teaching kernel's trace mode calls; "" calls all in turn
 	Append    string              // extra words for the teaching kernel's command line
 	Keep      bool                // leave QEMU running at Close (detached, guest running)
@@ -177,7 +181,11 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if o.Mechanism != "" {
 		cmdline += " mech=" + string(o.Mechanism)
 	}
-	if o.UserCPU != 0 {
+	switch o.UserCPU {
+	case 0:
+	case BothCPUs:
+		cmdline += " cpu=both"
+	default:
 		cmdline += fmt.Sprintf(" cpu=%d", o.UserCPU)
 	}
 	if o.Append != "" {
@@ -214,14 +222,31 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	return s, nil
 }
 
+// BothCPUs as Options.UserCPU runs the teaching kernel's program on CPU 0
+// and CPU 1 at once (its cpu=both), each making the same system calls.
+const BothCPUs = -1
+
 // CheckUserCPU checks that the teaching kernel can run its program on
-// o.UserCPU: CPU 0, or CPU 1 when the guest has a second vCPU.
+// o.UserCPU: CPU 0, or CPU 1 or both when the guest has a second vCPU;
+// both only for system calls (the kernel has one demand page and one
+// timer). It also checks that o.OnCPU names a vCPU the guest has.
 func (o Options) CheckUserCPU() error {
 	switch {
+	case o.UserCPU == BothCPUs && max(o.SMP, 1) < 2:
+		return fmt.Errorf("--user-cpu both needs a second vCPU: add --smp 2")
+	case o.UserCPU == BothCPUs && o.Mechanism.Event():
+		return fmt.Errorf("--user-cpu both with -m %s: the teaching kernel runs only its system calls on both CPUs at once (it has one demand page and one timer); use --user-cpu 0 or 1", o.Mechanism)
+	case o.UserCPU == BothCPUs:
 	case o.UserCPU != 0 && o.UserCPU != 1:
 		return fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)
 	case o.UserCPU >= max(o.SMP, 1):
 		return fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
+	}
+	if n := max(o.SMP, 1); o.OnCPU != nil && (*o.OnCPU < 0 || *o.OnCPU >= n) {
+		if n == 1 {
+			return fmt.Errorf("--on-cpu %d: the guest has one vCPU, 0 (--smp gives it more)", *o.OnCPU)
+		}
+		return fmt.Errorf("--on-cpu %d: the guest's vCPUs are 0 to %d (--smp %d)", *o.OnCPU, n-1, n)
 	}
 	return nil
 }
@@ -334,6 +359,7 @@ func (s *Session) attach(ctx context.Context, addr string, o Options) error {
 	}
 	r := trace.NewRecorder(s.Target, s.Symbols, s.Regions, hdr)
 	r.Budget, r.Over, r.AllowIRQ, r.StackWords, r.StepFlags = o.Budget, o.Over, o.AllowIRQ, o.StackWords, o.StepFlags
+	r.OnCPU = o.OnCPU
 	s.probeMSRs = o.ProbeMSRs
 	if err := r.Init(ctx); err != nil {
 		return err

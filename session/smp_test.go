@@ -189,7 +189,7 @@ func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) 
 func TestFixtureSMPPerCPU(t *testing.T) {
 	testenv.NeedQEMU(t)
 	gsOf := map[int]uint64{}
-	for cpu, area := range []string{"percpu", "percpu_cpu1"} {
+	for cpu := range 2 {
 		t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -198,58 +198,160 @@ func TestFixtureSMPPerCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			want, ok := s.Symbols.Addr(area)
-			if !ok {
-				t.Fatalf("no %s symbol", area)
-			}
-			tss := strings.Replace(area, "percpu", "tss", 1)
 			tr, err := s.RoundTrip(ctx, mechanism.Syscall)
 			if err != nil {
 				t.Fatal(err)
 			}
+			gsOf[cpu] = checkFixtureCPU(t, s, tr, cpu)
 			h := tr.Header
-			if h.Stop != string(trace.StopUser) {
-				t.Fatalf("stopped: %s", h.Stop)
-			}
-			if h.CPU == nil || h.CPU.Index != cpu || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != want {
-				t.Fatalf("header: followed %+v; want vCPU %d of 2 with GS base %s = %#x", h.CPU, cpu, area, want)
-			}
-			if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
-				t.Errorf("KERNEL_GS_BASE at the syscall %#x, want %s = %#x", kgs, area, want)
-			}
-			sp2 := want + x86.TSSRSP2
-			found := false
-			for i := range tr.Len() {
-				st := tr.Step(i)
-				inst, _, err := annotate.Decode(st.Bytes)
-				if err != nil || inst.Op != x86asm.MOV {
-					continue
-				}
-				m, ok := inst.Args[0].(x86asm.Mem)
-				if !ok || m.Segment != x86asm.GS || st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
-					continue
-				}
-				found = true
-				name := strings.ReplaceAll(tss, "_", " ")
-				named := false
-				for _, e := range st.Effects {
-					named = named || strings.Contains(e.Text, `TSS "`+name+`"`)
-				}
-				if !named {
-					t.Errorf("step %d (%s) stores to %#x without naming the TSS %q: %+v", i, st.Intel, sp2, name, st.Effects)
-				}
-			}
-			if !found {
-				t.Errorf("no step stores to %#x, %s.sp2", sp2, tss)
-			}
-			if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu || h.OtherCPUs[0].Start != h.OtherCPUs[0].End {
+			if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu || h.OtherCPUs[0].Moved() {
 				t.Errorf("other vCPUs %+v: want vCPU %d, where it was at the start", h.OtherCPUs, 1-cpu)
 			}
-			gsOf[cpu] = want
-			t.Logf("vCPU %d: GS base %#x, %d steps; vCPU %d at %s", cpu, want, tr.Len(), 1-cpu, h.OtherCPUs[0].Start)
+			t.Logf("vCPU %d: GS base %#x, %d steps; vCPU %d at %s", cpu, gsOf[cpu], tr.Len(), 1-cpu, h.OtherCPUs[0].Start)
 		})
 	}
 	if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
 		t.Errorf("both CPUs have the per-CPU area at %#x", gsOf[0])
 	}
+}
+
+// fixtureAreas are the teaching kernel's per-CPU areas, by CPU.
+var fixtureAreas = []string{"percpu", "percpu_cpu1"}
+
+// checkFixtureCPU checks a syscall round trip recorded on the teaching
+// kernel's CPU cpu: the header follows that vCPU, its kernel GS base is
+// that CPU's per-CPU area (the ELF symbol), and the entry code's store of
+// the user RSP lands in that CPU's TSS.sp2 (the TSS is the area's first
+// field) and is named after that TSS. It returns the GS base.
+func checkFixtureCPU(t *testing.T, s *Session, tr *trace.Trace, cpu int) uint64 {
+	t.Helper()
+	area := fixtureAreas[cpu]
+	want, ok := s.Symbols.Addr(area)
+	if !ok {
+		t.Fatalf("no %s symbol", area)
+	}
+	tss := strings.Replace(area, "percpu", "tss", 1)
+	h := tr.Header
+	if h.Stop != string(trace.StopUser) {
+		t.Fatalf("stopped: %s", h.Stop)
+	}
+	if h.CPU == nil || h.CPU.Index != cpu || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != want {
+		t.Fatalf("header: followed %+v; want vCPU %d of 2 with GS base %s = %#x", h.CPU, cpu, area, want)
+	}
+	if kgs := tr.Step(0).Regs.Val(x86.KernelGSBase); kgs != want {
+		t.Errorf("KERNEL_GS_BASE at the syscall %#x, want %s = %#x", kgs, area, want)
+	}
+	sp2 := want + x86.TSSRSP2
+	found := false
+	for i := range tr.Len() {
+		st := tr.Step(i)
+		inst, _, err := annotate.Decode(st.Bytes)
+		if err != nil || inst.Op != x86asm.MOV {
+			continue
+		}
+		m, ok := inst.Args[0].(x86asm.Mem)
+		if !ok || m.Segment != x86asm.GS || st.Regs.Val(x86.GSBase)+uint64(m.Disp) != sp2 {
+			continue
+		}
+		found = true
+		name := strings.ReplaceAll(tss, "_", " ")
+		named := false
+		for _, e := range st.Effects {
+			named = named || strings.Contains(e.Text, `TSS "`+name+`"`)
+		}
+		if !named {
+			t.Errorf("step %d (%s) stores to %#x without naming the TSS %q: %+v", i, st.Intel, sp2, name, st.Effects)
+		}
+	}
+	if !found {
+		t.Errorf("no step stores to %#x, %s.sp2", sp2, tss)
+	}
+	return want
+}
+
+// TestFixtureBothCPUs runs the teaching kernel's program on both CPUs at
+// once (cpu=both) and traces the same syscall on CPU 0 and on CPU 1
+// (--on-cpu), twice each. Each trace must follow the CPU asked for, with
+// its own per-CPU area and TSS (checkFixtureCPU; the two areas differ).
+// The other vCPU, stopped by QEMU wherever its own loop had taken it, must
+// be seen with its own per-CPU area (its kernel GS base is the other
+// ELF symbol) and held still from the first step to the last (the header
+// says so); between the two traces it ran on: the count of system calls
+// in its per-CPU area (the field do_syscall_64's incq %gs:N counts in,
+// N read from the trace) must have grown.
+func TestFixtureBothCPUs(t *testing.T) {
+	testenv.NeedQEMU(t)
+	gsOf := map[int]uint64{}
+	for cpu := range 2 {
+		t.Run(fmt.Sprintf("cpu%d", cpu), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			s, err := StartFixture(ctx, Options{Accel: "tcg", Mechanism: mechanism.Syscall, SMP: 2, UserCPU: BothCPUs, OnCPU: &cpu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			other, ok := s.Symbols.Addr(fixtureAreas[1-cpu])
+			if !ok {
+				t.Fatalf("no %s symbol", fixtureAreas[1-cpu])
+			}
+			var counts []uint64
+			for round := range 2 {
+				tr, err := s.RoundTrip(ctx, mechanism.Syscall)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gsOf[cpu] = checkFixtureCPU(t, s, tr, cpu)
+				h := tr.Header
+				if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 1-cpu {
+					t.Fatalf("other vCPUs %+v: want vCPU %d", h.OtherCPUs, 1-cpu)
+				}
+				o := h.OtherCPUs[0]
+				if o.Start.Err != "" || uint64(o.Start.GSBase) != other {
+					t.Errorf("round %d: vCPU %d at %s with kernel GS base %#x; want its own area %s = %#x", round, o.Index, o.Start, uint64(o.Start.GSBase), fixtureAreas[1-cpu], other)
+				}
+				if o.Moved() {
+					t.Errorf("round %d: vCPU %d moved while vCPU %d stepped: %s, then %s", round, o.Index, cpu, o.Start, o.End)
+				}
+				held := fmt.Sprintf("vCPU %d (thread %s): stopped in %s at %s, kernel GS base %#x, and held there from the first step to the last", o.Index, o.Thread, map[bool]string{true: "user mode", false: "the kernel"}[o.Start.CPL == 3], o.Start, other)
+				if lines := h.CPULines(); len(lines) != 2 || lines[1] != held {
+					t.Errorf("round %d: header lines %q, want the second %q", round, lines, held)
+				}
+				counts = append(counts, syscallCount(ctx, t, s, tr, other))
+				t.Logf("round %d on vCPU %d: %d steps; %s; status %q", round, cpu, tr.Len(), h.CPULines()[1], h.OtherCPUsLabel())
+			}
+			if len(counts) == 2 && counts[1] <= counts[0] {
+				t.Errorf("vCPU %d's system-call count went from %d to %d between the traces: it did not run its program", 1-cpu, counts[0], counts[1])
+			}
+			t.Logf("vCPU %d's system-call count: %v", 1-cpu, counts)
+		})
+	}
+	if len(gsOf) == 2 && gsOf[0] == gsOf[1] {
+		t.Errorf("both CPUs have the per-CPU area at %#x", gsOf[0])
+	}
+}
+
+// syscallCount reads the count of system calls in the per-CPU area at
+// area: the field do_syscall_64 increments through GS (its incq %gs:N in
+// tr gives N).
+func syscallCount(ctx context.Context, t *testing.T, s *Session, tr *trace.Trace, area uint64) uint64 {
+	t.Helper()
+	for i := range tr.Len() {
+		st := tr.Step(i)
+		inst, _, err := annotate.Decode(st.Bytes)
+		if err != nil || inst.Op != x86asm.INC || !strings.HasPrefix(st.Symbol, "do_syscall_64") {
+			continue
+		}
+		m, ok := inst.Args[0].(x86asm.Mem)
+		if !ok || m.Segment != x86asm.GS || m.Base != 0 {
+			continue
+		}
+		b, err := kernelMemory{s.Target}.ReadMemory(ctx, area+uint64(m.Disp), 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint64(b)
+	}
+	t.Fatal("no incq through GS in do_syscall_64 in the trace")
+	return 0
 }

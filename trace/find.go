@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
@@ -168,34 +169,82 @@ func (r *Recorder) syscallEntry() (uint64, bool) {
 	return 0, false
 }
 
-// runTo continues the guest to addr with a hardware breakpoint.
+// maxOtherCPUHits bounds how often runTo lets a breakpoint hit on
+// another vCPU through while it waits for the one OnCPU names.
+const maxOtherCPUHits = 10000
+
+// runTo continues the guest to addr with a hardware breakpoint, on the
+// vCPU OnCPU names when it is set.
 func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
-	if r.cur != nil && r.cur.Val(x86.RIP) == addr {
+	if r.cur != nil && r.cur.Val(x86.RIP) == addr && r.onWantedCPU() {
 		return nil
+	}
+	if err := r.checkOnCPU(); err != nil {
+		return err
 	}
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
 	defer r.clearBreakpoint(ctx, addr, &err)
-	// Every vCPU runs: the call may come on any of them, and the one that
-	// hits is followed from here on.
-	sr, err := r.T.ContinueAll(ctx)
-	if err != nil {
-		return fmt.Errorf("continue to %s: %w", r.name(addr), err)
+	for others := 0; ; others++ {
+		if others == maxOtherCPUHits {
+			me, _ := r.T.Followed()
+			return fmt.Errorf("continue to %s on vCPU %d: it was reached %d times on other vCPUs (last on vCPU %d), never on vCPU %d", r.name(addr), *r.OnCPU, others, me.Index, *r.OnCPU)
+		}
+		if r.cur != nil && r.cur.Val(x86.RIP) == addr {
+			// Stopped there on another vCPU: QEMU would stop again at
+			// once on the breakpoint it resumes from.
+			if err := r.stepOffBreakpoint(ctx, addr); err != nil {
+				return err
+			}
+		}
+		// Every vCPU runs: the call may come on any of them, and the one
+		// that hits is followed from here on.
+		sr, err := r.T.ContinueAll(ctx)
+		if err != nil {
+			return fmt.Errorf("continue to %s: %w", r.name(addr), err)
+		}
+		if sr.Kind == 'W' || sr.Kind == 'X' {
+			return fmt.Errorf("continue to %s: %w (%s)", r.name(addr), target.ErrExited, sr)
+		}
+		st, err := r.T.State(ctx)
+		if err != nil {
+			return err
+		}
+		st.Sys = r.tables
+		r.cur = st
+		if got := st.Val(x86.RIP); got != addr {
+			return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
+		}
+		if r.onWantedCPU() {
+			return nil
+		}
 	}
-	if sr.Kind == 'W' || sr.Kind == 'X' {
-		return fmt.Errorf("continue to %s: %w (%s)", r.name(addr), target.ErrExited, sr)
+}
+
+// onWantedCPU reports whether the vCPU followed is the one OnCPU names
+// (true when OnCPU is nil or the guest has one vCPU).
+func (r *Recorder) onWantedCPU() bool {
+	if r.OnCPU == nil || !r.T.SMP() {
+		return true
 	}
-	st, err := r.T.State(ctx)
-	if err != nil {
-		return err
+	me, ok := r.T.Followed()
+	return ok && me.Index == *r.OnCPU
+}
+
+// checkOnCPU checks that OnCPU names a vCPU the guest has.
+func (r *Recorder) checkOnCPU() error {
+	if r.OnCPU == nil || !r.T.SMP() {
+		return nil
 	}
-	st.Sys = r.tables
-	r.cur = st
-	if got := st.Val(x86.RIP); got != addr {
-		return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
+	var have []string
+	for _, c := range r.T.CPUs() {
+		if c.Index == *r.OnCPU {
+			return nil
+		}
+		have = append(have, strconv.Itoa(c.Index))
 	}
-	return nil
+	return fmt.Errorf("%w: vCPU %d asked for, the guest has vCPUs %s", target.ErrNoCPU, *r.OnCPU, strings.Join(have, ", "))
 }
 
 // stepToEntry single-steps until the next user instruction that enters the

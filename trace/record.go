@@ -42,6 +42,11 @@ type Recorder struct {
 	// instead of the default (NOIRQ|NOTIMER, or ENABLE alone under
 	// AllowIRQ); the stub's offer still limits them.
 	StepFlags int
+	// OnCPU, when not nil, is the vCPU (QEMU's index) whose entry ToEntry
+	// waits for, on a guest with several: a breakpoint hit on another
+	// vCPU is stepped past and the guest runs on. Nil takes the first hit
+	// on any vCPU.
+	OnCPU *int
 
 	flags   int            // single-step flags in force; -1 unknown
 	idt     map[uint64]int // handler address -> vector, from the IDT
@@ -669,6 +674,9 @@ func (r *Recorder) noteCPUs(ctx context.Context, start bool) {
 		} else {
 			rip := st.Val(x86.RIP)
 			p = CPUPlace{RIP: Hex(rip), Symbol: r.Symbols.Symbolize(rip), CPL: int(st.Val(x86.CS) & 3)}
+			if gs, ok := st.KernelGS(); ok {
+				p.GSBase = Hex(gs)
+			}
 		}
 		if start {
 			h.OtherCPUs = append(h.OtherCPUs, OtherCPU{Index: c.Index, Thread: c.Thread, Start: p, End: p})

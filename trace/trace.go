@@ -118,8 +118,9 @@ type Header struct {
 	// one that made the call. Nil for a guest with one vCPU.
 	CPU *CPU `json:"cpu,omitempty"`
 	// OtherCPUs says where the other vCPUs were, stopped by QEMU, when the
-	// trace started and when it ended; they do not move while the
-	// followed vCPU is stepped.
+	// trace started (where the followed vCPU's stop caught them, running
+	// or not) and when it ended: the same place when they were held
+	// stopped throughout, as sctrace's single steps (vCont;s) hold them.
 	OtherCPUs []OtherCPU        `json:"other_cpus,omitempty"`
 	Sys       *x86.SysRegs      `json:"sys,omitempty"` // monitor info registers at the start
 	Regions   []annotate.Region `json:"regions,omitempty"`
@@ -167,6 +168,9 @@ type CPUPlace struct {
 	// CPL is CS's requested privilege level (the CPL in long mode); -1
 	// when the registers could not be read.
 	CPL int `json:"cpl"`
+	// GSBase is that vCPU's kernel GS base (its per-CPU area: GS base in
+	// the kernel after swapgs, KERNEL_GS_BASE in user mode), when known.
+	GSBase Hex `json:"gs_base,omitempty"`
 	// Err says why the registers could not be read.
 	Err string `json:"error,omitempty"`
 }
@@ -183,6 +187,27 @@ func (p CPUPlace) String() string {
 	return s + fmt.Sprintf(" CPL %d", p.CPL)
 }
 
+// mode says in a word what a vCPU at p was running: "user mode" or
+// "the kernel".
+func (p CPUPlace) mode() string {
+	switch {
+	case p.Err != "":
+		return ""
+	case p.CPL == 3:
+		return "user mode"
+	case p.CPL == 0:
+		return "the kernel"
+	}
+	return fmt.Sprintf("CPL %d", p.CPL)
+}
+
+// Moved reports whether the vCPU was somewhere else at the end than at
+// the start (it ran while the trace was recorded), or could not be read
+// at one of them.
+func (o OtherCPU) Moved() bool {
+	return o.Start.Err != "" || o.End.Err != "" || o.Start.RIP != o.End.RIP || o.Start.CPL != o.End.CPL
+}
+
 // CPULines describes the followed vCPU and what the others did, one line
 // each, for printed headers; none for a guest with one vCPU.
 func (h Header) CPULines() []string {
@@ -193,11 +218,72 @@ func (h Header) CPULines() []string {
 	if h.CPU.GSBase != 0 {
 		l += fmt.Sprintf(", kernel GS base %#x", uint64(h.CPU.GSBase))
 	}
-	out := []string{l + "); the other vCPUs stay stopped while it steps"}
+	out := []string{l + "), stepped alone: QEMU stopped every vCPU when it reached the call, and each step runs this one only"}
 	for _, o := range h.OtherCPUs {
-		out = append(out, fmt.Sprintf("vCPU %d (thread %s): at start %s; at end %s", o.Index, o.Thread, o.Start, o.End))
+		who := fmt.Sprintf("vCPU %d (thread %s)", o.Index, o.Thread)
+		gs := ""
+		if o.Start.GSBase != 0 {
+			gs = fmt.Sprintf(", kernel GS base %#x", uint64(o.Start.GSBase))
+		}
+		switch {
+		case o.Start.Err != "" || o.End.Err != "":
+			out = append(out, fmt.Sprintf("%s: at start %s; at end %s", who, o.Start, o.End))
+		case o.Moved():
+			out = append(out, fmt.Sprintf("%s ran meanwhile: at start %s in %s%s; at end %s in %s", who, o.Start, o.Start.mode(), gs, o.End, o.End.mode()))
+		default:
+			out = append(out, fmt.Sprintf("%s: stopped in %s at %s%s, and held there from the first step to the last", who, o.Start.mode(), o.Start, gs))
+		}
 	}
 	return out
+}
+
+// OtherCPUsLabel says in a few words where the other vCPUs were, for
+// status lines: "vCPU 0 held in user mode at user_syscall_insn",
+// "vCPU 0 ran: A → B", or for several "3 others held: 2 user, 1 kernel";
+// "" for a guest with one vCPU.
+func (h Header) OtherCPUsLabel() string {
+	switch len(h.OtherCPUs) {
+	case 0:
+		return ""
+	case 1:
+		o := h.OtherCPUs[0]
+		at := func(p CPUPlace) string {
+			if p.Symbol != "" {
+				return p.Symbol
+			}
+			return fmt.Sprintf("%#x", uint64(p.RIP))
+		}
+		switch {
+		case o.Start.Err != "" || o.End.Err != "":
+			return fmt.Sprintf("vCPU %d unknown", o.Index)
+		case o.Moved():
+			return fmt.Sprintf("vCPU %d ran: %s → %s", o.Index, at(o.Start), at(o.End))
+		}
+		return fmt.Sprintf("vCPU %d held in %s at %s", o.Index, strings.TrimPrefix(o.Start.mode(), "the "), at(o.Start))
+	}
+	var user, kern, moved, unknown int
+	for _, o := range h.OtherCPUs {
+		switch {
+		case o.Start.Err != "" || o.End.Err != "":
+			unknown++
+		case o.Moved():
+			moved++
+		case o.Start.CPL == 3:
+			user++
+		default:
+			kern++
+		}
+	}
+	var parts []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{user, "user"}, {kern, "kernel"}, {moved, "ran"}, {unknown, "unknown"}} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	return fmt.Sprintf("%d others held: %s", len(h.OtherCPUs), strings.Join(parts, ", "))
 }
 
 // SteppingLabel says in a few words how interrupts were handled while

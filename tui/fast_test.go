@@ -75,3 +75,20 @@ func TestRecordFastKey(t *testing.T) {
 		t.Errorf("a trace stepped throughout says %q", got)
 	}
 }
+
+// TestStatusLineOtherCPUs checks that the status line names the vCPU
+// followed and says where the other one was held.
+func TestStatusLineOtherCPUs(t *testing.T) {
+	src := loadTrace(t)
+	src.Header.CPU = &trace.CPU{Index: 1, Thread: "p01.02", Count: 2}
+	held := trace.CPUPlace{RIP: 0x400011, Symbol: "user_syscall_insn", CPL: 3}
+	src.Header.OtherCPUs = []trace.OtherCPU{{Index: 0, Thread: "p01.01", Start: held, End: held}}
+	m := New(Config{Driver: NewReplay(src)})
+	m.width = 400
+	line := m.statusLine()
+	for _, want := range []string{"vCPU 1/2", src.Header.OtherCPUsLabel()} {
+		if !strings.Contains(line, want) {
+			t.Errorf("status line %q lacks %q", line, want)
+		}
+	}
+}

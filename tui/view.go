@@ -382,6 +382,9 @@ func (m *Model) statusLine() string {
 	parts = append(parts, m.mechanism())
 	if h.CPU != nil {
 		parts = append(parts, fmt.Sprintf("vCPU %d/%d", h.CPU.Index, h.CPU.Count))
+		if l := h.OtherCPUsLabel(); l != "" {
+			parts = append(parts, l)
+		}
 	}
 	if h.Accel != "" {
 		accel, _, _ := strings.Cut(h.Accel, " (")

@@ -80,6 +80,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--smp", "two"}, `invalid argument "two" for "--smp"`},
 		{[]string{"run", "--user-cpu", "1"}, "--user-cpu 1 needs a second vCPU: add --smp 2"},
 		{[]string{"run", "--smp", "4", "--user-cpu", "3"}, "--user-cpu 3: the teaching kernel runs its program on CPU 0 or CPU 1"},
+		{[]string{"run", "--user-cpu", "all"}, `--user-cpu "all": want 0, 1 or both`},
+		{[]string{"run", "--user-cpu", "both"}, "--user-cpu both needs a second vCPU: add --smp 2"},
+		{[]string{"run", "--smp", "2", "--user-cpu", "both", "-m", "irq"}, "--user-cpu both with -m irq: the teaching kernel runs only its system calls on both CPUs at once"},
+		{[]string{"run", "--smp", "2", "--user-cpu", "both", "--on-cpu", "2"}, "--on-cpu 2: the guest's vCPUs are 0 to 1 (--smp 2)"},
+		{[]string{"run", "--on-cpu", "-1"}, "--on-cpu -1: the guest has one vCPU, 0 (--smp gives it more)"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
 		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},
@@ -185,7 +190,7 @@ func TestRunTrace(t *testing.T) {
 // TestRunSMP traces on the teaching kernel's second CPU, as the README
 // shows, and checks that the saved trace and its printed header name the
 // vCPU followed (1 of 2), its kernel GS base (percpu_cpu1 of the bundled
-// ELF) and the other vCPU.
+// ELF) and the other vCPU, halted in the kernel with its own area (percpu).
 func TestRunSMP(t *testing.T) {
 	testenv.NeedQEMU(t)
 	saved := filepath.Join(t.TempDir(), "t.json")
@@ -201,8 +206,9 @@ func TestRunSMP(t *testing.T) {
 		t.Fatal(err)
 	}
 	area, ok := tab.Addr("percpu_cpu1")
-	if !ok {
-		t.Fatal("no percpu_cpu1 in the bundled kernel")
+	cpu0, ok0 := tab.Addr("percpu")
+	if !ok || !ok0 {
+		t.Fatal("no percpu or percpu_cpu1 in the bundled kernel")
 	}
 	h := tr.Header
 	if h.CPU == nil || h.CPU.Index != 1 || h.CPU.Count != 2 || uint64(h.CPU.GSBase) != area {
@@ -217,11 +223,51 @@ func TestRunSMP(t *testing.T) {
 	}
 	for _, want := range []string{
 		fmt.Sprintf("followed: vCPU 1 of 2 (gdbstub thread %s, kernel GS base %#x)", h.CPU.Thread, area),
-		fmt.Sprintf("vCPU 0 (thread %s): at start %s; at end %s", h.OtherCPUs[0].Thread, h.OtherCPUs[0].Start, h.OtherCPUs[0].End),
+		fmt.Sprintf("vCPU 0 (thread %s): stopped in the kernel at %s, kernel GS base %#x, and held there from the first step to the last", h.OtherCPUs[0].Thread, h.OtherCPUs[0].Start, cpu0),
 	} {
 		if !strings.Contains(view, want) {
 			t.Errorf("view of the saved trace lacks %q:\n%s", want, view)
 		}
+	}
+}
+
+// TestRunBothCPUs runs the README's command that traces a call on CPU 1
+// while CPU 0 runs the same program: the header must follow vCPU 1 with
+// its per-CPU area (percpu_cpu1) and say where vCPU 0 was, with its own
+// area (percpu), held there to the end.
+func TestRunBothCPUs(t *testing.T) {
+	testenv.NeedQEMU(t)
+	saved := filepath.Join(t.TempDir(), "t.json")
+	if _, err := run(t, "run", "--trace", "--accel", "tcg", "--smp", "2", "--user-cpu", "both", "--on-cpu", "1", "--format", "json", "--out", saved); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := trace.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := symbols.FromELF(bytes.NewReader(kernel.ELF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, ok1 := tab.Addr("percpu_cpu1")
+	other, ok2 := tab.Addr("percpu")
+	if !ok1 || !ok2 {
+		t.Fatal("no percpu or percpu_cpu1 in the bundled kernel")
+	}
+	h := tr.Header
+	if h.CPU == nil || h.CPU.Index != 1 || uint64(h.CPU.GSBase) != mine {
+		t.Fatalf("header follows %+v; want vCPU 1 with GS base %#x", h.CPU, mine)
+	}
+	if len(h.OtherCPUs) != 1 || h.OtherCPUs[0].Index != 0 || uint64(h.OtherCPUs[0].Start.GSBase) != other || h.OtherCPUs[0].Moved() {
+		t.Fatalf("other vCPUs %+v; want vCPU 0 with GS base %#x, held", h.OtherCPUs, other)
+	}
+	view, err := run(t, "view", saved, "--format", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("kernel GS base %#x, and held there from the first step to the last", other)
+	if !strings.Contains(view, want) {
+		t.Errorf("view of the saved trace lacks %q:\n%s", want, view)
 	}
 }
 

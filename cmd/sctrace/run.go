@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +26,8 @@ func newRunCmd() *cobra.Command {
 		keep  bool
 		cpu   string
 		smp   int
-		ucpu  int
+		ucpu  string
+		oncpu int
 		tcp   bool
 	)
 	cmd := &cobra.Command{
@@ -51,7 +53,8 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
   sctrace run --trace
   sctrace run --trace --mechanism sysenter --syntax intel
   sctrace run --trace --format json --out syscall.json
-  sctrace run --trace --smp 2 --user-cpu 1`,
+  sctrace run --trace --smp 2 --user-cpu 1
+  sctrace run --trace --smp 2 --user-cpu both --on-cpu 0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			m, syn, err := rf.check()
@@ -63,7 +66,13 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 					return err
 				}
 			}
-			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, UserCPU: ucpu, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			o := session.Options{QEMU: qbin, Accel: accel, CPU: cpu, SMP: smp, Mechanism: m, Keep: keep, Timeout: sf.timeout}
+			if o.UserCPU, err = parseUserCPU(ucpu); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("on-cpu") {
+				o.OnCPU = &oncpu
+			}
 			if err := o.CheckUserCPU(); err != nil {
 				return err
 			}
@@ -102,8 +111,21 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	fl.IntVar(&smp, "smp", 1, smpUsage)
-	fl.IntVar(&ucpu, "user-cpu", 0, "the vCPU the teaching kernel runs its program on: 0, or 1 with --smp 2 (it wakes CPU 1 with INIT-SIPI-SIPI)")
+	fl.StringVar(&ucpu, "user-cpu", "0", "the vCPU the teaching kernel runs its program on: 0, or with --smp 2 1 (it wakes CPU 1 with INIT-SIPI-SIPI) or both (both CPUs make the calls at once; system calls only)")
+	fl.IntVar(&oncpu, "on-cpu", 0, "record the call made on this vCPU, letting calls on the others through (default: the first call on any vCPU)")
 	return cmd
+}
+
+// parseUserCPU reads --user-cpu: a CPU number, or "both".
+func parseUserCPU(s string) (int, error) {
+	if s == "both" {
+		return session.BothCPUs, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("--user-cpu %q: want 0, 1 or both", s)
+	}
+	return n, nil
 }
 
 // runTUI boots the teaching kernel behind a spinner and opens the
