@@ -185,11 +185,11 @@ func fixtureNotes(env *Environment, iters int) []string {
 	notes := []string{
 		fmt.Sprintf("%d samples per series after a 100-call warm-up; each window is lfence;rdtsc .. %s, and the median of the same window around an empty call is subtracted.", iters, guestTimer(env)),
 		"pagefault times the store into a page that is not mapped (the handler maps a zeroed one, iretq runs the store again); the page is given back by a system call outside the window, so each sample faults on a fresh page, and the base is the same store to the mapped page.",
-		"irq cannot be called, it arrives: each sample arms the PIT for about 170 µs (outside the window) and spins reading the TSC until the handler has counted the interrupt; the sample is the gap between the two readings around it (delivery, handler, iretq), and the base is that loop's gap with no interrupt.",
+		"irq cannot be called, it arrives: each sample arms the PIT for about 840 µs (outside the window) and spins reading the TSC until the handler has counted the interrupt; the sample is the gap between the two readings around it (delivery, handler, iretq), and the base is that loop's gap with no interrupt.",
 	}
 	switch {
 	case env.Guest != nil && env.Guest.TCG():
-		notes = append(notes, "The guest sees hypervisor signature TCGTCGTCGTCG (CPUID 0x40000000): these numbers are the cost of QEMU emulating each instruction, not hardware cost. The ranking is not the hardware's either: TCG flushes its software TLB on every CR3 write (the breakdown shows it), so the full paths are dominated by the CR3 switch.")
+		notes = append(notes, "The guest sees hypervisor signature TCGTCGTCGTCG (CPUID 0x40000000): these numbers are the cost of QEMU emulating each instruction, not hardware cost. The ranking is not the hardware's either: TCG flushes its software TLB on every CR3 write (the breakdown shows it), so the full paths are dominated by the CR3 switch. The irq series also holds QEMU's own work to deliver the interrupt and to emulate the handler's port writes to the 8259 (both under QEMU's global lock, which its main loop shares), and that varies widely from one interrupt to the next.")
 	case env.Guest != nil && env.Guest.Hypervisor == "none":
 		notes = append(notes, "The guest sees no hypervisor signature.")
 	case env.Guest != nil:
