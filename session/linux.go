@@ -358,6 +358,9 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	if err := linuxinit.CheckMode(o.mode()); err != nil {
 		return nil, err
 	}
+	if err := o.CheckOnCPU(); err != nil {
+		return nil, err
+	}
 	choice, err := o.chooseAccel(ctx)
 	if err != nil {
 		return nil, err

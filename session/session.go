@@ -229,7 +229,7 @@ const BothCPUs = -1
 // CheckUserCPU checks that the teaching kernel can run its program on
 // o.UserCPU: CPU 0, or CPU 1 or both when the guest has a second vCPU;
 // both only for system calls (the kernel has one demand page and one
-// timer). It also checks that o.OnCPU names a vCPU the guest has.
+// timer). It also checks o.OnCPU (CheckOnCPU).
 func (o Options) CheckUserCPU() error {
 	switch {
 	case o.UserCPU == BothCPUs && max(o.SMP, 1) < 2:
@@ -242,6 +242,12 @@ func (o Options) CheckUserCPU() error {
 	case o.UserCPU >= max(o.SMP, 1):
 		return fmt.Errorf("--user-cpu %d needs a second vCPU: add --smp 2", o.UserCPU)
 	}
+	return o.CheckOnCPU()
+}
+
+// CheckOnCPU checks that o.OnCPU, when set, names one of the o.SMP vCPUs
+// of a guest sctrace starts.
+func (o Options) CheckOnCPU() error {
 	if n := max(o.SMP, 1); o.OnCPU != nil && (*o.OnCPU < 0 || *o.OnCPU >= n) {
 		if n == 1 {
 			return fmt.Errorf("--on-cpu %d: the guest has one vCPU, 0 (--smp gives it more)", *o.OnCPU)

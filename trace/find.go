@@ -38,12 +38,19 @@ import (
 // for irq the guest runs until the timer interrupt's handler is entered
 // with a frame from user mode; see ToInterrupt.
 //
+// On a guest with several vCPUs the first entry on any of them is taken,
+// or, with OnCPU set, the first on that vCPU: hits on the others are let
+// through.
+//
 // Breakpoints are removed on every path, ctrl-c included.
 func (r *Recorder) ToEntry(ctx context.Context, m mechanism.Mechanism) error {
 	if m == "" {
 		m = mechanism.Syscall
 	}
 	r.Reset()
+	if err := r.checkOnCPU(); err != nil {
+		return err
+	}
 	if m == mechanism.IRQ {
 		return r.ToInterrupt(ctx)
 	}
@@ -179,9 +186,6 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 	if r.cur != nil && r.cur.Val(x86.RIP) == addr && r.onWantedCPU() {
 		return nil
 	}
-	if err := r.checkOnCPU(); err != nil {
-		return err
-	}
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, addr, 1); err != nil {
 		return fmt.Errorf("breakpoint at %s: %w", r.name(addr), err)
 	}
@@ -258,6 +262,10 @@ func (r *Recorder) stepToEntry(ctx context.Context, m mechanism.Mechanism) error
 		budget = DefaultBudget
 	}
 	start := r.cur.Val(x86.RIP)
+	if !r.onWantedCPU() {
+		me, _ := r.T.Followed()
+		return fmt.Errorf("find the next %s on vCPU %d: without the symbol of its user instruction or the kernel's entry sctrace single-steps the vCPU it follows, vCPU %d; give --symbols", m, *r.OnCPU, me.Index)
+	}
 	if err := CheckBooted(r.cur); err != nil {
 		return fmt.Errorf("find the next %s: %w: let it boot and attach again, attach with --boot-wait (sctrace runs it until a 64-bit kernel is running), or give --symbols so sctrace can continue to the kernel's entry point", m, err)
 	}
@@ -417,7 +425,7 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("read the interrupt frame at %#x: %w", st.Val(x86.RSP), err)
 		}
-		if le64(frame[8:])&3 == 3 {
+		if le64(frame[8:])&3 == 3 && r.onWantedCPU() {
 			if inLoop(le64(frame)) || outside == loopTries {
 				break
 			}

@@ -78,6 +78,9 @@ var ErrSyscallBudget = errors.New("gave up waiting")
 // wait. Breakpoints are removed on every path.
 func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []uint64) (err error) {
 	r.Reset()
+	if err := r.checkOnCPU(); err != nil {
+		return err
+	}
 	if what == "" {
 		what = fmt.Sprintf("system call %d", nr)
 	}
@@ -101,9 +104,10 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 		set[a] = true
 		return nil
 	}
-	// wanted says whether the guest stopped at a call to trace.
+	// wanted says whether the guest stopped at a call to trace (on the
+	// vCPU OnCPU names, when set).
 	wanted := func(ctx context.Context, st *x86.State) bool {
-		if st.CPL() != 3 || (nr >= 0 && st.Val(x86.RAX) != uint64(nr)) || (len(sites) > 0 && !slices.Contains(sites, st.Val(x86.RIP))) {
+		if !r.onWantedCPU() || st.CPL() != 3 || (nr >= 0 && st.Val(x86.RAX) != uint64(nr)) || (len(sites) > 0 && !slices.Contains(sites, st.Val(x86.RIP))) {
 			return false
 		}
 		inst, _, err := r.Decode(ctx, st)

@@ -121,6 +121,9 @@ the other vendor; the trace header names the CPU.` + recordHelpStarted,
 			}
 			lo.Timeout = sf.timeout
 			rf.options(&lo.Options)
+			if err := lo.CheckOnCPU(); err != nil {
+				return err
+			}
 			warnTCP(cmd.ErrOrStderr(), lo.GDBTCP)
 			closeLog, err := sf.openWireLog(&lo.Options)
 			if err != nil {

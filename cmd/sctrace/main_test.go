@@ -85,6 +85,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--smp", "2", "--user-cpu", "both", "-m", "irq"}, "--user-cpu both with -m irq: the teaching kernel runs only its system calls on both CPUs at once"},
 		{[]string{"run", "--smp", "2", "--user-cpu", "both", "--on-cpu", "2"}, "--on-cpu 2: the guest's vCPUs are 0 to 1 (--smp 2)"},
 		{[]string{"run", "--on-cpu", "-1"}, "--on-cpu -1: the guest has one vCPU, 0 (--smp gives it more)"},
+		{[]string{"run", "linux", "--kernel", "x", "--smp", "2", "--on-cpu", "3"}, "--on-cpu 3: the guest's vCPUs are 0 to 1 (--smp 2)"},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
 		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},

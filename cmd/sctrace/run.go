@@ -27,7 +27,6 @@ func newRunCmd() *cobra.Command {
 		cpu   string
 		smp   int
 		ucpu  string
-		oncpu int
 		tcp   bool
 	)
 	cmd := &cobra.Command{
@@ -70,15 +69,12 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 			if o.UserCPU, err = parseUserCPU(ucpu); err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("on-cpu") {
-				o.OnCPU = &oncpu
-			}
+			rf.options(&o)
 			if err := o.CheckUserCPU(); err != nil {
 				return err
 			}
 			o.GDBTCP = tcp
 			warnTCP(cmd.ErrOrStderr(), tcp)
-			rf.options(&o)
 			closeLog, err := sf.openWireLog(&o)
 			if err != nil {
 				return err
@@ -112,7 +108,6 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	fl.IntVar(&smp, "smp", 1, smpUsage)
 	fl.StringVar(&ucpu, "user-cpu", "0", "the vCPU the teaching kernel runs its program on: 0, or with --smp 2 1 (it wakes CPU 1 with INIT-SIPI-SIPI) or both (both CPUs make the calls at once; system calls only)")
-	fl.IntVar(&oncpu, "on-cpu", 0, "record the call made on this vCPU, letting calls on the others through (default: the first call on any vCPU)")
 	return cmd
 }
 

@@ -32,6 +32,7 @@ type recordFlags struct {
 	probe     bool
 	record    string
 	logAfter  int
+	onCPU     int
 	flags     *pflag.FlagSet
 }
 
@@ -47,6 +48,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.budget, "budget", trace.DefaultBudget, fmt.Sprintf("most instructions to record in a round trip; with --record log or auto, %d unless given", session.DefaultLogBudget))
 	fl.IntVar(&f.over, "over", 0, "step over calls made at this call depth or deeper (1 skips every call the entry code makes; 0 steps into all)")
 	fl.BoolVar(&f.irq, "irq", false, "let interrupts and timers run while single-stepping (QEMU masks them by default)")
+	fl.IntVar(&f.onCPU, "on-cpu", 0, "on a guest with several vCPUs, record the entry made on this vCPU (QEMU's index),\nletting those on the others through (default: the first on any vCPU)")
 	fl.BoolVar(&f.probe, "probe-msrs", false, "read STAR, LSTAR, FMASK, SYSENTER_* and the GS bases with rdmsr in the guest\nonce the kernel is entered (writes the guest briefly and puts every byte and\nregister back; run needs --trace for it, the interactive view has p)")
 	_ = cmd.RegisterFlagCompletionFunc("mechanism", cobra.FixedCompletions(
 		mechanism.Names(), cobra.ShellCompDirectiveNoFileComp))
@@ -129,6 +131,10 @@ func (f *recordFlags) changed(name string) bool { return f.flags != nil && f.fla
 func (f *recordFlags) options(o *session.Options) {
 	o.Budget, o.Over, o.AllowIRQ, o.ProbeMSRs = f.budget, f.over, f.irq, f.probe
 	o.Record = f.record
+	if f.changed("on-cpu") {
+		v := f.onCPU
+		o.OnCPU = &v
+	}
 	switch {
 	case f.record == session.RecordAuto && (f.over > 0 || mechanism.Mechanism(f.mechanism).Event()):
 		// Stepping over calls is the stepping recorder's, and so are
