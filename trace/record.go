@@ -497,14 +497,19 @@ func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *x86.State) strin
 // stepOver runs a call to its return, with the stack pointer as it was
 // before the call.
 func (r *Recorder) stepOver(ctx context.Context, before *x86.State, ret uint64) (*x86.State, error) {
-	return r.continueTo(ctx, ret, before.Val(x86.RSP), fmt.Sprintf("step over the call at %s", r.name(before.Val(x86.RIP))))
+	return r.continueTo(ctx, ret, before.Val(x86.RSP), true, fmt.Sprintf("step over the call at %s", r.name(before.Val(x86.RIP))))
 }
 
 // continueTo lets the guest run until it is at ret with RSP equal to rsp: a
 // hardware breakpoint at ret, continue until the CPU is there with that
 // stack pointer (so that a recursive or concurrent use of the same code
 // does not stop it early), and the breakpoint removed on every path.
-func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (_ *x86.State, err error) {
+//
+// With moved, a stop at ret on another stack is taken too (a callee such
+// as Linux's error_entry returns on the task stack after copying its
+// caller's frame there), and only a stop deeper on the same stack, a
+// recursive use of the code, is run past.
+func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, moved bool, what string) (_ *x86.State, err error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
 		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
 	}
@@ -519,13 +524,19 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string)
 		if err != nil {
 			return nil, err
 		}
-		if st.Val(x86.RIP) == ret && st.Val(x86.RSP) == rsp {
-			return st, nil
-		}
 		if st.Val(x86.RIP) != ret {
 			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(x86.RIP)), r.name(ret))
 		}
+		if sp := st.Val(x86.RSP); sp == rsp || moved && !deeper(sp, rsp) {
+			return st, nil
+		}
 	}
+}
+
+// deeper reports whether sp is below rsp on the same stack: a frame of a
+// call made after the one whose return is awaited.
+func deeper(sp, rsp uint64) bool {
+	return sp < rsp && rsp-sp <= 1<<16
 }
 
 // maxIRQ bounds how many interrupts in a row one step may run over.
@@ -568,7 +579,7 @@ func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before,
 // returnFromInterrupt runs the handler of an interrupt just taken (the
 // CPU at its first instruction, at) to its return.
 func (r *Recorder) returnFromInterrupt(ctx context.Context, at *x86.State, f irqFrame) (*x86.State, error) {
-	st, err := r.continueTo(ctx, f.rip, f.rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
+	st, err := r.continueTo(ctx, f.rip, f.rsp, false, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
 	if err != nil {
 		return nil, err
 	}
