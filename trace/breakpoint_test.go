@@ -65,31 +65,35 @@ func TestBreakpointRemoval(t *testing.T) {
 }
 
 // TestContinueToStack runs continueTo against scripted stops at the
-// awaited address: a stop deeper on the same stack (a recursive use of the
-// code) is run past; one on another stack is the return when the callee
-// may move the stack (stepping over a call), and run past when the exact
-// stack pointer is awaited (an interrupt's return).
+// awaited address with another RSP. Awaiting an interrupt's return (the
+// exact RSP), they are run past. Stepping over a call, they are run past
+// while the call's return address is still on the stack below the RSP it
+// was made with (a recursive use of the code), and taken once it is gone
+// (a callee that returns with the stack moved, as Linux's error_entry).
 func TestContinueToStack(t *testing.T) {
 	const addr, rsp = 0xffffffff81000040, 0xffffc90000004000
 	at := func(sp uint64) gdbstubtest.Stop {
 		return gdbstubtest.Stop{Regs: map[string]uint64{"rip": addr, "rsp": sp}}
 	}
-	deeper, other := at(rsp-0x100), at(0xfffffe0000002f58)
+	deeper, other := at(rsp-0x78), at(0xfffffe0000002f58)
 	tests := []struct {
-		name   string
-		moved  bool
-		script []gdbstubtest.Stop
-		want   uint64
+		name    string
+		moved   bool
+		retSlot uint64 // the word below rsp
+		script  []gdbstubtest.Stop
+		want    uint64
 	}{
-		{"exact", false, []gdbstubtest.Stop{deeper, other, at(rsp)}, rsp},
-		{"moved", true, []gdbstubtest.Stop{deeper, other, at(rsp)}, 0xfffffe0000002f58},
-		{"moved, same stack", true, []gdbstubtest.Stop{deeper, at(rsp)}, rsp},
+		{"exact", false, 0, []gdbstubtest.Stop{deeper, other, at(rsp)}, rsp},
+		{"recursion", true, addr, []gdbstubtest.Stop{deeper, at(rsp)}, rsp},
+		{"stack moved", true, 0xffffc90000003ff0, []gdbstubtest.Stop{deeper, at(rsp)}, rsp - 0x78},
+		{"another stack", true, 0, []gdbstubtest.Stop{other, at(rsp)}, 0xfffffe0000002f58},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stub := gdbstubtest.New(t)
 			stub.SetRegister("rip", 0xffffffff81000000)
 			stub.SetRegister("rsp", rsp)
+			stub.Map(rsp-8, le(tt.retSlot))
 			stub.Script(tt.script...)
 			ctx, conn := testenv.DialStub(t, stub)
 			r := NewRecorder(target.New(conn), nil, nil, Header{})

@@ -505,10 +505,11 @@ func (r *Recorder) stepOver(ctx context.Context, before *x86.State, ret uint64) 
 // stack pointer (so that a recursive or concurrent use of the same code
 // does not stop it early), and the breakpoint removed on every path.
 //
-// With moved, a stop at ret on another stack is taken too (a callee such
-// as Linux's error_entry returns on the task stack after copying its
-// caller's frame there), and only a stop deeper on the same stack, a
-// recursive use of the code, is run past.
+// With moved, a stop at ret with another RSP is taken too once the return
+// address the call pushed is gone from below rsp: a callee such as Linux's
+// error_entry returns with the stack moved (the registers it saved left on
+// it, or the frame copied to the task stack). While the return address is
+// still there, the stop is a recursive use of the code and is run past.
 func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, moved bool, what string) (_ *x86.State, err error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
 		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
@@ -527,16 +528,18 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, moved bool, 
 		if st.Val(x86.RIP) != ret {
 			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(x86.RIP)), r.name(ret))
 		}
-		if sp := st.Val(x86.RSP); sp == rsp || moved && !deeper(sp, rsp) {
+		if sp := st.Val(x86.RSP); sp == rsp || moved && !r.awaited(ctx, ret, rsp) {
 			return st, nil
 		}
 	}
 }
 
-// deeper reports whether sp is below rsp on the same stack: a frame of a
-// call made after the one whose return is awaited.
-func deeper(sp, rsp uint64) bool {
-	return sp < rsp && rsp-sp <= 1<<16
+// awaited reports whether the return address a call pushed below rsp
+// is still on the stack: the call has not returned, and a stop at its
+// return address with another RSP is a recursive use of the code.
+func (r *Recorder) awaited(ctx context.Context, ret, rsp uint64) bool {
+	b, err := r.T.ReadMemory(ctx, rsp-8, 8)
+	return err == nil && le64(b) == ret
 }
 
 // maxIRQ bounds how many interrupts in a row one step may run over.
