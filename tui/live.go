@@ -88,9 +88,17 @@ func (d *Live) Step(ctx context.Context, over bool) error {
 	return err
 }
 
-// Run steps until cond says stop.
-func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, error) {
+// Run steps until cond says stop. The command line's breakpoints are
+// out of the stub meanwhile, as for a run to an entry: the recorder lets
+// the guest run to a call's return or an interrupt's, and a breakpoint of
+// the user's would stop it there instead.
+func (d *Live) Run(ctx context.Context, cond trace.Until) (_ trace.StopReason, err error) {
 	defer d.refresh(ctx)
+	restore, err := d.lift(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
 	return d.S.Recorder.Run(ctx, cond)
 }
 
