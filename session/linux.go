@@ -160,6 +160,17 @@ func CPUVendor(cpu string) string {
 	return ""
 }
 
+// givenVendor returns the vendor a -cpu the user gave runs with: the one
+// it names, AuthenticAMD for a plain qemu64 (its own vendor), "" for none
+// given or a model whose vendor is not known here.
+func givenVendor(cpu string) string {
+	vendor := CPUVendor(cpu)
+	if cpu != "" && vendor == "" && strings.HasPrefix(cpu, "qemu64") {
+		vendor = "AuthenticAMD" // qemu64's own vendor
+	}
+	return vendor
+}
+
 // chooseCompat chooses how an i386 program is traced: by int $0x80 unless
 // the user chose sysenter or syscall, which a 64-bit kernel takes from
 // compatibility mode on one vendor's CPUs only. With no -cpu given, it
@@ -190,10 +201,7 @@ func (o *LinuxOptions) chooseCompat(m mechanism.Mechanism, chosen bool) (mechani
 	if len(o.Program.Compat[m]) == 0 {
 		return "", fmt.Errorf("mechanism %s: the program has no %s instruction in its code to break on (one reached through the vDSO's __kernel_vsyscall is not traced): use -m int80, or make the call with your own %s", m, m.Instruction(), m.Instruction())
 	}
-	vendor := CPUVendor(o.CPU)
-	if o.CPU != "" && vendor == "" && strings.HasPrefix(o.CPU, "qemu64") {
-		vendor = "AuthenticAMD" // qemu64's own vendor
-	}
+	vendor := givenVendor(o.CPU)
 	switch {
 	case o.CPU == "":
 		o.CPU = want
