@@ -65,6 +65,9 @@ type LinuxOptions struct {
 // call no loop makes, is refused: there would be nothing to wait for. It
 // sets o.Mechanism and returns it.
 func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
+	if m.Compat() {
+		return "", fmt.Errorf("mechanism %s is the teaching kernel's 32-bit code; under Linux a 32-bit program is in compatibility mode itself: give --exec with a static i386 program and -m %s", m, m.Native())
+	}
 	if o.Program == nil && o.Mode == linuxinit.Exec {
 		return "", errors.New("--init exec runs the program --exec gives: give --exec PROGRAM instead")
 	}
