@@ -212,7 +212,7 @@ func (o *LinuxOptions) chooseCompat(m mechanism.Mechanism, chosen bool) (mechani
 		if m == mechanism.Sysenter {
 			return "", fmt.Errorf("mechanism sysenter with -cpu %s: an AMD CPU raises #UD on sysenter in long mode, compatibility mode included, so the program would die of SIGILL before entering the kernel; leave -cpu out (sctrace then runs %s)", o.CPU, IntelCPU)
 		}
-		return "", fmt.Errorf("mechanism syscall from compatibility mode with -cpu %s: an Intel CPU raises #UD on syscall outside 64-bit mode, and Linux, knowing it, leaves CSTAR (the compatibility-mode entry point) unset on Intel CPUs; QEMU's TCG does not raise that #UD but jumps to CSTAR = 0 in ring 0, which crashes the kernel. Leave -cpu out (sctrace then runs %s, whose syscall enters entry_SYSCALL_compat) or trace -m sysenter, the Intel way", o.CPU, AMDCPU)
+		return "", fmt.Errorf("mechanism syscall from compatibility mode with -cpu %s: an Intel CPU raises #UD on syscall outside 64-bit mode, and Linux, knowing it, leaves CSTAR (the compatibility-mode entry point) unset on Intel CPUs; QEMU's TCG before 9.1 does not raise that #UD but jumps to CSTAR = 0 in ring 0, which crashes the kernel. Leave -cpu out (sctrace then runs %s, whose syscall enters entry_SYSCALL_compat) or trace -m sysenter, the Intel way", o.CPU, AMDCPU)
 	}
 	o.Mechanism = m
 	return m, nil
