@@ -198,3 +198,37 @@ func TestChooseCompatCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestLogRecorderCompat records each call from the teaching kernel's
+// 32-bit code twice, on two guests booted alike: by single steps, and with
+// the way in stepped and the rest from QEMU's instruction log (which dumps
+// 32-bit code in a layout without the 64-bit registers, so the entering
+// instruction cannot come from it). The two must agree step for step (see
+// traceDiffs).
+func TestLogRecorderCompat(t *testing.T) {
+	for _, m := range []mechanism.Mechanism{mechanism.Int80Compat, mechanism.SysenterCompat, mechanism.SyscallCompat} {
+		t.Run(string(m), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			st, err := startFixture(t, Options{Mechanism: m}).RoundTrip(ctx, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lt, err := startFixture(t, Options{Mechanism: m, Record: RecordLog, LogAfter: 1}).RoundTrip(ctx, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, b := lt.Header.RecorderOf(0), lt.Header.RecorderOf(1); a != trace.RecorderStep || b != trace.RecorderLog {
+				t.Errorf("steps 0 and 1 recorded by %q and %q, want %q and %q", a, b, trace.RecorderStep, trace.RecorderLog)
+			}
+			diffs, effects := traceDiffs(st, lt)
+			for _, d := range diffs {
+				t.Error(d)
+			}
+			for _, e := range effects {
+				t.Log(e)
+			}
+			t.Logf("%s: %d steps stepped, %d with the log; %d differences", m, st.Len(), lt.Len(), len(diffs))
+		})
+	}
+}

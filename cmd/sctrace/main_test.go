@@ -96,6 +96,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--init", "read"}, "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--syscall", "mmap"}, "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux takes sysenter only from 32-bit code"},
+		{[]string{"run", "--trace", "-m", "int80-compat", "--record", "log"}, "--record log: mechanism int80-compat starts in 32-bit code, which QEMU's instruction log dumps in its 32-bit layout"},
+		{[]string{"run", "--trace", "-m", "syscall-compat", "--log-after", "0"}, "--record auto: mechanism syscall-compat starts in 32-bit code"},
 		{[]string{"run", "--trace", "-m", "sysenter-compat", "--cpu", "qemu64"}, "mechanism sysenter-compat with -cpu qemu64: an AMD CPU has no sysenter in long mode"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "int80-compat"}, "mechanism int80-compat is the teaching kernel's 32-bit code; under Linux a 32-bit program is in compatibility mode itself: give --exec with a static i386 program and -m int80"},
 	}

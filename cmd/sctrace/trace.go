@@ -114,6 +114,9 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 	if f.record == session.RecordLog && m.Event() {
 		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s returns to the interrupted instruction itself: use --record step", m)
 	}
+	if m.Compat() && (f.record == session.RecordLog && (!f.changed("log-after") || f.logAfter == 0) || f.record == session.RecordAuto && f.logAfter == 0) {
+		return "", 0, fmt.Errorf("--record %s: mechanism %s starts in 32-bit code, which QEMU's instruction log dumps in its 32-bit layout, without the 64-bit registers: single-step the way in (--log-after 1 or more) or use --record step", f.record, m)
+	}
 	if f.out != "" {
 		// Before QEMU boots and the round trip is recorded, not after.
 		if err := outfile.Check(f.out); err != nil {
