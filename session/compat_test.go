@@ -232,3 +232,25 @@ func TestLogRecorderCompat(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordFastCompat asks for the log recorder at the teaching kernel's
+// 32-bit int $0x80, before it runs: refused with the reason, nothing
+// recorded; one step later, in the kernel, it records the rest.
+func TestRecordFastCompat(t *testing.T) {
+	s := startFixture(t, Options{Mechanism: mechanism.Int80Compat})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.ToEntry(ctx, mechanism.Int80Compat); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.RecordFast(ctx)
+	if err == nil || !strings.Contains(err.Error(), "dumps 32-bit code (compatibility mode, here) without the 64-bit registers") || tr.Len() != 0 {
+		t.Fatalf("RecordFast in 32-bit code: %d steps, error %v; want none and the reason", tr.Len(), err)
+	}
+	if _, err := s.Recorder.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err = s.RecordFast(ctx); err != nil || tr.Header.Stop != string(trace.StopUser) {
+		t.Fatalf("RecordFast from the kernel: stop %q, error %v", tr.Header.Stop, err)
+	}
+}
