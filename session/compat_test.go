@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,13 +45,19 @@ func TestFixtureCompat(t *testing.T) {
 		exit   string
 		op     x86asm.Op
 		skip   int // round trips recorded before the one checked
+		stacks []string
 	}{
-		{"int80", mechanism.Int80Compat, "", IntelCPU, false, "entry_INT80", "int80_iretq_insn", x86asm.IRETQ, 0},
-		{"sysenter", mechanism.SysenterCompat, "", IntelCPU, false, "entry_SYSENTER_compat", "sysexitl_insn", x86asm.SYSEXIT, 0},
-		{"syscall", mechanism.SyscallCompat, "", AMDCPU, false, "entry_SYSCALL_compat", "entry_SYSRETL_compat_insn", x86asm.SYSRET, 0},
+		// The CPU moves an int $0x80, a sysenter (SYSENTER_ESP) and a #UD
+		// to the entry stack, the entry code to the kernel stack; a
+		// syscall stays on the user stack until the entry code loads the
+		// kernel's; every way out leaves from the entry stack (entry.S).
+		{"int80", mechanism.Int80Compat, "", IntelCPU, false, "entry_INT80", "int80_iretq_insn", x86asm.IRETQ, 0, viaEntryStack},
+		{"sysenter", mechanism.SysenterCompat, "", IntelCPU, false, "entry_SYSENTER_compat", "sysexitl_insn", x86asm.SYSEXIT, 0, viaEntryStack},
+		{"syscall", mechanism.SyscallCompat, "", AMDCPU, false, "entry_SYSCALL_compat", "entry_SYSRETL_compat_insn", x86asm.SYSRET, 0,
+			[]string{"user stack", "kernel stack", "entry stack", "user stack"}},
 		// The first #UD prints the kernel's report on the console: the
 		// second round trip is the path every later one takes.
-		{"syscall-UD-intel-qemu10", mechanism.SyscallCompat, IntelCPU, IntelCPU, true, "asm_exc_invalid_op", "ud_iretq_insn", x86asm.IRETQ, 1},
+		{"syscall-UD-intel-qemu10", mechanism.SyscallCompat, IntelCPU, IntelCPU, true, "asm_exc_invalid_op", "ud_iretq_insn", x86asm.IRETQ, 1, viaEntryStack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,9 +131,8 @@ func TestFixtureCompat(t *testing.T) {
 			if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || !ev.cplZero {
 				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, CPL 0 and the kernel stack", ev)
 			}
-			stacks := trace.Summarize(tr).Stacks
-			if len(stacks) < 3 || stacks[0] != "user stack" || stacks[len(stacks)-1] != "user stack" {
-				t.Errorf("stacks visited %q: want from the user stack through the kernel's and back", stacks)
+			if stacks := trace.Summarize(tr).Stacks; !slices.Equal(stacks, tt.stacks) {
+				t.Errorf("stacks visited %q, want %q", stacks, tt.stacks)
 			}
 			if ev.findings != 0 {
 				for _, f := range trace.Summarize(tr).Findings {
@@ -143,10 +149,14 @@ func TestFixtureCompat(t *testing.T) {
 				t.Errorf("sctrace recorded %d instructions, gdb's stepi counted %d on the same path", tr.Len(), counts[0])
 			}
 			t.Logf("%s on %s (QEMU %s): %d instructions (gdb stepi %d), %s → %s, stacks %q",
-				tt.m, tr.Header.CPUModel, cmp.Or(o.QEMU, "on $PATH"), tr.Len(), counts[0], tt.entry, tt.exit, stacks)
+				tt.m, tr.Header.CPUModel, cmp.Or(o.QEMU, "on $PATH"), tr.Len(), counts[0], tt.entry, tt.exit, tt.stacks)
 		})
 	}
 }
+
+// viaEntryStack is the stacks of a round trip the CPU starts on the entry
+// stack (TSS.RSP0 or SYSENTER_ESP).
+var viaEntryStack = []string{"user stack", "entry stack", "kernel stack", "entry stack", "user stack"}
 
 // checkUser32Descriptor reads GDT entry 4 (selector 0x23) from the guest and
 // checks it is what compatibility mode needs (SDM vol. 3, 3.4.5): a present
