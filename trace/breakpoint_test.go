@@ -8,6 +8,7 @@ import (
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/target"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // TestBreakpointRemoval runs the guest to a hardware breakpoint through
@@ -22,7 +23,7 @@ func TestBreakpointRemoval(t *testing.T) {
 	}{
 		{"runTo", func(ctx context.Context, r *Recorder) error { return r.runTo(ctx, addr) }},
 		{"continueTo", func(ctx context.Context, r *Recorder) error {
-			_, err := r.continueTo(ctx, addr, rsp, "step over")
+			_, err := r.continueTo(ctx, addr, rsp, true, "step over")
 			return err
 		}},
 	}
@@ -60,5 +61,48 @@ func TestBreakpointRemoval(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestContinueToStack runs continueTo against scripted stops at the
+// awaited address: a stop deeper on the same stack (a recursive use of the
+// code) is run past; one on another stack is the return when the callee
+// may move the stack (stepping over a call), and run past when the exact
+// stack pointer is awaited (an interrupt's return).
+func TestContinueToStack(t *testing.T) {
+	const addr, rsp = 0xffffffff81000040, 0xffffc90000004000
+	at := func(sp uint64) gdbstubtest.Stop {
+		return gdbstubtest.Stop{Regs: map[string]uint64{"rip": addr, "rsp": sp}}
+	}
+	deeper, other := at(rsp-0x100), at(0xfffffe0000002f58)
+	tests := []struct {
+		name   string
+		moved  bool
+		script []gdbstubtest.Stop
+		want   uint64
+	}{
+		{"exact", false, []gdbstubtest.Stop{deeper, other, at(rsp)}, rsp},
+		{"moved", true, []gdbstubtest.Stop{deeper, other, at(rsp)}, 0xfffffe0000002f58},
+		{"moved, same stack", true, []gdbstubtest.Stop{deeper, at(rsp)}, rsp},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stub := gdbstubtest.New(t)
+			stub.SetRegister("rip", 0xffffffff81000000)
+			stub.SetRegister("rsp", rsp)
+			stub.Script(tt.script...)
+			ctx, conn := testenv.DialStub(t, stub)
+			r := NewRecorder(target.New(conn), nil, nil, Header{})
+			st, err := r.continueTo(ctx, addr, rsp, tt.moved, "step over")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Val(x86.RSP); got != tt.want {
+				t.Errorf("stopped with rsp %#x, want %#x", got, tt.want)
+			}
+			if left := stub.Breakpoints(); len(left) != 0 {
+				t.Errorf("breakpoints left: %v", left)
+			}
+		})
 	}
 }
