@@ -75,16 +75,23 @@ func (d *Live) Live() bool { return true }
 // Snapshot returns what the last operation left.
 func (d *Live) Snapshot() Snapshot { return d.snap }
 
-// Step executes one instruction, or a whole call when over is set.
-func (d *Live) Step(ctx context.Context, over bool) error {
+// Step executes one instruction, or a whole call when over is set; the
+// call runs to its return with the command line's breakpoints out of the
+// stub, as in Run.
+func (d *Live) Step(ctx context.Context, over bool) (err error) {
 	defer d.refresh(ctx)
 	r := d.S.Recorder
 	if over {
 		saved := r.Over
 		r.Over = 1
 		defer func() { r.Over = saved }()
+		restore, err := d.lift(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, restore()) }()
 	}
-	_, err := r.Step(ctx)
+	_, err = r.Step(ctx)
 	return err
 }
 
