@@ -45,23 +45,10 @@ func TestCallsRunPastUserBreakpoints(t *testing.T) {
 			for i := 5; i < len(code); i++ {
 				code[i] = 0x90
 			}
-			stub.Map(rip, code)
-			stub.Map(rsp-4096, make([]byte, 8192))
-			for name, v := range map[string]uint64{"rip": rip, "rsp": rsp, "cs": 0x10, "ss": 0x18, "eflags": 0x2} {
-				stub.SetRegister(name, v)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			conn, err := gdbremote.Dial(ctx, stub.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			tg := target.New(conn)
-			rec := trace.NewRecorder(tg, nil, nil, trace.Header{Target: "fake stub"})
-			if err := rec.Init(ctx); err != nil {
-				t.Fatal(err)
-			}
-			d := NewLive(ctx, &session.Session{Conn: conn, Target: tg, Recorder: rec}, mechanism.Syscall)
+			d := stubLive(ctx, t, stub, rip, rsp, code)
+			rec := d.S.Recorder
 			defer d.Close()
 			eng := d.engine()
 			eng.Out = io.Discard
@@ -82,4 +69,26 @@ func TestCallsRunPastUserBreakpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stubLive sets the fake stub up at a kernel-mode stop at rip with code
+// there and a stack around rsp, and returns a live driver over it.
+func stubLive(ctx context.Context, t *testing.T, stub *gdbstubtest.Stub, rip, rsp uint64, code []byte) *Live {
+	t.Helper()
+	stub.Map(rip, code)
+	stub.Map(rsp-4096, make([]byte, 8192))
+	for name, v := range map[string]uint64{"rip": rip, "rsp": rsp, "cs": 0x10, "ss": 0x18, "eflags": 0x2} {
+		stub.SetRegister(name, v)
+	}
+	conn, err := gdbremote.Dial(ctx, stub.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	tg := target.New(conn)
+	rec := trace.NewRecorder(tg, nil, nil, trace.Header{Target: "fake stub"})
+	if err := rec.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return NewLive(ctx, &session.Session{Conn: conn, Target: tg, Recorder: rec}, mechanism.Syscall)
 }
