@@ -54,7 +54,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	_, err := Parse("sysret")
-	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault or irq)`; err == nil || err.Error() != want {
+	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int80-compat, sysenter-compat or syscall-compat)`; err == nil || err.Error() != want {
 		t.Errorf("Parse(sysret) error = %v, want %s", err, want)
 	}
 }
@@ -72,6 +72,9 @@ func TestLabels(t *testing.T) {
 		{Vdso, "user_vdso_read_insn", "user_vdso_read_ret", ""},
 		{PageFault, "user_pagefault_insn", "user_pagefault_ret", ""},
 		{IRQ, "user_irq_insn", "user_irq_ret", ""},
+		{Int80Compat, "user_int80_compat_insn", "user_int80_compat_ret", "int $0x80"},
+		{SysenterCompat, "user_sysenter_compat_insn", "user_sysenter_compat_ret", "sysenter"},
+		{SyscallCompat, "user_syscall_compat_insn", "user_syscall_compat_ret", "syscall"},
 	}
 	for _, tt := range tests {
 		if got := tt.m.UserLabel(); got != tt.insn {
@@ -91,6 +94,19 @@ func TestKinds(t *testing.T) {
 		event := m == PageFault || m == IRQ
 		if m.Event() != event || m.SystemCall() == event {
 			t.Errorf("%s: Event() = %v, SystemCall() = %v; want %v, %v", m, m.Event(), m.SystemCall(), event, !event)
+		}
+	}
+}
+
+func TestCompat(t *testing.T) {
+	native := map[Mechanism]Mechanism{Int80Compat: Int80, SysenterCompat: Sysenter, SyscallCompat: Syscall}
+	for _, m := range All {
+		want, compat := native[m]
+		if !compat {
+			want = m
+		}
+		if m.Compat() != compat || m.Native() != want {
+			t.Errorf("%s: Compat() = %v, Native() = %s; want %v, %s", m, m.Compat(), m.Native(), compat, want)
 		}
 	}
 }
