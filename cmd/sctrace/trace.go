@@ -112,7 +112,7 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 		return "", 0, errors.New("--record log records every instruction: --over needs --record step")
 	}
 	if f.record == session.RecordLog && m.Event() {
-		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s returns to the interrupted instruction itself: use --record step", m)
+		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s is an exception or interrupt, which returns to %s: use --record step", m, eventReturn(m))
 	}
 	if f.out != "" {
 		// Before QEMU boots and the round trip is recorded, not after.
@@ -132,7 +132,8 @@ func (f *recordFlags) options(o *session.Options) {
 	switch {
 	case f.record == session.RecordAuto && (f.over > 0 || mechanism.Mechanism(f.mechanism).Event()):
 		// Stepping over calls is the stepping recorder's, and so are
-		// round trips that return to the instruction they interrupted.
+		// exceptions and interrupts, which return elsewhere than after a
+		// system call.
 		o.Record = session.RecordStep
 	case f.record == session.RecordAuto || f.changed("log-after"):
 		o.LogAfter = f.logAfter
@@ -361,4 +362,13 @@ terminal): the view stays on the step it shows, or follows the last one.`,
 	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")
 	cmd.Flags().BoolVar(&follow, "follow", false, "read FILE again whenever it changes (a trace sctrace proxy --out keeps saving)")
 	return cmd
+}
+
+// eventReturn says where an exception or interrupt entered by m returns
+// to, for messages.
+func eventReturn(m mechanism.Mechanism) string {
+	if m.Signal() {
+		return "a signal handler on Linux"
+	}
+	return "the interrupted instruction itself"
 }
