@@ -31,12 +31,15 @@ import (
 // code, 0 for hlt: the frame holds the hlt itself) through the IDT to
 // asm_exc_int3 or asm_exc_general_protection (kallsyms) at CPL 0 on the
 // entry stack (neither gate has an IST), minus the 40- or 48-byte frame;
-// the handler moves to the task stack and calls do_int3_user or
-// exc_general_protection, which force a signal; on the way out
+// the handler moves to the task stack and calls exc_int3 or
+// exc_general_protection, which force a signal (do_trap,
+// gp_user_force_sig_segv); on the way out
 // arch_do_signal_or_restart and get_signal deliver it, and iretq returns at
 // CPL 3 to the handler's first instruction with the signal number in RDI
 // (the SA_SIGINFO calling convention), the restorer's address on top of a
-// stack below the interrupted one, and no finding on the way.
+// stack below the interrupted one, and no finding on the way. The
+// annotator names the kernel's stores of the handler's address and the
+// frame's into pt_regs->ip and ->sp.
 //
 // rt_sigreturn: the restorer's syscall (RAX 15, named rt_sigreturn in the
 // trace header) returns to CPL 3 at the instruction after int3
@@ -54,7 +57,7 @@ func TestLinuxSignal(t *testing.T) {
 		signal             uint64 // SIGTRAP, SIGSEGV (asm-generic/signal.h)
 		frame              uint64 // bytes the CPU pushed: 5 words, and #GP's error code
 	}{
-		{mechanism.Int3, linuxinit.Int3Insn, linuxinit.Int3Ret, linuxinit.SigtrapHandler, "asm_exc_int3", "do_int3_user", 5, 40},
+		{mechanism.Int3, linuxinit.Int3Insn, linuxinit.Int3Ret, linuxinit.SigtrapHandler, "asm_exc_int3", "exc_int3", 5, 40},
 		{mechanism.GPFault, linuxinit.GPFaultInsn, linuxinit.GPFaultRet, linuxinit.SigsegvHandler, "asm_exc_general_protection", "exc_general_protection", 11, 48},
 	}
 	for _, series := range []string{"6.1", "6.12"} {
@@ -226,14 +229,15 @@ func checkSignalDelivery(ctx context.Context, t *testing.T, s *Session, tr *trac
 	}
 	// The annotator names the signal frame the kernel wrote into
 	// pt_regs: the new user RIP, the handler.
-	var named bool
+	var namedIP, namedSP bool
 	for _, st := range tr.All() {
 		for _, e := range st.Effects {
-			named = named || strings.HasPrefix(e.Text, "pt_regs->ip ") && strings.Contains(e.Text, fmt.Sprintf("→ %#x", handler))
+			namedIP = namedIP || strings.HasPrefix(e.Text, "pt_regs->ip ") && strings.Contains(e.Text, fmt.Sprintf("→ %#x", handler))
+			namedSP = namedSP || strings.HasPrefix(e.Text, "pt_regs->sp ") && strings.Contains(e.Text, fmt.Sprintf("→ %#x:", sp))
 		}
 	}
-	if !named {
-		t.Errorf("no step explains the store of the handler's address %#x into pt_regs->ip", handler)
+	if !namedIP || !namedSP {
+		t.Errorf("explained: the store of the handler's address %#x into pt_regs->ip %v, of the frame's %#x into pt_regs->sp %v; want both", handler, namedIP, sp, namedSP)
 	}
 }
 
