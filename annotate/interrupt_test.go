@@ -498,4 +498,9 @@ func TestSignalFrameStores(t *testing.T) {
 	expectEffects(t, ip, note(KindFrame, "pt_regs->ip 0x401001 → 0x401800: the return to user mode will go there, not back to where the int3 of step 0 left off"))
 	sp := Annotate(mkStep(t, 901, []byte{0x48, 0x89, 0x8b, 0x98, 0x00, 0x00, 0x00}, lstar+7, k, with(k, regs{x86.RIP: lstar + 14})), c)
 	expectEffects(t, sp, note(KindFrame, fmt.Sprintf("pt_regs->sp %#x → %#x: the return to user mode will load a stack pointer 1128 bytes below the one the int3 of step 0 saved", uint64(userRSP), uint64(frame))))
+	iretRSP := uint64(kstackTop - 40)
+	back := Annotate(mkStep(t, 950, insIretq, lstar+0x40, with(kernel, regs{x86.RSP: iretRSP}), with(user, regs{x86.RIP: handler, x86.RSP: frame}),
+		Memory{Addr: iretRSP, Data: qwords(handler, 0x33, 0x246, frame, 0x2b)}), c)
+	expectEffects(t, back, ok(KindControl, "rip = 0x401800: the popped RIP, not 0x401001 where the int3 of step 0 left off: the kernel rewrote the frame since that entry"))
+	expectNoFinding(t, back)
 }
