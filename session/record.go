@@ -177,11 +177,7 @@ func (s *Session) RecordFast(ctx context.Context, until ...trace.Until) (*trace.
 		until = []trace.Until{trace.BackInUser()}
 	}
 	if m := mechanism.Mechanism(s.Recorder.Trace().Header.Mechanism); m.Event() {
-		back := "the interrupted instruction itself"
-		if m.Signal() {
-			back = "a signal handler on Linux"
-		}
-		return s.Recorder.Trace(), fmt.Errorf("the log recorder follows a system call to the instruction after it; a %s returns to %s: record it by single steps", m, back)
+		return s.Recorder.Trace(), fmt.Errorf("the log recorder follows a system call to the instruction after it; a %s enters by an exception or an interrupt, which it does not follow: record it by single steps", m)
 	}
 	l := trace.NewLogRecorder(s.Recorder)
 	saved := s.Recorder.Budget

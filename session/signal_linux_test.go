@@ -236,6 +236,13 @@ func checkSignalDelivery(ctx context.Context, t *testing.T, s *Session, tr *trac
 			namedSP = namedSP || strings.HasPrefix(e.Text, "pt_regs->sp ") && strings.Contains(e.Text, fmt.Sprintf("→ %#x:", sp))
 		}
 	}
+	var rewritten bool
+	for _, e := range tr.Step(tr.Len() - 1).Effects {
+		rewritten = rewritten || strings.Contains(e.Text, fmt.Sprintf("the popped RIP, not %#x where", uint64(st0.RIP)+uint64(len(st0.Bytes))*boolInt(tr.Header.Mechanism == string(mechanism.Int3))))
+	}
+	if !rewritten {
+		t.Errorf("the iretq does not say it returns elsewhere than where the entry left off: %v", tr.Step(tr.Len()-1).Effects)
+	}
 	if !namedIP || !namedSP {
 		t.Errorf("explained: the store of the handler's address %#x into pt_regs->ip %v, of the frame's %#x into pt_regs->sp %v; want both", handler, namedIP, sp, namedSP)
 	}
@@ -278,4 +285,13 @@ func checkSigreturn(t *testing.T, tr *trace.Trace, sigret, ret, userRSP uint64) 
 		t.Errorf("ended at %#x (rsp %#x) CPL %d, want %#x (rsp %#x) CPL 3: after the instruction, on the stack it interrupted",
 			f.Val(x86.RIP), f.Val(x86.RSP), f.CPL(), ret, userRSP)
 	}
+}
+
+// boolInt is 1 for true, 0 for false: int3 is a trap, whose entry leaves
+// off after the instruction, a #GP a fault, which leaves off at it.
+func boolInt(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

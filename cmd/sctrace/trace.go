@@ -112,7 +112,7 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 		return "", 0, errors.New("--record log records every instruction: --over needs --record step")
 	}
 	if f.record == session.RecordLog && m.Event() {
-		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s is an exception or interrupt, which returns to %s: use --record step", m, eventReturn(m))
+		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s enters by an exception or an interrupt, which the log recorder does not follow: use --record step", m)
 	}
 	if f.out != "" {
 		// Before QEMU boots and the round trip is recorded, not after.
@@ -362,13 +362,4 @@ terminal): the view stays on the step it shows, or follows the last one.`,
 	cmd.Flags().BoolVar(&expand, "expand", false, "with --diff and --format, list every step of a run only in one trace")
 	cmd.Flags().BoolVar(&follow, "follow", false, "read FILE again whenever it changes (a trace sctrace proxy --out keeps saving)")
 	return cmd
-}
-
-// eventReturn says where an exception or interrupt entered by m returns
-// to, for messages.
-func eventReturn(m mechanism.Mechanism) string {
-	if m.Signal() {
-		return "a signal handler on Linux"
-	}
-	return "the interrupted instruction itself"
 }
