@@ -97,7 +97,7 @@ type Header struct {
 	// CPUModel is QEMU's -cpu model, when sctrace started QEMU: its vendor
 	// decides whether sysenter and syscall work outside 64-bit mode.
 	CPUModel  string `json:"cpu_model,omitempty"`
-	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
+	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int3, gpfault
 	Symbols   string `json:"symbols,omitempty"`   // where names came from
 	// Syscall names the system call the trace starts at, with its
 	// arguments, when it starts at a user syscall instruction on Linux.
