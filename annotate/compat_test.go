@@ -66,6 +66,21 @@ func TestCompatEntry(t *testing.T) {
 			compat: true,
 			checks: []check{finding(KindControl, "rip = 0: CSTAR is 0, no entry point")},
 		},
+		{
+			// QEMU 10's TCG with an Intel vendor, as an Intel CPU: the
+			// CPU is in the #UD handler with a frame whose RIP is the
+			// syscall itself and whose CS is the 32-bit one.
+			name: "syscall from compatibility mode raises #UD (Intel)",
+			step: withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23),
+				with(user, regs{x86.RIP: udEntry, x86.CS: 0x10, x86.SS: 0, x86.RSP: frameRSP, x86.RFLAGS: 0x46}),
+				Memory{Addr: frameRSP, Data: qwords(userRIP, 0x23, 0x246, userRSP, 0x2b, 0), After: true}), cs32),
+			compat: true,
+			checks: []check{
+				note(KindControl, "syscall raised #UD: outside 64-bit mode"),
+				note(KindPrivilege, "syscall from compatibility mode: #UD invalid opcode delivered"),
+				ok(KindFrame, "rip 0x401000, cs 0x23"),
+			},
+		},
 		{name: "syscall from 64-bit mode", step: withCS(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), cs64)},
 		{name: "sysenter from 64-bit mode", step: withCS(mkStep(t, 1, insSysenter, userRIP, user, sysenterAfter), cs64)},
 	}
@@ -73,6 +88,9 @@ func TestCompatEntry(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			effects := Annotate(tt.step, &Context{})
 			expectEffects(t, effects, tt.checks...)
+			if strings.Contains(tt.name, "#UD") {
+				expectNoFinding(t, effects)
+			}
 			said := strings.Contains(dump(effects), "from compatibility mode")
 			if said != tt.compat {
 				t.Errorf("says compatibility mode: %v, want %v:\n%s", said, tt.compat, dump(effects))

@@ -96,8 +96,18 @@ func (a *annotator) overCall() {
 	}
 	before, bok := a.b.Get(x86.RSP)
 	after, aok := a.a.Get(x86.RSP)
-	if bok && aok && before != after {
-		a.add(KindStack, Finding, "the call to %s returned with rsp %#x, not %#x as before the call", callee, after, before)
+	switch {
+	case bok && aok && before != after && a.otherStack(before, after):
+		// Linux's error_entry, for one, returns on the task stack after
+		// copying the frame there from the entry stack.
+		a.note(KindStack, "the call to %s returned on another stack: %s → %s; it was stepped over, so how it moved the stack is not traced", callee, a.stackName(before), a.stackName(after))
+		a.mark(EventStackSwitch)
+		return
+	case bok && aok && before != after:
+		// RET pops whatever is at RSP: a callee may return with the stack
+		// moved, as Linux's error_entry does, leaving the registers it
+		// saved on it. Not an architectural fault, so a note.
+		a.note(KindStack, "the call to %s returned with rsp %#x, not %#x as before the call: the callee left the stack moved by %d bytes; it was stepped over, so how is not traced", callee, after, before, int64(before-after))
 		return
 	}
 	a.note(KindControl, "call %s ran to its return (stepped over, not traced)", callee)

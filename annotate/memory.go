@@ -55,7 +55,7 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *x86.State) []Range {
 		}
 		out = append(out, gateRanges(sys, v)...)
 	case opSyscall:
-		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
+		if syscallMayUD(before) {
 			out = append(out, gateRanges(sys, 6)...)
 		}
 	case opSysret, opSysexit:
@@ -68,6 +68,15 @@ func MemoryBefore(inst x86asm.Inst, addr uint64, before *x86.State) []Range {
 		out = append(out, r) // the code a jmp skips: a patched-out ALTERNATIVE?
 	}
 	return out
+}
+
+// syscallMayUD reports whether a syscall from this state may raise #UD:
+// with EFER.SCE clear, or from compatibility mode (an Intel CPU).
+func syscallMayUD(before *x86.State) bool {
+	if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
+		return true
+	}
+	return before.Sys.CompatMode()
 }
 
 // gateRanges asks for IDT entry v and the TSS.
@@ -116,7 +125,7 @@ func MemoryAfter(inst x86asm.Inst, addr uint64, before, after *x86.State) []Rang
 	case opFarCall:
 		return []Range{{rsp, 4 * 8}}
 	case opSyscall:
-		if efer, ok := before.Get(x86.EFER); ok && x86.EFERFlags(efer)&x86.EFERSCE == 0 {
+		if syscallMayUD(before) {
 			return frame // #UD
 		}
 		return nil

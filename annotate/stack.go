@@ -165,21 +165,25 @@ func (a *annotator) scratchRSP(before, after uint64) bool {
 	return false
 }
 
-// stackSwitch names a move to another stack.
-func (a *annotator) stackSwitch(before, after uint64) {
+// otherStack reports whether after is on another stack than before: in
+// another named stack region, or, where the regions say nothing, in the
+// other half of the address space or more than 64 KiB away.
+func (a *annotator) otherStack(before, after uint64) bool {
 	rb, okb := a.stackRegion(before)
 	ra, oka := a.stackRegion(after)
-	switched := false
 	switch {
 	case okb && oka:
-		switched = rb.Name != ra.Name || rb.Kind != ra.Kind
+		return rb.Name != ra.Name || rb.Kind != ra.Kind
 	case okb != oka:
-		switched = true
-	default:
-		d := int64(after - before)
-		switched = x86.KernelHalf(before) != x86.KernelHalf(after) || d > 1<<16 || d < -(1<<16)
+		return true
 	}
-	if switched {
+	d := int64(after - before)
+	return x86.KernelHalf(before) != x86.KernelHalf(after) || d > 1<<16 || d < -(1<<16)
+}
+
+// stackSwitch names a move to another stack.
+func (a *annotator) stackSwitch(before, after uint64) {
+	if a.otherStack(before, after) {
 		a.note(KindStack, "stack switch: %s → %s", a.stackName(before), a.stackName(after))
 		a.mark(EventStackSwitch)
 		if cpl(a.b) == 0 && !a.entered && a.c.ExitTrampoline(before, after) {

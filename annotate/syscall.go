@@ -81,6 +81,15 @@ func (a *annotator) syscall() {
 		a.enter(6, false, "syscall with EFER.SCE clear")
 		return
 	}
+	// SYSCALL leaves RSP alone; the #UD's interrupt gate switches to
+	// TSS.RSP0 (CPL 3 → 0).
+	rspBefore, ok1 := a.b.Get(x86.RSP)
+	rspAfter, ok2 := a.a.Get(x86.RSP)
+	if a.compatMode(a.b) && ok1 && ok2 && rspBefore != rspAfter && a.raisedUD(x86.MSRCSTAR) {
+		a.note(KindControl, "syscall raised #UD: outside 64-bit mode (here compatibility mode, CS.L = 0) Intel CPUs do not support syscall (SDM: #UD if CS.L ≠ 1), and QEMU's TCG with an Intel vendor models that from 9.1; AMD's take it to CSTAR")
+		a.enter(6, false, "syscall from compatibility mode")
+		return
+	}
 	a.explained(x86.RIP, x86.RCX, x86.R11, x86.RFLAGS, x86.CS, x86.SS)
 	a.privilegeChange("syscall", 0)
 	a.compatEntry("syscall")

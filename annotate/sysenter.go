@@ -7,10 +7,11 @@ import (
 	"github.com/sctrace/sctrace/x86"
 )
 
-// sysenterUD reports whether a sysenter raised #UD rather than entering the
-// kernel: the CPU is in the #UD handler (IDT[6]) or pushed a frame whose RIP
-// is the sysenter itself.
-func (a *annotator) sysenterUD() bool {
+// raisedUD reports whether the instruction (sysenter, or syscall from
+// compatibility mode) raised #UD rather than entering the kernel: the CPU
+// is in the #UD handler (IDT[6]) or pushed a frame whose RIP is the
+// instruction itself, and is not at the entry point known from entryMSR.
+func (a *annotator) raisedUD(entryMSR uint32) bool {
 	rip, ok := a.a.Get(x86.RIP)
 	if !ok {
 		return false
@@ -18,7 +19,7 @@ func (a *annotator) sysenterUD() bool {
 	if g, ok := a.gate(6); ok && g.Offset == rip {
 		return true
 	}
-	if m := a.k.MSR(x86.MSRSysenterEIP); m != nil && m.Known == ^uint64(0) && m.Value == rip {
+	if m := a.k.MSR(entryMSR); m != nil && m.Known == ^uint64(0) && m.Value == rip {
 		return false
 	}
 	rsp, ok := a.a.Get(x86.RSP)
@@ -33,7 +34,7 @@ func (a *annotator) sysenterUD() bool {
 // sysenter explains SYSENTER: RIP, RSP and CS from the three SYSENTER MSRs,
 // SS = CS + 8, IF and VM cleared. On AMD CPUs in long mode it raises #UD.
 func (a *annotator) sysenter() {
-	if a.sysenterUD() {
+	if a.raisedUD(x86.MSRSysenterEIP) {
 		a.note(KindControl, "sysenter raised #UD: in 64-bit mode AMD CPUs (and QEMU with an AMD vendor) do not support sysenter; only Intel ones do")
 		a.enter(6, false, mechanism.Sysenter.Instruction())
 		return

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/sctrace/sctrace/internal/termtext"
 )
 
 // WriteJSON writes rep as indented JSON, raw samples included.
@@ -443,7 +445,7 @@ func writeNotes(tw *textWriter, t *TargetResult) {
 	}
 	tw.line("")
 	for _, n := range notes {
-		for i, l := range wrap(n, 96) {
+		for i, l := range termtext.Wrap(n, 96) {
 			if i == 0 {
 				tw.line("  * %s", l)
 			} else {
@@ -457,25 +459,6 @@ func writeNotes(tw *textWriter, t *TargetResult) {
 func (d Duration) String() string {
 	b, _ := d.MarshalText()
 	return string(b)
-}
-
-func wrap(s string, width int) []string {
-	var lines []string
-	var cur strings.Builder
-	for _, w := range strings.Fields(s) {
-		if cur.Len() > 0 && cur.Len()+1+len(w) > width {
-			lines = append(lines, cur.String())
-			cur.Reset()
-		}
-		if cur.Len() > 0 {
-			cur.WriteByte(' ')
-		}
-		cur.WriteString(w)
-	}
-	if cur.Len() > 0 {
-		lines = append(lines, cur.String())
-	}
-	return lines
 }
 
 func formatRatio(r float64) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -111,24 +112,6 @@ func (p *printer) line(format string, args ...any) {
 	p.f("%s\n", fit(fmt.Sprintf(format, args...), Width))
 }
 
-// wrapWords breaks text at spaces into lines of at most n columns.
-func wrapWords(text string, n int) []string {
-	var lines []string
-	cur := ""
-	for _, w := range strings.Fields(text) {
-		switch {
-		case cur == "":
-			cur = w
-		case len([]rune(cur))+1+len([]rune(w)) <= n:
-			cur += " " + w
-		default:
-			lines = append(lines, cur)
-			cur = w
-		}
-	}
-	return append(lines, cur)
-}
-
 func fnName(name string) string { return cmp.Or(name, "(no symbol)") }
 
 // WriteText prints the result: a summary, then the aligned steps, in
@@ -143,11 +126,11 @@ func WriteText(w io.Writer, r *Result, o Options) error {
 		p.line("  %s  %s", side.label, cmp.Or(side.name, "(unnamed)"))
 		p.line("     %s", describe(side.t))
 	}
-	for _, l := range wrapWords(r.MatchedBy(), Width-2) {
+	for _, l := range termtext.Wrap(r.MatchedBy(), Width-2) {
 		p.line("  %s", l)
 	}
 	for _, n := range r.Notes {
-		for i, l := range wrapWords(n, Width-4) {
+		for i, l := range termtext.Wrap(n, Width-4) {
 			if i == 0 {
 				p.line("  %s", l)
 			} else {
@@ -176,7 +159,7 @@ func WriteText(w io.Writer, r *Result, o Options) error {
 	for _, c := range r.EventCounts {
 		counts = append(counts, fmt.Sprintf("%s %d/%d", c.Event, c.A, c.B))
 	}
-	for i, l := range wrapWords("steps with each event, A/B: "+strings.Join(counts, ", "), Width-4) {
+	for i, l := range termtext.Wrap("steps with each event, A/B: "+strings.Join(counts, ", "), Width-4) {
 		p.line("%s%s", strings.Repeat(" ", 2+2*min(i, 1)), l)
 	}
 	if len(r.Events) == 0 {
@@ -187,9 +170,9 @@ func WriteText(w io.Writer, r *Result, o Options) error {
 			head := fmt.Sprintf("    %s %-12s step %-6d %-30s ", strings.ToUpper(string(e.Side)), e.Event, e.Step,
 				trace.FitWhere(e.Where, 30))
 			room := Width - len([]rune(head))
-			lines := wrapWords(e.Detail, room)
+			lines := termtext.Wrap(e.Detail, room)
 			p.line("%s%s", head, lines[0])
-			for _, l := range wrapWords(strings.Join(lines[1:], " "), Width-8) {
+			for _, l := range termtext.Wrap(strings.Join(lines[1:], " "), Width-8) {
 				if l != "" {
 					p.line("        %s", l)
 				}

@@ -3,7 +3,9 @@
 // used as a system call, the vDSO read that enters no kernel at all, and
 // four entries that are no system call: a page fault on a page not yet
 // mapped, a timer interrupt arriving in user mode, a breakpoint (int3) and
-// a general-protection fault raised by a user instruction.
+// a general-protection fault raised by a user instruction; and, on the
+// teaching kernel, the same int $0x80, sysenter and syscall made from
+// 32-bit code (compatibility mode).
 // The recorder, the teaching kernel, the Linux /init and the annotator all
 // take the names, the labels and the spellings from here.
 package mechanism
@@ -44,9 +46,35 @@ const (
 	GPFault   Mechanism = "gpfault"
 )
 
+// The teaching kernel's compatibility-mode mechanisms: its user program
+// switches to a 32-bit code segment (L = 0, D = 1) and makes the call from
+// there by int $0x80, sysenter or syscall. On Linux a 32-bit program is
+// itself in compatibility mode, so its calls are traced under the plain
+// names (-m int80, sysenter or syscall with an i386 --exec program).
+const (
+	Int80Compat    Mechanism = "int80-compat"
+	SysenterCompat Mechanism = "sysenter-compat"
+	SyscallCompat  Mechanism = "syscall-compat"
+)
+
 // All lists every mechanism, in the order the teaching kernel's trace mode
 // calls them.
-var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso, PageFault, IRQ, Int3, GPFault}
+var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso, PageFault, IRQ, Int80Compat, SysenterCompat, SyscallCompat, Int3, GPFault}
+
+// Compat reports whether m is made from compatibility mode: 32-bit user
+// code under a 64-bit kernel.
+func (m Mechanism) Compat() bool {
+	return m == Int80Compat || m == SysenterCompat || m == SyscallCompat
+}
+
+// Native returns the instruction's mechanism whatever the mode it is made
+// from: int80 for int80-compat, and so on; m itself otherwise.
+func (m Mechanism) Native() Mechanism {
+	if m.Compat() {
+		return Mechanism(strings.TrimSuffix(string(m), "-compat"))
+	}
+	return m
+}
 
 // SystemCall reports whether m is a way to make a system call (or, for the
 // vDSO, to get a system call's answer without one): every mechanism but
@@ -98,13 +126,14 @@ func (m Mechanism) stem() string {
 	if m == Vdso {
 		return "vdso_read"
 	}
-	return string(m)
+	return strings.ReplaceAll(string(m), "-", "_")
 }
 
 // UserLabel is the symbol the guest programs sctrace ships (the teaching
 // kernel and Linux's /init) put on the user instruction that enters the
 // kernel by m, e.g. user_syscall_insn; for the vDSO baseline, the user
-// read of the kernel-provided page, user_vdso_read_insn; for a page fault,
+// read of the kernel-provided page, user_vdso_read_insn; from
+// compatibility mode, user_int80_compat_insn and the like; for a page fault,
 // the store that faults, user_pagefault_insn; for an interrupt, the first
 // instruction of the loop the program waits in, user_irq_insn.
 func (m Mechanism) UserLabel() string { return "user_" + m.stem() + "_insn" }
@@ -115,11 +144,11 @@ func (m Mechanism) UserReturnLabel() string { return "user_" + m.stem() + "_ret"
 
 // Instruction spells the instruction that enters the kernel by m as
 // annotations name it: "syscall", "int $0x80", "sysenter", "call gate",
-// "ud2", "int3"; "" for the vDSO read, which enters nothing, and for a page
-// fault, a general-protection fault or an interrupt, which many
-// instructions may meet.
+// "ud2", "int3" (the same from compatibility mode); "" for the vDSO read,
+// which enters nothing, and for a page fault, a general-protection fault
+// or an interrupt, which many instructions may meet.
 func (m Mechanism) Instruction() string {
-	switch m {
+	switch m = m.Native(); m {
 	case Syscall, Sysenter, UD2, Int3:
 		return string(m)
 	case Int80:

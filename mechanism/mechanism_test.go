@@ -55,7 +55,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	_, err := Parse("sysret")
-	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int3 or gpfault)`; err == nil || err.Error() != want {
+	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int80-compat, sysenter-compat, syscall-compat, int3 or gpfault)`; err == nil || err.Error() != want {
 		t.Errorf("Parse(sysret) error = %v, want %s", err, want)
 	}
 }
@@ -73,6 +73,9 @@ func TestLabels(t *testing.T) {
 		{Vdso, "user_vdso_read_insn", "user_vdso_read_ret", ""},
 		{PageFault, "user_pagefault_insn", "user_pagefault_ret", ""},
 		{IRQ, "user_irq_insn", "user_irq_ret", ""},
+		{Int80Compat, "user_int80_compat_insn", "user_int80_compat_ret", "int $0x80"},
+		{SysenterCompat, "user_sysenter_compat_insn", "user_sysenter_compat_ret", "sysenter"},
+		{SyscallCompat, "user_syscall_compat_insn", "user_syscall_compat_ret", "syscall"},
 		{Int3, "user_int3_insn", "user_int3_ret", "int3"},
 		{GPFault, "user_gpfault_insn", "user_gpfault_ret", ""},
 	}
@@ -99,6 +102,19 @@ func TestKinds(t *testing.T) {
 		// (arch/x86/kernel/traps.c: do_int3_user, exc_general_protection).
 		if signal := m == Int3 || m == GPFault; m.Signal() != signal {
 			t.Errorf("%s: Signal() = %v, want %v", m, m.Signal(), signal)
+		}
+	}
+}
+
+func TestCompat(t *testing.T) {
+	native := map[Mechanism]Mechanism{Int80Compat: Int80, SysenterCompat: Sysenter, SyscallCompat: Syscall}
+	for _, m := range All {
+		want, compat := native[m]
+		if !compat {
+			want = m
+		}
+		if m.Compat() != compat || m.Native() != want {
+			t.Errorf("%s: Compat() = %v, Native() = %s; want %v, %s", m, m.Compat(), m.Native(), compat, want)
 		}
 	}
 }

@@ -419,9 +419,16 @@ func (p *Proxy) endStep(ctx context.Context, stop []byte) {
 			p.lastStop = before
 			return nil
 		}
+		mid, ranOn := pend.PauseRanOn(after)
+		if ranOn {
+			after = mid
+		}
 		s := p.rec.Finish(ctx, pend, after)
 		if p.cfg.Listing != nil {
 			trace.WriteStepText(p.cfg.Listing, s, p.cfg.Syntax)
+		}
+		if ranOn {
+			p.rec.NoteGap(fmt.Sprintf("gdb's single step over the pause at %s ran on past the next instruction (QEMU's TCG raises no single-step stop after a pause), which is not recorded", s.Where()))
 		}
 		p.recorded()
 		// Here, with gdb waiting for a stop reply (as long as it takes)

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
@@ -253,5 +256,56 @@ func TestGDBOnLinux(t *testing.T) {
 	}
 	if !strings.HasPrefix(tr.Header.Kernel, "Linux version 6.1") {
 		t.Errorf("kernel %q", tr.Header.Kernel)
+	}
+}
+
+// TestGDBStepiOverPause has gdb, through the proxy, write `pause; nop` at
+// the teaching kernel's user syscall and stepi once: under TCG that one
+// step runs both instructions. The trace records the pause as a step of
+// its own that moved only RIP, and says in a gap that the rest ran
+// unrecorded, rather than taking the RIP past the nop for an exception.
+func TestGDBStepiOverPause(t *testing.T) {
+	testenv.NeedQEMU(t)
+	testenv.NeedTools(t, "gdb")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	sys := elfSymbol(t, "user_syscall_insn")
+	inst := startKernel(t, ctx, "")
+	ln, err := Listen("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan served, 1)
+	go func() {
+		tr, err := Serve(ctx, ln, Config{To: inst.GDBAddr})
+		done <- served{tr, err}
+	}()
+	out := gdbBatch(t, ctx, ln.Target, []string{fmt.Sprintf("hbreak *%#x", sys), "continue",
+		"set {unsigned char[3]}$pc = {0xf3, 0x90, 0x90}", "stepi", "p/x $pc", "delete", "detach"})
+	r := wait(t, done)
+	if r.err != nil {
+		t.Fatalf("proxy: %v", r.err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("$1 = %#x", sys+3)) {
+		t.Logf("gdb's stepi over the pause did not end past the nop (QEMU no longer runs on?):\n%s", out)
+	}
+	tr := r.t
+	if tr == nil || tr.Len() != 1 {
+		t.Fatalf("trace %v, want the one pause step", tr)
+	}
+	s := tr.Step(0)
+	if s.Op != x86asm.PAUSE || uint64(s.RIP) != sys || len(s.Changed) != 0 {
+		t.Errorf("step 0: %v at %#x changing %v, want a pause at %#x changing nothing", s.Op, uint64(s.RIP), s.Changed, sys)
+	}
+	for _, e := range s.Effects {
+		if e.Verdict == annotate.Finding || e.Event == annotate.EventException {
+			t.Errorf("step 0: %s", e.Text)
+		}
+	}
+	if strings.Contains(out, fmt.Sprintf("$1 = %#x", sys+3)) {
+		if g, ok := tr.GapAt(1); !ok || !strings.Contains(g.What, "pause") {
+			t.Errorf("gap after the pause: %+v, want one saying the step ran on", g)
+		}
 	}
 }

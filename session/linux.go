@@ -68,6 +68,9 @@ type LinuxOptions struct {
 // call no loop makes, is refused: there would be nothing to wait for. It
 // sets o.Mechanism and returns it.
 func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mechanism.Mechanism, error) {
+	if m.Compat() {
+		return "", fmt.Errorf("mechanism %s is the teaching kernel's 32-bit code; under Linux a 32-bit program is in compatibility mode itself: give --exec with a static i386 program and -m %s", m, m.Native())
+	}
 	if o.Program == nil && o.Mode == linuxinit.Exec {
 		return "", errors.New("--init exec runs the program --exec gives: give --exec PROGRAM instead")
 	}
@@ -171,6 +174,17 @@ func CPUVendor(cpu string) string {
 	return ""
 }
 
+// givenVendor returns the vendor a -cpu the user gave runs with: the one
+// it names, AuthenticAMD for a plain qemu64 (its own vendor), "" for none
+// given or a model whose vendor is not known here.
+func givenVendor(cpu string) string {
+	vendor := CPUVendor(cpu)
+	if cpu != "" && vendor == "" && strings.HasPrefix(cpu, "qemu64") {
+		vendor = "AuthenticAMD" // qemu64's own vendor
+	}
+	return vendor
+}
+
 // chooseCompat chooses how an i386 program is traced: by int $0x80 unless
 // the user chose sysenter or syscall, which a 64-bit kernel takes from
 // compatibility mode on one vendor's CPUs only. With no -cpu given, it
@@ -201,10 +215,7 @@ func (o *LinuxOptions) chooseCompat(m mechanism.Mechanism, chosen bool) (mechani
 	if len(o.Program.Compat[m]) == 0 {
 		return "", fmt.Errorf("mechanism %s: the program has no %s instruction in its code to break on (one reached through the vDSO's __kernel_vsyscall is not traced): use -m int80, or make the call with your own %s", m, m.Instruction(), m.Instruction())
 	}
-	vendor := CPUVendor(o.CPU)
-	if o.CPU != "" && vendor == "" && strings.HasPrefix(o.CPU, "qemu64") {
-		vendor = "AuthenticAMD" // qemu64's own vendor
-	}
+	vendor := givenVendor(o.CPU)
 	switch {
 	case o.CPU == "":
 		o.CPU = want
@@ -212,7 +223,7 @@ func (o *LinuxOptions) chooseCompat(m mechanism.Mechanism, chosen bool) (mechani
 		if m == mechanism.Sysenter {
 			return "", fmt.Errorf("mechanism sysenter with -cpu %s: an AMD CPU raises #UD on sysenter in long mode, compatibility mode included, so the program would die of SIGILL before entering the kernel; leave -cpu out (sctrace then runs %s)", o.CPU, IntelCPU)
 		}
-		return "", fmt.Errorf("mechanism syscall from compatibility mode with -cpu %s: an Intel CPU raises #UD on syscall outside 64-bit mode, and Linux, knowing it, leaves CSTAR (the compatibility-mode entry point) unset on Intel CPUs; QEMU's TCG does not raise that #UD but jumps to CSTAR = 0 in ring 0, which crashes the kernel. Leave -cpu out (sctrace then runs %s, whose syscall enters entry_SYSCALL_compat) or trace -m sysenter, the Intel way", o.CPU, AMDCPU)
+		return "", fmt.Errorf("mechanism syscall from compatibility mode with -cpu %s: an Intel CPU raises #UD on syscall outside 64-bit mode, and Linux, knowing it, leaves CSTAR (the compatibility-mode entry point) unset on Intel CPUs; QEMU's TCG before 9.1 does not raise that #UD but jumps to CSTAR = 0 in ring 0, which crashes the kernel. Leave -cpu out (sctrace then runs %s, whose syscall enters entry_SYSCALL_compat) or trace -m sysenter, the Intel way", o.CPU, AMDCPU)
 	}
 	o.Mechanism = m
 	return m, nil

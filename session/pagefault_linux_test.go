@@ -158,6 +158,28 @@ func TestLinuxPageFault(t *testing.T) {
 				}
 				steady = n
 			}
+			// Stepped over at depth 1, every call the handler makes runs
+			// to its return: error_entry's too, which returns with the
+			// stack moved (the registers it saved left on the entry stack),
+			// so its return is found by the return address gone from the
+			// stack, not by RSP as it was.
+			s.Recorder.Over = 1
+			over, err := s.RoundTrip(ctx, m)
+			s.Recorder.Over = 0
+			if err != nil {
+				t.Fatalf("stepping over calls: %v", err)
+			}
+			if over.Header.Stop != string(trace.StopUser) || over.Final.Val(x86.RIP) != touch || over.Len() >= steady {
+				t.Errorf("stepping over calls: stopped %s after %d steps (%d stepping into them) at %#x, want back at the store %#x",
+					over.Header.Stop, over.Len(), steady, over.Final.Val(x86.RIP), touch)
+			}
+			var overEntry bool
+			for _, st := range over.All() {
+				overEntry = overEntry || st.Over != nil && strings.Contains(st.Over.Target, "error_entry")
+			}
+			if ev := countEvents(over); !overEntry || ev.findings != 0 {
+				t.Errorf("stepping over calls: error_entry stepped over %v, %d findings; want it stepped over and none", overEntry, ev.findings)
+			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}

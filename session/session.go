@@ -158,6 +158,9 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 	if err := o.CheckUserCPU(); err != nil {
 		return nil, err
 	}
+	if err := o.chooseCompatCPU(); err != nil {
+		return nil, err
+	}
 	tmp, err := scratch.Dir("")
 	if err != nil {
 		return nil, err
@@ -212,6 +215,28 @@ func StartFixture(ctx context.Context, o Options) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// chooseCompatCPU picks the guest CPU for the teaching kernel's calls from
+// compatibility mode, which, like Linux's i386 programs (chooseCompat),
+// work on one vendor's CPUs only: syscall-compat runs on AMDCPU unless a
+// CPU is given (with an Intel one the syscall raises #UD, which the trace
+// then shows; QEMU's TCG models that #UD from 9.1, 7.2 enters CSTAR all
+// the same), and sysenter-compat is refused on an AMD CPU, which has no
+// SYSENTER in long mode (the kernel's program would stop: QEMU's TCG lets
+// the 32-bit sysenter in and then faults on the SYSEXIT).
+func (o *Options) chooseCompatCPU() error {
+	switch o.Mechanism {
+	case mechanism.SyscallCompat:
+		if o.CPU == "" {
+			o.CPU = AMDCPU
+		}
+	case mechanism.SysenterCompat:
+		if givenVendor(o.CPU) == "AuthenticAMD" {
+			return fmt.Errorf("mechanism sysenter-compat with -cpu %s: an AMD CPU has no sysenter in long mode, compatibility mode included; leave --cpu out (the teaching kernel then runs on %s)", o.CPU, IntelCPU)
+		}
+	}
+	return nil
 }
 
 // CheckUserCPU checks that the teaching kernel can run its program on

@@ -12,11 +12,10 @@ import (
 
 	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/fixtures/kernel"
 	"github.com/sctrace/sctrace/gdbremote"
+	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/mechanism"
-	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
@@ -353,18 +352,7 @@ func TestStackWordsNearTheTop(t *testing.T) {
 // and attaches to it with o and no symbols.
 func attachRunning(ctx context.Context, t *testing.T, o Options) *Session {
 	t.Helper()
-	testenv.NeedQEMU(t)
-	path, err := kernel.WriteTemp(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var console qemu.Output
-	inst, err := qemu.Start(ctx, qemu.Config{Kernel: path, Append: "trace", Accel: "tcg", GDB: true, Serial: &console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { inst.Stop() })
-	testenv.WaitOutput(t, console.String, "trace ready", 60*time.Second) // the guest is in its trace loop
+	inst := kerneltest.Start(t, t.TempDir(), "trace", 60*time.Second)
 	s, err := Attach(ctx, inst.GDBAddr, o)
 	if err != nil {
 		t.Fatal(err)

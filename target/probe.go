@@ -100,15 +100,16 @@ func (t *Target) setRegs(ctx context.Context, st *x86.State, set map[x86.Reg]uin
 		if o, ok := set[r]; ok {
 			v = o
 		}
-		if err := t.writeReg(ctx, r, v); err != nil {
+		if err := t.WriteRegister(ctx, r, v); err != nil {
 			return fmt.Errorf("probe MSRs: %w", err)
 		}
 	}
 	return nil
 }
 
-// writeReg writes one register with the size the stub's layout gives it.
-func (t *Target) writeReg(ctx context.Context, r x86.Reg, v uint64) error {
+// WriteRegister writes one register with the size the stub's layout gives
+// it.
+func (t *Target) WriteRegister(ctx context.Context, r x86.Reg, v uint64) error {
 	for _, l := range t.Conn.Layout() {
 		if l.Name != r.String() {
 			continue

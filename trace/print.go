@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -212,7 +213,7 @@ func (p *printer) step(s *Step, syn Syntax) {
 }
 
 func (p *printer) gap(g *Gap) {
-	for j, line := range wrap("not recorded: "+g.What, 100-10) {
+	for j, line := range termtext.Wrap("not recorded: "+g.What, 100-10) {
 		if j == 0 {
 			p.f("  ~~~~~ %s\n", line)
 		} else {
@@ -230,7 +231,7 @@ func (p *printer) effects(effs []annotate.Effect) {
 		case annotate.Finding:
 			mark = " !!"
 		}
-		for j, line := range wrap(e.Text, 100-18) {
+		for j, line := range termtext.Wrap(e.Text, 100-19) {
 			if j == 0 {
 				p.f("    %s %-10s %s\n", mark, e.Kind, line)
 			} else {
@@ -316,20 +317,6 @@ func (p *printer) f(format string, args ...any) {
 		return
 	}
 	_, p.err = fmt.Fprintf(p.w, format, args...)
-}
-
-// wrap breaks text into lines of at most n bytes at spaces.
-func wrap(text string, n int) []string {
-	var lines []string
-	for len(text) > n {
-		cut := strings.LastIndexByte(text[:n], ' ')
-		if cut <= 0 {
-			cut = n
-		}
-		lines = append(lines, text[:cut])
-		text = strings.TrimLeft(text[cut:], " ")
-	}
-	return append(lines, text)
 }
 
 // mdEscape escapes text for Markdown outside code spans: "|" would end a

@@ -265,6 +265,22 @@ type Pending struct {
 // Before returns the state before the instruction.
 func (p *Pending) Before() *x86.State { return p.before }
 
+// PauseRanOn reports whether the step begun with p was a pause that a
+// single step carried past the next instruction, as QEMU's TCG does (see
+// Recorder.passPause), and if so returns the state right after the pause:
+// the state before with RIP at the next instruction, since a pause
+// changes nothing else. A debugger the recorder only watches (the proxy)
+// records the pause with it, and what ran after it as a gap.
+func (p *Pending) PauseRanOn(after *x86.State) (*x86.State, bool) {
+	next := p.before.Val(x86.RIP) + uint64(p.inst.Len)
+	if p.inst.Op != x86asm.PAUSE || after.Val(x86.RIP) == next {
+		return nil, false
+	}
+	mid := *p.before
+	mid.Set(x86.RIP, next)
+	return &mid, true
+}
+
 // Begin reads what recording the instruction at before's RIP needs before
 // it runs: its bytes (decoded once), the memory its operands read or
 // write (annotate.MemoryBefore), and, under StackWords, the words at RSP.
@@ -353,15 +369,19 @@ func (r *Recorder) Step(ctx context.Context) (*Step, error) {
 	inst, rip := p.inst, before.Val(x86.RIP)
 
 	var after *x86.State
-	if inst.Op == x86asm.CALL && r.Over > 0 && r.depth+1 >= r.Over {
+	var irqs []annotate.Effect
+	switch {
+	case inst.Op == x86asm.CALL && r.Over > 0 && r.depth+1 >= r.Over:
 		after, err = r.stepOver(ctx, before, rip+uint64(inst.Len))
 		if err == nil {
 			p.step.Over = &Over{Target: r.callTarget(inst, rip, before), Depth: r.depth + 1}
 		}
-	} else {
+	case inst.Op == x86asm.PAUSE:
+		after, err = r.passPause(ctx, before, rip+uint64(inst.Len))
+		irqs = append(irqs, annotate.Effect{Kind: annotate.KindControl, Text: pauseNote})
+	default:
 		after, err = r.stepOnce(ctx, before)
 	}
-	var irqs []annotate.Effect
 	note := func(what string) {
 		irqs = append(irqs, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
 	}
@@ -441,6 +461,32 @@ func (r *Recorder) stepOnce(ctx context.Context, before *x86.State) (*x86.State,
 	}
 }
 
+// pauseNote says on a pause step why the recorder moved RIP itself.
+const pauseNote = "stepped by moving RIP past the pause: a pause changes nothing else, and QEMU's TCG would run the next instruction in the same single step"
+
+// passPause carries out a pause instruction by setting RIP to next, the
+// instruction after it. Single-stepping a pause under TCG executes it and
+// the instruction after it in one step, with no stop between: QEMU's
+// helper for pause leaves the translation block to let other vCPUs run,
+// before the end of the block where the single-step trap is raised
+// (observed with gdb's stepi on QEMU 7.2 and 10.0.2: `pause; nop` at
+// 0x7c00 stops at 0x7c03). Architecturally a pause only moves RIP (it is
+// a spin-wait hint), so writing RIP records exactly what the CPU does and
+// keeps one step per instruction.
+func (r *Recorder) passPause(ctx context.Context, before *x86.State, next uint64) (*x86.State, error) {
+	if err := r.T.WriteRegister(ctx, x86.RIP, next); err != nil {
+		return nil, fmt.Errorf("step over pause at %s: %w", r.name(before.Val(x86.RIP)), err)
+	}
+	after, err := r.T.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if got := after.Val(x86.RIP); got != next {
+		return nil, fmt.Errorf("step over pause at %s: rip is %#x after writing %#x", r.name(before.Val(x86.RIP)), got, next)
+	}
+	return after, nil
+}
+
 func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *x86.State) string {
 	if rel, ok := inst.Args[0].(x86asm.Rel); ok {
 		return r.name(rip + uint64(inst.Len) + uint64(int64(rel)))
@@ -451,14 +497,20 @@ func (r *Recorder) callTarget(inst x86asm.Inst, rip uint64, st *x86.State) strin
 // stepOver runs a call to its return, with the stack pointer as it was
 // before the call.
 func (r *Recorder) stepOver(ctx context.Context, before *x86.State, ret uint64) (*x86.State, error) {
-	return r.continueTo(ctx, ret, before.Val(x86.RSP), fmt.Sprintf("step over the call at %s", r.name(before.Val(x86.RIP))))
+	return r.continueTo(ctx, ret, before.Val(x86.RSP), true, fmt.Sprintf("step over the call at %s", r.name(before.Val(x86.RIP))))
 }
 
 // continueTo lets the guest run until it is at ret with RSP equal to rsp: a
 // hardware breakpoint at ret, continue until the CPU is there with that
 // stack pointer (so that a recursive or concurrent use of the same code
 // does not stop it early), and the breakpoint removed on every path.
-func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string) (_ *x86.State, err error) {
+//
+// With moved, a stop at ret with another RSP is taken too once the return
+// address the call pushed is gone from below rsp: a callee such as Linux's
+// error_entry returns with the stack moved (the registers it saved left on
+// it, or the frame copied to the task stack). While the return address is
+// still there, the stop is a recursive use of the code and is run past.
+func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, moved bool, what string) (_ *x86.State, err error) {
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
 		return nil, fmt.Errorf("%s: breakpoint at %s: %w", what, r.name(ret), err)
 	}
@@ -473,13 +525,21 @@ func (r *Recorder) continueTo(ctx context.Context, ret, rsp uint64, what string)
 		if err != nil {
 			return nil, err
 		}
-		if st.Val(x86.RIP) == ret && st.Val(x86.RSP) == rsp {
-			return st, nil
-		}
 		if st.Val(x86.RIP) != ret {
 			return nil, fmt.Errorf("%s: stopped at %s, not at %s", what, r.name(st.Val(x86.RIP)), r.name(ret))
 		}
+		if sp := st.Val(x86.RSP); sp == rsp || moved && !r.awaited(ctx, ret, rsp) {
+			return st, nil
+		}
 	}
+}
+
+// awaited reports whether the return address a call pushed below rsp
+// is still on the stack: the call has not returned, and a stop at its
+// return address with another RSP is a recursive use of the code.
+func (r *Recorder) awaited(ctx context.Context, ret, rsp uint64) bool {
+	b, err := r.T.ReadMemory(ctx, rsp-8, 8)
+	return err == nil && le64(b) == ret
 }
 
 // maxIRQ bounds how many interrupts in a row one step may run over.
@@ -522,7 +582,7 @@ func (r *Recorder) interruptTaken(ctx context.Context, inst x86asm.Inst, before,
 // returnFromInterrupt runs the handler of an interrupt just taken (the
 // CPU at its first instruction, at) to its return.
 func (r *Recorder) returnFromInterrupt(ctx context.Context, at *x86.State, f irqFrame) (*x86.State, error) {
-	st, err := r.continueTo(ctx, f.rip, f.rsp, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
+	st, err := r.continueTo(ctx, f.rip, f.rsp, false, fmt.Sprintf("run the interrupt handler at %s to its return", r.name(at.Val(x86.RIP))))
 	if err != nil {
 		return nil, err
 	}

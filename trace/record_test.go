@@ -214,7 +214,9 @@ func TestSpuriousStop(t *testing.T) {
 // stub stops there, and a stop at the return address with another stack
 // pointer (the same code reached by a nested call) is continued past.
 func TestStepOver(t *testing.T) {
-	nested := gdbstubtest.Stop{Regs: map[string]uint64{"rip": kRet, "rsp": userRSP - 0x100}}
+	// The nested use finds the outer call's return address still on the
+	// stack, where the call pushed it.
+	nested := gdbstubtest.Stop{Regs: map[string]uint64{"rip": kRet, "rsp": userRSP - 0x100}, Mem: map[uint64][]byte{userRSP - 8: le(kRet)}}
 	back := gdbstubtest.Stop{Regs: map[string]uint64{"rip": kRet, "rsp": userRSP}}
 	elsewhere := gdbstubtest.Stop{Regs: map[string]uint64{"rip": kFunc, "rsp": userRSP - 8}}
 	tests := []struct {

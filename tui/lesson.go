@@ -12,6 +12,7 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/walkthrough"
@@ -463,18 +464,18 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 			foot = append(foot, stAccent.Render("◀ "+look))
 		}
 		if q := s.Question; q != nil {
-			for _, w := range wrap("? "+q.Ask, inner) {
+			for _, w := range termtext.Wrap("? "+q.Ask, inner) {
 				foot = append(foot, stQuestion.Render(w))
 			}
 			switch {
 			case ls.answer[s.ID] && ls.feedback == "":
 				foot = append(foot, stOK.Render("✓ answered"))
 			case ls.feedback != "" && ls.feedbackOK:
-				for _, w := range wrap("✓ "+ls.feedback, inner) {
+				for _, w := range termtext.Wrap("✓ "+ls.feedback, inner) {
 					foot = append(foot, stOK.Render(w))
 				}
 			case ls.feedback != "":
-				for _, w := range wrap("✗ "+ls.feedback, inner) {
+				for _, w := range termtext.Wrap("✗ "+ls.feedback, inner) {
 					foot = append(foot, stBad.Render(w))
 				}
 			default:

@@ -75,22 +75,37 @@ func (d *Live) Live() bool { return true }
 // Snapshot returns what the last operation left.
 func (d *Live) Snapshot() Snapshot { return d.snap }
 
-// Step executes one instruction, or a whole call when over is set.
-func (d *Live) Step(ctx context.Context, over bool) error {
+// Step executes one instruction, or a whole call when over is set; the
+// call runs to its return with the command line's breakpoints out of the
+// stub, as in Run.
+func (d *Live) Step(ctx context.Context, over bool) (err error) {
 	defer d.refresh(ctx)
 	r := d.S.Recorder
 	if over {
 		saved := r.Over
 		r.Over = 1
 		defer func() { r.Over = saved }()
+		restore, err := d.lift(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, restore()) }()
 	}
-	_, err := r.Step(ctx)
+	_, err = r.Step(ctx)
 	return err
 }
 
-// Run steps until cond says stop.
-func (d *Live) Run(ctx context.Context, cond trace.Until) (trace.StopReason, error) {
+// Run steps until cond says stop. The command line's breakpoints are
+// out of the stub meanwhile, as for a run to an entry: the recorder lets
+// the guest run to a call's return or an interrupt's, and a breakpoint of
+// the user's would stop it there instead.
+func (d *Live) Run(ctx context.Context, cond trace.Until) (_ trace.StopReason, err error) {
 	defer d.refresh(ctx)
+	restore, err := d.lift(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
 	return d.S.Recorder.Run(ctx, cond)
 }
 

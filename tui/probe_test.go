@@ -10,12 +10,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"github.com/sctrace/sctrace/gdbremote"
 	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
-	"github.com/sctrace/sctrace/mechanism"
-	"github.com/sctrace/sctrace/session"
-	"github.com/sctrace/sctrace/target"
-	"github.com/sctrace/sctrace/trace"
 )
 
 // TestProbeWhileRendering presses `p` in a live TUI over the fake stub and
@@ -27,24 +22,9 @@ import (
 func TestProbeWhileRendering(t *testing.T) {
 	stub := gdbstubtest.New(t)
 	const rip, rsp = 0xffffffff81000000, 0xffffc90000004000
-	stub.Map(rip, bytes.Repeat([]byte{0x90}, 4096)) // nop; the fake stub's step adds one to RIP
-	stub.Map(rsp-4096, make([]byte, 8192))
-	for name, v := range map[string]uint64{"rip": rip, "rsp": rsp, "cs": 0x10, "ss": 0x18, "eflags": 0x2} {
-		stub.SetRegister(name, v)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := gdbremote.Dial(ctx, stub.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := target.New(conn)
-	rec := trace.NewRecorder(tg, nil, nil, trace.Header{Target: "fake stub"})
-	if err := rec.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s := &session.Session{Conn: conn, Target: tg, Recorder: rec}
-	m := New(Config{Driver: NewLive(ctx, s, mechanism.Syscall)})
+	m := New(Config{Driver: stubLive(ctx, t, stub, rip, rsp, bytes.Repeat([]byte{0x90}, 4096))}) // nop; the fake stub's step adds one to RIP
 	defer m.drv.Close()
 	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
 

@@ -900,7 +900,7 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 		if e.Kind == annotate.KindMitigation {
 			st = stWarn
 		}
-		for j, w := range wrap(e.Text, inner-12) {
+		for j, w := range termtext.Wrap(e.Text, inner-12) {
 			if j == 0 {
 				lines = append(lines, mark+st.Render(tag)+" "+colorize(w, e.Verdict))
 			} else {
@@ -912,7 +912,7 @@ func (m *Model) drawEffects(c *canvas, r rect, tabbed bool) {
 		// Changes made with :set at this stop: the state after the step
 		// above is not only the guest's doing.
 		for _, w := range trace.UserWritesBefore(t.UserWrites, m.pos) {
-			for j, x := range wrap(w.String(), inner-12) {
+			for j, x := range termtext.Wrap(w.String(), inner-12) {
 				if j == 0 {
 					lines = append(lines, stBad.Render("!!")+stWarn.Render(fmt.Sprintf("%-9s", "by hand"))+" "+x)
 				} else {
@@ -945,28 +945,13 @@ func colorize(s string, v annotate.Verdict) string {
 	return s
 }
 
-// wrap breaks text into lines of at most n terminal columns (at least
-// 10) at spaces and hyphens, by display width, not bytes: "→" is one
-// column, a CJK character two. Runs of spaces collapse to one, as the
-// text is prose; a word wider than n stays whole (the pane truncates it).
-// Newlines in text start new lines.
-func wrap(text string, n int) []string {
-	n = max(n, 10)
-	var out []string
-	for para := range strings.SplitSeq(text, "\n") {
-		para = strings.Join(strings.Fields(para), " ")
-		out = append(out, strings.Split(ansi.Wordwrap(para, n, ""), "\n")...)
-	}
-	return out
-}
-
 func (m *Model) helpBox() string {
 	w := min(m.width-4, 90)
 	// Each key's description is wrapped to the box, under its column.
 	descW := max(10, w-4-12)
 	var lines []string
 	for _, kv := range m.helpKeys() {
-		for j, d := range wrap(kv[1], descW) {
+		for j, d := range termtext.Wrap(kv[1], descW) {
 			k := ""
 			if j == 0 {
 				k = kv[0]
@@ -998,7 +983,7 @@ func (m *Model) helpBox() string {
 // centring it on the screen keeps its lines together.
 func (m *Model) bootOffer() string {
 	w := max(20, min(m.width-4, 90))
-	lines := wrap(m.bootErr.Error(), w)
+	lines := termtext.Wrap(m.bootErr.Error(), w)
 	limit := ""
 	if m.cfg.BootWaitFor > 0 {
 		limit = fmt.Sprintf(" (at most %s)", m.cfg.BootWaitFor)

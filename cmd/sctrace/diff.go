@@ -133,7 +133,7 @@ getpid, its /init loop chosen as run linux chooses it.`,
 	fl.StringArrayVar(&f.linux, "linux", nil, "record on this Linux bzImage (`FILE`); twice for A and B, once for both")
 	fl.StringVar(&f.aAppend, "a-append", "", "words for A's kernel command line (pti=off, mitigations=off, bug=...)")
 	fl.StringVar(&f.bAppend, "b-append", "", "words for B's kernel command line")
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to record: syscall, int80, sysenter, callgate, ud2 or vdso")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to record: syscall, int80, sysenter, callgate, ud2 or vdso, or from the teaching kernel's\n32-bit code int80-compat, sysenter-compat or syscall-compat")
 	fl.StringVar(&f.syscall, "syscall", "", "with --linux: record this system call, by `NAME` or number, on both sides")
 	accelFlag(fl, &f.accel)
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,24 +66,6 @@ func TestRunLinuxExecve(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a console sink safe to read while QEMU writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTraceAttachSyscall starts QEMU itself with Linux and sctrace's /init
 // reading a file in a loop (lseek back to 0, then read), attaches with
 // `trace --attach --syscall lseek`, and checks that the record starts at
@@ -101,7 +82,7 @@ func TestTraceAttachSyscall(t *testing.T) {
 	if err := os.WriteFile(initrd, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var console lockedBuffer
+	var console qemu.Output
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	inst, err := qemu.Start(ctx, qemu.Config{Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 nokaslr quiet no_timer_check -- " + linuxinit.Read,
@@ -110,13 +91,7 @@ func TestTraceAttachSyscall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inst.Stop()
-	for !strings.Contains(console.String(), linuxinit.Banner) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("/init did not start:\n%s", console.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	testenv.WaitOutput(t, console.String, linuxinit.Banner, 120*time.Second)
 	saved := filepath.Join(dir, "lseek.json")
 	out, err := run(t, "trace", "--attach", inst.GDBAddr, "--syscall", "lseek", "--format", "json", "--out", saved)
 	if err != nil {

@@ -96,6 +96,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--init", "read"}, "mechanism pagefault: /init in mode read never uses it (it uses syscall)"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "pagefault", "--syscall", "mmap"}, "--syscall waits for the syscall instruction; mechanism pagefault is not it"},
 		{[]string{"run", "linux", "--kernel", "x", "-m", "sysenter"}, "mechanism sysenter: Linux takes sysenter only from 32-bit code"},
+		{[]string{"run", "--trace", "-m", "int80-compat", "--record", "log"}, "--record log: mechanism int80-compat starts in 32-bit code, which QEMU's instruction log dumps in its 32-bit layout"},
+		{[]string{"run", "--trace", "-m", "syscall-compat", "--log-after", "0"}, "--record auto: mechanism syscall-compat starts in 32-bit code"},
+		{[]string{"run", "--trace", "-m", "sysenter-compat", "--cpu", "qemu64"}, "mechanism sysenter-compat with -cpu qemu64: an AMD CPU has no sysenter in long mode"},
+		{[]string{"run", "linux", "--kernel", "x", "-m", "int80-compat"}, "mechanism int80-compat is the teaching kernel's 32-bit code; under Linux a 32-bit program is in compatibility mode itself: give --exec with a static i386 program and -m int80"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -179,6 +183,24 @@ func TestRunTrace(t *testing.T) {
 	}
 	if !strings.Contains(view, "mechanism callgate") || !strings.Contains(view, "retfq") {
 		t.Errorf("view of the saved trace:\n%s", view)
+	}
+}
+
+// TestRunCompat traces syscall from the teaching kernel's 32-bit code as
+// the README shows: on an AMD vendor, chosen for it, into CSTAR's
+// entry_SYSCALL_compat and back by sysretl, explained as an entry from
+// compatibility mode, with no finding.
+func TestRunCompat(t *testing.T) {
+	testenv.NeedQEMU(t)
+	out, err := run(t, "run", "--trace", "--accel", "tcg", "-m", "syscall-compat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cpu model: qemu64,vendor=AuthenticAMD", "user_syscall_compat_insn", "syscall from compatibility mode",
+		"entry_SYSCALL_compat", "from CSTAR", "entry_SYSRETL_compat_insn", "sysretl", "returned to user mode", "findings: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run --trace -m syscall-compat output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -50,6 +50,7 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
   sctrace run --mechanism int80 --syntax intel
   sctrace run --trace
   sctrace run --trace --mechanism sysenter --syntax intel
+  sctrace run --trace --mechanism syscall-compat
   sctrace run --trace --format json --out syscall.json
   sctrace run --trace --smp 2 --user-cpu 1`,
 		Args: cobra.NoArgs,

@@ -22,13 +22,21 @@ import (
 // stopped when the test ends.
 func StartLoop(t testing.TB, dir string, limit time.Duration) *qemu.Instance {
 	t.Helper()
+	return Start(t, dir, "trace mech=syscall", limit)
+}
+
+// Start boots the teaching kernel as StartLoop does with the kernel
+// command line cmdline, which must put it in its trace loop ("trace" runs
+// every mechanism in turn).
+func Start(t testing.TB, dir, cmdline string, limit time.Duration) *qemu.Instance {
+	t.Helper()
 	testenv.NeedQEMU(t)
 	kpath := filepath.Join(dir, "kernel.elf")
 	if err := os.WriteFile(kpath, kernel.ELF, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var console qemu.Output
-	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: "trace mech=syscall",
+	inst, err := qemu.Start(context.Background(), qemu.Config{Accel: "tcg", Kernel: kpath, Append: cmdline,
 		CPU: qemu.DefaultCPU, GDB: true, ExitDevice: true, Serial: &console})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package tui
+package termtext
 
 import (
 	"slices"
@@ -8,7 +8,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 )
 
-// TestWrap checks that wrap measures terminal columns, not bytes: "→",
+// TestWrap checks that Wrap measures terminal columns, not bytes: "→",
 // "⇄" and "✓" are three bytes and one column each, a CJK character three
 // bytes and two columns, and a line holding them is filled as far as its
 // width allows.
@@ -34,9 +34,9 @@ func TestWrap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := wrap(tt.text, tt.n)
+			got := Wrap(tt.text, tt.n)
 			if !slices.Equal(got, tt.want) {
-				t.Errorf("wrap(%q, %d) = %q, want %q", tt.text, tt.n, got, tt.want)
+				t.Errorf("Wrap(%q, %d) = %q, want %q", tt.text, tt.n, got, tt.want)
 			}
 			n := max(tt.n, 10)
 			for _, l := range got {
