@@ -108,6 +108,12 @@ func (a *annotator) softwareException() {
 			a.enter(13, false, what+" through a privileged gate")
 			return
 		}
+		if c := cpl(a.b); what == "int3" && gateOK && c >= 0 {
+			a.note(KindPrivilege, "int3 from CPL %d passes the gate's check: IDT[3] has DPL %d ≥ CPL (a gate with DPL < %[1]d would turn it into #GP(0x1a))", c, g.DPL)
+		}
+		if what == "int3" {
+			a.note(KindControl, "#BP is a trap: the CPU saves the address of the instruction after the int3 (%s), so a handler that returns as is goes on there", a.sym(a.next))
+		}
 		a.enter(v, true, what)
 	}
 }
@@ -250,6 +256,9 @@ func (a *annotator) enter(v int, trap bool, cause string) {
 	if v == 14 && errCode {
 		a.pageFault(from)
 	}
+	if v == 13 && errCode {
+		a.gpFault(from)
+	}
 	a.interruptFlags(g, gateOK)
 	ret := a.s.Addr
 	if trap {
@@ -281,6 +290,44 @@ func (a *annotator) pageFault(from int) {
 	}
 	if cr2, ok := a.a.Get(x86.CR2); ok {
 		a.note(KindRegister, "cr2 = %s: the linear address the access tried to reach; the handler must read it before anything can fault again", a.sym(cr2))
+	}
+}
+
+// privileged lists the instructions that run only at CPL 0 and raise
+// #GP(0) elsewhere (SDM Vol. 3A, 5.9 "Privileged Instructions"; CLI and STI
+// depend on IOPL instead, and are left out).
+var privileged = map[x86asm.Op]bool{
+	x86asm.HLT: true, x86asm.LGDT: true, x86asm.LIDT: true, x86asm.LLDT: true, x86asm.LTR: true,
+	x86asm.LMSW: true, x86asm.CLTS: true, x86asm.INVD: true, x86asm.WBINVD: true, x86asm.INVLPG: true,
+	x86asm.RDMSR: true, x86asm.WRMSR: true, x86asm.SWAPGS: true,
+}
+
+// gpFault explains what a #GP reports: the error code the CPU pushed (at
+// RSP after the step), which names a selector or vector when the fault
+// came from loading a descriptor and is 0 otherwise (SDM Vol. 3A, 6.15,
+// "Interrupt 13"), and, for a privileged instruction run above CPL 0, why
+// it faulted.
+func (a *annotator) gpFault(from int) {
+	if rsp, ok := a.a.Get(x86.RSP); ok {
+		if w, ok := a.words(rsp, 1, 8, true); ok {
+			e := w[0]
+			if e == 0 {
+				a.note(KindFrame, "error code 0: the fault did not come from loading a segment or gate descriptor (then it would hold the selector or vector); a privileged instruction, a non-canonical address or a limit or type check gives 0")
+			} else {
+				table := "the GDT"
+				switch {
+				case e&2 != 0:
+					table = "the IDT"
+				case e&4 != 0:
+					table = "the LDT"
+				}
+				a.note(KindFrame, "error code %#x: the descriptor at index %d of %s (bit 0 EXT %d: %s; bit 1 IDT %d; bit 2 TI %d; bits 15-3 the index)", e, e>>3&0x1fff, table,
+					e&1, pick(e&1 != 0, "an event external to the program caused it", "the program's own instruction caused it"), e>>1&1, e>>2&1)
+			}
+		}
+	}
+	if op, n := a.s.Inst.Op, a.op.length(a.s.Inst); privileged[op] && from > 0 {
+		a.note(KindPrivilege, "%s is a privileged instruction: at CPL %d (> 0) the CPU does not run it and raises #GP(0); the saved RIP is the %[1]s itself, so a handler that lets the program go on must move it past its %[3]d %[4]s", a.mnemonic(), from, n, pick(n == 1, "byte", "bytes"))
 	}
 }
 

@@ -1,6 +1,7 @@
 package annotate
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -415,4 +416,91 @@ func TestUserPageFaultAndInterrupt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUserTrapAndGP checks what is said of the two exceptions a user
+// instruction raises on purpose. int3 raises #BP, a trap (SDM Vol. 3A
+// 6.5: the saved RIP is the next instruction), and reaches the handler
+// from CPL 3 only through a gate of DPL 3 (6.12.1.1). hlt at CPL 3 raises
+// #GP(0) (Vol. 2A, HLT; Vol. 3A 5.9), a fault whose error code is 0 unless
+// a descriptor load failed, when it holds the selector (6.15, Interrupt
+// 13): mov to DS of selector 0x50 gives index 10 of the GDT.
+func TestUserTrapAndGP(t *testing.T) {
+	const (
+		bpEntry = 0xffffffff81005000
+		gpEntry = 0xffffffff81006000
+	)
+	bpAfter := with(int80After, regs{x86.RIP: bpEntry})
+	gpAfter := with(int80After, regs{x86.RIP: gpEntry, x86.RSP: frameRSP - 8})
+	gpGate := idtEntry(13, gateBytes(gpEntry, 0x10, 0, 0xe, 0))
+	gpFrame := func(code uint64) Memory {
+		return Memory{Addr: frameRSP - 8, Data: qwords(code, userRIP, 0x33, 0x246, userRSP, 0x2b), After: true}
+	}
+	tests := []struct {
+		name   string
+		code   []byte
+		after  regs
+		mem    []Memory
+		checks []check
+	}{
+		{
+			name: "int3 through a DPL-3 gate", code: insInt3, after: bpAfter,
+			mem: []Memory{idtEntry(3, gateBytes(bpEntry, 0x10, 0, 0xe, 3)), tssMem(tssRSP0), int80Frame(userRIP + 1)},
+			checks: []check{
+				note(KindPrivilege, "int3 from CPL 3 passes the gate's check: IDT[3] has DPL 3 ≥ CPL (a gate with DPL < 3 would turn it into #GP(0x1a))"),
+				note(KindControl, "#BP is a trap: the CPU saves the address of the instruction after the int3 (0x401001)"),
+				ok(KindFrame, "rip 0x401001"),
+				ok(KindStack, "minus the 40-byte frame"),
+			},
+		},
+		{
+			name: "hlt at CPL 3", code: []byte{0xf4}, after: gpAfter,
+			mem: []Memory{gpGate, tssMem(tssRSP0), gpFrame(0)},
+			checks: []check{
+				note(KindPrivilege, "hlt: #GP general protection delivered: CPL 3 → 0"),
+				note(KindFrame, "error code 0: the fault did not come from loading a segment or gate descriptor"),
+				note(KindPrivilege, "hlt is a privileged instruction: at CPL 3 (> 0) the CPU does not run it and raises #GP(0); the saved RIP is the hlt itself, so a handler that lets the program go on must move it past its 1 byte"),
+				ok(KindFrame, "rip 0x401000"),
+				ok(KindStack, "minus the 48-byte frame"),
+			},
+		},
+		{
+			name: "a selector that does not load", code: []byte{0x8e, 0xd8}, after: gpAfter, // mov %eax,%ds
+			mem: []Memory{gpGate, tssMem(tssRSP0), gpFrame(0x50)},
+			checks: []check{
+				note(KindFrame, "error code 0x50: the descriptor at index 10 of the GDT (bit 0 EXT 0: the program's own instruction caused it; bit 1 IDT 0; bit 2 TI 0; bits 15-3 the index)"),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			effects := Annotate(withSys(mkStep(t, 1, tt.code, userRIP, user, tt.after, tt.mem...)), &Context{})
+			expectEffects(t, effects, tt.checks...)
+			expectNoFinding(t, effects)
+		})
+	}
+}
+
+// TestSignalFrameStores: where Linux delivers a signal it rewrites the
+// pt_regs an entry from user mode saved (arch/x86/kernel/signal_64.c,
+// x64_setup_rt_frame: regs->ip = the handler, regs->sp = the frame it
+// built on the user stack). The stores say where the return will go and
+// how far below the saved user stack the frame is.
+func TestSignalFrameStores(t *testing.T) {
+	const handler, frame = 0x401800, userRSP - 0x468
+	c := &Context{Symbols: testSyms, Regions: taskStack}
+	gate3 := idtEntry(3, gateBytes(int80, 0x10, 0, 0xe, 3))
+	Annotate(withSys(mkStep(t, 0, insInt3, userRIP, user, int80After, gate3, tssMem(tssRSP0), int80Frame(userRIP+1))), c)
+	regsAt := uint64(kstackTop - PtRegsSize)
+	k := with(kernel, regs{x86.RIP: lstar, x86.RBX: regsAt, x86.RAX: handler, x86.RCX: frame})
+	// mov %rax,0x80(%rbx): pt_regs->ip; mov %rcx,0x98(%rbx): pt_regs->sp.
+	ip := Annotate(mkStep(t, 900, []byte{0x48, 0x89, 0x83, 0x80, 0x00, 0x00, 0x00}, lstar, k, with(k, regs{x86.RIP: lstar + 7})), c)
+	expectEffects(t, ip, note(KindFrame, "pt_regs->ip 0x401001 → 0x401800: the return to user mode will go there, not back to where the int3 of step 0 left off"))
+	sp := Annotate(mkStep(t, 901, []byte{0x48, 0x89, 0x8b, 0x98, 0x00, 0x00, 0x00}, lstar+7, k, with(k, regs{x86.RIP: lstar + 14})), c)
+	expectEffects(t, sp, note(KindFrame, fmt.Sprintf("pt_regs->sp %#x → %#x: the return to user mode will load a stack pointer 1128 bytes below the one the int3 of step 0 saved", uint64(userRSP), uint64(frame))))
+	iretRSP := uint64(kstackTop - 40)
+	back := Annotate(mkStep(t, 950, insIretq, lstar+0x40, with(kernel, regs{x86.RSP: iretRSP}), with(user, regs{x86.RIP: handler, x86.RSP: frame}),
+		Memory{Addr: iretRSP, Data: qwords(handler, 0x33, 0x246, frame, 0x2b)}), c)
+	expectEffects(t, back, ok(KindControl, "rip = 0x401800: the popped RIP, not 0x401001 where the int3 of step 0 left off: the kernel rewrote the frame since that entry"))
+	expectNoFinding(t, back)
 }

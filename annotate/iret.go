@@ -44,6 +44,8 @@ func (a *annotator) iret() {
 		what += fmt.Sprintf(", where the %s of step %d left off", e.Mechanism, e.Step)
 	case e.Fault && e.ReturnRIP+uint64(e.InsnLen) == rip:
 		what += fmt.Sprintf(", %d bytes past the %s of step %d that faulted: the kernel advanced the saved RIP", e.InsnLen, e.Mechanism, e.Step)
+	case e.FromCPL == 3 && to == 3:
+		what += fmt.Sprintf(", not %#x where the %s of step %d left off: the kernel rewrote the frame since that entry", e.ReturnRIP, e.Mechanism, e.Step)
 	}
 	a.expectMasked(KindControl, x86.RIP, rip, ^uint64(0), what, "IRET loads RIP from the frame")
 	a.expectMasked(KindRegister, x86.CS, cs, 0xffff, "the popped CS", "IRET loads CS from the frame")

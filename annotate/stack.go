@@ -205,16 +205,31 @@ func (a *annotator) storedValue() (uint64, bool) {
 	return 0, false
 }
 
-// advancedIP explains a store to pt_regs->ip that moves the saved return
-// address past the instruction that faulted on entry (ud2 used as a system
-// call): a fault saves the address of the instruction itself.
+// advancedIP explains a store to pt_regs->ip or pt_regs->sp, the user RIP
+// and RSP the return to user mode loads, made after an entry from user
+// mode: a RIP moved past the instruction that faulted on entry (ud2 used
+// as a system call, a #GP stepped over: a fault saves the address of the
+// instruction itself), or a RIP and RSP replaced by other ones altogether,
+// as Linux does to deliver a signal (the handler, and the frame it built
+// on the user stack below the interrupted one). Only what the values show
+// is said: where the return now goes and how far the stack moved.
 func (a *annotator) advancedIP(lin uint64) {
 	e := a.k.Entry
-	if f, ok := a.ptRegsField(lin); !ok || f != "ip" || e == nil || !e.Fault || e.InsnLen == 0 {
+	f, ok := a.ptRegsField(lin)
+	if !ok || e == nil || e.FromCPL != 3 || (f != "ip" && f != "sp") {
 		return
 	}
-	if v, ok := a.storedValue(); ok && v == e.ReturnRIP+uint64(e.InsnLen) {
+	v, ok := a.storedValue()
+	if !ok {
+		return
+	}
+	switch {
+	case f == "ip" && e.Fault && e.InsnLen > 0 && v == e.ReturnRIP+uint64(e.InsnLen):
 		a.note(KindFrame, "pt_regs->ip %#x → %#x: advanced by %d, past the instruction that raised the fault at step %d (%s), so the return to user mode goes on after it instead of running it again", e.ReturnRIP, v, e.InsnLen, e.Step, e.Mechanism)
+	case f == "ip" && v != e.ReturnRIP && !x86.KernelHalf(v):
+		a.note(KindFrame, "pt_regs->ip %#x → %s: the return to user mode will go there, not back to where the %s of step %d left off; the kernel rewrote the frame the entry saved (signal delivery does this to enter the handler)", e.ReturnRIP, a.sym(v), e.Mechanism, e.Step)
+	case f == "sp" && e.CallerRSP != 0 && v < e.CallerRSP && !x86.KernelHalf(v):
+		a.note(KindFrame, "pt_regs->sp %#x → %#x: the return to user mode will load a stack pointer %d bytes below the one the %s of step %d saved; the kernel wrote that much onto the user stack (for a signal: the frame with siginfo, the ucontext holding the interrupted registers, and the restorer's return address on top)", e.CallerRSP, v, e.CallerRSP-v, e.Mechanism, e.Step)
 	}
 }
 

@@ -35,6 +35,8 @@ var guestSeries = []struct {
 	{"syscall", "+regs", "+ save and restore of pt_regs", nil},
 	{"pagefault", "full", "store to a fresh page: #PF, page mapped, iretq, store again", nil},
 	{"irq", "full", "timer interrupt at CPL 3: handler and iretq, as the gap it leaves in a user loop", nil},
+	{"int3", "full", "int3 (#BP, a trap) + iretq to the next instruction", nil},
+	{"gpfault", "full", "hlt at CPL 3 (#GP(0), a fault) + iretq past the hlt", nil},
 }
 
 // BreakdownPaths is the order in which the syscall breakdown adds one part

@@ -1,10 +1,11 @@
 // Package mechanism names the ways into the kernel that sctrace traces and
 // times: syscall, int $0x80, sysenter, a far call through a call gate, ud2
-// used as a system call, the vDSO read that enters no kernel at all, and two
-// entries that are no system call: a page fault on a page not yet mapped
-// and a timer interrupt arriving in user mode; and, on the teaching kernel,
-// the same int $0x80, sysenter and syscall made from 32-bit code
-// (compatibility mode).
+// used as a system call, the vDSO read that enters no kernel at all, and
+// four entries that are no system call: a page fault on a page not yet
+// mapped, a timer interrupt arriving in user mode, a breakpoint (int3) and
+// a general-protection fault raised by a user instruction; and, on the
+// teaching kernel, the same int $0x80, sysenter and syscall made from
+// 32-bit code (compatibility mode).
 // The recorder, the teaching kernel, the Linux /init and the annotator all
 // take the names, the labels and the spellings from here.
 package mechanism
@@ -25,7 +26,13 @@ type Mechanism string
 // IRQ are not system calls: the first is a user store to a page that is
 // not mapped yet (#PF, vector 14), which the kernel maps before the store
 // runs again; the second an external interrupt (the timer) taken while
-// user code runs.
+// user code runs. Int3 and GPFault are exceptions a user instruction
+// raises: int3's #BP (vector 3, a trap: the CPU saves the address of the
+// next instruction) and #GP (vector 13, a fault: it saves the address of
+// the instruction itself), raised here by a privileged instruction at
+// CPL 3. Linux answers both with a signal (SIGTRAP, SIGSEGV) delivered on
+// the way back to user mode; the teaching kernel's handlers return to the
+// instruction after.
 const (
 	Syscall   Mechanism = "syscall"
 	Int80     Mechanism = "int80"
@@ -35,6 +42,8 @@ const (
 	Vdso      Mechanism = "vdso"
 	PageFault Mechanism = "pagefault"
 	IRQ       Mechanism = "irq"
+	Int3      Mechanism = "int3"
+	GPFault   Mechanism = "gpfault"
 )
 
 // The teaching kernel's compatibility-mode mechanisms: its user program
@@ -50,7 +59,7 @@ const (
 
 // All lists every mechanism, in the order the teaching kernel's trace mode
 // calls them.
-var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso, PageFault, IRQ, Int80Compat, SysenterCompat, SyscallCompat}
+var All = []Mechanism{Syscall, Int80, Sysenter, CallGate, UD2, Vdso, PageFault, IRQ, Int80Compat, SysenterCompat, SyscallCompat, Int3, GPFault}
 
 // Compat reports whether m is made from compatibility mode: 32-bit user
 // code under a 64-bit kernel.
@@ -69,15 +78,25 @@ func (m Mechanism) Native() Mechanism {
 
 // SystemCall reports whether m is a way to make a system call (or, for the
 // vDSO, to get a system call's answer without one): every mechanism but
-// the page fault and the interrupt, which enter the kernel without a
-// system call number and come back to the instruction they stopped.
-func (m Mechanism) SystemCall() bool { return m != PageFault && m != IRQ }
+// the exceptions and the interrupt (see Event), which enter the kernel
+// without a system call number.
+func (m Mechanism) SystemCall() bool { return !m.Event() }
 
-// Event reports whether the kernel is entered by something that happens to
-// the user instruction rather than by what it does: a page fault raised by
-// an ordinary memory access, or an external interrupt arriving between two
-// instructions. Either returns to the same instruction, which then runs.
-func (m Mechanism) Event() bool { return m == PageFault || m == IRQ }
+// Event reports whether the kernel is entered by an exception or an
+// interrupt delivered through the IDT rather than by a system call: a page
+// fault raised by an ordinary memory access, an external interrupt
+// arriving between two instructions, a breakpoint or a general-protection
+// fault. None of them goes back to the instruction after a system call:
+// a page fault and an interrupt return to the interrupted instruction,
+// which then runs; a breakpoint or a #GP on Linux to a signal handler.
+func (m Mechanism) Event() bool {
+	return m == PageFault || m == IRQ || m == Int3 || m == GPFault
+}
+
+// Signal reports whether Linux answers an entry by m from user mode with a
+// signal to the program: SIGTRAP for int3, SIGSEGV for a #GP. The return
+// to user mode then goes to the program's handler, not to where it was.
+func (m Mechanism) Signal() bool { return m == Int3 || m == GPFault }
 
 // Parse checks a mechanism name; "" and "any" mean any and return "".
 func Parse(s string) (Mechanism, error) {
@@ -125,11 +144,12 @@ func (m Mechanism) UserReturnLabel() string { return "user_" + m.stem() + "_ret"
 
 // Instruction spells the instruction that enters the kernel by m as
 // annotations name it: "syscall", "int $0x80", "sysenter", "call gate",
-// "ud2" (the same from compatibility mode); "" for the vDSO read, which enters nothing, and for a page fault
-// or an interrupt, which any instruction may meet.
+// "ud2", "int3" (the same from compatibility mode); "" for the vDSO read,
+// which enters nothing, and for a page fault, a general-protection fault
+// or an interrupt, which many instructions may meet.
 func (m Mechanism) Instruction() string {
 	switch m = m.Native(); m {
-	case Syscall, Sysenter, UD2:
+	case Syscall, Sysenter, UD2, Int3:
 		return string(m)
 	case Int80:
 		return "int $0x80"
@@ -141,16 +161,21 @@ func (m Mechanism) Instruction() string {
 
 // Classify says which mechanism an instruction enters the kernel by, or ""
 // for an instruction that does not (ud2 counts only when asked, since it is
-// an ordinary fault elsewhere). Of the software interrupts only int $0x80
-// is the int80 mechanism: int3 is a breakpoint, int1 (icebp) a debug trap,
-// and another int n is a vector of its own.
+// an ordinary fault elsewhere). Of the software interrupts int $0x80 is
+// the int80 mechanism and the one-byte int3 (0xcc) the int3 mechanism;
+// int1 (icebp) is a debug trap, and another int n (cd 03 included) a
+// vector of its own. A #GP is not classified: many instructions raise it.
 func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
 	switch inst.Op {
 	case x86asm.SYSCALL:
 		return Syscall
 	case x86asm.INT:
-		if imm, ok := inst.Args[0].(x86asm.Imm); ok && imm == 0x80 {
+		imm, ok := inst.Args[0].(x86asm.Imm)
+		switch {
+		case ok && imm == 0x80:
 			return Int80
+		case ok && imm == 3 && inst.Len == 1:
+			return Int3
 		}
 	case x86asm.SYSENTER:
 		return Sysenter

@@ -16,8 +16,9 @@ func TestClassify(t *testing.T) {
 	}{
 		{"syscall", []byte{0x0f, 0x05}, false, Syscall},
 		{"int $0x80", []byte{0xcd, 0x80}, false, Int80},
-		{"int3 is a breakpoint", []byte{0xcc}, false, ""},
-		{"int $0x3 is a breakpoint", []byte{0xcd, 0x03}, false, ""},
+		{"int3, the one-byte breakpoint", []byte{0xcc}, false, Int3},
+		{"int $0x3 is a vector of its own", []byte{0xcd, 0x03}, false, ""},
+		{"hlt raises #GP at CPL 3 but is not classified", []byte{0xf4}, false, ""},
 		{"int1 (icebp) is a debug trap", []byte{0xf1}, false, ""},
 		{"int $0x81 is another vector", []byte{0xcd, 0x81}, false, ""},
 		{"int $0x0 is another vector", []byte{0xcd, 0x00}, false, ""},
@@ -54,7 +55,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	_, err := Parse("sysret")
-	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int80-compat, sysenter-compat or syscall-compat)`; err == nil || err.Error() != want {
+	if want := `unknown mechanism "sysret" (want syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int80-compat, sysenter-compat, syscall-compat, int3 or gpfault)`; err == nil || err.Error() != want {
 		t.Errorf("Parse(sysret) error = %v, want %s", err, want)
 	}
 }
@@ -75,6 +76,8 @@ func TestLabels(t *testing.T) {
 		{Int80Compat, "user_int80_compat_insn", "user_int80_compat_ret", "int $0x80"},
 		{SysenterCompat, "user_sysenter_compat_insn", "user_sysenter_compat_ret", "sysenter"},
 		{SyscallCompat, "user_syscall_compat_insn", "user_syscall_compat_ret", "syscall"},
+		{Int3, "user_int3_insn", "user_int3_ret", "int3"},
+		{GPFault, "user_gpfault_insn", "user_gpfault_ret", ""},
 	}
 	for _, tt := range tests {
 		if got := tt.m.UserLabel(); got != tt.insn {
@@ -91,9 +94,14 @@ func TestLabels(t *testing.T) {
 
 func TestKinds(t *testing.T) {
 	for _, m := range All {
-		event := m == PageFault || m == IRQ
+		event := m == PageFault || m == IRQ || m == Int3 || m == GPFault
 		if m.Event() != event || m.SystemCall() == event {
 			t.Errorf("%s: Event() = %v, SystemCall() = %v; want %v, %v", m, m.Event(), m.SystemCall(), event, !event)
+		}
+		// Linux sends SIGTRAP for int3 and SIGSEGV for a user #GP
+		// (arch/x86/kernel/traps.c: do_int3_user, exc_general_protection).
+		if signal := m == Int3 || m == GPFault; m.Signal() != signal {
+			t.Errorf("%s: Signal() = %v, want %v", m, m.Signal(), signal)
 		}
 	}
 }

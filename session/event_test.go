@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -215,6 +217,117 @@ func TestLinuxIRQ(t *testing.T) {
 			if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(st0.RIP) || tr.Final.Val(x86.RSP) != st0.Regs.Val(x86.RSP) {
 				t.Errorf("ended at %#x (rsp %#x) CPL %d, want %#x (rsp %#x) CPL 3: the interrupted instruction",
 					tr.Final.Val(x86.RIP), tr.Final.Val(x86.RSP), tr.Final.CPL(), uint64(st0.RIP), st0.Regs.Val(x86.RSP))
+			}
+		})
+	}
+}
+
+// TestExceptionRoundTrips records the teaching kernel's int3 and a hlt at
+// CPL 3 under QEMU. int3 raises #BP (vector 3) through a gate of DPL 3, a
+// trap: the five-word frame (40 bytes, no error code) holds the
+// instruction after it. hlt raises #GP(0) (vector 13), a fault: the frame
+// holds the hlt itself and an error code of 0, 48 bytes. Each enters its
+// handler (ELF symbols) at CPL 0 on the entry stack, runs on the kernel
+// stack and returns with its iretq at CPL 3 to the instruction after the
+// one that raised it (user_int3_ret, user_gpfault_ret: the #GP handler
+// moves the saved RIP past the one-byte hlt), with the user stack pointer
+// as it was and no finding. gdb's stepi loop then counts the same path on
+// the same guest.
+func TestExceptionRoundTrips(t *testing.T) {
+	testenv.NeedTools(t, "gdb") // it counts the path sctrace records
+	tests := []struct {
+		mech        mechanism.Mechanism
+		entry, exit string // the handler and its iretq, ELF symbols
+		vector      int
+		frame       uint64 // bytes the CPU pushed
+		text        []string
+	}{
+		{mechanism.Int3, "asm_exc_int3", "bp_iretq_insn", 3, 40, []string{
+			"int3: #BP breakpoint delivered",
+			"IDT[3] has DPL 3 ≥ CPL",
+			"#BP is a trap: the CPU saves the address of the instruction after the int3",
+		}},
+		{mechanism.GPFault, "asm_exc_general_protection", "gp_iretq_insn", 13, 48, []string{
+			"#GP general protection was delivered",
+			"error code 0: the fault did not come from loading a segment or gate descriptor",
+			"hlt is a privileged instruction: at CPL 3",
+			"advanced by 1, past the instruction that raised the fault",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mech), func(t *testing.T) {
+			s := startFixture(t, Options{Mechanism: tt.mech, Keep: true})
+			t.Cleanup(func() {
+				s.QEMU.Stop()
+				os.RemoveAll(s.tmp)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+			defer cancel()
+			tr, err := s.RoundTrip(ctx, tt.mech)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := func(name string) uint64 {
+				t.Helper()
+				a, ok := s.Symbols.Addr(name)
+				if !ok {
+					t.Fatalf("the teaching kernel has no symbol %s", name)
+				}
+				return a
+			}
+			site, ret := addr(tt.mech.UserLabel()), addr(tt.mech.UserReturnLabel())
+			st0, st1, end := tr.Step(0), tr.Step(1), tr.Step(tr.Len()-1)
+			if uint64(st0.RIP) != site || st0.CPL != 3 || uint64(st1.RIP) != addr(tt.entry) || st1.CPL != 0 {
+				t.Errorf("step 0 %s %#x CPL %d, step 1 %s %#x CPL %d; want %s %#x CPL 3, then %s %#x CPL 0",
+					st0.Symbol, uint64(st0.RIP), st0.CPL, st1.Symbol, uint64(st1.RIP), st1.CPL,
+					tt.mech.UserLabel(), site, tt.entry, addr(tt.entry))
+			}
+			rsp := st1.Regs.Val(x86.RSP)
+			if want := addr("entry_stack") + 4096 - tt.frame; rsp != want {
+				t.Errorf("rsp at %s = %#x, want %#x (top of entry_stack minus the %d-byte frame)", tt.entry, rsp, want, tt.frame)
+			}
+			// The frame's RIP, as the annotator read it from the stack
+			// (above #GP's error code): the next instruction for the
+			// trap, the faulting one for the fault.
+			savedRIP, at := uint64(st0.RIP), rsp+8
+			if tt.vector == 3 {
+				savedRIP, at = ret, rsp
+			}
+			tt.text = append(tt.text, fmt.Sprintf("CPU pushed at %#x: rip %#x", at, savedRIP))
+			if uint64(end.RIP) != addr(tt.exit) || end.CPL != 0 || end.Op != x86asm.IRETQ {
+				t.Errorf("last step %s %#x CPL %d, want iretq at %s %#x CPL 0", end.Symbol, uint64(end.RIP), end.CPL, tt.exit, addr(tt.exit))
+			}
+			if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != ret || tr.Final.Val(x86.RSP) != st0.Regs.Val(x86.RSP) {
+				t.Errorf("ended at %#x (rsp %#x) CPL %d, want %s %#x (rsp %#x) CPL 3",
+					tr.Final.Val(x86.RIP), tr.Final.Val(x86.RSP), tr.Final.CPL(), tt.mech.UserReturnLabel(), ret, st0.Regs.Val(x86.RSP))
+			}
+			ev := countEvents(tr)
+			if ev.swapgs != 2 || ev.cr3 != 2 || !ev.kernelStack || ev.findings != 0 {
+				for _, f := range trace.Summarize(tr).Findings {
+					t.Log(f)
+				}
+				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes, the kernel stack and no finding", ev)
+			}
+			var all strings.Builder
+			for _, st := range tr.All() {
+				for _, e := range st.Effects {
+					all.WriteString(e.Text + "\n")
+				}
+			}
+			for _, want := range tt.text {
+				if !strings.Contains(all.String(), want) {
+					t.Errorf("no annotation says %q", want)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			counts, ends := gdbStepiCount(ctx, t, s.QEMU.GDBAddr, site, 3)
+			t.Logf("%s: sctrace %d, gdb stepi %v", tt.mech, tr.Len(), counts)
+			for i, n := range counts {
+				if n != tr.Len() || ends[i] != ret {
+					t.Errorf("gdb's stepi loop %d counted %d to %#x; sctrace recorded %d to %#x", i, n, ends[i], tr.Len(), ret)
+				}
 			}
 		})
 	}

@@ -37,8 +37,8 @@ type LinuxOptions struct {
 	// NoPTI boots with pti=off instead of pti=on; KASLR drops nokaslr.
 	NoPTI, KASLR bool
 	// Mode is what /init loops on (see linuxinit.Modes); "" follows
-	// Options.Mechanism (int80 for int80, mmap for pagefault, syscall
-	// otherwise).
+	// Options.Mechanism (int80 for int80, mmap for pagefault, int3 and
+	// gpfault for themselves, syscall otherwise).
 	Mode string
 	// Memory is QEMU's -m (default 256M).
 	Memory string
@@ -50,14 +50,17 @@ type LinuxOptions struct {
 }
 
 // ChooseMechanism checks that m is an entry mechanism Linux's /init uses
-// (syscall, int80, vdso or pagefault; "" for any; irq, the timer's
+// (syscall, int80, vdso, pagefault, int3 or gpfault; "" for any; irq, the timer's
 // interrupt, comes whatever it loops on) and pairs it with o.Mode, what
 // /init loops on, the one following the other: a vDSO loop makes no system
 // call to wait for, so tracing vdso makes /init loop on the vDSO, tracing
 // pagefault makes it loop on mmap, whose first write to the fresh page
-// faults, and an /init
-// looping on the vDSO or on int $0x80 is traced by that mechanism unless
-// the user chose one (chosen). A call named by o.Syscall is waited for at
+// faults, tracing int3 or gpfault makes it loop on the mode of that name,
+// whose exception Linux answers with a signal, and an /init looping on the
+// vDSO, on int $0x80, on int3 or on a #GP is traced by that mechanism
+// unless the user chose one (chosen): the signal loops' syscall is their
+// handlers' rt_sigreturn, which --syscall rt_sigreturn or -m syscall
+// traces. A call named by o.Syscall is waited for at
 // the syscall instruction, and without a mode or a program /init loops on
 // it when one of its modes makes it. A Program makes the mode exec; an
 // i386 one is traced at int $0x80 unless sysenter or syscall is chosen
@@ -96,8 +99,12 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		if o.Program != nil {
 			return "", errors.New("mechanism pagefault: the page fault traced is the one /init's mmap loop makes, not a program's: drop --exec")
 		}
+	case mechanism.Int3, mechanism.GPFault:
+		if o.Program != nil {
+			return "", fmt.Errorf("mechanism %s: the exception traced is the one /init's %s loop raises, not a program's: drop --exec", m, m)
+		}
 	default:
-		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80, vdso or pagefault (and irq comes in any loop)", m)
+		return "", fmt.Errorf("mechanism %s: Linux's /init uses syscall, int80, vdso, pagefault, int3 or gpfault (and irq comes in any loop)", m)
 	}
 	if o.Syscall != "" {
 		if chosen && m != mechanism.Syscall {
@@ -123,6 +130,10 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 		o.Mode = linuxinit.Vdso
 	case m == mechanism.PageFault && o.Mode == "":
 		o.Mode = linuxinit.PageFaultMode
+	case m.Signal() && o.Mode == "":
+		o.Mode = string(m) // the loop that raises it: int3 or gpfault
+	case !chosen && (o.Mode == linuxinit.Int3 || o.Mode == linuxinit.GPFault):
+		m = mechanism.Mechanism(o.Mode)
 	case !chosen && o.Mode == linuxinit.Vdso:
 		m = mechanism.Vdso
 	case !chosen && o.Mode == linuxinit.Int80:
@@ -270,6 +281,8 @@ func (o LinuxOptions) mode() string {
 		return linuxinit.Int80
 	case o.Mechanism == mechanism.PageFault:
 		return linuxinit.PageFaultMode
+	case o.Mechanism.Signal():
+		return string(o.Mechanism)
 	}
 	return linuxinit.Syscall
 }

@@ -253,14 +253,14 @@ const BothCPUs = -1
 
 // CheckUserCPU checks that the teaching kernel can run its program on
 // o.UserCPU: CPU 0, or CPU 1 or both when the guest has a second vCPU;
-// both only for system calls (the kernel has one demand page and one
+// both not for pagefault and irq (the kernel has one demand page and one
 // timer). It also checks o.OnCPU (CheckOnCPU).
 func (o Options) CheckUserCPU() error {
 	switch {
 	case o.UserCPU == BothCPUs && max(o.SMP, 1) < 2:
 		return fmt.Errorf("--user-cpu both needs a second vCPU: add --smp 2")
-	case o.UserCPU == BothCPUs && o.Mechanism.Event():
-		return fmt.Errorf("--user-cpu both with -m %s: the teaching kernel runs only its system calls on both CPUs at once (it has one demand page and one timer); use --user-cpu 0 or 1", o.Mechanism)
+	case o.UserCPU == BothCPUs && (o.Mechanism == mechanism.PageFault || o.Mechanism == mechanism.IRQ):
+		return fmt.Errorf("--user-cpu both with -m %s: the teaching kernel has one demand page and one timer, so it runs neither pagefault nor irq on both CPUs at once; use --user-cpu 0 or 1", o.Mechanism)
 	case o.UserCPU == BothCPUs:
 	case o.UserCPU != 0 && o.UserCPU != 1:
 		return fmt.Errorf("--user-cpu %d: the teaching kernel runs its program on CPU 0 or CPU 1", o.UserCPU)

@@ -14,7 +14,7 @@ func TestCPULines(t *testing.T) {
 	kern := CPUPlace{RIP: 0xffffffff80203000, Symbol: "entry_SYSCALL_64", CPL: 0, GSBase: 0xffffffff80243000}
 	bad := CPUPlace{CPL: -1, Err: "E22"}
 	followed := &CPU{Index: 1, Thread: "p01.02", Count: 2, GSBase: 0xffffffff8024f000}
-	first := "followed: vCPU 1 of 2 (gdbstub thread p01.02, kernel GS base 0xffffffff8024f000), stepped alone: QEMU stopped every vCPU when it reached the call, and each step runs this one only"
+	first := "followed: vCPU 1 of 2 (gdbstub thread p01.02, kernel GS base 0xffffffff8024f000), stepped alone: QEMU stopped every vCPU when this one stopped where the trace starts, and each step runs this one only"
 	for _, tc := range []struct {
 		name   string
 		others []OtherCPU

@@ -97,7 +97,7 @@ type Header struct {
 	// CPUModel is QEMU's -cpu model, when sctrace started QEMU: its vendor
 	// decides whether sysenter and syscall work outside 64-bit mode.
 	CPUModel  string `json:"cpu_model,omitempty"`
-	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq
+	Mechanism string `json:"mechanism,omitempty"` // syscall, int80, sysenter, callgate, ud2, vdso, pagefault, irq, int3, gpfault
 	Symbols   string `json:"symbols,omitempty"`   // where names came from
 	// Syscall names the system call the trace starts at, with its
 	// arguments, when it starts at a user syscall instruction on Linux.
@@ -218,7 +218,7 @@ func (h Header) CPULines() []string {
 	if h.CPU.GSBase != 0 {
 		l += fmt.Sprintf(", kernel GS base %#x", uint64(h.CPU.GSBase))
 	}
-	out := []string{l + "), stepped alone: QEMU stopped every vCPU when it reached the call, and each step runs this one only"}
+	out := []string{l + "), stepped alone: QEMU stopped every vCPU when this one stopped where the trace starts, and each step runs this one only"}
 	for _, o := range h.OtherCPUs {
 		who := fmt.Sprintf("vCPU %d (thread %s)", o.Index, o.Thread)
 		gs := ""

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/sctrace/sctrace/bench"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
 )
 
@@ -27,10 +28,10 @@ func TestBundledLessons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lessons) != 6 {
-		t.Fatalf("%d lessons, want 6", len(lessons))
+	if len(lessons) != 7 {
+		t.Fatalf("%d lessons, want 7", len(lessons))
 	}
-	wantSegs := []int{1, 1, 5, 1, 2, 1}
+	wantSegs := []int{1, 1, 5, 1, 2, 1, 2}
 	for i, l := range lessons {
 		if l.Number != i+1 {
 			t.Errorf("lesson %d is numbered %d", i+1, l.Number)
@@ -46,6 +47,9 @@ func TestBundledLessons(t *testing.T) {
 				t.Errorf("lesson %s step %q: template left in the text", l.Name(), s.ID)
 			}
 		}
+	}
+	if lessons[6].Target != TargetLinux || lessons[6].Mechanism != mechanism.Int3 {
+		t.Errorf("lesson 7: target %q, mechanism %q; want linux, int3", lessons[6].Target, lessons[6].Mechanism)
 	}
 	if lessons[3].Target != TargetLinux || lessons[4].Kernel != "bug=int80-noswapgs" || !lessons[2].Bench {
 		t.Errorf("targets and kernels: 4 %q, 5 %q, 3 bench %v", lessons[3].Target, lessons[4].Kernel, lessons[2].Bench)

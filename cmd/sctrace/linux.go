@@ -38,7 +38,7 @@ func newRunLinuxCmd() *cobra.Command {
 generates, whose /init loops on a system call (getpid by syscall or by
 int $0x80, a vDSO clock_gettime, an unimplemented number, or one of the
 calls that run long in the kernel: execve, fork, read, mmap with a page
-fault, nanosleep). Once /init
+fault, nanosleep; or int3 and a #GP answered with a signal). Once /init
 loops, sctrace stops the CPU, reads the kernel's symbols from its kallsyms
 tables in guest memory (no vmlinux or System.map needed), finds the TSS, the
 entry and IST stacks from TR's base and the task stack from per-CPU data,
@@ -60,6 +60,15 @@ first write to the fresh page, from that store through asm_exc_page_fault
 and the kernel allocating the page to the iretq back to the same store
 (thousands of instructions). -m irq waits, in any loop, for the local APIC
 timer's interrupt to arrive in user mode.
+
+-m int3 and -m gpfault make /init's child loop on int3 (#BP) or on hlt in
+user mode (#GP), each with a signal handler installed, and trace from
+that instruction through asm_exc_int3 or asm_exc_general_protection, the
+signal sent (SIGTRAP, SIGSEGV) and its delivery on the way out
+(arch_do_signal_or_restart builds the signal frame on the user stack) to
+the iretq into the handler. --syscall rt_sigreturn (or -m syscall with
+--init int3 or gpfault) traces the handler's way back, from its
+restorer's syscall to the instruction after the one that raised it.
 
 --syscall NAME|NR waits for that system call (by the syscall instruction),
 letting the others through; names come from the kernel's own
@@ -85,6 +94,8 @@ the other vendor; the trace header names the CPU.` + recordHelpStarted,
 		Example: `  sctrace run linux --kernel "$(scripts/fetch-kernel.sh)"
   sctrace run linux --kernel vmlinuz --trace -m int80
   sctrace run linux --kernel vmlinuz --trace -m pagefault
+  sctrace run linux --kernel vmlinuz --trace -m int3
+  sctrace run linux --kernel vmlinuz --trace --syscall rt_sigreturn
   sctrace run linux --kernel vmlinuz --init execve --trace --budget 5000
   sctrace run linux --kernel vmlinuz --init execve --record log --trace --format trace -o execve.sctrace
   sctrace run linux --kernel vmlinuz --syscall read --trace

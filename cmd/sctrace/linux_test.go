@@ -114,3 +114,49 @@ func TestTraceAttachSyscall(t *testing.T) {
 		t.Errorf("stopped: %s", tr.Header.Stop)
 	}
 }
+
+// TestRunLinuxSigreturn checks that `run linux --syscall rt_sigreturn`
+// picks /init's int3 loop (whose SIGTRAP handler returns through the
+// call) and records it: from the restorer's syscall (init_sigreturn_insn,
+// from /init's ELF) with RAX holding rt_sigreturn's number from the x86-64
+// ABI list, named in the header, back to CPL 3 at the instruction after
+// the int3 (init_int3_ret), with no finding.
+func TestRunLinuxSigreturn(t *testing.T) {
+	kernel := testenv.LinuxKernel(t, "6.1")
+	saved := filepath.Join(t.TempDir(), "sigreturn.json")
+	out, err := run(t, "run", "linux", "--kernel", kernel, "--accel", "tcg", "--syscall", "rt_sigreturn", "--trace", "--format", "json", "--out", saved)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	tr, err := trace.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(linuxinit.ELF))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, _ := f.Symbols()
+	addr := map[string]uint64{}
+	for _, s := range syms {
+		addr[s.Name] = s.Value
+	}
+	call, _ := syscalls.ABI().ByName(linuxinit.Sigreturn)
+	if tr.Len() < 2 {
+		t.Fatalf("%d steps recorded", tr.Len())
+	}
+	first := tr.Step(0)
+	if uint64(first.RIP) != addr[linuxinit.SigreturnInsn] || first.Op != x86asm.SYSCALL || first.Regs.Val(x86.RAX) != uint64(call.Nr) {
+		t.Errorf("step 0 is %s at %#x with rax %d, want the syscall at %s (%#x) with rax %d",
+			first.Mnemonic, uint64(first.RIP), first.Regs.Val(x86.RAX), linuxinit.SigreturnInsn, addr[linuxinit.SigreturnInsn], call.Nr)
+	}
+	if c := tr.Header.Syscall; c == nil || c.Name != linuxinit.Sigreturn {
+		t.Errorf("header names the call %+v, want %s", c, linuxinit.Sigreturn)
+	}
+	if tr.Header.Stop != string(trace.StopUser) || tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != addr[linuxinit.Int3Ret] {
+		t.Errorf("stopped %q at %#x CPL %d, want back in user mode at %s %#x", tr.Header.Stop, tr.Final.Val(x86.RIP), tr.Final.CPL(), linuxinit.Int3Ret, addr[linuxinit.Int3Ret])
+	}
+	if findings := trace.Summarize(tr).Findings; len(findings) != 0 {
+		t.Errorf("findings: %q", findings)
+	}
+}

@@ -82,11 +82,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--smp", "4", "--user-cpu", "3"}, "--user-cpu 3: the teaching kernel runs its program on CPU 0 or CPU 1"},
 		{[]string{"run", "--user-cpu", "all"}, `--user-cpu "all": want 0, 1 or both`},
 		{[]string{"run", "--user-cpu", "both"}, "--user-cpu both needs a second vCPU: add --smp 2"},
-		{[]string{"run", "--smp", "2", "--user-cpu", "both", "-m", "irq"}, "--user-cpu both with -m irq: the teaching kernel runs only its system calls on both CPUs at once"},
+		{[]string{"run", "--smp", "2", "--user-cpu", "both", "-m", "irq"}, "--user-cpu both with -m irq: the teaching kernel has one demand page and one timer, so it runs neither pagefault nor irq on both CPUs at once"},
 		{[]string{"run", "--smp", "2", "--user-cpu", "both", "--on-cpu", "2"}, "--on-cpu 2: the guest's vCPUs are 0 to 1 (--smp 2)"},
 		{[]string{"run", "--on-cpu", "-1"}, "--on-cpu -1: the guest has one vCPU, 0 (--smp gives it more)"},
 		{[]string{"run", "linux", "--kernel", "x", "--smp", "2", "--on-cpu", "3"}, "--on-cpu 3: the guest's vCPUs are 0 to 1 (--smp 2)"},
-		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, exec or all)`},
+		{[]string{"run", "linux", "--kernel", "x", "--init", "exe"}, `unknown /init mode "exe" (want syscall, int80, vdso, enosys, execve, fork, read, mmap, nanosleep, int3, gpfault, exec or all)`},
 		{[]string{"run", "linux", "--kernel", "x", "--init", "exec"}, "--init exec runs the program --exec gives: give --exec PROGRAM instead"},
 		{[]string{"run", "linux", "--kernel", "x", "--syscall", "getpidd"}, `unknown system call "getpidd": the x86-64 ABI list`},
 		{[]string{"run", "linux", "--kernel", "x", "--syscall", "1000"}, "system call number 1000 is out of range: the x86-64 ABI list (Linux 6.19's syscall_64.tbl) has numbers 0 to 470"},
@@ -326,9 +326,11 @@ func TestRunAccel(t *testing.T) {
 	}
 }
 
-// TestRunEvents runs `run --trace -m pagefault` and `-m irq` on the bundled
-// kernel: the two entries that are no system call, each traced from the
-// user instruction to the handler's iretq back to it. The names are the
+// TestRunEvents runs `run --trace -m pagefault`, `-m irq`, `-m int3` and
+// `-m gpfault` on the bundled kernel: the entries that are no system call,
+// each traced from the user instruction to the handler's iretq back to it
+// (to the one after it, for int3's trap and the #GP the handler steps
+// over). The names are the
 // kernel's ELF symbols; the error code 0x6 is the SDM's reading of a user
 // write to a page that is not present, what the labelled store does.
 func TestRunEvents(t *testing.T) {
@@ -341,6 +343,10 @@ func TestRunEvents(t *testing.T) {
 			"cr2 = 0x700238", "pf_iretq_insn", "returned to user mode", "findings: none"}},
 		{"irq", []string{"mechanism irq", "user_irq_", "asm_irq_timer", "vector 0x20 delivered before", "IDT[0x20] has IST 0",
 			"EOI: out 0x20 to port 0x20", "irq_iretq_insn", "returned to user mode", "findings: none"}},
+		{"int3", []string{"mechanism int3", "user_int3_insn", "asm_exc_int3", "#BP breakpoint delivered", "IDT[3] has DPL 3",
+			"#BP is a trap", "bp_iretq_insn", "the popped RIP, where the int3 of step 0 left off", "returned to user mode", "findings: none"}},
+		{"gpfault", []string{"mechanism gpfault", "user_gpfault_insn", "asm_exc_general_protection", "the handler in IDT[0xd]",
+			"error code 0: the fault did not come from loading", "hlt is a privileged instruction", "gp_iretq_insn", "returned to user mode", "findings: none"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mech, func(t *testing.T) {

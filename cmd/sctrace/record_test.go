@@ -37,7 +37,8 @@ func TestRecordUsageErrors(t *testing.T) {
 		{[]string{"run", "linux", "--kernel", "x", "--trace", "--record", "step", "--log-after", "10"}, "it goes with --record auto or log"},
 		{[]string{"run", "--trace", "--log-after", "-1"}, "--log-after must be 0 or more, not -1"},
 		{[]string{"run", "--trace", "--record", "log", "--over", "1"}, "--record log records every instruction: --over needs --record step"},
-		{[]string{"run", "--trace", "--record", "log", "-m", "pagefault"}, "mechanism pagefault returns to the interrupted instruction itself: use --record step"},
+		{[]string{"run", "--trace", "--record", "log", "-m", "pagefault"}, "mechanism pagefault enters by an exception or an interrupt, which the log recorder does not follow: use --record step"},
+		{[]string{"run", "linux", "--kernel", "x", "--trace", "--record", "log", "-m", "int3"}, "mechanism int3 enters by an exception or an interrupt, which the log recorder does not follow: use --record step"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

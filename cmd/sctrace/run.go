@@ -108,7 +108,7 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 	fl.BoolVar(&tcp, "gdb-tcp", false, gdbTCPUsage)
 	fl.StringVar(&cpu, "cpu", "", "guest CPU model (default qemu64,vendor=GenuineIntel; qemu64 alone shows AMD's #UD on sysenter)")
 	fl.IntVar(&smp, "smp", 1, smpUsage)
-	fl.StringVar(&ucpu, "user-cpu", "0", "the vCPU the teaching kernel runs its program on: 0, or with --smp 2 1 (it wakes CPU 1 with INIT-SIPI-SIPI) or both (both CPUs make the calls at once; system calls only)")
+	fl.StringVar(&ucpu, "user-cpu", "0", "the vCPU the teaching kernel runs its program on: 0, or with --smp 2 1 (it wakes CPU 1 with INIT-SIPI-SIPI) or both (both CPUs run it at once; not for pagefault and irq)")
 	return cmd
 }
 

@@ -41,7 +41,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	f.flags = fl
 	fl.StringVar(&f.record, "record", session.RecordAuto, recordUsage)
 	fl.IntVar(&f.logAfter, "log-after", session.DefaultLogAfter, "with --record auto, single-step this many instructions of a round trip before\nhanding the rest to QEMU's instruction log (with --record log: the steps before the log, none unless given)")
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, the entries that are no system call: pagefault (a demand page fault) and irq (a timer interrupt from user mode),\nand the teaching kernel's calls from 32-bit code: int80-compat, sysenter-compat and syscall-compat")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, the entries that are no system call: pagefault (a demand page fault), irq (a timer interrupt from user mode), int3 (a breakpoint trap) and gpfault (a general-protection fault from user mode),\nand the teaching kernel's calls from 32-bit code: int80-compat, sysenter-compat and syscall-compat")
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
@@ -114,7 +114,7 @@ func (f *recordFlags) check() (mechanism.Mechanism, trace.Syntax, error) {
 		return "", 0, errors.New("--record log records every instruction: --over needs --record step")
 	}
 	if f.record == session.RecordLog && m.Event() {
-		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s returns to the interrupted instruction itself: use --record step", m)
+		return "", 0, fmt.Errorf("--record log follows a system call to the instruction after it; mechanism %s enters by an exception or an interrupt, which the log recorder does not follow: use --record step", m)
 	}
 	if m.Compat() && (f.record == session.RecordLog && (!f.changed("log-after") || f.logAfter == 0) || f.record == session.RecordAuto && f.logAfter == 0) {
 		return "", 0, fmt.Errorf("--record %s: mechanism %s starts in 32-bit code, which QEMU's instruction log dumps in its 32-bit layout, without the 64-bit registers: single-step the way in (--log-after 1 or more) or use --record step", f.record, m)
@@ -141,7 +141,8 @@ func (f *recordFlags) options(o *session.Options) {
 	switch {
 	case f.record == session.RecordAuto && (f.over > 0 || mechanism.Mechanism(f.mechanism).Event()):
 		// Stepping over calls is the stepping recorder's, and so are
-		// round trips that return to the instruction they interrupted.
+		// exceptions and interrupts, which return elsewhere than after a
+		// system call.
 		o.Record = session.RecordStep
 	case f.record == session.RecordAuto || f.changed("log-after"):
 		o.LogAfter = f.logAfter
