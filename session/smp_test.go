@@ -26,7 +26,8 @@ import (
 // that vCPU's own per-CPU area: the kernel GS base must equal
 // __per_cpu_offset[cpu] read from guest memory, the store of the user RSP
 // must land in that area's cpu_tss_rw.sp2 and be named so, and the two
-// vCPUs' areas and TSSs must differ. The other vCPU, which QEMU keeps
+// vCPUs' areas and TSSs must differ; the header must give the other
+// vCPU's kernel GS base as its own __per_cpu_offset entry. The other vCPU, which QEMU keeps
 // stopped while the followed one steps, must be where it was at the start
 // when the trace ends: idle=poll keeps an idle vCPU executing (a halted
 // one would prove nothing).
@@ -174,6 +175,14 @@ func traceOnCPU(t *testing.T, qemuBin, kernel string, cpu int) (uint64, uint64) 
 	o := h.OtherCPUs[0]
 	if o.Start.Err != "" || o.Start != o.End {
 		t.Errorf("vCPU %d at start %s, at end %s: it should not move while vCPU %d steps", o.Index, o.Start, o.End, cpu)
+	}
+	// And the header gives the other vCPU's own per-CPU area.
+	b, err = kernelMemory{s.Target}.ReadMemory(ctx, offs+8*uint64(o.Index), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if theirs := binary.LittleEndian.Uint64(b); uint64(o.Start.GSBase) != theirs || theirs == want {
+		t.Errorf("vCPU %d: kernel GS base %#x in the header, __per_cpu_offset[%d] = %#x (vCPU %d's: %#x)", o.Index, uint64(o.Start.GSBase), o.Index, theirs, cpu, want)
 	}
 	t.Logf("vCPU %d: GS base %#x, TR base %#x, %d steps; vCPU %d at %s", cpu, want, tss.Start, tr.Len(), o.Index, o.Start)
 	return want, tss.Start
