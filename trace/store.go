@@ -2,12 +2,13 @@ package trace
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/x86"
