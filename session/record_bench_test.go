@@ -158,9 +158,11 @@ func BenchmarkRecordersExecve(b *testing.B) {
 		if m := logTimes.FindStringSubmatch(lastDetail); m != nil {
 			run, _ := strconv.ParseFloat(m[1], 64)
 			pauses, _ := strconv.ParseFloat(m[2], 64)
-			after, _ := strconv.ParseFloat(m[3], 64)
+			paused, _ := strconv.ParseFloat(m[3], 64)
+			after, _ := strconv.ParseFloat(m[4], 64)
 			b.ReportMetric(run, "last-logged-run-s")
 			b.ReportMetric(pauses, "last-pauses")
+			b.ReportMetric(paused, "last-paused-s")
 			b.ReportMetric(after, "last-convert-after-run-s")
 		}
 		b.ReportMetric(float64(n)/float64(b.N), "insns/op")
@@ -176,7 +178,7 @@ func BenchmarkRecordersExecve(b *testing.B) {
 // logTimes finds, in a log span's Detail, how long the guest ran logged,
 // how often it was paused to read memory, and how long the log took to
 // turn into steps after the run.
-var logTimes = regexp.MustCompile(`logged instructions in ([0-9.]+)s, paused ([0-9]+) times to read memory, the last steps made ([0-9.]+)s after it stopped`)
+var logTimes = regexp.MustCompile(`logged instructions in ([0-9.]+)s, paused ([0-9]+) times to read memory \(([0-9.]+)s\), the last steps made ([0-9.]+)s after it stopped`)
 
 // gdbStepi runs gdb on the stub at addr: a hardware breakpoint at site,
 // continue, then n stepi commands, timed in gdb's Python. It returns the

@@ -76,7 +76,10 @@ type chunkEncoder struct {
 }
 
 func newChunkEncoder(base *x86.State) *chunkEncoder {
-	e := &chunkEncoder{strs: map[string]uint64{"": 0}, slist: []string{""}, codes: map[string]uint64{}}
+	// Sized for a chunk of kernel code: some thousands of distinct
+	// texts and some hundreds of instructions, so the tables rarely grow.
+	e := &chunkEncoder{strs: make(map[string]uint64, 2048), slist: make([]string, 1, 2048), codes: make(map[string]uint64, 512)}
+	e.strs[""] = 0
 	if base != nil {
 		e.prev = *base
 	}

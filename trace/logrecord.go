@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -278,7 +280,7 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	defer follow.End()
 	cctx, stopConv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConv()
-	c := &converter{l: l, rd: qemulog.NewReader(follow), until: until, budget: from + budget, reqs: make(chan *pageRequest)}
+	c := &converter{l: l, rd: qemulog.NewReader(follow), file: f, until: until, budget: from + budget, reqs: make(chan *pageRequest)}
 	var (
 		cwhy StopReason
 		cerr error
@@ -310,19 +312,15 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	c.live = live
 	follow.End()
 	sctx := context.WithoutCancel(ctx)
-	serve := func(req *pageRequest) {
-		b, err := l.readPage(sctx, req.cr3, req.page, live)
-		req.reply <- pageReply{b, err}
-	}
 	if held != nil {
-		serve(held)
+		l.answer(sctx, held, live)
 	}
 	t1 := time.Now()
 wait:
 	for {
 		select {
 		case req := <-c.reqs:
-			serve(req)
+			l.answer(sctx, req, live)
 		case <-convDone:
 			break wait
 		}
@@ -354,22 +352,91 @@ func (l *LogRecorder) addLogSpan(c *converter, from int, logging *qemulog.Loggin
 }
 
 // pageRequest asks the goroutine that holds the stub for a page of guest
-// memory (see LogRecorder.readPage).
+// memory (see LogRecorder.readPage), and for the kernel pages in more
+// while it is at it.
 type pageRequest struct {
 	cr3, page uint64
+	more      []uint64
 	reply     chan pageReply // buffered: the answer never waits
 }
 
 type pageReply struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
+	more [][]byte // for each of the request's more, the page or nil
+}
+
+// answer reads the pages req asks for under live, the state of the
+// stopped guest.
+func (l *LogRecorder) answer(ctx context.Context, req *pageRequest, live *x86.State) {
+	b, err := l.readPage(ctx, req.cr3, req.page, live)
+	rep := pageReply{b: b, err: err, more: make([][]byte, len(req.more))}
+	for i, p := range req.more {
+		if mb, err := l.readPage(ctx, req.cr3, p, live); err == nil {
+			rep.more[i] = mb
+		}
+	}
+	req.reply <- rep
+}
+
+// maxAhead bounds the pages read along with one the converter needs, and
+// aheadBytes the log looked at for them at a time.
+const (
+	maxAhead   = 128
+	aheadBytes = 4 << 20
+)
+
+// ahead returns kernel pages, other than page, that the log after the
+// current record runs code in and that are not read yet: kernel pages are
+// the same under every page table, so they can be read with the one
+// needed now, in the same pause of the guest, and the converter is not
+// stopped for them again. It looks at the log as far as QEMU has written
+// it, each part once.
+func (c *converter) ahead(page uint64) []uint64 {
+	if c.file == nil {
+		return nil
+	}
+	from := max(c.scanned, c.rd.Bytes)
+	if c.scanBuf == nil {
+		c.scanBuf = make([]byte, aheadBytes)
+	}
+	n, _ := c.file.ReadAt(c.scanBuf, from)
+	b := c.scanBuf[:n]
+	var out []uint64
+	pos := 0
+	for len(out) < maxAhead {
+		i := bytes.Index(b[pos:], ripLine)
+		if i < 0 || pos+i+len(ripLine)+16 > len(b) {
+			// Up to the line not written whole yet, to be looked at
+			// next time.
+			if i < 0 {
+				pos = max(pos, len(b)-len(ripLine))
+			} else {
+				pos += i
+			}
+			break
+		}
+		pos += i + len(ripLine)
+		rip, err := strconv.ParseUint(string(b[pos:pos+16]), 16, 64)
+		if err != nil || !x86.KernelHalf(rip) {
+			continue
+		}
+		p := rip &^ (pageSize - 1)
+		if _, ok := c.l.pages[pageKey{kernelPages, p}]; ok || p == page || slices.Contains(out, p) {
+			continue
+		}
+		out = append(out, p)
+	}
+	c.scanned = from + int64(max(pos, 0))
+	return out
 }
 
 // pageFunc returns how the converter reads a page: by asking the
-// goroutine that runs the guest (record).
+// goroutine that runs the guest (record), along with the kernel pages the
+// next records need.
 func (c *converter) pageFunc(ctx context.Context) func(cr3, page uint64) ([]byte, error) {
 	return func(cr3, page uint64) ([]byte, error) {
-		req := &pageRequest{cr3: cr3, page: page, reply: make(chan pageReply, 1)}
+		req := &pageRequest{cr3: cr3, page: page, more: c.ahead(page), reply: make(chan pageReply, 1)}
 		select {
 		case c.reqs <- req:
 		case <-ctx.Done():
@@ -377,6 +444,11 @@ func (c *converter) pageFunc(ctx context.Context) func(cr3, page uint64) ([]byte
 		}
 		select {
 		case rep := <-req.reply:
+			for i, p := range req.more {
+				if rep.more[i] != nil {
+					c.l.pages[pageKey{kernelPages, p}] = rep.more[i]
+				}
+			}
 			return rep.b, rep.err
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -422,6 +494,7 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 		// Only the followed vCPU runs: the log then holds its
 		// instructions alone, and no other vCPU reaches the breakpoint.
 		pctx, pause := context.WithCancelCause(rctx)
+		var pausedAt time.Time // when the run was interrupted for a read, read after taken
 		stop, taken := make(chan struct{}), make(chan *pageRequest, 1)
 		go func() {
 			var req *pageRequest
@@ -443,6 +516,7 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 					return
 				}
 			}
+			pausedAt = time.Now()
 			pause(errPause)
 		}()
 		sr, cerr := r.T.ContinueFollowed(pctx)
@@ -478,10 +552,10 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 		case held != nil:
 			// Paused for the converter (or stopped while it asked):
 			// answer it and go on.
-			b, err := l.readPage(context.WithoutCancel(ctx), held.cr3, held.page, st)
-			held.reply <- pageReply{b, err}
+			l.answer(context.WithoutCancel(ctx), held, st)
 			held = nil
 			c.pauses++
+			c.paused += time.Since(pausedAt)
 		case paused || st.Val(x86.RIP) == ret:
 		default:
 			return "", nil, nil, fmt.Errorf("log recorder: run to %s: stopped at %s instead (%s)", r.name(ret), r.name(st.Val(x86.RIP)), sr)
@@ -601,9 +675,13 @@ type converter struct {
 	skipped    int               // records of those handlers, and of what they switched to
 	records    int               // records read
 	reqs       chan *pageRequest // reads of guest memory, answered by record's goroutine
-	pauses     int               // times the guest was paused for them
-	ran        time.Duration     // the guest's run with the log on
-	after      time.Duration     // turning the rest of the log into steps after the run
+	file       *os.File          // the log, looked ahead in (ahead)
+	scanned    int64             // how far ahead has looked
+	scanBuf    []byte
+	pauses     int           // times the guest was paused for them
+	paused     time.Duration // how long those pauses lasted
+	ran        time.Duration // the guest's run with the log on
+	after      time.Duration // turning the rest of the log into steps after the run
 	truncated  error
 	unfinished bool   // the last instruction was left out: the guest stopped inside an interrupt handler after it
 	kgsLost    bool   // KERNEL_GS_BASE could not be carried
@@ -1143,7 +1221,7 @@ func (c *converter) detail(logging *qemulog.Logging) string {
 	if c.kgsCheck != "" {
 		d += "; " + c.kgsCheck
 	}
-	d += fmt.Sprintf("; the guest ran %d logged instructions in %.3fs, paused %d times to read memory, the last steps made %.3fs after it stopped", c.records, c.ran.Seconds(), c.pauses, c.after.Seconds())
+	d += fmt.Sprintf("; the guest ran %d logged instructions in %.3fs, paused %d times to read memory (%.3fs), the last steps made %.3fs after it stopped", c.records, c.ran.Seconds(), c.pauses, c.paused.Seconds(), c.after.Seconds())
 	if c.ranOn > 0 {
 		d += fmt.Sprintf("; the guest ran %d more logged instructions after the stop condition, not kept", c.ranOn)
 	}

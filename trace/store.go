@@ -325,11 +325,13 @@ func (x *index) addHinted(s *Step, h *lineHint) { x.addEntry(s, nil, h) }
 func (x *index) addLine(s *Step, tri *[3]uint32) { x.addEntry(s, tri, nil) }
 
 // lineHint remembers the line of the index x that a step's symbol and
-// texts are, so that the steps after it with the same ones need not look
-// them up.
+// texts are, and its address's entry, so that the steps after it with
+// the same ones need not look them up.
 type lineHint struct {
-	x  *index
-	id uint32
+	x    *index
+	id   uint32
+	addr uint64
+	rip  *ripSteps
 }
 
 // addEntry adds s, with tri as addLine has it; h, when set, gives or
@@ -343,8 +345,10 @@ func (x *index) addEntry(s *Step, tri *[3]uint32, h *lineHint) {
 			x.events[e] = append(l, i)
 		}
 	}
-	r := x.rips[uint64(s.RIP)]
-	if r == nil {
+	var r *ripSteps
+	if h != nil && h.x == x && h.addr == uint64(s.RIP) {
+		r = h.rip
+	} else if r = x.rips[uint64(s.RIP)]; r == nil {
 		r = &ripSteps{symbol: s.Symbol}
 		x.rips[uint64(s.RIP)] = r
 	}
@@ -386,7 +390,7 @@ func (x *index) addEntry(s *Step, tri *[3]uint32, h *lineHint) {
 		x.lines = append(x.lines, strings.ToLower(k))
 	}
 	if h != nil {
-		h.x, h.id = x, id
+		h.x, h.id, h.addr, h.rip = x, id, uint64(s.RIP), r
 	}
 	x.lineOf = append(x.lineOf, id)
 }
