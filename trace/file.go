@@ -176,7 +176,9 @@ func (t *Trace) encodeRange(first, count int) []byte {
 	for i := first; i < first+count; i++ {
 		e.add(t.Step(i))
 	}
-	return e.bytes(first)
+	b := e.bytes(first)
+	e.release()
+	return b
 }
 
 // trailer returns the last member of a version 2 file, which points at

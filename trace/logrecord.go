@@ -692,9 +692,7 @@ type converter struct {
 // pending is a decoded instruction waiting for the state after it.
 type pending struct {
 	before *x86.State
-	inst   x86asm.Inst
-	code   []byte
-	d      *decodedInsn // inst and code decoded, with its texts
+	d      *decodedInsn // the instruction decoded, with its texts
 	notes  []string     // interrupts taken after it
 	line   int64        // its record's line in the log
 }
@@ -713,6 +711,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 
 	var (
 		cur     *pending // the last traced instruction, waiting for the state after it
+		slot    pending  // where cur is: one at a time, finished before the next
 		prev    = r.cur  // the state before the previous record's instruction
 		prevIns x86asm.Inst
 		prevOK  bool
@@ -749,7 +748,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			}
 			v := in.State
 			v.Sys = cur.before.Sys
-			carryRegs(cur.before, cur.inst, true, nil, &v)
+			carryRegs(cur.before, cur.d.inst, true, nil, &v)
 			if why = c.finish(ctx, cur, &v); why != "" {
 				c.stopped, c.l.final, cur = true, &v, nil
 				continue
@@ -758,7 +757,8 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			if verr != nil {
 				return "", fmt.Errorf("log recorder: line %d: %w", in.Line, verr)
 			}
-			cur = &pending{before: &v, inst: vd.inst, code: vd.code, d: vd, line: in.Line}
+			cur = &slot // cur is finished: its slot is free
+			*cur = pending{before: &v, d: vd, line: in.Line}
 			prev, prevIns, prevOK = &v, vd.inst, true
 		}
 		var st *x86.State
@@ -800,7 +800,6 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		}
 		var (
 			inst x86asm.Inst
-			code []byte
 			d    *decodedInsn
 			derr error
 		)
@@ -812,7 +811,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		} else {
 			d, derr = c.decoded(ctx, st)
 			if derr == nil {
-				inst, code = d.inst, d.code
+				inst = d.inst
 			}
 		}
 		prev, prevIns, prevOK = st, inst, derr == nil
@@ -831,7 +830,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 				// interrupted is traced, with its bytes.
 				d, derr = c.decoded(ctx, st)
 				if derr == nil {
-					inst, code = d.inst, d.code
+					inst = d.inst
 				}
 				prevIns, prevOK = inst, derr == nil
 			}
@@ -856,7 +855,8 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		if derr != nil {
 			return "", fmt.Errorf("log recorder: line %d: %w", rec.Line, derr)
 		}
-		cur = &pending{before: st, inst: inst, code: code, d: d, notes: notes, line: rec.Line}
+		cur = &slot
+		*cur = pending{before: st, d: d, notes: notes, line: rec.Line}
 		notes = nil
 	}
 	if !started {
@@ -1056,7 +1056,8 @@ func (c *converter) carryOp(ctx context.Context, st *x86.State) (x86asm.Inst, er
 // it, appends it, and checks the stop conditions.
 func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) StopReason {
 	r := c.l.Recorder
-	before, inst, code, d := p.before, p.inst, p.code, p.d
+	before, d := p.before, p.d
+	inst, code := d.inst, d.code
 	rip := before.Val(x86.RIP)
 	s := Step{
 		RIP:      Hex(rip),

@@ -149,7 +149,9 @@ func encodeChunk(base *x86.State, first int, steps []Step) []byte {
 	for i := range steps {
 		e.add(&steps[i])
 	}
-	return e.bytes(first)
+	b := e.bytes(first)
+	e.release()
+	return b
 }
 
 // compress returns raw as one gzip member.
