@@ -21,6 +21,7 @@ package annotate
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
@@ -139,8 +140,15 @@ func (c *Context) accel() string {
 func Annotate(s Step, c *Context) []Effect {
 	a := newAnnotator(s, c)
 	a.run()
-	return a.out
+	out := a.out
+	*a = annotator{}
+	annotators.Put(a)
+	return out
 }
+
+// annotators keeps annotators for reuse: a recorder annotates every step,
+// and one is large enough for its allocation to count in a long trace.
+var annotators = sync.Pool{New: func() any { return new(annotator) }}
 
 // annotator carries one step's analysis.
 type annotator struct {
@@ -171,7 +179,8 @@ func newAnnotator(s Step, c *Context) *annotator {
 	if c.Knowledge == nil {
 		c.Knowledge = NewKnowledge()
 	}
-	a := &annotator{s: s, c: c, k: c.Knowledge, b: s.Before, a: s.After}
+	a := annotators.Get().(*annotator)
+	*a = annotator{s: s, c: c, k: c.Knowledge, b: s.Before, a: s.After}
 	if a.b == nil {
 		a.b = &x86.State{}
 	}

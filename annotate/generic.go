@@ -2,6 +2,7 @@ package annotate
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/sctrace/sctrace/x86"
@@ -160,7 +161,9 @@ func (a *annotator) registers() {
 		case !okOld:
 			a.note(regKind(r), "%s = %#x (now known)", name(r), nw)
 		case r == x86.RFLAGS:
-			a.note(KindFlags, "rflags %#x → %#x (%s → %s)", old, nw, x86.Flags(old), x86.Flags(nw))
+			b := changeText(make([]byte, 0, 80), "rflags", old, nw)
+			b = append(append(append(append(append(b, " ("...), x86.Flags(old).String()...), " → "...), x86.Flags(nw).String()...), ')')
+			a.out = append(a.out, Effect{Kind: KindFlags, Text: string(b), Verdict: NoVerdict})
 		case r >= x86.CS && r <= x86.GS:
 			a.note(KindRegister, "%s %#x → %s", name(r), old, x86.Selector(nw))
 		case r == x86.CR2:
@@ -168,7 +171,17 @@ func (a *annotator) registers() {
 		case r == x86.EFER:
 			a.note(KindMSR, "efer %#x → %#x (%s)", old, nw, x86.EFERFlags(nw))
 		default:
-			a.note(regKind(r), "%s %#x → %#x", name(r), old, nw)
+			a.out = append(a.out, Effect{Kind: regKind(r), Text: string(changeText(nil, name(r), old, nw)), Verdict: NoVerdict})
 		}
 	}
+}
+
+// changeText appends "NAME OLD → NEW", the values as %#x prints them,
+// without fmt: almost every step changes a register or two, and a long
+// recording makes millions of these.
+func changeText(b []byte, name string, old, nw uint64) []byte {
+	b = append(append(b, name...), " 0x"...)
+	b = strconv.AppendUint(b, old, 16)
+	b = append(b, " → 0x"...)
+	return strconv.AppendUint(b, nw, 16)
 }

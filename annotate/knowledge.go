@@ -222,8 +222,9 @@ func (k *Knowledge) Learn(m MSR) {
 	}
 	old := k.MSRs[m.Index]
 	if old == nil || k.Conflict(m) != 0 {
-		m.Also, m.Confirmed, m.Bits = nil, 0, m.Known
-		k.MSRs[m.Index] = &m
+		n := m // m itself stays on the stack: most calls confirm what is known
+		n.Also, n.Confirmed, n.Bits = nil, 0, n.Known
+		k.MSRs[m.Index] = &n
 		return
 	}
 	added := m.Known &^ old.Known

@@ -11,18 +11,28 @@ import (
 var stubMSRs = []struct {
 	index uint32
 	reg   x86.Reg
+	name  string
+	how   string
 }{
-	{x86.MSREFER, x86.EFER},
-	{x86.MSRFSBase, x86.FSBase},
-	{x86.MSRGSBase, x86.GSBase},
-	{x86.MSRKernelGSBase, x86.KernelGSBase},
+	{x86.MSREFER, x86.EFER, "", ""},
+	{x86.MSRFSBase, x86.FSBase, "", ""},
+	{x86.MSRGSBase, x86.GSBase, "", ""},
+	{x86.MSRKernelGSBase, x86.KernelGSBase, "", ""},
+}
+
+func init() {
+	// Said once: every step learns them.
+	for i := range stubMSRs {
+		stubMSRs[i].name = x86.MSRName(stubMSRs[i].index)
+		stubMSRs[i].how = stubMSRs[i].reg.String() + " register from the stub"
+	}
 }
 
 // learnFromStub records the MSRs the stub's registers show after the step.
 func (a *annotator) learnFromStub() {
 	for _, m := range stubMSRs {
 		if v, ok := a.a.Get(m.reg); ok {
-			a.k.Learn(MSR{Index: m.index, Value: v, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, How: m.reg.String() + " register from the stub"})
+			a.k.Learn(MSR{Index: m.index, Value: v, Known: ^uint64(0), Source: SourceRead, Step: a.s.Index, Name: m.name, How: m.how})
 		}
 	}
 }

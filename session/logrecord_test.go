@@ -3,11 +3,13 @@ package session
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
@@ -164,6 +166,63 @@ func checkEquivalent(t *testing.T, st, lt *trace.Trace) {
 	}
 	t.Logf("%d steps stepped, %d logged; %d differences, %d effects differ (memory the log lacks)", st.Len(), lt.Len(), len(diffs), len(effects))
 }
+
+// TestLogRecorderEquivalencePaused compares, as the two tests above do,
+// the stepping recorder's round trip with the log recorder's when the log
+// is turned into steps while the guest runs, from the first instruction on
+// (PauseAfter of a nanosecond): the guest is then paused at every first
+// read of a page of guest memory, as it is in long runs. The path is
+// Linux 6.1's read of 64 KiB from /init's file, long enough for the guest
+// to be still running when the first pages are asked for, on a guest
+// started as for `--record auto` (guest time follows the instructions).
+// The pauses must leave the trace as it is without them. With guest time
+// following the instructions, the same timer interrupt comes in every
+// logged read; its handler is left out of the trace, and the path is the
+// same as stepping's.
+func TestLogRecorderEquivalencePaused(t *testing.T) {
+	kernel := testenv.LinuxKernel(t, "6.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Second)
+	defer cancel()
+	o := LinuxOptions{Options: Options{Accel: "tcg", Record: RecordAuto, Syscall: "read"}, Kernel: kernel, Mode: linuxinit.Read}
+	m, err := o.ChooseMechanism("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartLinux(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The first read warms the page cache; the next ones take one path.
+	for range 2 {
+		if err := s.ToEntry(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.rec = s.Recorder
+	st, err := s.Record(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	useLog(s).PauseAfter = time.Nanosecond
+	if err := s.ToEntry(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	lt, err := s.Record(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEquivalent(t, st, lt)
+	sp := lt.Header.Recorders
+	detail := sp[len(sp)-1].Detail
+	if p := pausesRE.FindStringSubmatch(detail); p == nil || p[1] == "0" {
+		t.Errorf("the guest was not paused to read memory: %s", detail)
+	}
+	t.Log(detail)
+}
+
+// pausesRE finds in a log span's Detail how often the guest was paused.
+var pausesRE = regexp.MustCompile(`paused ([0-9]+) times to read memory`)
 
 // TestLogRecorderEquivalenceLinux records getpid by syscall and by
 // int $0x80 on Debian's Linux 6.1 and 6.12 (pti=on), first by single steps

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/termtext"
@@ -76,13 +77,32 @@ type chunkEncoder struct {
 }
 
 func newChunkEncoder(base *x86.State) *chunkEncoder {
-	e := &chunkEncoder{strs: map[string]uint64{"": 0}, slist: []string{""}, codes: map[string]uint64{}}
+	e := chunkEncoders.Get().(*chunkEncoder)
+	e.strs[""] = 0
+	e.slist = append(e.slist, "")
 	if base != nil {
 		e.prev = *base
 	}
 	e.prev.Sys = nil
 	e.body = appendState(e.body, &e.prev)
 	return e
+}
+
+// chunkEncoders keeps encoders for reuse, with their tables and buffer
+// at the size a chunk grew them to: a long recording encodes a chunk
+// every ChunkSteps steps.
+var chunkEncoders = sync.Pool{New: func() any {
+	return &chunkEncoder{strs: map[string]uint64{}, codes: map[string]uint64{}}
+}}
+
+// release empties e and keeps it for reuse; e must not be used after.
+func (e *chunkEncoder) release() {
+	clear(e.strs)
+	clear(e.codes)
+	clear(e.slist) // no strings kept alive from the pool
+	clear(e.clist)
+	*e = chunkEncoder{strs: e.strs, codes: e.codes, slist: e.slist[:0], clist: e.clist[:0], body: e.body[:0]}
+	chunkEncoders.Put(e)
 }
 
 func appendState(b []byte, st *x86.State) []byte {

@@ -3,7 +3,6 @@ package trace
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -12,6 +11,8 @@ import (
 	"io"
 	"runtime"
 	"sync"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/sctrace/sctrace/internal/termtext"
 	"github.com/sctrace/sctrace/x86"
@@ -175,7 +176,9 @@ func (t *Trace) encodeRange(first, count int) []byte {
 	for i := first; i < first+count; i++ {
 		e.add(t.Step(i))
 	}
-	return e.bytes(first)
+	b := e.bytes(first)
+	e.release()
+	return b
 }
 
 // trailer returns the last member of a version 2 file, which points at

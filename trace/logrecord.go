@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,6 +124,14 @@ type LogRecorder struct {
 	// Poll is how often the log's growth is checked against the budget
 	// while the guest runs (20ms when 0).
 	Poll time.Duration
+	// PauseAfter is how long the guest runs with the log on before the
+	// log is turned into steps alongside: the instructions' bytes are read
+	// from guest memory, which needs the guest stopped, so a run that
+	// lasts longer is paused at each page read for the first time
+	// (DefaultPauseAfter when 0; never when negative, when the log is
+	// turned into steps only as far as memory read before allows until the
+	// guest stops).
+	PauseAfter time.Duration
 
 	pages map[pageKey][]byte // guest pages read, by CR3 and address
 	final *x86.State         // the state after the last step, when the guest ran past it
@@ -212,7 +222,8 @@ func (l *LogRecorder) Run(ctx context.Context, until ...Until) (StopReason, erro
 	// the first instruction's page now, under page tables that may not
 	// outlive the run.
 	l.pages = make(map[pageKey][]byte)
-	if _, err := l.read(ctx, r.cur.Val(x86.CR3), r.cur.Val(x86.RIP), 15, r.cur); err != nil {
+	direct := func(cr3, page uint64) ([]byte, error) { return l.readPage(ctx, cr3, page, r.cur) }
+	if _, err := l.read(r.cur.Val(x86.CR3), r.cur.Val(x86.RIP), 15, direct); err != nil {
 		return "", fmt.Errorf("log recorder: instruction at %s: %w", r.name(r.cur.Val(x86.RIP)), err)
 	}
 	logging, err := qemulog.Enable(ctx, r.T.Conn)
@@ -247,18 +258,15 @@ func (l *LogRecorder) returnPoint(ctx context.Context) (ret, rsp uint64, err err
 	return r.cur.Val(x86.RIP) + uint64(inst.Len), r.cur.Val(x86.RSP), nil
 }
 
-// record runs the guest with the log on and turns the log into steps.
+// record runs the guest with the log on and turns the log into steps as
+// QEMU writes it: a goroutine follows the growing file with the converter
+// while this one runs the guest and, since the stub can do one thing at a
+// time, reads for the converter the guest memory it needs, pausing the
+// guest for it (see runLogged). After the run it serves the converter's
+// last reads, with the guest stopped, until the log is all turned into
+// steps.
 func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret, rsp uint64, budget int, until []Until) (StopReason, error) {
 	r := l.Recorder
-	t0 := time.Now()
-	why, live, err := l.runLogged(ctx, logging.Path, ret, rsp, budget)
-	if err != nil {
-		return "", err
-	}
-	ran := time.Since(t0)
-	if err := logging.Off(context.WithoutCancel(ctx)); err != nil {
-		return "", fmt.Errorf("log recorder: %w", err)
-	}
 	f, err := os.Open(logging.Path)
 	if err != nil {
 		return "", fmt.Errorf("log recorder: %w", err)
@@ -268,15 +276,61 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	if from > 0 && len(r.trace.Header.Recorders) == 0 {
 		r.trace.Header.Recorders = append(r.trace.Header.Recorders, RecorderSpan{From: 0, To: from, Recorder: RecorderStep})
 	}
-	c := &converter{l: l, rd: qemulog.NewReader(f), live: live, until: until, budget: from + budget}
+	follow := qemulog.Follow(f, 0)
+	defer follow.End()
+	cctx, stopConv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConv()
+	c := &converter{l: l, rd: qemulog.NewReader(follow), file: f, until: until, budget: from + budget, reqs: make(chan *pageRequest)}
+	var (
+		cwhy StopReason
+		cerr error
+	)
+	convDone := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		defer close(convDone)
+		cwhy, cerr = c.run(cctx)
+	}()
+	why, live, held, err := l.runLogged(ctx, logging.Path, ret, rsp, budget, c)
+	c.ran = time.Since(t0)
+	if err == nil {
+		if oerr := logging.Off(context.WithoutCancel(ctx)); oerr != nil {
+			err = fmt.Errorf("log recorder: %w", oerr)
+		}
+	}
+	if err != nil {
+		// The guest's state is unknown: the converter stops at its next
+		// read of guest memory, and what it made is kept.
+		stopConv()
+		follow.End()
+		<-convDone
+		l.addLogSpan(c, from, logging)
+		return "", err
+	}
+	// The log is complete: the converter finishes it, with the guest
+	// stopped where it is.
+	c.live = live
+	follow.End()
+	sctx := context.WithoutCancel(ctx)
+	if held != nil {
+		l.answer(sctx, held, live)
+	}
 	t1 := time.Now()
-	cwhy, err := c.run(context.WithoutCancel(ctx))
-	c.ran, c.converted = ran, time.Since(t1)
+wait:
+	for {
+		select {
+		case req := <-c.reqs:
+			l.answer(sctx, req, live)
+		case <-convDone:
+			break wait
+		}
+	}
+	c.after = time.Since(t1)
+	err = cerr
 	if errors.Is(err, errNothingTraced) && why != StopUser {
 		err = nil // stopped by the budget or ctrl-c before the traced code ran again
 	}
-	span := RecorderSpan{From: from, To: r.trace.Len(), Recorder: RecorderLog, Detail: c.detail(logging)}
-	r.trace.Header.Recorders = append(r.trace.Header.Recorders, span)
+	l.addLogSpan(c, from, logging)
 	r.cur = live
 	if err != nil {
 		return "", err
@@ -290,14 +344,139 @@ func (l *LogRecorder) record(ctx context.Context, logging *qemulog.Logging, ret,
 	return why, nil
 }
 
+// addLogSpan says that the steps from from on came from the log.
+func (l *LogRecorder) addLogSpan(c *converter, from int, logging *qemulog.Logging) {
+	t := l.Recorder.trace
+	span := RecorderSpan{From: from, To: t.Len(), Recorder: RecorderLog, Detail: c.detail(logging)}
+	t.Header.Recorders = append(t.Header.Recorders, span)
+}
+
+// pageRequest asks the goroutine that holds the stub for a page of guest
+// memory (see LogRecorder.readPage), and for the kernel pages in more
+// while it is at it.
+type pageRequest struct {
+	cr3, page uint64
+	more      []uint64
+	reply     chan pageReply // buffered: the answer never waits
+}
+
+type pageReply struct {
+	b    []byte
+	err  error
+	more [][]byte // for each of the request's more, the page or nil
+}
+
+// answer reads the pages req asks for under live, the state of the
+// stopped guest.
+func (l *LogRecorder) answer(ctx context.Context, req *pageRequest, live *x86.State) {
+	b, err := l.readPage(ctx, req.cr3, req.page, live)
+	rep := pageReply{b: b, err: err, more: make([][]byte, len(req.more))}
+	for i, p := range req.more {
+		if mb, err := l.readPage(ctx, req.cr3, p, live); err == nil {
+			rep.more[i] = mb
+		}
+	}
+	req.reply <- rep
+}
+
+// maxAhead bounds the pages read along with one the converter needs, and
+// aheadBytes the log looked at for them at a time.
+const (
+	maxAhead   = 128
+	aheadBytes = 4 << 20
+)
+
+// ahead returns kernel pages, other than page, that the log after the
+// current record runs code in and that are not read yet: kernel pages are
+// the same under every page table, so they can be read with the one
+// needed now, in the same pause of the guest, and the converter is not
+// stopped for them again. It looks at the log as far as QEMU has written
+// it, each part once.
+func (c *converter) ahead(page uint64) []uint64 {
+	if c.file == nil {
+		return nil
+	}
+	from := max(c.scanned, c.rd.Bytes)
+	if c.scanBuf == nil {
+		c.scanBuf = make([]byte, aheadBytes)
+	}
+	n, _ := c.file.ReadAt(c.scanBuf, from)
+	b := c.scanBuf[:n]
+	var out []uint64
+	pos := 0
+	for len(out) < maxAhead {
+		i := bytes.Index(b[pos:], ripLine)
+		if i < 0 || pos+i+len(ripLine)+16 > len(b) {
+			// Up to the line not written whole yet, to be looked at
+			// next time.
+			if i < 0 {
+				pos = max(pos, len(b)-len(ripLine))
+			} else {
+				pos += i
+			}
+			break
+		}
+		pos += i + len(ripLine)
+		rip, err := strconv.ParseUint(string(b[pos:pos+16]), 16, 64)
+		if err != nil || !x86.KernelHalf(rip) {
+			continue
+		}
+		p := rip &^ (pageSize - 1)
+		if _, ok := c.l.pages[pageKey{kernelPages, p}]; ok || p == page || slices.Contains(out, p) {
+			continue
+		}
+		out = append(out, p)
+	}
+	c.scanned = from + int64(max(pos, 0))
+	return out
+}
+
+// pageFunc returns how the converter reads a page: by asking the
+// goroutine that runs the guest (record), along with the kernel pages the
+// next records need.
+func (c *converter) pageFunc(ctx context.Context) func(cr3, page uint64) ([]byte, error) {
+	return func(cr3, page uint64) ([]byte, error) {
+		req := &pageRequest{cr3: cr3, page: page, more: c.ahead(page), reply: make(chan pageReply, 1)}
+		select {
+		case c.reqs <- req:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		select {
+		case rep := <-req.reply:
+			for i, p := range req.more {
+				if rep.more[i] != nil {
+					c.l.pages[pageKey{kernelPages, p}] = rep.more[i]
+				}
+			}
+			return rep.b, rep.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// DefaultPauseAfter is LogRecorder.PauseAfter's default.
+const DefaultPauseAfter = 100 * time.Millisecond
+
+// errPause is the cause with which a run is interrupted to read guest
+// memory for the converter.
+var errPause = errors.New("paused to read guest memory")
+
 // runLogged lets the guest run to ret with RSP rsp (a hardware breakpoint,
 // continued past while the stack pointer differs), stopping it early once
 // the log holds budget instructions or ctx is cancelled, and returns the
-// state where it stopped.
-func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint64, budget int) (why StopReason, live *x86.State, err error) {
+// state where it stopped. While the guest runs it serves the converter c's
+// reads of guest memory: once the run has lasted PauseAfter, a read
+// interrupts the guest, is answered under the state where it stopped, and
+// the guest continues (the guest's clock stands still meanwhile, and the
+// log shows a block left before it ran at most, which the Reader drops).
+// A read that comes at the end of the run is returned as held, for the
+// caller to answer.
+func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint64, budget int, c *converter) (why StopReason, live *x86.State, held *pageRequest, err error) {
 	r := l.Recorder
 	if err := r.T.Conn.SetBreakpoint(ctx, gdbremote.Hardware, ret, 1); err != nil {
-		return "", nil, fmt.Errorf("log recorder: breakpoint at %s: %w", r.name(ret), err)
+		return "", nil, nil, fmt.Errorf("log recorder: breakpoint at %s: %w", r.name(ret), err)
 	}
 	defer r.clearBreakpoint(ctx, ret, &err)
 	rctx, cancel := context.WithCancelCause(ctx)
@@ -306,11 +485,45 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 	defer func() { <-done }()
 	go l.watch(rctx, cancel, done, path, budget, l.cur.Val(x86.RIP))
 	defer cancel(nil)
-	why = StopUser
+	pauseAfter := l.PauseAfter
+	if pauseAfter == 0 {
+		pauseAfter = DefaultPauseAfter
+	}
+	pauseAt := time.Now().Add(pauseAfter)
 	for {
 		// Only the followed vCPU runs: the log then holds its
 		// instructions alone, and no other vCPU reaches the breakpoint.
-		sr, cerr := r.T.ContinueFollowed(rctx)
+		pctx, pause := context.WithCancelCause(rctx)
+		var pausedAt time.Time // when the run was interrupted for a read, read after taken
+		stop, taken := make(chan struct{}), make(chan *pageRequest, 1)
+		go func() {
+			var req *pageRequest
+			defer func() { taken <- req }()
+			if pauseAfter < 0 {
+				return
+			}
+			select {
+			case req = <-c.reqs:
+			case <-stop:
+				return
+			}
+			if d := time.Until(pauseAt); d > 0 {
+				t := time.NewTimer(d)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-stop:
+					return
+				}
+			}
+			pausedAt = time.Now()
+			pause(errPause)
+		}()
+		sr, cerr := r.T.ContinueFollowed(pctx)
+		close(stop)
+		held = <-taken
+		paused := errors.Is(context.Cause(pctx), errPause)
+		pause(nil)
 		if cerr != nil {
 			switch {
 			case errors.Is(context.Cause(rctx), errBudget):
@@ -319,24 +532,33 @@ func (l *LogRecorder) runLogged(ctx context.Context, path string, ret, rsp uint6
 				why = StopUser
 			case ctx.Err() != nil:
 				why = StopCancel
+			case paused:
 			default:
-				return "", nil, fmt.Errorf("log recorder: run to %s: %w", r.name(ret), cerr)
+				return "", nil, held, fmt.Errorf("log recorder: run to %s: %w", r.name(ret), cerr)
 			}
 		} else if sr.Kind == 'W' || sr.Kind == 'X' {
-			return "", nil, fmt.Errorf("log recorder: run to %s: %w (%s)", r.name(ret), target.ErrExited, sr)
+			return "", nil, held, fmt.Errorf("log recorder: run to %s: %w (%s)", r.name(ret), target.ErrExited, sr)
 		}
 		st, err := r.T.State(context.WithoutCancel(ctx))
 		if err != nil {
-			return "", nil, err
+			return "", nil, held, err
 		}
 		st.Sys = r.tables
 		switch {
-		case cerr != nil:
-			return why, st, nil
+		case why != "":
+			return why, st, held, nil
 		case st.Val(x86.RIP) == ret && st.Val(x86.RSP) == rsp:
-			return StopUser, st, nil
-		case st.Val(x86.RIP) != ret:
-			return "", nil, fmt.Errorf("log recorder: run to %s: stopped at %s instead (%s)", r.name(ret), r.name(st.Val(x86.RIP)), sr)
+			return StopUser, st, held, nil
+		case held != nil:
+			// Paused for the converter (or stopped while it asked):
+			// answer it and go on.
+			l.answer(context.WithoutCancel(ctx), held, st)
+			held = nil
+			c.pauses++
+			c.paused += time.Since(pausedAt)
+		case paused || st.Val(x86.RIP) == ret:
+		default:
+			return "", nil, nil, fmt.Errorf("log recorder: run to %s: stopped at %s instead (%s)", r.name(ret), r.name(st.Val(x86.RIP)), sr)
 		}
 	}
 }
@@ -447,13 +669,19 @@ type converter struct {
 	budget int                      // the trace length at which the budget is spent
 	insns  map[pageKey]*decodedInsn // instructions decoded, by CR3 (or kernelPages) and RIP
 
-	stopped    bool          // a condition said stop; the rest is only counted
-	ranOn      int           // records after that stop
-	irqs       int           // interrupts whose handlers were left out
-	skipped    int           // records of those handlers, and of what they switched to
-	records    int           // records read
+	stopped    bool              // a condition said stop; the rest is only counted
+	ranOn      int               // records after that stop
+	irqs       int               // interrupts whose handlers were left out
+	skipped    int               // records of those handlers, and of what they switched to
+	records    int               // records read
+	reqs       chan *pageRequest // reads of guest memory, answered by record's goroutine
+	file       *os.File          // the log, looked ahead in (ahead)
+	scanned    int64             // how far ahead has looked
+	scanBuf    []byte
+	pauses     int           // times the guest was paused for them
+	paused     time.Duration // how long those pauses lasted
 	ran        time.Duration // the guest's run with the log on
-	converted  time.Duration // turning the log into steps
+	after      time.Duration // turning the rest of the log into steps after the run
 	truncated  error
 	unfinished bool   // the last instruction was left out: the guest stopped inside an interrupt handler after it
 	kgsLost    bool   // KERNEL_GS_BASE could not be carried
@@ -464,10 +692,9 @@ type converter struct {
 // pending is a decoded instruction waiting for the state after it.
 type pending struct {
 	before *x86.State
-	inst   x86asm.Inst
-	code   []byte
-	notes  []string // interrupts taken after it
-	line   int64    // its record's line in the log
+	d      *decodedInsn // the instruction decoded, with its texts
+	notes  []string     // interrupts taken after it
+	line   int64        // its record's line in the log
 }
 
 // irqReturn is where an interrupt handler being left out returns: records are passed over
@@ -484,6 +711,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 
 	var (
 		cur     *pending // the last traced instruction, waiting for the state after it
+		slot    pending  // where cur is: one at a time, finished before the next
 		prev    = r.cur  // the state before the previous record's instruction
 		prevIns x86asm.Inst
 		prevOK  bool
@@ -520,17 +748,18 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			}
 			v := in.State
 			v.Sys = cur.before.Sys
-			carryRegs(cur.before, cur.inst, true, nil, &v)
+			carryRegs(cur.before, cur.d.inst, true, nil, &v)
 			if why = c.finish(ctx, cur, &v); why != "" {
 				c.stopped, c.l.final, cur = true, &v, nil
 				continue
 			}
-			vinst, vcode, verr := c.decode(ctx, &v)
+			vd, verr := c.decoded(ctx, &v)
 			if verr != nil {
 				return "", fmt.Errorf("log recorder: line %d: %w", in.Line, verr)
 			}
-			cur = &pending{before: &v, inst: vinst, code: vcode, line: in.Line}
-			prev, prevIns, prevOK = &v, vinst, true
+			cur = &slot // cur is finished: its slot is free
+			*cur = pending{before: &v, d: vd, line: in.Line}
+			prev, prevIns, prevOK = &v, vd.inst, true
 		}
 		var st *x86.State
 		if !seen {
@@ -571,7 +800,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		}
 		var (
 			inst x86asm.Inst
-			code []byte
+			d    *decodedInsn
 			derr error
 		)
 		if len(skips) > 0 || c.stopped {
@@ -580,7 +809,10 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			// 0x0f opcode byte.
 			inst, derr = c.carryOp(ctx, st)
 		} else {
-			inst, code, derr = c.decode(ctx, st)
+			d, derr = c.decoded(ctx, st)
+			if derr == nil {
+				inst = d.inst
+			}
 		}
 		prev, prevIns, prevOK = st, inst, derr == nil
 		if n := len(skips); n > 0 {
@@ -596,7 +828,10 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 			if !c.stopped {
 				// Back from the handlers: the instruction they
 				// interrupted is traced, with its bytes.
-				inst, code, derr = c.decode(ctx, st)
+				d, derr = c.decoded(ctx, st)
+				if derr == nil {
+					inst = d.inst
+				}
 				prevIns, prevOK = inst, derr == nil
 			}
 		}
@@ -620,7 +855,8 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		if derr != nil {
 			return "", fmt.Errorf("log recorder: line %d: %w", rec.Line, derr)
 		}
-		cur = &pending{before: st, inst: inst, code: code, notes: notes, line: rec.Line}
+		cur = &slot
+		*cur = pending{before: st, d: d, notes: notes, line: rec.Line}
 		notes = nil
 	}
 	if !started {
@@ -757,15 +993,6 @@ func sameAsStop(stop, first *x86.State) error {
 	return nil
 }
 
-// decode reads and decodes the instruction at st's RIP under its CR3.
-func (c *converter) decode(ctx context.Context, st *x86.State) (x86asm.Inst, []byte, error) {
-	d, err := c.decoded(ctx, st)
-	if err != nil {
-		return x86asm.Inst{}, nil, err
-	}
-	return d.inst, d.code, nil
-}
-
 // decodedInsn is an instruction decoded once and rendered once, for every
 // step that runs it (a path of 10^5 instructions runs the same loops
 // many times).
@@ -773,6 +1000,7 @@ type decodedInsn struct {
 	inst                     x86asm.Inst
 	code                     []byte
 	symbol, intel, att, mnem string
+	line                     lineHint // its line in the trace's search index
 }
 
 // decoded returns the instruction at st's RIP under its CR3, decoding and
@@ -786,7 +1014,7 @@ func (c *converter) decoded(ctx context.Context, st *x86.State) (*decodedInsn, e
 	if d, ok := c.insns[k]; ok {
 		return d, nil
 	}
-	code, err := c.l.read(ctx, st.Val(x86.CR3), rip, 15, c.live)
+	code, err := c.l.read(st.Val(x86.CR3), rip, 15, c.pageFunc(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("instruction at %s: %w", c.l.name(rip), err)
 	}
@@ -813,7 +1041,7 @@ func (c *converter) decoded(ctx context.Context, st *x86.State) (*decodedInsn, e
 // carryOp decodes the instruction at st's RIP when carryRegs might need
 // it; for other instructions it returns the zero Inst.
 func (c *converter) carryOp(ctx context.Context, st *x86.State) (x86asm.Inst, error) {
-	code, err := c.l.read(ctx, st.Val(x86.CR3), st.Val(x86.RIP), 15, c.live)
+	code, err := c.l.read(st.Val(x86.CR3), st.Val(x86.RIP), 15, c.pageFunc(ctx))
 	if err != nil {
 		return x86asm.Inst{}, err
 	}
@@ -828,12 +1056,9 @@ func (c *converter) carryOp(ctx context.Context, st *x86.State) (x86asm.Inst, er
 // it, appends it, and checks the stop conditions.
 func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) StopReason {
 	r := c.l.Recorder
-	before, inst, code := p.before, p.inst, p.code
+	before, d := p.before, p.d
+	inst, code := d.inst, d.code
 	rip := before.Val(x86.RIP)
-	d, err := c.decoded(ctx, before) // decoded already: from the cache
-	if err != nil {
-		d = &decodedInsn{}
-	}
 	s := Step{
 		RIP:      Hex(rip),
 		Symbol:   d.symbol,
@@ -869,7 +1094,7 @@ func (c *converter) finish(ctx context.Context, p *pending, after *x86.State) St
 		s.Effects = append(s.Effects, annotate.Effect{Kind: annotate.KindControl, Text: what, Event: annotate.EventIRQ})
 	}
 	s.Events = annotate.Events(as, s.Effects, r.Ctx)
-	st := r.trace.Append(s)
+	st := r.trace.appendLine(s, &d.line)
 	for _, cond := range c.until {
 		if why := cond(st, after); why != "" {
 			return why
@@ -902,7 +1127,7 @@ func (c *converter) static(ctx context.Context, rg annotate.Range, st *x86.State
 	if !ok {
 		return nil, false
 	}
-	b, err := c.l.read(ctx, st.Val(x86.CR3), rg.Addr, rg.Len, c.live)
+	b, err := c.l.read(st.Val(x86.CR3), rg.Addr, rg.Len, c.pageFunc(ctx))
 	if err != nil || len(b) < rg.Len {
 		return nil, false
 	}
@@ -910,9 +1135,10 @@ func (c *converter) static(ctx context.Context, rg annotate.Range, st *x86.State
 }
 
 // read returns n bytes of guest memory at addr as mapped under cr3, read a
-// page at a time and cached (see readPage). Fewer than n bytes come back
-// when a page after the first cannot be read.
-func (l *LogRecorder) read(ctx context.Context, cr3, addr uint64, n int, live *x86.State) ([]byte, error) {
+// page at a time with fetch (readPage, directly or by way of the goroutine
+// that runs the guest) and cached. Fewer than n bytes come back when a
+// page after the first cannot be read.
+func (l *LogRecorder) read(cr3, addr uint64, n int, fetch func(cr3, page uint64) ([]byte, error)) ([]byte, error) {
 	out := make([]byte, 0, n)
 	for len(out) < n {
 		a := addr + uint64(len(out))
@@ -924,7 +1150,7 @@ func (l *LogRecorder) read(ctx context.Context, cr3, addr uint64, n int, live *x
 		b, ok := l.pages[k]
 		if !ok {
 			var err error
-			if b, err = l.readPage(ctx, cr3, page, live); err != nil {
+			if b, err = fetch(cr3, page); err != nil {
 				if len(out) > 0 {
 					return out, nil
 				}
@@ -932,9 +1158,10 @@ func (l *LogRecorder) read(ctx context.Context, cr3, addr uint64, n int, live *x
 			}
 			l.pages[k] = b
 		}
-		out = append(out, b[a-page:]...)
+		off := a - page
+		out = append(out, b[off:min(uint64(len(b)), off+uint64(n-len(out)))]...)
 	}
-	return out[:n], nil
+	return out, nil
 }
 
 // kernelPages is the pageKey.cr3 of kernel-half pages, which every page
@@ -984,7 +1211,7 @@ func (c *converter) truncatedNote() string {
 func (c *converter) detail(logging *qemulog.Logging) string {
 	d := fmt.Sprintf("QEMU's instruction log (monitor %s on; log %s): registers from the log; "+
 		"k_gs_base and cr8 carried from the stop through swapgs and wrmsr; "+
-		"instruction bytes, descriptor tables and the TSS read from guest memory after the run; "+
+		"instruction bytes, descriptor tables and the TSS read from guest memory with the guest stopped, paused during the run or after it; "+
 		"stack memory %s; interrupts not masked", logging.OneInsn, qemulog.Items, NotCaptured)
 	switch {
 	case c.irqs > 0:
@@ -995,7 +1222,7 @@ func (c *converter) detail(logging *qemulog.Logging) string {
 	if c.kgsCheck != "" {
 		d += "; " + c.kgsCheck
 	}
-	d += fmt.Sprintf("; the guest ran %d logged instructions in %.3fs, turned into steps in %.3fs", c.records, c.ran.Seconds(), c.converted.Seconds())
+	d += fmt.Sprintf("; the guest ran %d logged instructions in %.3fs, paused %d times to read memory (%.3fs), the last steps made %.3fs after it stopped", c.records, c.ran.Seconds(), c.pauses, c.paused.Seconds(), c.after.Seconds())
 	if c.ranOn > 0 {
 		d += fmt.Sprintf("; the guest ran %d more logged instructions after the stop condition, not kept", c.ranOn)
 	}

@@ -2,12 +2,13 @@ package trace
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/x86"
@@ -66,14 +67,15 @@ func (st *store) len() int {
 	return st.n
 }
 
-// append adds s, numbered, and returns the stored step.
-func (st *store) append(s Step) *Step {
+// append adds s, numbered, and returns the stored step. h, when set,
+// remembers the index line of s's symbol and texts (see Trace.appendLine).
+func (st *store) append(s Step, h *lineHint) *Step {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	s.Index = st.n
 	st.open = append(st.open, s)
 	p := &st.open[len(st.open)-1]
-	st.idx.add(p)
+	st.idx.addHinted(p, h)
 	st.n++
 	if len(st.open) == ChunkSteps {
 		st.seal()
@@ -147,17 +149,30 @@ func encodeChunk(base *x86.State, first int, steps []Step) []byte {
 	for i := range steps {
 		e.add(&steps[i])
 	}
-	return e.bytes(first)
+	b := e.bytes(first)
+	e.release()
+	return b
 }
 
 // compress returns raw as one gzip member.
 func compress(raw []byte) []byte {
 	var b bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed) // the level is valid
+	b.Grow(len(raw)/4 + 64)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	zw.Reset(&b)
 	zw.Write(raw)
 	zw.Close()
+	zw.Reset(nil)
+	gzipWriters.Put(zw)
 	return bytes.Clone(b.Bytes())
 }
+
+// gzipWriters keeps compressors for reuse: each holds some hundreds of KB
+// of tables, and a recording compresses a chunk every ChunkSteps steps.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // the level is valid
+	return zw
+}}
 
 // decompress returns the content of the gzip member data, which must be
 // exactly n bytes long.
@@ -303,11 +318,27 @@ func stepCPL(s *Step) int {
 	return s.CPL
 }
 
-func (x *index) add(s *Step) { x.addLine(s, nil) }
+func (x *index) add(s *Step) { x.addEntry(s, nil, nil) }
+
+func (x *index) addHinted(s *Step, h *lineHint) { x.addEntry(s, nil, h) }
 
 // addLine adds s; tri, when set, numbers its symbol, Intel and AT&T text
 // in the chunk it came from, which finds its line faster.
-func (x *index) addLine(s *Step, tri *[3]uint32) {
+func (x *index) addLine(s *Step, tri *[3]uint32) { x.addEntry(s, tri, nil) }
+
+// lineHint remembers the line of the index x that a step's symbol and
+// texts are, and its address's entry, so that the steps after it with
+// the same ones need not look them up.
+type lineHint struct {
+	x    *index
+	id   uint32
+	addr uint64
+	rip  *ripSteps
+}
+
+// addEntry adds s, with tri as addLine has it; h, when set, gives or
+// remembers the line.
+func (x *index) addEntry(s *Step, tri *[3]uint32, h *lineHint) {
 	x.init()
 	i := int32(s.Index)
 	for _, e := range s.Events {
@@ -316,8 +347,10 @@ func (x *index) addLine(s *Step, tri *[3]uint32) {
 			x.events[e] = append(l, i)
 		}
 	}
-	r := x.rips[uint64(s.RIP)]
-	if r == nil {
+	var r *ripSteps
+	if h != nil && h.x == x && h.addr == uint64(s.RIP) {
+		r = h.rip
+	} else if r = x.rips[uint64(s.RIP)]; r == nil {
 		r = &ripSteps{symbol: s.Symbol}
 		x.rips[uint64(s.RIP)] = r
 	}
@@ -330,6 +363,10 @@ func (x *index) addLine(s *Step, tri *[3]uint32) {
 	}
 	x.lastCPL = cpl
 	x.n++
+	if h != nil && h.x == x {
+		x.lineOf = append(x.lineOf, h.id)
+		return
+	}
 	x.key = append(append(append(append(append(x.key[:0], s.Symbol...), 0), s.Intel...), 0), s.ATT...)
 	if tri != nil {
 		// A chunk's part: a line per distinct trio of table strings,
@@ -353,6 +390,9 @@ func (x *index) addLine(s *Step, tri *[3]uint32) {
 		x.lineIDs[k] = id
 		x.keys = append(x.keys, k)
 		x.lines = append(x.lines, strings.ToLower(k))
+	}
+	if h != nil {
+		h.x, h.id, h.addr, h.rip = x, id, uint64(s.RIP), r
 	}
 	x.lineOf = append(x.lineOf, id)
 }

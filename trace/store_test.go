@@ -192,7 +192,16 @@ func TestIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, tr := range map[string]*Trace{"in memory": tr, "read back": back, "opened": opened} {
+	// As the log recorder appends: with a hint kept for each instruction.
+	hinted := withSteps(readTestTrace(t), nil)
+	hints := map[Hex]*lineHint{}
+	for _, s := range want {
+		if hints[s.RIP] == nil {
+			hints[s.RIP] = &lineHint{}
+		}
+		hinted.appendLine(s, hints[s.RIP])
+	}
+	for name, tr := range map[string]*Trace{"in memory": tr, "read back": back, "opened": opened, "hinted": hinted} {
 		for _, from := range []int{0, 7, ChunkSteps + 3, len(want) - 1} {
 			for _, ev := range []string{"cpl-change", "swapgs", "stack-switch", "iret"} {
 				next, prev := -1, -1

@@ -407,18 +407,23 @@ func (t *Trace) All() iter.Seq2[int, *Step] {
 // Append adds s as the trace's next step, numbering it, and returns the
 // stored step. Appending to a view (View) first copies the view's steps
 // into a store of its own, leaving the trace it was taken from as it was.
-func (t *Trace) Append(s Step) *Step {
+func (t *Trace) Append(s Step) *Step { return t.appendLine(s, nil) }
+
+// appendLine is Append for a recorder that appends many steps of one
+// instruction: h remembers the search index's line of the step's symbol
+// and texts, which are the same for every step made from it.
+func (t *Trace) appendLine(s Step, h *lineHint) *Step {
 	switch {
 	case t.st == nil:
 		t.st = newStore()
 	case t.view:
 		own := newStore()
 		for i := range t.lim {
-			own.append(*t.st.step(i))
+			own.append(*t.st.step(i), nil)
 		}
 		t.st, t.lim, t.view = own, 0, false
 	}
-	return t.st.append(s)
+	return t.st.append(s, h)
 }
 
 // View returns a trace that shares t's steps but shows only the first n
