@@ -27,7 +27,19 @@ import (
 // the top of entry_stack minus the frame the CPU pushed, with an error code
 // for #PF and none for an interrupt), runs on the kernel stack, and returns
 // with the handler's iretq to the same user instruction, which then runs.
+// gdb's stepi loop then counts the same path on the same guest, three
+// times: for the page fault from a hardware breakpoint at the store, as
+// sctrace counts it; for the interrupt from a hardware breakpoint at the
+// handler's first instruction, since an interrupt cannot be stepped into
+// (QEMU's gdbstub masks interrupts while it single-steps, which is also
+// what keeps other interrupts out of both counts). sctrace's first step is
+// the interrupt's arrival at the user instruction (caught by the same kind
+// of breakpoint, with the state before it taken from the frame), which no
+// stepi runs: its trace has one step more than gdb counts. The handler
+// does the same work whichever user instruction it interrupts (it counts
+// the interrupt and sends the EOI), so every count must agree.
 func TestEventRoundTrips(t *testing.T) {
+	testenv.NeedTools(t, "gdb") // it counts the path sctrace records
 	tests := []struct {
 		mech  mechanism.Mechanism
 		entry string // the handler, an ELF symbol
@@ -48,14 +60,48 @@ func TestEventRoundTrips(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.mech), func(t *testing.T) {
-			s := startFixture(t, Options{Mechanism: tt.mech})
-			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			s := startFixture(t, Options{Mechanism: tt.mech, Keep: true})
+			t.Cleanup(func() {
+				s.QEMU.Stop()
+				os.RemoveAll(s.tmp)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 			defer cancel()
 			tr, err := s.RoundTrip(ctx, tt.mech)
 			if err != nil {
 				t.Fatal(err)
 			}
 			checkEventRoundTrip(t, s, tr, tt.mech, tt.entry, tt.exit, tt.frame, tt.text)
+
+			// gdb's breakpoint, by ELF symbol: the store for the page
+			// fault, the handler for the interrupt (whose arrival
+			// sctrace counts as step 0 and gdb does not).
+			at, arrival := tt.mech.UserLabel(), 0
+			if tt.mech == mechanism.IRQ {
+				at, arrival = tt.entry, 1
+			}
+			site, ok := s.Symbols.Addr(at)
+			if !ok {
+				t.Fatalf("the teaching kernel has no symbol %s", at)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			counts, ends := gdbStepiCount(ctx, t, s.QEMU.GDBAddr, site, 3)
+			t.Logf("%s: sctrace %d, gdb stepi %v (from %#x)", tt.mech, tr.Len(), counts, site)
+			for i, n := range counts {
+				// The page fault returns to the store, to run again;
+				// the interrupt to whichever user instruction it
+				// interrupted, normally in the wait loop.
+				back := ends[i] == site
+				if tt.mech == mechanism.IRQ {
+					back = ends[i] >= kernel.UserText && ends[i] < kernel.VDSOData
+				}
+				if n+arrival != tr.Len() || !back {
+					t.Errorf("gdb's stepi loop %d counted %d to %#x; sctrace recorded %d (%d of them stepped) to %#x",
+						i, n, ends[i], tr.Len(), tr.Len()-arrival, tr.Final.Val(x86.RIP))
+				}
+			}
 		})
 	}
 }
