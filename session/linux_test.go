@@ -5,10 +5,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"os"
-	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,29 +74,6 @@ func TestLinuxRoundTrip(t *testing.T) {
 			t.Logf("gdb stepi count: %d", n)
 		})
 	}
-}
-
-// gdbStepiCount runs gdb alone against the gdbstub at addr (left running
-// by a session opened with Keep and closed): a hardware breakpoint on the
-// user instruction at site, then stepi until the CPU is back at CPL 3
-// (testdata/gdb-stepi-count.py), times round trips in a row. It returns
-// how many instructions gdb counted in each and the RIP each ended at.
-func gdbStepiCount(ctx context.Context, t *testing.T, addr string, site uint64, times int) (counts []int, ends []uint64) {
-	t.Helper()
-	addr = strings.TrimPrefix(addr, "unix:") // gdb takes a socket's bare path
-	out, err := exec.CommandContext(ctx, "gdb", "-q", "-batch", "-nx",
-		"-ex", fmt.Sprintf("python ADDR=%q; SITE=%#x; TIMES=%d", addr, site, times),
-		"-x", "testdata/gdb-stepi-count.py").CombinedOutput()
-	ms := regexp.MustCompile(`GDBCOUNT (\d+) (0x[0-9a-f]+)`).FindAllSubmatch(out, -1)
-	if err != nil || len(ms) != times {
-		t.Fatalf("gdb stepi count: %v\n%s", err, out)
-	}
-	for _, m := range ms {
-		n, _ := strconv.Atoi(string(m[1]))
-		end, _ := strconv.ParseUint(string(m[2]), 0, 64)
-		counts, ends = append(counts, n), append(ends, end)
-	}
-	return counts, ends
 }
 
 // checkLinuxTrace checks a round trip recorded on Linux with pti=on, back
