@@ -180,13 +180,7 @@ func CPUVendor(cpu string) string {
 // givenVendor returns the vendor a -cpu the user gave runs with: the one
 // it names, AuthenticAMD for a plain qemu64 (its own vendor), "" for none
 // given or a model whose vendor is not known here.
-func givenVendor(cpu string) string {
-	vendor := CPUVendor(cpu)
-	if cpu != "" && vendor == "" && strings.HasPrefix(cpu, "qemu64") {
-		vendor = "AuthenticAMD" // qemu64's own vendor
-	}
-	return vendor
-}
+func givenVendor(cpu string) string { return x86.ModelVendor(cpu) }
 
 // chooseCompat chooses how an i386 program is traced: by int $0x80 unless
 // the user chose sysenter or syscall, which a 64-bit kernel takes from
