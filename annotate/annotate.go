@@ -119,6 +119,10 @@ type Context struct {
 	// sctrace did not start). Under TCG, QEMU's SYSCALL clears arithmetic
 	// flags that FMASK does not name.
 	Accel string
+	// CPUModel is QEMU's -cpu model, as the trace header gives it
+	// ("qemu64,vendor=GenuineIntel"); empty when unknown. Its vendor
+	// decides what SYSCALL and SYSENTER do outside 64-bit mode.
+	CPUModel string
 	// Unread, when set, says why memory the annotation needed is missing
 	// from a step, such as "not captured by the log recorder"; notes about
 	// memory that was not read end with it.
@@ -131,6 +135,18 @@ func (c *Context) accel() string {
 		if strings.HasPrefix(c.Accel, a) {
 			return a
 		}
+	}
+	return ""
+}
+
+// accelNote spells, for a finding about the CPU, what runs it: " under
+// TCG", " under KVM", or "" when unknown.
+func (a *annotator) accelNote() string {
+	switch a.c.accel() {
+	case "tcg":
+		return " under QEMU's TCG"
+	case "kvm":
+		return " under KVM"
 	}
 	return ""
 }

@@ -31,8 +31,10 @@ func TestCompatEntry(t *testing.T) {
 	tests := []struct {
 		name   string
 		step   Step
+		cpu    string // the header's CPU model; "" when unknown
 		checks []check
 		compat bool
+		intel  bool // the finding that an Intel CPU went to CSTAR
 	}{
 		{
 			name:   "syscall from compatibility mode",
@@ -44,6 +46,33 @@ func TestCompatEntry(t *testing.T) {
 				note(KindControl, "Intel's raise #UD on syscall outside 64-bit mode"),
 				note(KindMSR, fmt.Sprintf("CSTAR = %#x (inferred: the RIP syscall jumped to)", uint64(lstar))),
 			},
+		},
+		{
+			// QEMU 7.2's TCG with -cpu qemu64,vendor=GenuineIntel: the
+			// syscall went to CSTAR, which the SDM's Intel CPU never
+			// does (#UD if CS.L ≠ 1).
+			name:   "syscall from compatibility mode to CSTAR on an Intel vendor",
+			step:   withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23), syscallAfter), cs32),
+			cpu:    "qemu64,vendor=GenuineIntel",
+			compat: true,
+			intel:  true,
+			checks: []check{
+				finding(KindControl, "on an Intel CPU a SYSCALL in compatibility mode raises #UD (SDM: #UD if CS.L ≠ 1); this CPU (-cpu qemu64,vendor=GenuineIntel) went to CSTAR instead"),
+			},
+		},
+		{
+			name:   "syscall from compatibility mode to CSTAR on an AMD vendor",
+			step:   withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23), syscallAfter), cs32),
+			cpu:    "qemu64,vendor=AuthenticAMD",
+			compat: true,
+			checks: []check{note(KindControl, "takes the entry point from CSTAR, not LSTAR")},
+		},
+		{
+			name:   "syscall from compatibility mode to CSTAR on qemu64 (AMD)",
+			step:   withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23), syscallAfter), cs32),
+			cpu:    "qemu64",
+			compat: true,
+			checks: []check{note(KindControl, "takes the entry point from CSTAR, not LSTAR")},
 		},
 		{
 			name:   "sysenter from compatibility mode",
@@ -74,6 +103,7 @@ func TestCompatEntry(t *testing.T) {
 			step: withCS(mkStep(t, 1, insSyscall, userRIP, userCS(0x23),
 				with(user, regs{x86.RIP: udEntry, x86.CS: 0x10, x86.SS: 0, x86.RSP: frameRSP, x86.RFLAGS: 0x46}),
 				Memory{Addr: frameRSP, Data: qwords(userRIP, 0x23, 0x246, userRSP, 0x2b, 0), After: true}), cs32),
+			cpu:    "qemu64,vendor=GenuineIntel",
 			compat: true,
 			checks: []check{
 				note(KindControl, "syscall raised #UD: outside 64-bit mode"),
@@ -82,14 +112,18 @@ func TestCompatEntry(t *testing.T) {
 			},
 		},
 		{name: "syscall from 64-bit mode", step: withCS(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), cs64)},
+		{name: "syscall from 64-bit mode on an Intel vendor", step: withCS(mkStep(t, 1, insSyscall, userRIP, user, syscallAfter), cs64), cpu: "qemu64,vendor=GenuineIntel"},
 		{name: "sysenter from 64-bit mode", step: withCS(mkStep(t, 1, insSysenter, userRIP, user, sysenterAfter), cs64)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			effects := Annotate(tt.step, &Context{})
+			effects := Annotate(tt.step, &Context{CPUModel: tt.cpu})
 			expectEffects(t, effects, tt.checks...)
-			if strings.Contains(tt.name, "#UD") {
+			if strings.Contains(tt.name, "#UD") || (strings.Contains(tt.name, "CSTAR on") && !tt.intel) {
 				expectNoFinding(t, effects)
+			}
+			if found := strings.Contains(dump(effects), "went to CSTAR instead"); found != tt.intel {
+				t.Errorf("finds an Intel CPU that went to CSTAR: %v, want %v:\n%s", found, tt.intel, dump(effects))
 			}
 			said := strings.Contains(dump(effects), "from compatibility mode")
 			if said != tt.compat {

@@ -98,6 +98,11 @@ func (a *annotator) syscall() {
 	msr, name := x86.MSRLSTAR, "LSTAR"
 	if a.compatMode(a.b) {
 		msr, name = x86.MSRCSTAR, "CSTAR"
+		if x86.ModelVendor(a.c.CPUModel) == x86.VendorIntel {
+			// Seen with QEMU 7.2's TCG and -cpu
+			// qemu64,vendor=GenuineIntel; QEMU 10 raises the #UD.
+			a.add(KindControl, Finding, "on an Intel CPU a SYSCALL in compatibility mode raises #UD (SDM: #UD if CS.L ≠ 1); this CPU (-cpu %s%s) went to CSTAR instead, which no Intel CPU does", a.c.CPUModel, a.accelNote())
+		}
 		if rip, ok := a.a.Get(x86.RIP); ok && rip == 0 {
 			// Observed with QEMU 7.2's TCG on an Intel vendor under Linux,
 			// which writes CSTAR on other vendors only.

@@ -79,8 +79,11 @@ func (o *LinuxOptions) ChooseMechanism(m mechanism.Mechanism, chosen bool) (mech
 			return "", fmt.Errorf("--exec runs your program, --init %s a built-in loop: give one of them", o.Mode)
 		}
 		o.Mode = linuxinit.Exec
-		if o.Program.Machine == elf.EM_X86_64 && len(o.Program.Sites) == 0 && o.Syscall == "" {
-			return "", errors.New("--exec: the program is position-independent (static-pie), loaded where the kernel chooses, so sctrace cannot break on its syscall instructions beforehand: name the call to trace with --syscall, or link it with -static -no-pie")
+		if o.Program.Machine == elf.EM_X86_64 && len(o.Program.Sites) == 0 {
+			// linuxinit.NewProgram refuses such a program (a static-pie,
+			// or one with no syscall instruction): a call caught
+			// elsewhere could be any process's.
+			return "", errors.New("--exec: no syscall instruction of the program is known to break on (a position-independent program is refused: build it with -static)")
 		}
 		if o.Program.Machine == elf.EM_386 {
 			return o.chooseCompat(m, chosen)
@@ -177,13 +180,7 @@ func CPUVendor(cpu string) string {
 // givenVendor returns the vendor a -cpu the user gave runs with: the one
 // it names, AuthenticAMD for a plain qemu64 (its own vendor), "" for none
 // given or a model whose vendor is not known here.
-func givenVendor(cpu string) string {
-	vendor := CPUVendor(cpu)
-	if cpu != "" && vendor == "" && strings.HasPrefix(cpu, "qemu64") {
-		vendor = "AuthenticAMD" // qemu64's own vendor
-	}
-	return vendor
-}
+func givenVendor(cpu string) string { return x86.ModelVendor(cpu) }
 
 // chooseCompat chooses how an i386 program is traced: by int $0x80 unless
 // the user chose sysenter or syscall, which a 64-bit kernel takes from

@@ -99,6 +99,9 @@ type logRecorder struct {
 	// to be unavailable before it is tried.
 	kvm    bool
 	notice func(string)
+	// runLog records with the log: LogRecorder.Run, or a stand-in in
+	// tests.
+	runLog func(context.Context, ...trace.Until) (trace.StopReason, error)
 }
 
 // Run records with the log, or, when the log is unavailable and the
@@ -107,15 +110,34 @@ func (l *logRecorder) Run(ctx context.Context, until ...trace.Until) (trace.Stop
 	if l.unavailable == nil && l.kvm {
 		l.fallBack(qemulog.ErrNotTCG)
 	}
+	r := l.LogRecorder.Recorder
 	if l.unavailable == nil {
-		why, err := l.LogRecorder.Run(ctx, until...)
+		run := l.runLog
+		if run == nil {
+			run = l.LogRecorder.Run
+		}
+		why, err := run(ctx, until...)
 		var ue *trace.LogUnavailableError
-		if !l.auto || !errors.As(err, &ue) {
+		switch l.afterLog(err) {
+		case logStepOn:
+			errors.As(err, &ue)
+			l.fallBack(ue.Err)
+		case logLost:
+			// The guest ran on to its return, past the code the log
+			// left out: stepping from there would record other code.
+			// The steps recorded stay, the round ends here, and the
+			// rounds after it are single-stepped.
+			l.unavailable = err
+			if l.notice != nil {
+				l.notice(fmt.Sprintf("--record auto: %v; this round trip ends after the %d steps recorded before the hand-over, and the ones after it are single-stepped throughout", err, r.Trace().Len()))
+			}
+			why = StopLogLost
+			r.Trace().Header.Stop = string(why)
+			return why, nil
+		default:
 			return why, err
 		}
-		l.fallBack(ue.Err)
 	}
-	r := l.LogRecorder.Recorder
 	saved := r.Budget
 	r.Budget = l.stepBudget
 	defer func() { r.Budget = saved }()
@@ -123,9 +145,34 @@ func (l *logRecorder) Run(ctx context.Context, until ...trace.Until) (trace.Stop
 	if h := &r.Trace().Header; len(h.Recorders) == 0 {
 		// Say in the trace why it was not handed over to the log.
 		h.Recorders = []trace.RecorderSpan{{From: 0, To: r.Trace().Len(), Recorder: trace.RecorderStep,
-			Detail: fmt.Sprintf("single steps throughout: --record auto could not switch QEMU's instruction log on (%v)", l.unavailable)}}
+			Detail: fmt.Sprintf("single steps throughout: --record auto could not use QEMU's instruction log (%v)", l.unavailable)}}
 	}
 	return why, err
+}
+
+// StopLogLost ends a round trip --record auto handed over to a log that
+// turned out to hold none of the traced code (trace.ErrNothingTraced).
+const StopLogLost trace.StopReason = "the instruction log held none of the traced code after the hand-over; the steps before it are kept"
+
+// What the auto recorder does after the log recorder's error.
+const (
+	logFail   = iota // report the error (--record log, or any other error)
+	logStepOn        // the log could not be switched on: single-step from where the guest is
+	logLost          // the log held none of the traced code: end the round, step the next ones
+)
+
+// afterLog decides what Run does after the log recorder returned err.
+func (l *logRecorder) afterLog(err error) int {
+	var ue *trace.LogUnavailableError
+	switch {
+	case !l.auto || err == nil:
+		return logFail
+	case errors.As(err, &ue):
+		return logStepOn
+	case errors.Is(err, trace.ErrNothingTraced):
+		return logLost
+	}
+	return logFail
 }
 
 // fallBack makes the recorder single-step from now on, and says why.

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/sctrace/sctrace/qemulog"
 	"github.com/sctrace/sctrace/target"
 	"github.com/sctrace/sctrace/trace"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // A two-instruction round trip for the fake stub: a user syscall and the
@@ -99,6 +101,73 @@ func testAutoFallsBack(t *testing.T, accel string) {
 	}
 	if !errors.Is(s.LogUnavailable(), qemulog.ErrNotTCG) {
 		t.Errorf("LogUnavailable() = %v, want ErrNotTCG", s.LogUnavailable())
+	}
+}
+
+// TestRecordLogLost hands a round trip over to a log that holds none of
+// the traced code: the log recorder's error after a console write (seen
+// with Linux 6.1, --exec and --syscall write: "the log holds no
+// instruction of the traced code (10843 logged instructions, all in
+// interrupt handlers and the tasks they switched to)"), stood in for here
+// after one real step of the fake stub. auto keeps the steps, ends the
+// round with StopLogLost, says why once and steps the rounds after; log
+// reports the error.
+func TestRecordLogLost(t *testing.T) {
+	for _, tt := range []struct {
+		record string
+		other  error // an error that is not the lost log
+		want   string
+	}{
+		{record: RecordAuto},
+		{record: RecordLog, want: "the log holds no instruction of the traced code"},
+		{record: RecordAuto, other: errors.New("log recorder: line 7: garbled"), want: "garbled"},
+	} {
+		t.Run(fmt.Sprintf("%s %v", tt.record, tt.other), func(t *testing.T) {
+			s, _, ctx := fakeKVMSession(t, Options{Record: tt.record})
+			var notices []string
+			s.Notice = func(msg string) { notices = append(notices, msg) }
+			calls := 0
+			s.log.runLog = func(ctx context.Context, _ ...trace.Until) (trace.StopReason, error) {
+				calls++
+				if _, err := s.log.Step(ctx); err != nil {
+					return "", err
+				}
+				if tt.other != nil {
+					return "", tt.other
+				}
+				return "", fmt.Errorf("log recorder: %w (10843 logged instructions, all in interrupt handlers and the tasks they switched to)", trace.ErrNothingTraced)
+			}
+			tr, err := s.Record(ctx)
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("error %v, want %q", err, tt.want)
+				}
+				if s.LogUnavailable() != nil {
+					t.Errorf("LogUnavailable() = %v after an error reported", s.LogUnavailable())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.Len() != 1 || tr.Header.Stop != string(StopLogLost) {
+				t.Errorf("%d steps, stopped %q: want the step before the hand-over, stopped %q", tr.Len(), tr.Header.Stop, StopLogLost)
+			}
+			if len(notices) != 1 || !strings.Contains(notices[0], "the log holds no instruction of the traced code") {
+				t.Errorf("notices %q: want one saying why", notices)
+			}
+			if !errors.Is(s.LogUnavailable(), trace.ErrNothingTraced) {
+				t.Errorf("LogUnavailable() = %v, want ErrNothingTraced", s.LogUnavailable())
+			}
+			// The next round is single-stepped, without the log.
+			once := func(*trace.Step, *x86.State) trace.StopReason { return "one step" }
+			if why, err := s.log.Run(ctx, once); err != nil || why != "one step" {
+				t.Fatalf("next round: %q, %v", why, err)
+			}
+			if calls != 1 || len(notices) != 1 {
+				t.Errorf("after the next round: the log tried %d times, %d notices; want 1 and 1", calls, len(notices))
+			}
+		})
 	}
 }
 

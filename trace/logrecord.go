@@ -174,10 +174,12 @@ func (e *LogUnavailableError) Error() string { return "log recorder: " + e.Err.E
 
 func (e *LogUnavailableError) Unwrap() error { return e.Err }
 
-// errNothingTraced is returned by the converter when the log holds no
-// instruction of the traced code: an interrupt came before its first one,
-// and the run ended before the CPU was back.
-var errNothingTraced = errors.New("the log holds no instruction of the traced code")
+// ErrNothingTraced is returned (wrapped) by LogRecorder.Run when the log
+// holds no instruction of the traced code although the guest came back to
+// user mode: an interrupt came before its first one and the log never
+// showed the CPU back. The guest has run on; the steps recorded before
+// stay in the trace.
+var ErrNothingTraced = errors.New("the log holds no instruction of the traced code")
 
 // errBudget is the cause with which the run is stopped once the log holds
 // the budget's worth of instructions.
@@ -327,7 +329,7 @@ wait:
 	}
 	c.after = time.Since(t1)
 	err = cerr
-	if errors.Is(err, errNothingTraced) && why != StopUser {
+	if errors.Is(err, ErrNothingTraced) && why != StopUser {
 		err = nil // stopped by the budget or ctrl-c before the traced code ran again
 	}
 	l.addLogSpan(c, from, logging)
@@ -860,7 +862,7 @@ func (c *converter) run(ctx context.Context) (StopReason, error) {
 		notes = nil
 	}
 	if !started {
-		return "", fmt.Errorf("log recorder: %w (%d logged instructions, all in interrupt handlers and the tasks they switched to)%s", errNothingTraced, c.skipped, c.truncatedNote())
+		return "", fmt.Errorf("log recorder: %w (%d logged instructions, all in interrupt handlers and the tasks they switched to)%s", ErrNothingTraced, c.skipped, c.truncatedNote())
 	}
 	// The last interrupt left out may have returned to where the guest
 	// stopped: the breakpoint caught the CPU back at the interrupted

@@ -78,7 +78,7 @@ func NewRecorder(t *target.Target, syms *symbols.Table, regions []annotate.Regio
 	return &Recorder{
 		T:       t,
 		Symbols: syms,
-		Ctx:     &annotate.Context{Symbols: sym, Regions: regions, Knowledge: annotate.NewKnowledge(), Accel: hdr.Accel},
+		Ctx:     &annotate.Context{Symbols: sym, Regions: regions, Knowledge: annotate.NewKnowledge(), Accel: hdr.Accel, CPUModel: hdr.CPUModel},
 		trace:   &Trace{Format: Format, Version: Version, Header: hdr, st: newStore()},
 	}
 }

@@ -366,6 +366,29 @@ func TestRunEvents(t *testing.T) {
 	}
 }
 
+// TestRunLinuxExecStaticPIE refuses a static-pie program (gcc
+// -static-pie) before anything starts: the kernel loads it at a new
+// address on every run, so the syscall instructions its ELF holds at link
+// addresses are not where the guest runs them, and waiting at the
+// kernel's entry would catch other processes' calls (/init's) for it.
+func TestRunLinuxExecStaticPIE(t *testing.T) {
+	pie := testenv.BuildHelloPIE(t)
+	for _, args := range [][]string{
+		{"--exec", pie, "--syscall", "getppid", "--trace"},
+		{"--exec", pie, "--syscall", "write", "--trace"},
+		{"--exec", pie, "--trace"},
+	} {
+		args := append([]string{"run", "linux", "--kernel", "x"}, args...)
+		t.Run(strings.Join(args[4:], " "), func(t *testing.T) {
+			_, err := run(t, args...)
+			want := "--exec " + pie + ": a position-independent executable (static-pie)"
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "build it with -static (-no-pie)") {
+				t.Fatalf("sctrace %v: err = %v, want %q … build it with -static (-no-pie)", args, err, want)
+			}
+		})
+	}
+}
+
 // TestRunLinuxCompatErrors refuses the 32-bit entries that cannot be
 // traced, before anything starts: sysenter from x86-64 code, an
 // instruction the program does not have, and a CPU vendor that raises #UD

@@ -12,11 +12,24 @@ import (
 // t (skipped under -short), as a missing tool does.
 func BuildHello(t testing.TB) string {
 	t.Helper()
+	return buildHello(t, "-static")
+}
+
+// BuildHelloPIE builds testdata/hello.c as BuildHello does but with gcc
+// -static-pie: a static position-independent executable (ELF type DYN
+// with no PT_INTERP), which the kernel loads where it chooses.
+func BuildHelloPIE(t testing.TB) string {
+	t.Helper()
+	return buildHello(t, "-static-pie")
+}
+
+func buildHello(t testing.TB, link string) string {
+	t.Helper()
 	NeedTools(t, "gcc")
 	out := filepath.Join(t.TempDir(), "hello")
-	cmd := exec.Command("gcc", "-static", "-O2", "-o", out, filepath.Join(testdata(t), "hello.c"))
+	cmd := exec.Command("gcc", link, "-O2", "-o", out, filepath.Join(testdata(t), "hello.c"))
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("gcc -static: %v\n%s(the static C library comes with `apt-get install -y libc6-dev`; scripts/setup.sh installs it)", err, b)
+		t.Fatalf("gcc %s: %v\n%s(the static C library comes with `apt-get install -y libc6-dev`; scripts/setup.sh installs it)", link, err, b)
 	}
 	return out
 }
