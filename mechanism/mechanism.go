@@ -188,3 +188,49 @@ func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
 	}
 	return ""
 }
+
+// gloss says in a few words what the entries that are no system call are,
+// for the command line's help.
+var gloss = map[Mechanism]string{
+	PageFault: "a demand page fault",
+	IRQ:       "a timer interrupt from user mode",
+	Int3:      "a breakpoint trap",
+	GPFault:   "a general-protection fault from user mode",
+}
+
+// Help lists every mechanism of All for a command's -m help, grouped: the
+// system calls (and the vDSO read), the entries that are no system call,
+// each with a few words, and the calls made from compatibility mode.
+func Help() string {
+	var calls, events, compat []string
+	for _, m := range All {
+		switch {
+		case m.Compat():
+			compat = append(compat, string(m))
+		case m.Event():
+			e := string(m)
+			if g := gloss[m]; g != "" {
+				e += " (" + g + ")"
+			}
+			events = append(events, e)
+		default:
+			calls = append(calls, string(m))
+		}
+	}
+	s := strings.Join(calls, ", ")
+	if len(events) > 0 {
+		s += ", the entries that are no system call: " + and(events)
+	}
+	if len(compat) > 0 {
+		s += ",\nand the teaching kernel's calls from 32-bit code: " + and(compat)
+	}
+	return s
+}
+
+// and joins a list as prose: "a", "a and b", "a, b and c".
+func and(l []string) string {
+	if len(l) < 2 {
+		return strings.Join(l, "")
+	}
+	return strings.Join(l[:len(l)-1], ", ") + " and " + l[len(l)-1]
+}
