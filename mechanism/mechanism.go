@@ -234,3 +234,33 @@ func and(l []string) string {
 	}
 	return strings.Join(l[:len(l)-1], ", ") + " and " + l[len(l)-1]
 }
+
+// Entry names in prose what enters the kernel by m, with its article, as
+// in "stopped before the system call": "the system call" for the ways to
+// make one, "the vDSO read" for the vDSO, and for the entries that are no
+// system call "the page fault", "the timer interrupt", "the breakpoint
+// (int3)" and "the general-protection fault".
+func (m Mechanism) Entry() string {
+	switch m {
+	case Vdso:
+		return "the vDSO read"
+	case PageFault:
+		return "the page fault"
+	case IRQ:
+		return "the timer interrupt"
+	case Int3:
+		return "the breakpoint (int3)"
+	case GPFault:
+		return "the general-protection fault"
+	}
+	return "the system call"
+}
+
+// A returns m's name after the indefinite article it takes read aloud:
+// "an int80", "an irq", "a syscall", "a ud2".
+func (m Mechanism) A() string {
+	if s := string(m); s != "" && strings.ContainsRune("aeio", rune(s[0])) {
+		return "an " + s
+	}
+	return "a " + string(m)
+}
