@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/sctrace/sctrace/mechanism"
+	symtab "github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/x86"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -177,7 +178,7 @@ func (a *annotator) exceptionCheck() bool {
 		cause = VectorName(v)
 	}
 	a.note(KindControl, "rip %s → %s instead of the next instruction: %s was delivered", a.sym(a.s.Addr), a.sym(rip), cause)
-	a.enter(v, trap, Mnemonic(a.s.Inst, a.s.Bytes, a.s.Addr, nil))
+	a.enter(v, trap, Mnemonic(a.s.Inst, a.s.Bytes, a.s.Addr, a.operandSymbols()))
 	return true
 }
 
@@ -195,6 +196,16 @@ func isFault(v int) bool {
 // when it is none.
 func (a *annotator) mnemonic() string {
 	return cmp.Or(CanonicalMnemonic(a.s.Inst, a.s.Bytes), "?")
+}
+
+// operandSymbols names the step's operands as the trace's own rendering
+// of the instruction does (OperandSymbols), when the context's symbols are
+// a symbol table; nil, numbers only, otherwise.
+func (a *annotator) operandSymbols() x86asm.SymLookup {
+	if t, ok := a.c.Symbols.(*symtab.Table); ok && t != nil {
+		return OperandSymbols(a.s.Inst, t)
+	}
+	return nil
 }
 
 // enter explains the delivery of vector v (-1 if unknown) through the IDT:

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sctrace/sctrace/accel"
 	"github.com/sctrace/sctrace/fixtures/kernel"
@@ -281,5 +282,70 @@ func TestRunFixtureAccelChoice(t *testing.T) {
 	rep, err = Run(ctx, Config{Targets: []string{TargetFixture}, Iters: 20, Kernel: kernel.ELF, Accel: accel.KVM, KVMCheck: broken})
 	if rep != nil || err == nil || !strings.Contains(err.Error(), "KVM does not work on this host") || !strings.Contains(err.Error(), "#PF") {
 		t.Errorf("--accel kvm with a failing KVM: report %v, error %v; want no report and the reason", rep != nil, err)
+	}
+}
+
+// TestWriteTextRatiosAnchorsNegatives checks three things a reader of the
+// table relies on: each syscall row's ×syscall is 1.00, being its own
+// base (bare against bare, a breakdown step against itself); every anchor
+// in the legend says what its figure is, so no line ends in a dangling
+// word; and a series with samples below zero (the capture's vdso full,
+// less than one timer step above the empty window) is explained in a
+// note with its count, not hidden.
+func TestWriteTextRatiosAnchorsNegatives(t *testing.T) {
+	rep := reportFromCapture(t)
+	var buf bytes.Buffer
+	if err := WriteText(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	text := buf.String()
+	lines := strings.Split(text, "\n")
+	// Columns right-aligned: a row's ×syscall ends where the header's does.
+	end := -1
+	for _, l := range lines {
+		r := []rune(l)
+		if h := strings.Index(l, "×syscall"); h >= 0 && strings.HasPrefix(strings.TrimSpace(l), "series") {
+			end = utf8.RuneCountInString(l[:h]) + utf8.RuneCountInString("×syscall")
+			continue
+		}
+		f := strings.Fields(l)
+		if end < 0 || len(r) < end || len(f) < 2 || f[0] != "syscall" {
+			continue
+		}
+		cell := strings.Fields(string(r[:end]))
+		if got := cell[len(cell)-1]; got != "1.00" {
+			t.Errorf("%s %s: ×syscall %s, want 1.00 (its own base)", f[0], f[1], got)
+		}
+	}
+	if end < 0 {
+		t.Fatal("no table header with ×syscall")
+	}
+	inLegend := false
+	for _, l := range lines {
+		if strings.Contains(l, "anchors (TSC ticks") {
+			inLegend = true
+			continue
+		}
+		if !inLegend || !strings.HasPrefix(strings.TrimSpace(l), "[") {
+			inLegend = false
+			continue
+		}
+		if w := strings.Fields(l); w[len(w)-1] == "about" {
+			t.Errorf("anchor legend line %q ends in %q with no figure", l, "about")
+		}
+	}
+	vdso := rep.Targets[0].Find("vdso", "full")
+	neg := 0
+	for _, v := range vdso.Samples {
+		if v < 0 {
+			neg++
+		}
+	}
+	if neg == 0 {
+		t.Fatal("the capture's vdso full has no sample below zero; the test needs one")
+	}
+	want := fmt.Sprintf("vdso full: %d of %d samples are below zero (min %d)", neg, len(vdso.Samples), vdso.Stats.Min)
+	if !strings.Contains(strings.Join(strings.Fields(text), " "), want) {
+		t.Errorf("text report lacks the note %q", want)
 	}
 }

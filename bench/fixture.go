@@ -19,7 +19,7 @@ var guestSeries = []struct {
 	anchor            *Anchor
 }{
 	{"vdso", "full", "vDSO-style read of a kernel-shared page, no entry", nil},
-	{"syscall", "full", "syscall + sysretq, full entry path", &Anchor{1000, "a mitigated Linux getpid, about"}},
+	{"syscall", "full", "syscall + sysretq, full entry path", &Anchor{1000, "a mitigated Linux getpid, order of magnitude"}},
 	{"int80", "full", "int 0x80 + iretq, full entry path", nil},
 	{"sysenter", "full", "sysenter + sysexitq, full entry path", nil},
 	{"callgate", "full", "call gate + lretq, full entry path", nil},

@@ -34,7 +34,7 @@ type hostMech struct {
 }
 
 var hostMechs = []hostMech{
-	{"syscall", "getpid", "syscall getpid (39)", &Anchor{1000, "a mitigated Linux getpid, about"},
+	{"syscall", "getpid", "syscall getpid (39)", &Anchor{1000, "a mitigated Linux getpid, order of magnitude"},
 		func(*Environment) (func([]int64, bool), string) {
 			return func(out []int64, r bool) { loopSyscall(nrGetpid64, out, r) }, ""
 		}},
@@ -43,7 +43,7 @@ var hostMechs = []hostMech{
 			return func(out []int64, r bool) { loopSyscall(nrInvalid, out, r) }, ""
 		}},
 	{"int80", "getpid", "int $0x80 getpid (i386 ABI, 20)", nil, setupInt80},
-	{"vdso", "clock_gettime", "vDSO clock_gettime(CLOCK_MONOTONIC), called from assembly", &Anchor{80, "vDSO clock_gettime, about"}, setupVDSO},
+	{"vdso", "clock_gettime", "vDSO clock_gettime(CLOCK_MONOTONIC), called from assembly", &Anchor{80, "vDSO clock_gettime, order of magnitude"}, setupVDSO},
 }
 
 func setupInt80(env *Environment) (func([]int64, bool), string) {

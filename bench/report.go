@@ -158,16 +158,18 @@ func writeTarget(tw *textWriter, t *TargetResult, env *Environment) {
 	writeNotes(tw, t)
 }
 
-// ratioBase returns the series a ratio "×syscall" is taken against.
+// ratioBase returns the series a ratio "×syscall" is taken against: on
+// the host the syscall getpid; in the guest the syscall series of the same
+// path (bare against bare, each breakdown step against itself), and the
+// full syscall path for a path syscall has not.
 func ratioBase(t *TargetResult, s *Series) *Series {
-	switch {
-	case t.Name == TargetHost:
+	if t.Name == TargetHost {
 		return t.Find("syscall", "getpid")
-	case s.Path == "bare":
-		return t.Find("syscall", "bare")
-	default:
-		return t.Find("syscall", "full")
 	}
+	if b := t.Find("syscall", s.Path); b != nil {
+		return b
+	}
+	return t.Find("syscall", "full")
 }
 
 func writeTable(tw *textWriter, t *TargetResult, mhz float64) {
@@ -430,7 +432,7 @@ func writeNotes(tw *textWriter, t *TargetResult) {
 			}
 		}
 	}
-	notes := t.Notes
+	notes := append(t.Notes[:len(t.Notes):len(t.Notes)], negativeNotes(t)...)
 	if compared > 0 {
 		notes = append(notes, fmt.Sprintf("Statistics are computed here from the raw samples; the guest's own summary (min, median, p90, p99, mean) agrees for %d of %d series.", agree, compared))
 		for _, s := range t.Series {
@@ -466,4 +468,27 @@ func formatRatio(r float64) string {
 		return fmt.Sprintf("%.3f", r)
 	}
 	return fmt.Sprintf("%.2f", r)
+}
+
+// negativeNotes explains each series with samples below zero: a sample is
+// its window less the median of the empty window, so a round trip that
+// costs less than the empty window's spread (or the timer's step) can read
+// below zero. The samples are kept as measured, not clamped to zero, which
+// would push the mean and the low percentiles up.
+func negativeNotes(t *TargetResult) []string {
+	var notes []string
+	for _, s := range t.Series {
+		if !s.Measured() || s.Stats.Min >= 0 {
+			continue
+		}
+		neg := 0
+		for _, v := range s.Samples {
+			if v < 0 {
+				neg++
+			}
+		}
+		notes = append(notes, fmt.Sprintf("%s %s: %d of %d samples are below zero (min %d): each sample is its window less the median of the empty window (%d ticks), and this one costs less than the empty window itself varies, so the difference can be below zero. They are kept as measured, not clamped; read the median.",
+			s.Mech, s.Path, neg, len(s.Samples), s.Stats.Min, s.Baseline))
+	}
+	return notes
 }

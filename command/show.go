@@ -96,7 +96,7 @@ func (e *Engine) disasm(env *expr.Live, addr uint64, n int, physical bool) error
 			return nil
 		}
 		code := b[off : off+size]
-		e.printf("%s %s:\t%s\n", mark, e.where(pc, physical), trace.Disasm(inst, code, pc, trace.OperandSymbols(inst, e.syms()), e.Syntax))
+		e.printf("%s %s:\t%s\n", mark, e.where(pc, physical), trace.Disasm(inst, code, pc, annotate.OperandSymbols(inst, e.syms()), e.Syntax))
 		off += size
 	}
 	return nil

@@ -188,3 +188,79 @@ func Classify(inst x86asm.Inst, withUD2 bool) Mechanism {
 	}
 	return ""
 }
+
+// gloss says in a few words what the entries that are no system call are,
+// for the command line's help.
+var gloss = map[Mechanism]string{
+	PageFault: "a demand page fault",
+	IRQ:       "a timer interrupt from user mode",
+	Int3:      "a breakpoint trap",
+	GPFault:   "a general-protection fault from user mode",
+}
+
+// Help lists every mechanism of All for a command's -m help, grouped: the
+// system calls (and the vDSO read), the entries that are no system call,
+// each with a few words, and the calls made from compatibility mode.
+func Help() string {
+	var calls, events, compat []string
+	for _, m := range All {
+		switch {
+		case m.Compat():
+			compat = append(compat, string(m))
+		case m.Event():
+			e := string(m)
+			if g := gloss[m]; g != "" {
+				e += " (" + g + ")"
+			}
+			events = append(events, e)
+		default:
+			calls = append(calls, string(m))
+		}
+	}
+	s := strings.Join(calls, ", ")
+	if len(events) > 0 {
+		s += ", the entries that are no system call: " + and(events)
+	}
+	if len(compat) > 0 {
+		s += ",\nand the teaching kernel's calls from 32-bit code: " + and(compat)
+	}
+	return s
+}
+
+// and joins a list as prose: "a", "a and b", "a, b and c".
+func and(l []string) string {
+	if len(l) < 2 {
+		return strings.Join(l, "")
+	}
+	return strings.Join(l[:len(l)-1], ", ") + " and " + l[len(l)-1]
+}
+
+// Entry names in prose what enters the kernel by m, with its article, as
+// in "stopped before the system call": "the system call" for the ways to
+// make one, "the vDSO read" for the vDSO, and for the entries that are no
+// system call "the page fault", "the timer interrupt", "the breakpoint
+// (int3)" and "the general-protection fault".
+func (m Mechanism) Entry() string {
+	switch m {
+	case Vdso:
+		return "the vDSO read"
+	case PageFault:
+		return "the page fault"
+	case IRQ:
+		return "the timer interrupt"
+	case Int3:
+		return "the breakpoint (int3)"
+	case GPFault:
+		return "the general-protection fault"
+	}
+	return "the system call"
+}
+
+// A returns m's name after the indefinite article it takes read aloud:
+// "an int80", "an irq", "a syscall", "a ud2".
+func (m Mechanism) A() string {
+	if s := string(m); s != "" && strings.ContainsRune("aeio", rune(s[0])) {
+		return "an " + s
+	}
+	return "a " + string(m)
+}

@@ -2,6 +2,7 @@ package mechanism
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -115,6 +116,35 @@ func TestCompat(t *testing.T) {
 		}
 		if m.Compat() != compat || m.Native() != want {
 			t.Errorf("%s: Compat() = %v, Native() = %s; want %v, %s", m, m.Compat(), m.Native(), compat, want)
+		}
+	}
+}
+
+// TestEntryAndArticle checks the prose each mechanism gets: every entry
+// that is no system call has a phrase of its own (not "the system call"),
+// the system calls share that one, and a name starting with a vowel sound
+// takes "an".
+func TestEntryAndArticle(t *testing.T) {
+	for _, m := range All {
+		got := m.Entry()
+		switch {
+		case m.Event() && got == "the system call":
+			t.Errorf("%s.Entry() = %q, but %s is no system call", m, got, m)
+		case !m.Event() && m != Vdso && got != "the system call":
+			t.Errorf("%s.Entry() = %q, want the system call", m, got)
+		case !strings.HasPrefix(got, "the "):
+			t.Errorf("%s.Entry() = %q, want a phrase starting with \"the \"", m, got)
+		}
+	}
+	for _, tt := range []struct {
+		m    Mechanism
+		want string
+	}{
+		{IRQ, "an irq"}, {Int80, "an int80"}, {Int3, "an int3"}, {Syscall, "a syscall"},
+		{UD2, "a ud2"}, {PageFault, "a pagefault"}, {Int80Compat, "an int80-compat"},
+	} {
+		if got := tt.m.A(); got != tt.want {
+			t.Errorf("%s.A() = %q, want %q", tt.m, got, tt.want)
 		}
 	}
 }

@@ -224,7 +224,7 @@ func (s *Session) RecordFast(ctx context.Context, until ...trace.Until) (*trace.
 		until = []trace.Until{trace.BackInUser()}
 	}
 	if m := mechanism.Mechanism(s.Recorder.Trace().Header.Mechanism); m.Event() {
-		return s.Recorder.Trace(), fmt.Errorf("the log recorder follows a system call to the instruction after it; a %s enters by an exception or an interrupt, which it does not follow: record it by single steps", m)
+		return s.Recorder.Trace(), fmt.Errorf("the log recorder follows a system call to the instruction after it; %s enters by an exception or an interrupt, which it does not follow: record it by single steps", m.A())
 	}
 	if c := s.Recorder.Current(); c != nil && c.CPL() == 3 && c.Sys.CompatMode() {
 		return s.Recorder.Trace(), errors.New("the log recorder starts in 64-bit code: QEMU's instruction log dumps 32-bit code (compatibility mode, here) without the 64-bit registers; single-step into the kernel first")

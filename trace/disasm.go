@@ -1,13 +1,11 @@
 package trace
 
 import (
-	"slices"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
-	"github.com/sctrace/sctrace/symbols"
 )
 
 // Disasm renders an instruction in the chosen syntax. It starts from
@@ -54,46 +52,4 @@ func hasREXW(inst x86asm.Inst) bool {
 		}
 	}
 	return false
-}
-
-// minMappedAddr is the lowest address Linux lets user space map by default
-// (vm.mmap_min_addr, 64 KiB); the teaching kernel maps nothing below it
-// either. A value below it is a number, not an address.
-const minMappedAddr = 0x10000
-
-// OperandSymbols returns the name lookup for disassembling inst: tab's
-// symbols, except that an immediate operand is named only where it can be an
-// address. x86asm offers every 32-bit immediate of a MOV or PUSH for naming;
-// most are constants (pushq $0x2b pushes the user SS selector), and a
-// System.map's per-CPU symbols sit at small link-time offsets that would
-// name them (__per_cpu_start+43). An immediate is named when its value is
-// at least minMappedAddr and falls in a symbol that is neither absolute (nm
-// type A: a value, such as a per-CPU offset in kallsyms) nor a linker
-// marker. Memory and branch operands are named as before.
-func OperandSymbols(inst x86asm.Inst, tab *symbols.Table) x86asm.SymLookup {
-	var imms []uint64
-	for _, a := range inst.Args {
-		if a == nil {
-			break
-		}
-		if v, ok := a.(x86asm.Imm); ok {
-			imms = append(imms, uint64(v))
-		}
-	}
-	return func(addr uint64) (string, uint64) {
-		s, off, ok := tab.Lookup(addr)
-		if !ok {
-			return "", 0
-		}
-		if slices.Contains(imms, addr) && !immAddress(addr, s) {
-			return "", 0
-		}
-		return s.Name, addr - off
-	}
-}
-
-// immAddress says whether an immediate v, which falls in s, is taken for an
-// address.
-func immAddress(v uint64, s symbols.Symbol) bool {
-	return v >= minMappedAddr && s.Type != 'A' && s.Type != 'a' && !symbols.IsMarker(s.Name)
 }

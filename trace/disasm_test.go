@@ -42,7 +42,7 @@ func TestOperandSymbols(t *testing.T) {
 				t.Fatalf("decode % x: %v (%d bytes)", tt.code, err, n)
 			}
 			const pc = 0xffffffff80202000
-			if got := Disasm(inst, tt.code, pc, OperandSymbols(inst, sysmap), ATT); got != tt.want {
+			if got := Disasm(inst, tt.code, pc, annotate.OperandSymbols(inst, sysmap), ATT); got != tt.want {
 				t.Errorf("% x: %q, want %q", tt.code, got, tt.want)
 			}
 		})

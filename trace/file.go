@@ -329,13 +329,18 @@ func readV2(ctx context.Context, b []byte, lazy bool) (*Trace, error) {
 			continue
 		}
 		// The last, partial chunk becomes the open steps, so that
-		// appending goes on from it.
+		// appending goes on from it. Opened to be viewed (lazy, with
+		// the lookups in the index), a damaged one reads as steps that
+		// say so, as a damaged full chunk does when it is decoded.
 		full, err := decompress(s.data, s.raw)
-		if err != nil {
-			return nil, errV2("chunk %d: %v", len(st.chunks), err)
+		var d *decodedChunk
+		if err == nil {
+			d, err = decodeChunk(full, s.first, s.count, chunkOpts{clean: true})
 		}
-		d, err := decodeChunk(full, s.first, s.count, chunkOpts{clean: true})
-		if err != nil {
+		switch {
+		case err != nil && lazy && idx.Lookups != nil:
+			d = &decodedChunk{first: s.first, steps: damagedSteps(s.first, s.count, errV2("chunk %d: %v", len(st.chunks), err))}
+		case err != nil:
 			return nil, errV2("chunk %d: %v", len(st.chunks), err)
 		}
 		st.open = make([]Step, 0, ChunkSteps)

@@ -1026,7 +1026,7 @@ func (c *converter) decoded(ctx context.Context, st *x86.State) (*decodedInsn, e
 	}
 	code = code[:n]
 	syms := c.l.Symbols
-	ops := OperandSymbols(inst, syms)
+	ops := annotate.OperandSymbols(inst, syms)
 	d := &decodedInsn{
 		inst: inst, code: code, symbol: syms.Symbolize(rip),
 		intel: Disasm(inst, code, rip, ops, Intel),

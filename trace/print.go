@@ -160,8 +160,12 @@ func WriteText(w io.Writer, t *Trace, syn Syntax) error {
 		p.f("  MSRs learnt: none\n")
 	} else {
 		p.f("  MSRs learnt:\n")
+		width := 0
 		for _, m := range sum.MSRs {
-			p.f("    %-16s %s\n", m.Name, m.ValueString()+" ("+m.Provenance()+")")
+			width = max(width, len(m.Name))
+		}
+		for _, m := range sum.MSRs {
+			p.f("    %-*s %s\n", width, m.Name, m.ValueString()+" ("+m.Provenance()+")")
 		}
 	}
 	if len(sum.Findings) == 0 {

@@ -248,12 +248,7 @@ func (st *store) decode(s *sealed) *decodedChunk {
 		c, err = decodeChunk(raw, s.first, s.count, chunkOpts{clean: st.clean})
 	}
 	if err != nil {
-		c = &decodedChunk{first: s.first, steps: make([]Step, s.count)}
-		for j := range c.steps {
-			c.steps[j] = Step{Index: s.first + j, Regs: &x86.State{}, Intel: "(undecodable)", ATT: "(undecodable)",
-				Effects: []annotate.Effect{{Kind: annotate.KindControl, Text: "this step could not be decoded: " + err.Error(), Verdict: annotate.Finding}}}
-		}
-		return c
+		return &decodedChunk{first: s.first, steps: damagedSteps(s.first, s.count, err)}
 	}
 	for r, run := range s.sys {
 		end := s.count
@@ -265,6 +260,17 @@ func (st *store) decode(s *sealed) *decodedChunk {
 		}
 	}
 	return c
+}
+
+// damagedSteps stands for count steps from first of a chunk that could
+// not be decoded: each says why in a finding, and has no instruction.
+func damagedSteps(first, count int, err error) []Step {
+	steps := make([]Step, count)
+	for j := range steps {
+		steps[j] = Step{Index: first + j, Regs: &x86.State{}, Intel: "(undecodable)", ATT: "(undecodable)",
+			Effects: []annotate.Effect{{Kind: annotate.KindControl, Text: "this step could not be decoded: " + err.Error(), Verdict: annotate.Finding}}}
+	}
+	return steps
 }
 
 // index is what the viewer looks steps up by, built once as steps are

@@ -3,13 +3,17 @@ package trace
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/x86"
@@ -346,5 +350,69 @@ func TestMarshalJSON(t *testing.T) {
 	}
 	if back.T.Len() != tr.Len() || !reflect.DeepEqual(back.T.Step(3), tr.Step(3)) {
 		t.Errorf("%d steps back of %d", back.T.Len(), tr.Len())
+	}
+}
+
+// damagedFile is a version 2 file of testdata/int80.json (one partial
+// chunk) with a byte of its chunk's gzip checksum flipped; -update writes
+// it again.
+const damagedFile = "testdata/damaged-chunk0.sctrace"
+
+// TestOpenDamagedLastChunk checks damagedFile: Read refuses it naming the
+// chunk, and Open, as the interactive view opens a file, opens it with the
+// chunk's steps saying they could not be decoded.
+func TestOpenDamagedLastChunk(t *testing.T) {
+	tr := readTestTrace(t)
+	if tr.Len() >= ChunkSteps {
+		t.Fatalf("the test trace has %d steps, want a partial chunk", tr.Len())
+	}
+	if *update {
+		var buf bytes.Buffer
+		if err := tr.Write(&buf); err != nil {
+			t.Fatal(err)
+		}
+		b := buf.Bytes()
+		zr, err := gzip.NewReader(bytes.NewReader(b[len(b)-trailerSize:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ioff := int64(binary.LittleEndian.Uint64(zr.Extra[len(trailerMagic):]))
+		ilen := int64(binary.LittleEndian.Uint64(zr.Extra[len(trailerMagic)+8:]))
+		ib, err := readMember(b[:len(b)-trailerSize], ioff, ilen, maxIndexRaw, "index")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idx fileIndex
+		if err := json.Unmarshal(ib, &idx); err != nil || len(idx.Chunks) != 1 {
+			t.Fatalf("index: %v, %d chunks, want 1", err, len(idx.Chunks))
+		}
+		c := idx.Chunks[0]
+		// A gzip member ends in CRC-32 and length (RFC 1952): the byte
+		// 8 from the end is the checksum's first.
+		b[c.Off+c.Size-8] ^= 0xff
+		if err := os.WriteFile(damagedFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(damagedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(bytes.NewReader(b)); err == nil || !strings.Contains(err.Error(), "chunk 0: gzip: invalid checksum") {
+		t.Errorf("Read = %v, want an error naming chunk 0's checksum", err)
+	}
+	opened, err := Open(context.Background(), damagedFile)
+	if err != nil {
+		t.Fatalf("Open of a file with its last chunk damaged: %v", err)
+	}
+	if opened.Len() != tr.Len() {
+		t.Errorf("opened %d steps, want %d", opened.Len(), tr.Len())
+	}
+	for _, i := range []int{0, tr.Len() - 1} {
+		s := opened.Step(i)
+		if s.Index != i || len(s.Effects) != 1 || s.Effects[0].Verdict != annotate.Finding ||
+			!strings.Contains(s.Effects[0].Text, "could not be decoded") || !strings.Contains(s.Effects[0].Text, "chunk 0") || s.Regs == nil {
+			t.Errorf("step %d of the damaged chunk: %+v", i, s)
+		}
 	}
 }

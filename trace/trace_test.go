@@ -300,3 +300,47 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("ReadFile of a foreign file = %v, want ErrNotTrace naming the file", err)
 	}
 }
+
+// TestWriteTextMSRColumn checks that the summary's MSR values start in one
+// column whatever the length of the names, the longest included
+// (IA32_KERNEL_GS_BASE is 19 characters).
+func TestWriteTextMSRColumn(t *testing.T) {
+	tr := readTestTrace(t)
+	tr.Header.MSRs = []annotate.MSR{
+		{Index: 0xc0000082, Name: "IA32_LSTAR", Value: 0xffffffff81000000, Known: ^uint64(0), Source: annotate.SourceRead},
+		{Index: 0xc0000102, Name: "IA32_KERNEL_GS_BASE", Value: 0x7f0000, Known: ^uint64(0), Source: annotate.SourceInferred},
+		{Index: 0x175, Name: "IA32_SYSENTER_ESP", Value: 0xfffffe0000001000, Known: ^uint64(0), Source: annotate.SourceProbed},
+		{Index: 0x10, Name: "TSC", Value: 1, Known: ^uint64(0), Source: annotate.SourceRead},
+	}
+	var out bytes.Buffer
+	if err := WriteText(&out, tr, ATT); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "MSRs learnt:" {
+			start = i + 1
+		}
+	}
+	if start < 0 || start+len(tr.Header.MSRs) > len(lines) {
+		t.Fatalf("no MSR summary in:\n%s", out.String())
+	}
+	col := -1
+	for i, m := range tr.Header.MSRs {
+		l := lines[start+i]
+		name := strings.Index(l, m.Name)
+		val := strings.Index(l, m.ValueString())
+		if name < 0 || val < 0 {
+			t.Fatalf("line %q lacks %s or its value %s", l, m.Name, m.ValueString())
+		}
+		if val <= name+len(m.Name) {
+			t.Errorf("line %q: the value does not follow the name", l)
+		}
+		if col < 0 {
+			col = val
+		} else if val != col {
+			t.Errorf("line %q: value at column %d, the first line's at %d", l, val, col)
+		}
+	}
+}

@@ -69,3 +69,24 @@ func TestSaveKeepsElsewhere(t *testing.T) {
 		t.Fatal("/nonexistent/dir exists on this machine")
 	}
 }
+
+// TestDamagedChunkRender opens ../trace/testdata/damaged-chunk0.sctrace
+// (its only chunk's checksum flipped) as sctrace view does and checks that
+// the view comes up, walks, and shows the steps as not decodable.
+func TestDamagedChunkRender(t *testing.T) {
+	tr, err := trace.Open(t.Context(), filepath.Join("..", "trace", "testdata", "damaged-chunk0.sctrace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Config{Driver: NewReplay(tr), Syntax: trace.ATT})
+	m.Update(tea.WindowSizeMsg{Width: 160, Height: 50})
+	for _, k := range []string{"n", "n", "G", "g"} {
+		m.Update(press(k))
+	}
+	screen := ansi.Strip(m.Render())
+	for _, want := range []string{"(undecodable)", "could not be decoded"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("the screen lacks %q:\n%s", want, screen)
+		}
+	}
+}

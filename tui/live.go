@@ -228,8 +228,8 @@ func (d *Live) decode(ctx context.Context, st *x86.State, size int, flow bool) [
 		b := code[off : off+n]
 		out = append(out, Line{
 			Addr: pc, Symbol: syms.Symbolize(pc), Bytes: b,
-			Intel: trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.Intel),
-			ATT:   trace.Disasm(inst, b, pc, trace.OperandSymbols(inst, syms), trace.ATT),
+			Intel: trace.Disasm(inst, b, pc, annotate.OperandSymbols(inst, syms), trace.Intel),
+			ATT:   trace.Disasm(inst, b, pc, annotate.OperandSymbols(inst, syms), trace.ATT),
 			Op:    inst.Op,
 		})
 		off += n

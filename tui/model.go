@@ -19,6 +19,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/internal/outfile"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
 )
@@ -227,7 +228,11 @@ func (m *Model) setDriver(d Driver) {
 	m.pos = 0
 	if d.Live() {
 		m.pos = m.snap.Len()
-		m.status = "stopped before the system call: s steps, ? shows every key"
+		mech := mechanism.Mechanism(m.snap.Header.Mechanism)
+		if l, ok := d.(*Live); ok && l.Mechanism != "" {
+			mech = l.Mechanism
+		}
+		m.status = "stopped before " + mech.Entry() + ": s steps, ? shows every key"
 	} else if f, ok := d.(*Follow); ok {
 		m.status = fmt.Sprintf("following %s: %d steps; it is read again when it changes", filepath.Base(f.Path), m.snap.Len())
 	} else {

@@ -86,7 +86,12 @@ func (m Match) String() string {
 		parts = append(parts, "`"+m.Insn+"`")
 	}
 	if m.Event != "" {
-		parts = append(parts, "a "+string(m.Event)+" event")
+		ev := string(m.Event)
+		if ev != "" && strings.ContainsRune("aeio", rune(ev[0])) {
+			parts = append(parts, "an "+ev+" event") // an interrupt, an iret
+		} else {
+			parts = append(parts, "a "+ev+" event")
+		}
 	}
 	if m.CPL != nil {
 		parts = append(parts, fmt.Sprintf("a change to CPL %d", *m.CPL))

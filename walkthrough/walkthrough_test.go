@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/bench"
 	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/trace"
@@ -533,5 +534,23 @@ func TestExportStandsAlone(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestMatchStringArticle checks the article before each event a lesson may
+// name: "an" before a vowel sound (an interrupt, an iret), "a" otherwise.
+func TestMatchStringArticle(t *testing.T) {
+	for _, ev := range knownEvents {
+		got := Match{Event: ev}.String()
+		art := "a "
+		if strings.ContainsRune("aeio", rune(string(ev)[0])) {
+			art = "an "
+		}
+		if want := art + string(ev) + " event"; !strings.Contains(got, want) {
+			t.Errorf("Match{Event: %s}.String() = %q, want it to say %q", ev, got, want)
+		}
+	}
+	if got := (Match{Event: annotate.EventInterrupt}).String(); !strings.Contains(got, "an interrupt event") {
+		t.Errorf("Match{Event: interrupt}.String() = %q", got)
 	}
 }

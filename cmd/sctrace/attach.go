@@ -132,7 +132,7 @@ On exit, sctrace removes its breakpoints and detaches: the guest runs on.`,
 	registerBootWait(cmd, &boot)
 	fl := cmd.Flags()
 	fl.StringVarP(&symfile, "symbols", "s", "", "symbols from `FILE`: an ELF (vmlinux) or a System.map; none for no\nnames (default: the guest's kallsyms, or the bundled kernel's)")
-	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: syscall, int80, sysenter, callgate, ud2, vdso, the entries that are no system call: pagefault (a demand page fault), irq (a timer interrupt from user mode), int3 (a breakpoint trap) and gpfault (a general-protection fault from user mode),\nand the teaching kernel's calls from 32-bit code: int80-compat, sysenter-compat and syscall-compat")
+	fl.StringVarP(&mech, "mechanism", "m", "syscall", "entry mechanism: "+mechanism.Help())
 	fl.StringVar(&syntax, "syntax", "att", "assembly syntax: att or intel (t toggles)")
 	fl.IntVar(&budget, "budget", trace.DefaultBudget, "most instructions one run (e, r, R, trace) steps")
 	fl.BoolVar(&irq, "irq", false, "let interrupts and timers run while single-stepping")

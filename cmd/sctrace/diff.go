@@ -42,10 +42,10 @@ type diffFlags struct {
 func newDiffCmd() *cobra.Command {
 	var f diffFlags
 	cmd := &cobra.Command{
-		Use:   "diff A.json B.json | diff --linux K1 [--linux K2] [--a-append W] [--b-append W]",
+		Use:   "diff A B | diff --linux K1 [--linux K2] [--a-append W] [--b-append W]",
 		Short: "Align two traces instruction by instruction and say what differs",
-		Long: `diff aligns two saved traces (JSON, from --format json or w in the
-interactive view) by what their instructions are, not where they are: each
+		Long: `diff aligns two saved traces (.sctrace files, from --format trace or w in
+the interactive view, or JSON documents from --format json) by what their instructions are, not where they are: each
 step is keyed by the function it runs in and the instruction's operation and
 operands, with addresses left out, so that KASLR, another kernel build or
 other register values do not by themselves make two steps different; two
@@ -133,7 +133,7 @@ getpid, its /init loop chosen as run linux chooses it.`,
 	fl.StringArrayVar(&f.linux, "linux", nil, "record on this Linux bzImage (`FILE`); twice for A and B, once for both")
 	fl.StringVar(&f.aAppend, "a-append", "", "words for A's kernel command line (pti=off, mitigations=off, bug=...)")
 	fl.StringVar(&f.bAppend, "b-append", "", "words for B's kernel command line")
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to record: syscall, int80, sysenter, callgate, ud2 or vdso, or from the teaching kernel's\n32-bit code int80-compat, sysenter-compat or syscall-compat")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to record: "+mechanism.Help())
 	fl.StringVar(&f.syscall, "syscall", "", "with --linux: record this system call, by `NAME` or number, on both sides")
 	accelFlag(fl, &f.accel)
 	fl.StringVar(&f.qemu, "qemu", "", "QEMU binary to run (default: qemu-system-x86_64 on $PATH)")

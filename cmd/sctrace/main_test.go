@@ -359,6 +359,21 @@ func TestRunEvents(t *testing.T) {
 					t.Errorf("run --trace -m %s lacks %q", tt.mech, want)
 				}
 			}
+			if tt.mech == "irq" {
+				// The note on the interrupted instruction renders it as
+				// the step's own line does, symbols included.
+				var insn string
+				for _, l := range strings.Split(out, "\n") {
+					if f := strings.Fields(l); len(f) > 3 && f[0] == "0" && f[1] == "U" {
+						insn = strings.Join(f[3:], " ")
+						break
+					}
+				}
+				flat := strings.Join(strings.Fields(out), " ")
+				if insn == "" || !strings.Contains(flat, "delivered before "+insn+" ran") {
+					t.Errorf("step 0 is %q; the note on the interrupt does not name it so", insn)
+				}
+			}
 			if t.Failed() {
 				t.Log(out)
 			}

@@ -159,3 +159,13 @@ func TestViewConverts(t *testing.T) {
 		t.Errorf("view of a cut trace file: %v", err)
 	}
 }
+
+// TestViewDamagedChunk checks that printing a trace file whose chunk is
+// damaged is refused with an error naming the chunk (the interactive view
+// opens it and shows the chunk's steps as damaged: see package tui).
+func TestViewDamagedChunk(t *testing.T) {
+	_, err := run(t, "view", filepath.Join("..", "..", "trace", "testdata", "damaged-chunk0.sctrace"), "--format", "text")
+	if err == nil || !strings.Contains(err.Error(), "chunk 0: gzip: invalid checksum") {
+		t.Errorf("view --format text of a damaged chunk = %v, want an error naming chunk 0", err)
+	}
+}

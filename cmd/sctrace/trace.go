@@ -41,7 +41,7 @@ func (f *recordFlags) register(cmd *cobra.Command) {
 	f.flags = fl
 	fl.StringVar(&f.record, "record", session.RecordAuto, recordUsage)
 	fl.IntVar(&f.logAfter, "log-after", session.DefaultLogAfter, "with --record auto, single-step this many instructions of a round trip before\nhanding the rest to QEMU's instruction log (with --record log: the steps before the log, none unless given)")
-	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: syscall, int80, sysenter, callgate, ud2, vdso, the entries that are no system call: pagefault (a demand page fault), irq (a timer interrupt from user mode), int3 (a breakpoint trap) and gpfault (a general-protection fault from user mode),\nand the teaching kernel's calls from 32-bit code: int80-compat, sysenter-compat and syscall-compat")
+	fl.StringVarP(&f.mechanism, "mechanism", "m", "syscall", "entry mechanism to trace: "+mechanism.Help())
 	fl.StringVarP(&f.format, "format", "f", "text", "output format: text, markdown, trace (the compact file sctrace view\nopens, for traces of any length) or json (every step in one JSON document)")
 	fl.StringVarP(&f.out, "out", "o", "", "write the trace to `FILE` instead of standard output")
 	fl.StringVar(&f.syntax, "syntax", "att", "assembly syntax: att or intel")
