@@ -79,7 +79,8 @@ steps.`
 const recordHelpStarted = recordHelp + ` With log or auto, a TCG QEMU is started with
 -icount shift=0,sleep=off, so that guest time follows instructions and a
 logged call takes no more timer interrupts than a free one; --record step
-starts QEMU without it.`
+starts QEMU without it, and so does run linux with --smp 2 or more (Linux
+does not bring its secondary CPUs up under -icount shift=0).`
 
 // recordUsage is the help of --record.
 const recordUsage = `how to record: step (single-step every instruction through the gdbstub),
