@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -220,8 +221,13 @@ func TestSignalMidRecord(t *testing.T) {
 				t.Fatalf("sctrace exited 0 after %v", sig)
 			}
 			msg := stderr.String()
-			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+")") || !strings.Contains(msg, "steps recorded are written to "+out) {
+			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+")") || !strings.Contains(msg, "steps recorded are written to "+out+"\n") {
 				t.Errorf("message:\n%s", msg)
+			}
+			// The user's signal is the whole story: no internal error
+			// string after the file name.
+			if strings.Contains(msg, context.Canceled.Error()) {
+				t.Errorf("message names the internal cancellation:\n%s", msg)
 			}
 			tr, rerr := trace.ReadFile(out)
 			if rerr != nil {
@@ -277,6 +283,9 @@ func TestSignalMidWaitAttach(t *testing.T) {
 			msg := stderr.String()
 			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+"); nothing had been recorded") {
 				t.Errorf("message:\n%s", msg)
+			}
+			if strings.Contains(msg, context.Canceled.Error()) {
+				t.Errorf("message names the internal cancellation:\n%s", msg)
 			}
 			log, _ := os.ReadFile(wire)
 			lines := strings.Split(strings.TrimSpace(string(log)), "\n")

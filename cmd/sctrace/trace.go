@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -211,12 +212,38 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 			if t != nil && t.Len() > 0 {
 				saved = fmt.Sprintf("the %d steps recorded are written to %s", t.Len(), cmp.Or(f.out, "standard output"))
 			}
-			return fmt.Errorf("interrupted (%v); %s: %w", context.Cause(ctx), saved, err)
+			return interrupted(ctx, saved, err)
 		}
 		return err
 	}
 	return nil
 }
+
+// interrupted reports a recording the user's signal (ctx's cause) cut
+// short, and what became of its steps. When ctx was canceled, err's
+// closing "context canceled" is an internal echo of that signal and is left
+// out of the message (err stays wrapped for errors.Is); anything else err
+// says is shown.
+func interrupted(ctx context.Context, saved string, err error) error {
+	msg := fmt.Sprintf("interrupted (%v); %s", context.Cause(ctx), saved)
+	if ctx.Err() == nil {
+		return fmt.Errorf("%s: %w", msg, err)
+	}
+	canceled := context.Canceled.Error()
+	if rest := strings.TrimSuffix(err.Error(), ": "+canceled); rest != canceled {
+		msg += ": " + rest
+	}
+	return &quietError{msg: msg, err: err}
+}
+
+// quietError is an error whose message leaves out the error it wraps.
+type quietError struct {
+	msg string
+	err error
+}
+
+func (e *quietError) Error() string { return e.msg }
+func (e *quietError) Unwrap() error { return e.err }
 
 func newTraceCmd() *cobra.Command {
 	var (
