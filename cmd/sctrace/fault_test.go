@@ -17,6 +17,7 @@ import (
 
 	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -508,4 +509,53 @@ func TestStaleTempCleaned(t *testing.T) {
 	}
 	os.Remove(foreign)
 	e.checkNothingLeft()
+}
+
+// TestKeepAttachHint runs `sctrace run --trace --keep -m ud2` and then the
+// `sctrace trace --attach` command its message prints, word for word: the
+// teaching kernel's program now loops on ud2 and never makes a syscall, so
+// the hint must carry the mechanism for the attach to record anything.
+func TestKeepAttachHint(t *testing.T) {
+	e := newFaultEnv(t)
+	cmd, _, stderr := e.command(nil, "run", "--trace", "--accel", "tcg", "--qemu", e.wrapper, "--keep", "-m", "ud2")
+	if err := exitWithin(t, cmd, 60*time.Second); err != nil {
+		t.Fatalf("run --keep: %v\n%s", err, stderr)
+	}
+	pid := e.qemuPid()
+	defer func() {
+		syscall.Kill(pid, syscall.SIGTERM)
+		for running(pid) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var hint []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "sctrace" && f[1] == "trace" {
+			hint = f[1:]
+		}
+	}
+	if hint == nil {
+		t.Fatalf("--keep's message has no sctrace trace command:\n%s", stderr)
+	}
+	out := filepath.Join(e.work, "attach.json")
+	attach, _, aerr := e.command(nil, append(hint, "--format", "json", "--out", out)...)
+	if err := attach.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The guest makes its ud2 in a moment; a syscall never comes.
+	deadline := time.AfterFunc(30*time.Second, func() { attach.Process.Signal(os.Interrupt) })
+	err := attach.Wait()
+	if !deadline.Stop() {
+		t.Fatalf("sctrace %s was still waiting after 30s:\n%s", strings.Join(hint, " "), aerr)
+	}
+	if err != nil {
+		t.Fatalf("sctrace %s: %v\n%s", strings.Join(hint, " "), err, aerr)
+	}
+	tr, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Header.Mechanism; got != string(mechanism.UD2) {
+		t.Errorf("attach recorded %q, want %q", got, mechanism.UD2)
+	}
 }

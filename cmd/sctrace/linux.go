@@ -154,7 +154,7 @@ the other vendor; the trace header names the CPU.` + recordHelpStarted,
 			defer s.Close()
 			ready := time.Since(start)
 			if lo.Keep {
-				defer sayKept(cmd.ErrOrStderr(), s)
+				defer sayKept(cmd.ErrOrStderr(), s, m, lo.Options)
 			}
 			t0 := time.Now()
 			err = roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
@@ -195,7 +195,7 @@ func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m mechanism.Mechan
 		return err
 	}
 	lo.StackWords = tui.StackWords
-	return bootTUI(cmd, lo.QEMU, lo.Keep, "booting Linux under QEMU and reading its kallsyms", m, syn,
+	return bootTUI(cmd, lo.Options, "booting Linux under QEMU and reading its kallsyms", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartLinux(ctx, lo) })
 }
 
