@@ -147,7 +147,10 @@ the other vendor; the trace header names the CPU.` + recordHelpStarted,
 				}
 				return runLinuxTUI(cmd, lo, m, syn)
 			}
+			status := newStatusLine(cmd.ErrOrStderr(), tui.IsTerminal(cmd.ErrOrStderr()))
+			status.Show("booting Linux under QEMU…")
 			s, err := session.StartLinux(cmd.Context(), lo)
+			status.Clear()
 			if err != nil {
 				return err
 			}

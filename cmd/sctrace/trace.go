@@ -19,6 +19,7 @@ import (
 	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // recordFlags are the flags of the commands that record a round trip.
@@ -194,13 +195,38 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 // roundTrip records one round trip in s and writes it out. On ctrl-c it
 // writes what was recorded and reports the interruption.
 func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism.Mechanism, f *recordFlags, syn trace.Syntax) error {
+	// On a terminal, a status line says what sctrace is doing: waiting for
+	// the call, then how many steps it has recorded.
+	status := newStatusLine(os.Stderr, tui.IsTerminal(os.Stderr))
+	defer status.Clear()
+	waitingFor := fmt.Sprintf("waiting for the guest's next %s…", s.Awaited(m))
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
 	s.Waiting = func(m mechanism.Mechanism) {
+		status.Clear()
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", s.Awaited(m))
+		status.Show(waitingFor)
 	}
-	s.Notice = func(msg string) { fmt.Fprintln(os.Stderr, "sctrace:", msg) }
-	t, err := s.RoundTrip(ctx, m)
+	s.Notice = func(msg string) {
+		status.Clear()
+		fmt.Fprintln(os.Stderr, "sctrace:", msg)
+	}
+	status.Show(waitingFor)
+	var until []trace.Until
+	if status != nil {
+		steps := 0
+		until = []trace.Until{trace.BackInUser(), func(*trace.Step, *x86.State) trace.StopReason {
+			steps++
+			if steps == 1 {
+				status.Show("recording: 1 step")
+			} else {
+				status.Update(fmt.Sprintf("recording: %d steps", steps))
+			}
+			return ""
+		}}
+	}
+	t, err := s.RoundTrip(ctx, m, until...)
+	status.Clear()
 	if t != nil && t.Len() > 0 {
 		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
 			return werr
