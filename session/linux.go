@@ -290,6 +290,7 @@ type linuxState struct {
 	mode    string             // what sctrace's /init loops on; "" when attached
 	prog    *linuxinit.Program // the user's program /init runs (mode exec)
 	bootMax time.Duration
+	cmdline string         // the kernel command line sctrace booted with
 	tab     *symbols.Table // kallsyms, without the per-CPU copies
 	res     *kallsyms.Result
 	gsBase  uint64
@@ -409,14 +410,14 @@ func StartLinux(ctx context.Context, o LinuxOptions) (*Session, error) {
 	inst, err := qemu.Start(ctx, qemu.Config{
 		Binary: o.QEMU, Kernel: o.Kernel, Initrd: initrd, Append: o.CommandLine(), Accel: choice.Name, AccelNote: choice.Note, CPU: cpu, SMP: o.SMP,
 		Memory: cmp.Or(o.Memory, "256M"), GDB: true, GDBTCP: o.GDBTCP, Stopped: true, Serial: w, Keep: o.Keep,
-		Extra: o.qemuExtra(choice.Name),
+		Extra: o.linuxQEMUExtra(choice.Name),
 	})
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
 	s := &Session{QEMU: inst, Serial: serial, Kernel: "Linux " + filepath.Base(o.Kernel), keep: o.Keep, tmp: tmp,
-		linux: &linuxState{boot: w.seen, mode: o.mode(), prog: o.Program, bootMax: o.BootTimeout, started: started}}
+		linux: &linuxState{boot: w.seen, mode: o.mode(), prog: o.Program, bootMax: o.BootTimeout, cmdline: o.CommandLine(), started: started}}
 	if err := s.started(); err != nil {
 		return nil, err
 	}
@@ -561,13 +562,23 @@ func (s *Session) bootLinux(ctx context.Context) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("boot interrupted: %w", ctx.Err())
 	case errors.Is(bctx.Err(), context.DeadlineExceeded):
-		return s.explainAlways(fmt.Errorf("linux did not reach /init within %s", max))
+		return s.explainAlways(fmt.Errorf("linux did not reach /init within %s (%s)", max, s.bootHint()))
 	case err != nil:
 		return s.explain(fmt.Errorf("boot linux: %w", err))
 	}
 	// The guest stopped by itself: QEMU is probably ending.
 	s.QEMU.Exited(2 * time.Second)
 	return s.explainAlways(errors.New("the guest stopped before /init looped"))
+}
+
+// bootHint says what to try when Linux did not reach /init in time.
+func (s *Session) bootHint() string {
+	hint := "a slow or loaded host may need a longer --boot-timeout"
+	words := strings.Fields(s.linux.cmdline)
+	if s.Serial != nil && strings.TrimSpace(s.Serial.String()) == "" && slices.Contains(words, "quiet") && !slices.Contains(words, "ignore_loglevel") {
+		hint += `; the console is empty because the command line has "quiet": --append "loglevel=8 ignore_loglevel" shows how far the boot got`
+	}
+	return hint
 }
 
 // readLinux stops the CPU where kernel memory is mapped and reads the

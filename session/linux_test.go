@@ -447,3 +447,34 @@ func TestChooseMechanismSyscallAndProgram(t *testing.T) {
 		})
 	}
 }
+
+// TestBootHint checks what a boot that timed out tells the user to try: a
+// longer --boot-timeout always, and, where the console stayed empty
+// because the command line has "quiet", how to see how far the boot got.
+func TestBootHint(t *testing.T) {
+	tests := []struct {
+		o       LinuxOptions
+		console string
+		quiet   bool
+	}{
+		{LinuxOptions{}, "", true},
+		{LinuxOptions{}, "[    0.36] smp: Bringing up secondary CPUs ...\n", false},
+		{LinuxOptions{Options: Options{Append: "loglevel=8 ignore_loglevel"}}, "", false},
+	}
+	for _, tt := range tests {
+		s := &Session{Serial: &SerialLog{}, linux: &linuxState{cmdline: tt.o.CommandLine()}}
+		s.Serial.Write([]byte(tt.console))
+		hint := s.bootHint()
+		if !strings.Contains(hint, "--boot-timeout") {
+			t.Errorf("console %q: hint %q does not name --boot-timeout", tt.console, hint)
+		}
+		if got := strings.Contains(hint, `"quiet"`); got != tt.quiet {
+			t.Errorf("console %q, command line %q: hint %q names quiet: %v, want %v", tt.console, tt.o.CommandLine(), hint, got, tt.quiet)
+		}
+	}
+	// Without "quiet" on the command line an empty console is not its doing.
+	s := &Session{Serial: &SerialLog{}, linux: &linuxState{cmdline: "console=ttyS0 -- syscall"}}
+	if hint := s.bootHint(); strings.Contains(hint, "quiet") {
+		t.Errorf("hint %q names quiet, which the command line lacks", hint)
+	}
+}

@@ -45,6 +45,13 @@ const DefaultLogBudget = 2_000_000
 // one would (see trace.LogRecorder).
 var ICountArgs = []string{"-icount", "shift=0,sleep=off"}
 
+// noICountSMP is what a Linux guest with several vCPUs started for the log
+// or auto recorder runs without, and why: under `-icount shift=0` QEMU
+// runs the vCPUs in turn on guest time, and Linux's secondary-CPU
+// bring-up never completes (6.1 stops after "x86: Booting SMP
+// configuration:"), whereas it boots without it.
+const noICountSMP = "QEMU runs without -icount: Linux with several vCPUs never brings its secondary CPUs up under -icount shift=0, so guest time follows the host's clock and a call recorded from the log may take more timer interrupts than a free one"
+
 // CheckRecord checks Options.Record and LogAfter as a user gave them:
 // a known recorder ("" is RecordStep), and a hand-over point only where
 // there is a hand-over (auto), or with log meaning steps before the log.
@@ -76,6 +83,15 @@ func (o Options) qemuExtra(name string) []string {
 	return nil
 }
 
+// linuxQEMUExtra is qemuExtra for a Linux guest: nothing on a guest with
+// several vCPUs (see noICountSMP).
+func (o Options) linuxQEMUExtra(name string) []string {
+	if o.SMP > 1 {
+		return nil
+	}
+	return o.qemuExtra(name)
+}
+
 // checkAccel refuses the log recorder on a guest sctrace would start under
 // KVM, before it boots.
 func (o Options) checkAccel(name string) error {
@@ -102,6 +118,9 @@ type logRecorder struct {
 	// runLog records with the log: LogRecorder.Run, or a stand-in in
 	// tests.
 	runLog func(context.Context, ...trace.Until) (trace.StopReason, error)
+	// note, when set, is said once, at the first Run that may use the
+	// log: how the guest's QEMU differs from what the log expects.
+	note string
 }
 
 // Run records with the log, or, when the log is unavailable and the
@@ -112,6 +131,10 @@ func (l *logRecorder) Run(ctx context.Context, until ...trace.Until) (trace.Stop
 	}
 	r := l.LogRecorder.Recorder
 	if l.unavailable == nil {
+		if l.note != "" && l.notice != nil {
+			l.notice(l.note)
+			l.note = ""
+		}
 		run := l.runLog
 		if run == nil {
 			run = l.LogRecorder.Run
@@ -202,6 +225,9 @@ func (s *Session) useRecorder(r *trace.Recorder, o Options) {
 	// Known before anything is tried: said at the first round trip
 	// rather than asked of the monitor.
 	l.kvm = s.QEMU != nil && s.QEMU.Accel == "kvm"
+	if s.linux != nil && s.linux.boot != nil && o.SMP > 1 && !l.kvm {
+		l.note = noICountSMP
+	}
 	s.rec, s.log = l, l
 }
 

@@ -210,6 +210,14 @@ func TestCheckRecord(t *testing.T) {
 		if got := len(o.qemuExtra(tt.accel)) > 0; got != tt.icount {
 			t.Errorf("%s under %s: -icount %v, want %v", tt.record, tt.accel, got, tt.icount)
 		}
+		// Linux: as above on one vCPU; never on two, where it would not
+		// bring its second CPU up (TestLinuxSMPLogRecorders boots it).
+		for smp, want := range map[int]bool{1: tt.icount, 2: false} {
+			o := Options{Record: tt.record, SMP: smp}
+			if got := len(o.linuxQEMUExtra(tt.accel)) > 0; got != want {
+				t.Errorf("Linux, %s under %s, %d vCPUs: -icount %v, want %v", tt.record, tt.accel, smp, got, want)
+			}
+		}
 		err := o.checkAccel(tt.accel)
 		if (err != nil) != tt.kvmErr || err != nil && !errors.Is(err, qemulog.ErrNotTCG) {
 			t.Errorf("%s under %s: %v", tt.record, tt.accel, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -370,4 +371,71 @@ func syscallCount(ctx context.Context, t *testing.T, s *Session, tr *trace.Trace
 	}
 	t.Fatal("no incq through GS in do_syscall_64 in the trace")
 	return 0
+}
+
+// TestLinuxSMPLogRecorders boots Linux 6.1 with two vCPUs for the
+// recorders that may use QEMU's log (auto, the default, and log), as
+// `sctrace run linux --smp 2 --trace` does, and records getpid. Under
+// `-icount shift=0` Linux 6.1 never brings its second CPU up (it stops after
+// "x86: Booting SMP configuration:"), so the guest must run without it and
+// say so once where the log is used; the log then follows the one vCPU
+// that made the call back to the instruction after the syscall.
+func TestLinuxSMPLogRecorders(t *testing.T) {
+	kernel := testenv.LinuxKernel(t, "6.1")
+	// What the CLI gives each recorder unless told otherwise.
+	logAfter := map[string]int{RecordAuto: DefaultLogAfter, RecordLog: 0}
+	for _, rec := range []string{RecordAuto, RecordLog} {
+		t.Run(rec, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
+			defer cancel()
+			s, err := StartLinux(ctx, LinuxOptions{
+				Options:     Options{Accel: "tcg", Mechanism: mechanism.Syscall, SMP: 2, Record: rec, LogAfter: logAfter[rec]},
+				Kernel:      kernel,
+				BootTimeout: 200 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := s.Close(); err != nil {
+					t.Error(err)
+				}
+				os.RemoveAll(s.tmp)
+			}()
+			if slices.Contains(s.QEMU.Args, "-icount") {
+				t.Errorf("QEMU started with -icount on two vCPUs: %q", s.QEMU.Args)
+			}
+			var notices []string
+			s.Notice = func(msg string) { notices = append(notices, msg) }
+			// Without -icount the guest's timer follows the host's clock
+			// and may interrupt a logged call: record again until a
+			// round trip has none, as TestLogRecorderEquivalenceLinux does.
+			var tr *trace.Trace
+			for try := 1; ; try++ {
+				tr, err = s.RoundTrip(ctx, mechanism.Syscall)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tr.Header.IRQs == 0 {
+					break
+				}
+				t.Logf("try %d: %d interrupts taken (%d steps, %s); recording again", try, tr.Header.IRQs, tr.Len(), tr.Header.Stop)
+				if try == 10 {
+					t.Fatal("an interrupt in every one of 10 round trips")
+				}
+			}
+			checkLinuxTrace(t, tr, []string{"entry_SYSCALL_64"}, "sysretq", []byte{0x0f, 0x05})
+			if h := tr.Header; h.CPU == nil || h.CPU.Count != 2 {
+				t.Errorf("header names %v as the vCPU followed; the guest has 2", h.CPU)
+			}
+			if rec == RecordLog {
+				if got := tr.Header.RecorderOf(tr.Len() - 1); got != trace.RecorderLog {
+					t.Errorf("last step recorded by %q, want the log", got)
+				}
+			}
+			if len(notices) != 1 || notices[0] != noICountSMP {
+				t.Errorf("notices %q, want once %q", notices, noICountSMP)
+			}
+		})
+	}
 }

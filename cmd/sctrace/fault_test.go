@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sctrace/sctrace/internal/kerneltest"
 	"github.com/sctrace/sctrace/internal/testenv"
+	"github.com/sctrace/sctrace/mechanism"
 	"github.com/sctrace/sctrace/qemu"
 	"github.com/sctrace/sctrace/trace"
 )
@@ -220,8 +222,13 @@ func TestSignalMidRecord(t *testing.T) {
 				t.Fatalf("sctrace exited 0 after %v", sig)
 			}
 			msg := stderr.String()
-			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+")") || !strings.Contains(msg, "steps recorded are written to "+out) {
+			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+")") || !strings.Contains(msg, "steps recorded are written to "+out+"\n") {
 				t.Errorf("message:\n%s", msg)
+			}
+			// The user's signal is the whole story: no internal error
+			// string after the file name.
+			if strings.Contains(msg, context.Canceled.Error()) {
+				t.Errorf("message names the internal cancellation:\n%s", msg)
 			}
 			tr, rerr := trace.ReadFile(out)
 			if rerr != nil {
@@ -277,6 +284,9 @@ func TestSignalMidWaitAttach(t *testing.T) {
 			msg := stderr.String()
 			if !strings.Contains(msg, "interrupted ("+signalCause[sig]+"); nothing had been recorded") {
 				t.Errorf("message:\n%s", msg)
+			}
+			if strings.Contains(msg, context.Canceled.Error()) {
+				t.Errorf("message names the internal cancellation:\n%s", msg)
 			}
 			log, _ := os.ReadFile(wire)
 			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
@@ -499,4 +509,53 @@ func TestStaleTempCleaned(t *testing.T) {
 	}
 	os.Remove(foreign)
 	e.checkNothingLeft()
+}
+
+// TestKeepAttachHint runs `sctrace run --trace --keep -m ud2` and then the
+// `sctrace trace --attach` command its message prints, word for word: the
+// teaching kernel's program now loops on ud2 and never makes a syscall, so
+// the hint must carry the mechanism for the attach to record anything.
+func TestKeepAttachHint(t *testing.T) {
+	e := newFaultEnv(t)
+	cmd, _, stderr := e.command(nil, "run", "--trace", "--accel", "tcg", "--qemu", e.wrapper, "--keep", "-m", "ud2")
+	if err := exitWithin(t, cmd, 60*time.Second); err != nil {
+		t.Fatalf("run --keep: %v\n%s", err, stderr)
+	}
+	pid := e.qemuPid()
+	defer func() {
+		syscall.Kill(pid, syscall.SIGTERM)
+		for running(pid) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	var hint []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "sctrace" && f[1] == "trace" {
+			hint = f[1:]
+		}
+	}
+	if hint == nil {
+		t.Fatalf("--keep's message has no sctrace trace command:\n%s", stderr)
+	}
+	out := filepath.Join(e.work, "attach.json")
+	attach, _, aerr := e.command(nil, append(hint, "--format", "json", "--out", out)...)
+	if err := attach.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The guest makes its ud2 in a moment; a syscall never comes.
+	deadline := time.AfterFunc(30*time.Second, func() { attach.Process.Signal(os.Interrupt) })
+	err := attach.Wait()
+	if !deadline.Stop() {
+		t.Fatalf("sctrace %s was still waiting after 30s:\n%s", strings.Join(hint, " "), aerr)
+	}
+	if err != nil {
+		t.Fatalf("sctrace %s: %v\n%s", strings.Join(hint, " "), err, aerr)
+	}
+	tr, err := trace.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.Header.Mechanism; got != string(mechanism.UD2) {
+		t.Errorf("attach recorded %q, want %q", got, mechanism.UD2)
+	}
 }

@@ -147,14 +147,17 @@ the other vendor; the trace header names the CPU.` + recordHelpStarted,
 				}
 				return runLinuxTUI(cmd, lo, m, syn)
 			}
+			status := newStatusLine(cmd.ErrOrStderr(), tui.IsTerminal(cmd.ErrOrStderr()))
+			status.Show("booting Linux under QEMU…")
 			s, err := session.StartLinux(cmd.Context(), lo)
+			status.Clear()
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			ready := time.Since(start)
 			if lo.Keep {
-				defer sayKept(cmd.ErrOrStderr(), s)
+				defer sayKept(cmd.ErrOrStderr(), s, m, lo.Options)
 			}
 			t0 := time.Now()
 			err = roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
@@ -195,7 +198,7 @@ func runLinuxTUI(cmd *cobra.Command, lo session.LinuxOptions, m mechanism.Mechan
 		return err
 	}
 	lo.StackWords = tui.StackWords
-	return bootTUI(cmd, lo.QEMU, lo.Keep, "booting Linux under QEMU and reading its kallsyms", m, syn,
+	return bootTUI(cmd, lo.Options, "booting Linux under QEMU and reading its kallsyms", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartLinux(ctx, lo) })
 }
 

@@ -197,6 +197,9 @@ func TestSignalMidLog(t *testing.T) {
 	if !strings.Contains(msg, "interrupted ("+signalCause[syscall.SIGTERM]+")") || !strings.Contains(msg, "steps recorded are written to "+out) {
 		t.Errorf("message:\n%s", msg)
 	}
+	if strings.Contains(msg, context.Canceled.Error()) {
+		t.Errorf("message names the internal cancellation:\n%s", msg)
+	}
 	b, _ := os.ReadFile(wire)
 	lines := strings.SplitAfter(string(b), "\n")
 	onAt := slices.IndexFunc(lines, func(l string) bool { return strings.HasSuffix(l, on) })

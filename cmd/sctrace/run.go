@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -93,7 +94,7 @@ write what was recorded, and end QEMU.` + recordHelpStarted,
 			}
 			defer s.Close()
 			if keep {
-				defer sayKept(cmd.ErrOrStderr(), s)
+				defer sayKept(cmd.ErrOrStderr(), s, m, o)
 			}
 			return roundTrip(cmd.Context(), cmd.OutOrStdout(), s, m, &rf, syn)
 		},
@@ -128,16 +129,16 @@ func parseUserCPU(s string) (int, error) {
 // interactive view on it.
 func runTUI(cmd *cobra.Command, o session.Options, m mechanism.Mechanism, syn trace.Syntax) error {
 	o.StackWords = tui.StackWords
-	return bootTUI(cmd, o.QEMU, o.Keep, "booting the teaching kernel under QEMU", m, syn,
+	return bootTUI(cmd, o, "booting the teaching kernel under QEMU", m, syn,
 		func(ctx context.Context) (*session.Session, error) { return session.StartFixture(ctx, o) })
 }
 
 // bootTUI opens the interactive view on a guest that start boots under
 // QEMU, behind a spinner saying starting, and says where QEMU is when it
 // is kept running.
-func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m mechanism.Mechanism, syn trace.Syntax,
+func bootTUI(cmd *cobra.Command, o session.Options, starting string, m mechanism.Mechanism, syn trace.Syntax,
 	start func(context.Context) (*session.Session, error)) error {
-	if _, err := qemu.Find(qemuBin); err != nil {
+	if _, err := qemu.Find(o.QEMU); err != nil {
 		return err
 	}
 	var s *session.Session
@@ -151,8 +152,8 @@ func bootTUI(cmd *cobra.Command, qemuBin string, keep bool, starting string, m m
 		Starting: starting,
 		Syntax:   syn,
 	}, nil, nil)
-	if keep && s != nil {
-		sayKept(cmd.ErrOrStderr(), s)
+	if o.Keep && s != nil {
+		sayKept(cmd.ErrOrStderr(), s, m, o)
 	}
 	return err
 }
@@ -164,8 +165,10 @@ const smpUsage = "vCPUs the guest gets (QEMU's -smp, 1 to 255); the call is foll
 var errProbeWithoutTrace = errors.New("--probe-msrs goes with --trace; in the interactive view, press p at a kernel stop")
 
 // sayKept tells where the QEMU that --keep leaves running can be reached,
-// and who removes its socket.
-func sayKept(w io.Writer, s *session.Session) {
+// with the flags that make `sctrace trace --attach` wait for what the
+// guest was started to make (m, o's system call and vCPU), and who
+// removes its socket.
+func sayKept(w io.Writer, s *session.Session, m mechanism.Mechanism, o session.Options) {
 	q := s.QEMU
 	if q == nil {
 		return
@@ -178,10 +181,28 @@ func sayKept(w io.Writer, s *session.Session) {
   %s
 in a directory only you can enter. Reach it with
   gdb -ex 'target remote %s'
-  sctrace trace --attach %s
+  sctrace trace --attach %s%s
 QEMU's monitor is reachable only through the stub ("monitor" in gdb). When
 this QEMU ends (kill %d), the next sctrace to start removes the directory.
-`, q.Pid(), q.GDBSocket, q.GDBSocket, q.GDBAddr, q.Pid())
+`, q.Pid(), q.GDBSocket, q.GDBSocket, q.GDBAddr, attachFlags(m, o), q.Pid())
+}
+
+// attachFlags returns the flags, each after a space, with which
+// `sctrace trace --attach` waits for the entry a guest started with m and o
+// makes: its mechanism when not trace's default, and the system call and
+// vCPU o chose.
+func attachFlags(m mechanism.Mechanism, o session.Options) string {
+	var b strings.Builder
+	if m != mechanism.Syscall {
+		fmt.Fprintf(&b, " -m %s", m)
+	}
+	if o.Syscall != "" {
+		fmt.Fprintf(&b, " --syscall %s", o.Syscall)
+	}
+	if o.OnCPU != nil {
+		fmt.Fprintf(&b, " --on-cpu %d", *o.OnCPU)
+	}
+	return b.String()
 }
 
 // gdbTCPUsage is the help of --gdb-tcp.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 	"github.com/sctrace/sctrace/syscalls"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/tui"
+	"github.com/sctrace/sctrace/x86"
 )
 
 // recordFlags are the flags of the commands that record a round trip.
@@ -79,7 +81,8 @@ steps.`
 const recordHelpStarted = recordHelp + ` With log or auto, a TCG QEMU is started with
 -icount shift=0,sleep=off, so that guest time follows instructions and a
 logged call takes no more timer interrupts than a free one; --record step
-starts QEMU without it.`
+starts QEMU without it, and so does run linux with --smp 2 or more (Linux
+does not bring its secondary CPUs up under -icount shift=0).`
 
 // recordUsage is the help of --record.
 const recordUsage = `how to record: step (single-step every instruction through the gdbstub),
@@ -192,13 +195,38 @@ func emit(w io.Writer, t *trace.Trace, format, out string, syn trace.Syntax) err
 // roundTrip records one round trip in s and writes it out. On ctrl-c it
 // writes what was recorded and reports the interruption.
 func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism.Mechanism, f *recordFlags, syn trace.Syntax) error {
+	// On a terminal, a status line says what sctrace is doing: waiting for
+	// the call, then how many steps it has recorded.
+	status := newStatusLine(os.Stderr, tui.IsTerminal(os.Stderr))
+	defer status.Clear()
+	waitingFor := fmt.Sprintf("waiting for the guest's next %s…", s.Awaited(m))
 	// The guest may take its time to make the call, or never make it: say
 	// what sctrace is waiting for.
 	s.Waiting = func(m mechanism.Mechanism) {
+		status.Clear()
 		fmt.Fprintf(os.Stderr, "sctrace: waiting for the guest's next %s (ctrl-c stops)\n", s.Awaited(m))
+		status.Show(waitingFor)
 	}
-	s.Notice = func(msg string) { fmt.Fprintln(os.Stderr, "sctrace:", msg) }
-	t, err := s.RoundTrip(ctx, m)
+	s.Notice = func(msg string) {
+		status.Clear()
+		fmt.Fprintln(os.Stderr, "sctrace:", msg)
+	}
+	status.Show(waitingFor)
+	var until []trace.Until
+	if status != nil {
+		steps := 0
+		until = []trace.Until{trace.BackInUser(), func(*trace.Step, *x86.State) trace.StopReason {
+			steps++
+			if steps == 1 {
+				status.Show("recording: 1 step")
+			} else {
+				status.Update(fmt.Sprintf("recording: %d steps", steps))
+			}
+			return ""
+		}}
+	}
+	t, err := s.RoundTrip(ctx, m, until...)
+	status.Clear()
 	if t != nil && t.Len() > 0 {
 		if werr := emit(w, t, f.format, f.out, syn); werr != nil {
 			return werr
@@ -210,12 +238,38 @@ func roundTrip(ctx context.Context, w io.Writer, s *session.Session, m mechanism
 			if t != nil && t.Len() > 0 {
 				saved = fmt.Sprintf("the %d steps recorded are written to %s", t.Len(), cmp.Or(f.out, "standard output"))
 			}
-			return fmt.Errorf("interrupted (%v); %s: %w", context.Cause(ctx), saved, err)
+			return interrupted(ctx, saved, err)
 		}
 		return err
 	}
 	return nil
 }
+
+// interrupted reports a recording the user's signal (ctx's cause) cut
+// short, and what became of its steps. When ctx was canceled, err's
+// closing "context canceled" is an internal echo of that signal and is left
+// out of the message (err stays wrapped for errors.Is); anything else err
+// says is shown.
+func interrupted(ctx context.Context, saved string, err error) error {
+	msg := fmt.Sprintf("interrupted (%v); %s", context.Cause(ctx), saved)
+	if ctx.Err() == nil {
+		return fmt.Errorf("%s: %w", msg, err)
+	}
+	canceled := context.Canceled.Error()
+	if rest := strings.TrimSuffix(err.Error(), ": "+canceled); rest != canceled {
+		msg += ": " + rest
+	}
+	return &quietError{msg: msg, err: err}
+}
+
+// quietError is an error whose message leaves out the error it wraps.
+type quietError struct {
+	msg string
+	err error
+}
+
+func (e *quietError) Error() string { return e.msg }
+func (e *quietError) Unwrap() error { return e.err }
 
 func newTraceCmd() *cobra.Command {
 	var (
