@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"debug/elf"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -74,10 +73,7 @@ func TestLinuxCompat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			}()
+			kept(t, s)
 			tr, err := s.RoundTrip(ctx, m)
 			if err != nil {
 				t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -86,10 +85,7 @@ func TestFixtureCompat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			}()
+			kept(t, s)
 			addr := func(name string) uint64 {
 				a, ok := s.Symbols.Addr(name)
 				if !ok {

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -61,10 +60,7 @@ func TestEventRoundTrips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.mech), func(t *testing.T) {
 			s := startFixture(t, Options{Mechanism: tt.mech, Keep: true})
-			t.Cleanup(func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			})
+			kept(t, s)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 			defer cancel()
 			tr, err := s.RoundTrip(ctx, tt.mech)
@@ -325,10 +321,7 @@ func TestExceptionRoundTrips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.mech), func(t *testing.T) {
 			s := startFixture(t, Options{Mechanism: tt.mech, Keep: true})
-			t.Cleanup(func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			})
+			kept(t, s)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 			defer cancel()
 			tr, err := s.RoundTrip(ctx, tt.mech)

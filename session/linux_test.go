@@ -46,10 +46,7 @@ func TestLinuxRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			}()
+			kept(t, s)
 			ready := time.Since(t0)
 			t1 := time.Now()
 			tr, err := s.RoundTrip(ctx, tt.m)

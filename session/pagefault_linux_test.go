@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -47,10 +46,7 @@ func TestLinuxPageFault(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() {
-				s.QEMU.Stop()
-				os.RemoveAll(s.tmp)
-			}()
+			kept(t, s)
 			tr, err := s.RoundTrip(ctx, m)
 			if err != nil {
 				t.Fatal(err)

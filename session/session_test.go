@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -345,6 +346,16 @@ func TestStackWordsNearTheTop(t *testing.T) {
 			}
 		}
 	}
+}
+
+// kept stops, when the test ends, the QEMU of a session started with
+// Keep (so that it outlives Close, for gdb to count on the same guest)
+// and removes the session's private directory.
+func kept(t testing.TB, s *Session) {
+	t.Cleanup(func() {
+		s.QEMU.Stop()
+		os.RemoveAll(s.tmp)
+	})
 }
 
 // attachRunning boots the teaching kernel under QEMU, running in its trace

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -76,10 +75,7 @@ func TestLinuxSignal(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer func() {
-					s.QEMU.Stop()
-					os.RemoveAll(s.tmp)
-				}()
+				kept(t, s)
 				insn, ret, handler, sigret := syms[tt.insn], syms[tt.ret], syms[tt.handler], syms[linuxinit.SigreturnInsn]
 
 				// The exception, up to the handler.

@@ -127,10 +127,7 @@ func linuxTrace(t *testing.T, series string, m mechanism.Mechanism, with func(*S
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.QEMU.Stop()
-		os.RemoveAll(s.tmp)
-	})
+	kept(t, s)
 	with(s)
 	tr, err := s.RoundTrip(ctx, m)
 	if err != nil {
