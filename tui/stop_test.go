@@ -1,7 +1,9 @@
 package tui
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/sctrace/sctrace/annotate"
+	"github.com/sctrace/sctrace/gdbremote/gdbstubtest"
 	"github.com/sctrace/sctrace/trace"
 	"github.com/sctrace/sctrace/x86"
 )
@@ -193,5 +196,52 @@ func TestQuitKeepsRecording(t *testing.T) {
 		if err != nil || back.Len() != 2000 {
 			t.Errorf("%s: the kept file reads back as %d steps, %v", quit, back.Len(), err)
 		}
+	}
+}
+
+// TestLiveRecordingStop runs `e` over nops in the live driver on the fake
+// stub (whose single step adds one to RIP, as QEMU's does over a nop), so
+// that no event ever stops it: the progress counts the steps the recorder
+// appends while it runs (go test -race checks the reads), esc stops it, and
+// the steps recorded are the ones the screen then shows, as many as
+// counted.
+func TestLiveRecordingStop(t *testing.T) {
+	stub := gdbstubtest.New(t)
+	const rip, rsp = 0xffffffff81000000, 0xffffc90000004000
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := stubLive(ctx, t, stub, rip, rsp, bytes.Repeat([]byte{0x90}, 1<<16))
+	m := New(Config{Driver: d})
+	defer d.Close()
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	_, cmd := m.Update(press("e"))
+	if cmd == nil || m.busy == nil || !m.busy.records() {
+		t.Fatal("e did not start a recording run")
+	}
+	batch, ok := cmd().(tea.BatchMsg)
+	if !ok || len(batch) != 2 {
+		t.Fatalf("e returned %T, want the progress tick and the run", cmd())
+	}
+	done := make(chan tea.Msg, 1)
+	go func() { done <- batch[1]() }()
+	for m.recorded < 20 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the progress stayed at %d steps", m.recorded)
+		case <-time.After(10 * time.Millisecond):
+		}
+		m.Update(progressMsg{seq: m.busySeq})
+		_ = m.Render()
+	}
+	m.Update(press("esc"))
+	select {
+	case msg := <-done:
+		m.Update(msg)
+	case <-ctx.Done():
+		t.Fatal("esc did not stop the run")
+	}
+	n := m.Steps()
+	if n < 20 || d.Recorded() != n || !strings.Contains(m.status, fmt.Sprintf("stopped by you at step %d", n)) {
+		t.Errorf("after esc: %d steps shown, %d counted, status %q", n, d.Recorded(), m.status)
 	}
 }
