@@ -166,13 +166,20 @@ func TestReplaceAsks(t *testing.T) {
 func TestQuitKeepsRecording(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
+	// q after esc stopped the recording; ctrl-c while it runs, which
+	// stops it and quits once it has returned.
 	for _, quit := range []string{"q", "ctrl+c"} {
 		f := &longLive{src: nopTrace(t, 3000), upTo: 2000, started: make(chan struct{}, 1)}
 		m := New(Config{Driver: f})
 		done := startRecording(t, m, f)
-		m.Update(press("esc"))
-		m.Update(<-done)
-		do(m, press(quit))
+		if quit == "q" {
+			m.Update(press("esc"))
+			m.Update(<-done)
+			do(m, press(quit))
+		} else {
+			m.Update(press(quit))
+			do(m, <-done)
+		}
 		name, steps, err := m.Kept()
 		if err != nil || name == "" || steps != 2000 {
 			t.Fatalf("%s: kept %q, %d steps, %v; want 2000 steps kept", quit, name, steps, err)
