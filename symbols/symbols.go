@@ -240,6 +240,52 @@ func IsMarker(name string) bool {
 		strings.HasSuffix(rest, "_start") || strings.HasSuffix(rest, "_end")
 }
 
+// cloneSuffixes are the words of the suffixes GCC and Clang add to the
+// name of a function they have specialised, split or renamed: .isra.N
+// (scalar replacement of arguments), .constprop.N (constant propagation),
+// .part.N (partial inlining), .cold and .cold.N (the unlikely part moved
+// out), .lto_priv.N and .llvm.N (local symbols made unique at link time).
+var cloneSuffixes = map[string]bool{
+	"isra": true, "constprop": true, "part": true, "cold": true,
+	"lto_priv": true, "llvm": true, "clone": true,
+}
+
+// BaseName returns the name of the source function a compiled symbol
+// comes from: name without the compiler's suffixes, in any combination
+// (do_execveat_common.isra.0 and copy_strings.constprop.0.isra.0 give
+// do_execveat_common and copy_strings). A name with any other dotted part
+// is returned unchanged.
+func BaseName(name string) string {
+	base, rest, ok := strings.Cut(name, ".")
+	if !ok || base == "" {
+		return name
+	}
+	for _, w := range strings.Split(rest, ".") {
+		if !cloneSuffixes[w] && !isDigits(w) {
+			return name
+		}
+	}
+	return base
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// SameFunction reports whether the symbol name is the function query:
+// the name itself, or the name with the compiler's suffixes (BaseName).
+func SameFunction(query, name string) bool {
+	return name == query || BaseName(name) == query
+}
+
 // Symbolize renders addr as "name+0x12", "name", or "" when no symbol
 // contains it.
 func (t *Table) Symbolize(addr uint64) string {

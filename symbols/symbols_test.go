@@ -232,3 +232,35 @@ func TestIsMarker(t *testing.T) {
 		}
 	}
 }
+
+func TestSameFunction(t *testing.T) {
+	for _, c := range []struct {
+		query, name string
+		want        bool
+	}{
+		{"do_execveat_common", "do_execveat_common", true},
+		{"do_execveat_common", "do_execveat_common.isra.0", true},
+		{"copy_strings", "copy_strings.isra.0", true},
+		{"copy_strings", "copy_strings.constprop.0", true},
+		{"copy_strings", "copy_strings.constprop.0.isra.0", true},
+		{"__do_sys_foo", "__do_sys_foo.part.0", true},
+		{"bprm_execve", "bprm_execve.cold", true},
+		{"bprm_execve", "bprm_execve.cold.12", true},
+		{"f", "f.lto_priv.0", true},
+		{"f", "f.llvm.123456", true},
+		// The full name matches too.
+		{"do_execveat_common.isra.0", "do_execveat_common.isra.0", true},
+		// Not a prefix search: another function that starts the same.
+		{"copy_string", "copy_strings.isra.0", false},
+		{"copy_strings", "copy_strings_kernel", false},
+		// A dotted part that is no compiler suffix keeps the name whole.
+		{"foo", "foo.bar", false},
+		{"foo", "foo.isra", true},
+		{"foo", "foo.", false},
+		{"", ".isra.0", false},
+	} {
+		if got := SameFunction(c.query, c.name); got != c.want {
+			t.Errorf("SameFunction(%q, %q) = %v, want %v", c.query, c.name, got, c.want)
+		}
+	}
+}

@@ -272,6 +272,14 @@ func (m *Model) confirmKey(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	m.prompt.Blur()
 	reply, wait := m.cmd.reply, m.cmd.wait
 	m.cmd.reply, m.cmd.wait = nil, nil
+	if yes, then := yes, m.onYes; then != nil {
+		m.onYes = nil
+		if yes {
+			return then()
+		}
+		m.say("not replaced: w saves the recording")
+		return m, nil
+	}
 	if reply != nil {
 		reply <- yes
 	}

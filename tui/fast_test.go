@@ -44,7 +44,7 @@ func TestRecordFastKey(t *testing.T) {
 		t.Fatalf("%s did not start recording from the log", "L")
 	}
 	f.release <- struct{}{}
-	m.Update(cmd())
+	m.Update(opMsg(cmd))
 	if m.Steps() != src.Len() {
 		t.Errorf("%d steps after %s, want all %d", m.Steps(), "L", src.Len())
 	}

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"fmt"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -18,7 +19,7 @@ type KeyMap struct {
 	Goto, First, Last           key.Binding
 	Command, Save, Syntax, Old  key.Binding
 	Pane, EffUp, EffDown        key.Binding
-	Help, Quit                  key.Binding
+	Stop, Help, Quit            key.Binding
 }
 
 // DefaultKeyMap returns the keys of the main screen. The help of each
@@ -53,8 +54,9 @@ func DefaultKeyMap() KeyMap {
 		Pane:       b([]string{"tab"}, "tab", "switch the lower pane on small screens (effects, system, stack, watches)"),
 		EffUp:      b([]string{"K", "pgup"}, "K pgup", "scroll the effects pane up (pgup scrolls a lesson when one runs)"),
 		EffDown:    b([]string{"J", "pgdown"}, "J pgdn", "scroll the effects pane down"),
+		Stop:       b([]string{"esc"}, "esc", "stop the recording in flight (R, c, e, r…): the steps recorded so far are kept"),
 		Help:       b([]string{"?"}, "?", "this help (any key closes it)"),
-		Quit:       b([]string{"q", "ctrl+c"}, "q ctrl-c", "quit: breakpoints removed, QEMU ended if sctrace started it"),
+		Quit:       b([]string{"q", "ctrl+c"}, "q ctrl-c", fmt.Sprintf("quit: breakpoints removed, QEMU ended if sctrace started it; an unsaved recording of over %d steps is written to a private temporary file, named on exit", keepAfter)),
 	}
 }
 
@@ -74,7 +76,7 @@ func (k *KeyMap) entries() []struct {
 		{&k.RoundTrip, "round trip"}, {&k.Fast, ""}, {&k.Probe, ""}, {&k.Search, "search"}, {&k.SearchNext, ""},
 		{&k.SearchP, ""}, {&k.Goto, "goto"}, {&k.First, ""}, {&k.Last, ""}, {&k.Command, "command"},
 		{&k.Save, "save"}, {&k.Syntax, "syntax"}, {&k.Old, ""}, {&k.Pane, "pane"},
-		{&k.EffUp, ""}, {&k.EffDown, ""}, {&k.Help, "help"}, {&k.Quit, "quit"},
+		{&k.EffUp, ""}, {&k.EffDown, ""}, {&k.Stop, ""}, {&k.Help, "help"}, {&k.Quit, "quit"},
 	}
 }
 

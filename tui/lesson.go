@@ -353,13 +353,32 @@ func (m *Model) lookTitle(pane, title string) string {
 	return title
 }
 
+// lookedAt returns the value the current paragraph points at ("cr3",
+// "rax"), "" for none. While the paragraph's question waits for its
+// answer the value is withheld, since it would give the answer away:
+// only the pane is named.
+func (m *Model) lookedAt() string {
+	if m.ls == nil {
+		return ""
+	}
+	cur := m.lessonCurrent()
+	if cur < 0 {
+		return ""
+	}
+	s := &m.ls.l.Steps[cur]
+	if s.Question != nil && !m.ls.answer[s.ID] {
+		return ""
+	}
+	return s.Look.Value
+}
+
 // lookValue reports whether the paragraph points at a value named name
 // in pane.
 func (m *Model) lookValue(pane, name string) bool {
 	if !m.looking(pane) {
 		return false
 	}
-	v := m.ls.l.Steps[m.lessonCurrent()].Look.Value
+	v := m.lookedAt()
 	return v != "" && strings.EqualFold(v, name)
 }
 
@@ -377,7 +396,7 @@ type paneLine struct {
 func (m *Model) lookLines(pane string, lines []paneLine) []string {
 	v := ""
 	if m.looking(pane) {
-		v = strings.ToLower(m.ls.l.Steps[m.lessonCurrent()].Look.Value)
+		v = strings.ToLower(m.lookedAt())
 	}
 	out := make([]string, len(lines))
 	for i, l := range lines {
@@ -455,8 +474,8 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 		s := &ls.l.Steps[cur]
 		if s.Look.Pane != "" {
 			look := "look at: the " + s.Look.Pane + " pane"
-			if s.Look.Value != "" {
-				look += ", " + s.Look.Value
+			if v := m.lookedAt(); v != "" {
+				look += ", " + v
 			}
 			if l := m.layout(); !l.wide && s.Look.Pane != "code" && s.Look.Pane != "registers" {
 				look += " (tab)"
@@ -483,9 +502,13 @@ func (m *Model) drawLesson(c *canvas, r rect) {
 			}
 		}
 	}
+	waiting := cur >= 0 && ls.l.Steps[cur].Question != nil && !ls.answer[ls.l.Steps[cur].ID]
 	switch {
 	case cur == len(ls.l.Steps)-1:
 		foot = append(foot, stDim.Render("— last paragraph: q quits, b/f walk the trace —"))
+	case waiting:
+		// space is refused until the question is answered.
+		foot = append(foot, stDim.Render("a: answer   pgup/pgdn: scroll   l: hide"))
 	case cur+1 < len(ls.l.Steps) && ls.l.SegmentOf(cur+1) != ls.seg:
 		foot = append(foot, stDim.Render("space: next round trip ("+cmp.Or(string(ls.segs[ls.l.SegmentOf(cur+1)].Mechanism), "system call")+")"))
 	default:

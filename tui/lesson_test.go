@@ -52,9 +52,16 @@ func TestLessonReplay(t *testing.T) {
 			t.Fatalf("%v: after space: paragraph %d at step %d, want 0 at 1", size, m.Lesson(), m.Pos())
 		}
 		scr := ansi.Strip(m.Render())
-		for _, want := range []string{"— 1 of 14", "look at: the system pane, cr3", "? What is CR3 now"} {
+		for _, want := range []string{"— 1 of 14", "look at: the system pane", "? What is CR3 now", "a: answer"} {
 			if !strings.Contains(scr, want) {
 				t.Errorf("%v: screen lacks %q:\n%s", size, want, scr)
+			}
+		}
+		// Until the question is answered, the value it asks about is not
+		// pointed at, and space, which is refused, is not offered.
+		for _, bad := range []string{"system pane, cr3", "space: go on"} {
+			if strings.Contains(scr, bad) {
+				t.Errorf("%v: screen shows %q before the question is answered:\n%s", size, bad, scr)
 			}
 		}
 		if size[0] >= wideMinW && !strings.Contains(scr, "System ◀ look here") {
@@ -68,7 +75,14 @@ func TestLessonReplay(t *testing.T) {
 		if scr := ansi.Strip(m.Render()); !strings.Contains(scr, `✗ not "kernel": CR3 is 0x211000:`) {
 			t.Errorf("%v: no explanation of the wrong answer:\n%s", size, scr)
 		}
-		send(m, "a u s e r enter", "space")
+		send(m, "a u s e r enter")
+		scr = ansi.Strip(m.Render())
+		for _, want := range []string{"look at: the system pane, cr3", "space: go on"} {
+			if !strings.Contains(scr, want) {
+				t.Errorf("%v: once answered, screen lacks %q:\n%s", size, want, scr)
+			}
+		}
+		send(m, "space")
 		if m.Lesson() != 1 || m.Pos() != 2 {
 			t.Errorf("%v: after the answer: paragraph %d at step %d, want 1 at 2", size, m.Lesson(), m.Pos())
 		}
@@ -125,6 +139,10 @@ func TestLookLines(t *testing.T) {
 	var saved []walkthrough.Progress
 	m := lessonModel(t, 2, 160, 48, &saved)
 	send(m, "space") // paragraph 0: look at the system pane, cr3
+	if got := m.lookLines("system", []paneLine{{"cr3 0x211000", []string{"cr3"}}}); got[0] != "cr3 0x211000" {
+		t.Errorf("cr3 highlighted before the question about it is answered: %q", got[0])
+	}
+	send(m, "a u s e r enter")
 	if stLook.Render("x") == "x" {
 		t.Fatal("the highlight style renders as plain text: this test cannot tell a highlighted line")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -39,6 +40,25 @@ type Live struct {
 	eng       *command.Engine
 	watches   *watch.List
 	ahead     []Line // the answer of the last /> search
+	// recorded counts the steps of the recording in flight (Recorded):
+	// the model reads it while the recorder appends.
+	recorded atomic.Int64
+}
+
+// Recorded returns how many steps the operation in flight (Run,
+// RoundTrip) has recorded so far. It may be called while it runs.
+func (d *Live) Recorded() int { return int(d.recorded.Load()) }
+
+// counting returns cond that also counts the steps it is asked about.
+func (d *Live) counting(cond trace.Until) trace.Until {
+	d.recorded.Store(0)
+	return func(s *trace.Step, now *x86.State) trace.StopReason {
+		d.recorded.Add(1)
+		if cond == nil {
+			return ""
+		}
+		return cond(s, now)
+	}
 }
 
 // engine returns the command engine on the driver's session, made on
@@ -106,7 +126,7 @@ func (d *Live) Run(ctx context.Context, cond trace.Until) (_ trace.StopReason, e
 		return "", err
 	}
 	defer func() { err = errors.Join(err, restore()) }()
-	return d.S.Recorder.Run(ctx, cond)
+	return d.S.Recorder.Run(ctx, d.counting(cond))
 }
 
 // NextEntry runs the guest to the next user instruction that enters the
@@ -146,7 +166,7 @@ func (d *Live) RoundTrip(ctx context.Context, entry bool) (trace.StopReason, err
 			return "", err
 		}
 	}
-	t, err := d.S.Record(ctx)
+	t, err := d.S.Record(ctx, d.counting(nil), trace.BackInUser())
 	why := trace.StopReason(t.Header.Stop)
 	if why == trace.StopCancel && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		// Interrupted while recording: what was recorded is the result.

@@ -107,6 +107,33 @@ type wroteMsg struct{ err error }
 // after being cancelled.
 type forceQuitMsg struct{}
 
+// keptMsg reports the end of the write that keeps an unsaved recording
+// when the TUI quits.
+type keptMsg struct {
+	name  string
+	steps int
+	err   error
+}
+
+// progressMsg asks for the progress of guest operation seq, if it still
+// runs.
+type progressMsg struct{ seq int }
+
+// progressEvery is how often the status shows the progress of a recording.
+const progressEvery = 250 * time.Millisecond
+
+// keepAfter is how many steps make a recording worth keeping: an unsaved
+// recording longer than this is not replaced without asking (c, R) nor
+// thrown away on quitting (it is written to a private temporary file).
+// Shorter ones take a moment to record again.
+const keepAfter = 1000
+
+// progresser is a Driver that counts the steps the operation in flight has
+// recorded so far; it is read while the operation runs.
+type progresser interface {
+	Recorded() int
+}
+
 // inputMode says what the one-line prompt is for.
 type inputMode int
 
@@ -167,7 +194,21 @@ type Model struct {
 	bootErr   error // Start found the guest not booted; BootWait is offered
 	bootTried bool  // BootWait was started
 
-	busy   *op // the operation in flight
+	busy    *op // the operation in flight
+	busySeq int // counts guest operations, for progressMsg
+	// stop cancels the recording in flight (esc); stopped says esc did.
+	stop    context.CancelFunc
+	stopped bool
+	// recorded is the progress of the recording in flight (progresser).
+	recorded int
+	// unsaved says the live recording has steps that w has not saved;
+	// kept and keptErr say where quitting wrote them.
+	unsaved bool
+	kept    string
+	keptN   int
+	keptErr error
+	// onYes runs when the [y/N] question the prompt asks is answered y.
+	onYes  func() (tea.Model, tea.Cmd)
 	queued *tea.KeyPressMsg
 	// queuedSteps counts the s presses made while a step was in flight:
 	// they run as one operation when it returns.
@@ -315,14 +356,37 @@ func (m *Model) update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case opDoneMsg:
 		return m.finish(msg)
 	case forceQuitMsg:
+		if m.busy == nil && m.writing > 0 {
+			// A file write always ends: wait for it, the recording
+			// it keeps would be lost.
+			return m, tea.Tick(time.Second, func(time.Time) tea.Msg { return forceQuitMsg{} })
+		}
 		return m, tea.Quit
+	case progressMsg:
+		if m.busy == nil || msg.seq != m.busySeq {
+			return m, nil
+		}
+		if p, ok := m.drv.(progresser); ok {
+			m.recorded = p.Recorded()
+		}
+		return m, m.progressTick()
 	case savedMsg:
 		m.writing--
+		var kept *outfile.KeptError
+		if msg.err == nil || errors.As(msg.err, &kept) {
+			if msg.steps >= m.snap.Len() {
+				m.unsaved = false
+			}
+		}
 		if msg.err != nil {
 			m.fail(fmt.Errorf("save: %w", msg.err))
 		} else {
 			m.say("saved %d steps to %s", msg.steps, msg.name)
 		}
+		return m, m.idle()
+	case keptMsg:
+		m.writing--
+		m.kept, m.keptN, m.keptErr = msg.name, msg.steps, msg.err
 		return m, m.idle()
 	case wroteMsg:
 		m.writing--
@@ -376,6 +440,9 @@ func (m *Model) fail(err error) {
 func (m *Model) quit() (tea.Model, tea.Cmd) {
 	m.quitting = true
 	m.cancel()
+	if m.busy == nil {
+		m.keepUnsaved()
+	}
 	if reply, wait := m.cmd.reply, m.cmd.wait; reply != nil {
 		// A command waits for an answer: no, and wait for its end.
 		m.cmd.reply, m.cmd.wait, m.input = nil, nil, inputNone
@@ -425,6 +492,12 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 	}
 	if ks == "esc" && m.busy != nil && m.cmd.cancel != nil {
 		m.cmd.cancel()
+		return m, nil
+	}
+	if key.Matches(k, km.Stop) && m.busy != nil && m.stop != nil {
+		m.stopped = true
+		m.stop()
+		m.say("stopping the recording…")
 		return m, nil
 	}
 	if key.Matches(k, km.Quit) {
@@ -483,14 +556,19 @@ func (m *Model) key(k tea.KeyPressMsg) (tea.Model, tea.Cmd) {
 		if m.busy != nil {
 			return m, nil
 		}
-		return m.guest(op{kind: opEntry, label: "running to the next " + m.mechanism()})
+		o := op{kind: opEntry, label: "running to the next " + m.mechanism()}
+		return m.replacing(o, "c runs to the next "+m.mechanism())
 	case key.Matches(k, km.RoundTrip):
 		if m.busy != nil {
 			return m, nil
 		}
 		cur := m.snap.Current
-		return m.guest(op{kind: opRoundTrip, label: "recording a round trip",
-			entry: cur != nil && cur.CPL() == 3 && n > 0})
+		o := op{kind: opRoundTrip, label: "recording a round trip",
+			entry: cur != nil && cur.CPL() == 3 && n > 0}
+		if o.entry {
+			return m.replacing(o, "R records the next "+m.mechanism())
+		}
+		return m.guest(o)
 	case key.Matches(k, km.Fast):
 		return m.recordFast()
 	case key.Matches(k, km.Probe):
@@ -591,6 +669,8 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		return m, nil
 	}
 	m.busy = &o
+	m.busySeq++
+	m.recorded = 0
 	if o.kind != opCommand && o.kind != opFind {
 		m.move(m.snap.Len())
 	}
@@ -603,7 +683,12 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		ctx, cancel = context.WithCancel(ctx)
 		m.cmd.cancel = cancel
 	}
-	return m, func() tea.Msg {
+	var tick tea.Cmd
+	if o.records() {
+		ctx, m.stop = context.WithCancel(ctx)
+		tick = m.progressTick()
+	}
+	return m, tea.Batch(tick, func() tea.Msg {
 		done := opDoneMsg{op: o}
 		switch o.kind {
 		case opStep:
@@ -629,8 +714,58 @@ func (m *Model) guest(o op) (tea.Model, tea.Cmd) {
 		}
 		done.snap = d.Snapshot()
 		return done
-	}
+	})
 }
+
+// records reports whether o records steps for as long as the guest takes
+// to get where it goes: esc stops it, and the status shows its progress.
+func (o op) records() bool {
+	return o.kind == opRoundTrip || o.kind == opRun || o.kind == opFast || o.kind == opEntry
+}
+
+// progressTick asks for the progress of the operation in flight.
+func (m *Model) progressTick() tea.Cmd {
+	seq := m.busySeq
+	return tea.Tick(progressEvery, func(time.Time) tea.Msg { return progressMsg{seq: seq} })
+}
+
+// replacing starts o, which replaces the recording, after asking when the
+// recording is worth keeping and has not been saved.
+func (m *Model) replacing(o op, what string) (tea.Model, tea.Cmd) {
+	if !m.worthKeeping() {
+		return m.guest(o)
+	}
+	m.onYes = func() (tea.Model, tea.Cmd) { return m.guest(o) }
+	m.openPrompt(inputConfirm, fmt.Sprintf("%s and replaces the %d unsaved steps (w saves them): go on? [y/N] ", what, m.snap.Len()), "")
+	return m, nil
+}
+
+// worthKeeping reports whether the live recording has more than keepAfter
+// steps that were not saved. A lesson's round trips are not kept: the
+// lesson records them again.
+func (m *Model) worthKeeping() bool {
+	return m.unsaved && m.ls == nil && m.drv != nil && m.drv.Live() && m.drv.Trace().Len() > keepAfter
+}
+
+// keepUnsaved writes a recording worth keeping to a new private file in
+// the temporary directory as the TUI quits; Run prints its name.
+func (m *Model) keepUnsaved() {
+	if !m.worthKeeping() {
+		return
+	}
+	m.unsaved = false
+	t := m.drv.Trace()
+	snap := t.View(t.Len())
+	pattern := "sctrace-" + cmp.Or(t.Header.Mechanism, "trace") + "-*" + SaveExt
+	var name string
+	m.write(func() (err error) { name, err = outfile.Keep(pattern, snap.Write); return err },
+		func(err error) tea.Msg { return keptMsg{name: name, steps: snap.Len(), err: err} })
+}
+
+// Kept returns the file an unsaved recording was written to on quitting,
+// with its number of steps, or why that failed; "" and nil when there was
+// none to keep.
+func (m *Model) Kept() (name string, steps int, err error) { return m.kept, m.keptN, m.keptErr }
 
 func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 	m.busy = nil
@@ -638,9 +773,18 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		m.cmd.cancel()
 		m.cmd.cancel = nil
 	}
+	if m.stop != nil {
+		m.stop()
+		m.stop = nil
+	}
+	stopped := m.stopped
+	m.stopped = false
 	old := m.snap.Len()
 	m.snap = d.snap
 	n := m.snap.Len()
+	if m.drv.Live() && d.op.kind != opFind && (n != old || d.op.kind == opEntry || d.op.entry) {
+		m.unsaved = n > 0
+	}
 	switch {
 	case d.op.kind == opFind:
 		// Nothing moved: the answer is about the code ahead.
@@ -656,9 +800,12 @@ func (m *Model) finish(d opDoneMsg) (tea.Model, tea.Cmd) {
 		m.move(n)
 	}
 	if m.quitting {
+		m.keepUnsaved()
 		return m, m.idle()
 	}
 	switch {
+	case stopped && (d.err == nil || errors.Is(d.err, context.Canceled)):
+		m.say("stopped by you at step %d: the steps recorded so far are kept (f/b walk them, w saves them)", n)
 	case d.op.kind == opCommand:
 		m.commandDone(d)
 	case d.op.kind == opFind:

@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/charmbracelet/x/term"
 	"io"
 	"os"
@@ -35,6 +36,12 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	}
 	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
 		err = nil
+	}
+	switch name, steps, kerr := m.Kept(); {
+	case kerr != nil:
+		err = errors.Join(err, fmt.Errorf("the unsaved recording could not be kept: %w", kerr))
+	case name != "":
+		fmt.Fprintf(os.Stderr, "sctrace: the recording of %d steps was not saved; it is kept in %s (sctrace view opens it)\n", steps, name)
 	}
 	return errors.Join(err, m.Err(), cerr)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/expr"
+	"github.com/sctrace/sctrace/symbols"
 	"github.com/sctrace/sctrace/x86"
 )
 
@@ -85,11 +86,7 @@ func (m *Model) doSearch(back bool) (tea.Model, tea.Cmd) {
 			k = t.NextEvent(0, ev)
 		}
 	case strings.HasPrefix(q, "@"):
-		sym := strings.ToLower(strings.TrimSpace(q[1:]))
-		exact := strings.Contains(sym, "+")
-		k = t.SearchFunc(from, back, func(s, _, _ string) bool {
-			return s == sym || (!exact && strings.HasPrefix(s, sym+"+"))
-		})
+		k = t.SearchFunc(from, back, symbolMatch(strings.ToLower(strings.TrimSpace(q[1:]))))
 	case reRegSearch.MatchString(q):
 		return m.searchReg(q, back)
 	default:
@@ -253,4 +250,19 @@ func (d *Live) functionAhead(ctx context.Context) ([]Line, error) {
 		return nil, fmt.Errorf("the code at %#x could not be read", rip)
 	}
 	return lines, nil
+}
+
+// symbolMatch returns the matcher of /@SYM: the steps in function SYM, or
+// at SYM+OFF when the query has an offset. SYM names the function as in
+// the source: a symbol with the compiler's suffixes matches too
+// (symbols.SameFunction: /@copy_strings finds copy_strings.isra.0).
+func symbolMatch(query string) func(sym, intel, att string) bool {
+	qfn, qoff, exact := strings.Cut(query, "+")
+	return func(sym, _, _ string) bool {
+		fn, off, _ := strings.Cut(sym, "+")
+		if exact && off != qoff {
+			return false
+		}
+		return symbols.SameFunction(qfn, fn)
+	}
 }

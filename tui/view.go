@@ -374,7 +374,14 @@ func (m *Model) statusLine() string {
 		parts = append(parts, stAccent.Render("replay"))
 	}
 	if m.busy != nil {
-		parts = append(parts, stWarn.Render(m.busy.label+"…"))
+		label := m.busy.label + "…"
+		if m.busy.records() {
+			if m.recorded > 0 {
+				label += fmt.Sprintf(" %d steps so far", m.recorded)
+			}
+			label += " (esc stops)"
+		}
+		parts = append(parts, stWarn.Render(label))
 	}
 	if l := m.recorderLabel(); l != "" {
 		parts = append(parts, l)
