@@ -149,12 +149,7 @@ func TestStubDies(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			stub := newStub(t)
-			addr, done := startProxy(t, ctx, stub, nil)
-			c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c, done := dialProxy(t, ctx, stub)
 			steps := 0
 			if match == "s" {
 				if _, err := c.Step(ctx); err != nil {
@@ -163,7 +158,7 @@ func TestStubDies(t *testing.T) {
 				steps = 1
 			}
 			stub.Inject(gdbstubtest.Fault{Kind: gdbstubtest.Drop, Match: match})
-			_, err = c.Step(ctx)
+			_, err := c.Step(ctx)
 			if !errors.Is(err, gdbremote.ErrClosed) {
 				t.Errorf("the client's step: %v, want its connection closed", err)
 			}
@@ -236,12 +231,7 @@ func TestInterrupt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	stub := newStub(t)
-	addr, done := startProxy(t, ctx, stub, nil)
-	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, done := dialProxy(t, ctx, stub)
 	if _, err := c.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -270,12 +260,7 @@ func TestKill(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	stub := newStub(t)
-	addr, done := startProxy(t, ctx, stub, nil)
-	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, done := dialProxy(t, ctx, stub)
 	if _, err := c.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -293,12 +278,7 @@ func TestPhysicalModeKept(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	stub := newStub(t)
-	addr, done := startProxy(t, ctx, stub, nil)
-	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, done := dialProxy(t, ctx, stub)
 	if err := c.SetPhysicalMemoryMode(ctx, true); err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,19 @@ func startProxy(t *testing.T, ctx context.Context, stub *gdbstubtest.Stub, listi
 	return ln.Addr().String(), done
 }
 
+// dialProxy starts a proxy to stub and connects a client to it, closed
+// when the test ends.
+func dialProxy(t *testing.T, ctx context.Context, stub *gdbstubtest.Stub) (*gdbremote.Conn, <-chan served) {
+	t.Helper()
+	addr, done := startProxy(t, ctx, stub, nil)
+	c, err := gdbremote.Dial(ctx, addr, gdbremote.WithTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, done
+}
+
 func wait(t *testing.T, done <-chan served) served {
 	t.Helper()
 	select {

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,19 +264,7 @@ func TestLinuxIRQ(t *testing.T) {
 			} else if got, want := st1.Regs.Val(x86.RSP), r.End-40; got != want {
 				t.Errorf("rsp at the handler %#x, want %#x: the entry stack's top minus the 40-byte frame", got, want)
 			}
-			if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
-				t.Errorf("stacks visited %q: the task stack is not among them", stacks)
-			}
-			ev := countEvents(tr)
-			if ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
-				for _, f := range trace.Summarize(tr).Findings {
-					t.Log(f)
-				}
-				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes and no finding", ev)
-			}
-			if end := tr.Step(tr.Len() - 1); end.Op != x86asm.IRETQ || end.CPL != 0 {
-				t.Errorf("last step %s at CPL %d, want iretq at CPL 0", end.ATT, end.CPL)
-			}
+			checkIretqPath(t, tr)
 			if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != uint64(st0.RIP) || tr.Final.Val(x86.RSP) != st0.Regs.Val(x86.RSP) {
 				t.Errorf("ended at %#x (rsp %#x) CPL %d, want %#x (rsp %#x) CPL 3: the interrupted instruction",
 					tr.Final.Val(x86.RIP), tr.Final.Val(x86.RSP), tr.Final.CPL(), uint64(st0.RIP), st0.Regs.Val(x86.RSP))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
 	"github.com/sctrace/sctrace/internal/testenv"
@@ -81,6 +83,27 @@ func checkLinuxTrace(t *testing.T, tr *trace.Trace, entries []string, exit strin
 	first := tr.Step(0)
 	if want := uint64(first.RIP) + uint64(len(insn)); tr.Final.Val(x86.RIP) != want {
 		t.Errorf("back in user mode at %#x, want %#x (the instruction after the entering one)", tr.Final.Val(x86.RIP), want)
+	}
+}
+
+// checkIretqPath checks what every Linux path from user mode back by
+// iretq has (an exception, an interrupt, a signal's delivery): it passes
+// the task stack, swaps GS and CR3 twice each with no finding, and ends
+// with iretq at CPL 0.
+func checkIretqPath(t *testing.T, tr *trace.Trace) {
+	t.Helper()
+	if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
+		t.Errorf("stacks visited %q: the task stack is not among them", stacks)
+	}
+	ev := countEvents(tr)
+	if ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
+		for _, f := range trace.Summarize(tr).Findings {
+			t.Log(f)
+		}
+		t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes and no finding", ev)
+	}
+	if end := tr.Step(tr.Len() - 1); end.Op != x86asm.IRETQ || end.CPL != 0 {
+		t.Errorf("last step %s at CPL %d, want iretq at CPL 0", end.ATT, end.CPL)
 	}
 }
 

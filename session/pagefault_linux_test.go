@@ -3,12 +3,9 @@ package session
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/sctrace/sctrace/annotate"
 	"github.com/sctrace/sctrace/fixtures/linuxinit"
@@ -103,19 +100,7 @@ func TestLinuxPageFault(t *testing.T) {
 					t.Errorf("the trace never passes %s", fn)
 				}
 			}
-			if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
-				t.Errorf("stacks visited %q: the task stack is not among them", stacks)
-			}
-			ev := countEvents(tr)
-			if ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
-				for _, f := range trace.Summarize(tr).Findings {
-					t.Log(f)
-				}
-				t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes and no finding", ev)
-			}
-			if end := tr.Step(tr.Len() - 1); end.Op != x86asm.IRETQ || end.CPL != 0 {
-				t.Errorf("last step %s at CPL %d, want iretq at CPL 0", end.ATT, end.CPL)
-			}
+			checkIretqPath(t, tr)
 			if tr.Final.CPL() != 3 || tr.Final.Val(x86.RIP) != touch || tr.Final.Val(x86.RSP) != st0.Regs.Val(x86.RSP) {
 				t.Errorf("ended at %#x (rsp %#x) CPL %d, want %#x (rsp %#x) CPL 3: the store, to run again",
 					tr.Final.Val(x86.RIP), tr.Final.Val(x86.RSP), tr.Final.CPL(), touch, st0.Regs.Val(x86.RSP))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,19 +190,7 @@ func checkSignalDelivery(ctx context.Context, t *testing.T, s *Session, tr *trac
 			t.Errorf("the trace never passes %s", fn)
 		}
 	}
-	if stacks := trace.Summarize(tr).Stacks; !slices.ContainsFunc(stacks, func(s string) bool { return strings.HasPrefix(s, "task stack") }) {
-		t.Errorf("stacks visited %q: the task stack is not among them", stacks)
-	}
-	ev := countEvents(tr)
-	if ev.swapgs != 2 || ev.cr3 != 2 || ev.findings != 0 {
-		for _, f := range trace.Summarize(tr).Findings {
-			t.Log(f)
-		}
-		t.Errorf("events: %+v; want 2 swapgs, 2 CR3 writes and no finding", ev)
-	}
-	if end := tr.Step(tr.Len() - 1); end.Op != x86asm.IRETQ || end.CPL != 0 {
-		t.Errorf("last step %s at CPL %d, want iretq at CPL 0", end.ATT, end.CPL)
-	}
+	checkIretqPath(t, tr)
 	// The handler runs as handler(signal, &siginfo, &ucontext) on a stack
 	// the kernel made below the interrupted one, returning to the
 	// restorer sa_restorer named.
