@@ -202,21 +202,10 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 				return err
 			}
 		}
-		// Every vCPU runs: the call may come on any of them, and the one
-		// that hits is followed from here on.
-		sr, err := r.T.ContinueAll(ctx)
-		if err != nil {
-			return fmt.Errorf("continue to %s: %w", r.name(addr), err)
-		}
-		if sr.Kind == 'W' || sr.Kind == 'X' {
-			return fmt.Errorf("continue to %s: %w (%s)", r.name(addr), target.ErrExited, sr)
-		}
-		st, err := r.T.State(ctx)
+		sr, st, err := r.resume(ctx, "continue to "+r.name(addr))
 		if err != nil {
 			return err
 		}
-		st.Sys = r.tables
-		r.cur = st
 		if got := st.Val(x86.RIP); got != addr {
 			return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(addr), r.name(got), sr)
 		}
@@ -224,6 +213,27 @@ func (r *Recorder) runTo(ctx context.Context, addr uint64) (err error) {
 			return nil
 		}
 	}
+}
+
+// resume lets every vCPU run until one stops and follows that one
+// (Target.ContinueAll: the awaited call may come on any of them), then
+// makes the state it stopped in current. A guest that ended is an error
+// wrapping target.ErrExited. what names the wait in errors.
+func (r *Recorder) resume(ctx context.Context, what string) (gdbremote.StopReply, *x86.State, error) {
+	sr, err := r.T.ContinueAll(ctx)
+	if err != nil {
+		return sr, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if sr.Kind == 'W' || sr.Kind == 'X' {
+		return sr, nil, fmt.Errorf("%s: %w (%s)", what, target.ErrExited, sr)
+	}
+	st, err := r.T.State(ctx)
+	if err != nil {
+		return sr, nil, err
+	}
+	st.Sys = r.tables
+	r.cur = st
+	return sr, st, nil
 }
 
 // onWantedCPU reports whether the vCPU followed is the one OnCPU names
@@ -403,19 +413,10 @@ func (r *Recorder) ToInterrupt(ctx context.Context) (err error) {
 		if n == maxKernelIRQs {
 			return fmt.Errorf("find the next irq: %d interrupts reached %s, none from the user program", n, name)
 		}
-		// Every vCPU runs; the one whose interrupt stops is followed.
-		sr, err := r.T.ContinueAll(ctx)
-		if err != nil {
-			return fmt.Errorf("continue to %s: %w", r.name(handler), err)
-		}
-		if sr.Kind == 'W' || sr.Kind == 'X' {
-			return fmt.Errorf("continue to %s: %w (%s)", r.name(handler), target.ErrExited, sr)
-		}
-		st, err := r.T.State(ctx)
+		sr, st, err := r.resume(ctx, "continue to "+r.name(handler))
 		if err != nil {
 			return err
 		}
-		r.cur = st
 		if got := st.Val(x86.RIP); got != handler {
 			return fmt.Errorf("continue to %s: stopped at %s instead (%s)", r.name(handler), r.name(got), sr)
 		}

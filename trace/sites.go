@@ -20,7 +20,8 @@ const MaxSites = 4
 // without an interrupt vector or a learnable return address is caught:
 // sysenter saves no return address at all, and a 64-bit kernel's
 // compatibility-mode SYSCALL entry (CSTAR) has no symbol ToEntry breaks
-// on. A site whose bytes turn out to be part of another instruction is
+// on. The vCPU that stops is followed, and with OnCPU set only a stop on
+// that vCPU counts. A site whose bytes turn out to be part of another instruction is
 // never hit; at most MaxSites are used. what names the wait in errors.
 // Breakpoints are removed on every path, ctrl-c included.
 func (r *Recorder) ToSites(ctx context.Context, m mechanism.Mechanism, sites []uint64, what string) (err error) {
@@ -30,7 +31,7 @@ func (r *Recorder) ToSites(ctx context.Context, m mechanism.Mechanism, sites []u
 	}
 	sites = sites[:min(len(sites), MaxSites)]
 	wanted := func(ctx context.Context, st *x86.State) bool {
-		if st.CPL() != 3 || !slices.Contains(sites, st.Val(x86.RIP)) {
+		if !r.onWantedCPU() || st.CPL() != 3 || !slices.Contains(sites, st.Val(x86.RIP)) {
 			return false
 		}
 		inst, _, err := r.Decode(ctx, st)
@@ -63,19 +64,10 @@ func (r *Recorder) ToSites(ctx context.Context, m mechanism.Mechanism, sites []u
 				return err
 			}
 		}
-		sr, err := r.T.Conn.Continue(ctx)
-		if err != nil {
-			return fmt.Errorf("wait for %s: %w", what, err)
-		}
-		if sr.Kind == 'W' || sr.Kind == 'X' {
-			return fmt.Errorf("wait for %s: the guest ended (%s)", what, sr)
-		}
-		st, err := r.T.State(ctx)
+		_, st, err := r.resume(ctx, "wait for "+what)
 		if err != nil {
 			return err
 		}
-		st.Sys = r.tables
-		r.cur = st
 		if wanted(ctx, st) {
 			return r.readSys(ctx)
 		}

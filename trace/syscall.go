@@ -154,20 +154,10 @@ func (r *Recorder) ToSyscall(ctx context.Context, nr int, what string, sites []u
 				return err
 			}
 		}
-		// Every vCPU runs; the one that stops is followed.
-		sr, err := r.T.ContinueAll(ctx)
-		if err != nil {
-			return fmt.Errorf("wait for %s: %w", what, err)
-		}
-		if sr.Kind == 'W' || sr.Kind == 'X' {
-			return fmt.Errorf("wait for %s: the guest ended (%s)", what, sr)
-		}
-		st, err := r.T.State(ctx)
+		_, st, err := r.resume(ctx, "wait for "+what)
 		if err != nil {
 			return err
 		}
-		st.Sys = r.tables
-		r.cur = st
 		switch rip := st.Val(x86.RIP); {
 		case entry != 0 && rip == entry:
 			if st.Val(x86.RAX) != uint64(nr) {
